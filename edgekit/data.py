@@ -1,0 +1,135 @@
+"""Loading arrays for validation, calibration and evaluation (numpy only).
+
+File format (the same for ``--validation-data``, ``--calibration`` and ``--eval-data``):
+an ``.npz`` whose arrays are named after the model's inputs, or, for a single-input model,
+one array named ``x`` (or the file's only array, or a plain ``.npy``). An optional array ``y``
+holds integer class labels (or one-hot rows) for accuracy figures.
+"""
+
+from __future__ import annotations
+
+import os
+import zipfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import DataError, InputError
+
+__all__ = ["TensorSpecInfo", "Dataset", "load_dataset", "check_finite", "batches", "format_shape"]
+
+
+def format_shape(shape: object) -> str:
+    """``(N, 28, 28, 1)``: dynamic dimensions (None, 0, symbolic names) shown as N."""
+    dims = list(shape)  # type: ignore[call-overload]
+    return "(" + ", ".join(str(d) if isinstance(d, int) and d > 0 else "N" for d in dims) + ")"
+
+
+@dataclass(frozen=True)
+class TensorSpecInfo:
+    """Name, shape (None for dynamic dimensions) and numpy dtype name of a model input/output."""
+
+    name: str
+    shape: tuple[int | None, ...]
+    dtype: str
+
+    def to_dict(self) -> dict[str, object]:
+        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
+
+
+@dataclass
+class Dataset:
+    """Model inputs by name (equal first dimensions) and optional integer labels."""
+
+    inputs: dict[str, np.ndarray]
+    labels: np.ndarray | None = None
+    source: str = ""
+
+    def __len__(self) -> int:
+        return len(next(iter(self.inputs.values())))
+
+    def take(self, n: int) -> Dataset:
+        """The first ``n`` samples."""
+        return Dataset(
+            {k: v[:n] for k, v in self.inputs.items()},
+            None if self.labels is None else self.labels[:n],
+            self.source,
+        )
+
+
+def check_finite(name: str, x: np.ndarray, where: str = "") -> None:
+    """Raise :class:`DataError` when a float array holds NaN or inf."""
+    if np.issubdtype(x.dtype, np.floating) and not np.isfinite(x).all():
+        bad = int((~np.isfinite(x)).sum())
+        raise DataError(
+            f"{where or 'data'}: array {name!r} holds {bad} NaN/inf value(s)",
+            hint="clean the data (np.nan_to_num or drop those samples) and try again",
+        )
+
+
+def load_dataset(
+    path: str | os.PathLike[str], input_names: Sequence[str], what: str = "data"
+) -> Dataset:
+    """Read a ``.npz``/``.npy`` file laid out as this module describes.
+
+    Args:
+        path: the file.
+        input_names: the model's input names, in order.
+        what: how the data is called in error messages (e.g. ``"calibration data"``).
+    """
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"{what} file {p} does not exist", hint="check the path")
+    if p.is_dir():
+        raise InputError(f"{what} path {p} is a folder, expected a .npz or .npy file")
+    try:
+        if p.suffix == ".npy":
+            arrays = {"x": np.load(p, allow_pickle=False)}
+        else:
+            with np.load(p, allow_pickle=False) as npz:
+                arrays = {k: npz[k] for k in npz.files}
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise DataError(
+            f"{what} file {p} is not a readable .npz/.npy file ({exc})",
+            hint="save arrays with numpy.savez(path, x=inputs, y=labels)",
+        ) from exc
+    labels = arrays.pop("y", None)
+    names = list(input_names)
+    if all(n in arrays for n in names):
+        inputs = {n: arrays[n] for n in names}
+    elif len(names) == 1 and ("x" in arrays or len(arrays) == 1):
+        inputs = {names[0]: arrays["x"] if "x" in arrays else next(iter(arrays.values()))}
+    else:
+        raise DataError(
+            f"{what} file {p} has arrays {sorted(arrays)} but the model's inputs are {names}",
+            hint="name the arrays after the model inputs (single-input models may use 'x')",
+        )
+    lengths = {n: (len(a) if a.ndim else 0) for n, a in inputs.items()}
+    if any(n == 0 for n in lengths.values()):
+        raise DataError(f"{what} file {p} is empty (no samples)", hint="add samples")
+    if len(set(lengths.values())) != 1:
+        raise DataError(f"{what} file {p}: inputs have different sample counts {lengths}")
+    n = next(iter(lengths.values()))
+    for name, a in inputs.items():
+        if not (np.issubdtype(a.dtype, np.number) or a.dtype == np.bool_):
+            raise DataError(f"{what}: array {name!r} has non-numeric dtype {a.dtype}")
+        check_finite(name, a, what)
+    if labels is not None:
+        if labels.ndim == 2 and labels.shape[1] > 1:
+            labels = labels.argmax(axis=1)
+        labels = labels.reshape(-1)
+        if len(labels) != n:
+            raise DataError(f"{what} file {p}: {len(labels)} labels for {n} samples")
+        if not np.issubdtype(labels.dtype, np.integer):
+            if np.issubdtype(labels.dtype, np.floating) and np.all(labels == np.round(labels)):
+                labels = labels.astype(np.int64)
+            else:
+                raise DataError(f"{what} file {p}: labels 'y' must be integer class ids")
+    return Dataset(inputs, labels, str(p))
+
+
+def batches(n: int, batch_size: int) -> list[slice]:
+    """Slices covering ``range(n)`` in steps of ``batch_size``."""
+    return [slice(i, min(i + batch_size, n)) for i in range(0, n, max(1, batch_size))]

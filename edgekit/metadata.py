@@ -1,0 +1,236 @@
+"""Model metadata: labels, input preprocessing and tokenizer, carried from Keras to ONNX.
+
+Pure Python + numpy (no TensorFlow, no onnx), so that the runtime can read it on a device.
+
+Where it lives:
+- with a Keras model: inside the ``.keras`` zip as ``edgekit.json``; beside a legacy ``.h5``
+  file as ``<stem>.edgekit.json``; inside a SavedModel folder as ``edgekit.json``;
+- in an ONNX model: ``metadata_props`` entries whose keys start with ``edgekit.``
+  (structured values are JSON text), see :meth:`ModelMetadata.to_props`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import tempfile
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import InputError
+
+__all__ = [
+    "PREFIX",
+    "Preprocessing",
+    "ModelMetadata",
+    "load_keras_metadata",
+    "save_keras_metadata",
+    "keras_metadata_path",
+]
+
+PREFIX = "edgekit."
+_KERAS_MEMBER = "edgekit.json"
+
+
+@dataclass
+class Preprocessing:
+    """How raw inputs become model inputs: ``x = (x * scale + offset - mean) / std``.
+
+    Attributes:
+        kind: ``"image"``, ``"tabular"``, ``"text"`` or ``"none"`` (default).
+        scale: multiply raw values by this (e.g. ``1/255`` for uint8 images); default 1.
+        offset: add after scaling; default 0.
+        mean: per-feature mean to subtract (last axis); default none.
+        std: per-feature standard deviation to divide by; default none.
+        layout: tensor layout of image inputs, ``"NHWC"`` (Keras default) or ``"NCHW"``.
+        image_size: ``[height, width]`` that images are resized to; default none.
+        color: ``"grayscale"`` or ``"rgb"`` for image inputs; default none.
+        raw_dtype: dtype of the raw data the scale applies to (e.g. ``"uint8"``).
+    """
+
+    kind: str = "none"
+    scale: float = 1.0
+    offset: float = 0.0
+    mean: list[float] | None = None
+    std: list[float] | None = None
+    layout: str = "NHWC"
+    image_size: list[int] | None = None
+    color: str | None = None
+    raw_dtype: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("image", "tabular", "text", "none"):
+            raise InputError(f"unknown preprocessing kind {self.kind!r}")
+        if (self.mean is None) != (self.std is None):
+            raise InputError("preprocessing needs both mean and std, or neither")
+        if self.std is not None and any(s == 0 for s in self.std):
+            raise InputError("preprocessing std contains zeros")
+
+    @property
+    def is_identity(self) -> bool:
+        """True when :meth:`apply` changes nothing but the dtype."""
+        return self.scale == 1.0 and self.offset == 0.0 and self.mean is None
+
+    def apply(self, x: np.ndarray, dtype: Any = np.float32) -> np.ndarray:
+        """Apply scale/offset/standardisation to a raw numeric array, returning ``dtype``."""
+        y = np.asarray(x, dtype=np.float32)
+        if self.scale != 1.0:
+            y = y * np.float32(self.scale)
+        if self.offset != 0.0:
+            y = y + np.float32(self.offset)
+        if self.mean is not None and self.std is not None:
+            y = (y - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
+        return y.astype(dtype, copy=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Preprocessing:
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+@dataclass
+class ModelMetadata:
+    """What edgekit knows about a model beyond its graph.
+
+    Attributes:
+        labels: class names, index-aligned with the output; default none.
+        preprocessing: how to turn raw inputs into model inputs; default none.
+        tokenizer: a serialized :class:`edgekit.text.TextTokenizer` for text models.
+        task: ``"classification"`` (default) or ``"regression"``.
+        recipe: the training recipe that made the model, if any.
+        extra: free-form string properties kept as they are (e.g. export provenance).
+    """
+
+    labels: list[str] | None = None
+    preprocessing: Preprocessing | None = None
+    tokenizer: dict[str, Any] | None = None
+    task: str = "classification"
+    recipe: str | None = None
+    extra: dict[str, str] = field(default_factory=dict)
+
+    # -- JSON (Keras side) -------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            "labels": self.labels,
+            "preprocessing": self.preprocessing.to_dict() if self.preprocessing else None,
+            "tokenizer": self.tokenizer,
+            "task": self.task,
+            "recipe": self.recipe,
+        }
+        if self.extra:
+            d["extra"] = dict(self.extra)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ModelMetadata:
+        pre = d.get("preprocessing")
+        return cls(
+            labels=list(d["labels"]) if d.get("labels") is not None else None,
+            preprocessing=Preprocessing.from_dict(pre) if pre else None,
+            tokenizer=d.get("tokenizer"),
+            task=d.get("task") or "classification",
+            recipe=d.get("recipe"),
+            extra={str(k): str(v) for k, v in (d.get("extra") or {}).items()},
+        )
+
+    # -- ONNX metadata_props -------------------------------------------------------------
+    def to_props(self) -> dict[str, str]:
+        """``metadata_props`` entries (all keys prefixed ``edgekit.``)."""
+        props: dict[str, str] = {PREFIX + "task": self.task}
+        if self.labels is not None:
+            props[PREFIX + "labels"] = json.dumps(self.labels)
+        if self.preprocessing is not None:
+            props[PREFIX + "preprocessing"] = json.dumps(self.preprocessing.to_dict())
+        if self.tokenizer is not None:
+            props[PREFIX + "tokenizer"] = json.dumps(self.tokenizer)
+        if self.recipe is not None:
+            props[PREFIX + "recipe"] = self.recipe
+        for k, v in self.extra.items():
+            props[k if k.startswith(PREFIX) else PREFIX + k] = v
+        return props
+
+    @classmethod
+    def from_props(cls, props: dict[str, str]) -> ModelMetadata:
+        """Read back what :meth:`to_props` wrote; other ``edgekit.*`` keys go to ``extra``."""
+        own = {"task", "labels", "preprocessing", "tokenizer", "recipe"}
+        get = props.get
+        pre = get(PREFIX + "preprocessing")
+        tok = get(PREFIX + "tokenizer")
+        labels = get(PREFIX + "labels")
+        extra = {
+            k: v for k, v in props.items() if k.startswith(PREFIX) and k[len(PREFIX):] not in own
+        }
+        return cls(
+            labels=json.loads(labels) if labels else None,
+            preprocessing=Preprocessing.from_dict(json.loads(pre)) if pre else None,
+            tokenizer=json.loads(tok) if tok else None,
+            task=get(PREFIX + "task") or "classification",
+            recipe=get(PREFIX + "recipe"),
+            extra=extra,
+        )
+
+    def get_json(self, key: str) -> Any:
+        """Parse ``extra[edgekit.<key>]`` as JSON; None when absent."""
+        v = self.extra.get(PREFIX + key)
+        return json.loads(v) if v else None
+
+
+def keras_metadata_path(model_path: str | os.PathLike[str]) -> Path:
+    """Sidecar file used for ``.h5`` models and SavedModel folders."""
+    p = Path(model_path)
+    if p.is_dir():
+        return p / _KERAS_MEMBER
+    return p.with_name(p.stem + ".edgekit.json")
+
+
+def load_keras_metadata(model_path: str | os.PathLike[str]) -> ModelMetadata | None:
+    """Metadata stored with a Keras model, or None when there is none."""
+    p = Path(model_path)
+    text: str | None = None
+    if p.is_file() and p.suffix == ".keras" and zipfile.is_zipfile(p):
+        with zipfile.ZipFile(p) as zf:
+            if _KERAS_MEMBER in zf.namelist():
+                text = zf.read(_KERAS_MEMBER).decode()
+    if text is None:
+        side = keras_metadata_path(p)
+        if side.is_file():
+            text = side.read_text()
+    if text is None:
+        return None
+    try:
+        return ModelMetadata.from_dict(json.loads(text))
+    except (ValueError, TypeError, KeyError) as exc:
+        raise InputError(f"edgekit metadata of {p} is malformed: {exc}") from exc
+
+
+def save_keras_metadata(model_path: str | os.PathLike[str], meta: ModelMetadata) -> Path:
+    """Store ``meta`` with a Keras model (inside a ``.keras`` zip, else as a sidecar file)."""
+    p = Path(model_path)
+    text = json.dumps(meta.to_dict(), indent=2)
+    if p.is_file() and p.suffix == ".keras":
+        fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+        os.close(fd)
+        try:
+            with zipfile.ZipFile(p) as src, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as dst:
+                for item in src.infolist():
+                    if item.filename != _KERAS_MEMBER:
+                        dst.writestr(item, src.read(item.filename))
+                dst.writestr(_KERAS_MEMBER, text)
+            shutil.copymode(p, tmp)
+            os.replace(tmp, p)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return p
+    side = keras_metadata_path(p)
+    side.write_text(text)
+    return side
