@@ -1,0 +1,269 @@
+"""Quantization (int8 / dynamic / fp16), the accuracy gate and ORT format, on small real models."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from edgekit.cli import cli
+
+keras = pytest.importorskip("keras")
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+pytest.importorskip("sympy")
+
+from edgekit.errors import AccuracyGateError, InputError  # noqa: E402
+from edgekit.export import ExportConfig, export_model  # noqa: E402
+from edgekit.metadata import ModelMetadata, Preprocessing, save_keras_metadata  # noqa: E402
+from edgekit.quantize import (  # noqa: E402
+    PRESETS,
+    QuantizationConfig,
+    QuantMode,
+    export_hook,
+    quantize_model,
+    resolve_mode,
+)
+
+
+def _files(d: Path) -> set[str]:
+    return {p.name for p in d.iterdir()} if d.exists() else set()
+
+
+@pytest.fixture(scope="module")
+def cnn(fashion_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A small CNN trained 1 epoch on 3,000 Fashion-MNIST images, its fp32 export, and data."""
+    from edgekit.datasets import load_image_data
+
+    d = tmp_path_factory.mktemp("cnn")
+    data = load_image_data(fashion_dir)
+    keras.utils.set_random_seed(0)
+    m = keras.Sequential([
+        keras.Input((28, 28, 1), name="image"),
+        keras.layers.Conv2D(16, 3, activation="relu"),
+        keras.layers.MaxPooling2D(2),
+        keras.layers.Conv2D(32, 3, activation="relu"),
+        keras.layers.MaxPooling2D(2),
+        keras.layers.Flatten(),
+        keras.layers.Dense(10, activation="softmax", name="probs"),
+    ], name="cnn")
+    m.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    m.fit(data.x_train[:3000] / 255.0, data.y_train[:3000], epochs=1, batch_size=64, verbose=0)
+    path = d / "cnn.keras"
+    m.save(path)
+    save_keras_metadata(path, ModelMetadata(
+        preprocessing=Preprocessing(kind="image", scale=1 / 255, raw_dtype="uint8")))
+    np.savez(d / "calib.npz", x=data.x_train[:300], y=data.y_train[:300])  # uint8
+    np.savez(d / "eval.npz", x=data.x_test[:1000], y=data.y_test[:1000])
+    res = export_model(path, d / "fp32", ExportConfig())
+    return {"keras": path, "onnx": res.onnx_path, "calib": d / "calib.npz",
+            "eval": d / "eval.npz", "dir": d}
+
+
+# -- int8 through the export command, with ORT format -----------------------------------------
+def test_export_int8_ort(cnn: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    r = CliRunner().invoke(cli, [
+        "export", str(cnn["keras"]), "-o", str(out), "--quantize", "int8",
+        "--calibration", str(cnn["calib"]), "--eval-data", str(cnn["eval"]), "--format", "ort"])
+    assert r.exit_code == 0, r.output
+    assert _files(out) == {"cnn.onnx", "cnn.report.json", "cnn.int8.onnx", "cnn.int8.quant.json",
+                           "cnn.int8.ort", "cnn.int8.required_operators.config"}
+    assert "accuracy" in r.output and "NNAPI" in r.output and "CoreML" in r.output
+    report = json.loads((out / "cnn.report.json").read_text())
+    v = report["variants"]["int8"]
+    assert v["size_ratio"] <= 0.5
+    assert (out / "cnn.int8.onnx").stat().st_size <= 0.5 * (out / "cnn.onnx").stat().st_size
+    ev = v["evaluation"]
+    assert ev["samples"] == 1000 and abs(ev["accuracy_drop"]) <= 2.0 and ev["top1_agreement"] > 0.9
+    assert any("uint8" in n or "preprocessed" in n for n in v["notes"])
+    assert v["calibration"]["samples"] == 256 and {m["ep"] for m in v["mobile"]} >= {"NNAPI"}
+    qm = onnx.load(str(out / "cnn.int8.onnx"))
+    props = {p.key: p.value for p in qm.metadata_props}
+    saved = json.loads(props["edgekit.quantization"])
+    assert saved == json.loads((out / "cnn.int8.quant.json").read_text())
+    assert saved["per_channel"] is True and saved["mode"] == "int8"
+    assert "edgekit.preprocessing" in props  # the fp32 metadata is kept
+    ops = {n.op_type for n in qm.graph.node}
+    assert ops & {"QLinearConv", "QuantizeLinear", "ConvInteger"}
+    # the .ort file loads and matches the .onnx file
+    x = (np.load(cnn["eval"])["x"][:64] / 255.0).astype(np.float32)
+    a = ort.InferenceSession(str(out / "cnn.int8.onnx"), providers=["CPUExecutionProvider"])
+    b = ort.InferenceSession(str(out / "cnn.int8.ort"), providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(a.run(None, {"image": x})[0], b.run(None, {"image": x})[0],
+                               atol=1e-5)
+    assert "QLinearConv" in (out / "cnn.int8.required_operators.config").read_text()
+
+
+def test_fp16_and_dynamic_cnn(cnn: dict[str, Path], tmp_path: Path) -> None:
+    cfg = QuantizationConfig(mode="fp16")
+    r = quantize_model(cnn["onnx"], tmp_path, config=cfg, eval_data=cnn["eval"])
+    assert r.path == tmp_path / "cnn.fp16.onnx" and r.evaluation is not None
+    assert r.evaluation["max_abs_error"] < 1e-2
+    assert r.size_ratio <= 0.65  # tiny model: metadata weighs; the shipped CNN is checked in bench
+    sess = ort.InferenceSession(str(r.path), providers=["CPUExecutionProvider"])
+    assert sess.get_inputs()[0].type == "tensor(float)"
+    assert sess.get_outputs()[0].type == "tensor(float)"
+    init_types = {i.data_type for i in onnx.load(str(r.path)).graph.initializer if i.dims}
+    assert onnx.TensorProto.FLOAT16 in init_types
+    d = quantize_model(cnn["onnx"], tmp_path, config=QuantizationConfig(mode="dynamic"))
+    assert d.path.name == "cnn.dynamic.onnx" and d.size_ratio < 0.5
+
+
+# -- dynamic int8 on an LSTM -------------------------------------------------------------------
+def test_dynamic_lstm_and_auto(tmp_path: Path) -> None:
+    keras.utils.set_random_seed(0)
+    m = keras.Sequential([
+        keras.Input((20,), dtype="int32", name="tokens"),
+        keras.layers.Embedding(200, 16),
+        keras.layers.LSTM(16, use_cudnn=False),
+        keras.layers.Dense(2, activation="softmax"),
+    ], name="lstm")
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 200, (64, 20)).astype(np.int32)
+    np.savez(tmp_path / "eval.npz", x=x, y=rng.integers(0, 2, 64))
+    res = export_model(m, tmp_path / "out", ExportConfig(), extra_outputs=export_hook(
+        QuantizationConfig(mode="auto"), eval_data=tmp_path / "eval.npz"))
+    v = res.report["variants"]["dynamic"]
+    assert v["requested_mode"] == "auto" and any("recurrent" in n for n in v["notes"])
+    assert "DynamicQuantizeLSTM" in v["op_histogram"]
+    assert v["evaluation"]["top1_agreement"] >= 0.9
+    assert (tmp_path / "out" / "lstm.dynamic.onnx").exists()
+
+
+def test_resolve_mode_and_config(cnn: dict[str, Path]) -> None:
+    proto = onnx.load(str(cnn["onnx"]))
+    assert resolve_mode(proto, "auto")[0] is QuantMode.INT8
+    assert resolve_mode(proto, "fp16") == (QuantMode.FP16, None)
+    c = QuantizationConfig.from_preset("avx2", per_channel=None, calibration_samples=10)
+    assert c.reduce_range is True and c.per_channel is True and c.calibration_samples == 10
+    assert QuantizationConfig.from_dict(c.to_dict()) == c
+    assert set(PRESETS) == {"avx512_vnni", "avx2", "arm64"}
+    for bad in [{"preset": "x86"}, {"calibration_samples": 0}, {"mode": "int4"},
+                {"max_accuracy_drop": -1}, {"optimize": "max"}]:
+        with pytest.raises(InputError):
+            QuantizationConfig(**bad)
+
+
+# -- the accuracy gate -------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def sensitive(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A digits MLP made sensitive to activation quantization: one hidden unit is scaled up
+    1000x (and its outgoing weights down 1000x), which leaves the fp32 function unchanged (ReLU
+    is positively homogeneous) but makes per-tensor uint8 activation ranges useless."""
+    from sklearn.datasets import load_digits
+
+    d = tmp_path_factory.mktemp("gate")
+    x, y = load_digits(return_X_y=True)
+    x = (x / 16.0).astype(np.float32)
+    keras.utils.set_random_seed(0)
+    m = keras.Sequential([keras.Input((64,), name="x"),
+                          keras.layers.Dense(32, activation="relu", name="hidden"),
+                          keras.layers.Dense(10, activation="softmax", name="probs")], name="mlp")
+    m.compile(optimizer=keras.optimizers.Adam(0.01), loss="sparse_categorical_crossentropy")
+    m.fit(x[:1400], y[:1400], epochs=15, batch_size=64, verbose=0)
+    w1, b1 = m.layers[0].get_weights()
+    w2, b2 = m.layers[1].get_weights()
+    w1[:, 0] *= 1000
+    b1[0] = b1[0] * 1000 + 1000  # large and always active
+    w2[0] /= 1000
+    b2 -= w2[0] * 1000
+    m.layers[0].set_weights([w1, b1])
+    m.layers[1].set_weights([w2, b2])
+    np.savez(d / "calib.npz", x=x[:400])
+    np.savez(d / "eval.npz", x=x[1400:], y=y[1400:])
+    res = export_model(m, d / "fp32", ExportConfig(atol=1e-3))
+    return {"onnx": res.onnx_path, "calib": d / "calib.npz", "eval": d / "eval.npz"}
+
+
+def test_gate_keeps_nodes_in_float(sensitive: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    r = CliRunner().invoke(cli, [
+        "quantize", str(sensitive["onnx"]), "-o", str(out), "--quantize", "int8", "--per-tensor",
+        "--calibration", str(sensitive["calib"]), "--eval-data", str(sensitive["eval"]),
+        "--max-accuracy-drop", "1.0"])
+    assert r.exit_code == 0, r.output
+    assert "kept in float" in r.output
+    v = json.loads((out / "mlp.report.json").read_text())["variants"]["int8"]
+    gate = v["gate"]
+    assert gate["met"] and gate["kept_in_float"]
+    assert gate["steps"][0]["accuracy_drop"] > 1.0  # the model really is sensitive
+    assert v["evaluation"]["accuracy_drop"] <= 1.0
+    saved = json.loads((out / "mlp.int8.quant.json").read_text())
+    assert saved["nodes_to_exclude"] == gate["kept_in_float"]
+
+
+def test_gate_failure_writes_nothing(sensitive: dict[str, Path], tmp_path: Path) -> None:
+    cfg = QuantizationConfig(per_channel=False, max_accuracy_drop=0.0, gate_max_steps=0)
+    with pytest.raises(AccuracyGateError, match="best accuracy .* no int8 model was written"):
+        quantize_model(sensitive["onnx"], tmp_path, config=cfg,
+                       calibration=sensitive["calib"], eval_data=sensitive["eval"])
+    assert _files(tmp_path) == set()
+
+
+# -- calibration data errors (CLI: message, exit code, nothing written) -----------------------
+def _bad_data(d: Path) -> dict[str, tuple[Path | None, str]]:
+    rng = np.random.default_rng(0)
+    good = rng.integers(0, 255, (20, 28, 28, 1)).astype(np.uint8)
+    nan = rng.random((8, 28, 28, 1)).astype(np.float32)
+    nan[0, 0, 0, 0] = np.nan
+    cases = {
+        "shape": (rng.random((8, 32, 32, 1)).astype(np.float32), "expects (N, 28, 28, 1)"),
+        "nan": (nan, "NaN/inf"),
+        "empty": (np.zeros((0, 28, 28, 1), np.float32), "empty"),
+        "strings": (np.array(["a", "b"]), "non-numeric"),
+    }
+    out: dict[str, tuple[Path | None, str]] = {}
+    for name, (arr, msg) in cases.items():
+        np.savez(d / f"{name}.npz", x=arr)
+        out[name] = (d / f"{name}.npz", msg)
+    out["missing"] = (d / "nope.npz", "does not exist")
+    np.savez(d / "few.npz", x=good)
+    return out
+
+
+def test_calibration_errors(cnn: dict[str, Path], tmp_path: Path) -> None:
+    runner = CliRunner()
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("x")
+    for name, (path, msg) in _bad_data(tmp_path).items():
+        r = runner.invoke(cli, ["quantize", str(cnn["onnx"]), "-o", str(out), "--quantize",
+                                "int8", "--calibration", str(path)])
+        assert r.exit_code == 1, (name, r.output)
+        assert "error:" in r.output and msg in r.output, (name, r.output)
+        assert _files(out) == {"keep.txt"}, name
+    r = runner.invoke(cli, ["quantize", str(cnn["onnx"]), "-o", str(out), "--quantize", "int8"])
+    assert r.exit_code == 1 and "needs calibration data" in r.output
+    r = runner.invoke(cli, ["quantize", str(tmp_path / "none.onnx"), "-o", str(out)])
+    assert r.exit_code == 1 and "does not exist" in r.output
+    # fewer samples than asked: a clearly reported adjustment, and uint8 scaled with a note
+    r = runner.invoke(cli, ["quantize", str(cnn["onnx"]), "-o", str(out), "--quantize", "int8",
+                            "--calibration", str(tmp_path / "few.npz"),
+                            "--calibration-samples", "100", "--optimize", "basic"])
+    assert r.exit_code == 0, r.output
+    assert "100 samples asked" in r.output and "only 20" in r.output
+    assert "preprocessed with the model's metadata" in r.output
+    assert (out / "cnn.int8.onnx").exists()
+    r = runner.invoke(cli, ["quantize", str(cnn["onnx"]), "-o", str(out), "--quantize", "int8",
+                            "--calibration", str(tmp_path / "few.npz")])
+    assert r.exit_code == 1 and "already exist" in r.output
+
+
+def test_export_quantize_option_errors(cnn: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    r = CliRunner().invoke(cli, ["export", str(cnn["keras"]), "-o", str(out), "--quantize",
+                                 "int8", "--calibration", str(tmp_path / "missing.npz")])
+    assert r.exit_code == 1 and "does not exist" in r.output and not out.exists()
+    r = CliRunner().invoke(cli, ["export", str(cnn["keras"]), "-o", str(out), "--quantize",
+                                 "int8", "--calibration", str(cnn["calib"]),
+                                 "--max-accuracy-drop", "1"])
+    assert r.exit_code == 1 and "needs labelled --eval-data" in r.output and not out.exists()
+    # a failing hook leaves nothing at all behind, fp32 included
+    np.savez(tmp_path / "bad.npz", x=np.zeros((4, 5), np.float32))
+    r = CliRunner().invoke(cli, ["export", str(cnn["keras"]), "-o", str(out), "--quantize",
+                                 "int8", "--calibration", str(tmp_path / "bad.npz")])
+    assert r.exit_code == 1 and "shape" in r.output and not out.exists()
