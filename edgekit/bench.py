@@ -1,0 +1,775 @@
+"""Interleaved latency benchmarks: the measurement engine of ``bench``, ``compare`` and ``check``.
+
+Every model is loaded once (load time and memory are recorded), warmed up, and then timed in
+rounds, per batch size: ``A B C, B C A, C A B ...``: one call of each model per round, with the
+starting model rotating, so that machine noise (other processes, frequency changes) hits all
+models alike and the *ratios* against the first model hold even on a busy machine. Each call is
+timed with :func:`time.perf_counter_ns`.
+
+Backends (chosen by file suffix, see :func:`load_backend`): ``.onnx``/``.ort`` through
+:class:`edgekit.runtime.EdgeModel`; ``.tflite`` through ``tf.lite.Interpreter``; ``.keras``,
+``.h5`` and SavedModel folders through TensorFlow (the model's ``tf.function``, i.e. graph
+mode, not eager). This module imports numpy only; TensorFlow, onnxruntime and matplotlib are
+imported when a backend or the plot needs them.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .data import Dataset, batches
+from .errors import InputError, require
+
+__all__ = [
+    "BenchConfig",
+    "Backend",
+    "OnnxBackend",
+    "KerasBackend",
+    "TFLiteBackend",
+    "LatencyStats",
+    "ModelResult",
+    "BenchResult",
+    "load_backend",
+    "measure",
+    "bench_models",
+    "make_inputs",
+    "latency_stats",
+    "format_table",
+    "render_table",
+    "plot_latencies",
+    "evaluate",
+    "rss_mb",
+    "peak_rss_mb",
+    "reset_peak_rss",
+    "cpu_model",
+    "machine_info",
+]
+
+ProgressFn = Callable[[float], None]
+
+
+# ---------------------------------------------------------------------------------------------
+# configuration and results
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class BenchConfig:
+    """How to measure.
+
+    Attributes:
+        batches: batch sizes to measure (default ``(1,)``).
+        warmup: untimed calls per model and batch size before timing (default 10).
+        runs: timed calls per model and batch size (default 100 when ``duration`` is unset).
+        duration: seconds of timing per batch size, shared by all models (default None); when
+            set it replaces ``runs`` (at least ``min_runs`` calls per model are made).
+        min_runs: lower bound on timed calls per model with ``duration`` (default 5).
+        threads: intra-op threads of every backend (default None: each library's default).
+        provider: onnxruntime provider of ONNX models (default ``"cpu"``).
+        graph_optimization: onnxruntime graph optimization level (default None: all).
+        seed: seed of the synthetic inputs (default 0).
+    """
+
+    batches: tuple[int, ...] = (1,)
+    warmup: int = 10
+    runs: int | None = None
+    duration: float | None = None
+    min_runs: int = 5
+    threads: int | None = None
+    provider: str = "cpu"
+    graph_optimization: str | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        self.batches = tuple(int(b) for b in self.batches)
+        if not self.batches or any(b < 1 for b in self.batches):
+            raise InputError(f"batch sizes must be >= 1, got {list(self.batches)}")
+        if self.warmup < 0:
+            raise InputError("warmup must be >= 0")
+        if self.runs is not None and self.runs < 1:
+            raise InputError("runs must be >= 1")
+        if self.duration is not None and not self.duration > 0:
+            raise InputError("duration must be > 0 seconds")
+        if self.threads is not None and self.threads < 0:
+            raise InputError("threads must be >= 0")
+
+    @property
+    def n_runs(self) -> int:
+        """Timed calls per model and batch size when no ``duration`` is set (default 100)."""
+        return self.runs if self.runs is not None else 100
+
+
+@dataclass
+class LatencyStats:
+    """Latency of one model at one batch size, in milliseconds (throughput in samples/s)."""
+
+    batch: int
+    runs: int
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    mean_ms: float
+    std_ms: float
+    min_ms: float
+    throughput: float
+    ratio: float = 1.0  # p50 / p50 of the first model, measured in the same rounds
+    samples_ms: list[float] = field(default_factory=list, repr=False)
+
+    def to_dict(self, samples: bool = False) -> dict[str, Any]:
+        d = asdict(self)
+        if not samples:
+            d.pop("samples_ms")
+        return d
+
+
+@dataclass
+class ModelResult:
+    """Everything measured about one model."""
+
+    name: str
+    path: str
+    kind: str
+    size_bytes: int
+    load_time_ms: float
+    load_rss_mb: float
+    peak_rss_mb: float
+    latency: dict[int, LatencyStats] = field(default_factory=dict)
+    error: str | None = None
+
+    def to_dict(self, samples: bool = False) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "path": self.path,
+            "kind": self.kind,
+            "size_bytes": self.size_bytes,
+            "load_time_ms": self.load_time_ms,
+            "load_rss_mb": self.load_rss_mb,
+            "peak_rss_mb": self.peak_rss_mb,
+            "latency": {str(b): s.to_dict(samples) for b, s in self.latency.items()},
+            "error": self.error,
+        }
+
+
+@dataclass
+class BenchResult:
+    """Results of one :func:`bench_models` call (models in the order given)."""
+
+    config: BenchConfig
+    models: list[ModelResult]
+    machine: dict[str, Any]
+
+    def to_dict(self, samples: bool = False) -> dict[str, Any]:
+        cfg = asdict(self.config)
+        cfg["batches"] = list(self.config.batches)
+        return {
+            "config": cfg,
+            "machine": self.machine,
+            "models": [m.to_dict(samples) for m in self.models],
+        }
+
+    def table(self, baseline: int = 0) -> str:
+        """The Markdown-ish table (see :func:`format_table`)."""
+        return format_table(self.models, baseline)
+
+
+# ---------------------------------------------------------------------------------------------
+# memory and machine
+# ---------------------------------------------------------------------------------------------
+def _status_kb(key: str) -> float | None:
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith(key + ":"):
+                    return float(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def rss_mb() -> float:
+    """Current resident set size of this process in MiB (0.0 where /proc is missing)."""
+    kb = _status_kb("VmRSS")
+    return (kb or 0.0) / 1024.0
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size (VmHWM, else ``ru_maxrss``) of this process in MiB."""
+    kb = _status_kb("VmHWM")
+    if kb is None:
+        import resource
+
+        ru = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        kb = ru / 1024.0 if sys.platform == "darwin" else float(ru)
+    return kb / 1024.0
+
+
+def reset_peak_rss() -> bool:
+    """Reset the kernel's peak-RSS mark of this process (Linux); True when it worked."""
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def cpu_model() -> str:
+    """The CPU model name from /proc/cpuinfo (else :func:`platform.processor`)."""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or platform.machine()
+
+
+def machine_info() -> dict[str, Any]:
+    """CPU model, logical cores, OS and the versions of the libraries in use."""
+    import importlib.metadata as md
+    import platform
+
+    versions = {"python": platform.python_version()}
+    for pkg in ("edgekit", "numpy", "onnxruntime", "onnx", "tensorflow", "tensorflow-cpu",
+                "keras", "tf2onnx"):
+        try:
+            versions[pkg.removesuffix("-cpu")] = md.version(pkg)
+        except md.PackageNotFoundError:
+            pass
+    return {
+        "cpu": cpu_model(),
+        "logical_cores": os.cpu_count(),
+        "affinity_cores": (len(os.sched_getaffinity(0))
+                           if hasattr(os, "sched_getaffinity") else None),
+        "platform": platform.platform(),
+        "versions": versions,
+    }
+
+
+def _size_bytes(path: Path) -> int:
+    if path.is_dir():
+        return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+    return path.stat().st_size if path.exists() else 0
+
+
+# ---------------------------------------------------------------------------------------------
+# backends
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class InputInfo:
+    """Shape (None = dynamic), numpy dtype and, for ids, the exclusive upper bound."""
+
+    name: str
+    shape: tuple[int | None, ...]
+    dtype: str
+    high: int = 2
+
+
+class Backend:
+    """One loaded model. Subclasses set ``kind``, ``inputs`` and implement ``_infer``.
+
+    ``bind(batch)`` prepares a zero-argument callable that runs one inference on fixed inputs
+    (so the timed loop measures only the model); ``infer(arrays)`` runs inputs given in model
+    input order and returns the first output.
+    """
+
+    kind = "?"
+
+    def __init__(self, path: str | os.PathLike[str], name: str | None = None) -> None:
+        self.path = Path(path)
+        self.name = name or self.path.name
+        self.inputs: list[InputInfo] = []
+        self.metadata: Any = None  # edgekit ModelMetadata when known
+        self.load_time_ms: float | None = None  # set by load_backend
+
+    def infer(self, arrays: Sequence[np.ndarray]) -> np.ndarray:
+        """First output for inputs in model order."""
+        raise NotImplementedError
+
+    def bind(self, arrays: Sequence[np.ndarray]) -> Callable[[], Any]:
+        """A callable running one inference on ``arrays`` (default: :meth:`infer`)."""
+        arrays = list(arrays)
+        return lambda: self.infer(arrays)
+
+    def close(self) -> None:
+        """Free the session / interpreter."""
+
+    def prepare(self, data: Dataset) -> list[np.ndarray]:
+        """Model-ready inputs (model order) from raw data, by the rule of
+        :meth:`edgekit.runtime.EdgeModel.prepare`: the metadata's preprocessing is applied to
+        integer data, and to float data too when it names no ``raw_dtype``."""
+        pre = getattr(self.metadata, "preprocessing", None)
+        out = []
+        for spec, a in zip(self.inputs, _by_position(data, self.inputs).values(), strict=True):
+            want = np.dtype(spec.dtype)
+            if a.ndim == len(spec.shape) - 1 and spec.shape[-1] == 1:
+                a = a[..., None]  # (N, H, W) images for an (N, H, W, 1) input
+            if want.kind == "f":
+                apply = pre is not None and not pre.is_identity and (
+                    pre.raw_dtype is None or a.dtype.kind in "iub")
+                a = pre.apply(a, want) if apply else a.astype(want, copy=False)
+            else:
+                a = a.astype(want, copy=False)
+            out.append(a)
+        return out
+
+
+def _by_position(data: Dataset, specs: Sequence[Any]) -> dict[str, np.ndarray]:
+    """Data arrays renamed to ``specs`` names (by name when they match, else by position)."""
+    if all(s.name in data.inputs for s in specs):
+        return {s.name: data.inputs[s.name] for s in specs}
+    arrays = list(data.inputs.values())
+    if len(arrays) != len(specs):
+        raise InputError(f"data has {len(arrays)} input arrays, the model has {len(specs)} inputs")
+    return {s.name: a for s, a in zip(specs, arrays, strict=True)}
+
+
+class OnnxBackend(Backend):
+    """An ONNX model through :class:`edgekit.runtime.EdgeModel` (checked ``run`` path);
+    ``path`` may also be a loaded ``EdgeModel``."""
+
+    kind = "onnx"
+
+    def __init__(self, path: str | os.PathLike[str] | Any, name: str | None = None, *,
+                 provider: str = "cpu", threads: int | None = None,
+                 graph_optimization: str | None = None) -> None:
+        from .runtime import EdgeModel
+
+        if isinstance(path, EdgeModel):  # wrap a loaded model (its own settings apply)
+            super().__init__(path.path, name)
+            self.model = path
+        else:
+            super().__init__(path, name)
+            self.model = EdgeModel(self.path, provider, threads=threads,
+                                   graph_optimization=graph_optimization)
+        self.metadata = self.model.metadata
+        self.inputs = [
+            InputInfo(s.name, s.shape, (s.dtype or np.dtype("float32")).name,
+                      _int_high(self.metadata, s.name))
+            for s in self.model.inputs
+        ]
+
+    def infer(self, arrays: Sequence[np.ndarray]) -> np.ndarray:
+        return self.model.run(dict(zip(self.model.input_names, arrays, strict=True)))[0]
+
+    def bind(self, arrays: Sequence[np.ndarray]) -> Callable[[], Any]:
+        feeds = dict(zip(self.model.input_names, arrays, strict=True))
+        run = self.model.run
+        return lambda: run(feeds)
+
+    def prepare(self, data: Dataset) -> list[np.ndarray]:
+        raw = _by_position(data, self.inputs)
+        arg: Any = raw if len(raw) > 1 else next(iter(raw.values()))
+        feeds = self.model.prepare(arg)
+        return [feeds[n] for n in self.model.input_names]
+
+    def close(self) -> None:
+        self.model.close()
+
+
+def _int_high(meta: Any, name: str) -> int:
+    tok = getattr(meta, "tokenizer", None) or {}
+    vocab = tok.get("vocabulary") if isinstance(tok, dict) else None
+    return max(2, len(vocab)) if vocab else 2
+
+
+def _set_tf_threads(threads: int | None) -> bool:
+    """Apply ``threads`` to TensorFlow; False when TF was already initialised differently."""
+    if threads is None:
+        return True
+    import tensorflow as tf
+
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(1 if threads == 1 else threads)
+        return True
+    except RuntimeError:
+        return tf.config.threading.get_intra_op_parallelism_threads() == threads
+
+
+class KerasBackend(Backend):
+    """A Keras model run through its ``tf.function`` (graph mode, ``training=False``).
+
+    ``threads`` sets TensorFlow's intra-op pool; TensorFlow fixes it at its first op, so a later
+    different value is ignored with a warning (run such cases in separate processes).
+    """
+
+    kind = "keras"
+
+    def __init__(self, path: str | os.PathLike[str] | Any, name: str | None = None, *,
+                 threads: int | None = None) -> None:
+        from .export import load_source
+
+        if isinstance(path, str | os.PathLike):
+            super().__init__(path, name)
+            src_arg: Any = self.path
+        else:  # an in-memory Keras model
+            super().__init__(getattr(path, "name", "model"), name)
+            src_arg = path
+        if not _set_tf_threads(threads):
+            warnings.warn(f"TensorFlow already runs with other thread settings; "
+                          f"threads={threads} is ignored for {self.name}", stacklevel=2)
+        self.source = load_source(src_arg)
+        self.metadata = self.source.metadata
+        self.inputs = [
+            InputInfo(s.name, s.shape, s.dtype, self.source.int_ranges.get(s.name, 2))
+            for s in self.source.inputs
+        ]
+
+    def infer(self, arrays: Sequence[np.ndarray]) -> np.ndarray:
+        return np.asarray(self.source.function(*arrays)[0])
+
+    def bind(self, arrays: Sequence[np.ndarray]) -> Callable[[], Any]:
+        import tensorflow as tf
+
+        tensors = [tf.constant(a) for a in arrays]
+        fn = self.source.function
+        return lambda: fn(*tensors)[0].numpy()
+
+
+class TFLiteBackend(Backend):
+    """A ``.tflite`` file (or bytes) through ``tf.lite.Interpreter(num_threads=threads)``."""
+
+    kind = "tflite"
+
+    def __init__(self, path: str | os.PathLike[str], name: str | None = None, *,
+                 threads: int | None = None, content: bytes | None = None,
+                 metadata: Any = None) -> None:
+        super().__init__(path, name)
+        tf: Any = require("tensorflow", "export", "tensorflow-cpu")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            if content is None:
+                self.interp = tf.lite.Interpreter(model_path=str(self.path), num_threads=threads)
+            else:
+                self.interp = tf.lite.Interpreter(model_content=content, num_threads=threads)
+        self.metadata = metadata
+        self._in = self.interp.get_input_details()
+        self._out = self.interp.get_output_details()[0]["index"]
+        self._shape: list[tuple[int, ...]] = [tuple(d["shape"]) for d in self._in]
+        self.interp.allocate_tensors()
+        self.inputs = [
+            InputInfo(d["name"], tuple(None if int(s) < 0 else int(s)
+                                       for s in d["shape_signature"]),
+                      np.dtype(d["dtype"]).name)
+            for d in self._in
+        ]
+
+    def _resize(self, arrays: Sequence[np.ndarray]) -> None:
+        shapes = [tuple(a.shape) for a in arrays]
+        if shapes != self._shape:
+            for d, s in zip(self._in, shapes, strict=True):
+                self.interp.resize_tensor_input(d["index"], list(s))
+            self.interp.allocate_tensors()
+            self._shape = shapes
+
+    def infer(self, arrays: Sequence[np.ndarray]) -> np.ndarray:
+        self._resize(arrays)
+        for d, a in zip(self._in, arrays, strict=True):
+            self.interp.set_tensor(d["index"], np.ascontiguousarray(a, dtype=d["dtype"]))
+        self.interp.invoke()
+        return self.interp.get_tensor(self._out)
+
+    def bind(self, arrays: Sequence[np.ndarray]) -> Callable[[], Any]:
+        arrays = [np.ascontiguousarray(a, dtype=d["dtype"]) for d, a in zip(self._in, arrays,
+                                                                            strict=True)]
+        infer = self.infer
+        return lambda: infer(arrays)
+
+    def close(self) -> None:
+        self.interp = None
+
+
+def load_backend(path: str | os.PathLike[str], name: str | None = None, *,
+                 threads: int | None = None, provider: str = "cpu",
+                 graph_optimization: str | None = None) -> Backend:
+    """A backend for ``path`` chosen by suffix: .onnx/.ort, .tflite, .keras/.h5/SavedModel."""
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"model {p} does not exist", hint="check the path")
+    suffix = p.suffix.lower()
+    if suffix not in (".onnx", ".ort"):  # import TensorFlow outside of the load time
+        require("tensorflow", "export", "tensorflow-cpu")
+    t0 = time.perf_counter()
+    b: Backend
+    if suffix in (".onnx", ".ort"):
+        b = OnnxBackend(p, name, provider=provider, threads=threads,
+                        graph_optimization=graph_optimization)
+    elif suffix == ".tflite":
+        b = TFLiteBackend(p, name, threads=threads)
+    elif suffix in (".keras", ".h5") or p.is_dir():
+        b = KerasBackend(p, name, threads=threads)
+    else:
+        b = None  # type: ignore[assignment]
+    if b is not None:
+        b.load_time_ms = (time.perf_counter() - t0) * 1000.0
+        return b
+    raise InputError(f"{p}: unknown model format {suffix!r}",
+                     hint="use .onnx, .ort, .tflite, .keras, .h5 or a SavedModel folder")
+
+
+# ---------------------------------------------------------------------------------------------
+# inputs and statistics
+# ---------------------------------------------------------------------------------------------
+def make_inputs(inputs: Sequence[InputInfo], batch: int, seed: int = 0) -> list[np.ndarray]:
+    """Seeded synthetic inputs: floats uniform in [0, 1), ids uniform in ``[0, high)``;
+    dynamic non-batch dimensions get length 8."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for spec in inputs:
+        shape = (batch, *[8 if d is None else d for d in spec.shape[1:]])
+        dt = np.dtype(spec.dtype)
+        if dt.kind in "iu":
+            out.append(rng.integers(0, max(2, spec.high), shape).astype(dt))
+        elif dt == np.bool_:
+            out.append(rng.integers(0, 2, shape).astype(bool))
+        else:
+            out.append(rng.random(shape, dtype=np.float32).astype(dt))
+    return out
+
+
+def latency_stats(samples_ns: Sequence[int], batch: int) -> LatencyStats:
+    """p50/p90/p99/mean/std/min (ms) and throughput (samples/s, from the mean) of one series."""
+    a = np.asarray(samples_ns, dtype=np.float64) / 1e6
+    if a.size == 0:
+        raise ValueError("no latency samples")
+    mean = float(a.mean())
+    return LatencyStats(
+        batch=batch,
+        runs=int(a.size),
+        p50_ms=float(np.median(a)),
+        p90_ms=float(np.percentile(a, 90)),
+        p99_ms=float(np.percentile(a, 99)),
+        mean_ms=mean,
+        std_ms=float(a.std()),
+        min_ms=float(a.min()),
+        throughput=batch * 1000.0 / mean if mean > 0 else float("inf"),
+        samples_ms=[float(v) for v in a],
+    )
+
+
+def measure(
+    calls: Sequence[Callable[[], Any]],
+    *,
+    runs: int | None = 100,
+    duration: float | None = None,
+    min_runs: int = 5,
+    warmup: int = 10,
+    on_progress: ProgressFn | None = None,
+) -> list[list[int]]:
+    """Time ``calls`` interleaved; returns per-call lists of nanoseconds.
+
+    Each round calls every function once, the start rotating by one per round. It stops after
+    ``runs`` rounds (default 100), or, with ``duration`` seconds, when the time is up and every
+    call has ``min_runs`` samples (default 5). ``warmup`` (default 10) untimed rounds come first.
+    ``on_progress`` gets the done fraction in [0, 1].
+    """
+    n = len(calls)
+    for _ in range(warmup):
+        for fn in calls:
+            fn()
+    times: list[list[int]] = [[] for _ in range(n)]
+    clock = time.perf_counter_ns
+    start = time.perf_counter()
+    total = (runs or 100) if duration is None else None
+    r = 0
+    last_report = start
+    while True:
+        if total is not None and r >= total:
+            break
+        elapsed = time.perf_counter() - start
+        if duration is not None and elapsed >= duration and r >= min_runs:
+            break
+        for k in range(n):
+            i = (r + k) % n
+            fn = calls[i]
+            t0 = clock()
+            fn()
+            times[i].append(clock() - t0)
+        r += 1
+        if on_progress is not None:
+            now = time.perf_counter()
+            if now - last_report > 0.1:
+                last_report = now
+                frac = r / total if total else min(1.0, (now - start) / duration)  # type: ignore[operator]
+                on_progress(frac)
+    if on_progress is not None:
+        on_progress(1.0)
+    return times
+
+
+# ---------------------------------------------------------------------------------------------
+# the benchmark
+# ---------------------------------------------------------------------------------------------
+def bench_models(
+    models: Sequence[str | os.PathLike[str] | Backend],
+    config: BenchConfig | None = None,
+    names: Sequence[str] | None = None,
+    on_progress: ProgressFn | None = None,
+) -> BenchResult:
+    """Load and measure ``models`` interleaved (ratios are against the first one).
+
+    Args:
+        models: paths (see :func:`load_backend`) or loaded backends.
+        config: measurement settings (default :class:`BenchConfig()`).
+        names: display names (default: file names).
+        on_progress: called with the overall done fraction in [0, 1].
+    """
+    config = config or BenchConfig()
+    if not models:
+        raise InputError("no models to benchmark")
+    backends: list[Backend] = []
+    results: list[ModelResult] = []
+    for i, m in enumerate(models):
+        name = names[i] if names else None
+        rss0 = rss_mb()
+        reset_peak_rss()
+        t0 = time.perf_counter()
+        if isinstance(m, Backend):
+            b = m
+            if name:
+                b.name = name
+        else:
+            b = load_backend(m, name, threads=config.threads, provider=config.provider,
+                             graph_optimization=config.graph_optimization)
+        load_ms = (time.perf_counter() - t0) * 1000.0
+        load_ms = getattr(b, "load_time_ms", None) or load_ms
+        # the first call is part of "load" for lazy runtimes (TF traces, TFLite allocates)
+        b.infer(make_inputs(b.inputs, max(config.batches), config.seed))
+        backends.append(b)
+        results.append(ModelResult(
+            name=b.name, path=str(b.path), kind=b.kind, size_bytes=_size_bytes(b.path),
+            load_time_ms=load_ms, load_rss_mb=max(0.0, rss_mb() - rss0),
+            peak_rss_mb=peak_rss_mb(),
+        ))
+    ref_inputs = backends[0].inputs
+    n_b = len(config.batches)
+    for j, batch in enumerate(config.batches):
+        arrays = make_inputs(ref_inputs, batch, config.seed)
+        calls = [b.bind(arrays) for b in backends]
+
+        def prog(f: float, j: int = j) -> None:
+            if on_progress is not None:
+                on_progress((j + f) / n_b)
+
+        times = measure(calls, runs=None if config.duration else config.n_runs,
+                        duration=config.duration, min_runs=config.min_runs,
+                        warmup=config.warmup, on_progress=prog)
+        for res, t in zip(results, times, strict=True):
+            res.latency[batch] = latency_stats(t, batch)
+        base = results[0].latency[batch].p50_ms
+        for res in results:
+            res.latency[batch].ratio = res.latency[batch].p50_ms / base if base > 0 else 1.0
+    return BenchResult(config, results, machine_info())
+
+
+# ---------------------------------------------------------------------------------------------
+# accuracy
+# ---------------------------------------------------------------------------------------------
+def evaluate(backend: Backend, data: Dataset, batch_size: int = 256) -> np.ndarray:
+    """First-output predictions of ``backend`` on ``data`` (raw data is preprocessed by the
+    model's metadata), in batches of ``batch_size`` (default 256)."""
+    arrays = backend.prepare(data)
+    n = len(arrays[0])
+    outs = [backend.infer([a[sl] for a in arrays]) for sl in batches(n, batch_size)]
+    return np.concatenate([np.asarray(o, dtype=np.float32) for o in outs])
+
+
+# ---------------------------------------------------------------------------------------------
+# output
+# ---------------------------------------------------------------------------------------------
+def _fmt_ms(ms: float) -> str:
+    if ms < 1.0:
+        return f"{ms * 1000:.0f} µs"
+    if ms < 100:
+        return f"{ms:.2f} ms"
+    return f"{ms:.0f} ms"
+
+
+def _fmt_size(n: int) -> str:
+    if n < 1024 * 1024:
+        return f"{n / 1024:.1f} KiB"
+    return f"{n / 1024 / 1024:.2f} MiB"
+
+
+def render_table(header: Sequence[str], rows: Sequence[Sequence[str]],
+                 right: Sequence[bool] | None = None) -> str:
+    """A Markdown table, columns padded to equal width (``right``: right-align columns)."""
+    right = list(right) if right is not None else [i > 0 for i in range(len(header))]
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+
+    def line(cells: Sequence[str]) -> str:
+        return "| " + " | ".join(
+            str(c).rjust(w) if a else str(c).ljust(w)
+            for c, w, a in zip(cells, widths, right, strict=True)) + " |"
+
+    sep = "|" + "|".join(("-" * (w + 1) + ":") if a else (":" + "-" * (w + 1))
+                         for w, a in zip(widths, right, strict=True)) + "|"
+    return "\n".join([line(header), sep, *[line(r) for r in rows]])
+
+
+def format_table(models: Sequence[ModelResult], baseline: int = 0) -> str:
+    """One row per model and batch size: p50/p90/p99/mean±std, ratio of p50 to the first
+    model, throughput, load time, memory and file size."""
+    header = ["model", "batch", "p50", "p90", "p99", "mean ± std", "vs " + models[baseline].name,
+              "samples/s", "load", "RSS +load", "peak RSS", "size"]
+    rows = []
+    for m in models:
+        for b, s in m.latency.items():
+            rows.append([
+                m.name, str(b), _fmt_ms(s.p50_ms), _fmt_ms(s.p90_ms), _fmt_ms(s.p99_ms),
+                f"{_fmt_ms(s.mean_ms)} ± {_fmt_ms(s.std_ms)}", f"{s.ratio:.2f}x",
+                f"{s.throughput:,.0f}", f"{m.load_time_ms:.0f} ms", f"{m.load_rss_mb:.0f} MiB",
+                f"{m.peak_rss_mb:.0f} MiB", _fmt_size(m.size_bytes),
+            ])
+    return render_table(header, rows, [False] + [True] * (len(header) - 1))
+
+
+def plot_latencies(models: Sequence[ModelResult], path: str | os.PathLike[str],
+                   title: str = "Inference latency") -> Path:
+    """Box plots of per-call latency, one panel per batch size (needs ``edgekit[plot]``)."""
+    matplotlib: Any = require("matplotlib", "plot")
+    matplotlib.use("Agg")
+    plt: Any = require("matplotlib.pyplot", "plot")
+    batch_sizes = sorted({b for m in models for b in m.latency})
+    fig, axes = plt.subplots(1, len(batch_sizes), squeeze=False,
+                             figsize=(max(6.0, 1.3 * len(models) + 2) * len(batch_sizes) ** 0.8,
+                                      4.8))
+    for ax, b in zip(axes[0], batch_sizes, strict=True):
+        ms = [m for m in models if b in m.latency]
+        data = [np.asarray(m.latency[b].samples_ms) for m in ms]
+        lo = max(1e-9, min(float(np.min(d)) for d in data))
+        span = max(float(np.max(d)) for d in data) / lo
+        small = max(float(np.median(d)) for d in data) < 1.0
+        unit, scale = ("µs", 1000.0) if small else ("ms", 1.0)
+        ax.boxplot([d * scale for d in data], showfliers=True, whis=(1, 99),
+                   flierprops={"markersize": 2, "alpha": 0.4})
+        ax.set_xticks(range(1, len(ms) + 1))
+        ax.set_xticklabels([m.name for m in ms], rotation=20, ha="right")
+        for k, (_m, d) in enumerate(zip(ms, data, strict=True), start=1):
+            ax.annotate(f"{np.median(d) * scale:.3g}", (k, float(np.median(d)) * scale),
+                        xytext=(6, 0), textcoords="offset points", fontsize=8, va="center")
+        if span > 20:
+            ax.set_yscale("log")
+        ax.set_ylabel(f"latency per call ({unit}){', log scale' if span > 20 else ''}")
+        ax.set_xlabel("model")
+        ax.set_title(f"batch {b}  (n = {ms[0].latency[b].runs} calls each, whiskers p1-p99)",
+                     fontsize=10)
+        ax.grid(axis="y", alpha=0.3)
+    fig.suptitle(title)
+    fig.tight_layout()
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out

@@ -1,0 +1,376 @@
+"""``edgekit check``: a regression gate for CI on accuracy and latency.
+
+Latency is never compared in absolute terms (a shared CI runner is not the machine the baseline
+was made on, and its load changes by the minute). Instead the model and a *reference* are timed
+interleaved in the same process, call after call, and the gate compares the **median of the
+paired ratios** model time / reference time. The reference is a fixed ONNX graph built in code
+(a chain of 256x256 MatMul + Relu, its depth chosen once, when the baseline is made, so that it
+takes about as long as the model), or any ONNX file given with ``--reference`` (e.g. the
+model's fp32 variant). Timing goes on in blocks until the ratio is stable.
+
+The baseline JSON stores the accuracy, the reference description and the ratio.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .artifacts import atomic_write_json, sha256_file
+from .bench import Backend, load_backend, machine_info, make_inputs, measure
+from .errors import DataError, InputError, require
+
+__all__ = [
+    "CheckConfig",
+    "Finding",
+    "CheckResult",
+    "LatencyRatio",
+    "reference_model",
+    "measure_ratio",
+    "model_accuracy",
+    "check_model",
+    "BASELINE_VERSION",
+]
+
+BASELINE_VERSION = 1
+_WIDTH = 256
+
+
+@dataclass
+class CheckConfig:
+    """Limits and measurement settings of :func:`check_model`.
+
+    Attributes:
+        max_accuracy_drop: largest accepted accuracy drop in points (default 1.0).
+        max_latency_increase: largest accepted growth of the latency ratio in percent
+            (default 25).
+        batch: batch size of the timed calls (default 1).
+        threads: intra-op threads of model and reference (default 1: steadiest on shared CI).
+        reference: an ONNX file to use as reference (default None: the built-in MatMul graph).
+        min_time / max_time: seconds of interleaved timing at least / at most (defaults 2, 20).
+        block_time: seconds per block; timing stops when the ratio moves less than
+            ``tolerance`` (default 0.02 = 2 %) over the last two blocks (default 0.5).
+        eval_samples: cap on evaluation samples (default 0: all).
+    """
+
+    max_accuracy_drop: float = 1.0
+    max_latency_increase: float = 25.0
+    batch: int = 1
+    threads: int | None = 1
+    reference: Path | None = None
+    min_time: float = 2.0
+    max_time: float = 20.0
+    block_time: float = 0.5
+    tolerance: float = 0.02
+    eval_samples: int = 0
+
+    def __post_init__(self) -> None:
+        if self.max_accuracy_drop < 0 or self.max_latency_increase < 0:
+            raise InputError("limits must be >= 0")
+        if self.batch < 1:
+            raise InputError("batch must be >= 1")
+
+
+@dataclass
+class LatencyRatio:
+    """Median paired ratio model / reference and the medians behind it (ms)."""
+
+    ratio: float
+    model_p50_ms: float
+    reference_p50_ms: float
+    rounds: int
+    seconds: float
+    history: list[float] = field(default_factory=list)
+
+
+@dataclass
+class Finding:
+    """One compared metric."""
+
+    metric: str
+    baseline: float | None
+    current: float | None
+    change: float | None
+    limit: str
+    passed: bool
+    text: str
+
+
+@dataclass
+class CheckResult:
+    """Outcome of :func:`check_model`: findings, current figures, and whether it passed."""
+
+    model: str
+    baseline_path: str
+    findings: list[Finding]
+    current: dict[str, Any]
+    updated: bool = False
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return all(f.passed for f in self.findings)
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.passed else 1
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"model": self.model, "baseline": self.baseline_path, "passed": self.passed,
+                "updated": self.updated, "findings": [vars(f) for f in self.findings],
+                "current": self.current, "notes": self.notes}
+
+    def report(self) -> str:
+        """The readable diff."""
+        if self.updated:
+            lat = self.current["latency"]
+            acc = self.current.get("accuracy")
+            head = (f"baseline {self.baseline_path} written for {self.model}: latency "
+                    f"{lat['ratio']:.3f}x the reference ({lat['reference']['name']})"
+                    + (f", accuracy {acc:.2f} %" if acc is not None else ""))
+            return "\n".join([head, *[f"note: {n}" for n in self.notes]])
+        w = max(len(f.metric) for f in self.findings) if self.findings else 8
+        lines = [f"edgekit check {self.model} against {self.baseline_path}"]
+        for f in self.findings:
+            lines.append(f"  {'ok  ' if f.passed else 'FAIL'}  {f.metric:<{w}}  {f.text}"
+                         f"  (limit {f.limit})")
+        lines += [f"note: {n}" for n in self.notes]
+        verdict = "passed" if self.passed else (
+            f"FAILED: {', '.join(f.metric for f in self.findings if not f.passed)} regressed")
+        lines.append(verdict)
+        return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# the reference graph
+# ---------------------------------------------------------------------------------------------
+def reference_model(depth: int, path: str | os.PathLike[str], width: int = _WIDTH) -> Path:
+    """Write the built-in reference: ``depth`` MatMul(width x width) + Relu on a (1, width)
+    input, seeded weights (identical on every machine). Needs the ``onnx`` package."""
+    onnx: Any = require("onnx", "export")
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(1234)
+    nodes, inits = [], []
+    prev = "x"
+    for i in range(depth):
+        w = (rng.standard_normal((width, width)) / np.sqrt(width)).astype(np.float32)
+        inits.append(numpy_helper.from_array(w, f"w{i}"))
+        nodes.append(helper.make_node("MatMul", [prev, f"w{i}"], [f"m{i}"]))
+        out = "y" if i == depth - 1 else f"r{i}"
+        nodes.append(helper.make_node("Relu", [f"m{i}"], [out]))
+        prev = out
+    graph = helper.make_graph(
+        nodes, "edgekit_reference",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", width])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", width])],
+        initializer=inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)],
+                              producer_name="edgekit-check")
+    model.ir_version = 8
+    out_path = Path(path)
+    onnx.save(model, str(out_path))
+    return out_path
+
+
+def _reference_backend(spec: dict[str, Any], threads: int | None, tmp: Path) -> Backend:
+    if spec.get("kind") == "file":
+        p = Path(spec["path"])
+        if not p.exists():
+            raise InputError(f"reference model {p} (from the baseline) does not exist",
+                             hint="pass --reference, or --update-baseline")
+        return load_backend(p, "reference", threads=threads)
+    path = reference_model(int(spec["depth"]), tmp / "reference.onnx", int(spec.get("width",
+                                                                                    _WIDTH)))
+    return load_backend(path, "reference", threads=threads)
+
+
+def _spec_name(spec: dict[str, Any]) -> str:
+    if spec.get("kind") == "file":
+        return f"file {spec['path']}"
+    return f"built-in {spec['depth']} x MatMul {spec.get('width', _WIDTH)}"
+
+
+# ---------------------------------------------------------------------------------------------
+# measuring
+# ---------------------------------------------------------------------------------------------
+def measure_ratio(model: Backend, reference: Backend, config: CheckConfig | None = None,
+                  on_progress: Callable[[float], None] | None = None) -> LatencyRatio:
+    """Median of paired ratios model / reference, timed interleaved until stable."""
+    cfg = config or CheckConfig()
+    m_call = model.bind(make_inputs(model.inputs, cfg.batch))
+    r_call = reference.bind(make_inputs(reference.inputs, 1))
+    t_m: list[int] = []
+    t_r: list[int] = []
+    history: list[float] = []
+    start = time.perf_counter()
+    warm = 10
+    while True:
+        tm, tr = measure([m_call, r_call], runs=None, duration=cfg.block_time, min_runs=5,
+                         warmup=warm)
+        warm = 0
+        t_m += tm
+        t_r += tr
+        ratio = float(np.median(np.asarray(t_m, float) / np.asarray(t_r, float)))
+        history.append(ratio)
+        elapsed = time.perf_counter() - start
+        if on_progress is not None:
+            on_progress(min(1.0, elapsed / cfg.max_time))
+        stable = len(history) >= 3 and all(
+            abs(h / ratio - 1.0) <= cfg.tolerance for h in history[-3:-1])
+        if elapsed >= cfg.max_time or (elapsed >= cfg.min_time and stable):
+            break
+    return LatencyRatio(ratio, float(np.median(t_m)) / 1e6, float(np.median(t_r)) / 1e6,
+                        len(t_m), time.perf_counter() - start, history)
+
+
+def _auto_depth(model: Backend, threads: int | None, batch: int, tmp: Path) -> int:
+    """Reference depth whose latency is about the model's (1..512, a power of two)."""
+    probe = load_backend(reference_model(4, tmp / "probe.onnx"), "probe", threads=threads)
+    tm, tr = measure([model.bind(make_inputs(model.inputs, batch)),
+                      probe.bind(make_inputs(probe.inputs, 1))], runs=None, duration=0.5,
+                     warmup=5)
+    per_layer = float(np.median(tr)) / 4
+    want = float(np.median(tm)) / max(per_layer, 1.0)
+    return int(min(512, max(1, 2 ** round(np.log2(max(want, 1.0))))))
+
+
+def model_accuracy(model: Backend, eval_data: str | os.PathLike[str],
+                   eval_samples: int = 0) -> float:
+    """Top-1 accuracy in percent on labelled ``eval_data`` (``y`` required)."""
+    from .bench import evaluate
+    from .data import load_dataset
+    from .validate import accuracy
+
+    ds = load_dataset(eval_data, [i.name for i in model.inputs], "evaluation data")
+    if ds.labels is None:
+        raise DataError(f"evaluation data {eval_data} has no labels 'y'",
+                        hint="save it with numpy.savez(path, x=inputs, y=labels)")
+    if eval_samples:
+        ds = ds.take(eval_samples)
+    return accuracy(evaluate(model, ds), ds.labels)
+
+
+# ---------------------------------------------------------------------------------------------
+# the gate
+# ---------------------------------------------------------------------------------------------
+def _read_baseline(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise InputError(f"cannot read baseline {path}: {exc}") from exc
+    if not isinstance(data, dict) or "latency" not in data:
+        raise InputError(f"{path} is not an edgekit check baseline",
+                         hint="make one with: edgekit check MODEL --baseline FILE "
+                         "--update-baseline")
+    return data
+
+
+def check_model(
+    model_path: str | os.PathLike[str],
+    baseline: str | os.PathLike[str],
+    eval_data: str | os.PathLike[str] | None = None,
+    config: CheckConfig | None = None,
+    update_baseline: bool = False,
+    on_progress: Callable[[float], None] | None = None,
+) -> CheckResult:
+    """Compare ``model_path`` with ``baseline`` (or write the baseline with ``update_baseline``).
+
+    Accuracy is checked when ``eval_data`` is given and the baseline has an accuracy; latency
+    always (ratio to the reference, see module doc). Returns a :class:`CheckResult`; its
+    ``exit_code`` is 1 when a limit is exceeded.
+    """
+    cfg = config or CheckConfig()
+    base_path = Path(baseline)
+    base: dict[str, Any] | None = None
+    if not update_baseline:
+        if not base_path.exists():
+            raise InputError(f"baseline {base_path} does not exist",
+                             hint="make it with --update-baseline (and commit it)")
+        base = _read_baseline(base_path)
+    notes: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="edgekit-check-") as tmp_s:
+        tmp = Path(tmp_s)
+        lat_cfg = base["latency"] if base else {}
+        threads = lat_cfg.get("threads", cfg.threads) if base else cfg.threads
+        batch = int(lat_cfg.get("batch", cfg.batch)) if base else cfg.batch
+        if base and (threads != cfg.threads or batch != cfg.batch):
+            notes.append(f"using the baseline's batch {batch} and threads {threads}")
+        cfg = CheckConfig(**{**vars(cfg), "threads": threads, "batch": batch})
+        model = load_backend(model_path, threads=threads)
+        if cfg.reference is not None:
+            spec: dict[str, Any] = {"kind": "file", "path": str(cfg.reference)}
+        elif base:
+            spec = dict(lat_cfg["reference"])
+        else:
+            spec = {"kind": "matmul", "width": _WIDTH,
+                    "depth": _auto_depth(model, threads, batch, tmp)}
+        base_ref = {k: v for k, v in (lat_cfg.get("reference") or {}).items() if k != "name"}
+        if base and {k: v for k, v in spec.items() if k != "name"} != base_ref:
+            raise InputError("--reference differs from the baseline's reference "
+                             f"({_spec_name(base['latency']['reference'])})",
+                             hint="use the same reference, or --update-baseline")
+        ref = _reference_backend(spec, threads, tmp)
+        acc = model_accuracy(model, eval_data, cfg.eval_samples) if eval_data else None
+        lr = measure_ratio(model, ref, cfg, on_progress)
+    current: dict[str, Any] = {
+        "edgekit_check_baseline": BASELINE_VERSION,
+        "model": Path(model_path).name,
+        "model_sha256": sha256_file(model_path),
+        "accuracy": acc,
+        "eval_data": str(eval_data) if eval_data else None,
+        "latency": {
+            "ratio": lr.ratio, "batch": batch, "threads": threads,
+            "reference": {**spec, "name": _spec_name(spec)},
+            "model_p50_ms": lr.model_p50_ms, "reference_p50_ms": lr.reference_p50_ms,
+            "rounds": lr.rounds, "seconds": round(lr.seconds, 2),
+        },
+        "machine": machine_info(),
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+    }
+    if update_baseline:
+        atomic_write_json(base_path, current, force=True)
+        return CheckResult(current["model"], str(base_path), [], current, True, notes)
+    assert base is not None
+    current["latency"]["reference"] = base["latency"]["reference"]
+    findings = _compare(base, current, cfg, notes)
+    if base.get("machine", {}).get("cpu") not in (None, current["machine"]["cpu"]):
+        notes.append(f"baseline made on {base['machine']['cpu']}; ratios carry over between "
+                     "machines only roughly")
+    return CheckResult(current["model"], str(base_path), findings, current, False, notes)
+
+
+def _compare(base: dict[str, Any], cur: dict[str, Any], cfg: CheckConfig,
+             notes: list[str]) -> list[Finding]:
+    findings: list[Finding] = []
+    b_acc, c_acc = base.get("accuracy"), cur.get("accuracy")
+    if b_acc is not None and c_acc is not None:
+        drop = b_acc - c_acc
+        findings.append(Finding(
+            "accuracy", b_acc, c_acc, -drop, f"-{cfg.max_accuracy_drop:g} pt",
+            drop <= cfg.max_accuracy_drop + 1e-9,
+            f"{b_acc:.2f} % -> {c_acc:.2f} % ({-drop:+.2f} pt)"))
+    elif b_acc is not None:
+        notes.append("accuracy not checked: pass --eval-data to check it")
+    b_r, c_r = float(base["latency"]["ratio"]), float(cur["latency"]["ratio"])
+    inc = 100.0 * (c_r / b_r - 1.0)
+    lat = cur["latency"]
+    findings.append(Finding(
+        "latency", b_r, c_r, inc, f"+{cfg.max_latency_increase:g} %",
+        inc <= cfg.max_latency_increase + 1e-9,
+        f"{b_r:.3f}x -> {c_r:.3f}x the reference ({inc:+.1f} %; now p50 "
+        f"{lat['model_p50_ms']:.3g} ms vs reference {lat['reference_p50_ms']:.3g} ms, "
+        f"batch {lat['batch']}, {lat['rounds']} rounds)"))
+    if base.get("model_sha256") and base["model_sha256"] != cur["model_sha256"]:
+        notes.append("the model file changed since the baseline (sha256 differs)")
+    return findings

@@ -1,0 +1,555 @@
+"""``edgekit compare``: one Keras model as Keras, TFLite fp32/int8 and ONNX fp32/int8/fp16.
+
+Every variant is built from the same model and the same calibration samples, evaluated on the
+same inputs (accuracy when labels are given, top-1 agreement with Keras always) and timed
+interleaved by :mod:`edgekit.bench`. The recommendation is the fastest deployable variant
+(TFLite or ONNX) whose accuracy is within the budget of the Keras model's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .bench import (
+    Backend,
+    BenchConfig,
+    BenchResult,
+    KerasBackend,
+    bench_models,
+    evaluate,
+    load_backend,
+    plot_latencies,
+    render_table,
+)
+from .data import Dataset, load_dataset
+from .errors import InputError, require
+
+__all__ = [
+    "VARIANTS",
+    "CompareConfig",
+    "VariantRow",
+    "CompareResult",
+    "compare_model",
+    "build_variants",
+    "tflite_bytes",
+    "onnx_variant",
+    "agreement",
+    "is_recurrent",
+    "quiet_fds",
+]
+
+#: variant name -> (format, precision), in table order
+VARIANTS: dict[str, tuple[str, str]] = {
+    "keras": ("keras", "fp32"),
+    "tflite-fp32": ("tflite", "fp32"),
+    "tflite-int8": ("tflite", "int8"),
+    "onnx-fp32": ("onnx", "fp32"),
+    "onnx-int8": ("onnx", "int8"),
+    "onnx-fp16": ("onnx", "fp16"),
+}
+
+
+@dataclass
+class CompareConfig:
+    """Options of :func:`compare_model`.
+
+    Attributes:
+        variants: which of :data:`VARIANTS` to build (default: all six).
+        accuracy_budget: largest accepted accuracy drop vs Keras in points (default 1.0);
+            without labels, the largest accepted top-1 disagreement with Keras in percent.
+        calibration_samples: samples for int8 calibration (default 200).
+        eval_samples: cap on evaluation samples (default 2000; 0 = all).
+        batch: batch size of the latency measurement (default 1).
+        runs / duration / warmup / threads: latency settings (defaults 100 runs, 10 warmup,
+            library thread defaults), see :class:`edgekit.bench.BenchConfig`.
+        workdir: where the variant files go (default: a temporary folder, deleted afterwards).
+    """
+
+    variants: tuple[str, ...] = tuple(VARIANTS)
+    accuracy_budget: float = 1.0
+    calibration_samples: int = 200
+    eval_samples: int = 2000
+    batch: int = 1
+    runs: int | None = None
+    duration: float | None = None
+    warmup: int = 10
+    threads: int | None = None
+    workdir: Path | None = None
+
+    def __post_init__(self) -> None:
+        unknown = [v for v in self.variants if v not in VARIANTS]
+        if unknown:
+            raise InputError(f"unknown variant(s) {unknown}", hint=f"use {', '.join(VARIANTS)}")
+        if "keras" not in self.variants:
+            self.variants = ("keras", *self.variants)
+        if self.accuracy_budget < 0:
+            raise InputError("the accuracy budget must be >= 0 points")
+
+
+@dataclass
+class VariantRow:
+    """One variant: file, size, accuracy, agreement with Keras and latency (ms)."""
+
+    name: str
+    format: str
+    precision: str
+    path: str | None = None
+    size_bytes: int | None = None
+    accuracy: float | None = None
+    agreement: float | None = None
+    p50_ms: float | None = None
+    p90_ms: float | None = None
+    throughput: float | None = None
+    ratio: float | None = None
+    within_budget: bool | None = None
+    error: str | None = None
+
+
+@dataclass
+class CompareResult:
+    """The table, the recommendation and the raw latency results."""
+
+    model: str
+    rows: list[VariantRow]
+    recommended: str | None
+    smallest: str | None
+    budget: float
+    labelled: bool
+    n_eval: int
+    bench: BenchResult | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def row(self, name: str) -> VariantRow:
+        return next(r for r in self.rows if r.name == name)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "accuracy_budget_points": self.budget,
+            "labelled": self.labelled,
+            "eval_samples": self.n_eval,
+            "recommended": self.recommended,
+            "smallest_within_budget": self.smallest,
+            "variants": [vars(r) for r in self.rows],
+            "bench": self.bench.to_dict() if self.bench else None,
+            "notes": self.notes,
+        }
+
+    def table(self) -> str:
+        """The side-by-side table, then the recommendation."""
+        keras = self.row("keras")
+        ksize = keras.size_bytes or 0
+        header = ["variant", "size", "vs Keras", "accuracy" if self.labelled else "-",
+                  "top-1 = Keras", "p50", "p90", "speed-up", "samples/s", "budget"]
+        rows = []
+        for r in self.rows:
+            if r.error:
+                rows.append([r.name, "-", "-", "-", "-", "-", "-", "-", "-", "failed: " + r.error])
+                continue
+            rows.append([
+                r.name + (" *" if r.name == self.recommended else ""),
+                _size(r.size_bytes),
+                f"{100 * (r.size_bytes or 0) / ksize:.0f} %" if ksize else "-",
+                f"{r.accuracy:.2f} %" if r.accuracy is not None else "-",
+                f"{r.agreement:.2f} %" if r.agreement is not None else "-",
+                _ms(r.p50_ms), _ms(r.p90_ms),
+                f"{1 / r.ratio:.2f}x" if r.ratio else "-",
+                f"{r.throughput:,.0f}" if r.throughput else "-",
+                "ok" if r.within_budget else ("-" if r.within_budget is None else "over"),
+            ])
+        what = "accuracy drop" if self.labelled else "disagreement with Keras"
+        lines = [render_table(header, rows, [False] + [True] * (len(header) - 1)), ""]
+        lines.append(f"{self.n_eval} evaluation samples; latency at batch "
+                     f"{self.bench.config.batches[0] if self.bench else '?'}, interleaved "
+                     "(speed-up = Keras p50 / variant p50); budget: "
+                     f"{what} <= {self.budget:g} points.")
+        if self.recommended:
+            r = self.row(self.recommended)
+            lines.append(f"recommended: {self.recommended} (fastest within budget: p50 "
+                         f"{_ms(r.p50_ms)}, {_size(r.size_bytes)})"
+                         + (f"; smallest within budget: {self.smallest}"
+                            if self.smallest and self.smallest != self.recommended else ""))
+        else:
+            lines.append("recommended: none of the TFLite/ONNX variants is within the budget")
+        lines += [f"note: {n}" for n in self.notes]
+        return "\n".join(lines)
+
+    def plot(self, path: str | os.PathLike[str]) -> Path:
+        """Latency box plots, tick labels carrying accuracy (or agreement) and size."""
+        if self.bench is None:
+            raise InputError("no latency results to plot")
+        models = []
+        for m in self.bench.models:
+            r = self.row(m.name)
+            score = r.accuracy if self.labelled else r.agreement
+            label = "acc" if self.labelled else "agree"
+            m2 = type(m)(**{**vars(m)})
+            if score is not None:
+                m2.name = f"{m.name}\n{label} {score:.1f} %, {_size(r.size_bytes)}"
+            models.append(m2)
+        return plot_latencies(models, path, title=f"{self.model}: variants side by side")
+
+
+def _size(n: int | None) -> str:
+    if n is None:
+        return "-"
+    return f"{n / 1024:.1f} KiB" if n < 1024 * 1024 else f"{n / 1024 / 1024:.2f} MiB"
+
+
+def _ms(ms: float | None) -> str:
+    if ms is None:
+        return "-"
+    return f"{ms * 1000:.0f} µs" if ms < 1 else f"{ms:.2f} ms"
+
+
+@contextlib.contextmanager
+def quiet_fds() -> Iterator[None]:
+    """Silence stdout/stderr, also of C++ code and subprocesses (TFLite converter chatter)."""
+    import logging
+    import sys
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    null = os.open(os.devnull, os.O_WRONLY)
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        os.dup2(null, 1)
+        os.dup2(null, 2)
+        yield
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for fd in (*saved, null):
+            os.close(fd)
+        root.setLevel(level)
+
+
+def agreement(a: np.ndarray, b: np.ndarray) -> float:
+    """Top-1 agreement of two prediction arrays in percent (one column: threshold 0.5)."""
+    def top1(p: np.ndarray) -> np.ndarray:
+        p = np.asarray(p)
+        return (p.reshape(-1) >= 0.5) if p.ndim == 1 or p.shape[-1] == 1 else p.argmax(-1)
+
+    return 100.0 * float(np.mean(top1(a) == top1(b)))
+
+
+# ---------------------------------------------------------------------------------------------
+# building the variants
+# ---------------------------------------------------------------------------------------------
+def tflite_bytes(keras_model: Any, calibration: Sequence[np.ndarray] | None = None) -> bytes:
+    """TFLite flatbuffer of ``keras_model``: fp32, or full-integer int8 weights/activations
+    (float32 inputs/outputs kept) when ``calibration`` arrays (model input order) are given."""
+    tf: Any = require("tensorflow", "export", "tensorflow-cpu")
+    try:
+        return _tflite_convert(tf, keras_model, calibration)
+    except Exception:
+        if is_recurrent(keras_model):
+            # a dynamic batch keeps LSTMs as TensorList loops the converter rejects; with a
+            # fixed batch of 1 they become fused TFLite LSTMs (resized at run time)
+            keras: Any = require("keras", "export", "tensorflow-cpu")
+            ins = [keras.Input(batch_shape=(1, *t.shape[1:]), dtype=t.dtype)
+                   for t in keras_model.inputs]
+            fixed = keras.Model(ins, keras_model(ins if len(ins) > 1 else ins[0]))
+            return _tflite_convert(tf, fixed, calibration)
+        raise
+
+
+def is_recurrent(keras_model: Any) -> bool:
+    """True when the model has an RNN layer (LSTM, GRU, SimpleRNN, Bidirectional)."""
+    def walk(layer: Any) -> bool:
+        if any(k in type(layer).__name__ for k in ("LSTM", "GRU", "RNN", "Bidirectional")):
+            return True
+        return any(walk(sub) for sub in getattr(layer, "layers", []) or [])
+
+    return walk(keras_model)
+
+
+def _tflite_convert(tf: Any, keras_model: Any, calibration: Sequence[np.ndarray] | None) -> bytes:
+    conv = tf.lite.TFLiteConverter.from_keras_model(keras_model)
+    if calibration is not None:
+        n = len(calibration[0])
+
+        def representative() -> Any:
+            for i in range(n):
+                yield [np.asarray(a[i : i + 1]) for a in calibration]
+
+        conv.optimizations = [tf.lite.Optimize.DEFAULT]
+        conv.representative_dataset = representative
+        conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    with warnings.catch_warnings(), quiet_fds():
+        warnings.simplefilter("ignore")
+        return bytes(conv.convert())
+
+
+def onnx_variant(fp32_path: str | os.PathLike[str], outdir: str | os.PathLike[str],
+                 precision: str, calibration: dict[str, np.ndarray] | None = None,
+                 stem: str | None = None) -> tuple[Path, str]:
+    """Write a variant of an fp32 ONNX model with :func:`edgekit.quantize.quantize_model`.
+
+    ``precision``: ``"int8"`` (static QDQ; needs ``calibration``, feeds by input name),
+    ``"dynamic"``, ``"fp16"`` or ``"auto"`` (static int8 for convolutional models, dynamic for
+    recurrent / Dense-only ones). Returns the file and the mode actually used.
+    """
+    from .quantize import QuantizationConfig, quantize_model
+
+    if precision not in ("int8", "fp16", "dynamic", "auto"):
+        raise InputError(f"unknown precision {precision!r}", hint="use int8, dynamic or fp16")
+    if precision == "int8" and calibration is None:
+        raise InputError("int8 quantization needs calibration data")
+    out = Path(outdir)
+    out.mkdir(parents=True, exist_ok=True)
+    with quiet_fds():
+        res = quantize_model(fp32_path, out, stem=stem, config=QuantizationConfig(mode=precision),
+                             calibration=Dataset(dict(calibration)) if calibration else None)
+    return res.path, str(res.mode)
+
+
+def build_variants(
+    model_path: str | os.PathLike[str],
+    workdir: str | os.PathLike[str],
+    calibration: dict[str, np.ndarray],
+    variants: Sequence[str] = tuple(VARIANTS),
+    on_step: Callable[[str], None] | None = None,
+) -> tuple[dict[str, Path], dict[str, str], dict[str, str]]:
+    """Build the file of each variant of a Keras model in ``workdir``.
+
+    ``calibration`` holds model-ready float inputs by Keras input name. Returns
+    ``(paths, errors, modes)``: variant -> file; variant -> error message of those that
+    failed; ONNX variant -> quantization mode used (``int8`` is ``"dynamic"`` for LSTMs).
+    """
+    from .errors import EdgekitError
+    from .export import ExportConfig, export_model
+
+    src = Path(model_path)
+    work = Path(workdir)
+    work.mkdir(parents=True, exist_ok=True)
+    stem = src.stem if not src.is_dir() else src.name
+    paths: dict[str, Path] = {"keras": src}
+    errors: dict[str, str] = {}
+    modes: dict[str, str] = {}
+
+    def step(name: str, fn: Callable[[], Path]) -> None:
+        if name not in variants:
+            return
+        if on_step is not None:
+            on_step(name)
+        try:
+            paths[name] = fn()
+        except (EdgekitError, Exception) as exc:  # one failed variant must not stop the rest
+            errors[name] = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else \
+                type(exc).__name__
+
+    if any(v.startswith("tflite") for v in variants):
+        keras: Any = require("keras", "export", "tensorflow-cpu")
+        km = keras.models.load_model(src, compile=False)
+        cal = list(calibration.values())
+
+        def tfl(int8: bool) -> Callable[[], Path]:
+            def make() -> Path:
+                p = work / f"{stem}.{'int8' if int8 else 'fp32'}.tflite"
+                p.write_bytes(tflite_bytes(km, cal if int8 else None))
+                return p
+            return make
+
+        step("tflite-fp32", tfl(False))
+        if is_recurrent(km) and "tflite-int8" in variants:
+            # TensorFlow 2.21's converter crashes the process (SIGSEGV) on full-int8 LSTMs
+            errors["tflite-int8"] = ("not built: TensorFlow's full-integer converter crashes on "
+                                     "recurrent layers (use onnx-int8, dynamic)")
+        else:
+            step("tflite-int8", tfl(True))
+
+    def export() -> Path:
+        ds = Dataset(dict(calibration))
+        return Path(export_model(src, work, ExportConfig(force=True, validation_samples=64),
+                                 validation_data=ds).onnx_path)
+
+    def _onnx(fp32: Path, prec: str) -> Path:
+        # "int8" means the best int8 for the model: static QDQ for convnets, dynamic for LSTM
+        path, mode = onnx_variant(fp32, work, "auto" if prec == "int8" else prec, calibration,
+                                  stem=stem)
+        modes[f"onnx-{prec}"] = mode
+        return path
+
+    if any(v.startswith("onnx") for v in variants):
+        step("onnx-fp32", export)
+        fp32 = paths.get("onnx-fp32")
+        for prec in ("int8", "fp16"):
+            name = f"onnx-{prec}"
+            if fp32 is None:
+                if name in variants:
+                    errors[name] = "no fp32 ONNX model to start from"
+                continue
+            step(name, lambda prec=prec, fp32=fp32: _onnx(fp32, prec))
+    return paths, errors, modes
+
+
+# ---------------------------------------------------------------------------------------------
+# the comparison
+# ---------------------------------------------------------------------------------------------
+def _calibration(keras_b: Backend, path: str | os.PathLike[str] | None,
+                 eval_ds: Dataset | None, n: int, notes: list[str]) -> dict[str, np.ndarray]:
+    from .export import synthetic_inputs
+
+    source = keras_b.source  # type: ignore[attr-defined]
+    names = [s.name for s in source.inputs]
+    if path is not None:
+        ds = load_dataset(path, names, "calibration data").take(n)
+    elif eval_ds is not None:
+        ds = eval_ds.take(n)
+        notes.append(f"no --calibration: calibrated on the first {len(ds)} evaluation samples")
+    else:
+        notes.append(f"no --calibration: calibrated on {n} synthetic inputs (int8 accuracy "
+                     "may suffer; give real samples)")
+        return synthetic_inputs(source, n)
+    return dict(zip(names, keras_b.prepare(ds), strict=True))
+
+
+def compare_model(
+    model_path: str | os.PathLike[str],
+    calibration: str | os.PathLike[str] | None = None,
+    eval_data: str | os.PathLike[str] | None = None,
+    config: CompareConfig | None = None,
+    on_step: Callable[[str], None] | None = None,
+    on_progress: Callable[[float], None] | None = None,
+) -> CompareResult:
+    """Build, evaluate and time every variant of a Keras model (see module doc).
+
+    Args:
+        model_path: ``.keras`` / ``.h5`` file or SavedModel folder.
+        calibration: ``.npz``/``.npy`` calibration samples (default: the evaluation samples,
+            else synthetic inputs).
+        eval_data: ``.npz``/``.npy`` evaluation samples, optionally with labels ``y`` (default:
+            256 synthetic inputs, agreement with Keras only).
+        config: options (default :class:`CompareConfig()`).
+        on_step: called with a short description of each stage (for progress output).
+        on_progress: latency measurement progress in [0, 1].
+    """
+    config = config or CompareConfig()
+    src = Path(model_path)
+    if not src.exists():
+        raise InputError(f"model {src} does not exist", hint="check the path")
+    if src.suffix.lower() not in (".keras", ".h5") and not src.is_dir():
+        raise InputError(f"compare needs a Keras model (.keras, .h5 or SavedModel), got {src}",
+                         hint="use `edgekit bench` to compare existing .onnx/.tflite files")
+    say = on_step or (lambda _s: None)
+    notes: list[str] = []
+    say("loading the Keras model")
+    keras_b = load_backend(src, "keras", threads=config.threads)
+    assert isinstance(keras_b, KerasBackend)
+    source = keras_b.source
+    names = [s.name for s in source.inputs]
+    eval_ds: Dataset | None = None
+    if eval_data is not None:
+        eval_ds = load_dataset(eval_data, names, "evaluation data")
+        if config.eval_samples:
+            eval_ds = eval_ds.take(config.eval_samples)
+    cal = _calibration(keras_b, calibration, eval_ds, config.calibration_samples, notes)
+    if eval_ds is None:
+        from .export import synthetic_inputs
+
+        eval_ds = Dataset(synthetic_inputs(source, 256, seed=1), None, "synthetic")
+        notes.append("no --eval-data: 256 synthetic inputs, agreement with Keras only")
+
+    tmp = None
+    if config.workdir is None:
+        tmp = tempfile.TemporaryDirectory(prefix="edgekit-compare-")
+        work = Path(tmp.name)
+    else:
+        work = Path(config.workdir)
+    try:
+        paths, errors, modes = build_variants(src, work, cal, config.variants,
+                                       on_step=lambda v: say(f"building {v}"))
+        backends: list[Backend] = [keras_b]
+        for v in config.variants:
+            if v == "keras" or v not in paths:
+                continue
+            try:
+                b = load_backend(paths[v], v, threads=config.threads, provider="cpu")
+                if b.metadata is None:  # TFLite files carry no edgekit metadata
+                    b.metadata = source.metadata
+                backends.append(b)
+            except Exception as exc:
+                errors[v] = str(exc).splitlines()[0][:200]
+        say("evaluating")
+        preds: dict[str, np.ndarray] = {}
+        for b in list(backends):
+            try:
+                preds[b.name] = evaluate(b, eval_ds)
+            except Exception as exc:
+                errors[b.name] = f"evaluation failed: {str(exc).splitlines()[0][:200]}"
+                backends.remove(b)
+        say("timing")
+        bench = bench_models(backends, BenchConfig(
+            batches=(config.batch,), runs=config.runs, duration=config.duration,
+            warmup=config.warmup, threads=config.threads), on_progress=on_progress)
+        if tmp is None:
+            notes.append(f"variant files are in {work}")
+    finally:
+        for b in locals().get("backends", []):
+            if b is not keras_b:
+                b.close()
+        if tmp is not None:
+            tmp.cleanup()
+    for v, mode in modes.items():
+        if mode == "dynamic":
+            notes.append(f"{v}: dynamic int8 (activations quantized at run time; static int8 "
+                         "would leave the LSTM in float)")
+    return _result(src, config, paths, errors, preds, eval_ds, bench, notes)
+
+
+def _result(src: Path, config: CompareConfig, paths: dict[str, Path], errors: dict[str, str],
+            preds: dict[str, np.ndarray], eval_ds: Dataset, bench: BenchResult,
+            notes: list[str]) -> CompareResult:
+    from .validate import accuracy
+
+    labelled = eval_ds.labels is not None
+    lat = {m.name: m for m in bench.models}
+    ref = preds.get("keras")
+    rows: list[VariantRow] = []
+    for v in config.variants:
+        fmt, prec = VARIANTS[v]
+        row = VariantRow(v, fmt, prec, error=errors.get(v))
+        if v in paths:
+            row.path = str(paths[v])
+            row.size_bytes = lat[v].size_bytes if v in lat else None
+        if v in preds:
+            if labelled:
+                row.accuracy = accuracy(preds[v], eval_ds.labels)  # type: ignore[arg-type]
+            if ref is not None:
+                row.agreement = agreement(preds[v], ref)
+        if v in lat and not row.error:
+            s = lat[v].latency[config.batch]
+            row.p50_ms, row.p90_ms, row.throughput, row.ratio = (
+                s.p50_ms, s.p90_ms, s.throughput, s.ratio)
+        rows.append(row)
+    keras_row = rows[0]
+    for row in rows:
+        if row.error or row.p50_ms is None:
+            continue
+        if labelled and keras_row.accuracy is not None and row.accuracy is not None:
+            row.within_budget = keras_row.accuracy - row.accuracy <= config.accuracy_budget + 1e-9
+        elif row.agreement is not None:
+            row.within_budget = 100.0 - row.agreement <= config.accuracy_budget + 1e-9
+    ok = [r for r in rows if r.within_budget and r.format != "keras"]
+    best = min(ok, key=lambda r: (r.p50_ms or 0.0, r.size_bytes or 0)) if ok else None
+    small = min(ok, key=lambda r: (r.size_bytes or 0, r.p50_ms or 0.0)) if ok else None
+    return CompareResult(
+        model=src.name, rows=rows, recommended=best.name if best else None,
+        smallest=small.name if small else None, budget=config.accuracy_budget,
+        labelled=labelled, n_eval=len(eval_ds), bench=bench, notes=notes,
+    )

@@ -1,0 +1,103 @@
+"""edgekit.bench: interleaved measurement, table, JSON and plot (structure only, no timings)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from _bench_models import BenchModels, bench_models_dir  # noqa: F401
+from click.testing import CliRunner
+
+from edgekit.bench import (
+    BenchConfig,
+    bench_models,
+    latency_stats,
+    measure,
+    peak_rss_mb,
+    plot_latencies,
+)
+from edgekit.cli import cli
+from edgekit.errors import InputError
+
+
+def test_measure_interleaves_and_counts() -> None:
+    order: list[str] = []
+    calls = [lambda: order.append("a"), lambda: order.append("b"), lambda: order.append("c")]
+    times = measure(calls, runs=4, warmup=0)
+    assert [len(t) for t in times] == [4, 4, 4]
+    assert order[:6] == ["a", "b", "c", "b", "c", "a"]  # the start rotates per round
+    assert all(v >= 0 for t in times for v in t)
+
+
+def test_measure_duration_has_min_runs() -> None:
+    times = measure([lambda: None], runs=None, duration=0.01, min_runs=7, warmup=1)
+    assert len(times[0]) >= 7
+
+
+def test_latency_stats_order() -> None:
+    s = latency_stats([1_000_000, 2_000_000, 3_000_000, 10_000_000], batch=4)
+    assert s.min_ms <= s.p50_ms <= s.p90_ms <= s.p99_ms
+    assert s.runs == 4 and s.throughput == pytest.approx(4 * 1000 / s.mean_ms)
+
+
+def test_config_rejects_bad_values() -> None:
+    with pytest.raises(InputError):
+        BenchConfig(batches=(0,))
+    with pytest.raises(InputError):
+        BenchConfig(duration=0)
+
+
+def test_bench_onnx_models(bench_models_dir: BenchModels, tmp_path) -> None:  # noqa: F811
+    m = bench_models_dir
+    res = bench_models([m.onnx, m.big_onnx], BenchConfig(batches=(1, 4), runs=15, warmup=2,
+                                                         threads=1))
+    assert [r.name for r in res.models] == ["small.onnx", "big.onnx"]
+    for r in res.models:
+        assert set(r.latency) == {1, 4}
+        assert r.size_bytes > 0 and r.load_time_ms > 0 and r.peak_rss_mb > 0
+        for s in r.latency.values():
+            assert s.runs == 15 and s.ratio > 0 and s.p50_ms > 0
+    assert all(s.ratio == 1.0 for s in res.models[0].latency.values())
+    table = res.table()
+    assert table.count("\n") == 2 + 4 - 1  # header, separator, 2 models x 2 batch sizes
+    assert "vs small.onnx" in table and "p99" in table
+    d = res.to_dict(samples=True)
+    assert d["machine"]["cpu"] and "onnxruntime" in d["machine"]["versions"]
+    assert len(d["models"][1]["latency"]["4"]["samples_ms"]) == 15
+    png = plot_latencies(res.models, tmp_path / "lat.png")
+    assert png.stat().st_size > 5000
+
+
+def test_bench_keras_and_onnx_same_inputs(bench_models_dir: BenchModels) -> None:  # noqa: F811
+    res = bench_models([bench_models_dir.onnx, bench_models_dir.keras],
+                       BenchConfig(runs=5, warmup=1), names=["onnx", "keras"])
+    assert [r.kind for r in res.models] == ["onnx", "keras"]
+    assert res.models[1].latency[1].ratio > 0
+
+
+def test_bench_cli_writes_table_json_png(bench_models_dir: BenchModels, tmp_path) -> None:  # noqa: F811
+    out_json, out_png = tmp_path / "b.json", tmp_path / "b.png"
+    m = bench_models_dir
+    args = ["bench", str(m.onnx), str(m.big_onnx), "--batch", "1,2", "--runs", "10",
+            "--warmup", "1", "--threads", "1", "--json", str(out_json), "--plot", str(out_png),
+            "-q"]
+    r = CliRunner().invoke(cli, args)
+    assert r.exit_code == 0, r.output
+    assert "| small.onnx" in r.output and "| big.onnx" in r.output
+    data = json.loads(out_json.read_text())
+    assert [m["name"] for m in data["models"]] == ["small.onnx", "big.onnx"]
+    assert data["config"]["batches"] == [1, 2]
+    assert out_png.stat().st_size > 5000
+
+
+def test_bench_cli_errors(tmp_path) -> None:
+    r = CliRunner().invoke(cli, ["bench", str(tmp_path / "missing.onnx")])
+    assert r.exit_code == 1 and "does not exist" in r.output
+    r = CliRunner().invoke(cli, ["bench", str(tmp_path / "x.onnx"), "--batch", "a"])
+    assert r.exit_code == 1
+
+
+def test_peak_rss_positive() -> None:
+    assert peak_rss_mb() > 0
+    assert np.isfinite(peak_rss_mb())

@@ -1,0 +1,116 @@
+"""edgekit check: exit codes of the regression gate, and the pytest plugin helpers."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from _bench_models import BenchModels, bench_models_dir  # noqa: F401
+from click.testing import CliRunner
+
+from edgekit.check import CheckConfig, check_model, reference_model
+from edgekit.cli import cli
+from edgekit.errors import InputError
+from edgekit.pytest_plugin import assert_accuracy, assert_latency_ratio
+
+FAST = ["--max-time", "4"]
+
+
+@pytest.fixture(scope="module")
+def baseline(bench_models_dir: BenchModels, tmp_path_factory) -> str:  # noqa: F811
+    path = tmp_path_factory.mktemp("check") / "baseline.json"
+    r = CliRunner().invoke(cli, ["check", str(bench_models_dir.onnx), "--baseline", str(path),
+                                 "--eval-data", str(bench_models_dir.data), "--update-baseline",
+                                 *FAST])
+    assert r.exit_code == 0, r.output
+    assert "written" in r.output
+    return str(path)
+
+
+def test_baseline_contents(baseline: str, bench_models_dir: BenchModels) -> None:  # noqa: F811
+    b = json.loads(open(baseline).read())
+    assert b["accuracy"] == pytest.approx(bench_models_dir.accuracy, abs=0.5)
+    assert b["latency"]["ratio"] > 0 and b["latency"]["reference"]["kind"] == "matmul"
+    assert b["latency"]["threads"] == 1 and b["machine"]["cpu"]
+
+
+def test_unchanged_model_passes(baseline: str, bench_models_dir: BenchModels) -> None:  # noqa: F811
+    r = CliRunner().invoke(cli, ["check", str(bench_models_dir.onnx), "--baseline", baseline,
+                                 "--eval-data", str(bench_models_dir.data), *FAST])
+    assert r.exit_code == 0, r.output
+    assert "passed" in r.output and "accuracy" in r.output and "latency" in r.output
+
+
+def test_raised_accuracy_fails(baseline: str, bench_models_dir: BenchModels, tmp_path) -> None:  # noqa: F811
+    b = json.loads(open(baseline).read())
+    b["accuracy"] = min(100.0, b["accuracy"] + 5.0)
+    if b["accuracy"] - bench_models_dir.accuracy <= 1.0:
+        pytest.skip("toy model already at 100 %")
+    raised = tmp_path / "raised.json"
+    raised.write_text(json.dumps(b))
+    r = CliRunner().invoke(cli, ["check", str(bench_models_dir.onnx), "--baseline", str(raised),
+                                 "--eval-data", str(bench_models_dir.data), *FAST])
+    assert r.exit_code == 1, r.output
+    assert "FAIL  accuracy" in r.output and "FAILED" in r.output
+
+
+def test_slower_model_fails(baseline: str, bench_models_dir: BenchModels) -> None:  # noqa: F811
+    # a much bigger model checked against the small model's baseline: a latency regression
+    res = check_model(bench_models_dir.big_onnx, baseline, config=CheckConfig(max_time=4))
+    assert res.exit_code == 1
+    lat = next(f for f in res.findings if f.metric == "latency")
+    assert not lat.passed and lat.change is not None and lat.change > 25
+    assert "FAIL  latency" in res.report()
+
+
+def test_missing_baseline_is_a_user_error(bench_models_dir: BenchModels, tmp_path) -> None:  # noqa: F811
+    with pytest.raises(InputError, match="does not exist"):
+        check_model(bench_models_dir.onnx, tmp_path / "none.json")
+
+
+def test_reference_model_is_deterministic(tmp_path) -> None:
+    a = reference_model(3, tmp_path / "a.onnx").read_bytes()
+    b = reference_model(3, tmp_path / "b.onnx").read_bytes()
+    assert a == b
+
+
+# -- the pytest plugin (the project's own tests use it) ----------------------------------------
+def test_plugin_assert_accuracy(bench_models_dir: BenchModels, edge_model_factory) -> None:  # noqa: F811
+    model = edge_model_factory(bench_models_dir.onnx)
+    acc = assert_accuracy(model, bench_models_dir.data, min_accuracy=bench_models_dir.accuracy - 1)
+    with pytest.raises(AssertionError, match="below the baseline"):
+        assert_accuracy(model, bench_models_dir.data, baseline=acc + 5, max_drop=1)
+
+
+def test_plugin_assert_latency_ratio(bench_models_dir: BenchModels, edge_model_factory) -> None:  # noqa: F811
+    small = edge_model_factory(bench_models_dir.onnx, threads=1)
+    ratio = assert_latency_ratio(small, bench_models_dir.big_onnx, max_ratio=1.0, max_time=3)
+    assert 0 < ratio < 1.0
+    with pytest.raises(AssertionError, match="as long as"):
+        assert_latency_ratio(bench_models_dir.big_onnx, small, max_ratio=1.0, max_time=3)
+
+
+def test_plugin_edge_model_marker(bench_models_dir: BenchModels, tmp_path) -> None:  # noqa: F811
+    """The entry-point plugin in a fresh pytest run: marker, option and skip without a model."""
+    import subprocess
+    import sys
+
+    test = tmp_path / "test_user.py"
+    test.write_text(f"""
+import numpy as np
+import pytest
+
+@pytest.mark.edge_model({str(bench_models_dir.onnx)!r}, threads=1)
+def test_marker(edge_model):
+    assert edge_model.predict(np.zeros((1, 28, 28, 1), "uint8")).shape == (1, 10)
+
+def test_option(edge_model):
+    assert edge_model.path.name == "big.onnx"
+""")
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(test),
+           "--rootdir", str(tmp_path)]
+    r = subprocess.run([*cmd, "--edge-model", str(bench_models_dir.big_onnx)],
+                       capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert r.returncode == 0 and "2 passed" in r.stdout, r.stdout + r.stderr
+    r = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert "1 passed, 1 skipped" in r.stdout, r.stdout + r.stderr
