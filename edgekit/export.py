@@ -60,6 +60,8 @@ class ExportConfig:
             also the cap on samples read from validation data (0 = all).
         labels: class names stored in the model (default: the Keras model's own metadata).
         seed: seed of the synthetic inputs (default 0).
+        simplify: static Flatten shapes, conversion Transposes folded into weights (default
+            True; see :mod:`edgekit.graph`). Validation covers the simplified graph.
         force: overwrite existing outputs (default False).
     """
 
@@ -68,6 +70,7 @@ class ExportConfig:
     validation_samples: int = 256
     labels: list[str] | None = None
     seed: int = 0
+    simplify: bool = True
     force: bool = False
 
     def __post_init__(self) -> None:
@@ -664,6 +667,12 @@ def export_model(
 
     with timer.step("convert"):
         model_proto = convert(source, config.opset)
+    simplified: list[str] = []
+    if config.simplify:
+        from .graph import simplify
+
+        with timer.step("simplify"):
+            simplified = simplify(model_proto)
     set_metadata_props(model_proto, onnx_metadata_props(source, config.opset, meta, config))
     onnx_bytes = model_proto.SerializeToString()
 
@@ -700,6 +709,7 @@ def export_model(
             "opset": config.opset,
             "nodes": len(model_proto.graph.node),
             "op_histogram": _op_histogram(model_proto),
+            "simplified": simplified,
         },
         "validation": {"data": data_desc, "notes": notes, **asdict(result)},
         "files": {"onnx": {"path": onnx_name, "size_bytes": len(onnx_bytes)}},

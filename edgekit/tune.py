@@ -1,0 +1,620 @@
+"""``edgekit tune``: search quantization, graph and session settings for the fastest model
+whose accuracy holds.
+
+Every candidate's latency is a *ratio* against the fp32 model, measured interleaved in the same
+process (A B A B ...) and repeated until the ratio is stable, so the search holds on a shared,
+noisy machine. The search runs in stages:
+
+1. quantization: static QDQ int8 with u8/s8 activations, per-channel or per-tensor weights,
+   full or reduced weight range, and the calibration method;
+2. latency-aware mixed precision: the fp32 and int8 graphs are profiled per node (onnxruntime's
+   profiler); nodes where int8 is not faster than fp32 are kept in float;
+3. session: intra-op spinning, graph optimization level, denormals as zero.
+
+Accuracy gate: with labelled evaluation data, a candidate is accepted when its accuracy is
+within ``max_accuracy_drop`` points of fp32; without labels, when its top-1 agreement with fp32
+is at least ``100 - max_accuracy_drop`` percent. The winner is the fastest accepted candidate;
+its session settings go into its metadata (``edgekit.session``), which the runtime applies.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import re
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import __version__
+from .artifacts import ArtifactSet
+from .bench import cpu_model, measure
+from .data import Dataset
+from .errors import DataError, InputError
+from .metadata import PREFIX, ModelMetadata
+from .runtime import EdgeModel, SessionOptionsConfig
+from .validate import accuracy
+
+__all__ = ["TuneConfig", "Candidate", "TuneResult", "tune_model", "measure_ratio", "node_profile",
+           "float_region", "format_candidates"]
+
+ProgressFn = Callable[[str], None]
+
+
+@dataclass
+class TuneConfig:
+    """Options of :func:`tune_model`.
+
+    Attributes:
+        max_accuracy_drop: accuracy budget in points vs fp32 (default 0.5); without labels,
+            the least top-1 agreement with fp32 is ``100 - max_accuracy_drop`` percent.
+        threads: intra-op threads the model will run with (default 1).
+        batch: batch size latency is measured at (default 1).
+        budget_minutes: stop starting new candidates after this long (default 10).
+        calibration_samples: calibration samples per candidate (default 256).
+        eval_samples: cap on evaluation samples (default 2000; 0 = all).
+        min_pairs / max_pairs: interleaved fp32/candidate pairs per latency ratio
+            (defaults 40 / 600); measurement stops earlier once the ratio is stable.
+        rel_tol: the ratio is stable when two successive estimates differ by less than this
+            fraction (default 0.02).
+        seed: seed of calibration/evaluation subsets (default 0).
+        force: overwrite existing outputs (default False).
+    """
+
+    max_accuracy_drop: float = 0.5
+    threads: int = 1
+    batch: int = 1
+    budget_minutes: float = 10.0
+    calibration_samples: int = 256
+    eval_samples: int = 2000
+    min_pairs: int = 40
+    max_pairs: int = 600
+    rel_tol: float = 0.02
+    seed: int = 0
+    force: bool = False
+
+    def __post_init__(self) -> None:
+        if self.max_accuracy_drop < 0:
+            raise InputError("max_accuracy_drop must be >= 0")
+        if self.threads < 1 or self.batch < 1:
+            raise InputError("threads and batch must be >= 1")
+        if self.budget_minutes <= 0:
+            raise InputError("budget_minutes must be > 0")
+        if not 0 < self.min_pairs <= self.max_pairs:
+            raise InputError("need 0 < min_pairs <= max_pairs")
+
+
+@dataclass
+class Candidate:
+    """One configuration tried and what it measured."""
+
+    name: str
+    stage: str
+    description: str
+    quantization: dict[str, Any] | None = None
+    session: dict[str, Any] = field(default_factory=dict)
+    path: str | None = None
+    size_bytes: int = 0
+    latency_ratio: float | None = None
+    latency_ms: float | None = None
+    fp32_latency_ms: float | None = None
+    pairs: int = 0
+    accuracy: float | None = None
+    accuracy_drop: float | None = None
+    agreement: float | None = None
+    accepted: bool = False
+    reason: str = ""
+    pareto: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dict(self.__dict__)
+        d.pop("path", None)
+        return d
+
+
+@dataclass
+class TuneResult:
+    """What :func:`tune_model` chose and wrote."""
+
+    model_path: Path
+    report_path: Path
+    winner: Candidate
+    candidates: list[Candidate]
+    report: dict[str, Any]
+
+
+# ---------------------------------------------------------------------------------------------
+# Measurement
+# ---------------------------------------------------------------------------------------------
+def measure_ratio(
+    reference: Callable[[], Any],
+    candidate: Callable[[], Any],
+    min_pairs: int = 40,
+    max_pairs: int = 600,
+    rel_tol: float = 0.02,
+    block: int = 20,
+) -> tuple[float, float, float, int]:
+    """Median latency ratio ``candidate / reference``, measured interleaved until stable.
+
+    Returns ``(ratio, candidate_ms, reference_ms, pairs)``. Pairs are timed in blocks of
+    ``block``; it stops when two successive estimates of the ratio differ by less than
+    ``rel_tol`` (after ``min_pairs``) or at ``max_pairs``.
+    """
+    ref_ns: list[int] = []
+    cand_ns: list[int] = []
+    previous: float | None = None
+    warm = 5
+    while len(ref_ns) < max_pairs:
+        a, b = measure([reference, candidate], runs=block, warmup=warm)
+        warm = 0
+        ref_ns += a
+        cand_ns += b
+        ratio = float(np.median(cand_ns) / np.median(ref_ns))
+        if len(ref_ns) >= min_pairs and previous is not None and abs(ratio - previous) <= rel_tol * previous:
+            break
+        previous = ratio
+    ratio = float(np.median(cand_ns) / np.median(ref_ns))
+    return ratio, float(np.median(cand_ns)) / 1e6, float(np.median(ref_ns)) / 1e6, len(ref_ns)
+
+
+def node_profile(
+    path: str | os.PathLike[str], feeds: dict[str, np.ndarray], session: SessionOptionsConfig,
+    runs: int = 30,
+) -> dict[str, float]:
+    """Mean kernel time per profiled node in microseconds (onnxruntime's profiler)."""
+    import onnxruntime as ort
+
+    so = session.to_ort()
+    so.enable_profiling = True
+    tmp = tempfile.mkdtemp(prefix="edgekit-prof-")
+    so.profile_file_prefix = os.path.join(tmp, "prof")
+    try:
+        sess = ort.InferenceSession(os.fspath(path), so, providers=["CPUExecutionProvider"])
+        for _ in range(runs):
+            sess.run(None, feeds)
+        events = json.loads(Path(sess.end_profiling()).read_text())
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    times: dict[str, float] = collections.defaultdict(float)
+    for e in events:
+        if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time"):
+            times[e["name"][: -len("_kernel_time")]] += e["dur"] / runs
+    return dict(times)
+
+
+_ACTIVATIONS = {"Relu", "Clip", "LeakyRelu", "Sigmoid", "HardSigmoid", "Tanh", "Add"}
+#: Cheap ops that follow a compute node; a float region extends through them so that the
+#: switch back to int8 quantizes the smallest tensor (after pooling) and the float part keeps
+#: its fused, blocked-layout kernels.
+_FOLLOWERS = {"Relu", "Clip", "LeakyRelu", "Sigmoid", "HardSigmoid", "Tanh", "MaxPool",
+              "AveragePool"}
+_COMPUTE = {"Conv", "MatMul", "Gemm", "ConvTranspose"}
+
+
+def _attribute_fp32(profile: dict[str, float], graph: Any) -> dict[str, float]:
+    """Map fp32 profile names (node names, or fused outputs ``<tensor>_nchwc``) to the
+    original compute nodes (Conv/MatMul/Gemm)."""
+    producer = {o: n for n in graph.node for o in n.output}
+    by_name = {n.name: n for n in graph.node}
+    out: dict[str, float] = collections.defaultdict(float)
+    for name, us in profile.items():
+        base = re.sub(r"(_nchwc|_token_\d+)$", "", name)
+        node = by_name.get(base) or producer.get(base)
+        hops = 0
+        while node is not None and node.op_type not in _COMPUTE and hops < 3:
+            if node.op_type not in _ACTIVATIONS or not node.input:
+                break
+            node = producer.get(node.input[0])
+            hops += 1
+        if node is not None and node.op_type in _COMPUTE:
+            out[node.name] += us
+    return dict(out)
+
+
+def float_region(graph: Any, names: Sequence[str]) -> list[str]:
+    """``names`` plus the chain of single-consumer followers (activations, pooling) of each."""
+    by_name = {n.name: n for n in graph.node}
+    consumers: dict[str, list[Any]] = collections.defaultdict(list)
+    for n in graph.node:
+        for i in n.input:
+            consumers[i].append(n)
+    region = list(names)
+    for name in names:
+        node = by_name.get(name)
+        while node is not None and node.output:
+            users = consumers.get(node.output[0], [])
+            if len(users) != 1 or users[0].op_type not in _FOLLOWERS:
+                break
+            node = users[0]
+            region.append(node.name)
+    return list(dict.fromkeys(region))
+
+
+def _attribute_int8(profile: dict[str, float], names: set[str]) -> dict[str, float]:
+    """Map int8 profile names (fused QDQ nodes ``<node>_token_N``) to original node names."""
+    out: dict[str, float] = collections.defaultdict(float)
+    for name, us in profile.items():
+        base = re.sub(r"_token_\d+$", "", name)
+        if base in names:
+            out[base] += us
+    return dict(out)
+
+
+# ---------------------------------------------------------------------------------------------
+# The search
+# ---------------------------------------------------------------------------------------------
+def _quant_space() -> list[tuple[str, str, dict[str, Any]]]:
+    """(name, description, QuantizationConfig overrides) of the quantization stage."""
+    return [
+        ("int8-u8s8-pc", "QDQ, u8 activations, s8 per-channel weights (avx512_vnni preset)",
+         {"preset": "avx512_vnni"}),
+        ("int8-u8s8-pc-rr", "as above with 7-bit weights (avx2 preset, reduce_range)",
+         {"preset": "avx2"}),
+        ("int8-u8s8-pt", "QDQ, u8 activations, s8 per-tensor weights",
+         {"preset": "avx512_vnni", "per_channel": False}),
+        ("int8-s8s8-pc", "QDQ, s8 symmetric activations, s8 per-channel weights",
+         {"preset": "avx512_vnni", "activation_type": "QInt8", "activation_symmetric": True}),
+        ("int8-u8s8-pc-rr-pct", "avx2 preset with percentile calibration",
+         {"preset": "avx2", "calibration_method": "percentile"}),
+    ]
+
+
+@dataclass
+class _Context:
+    config: TuneConfig
+    fp32_path: Path
+    graph: Any
+    eval_feeds: dict[str, np.ndarray]
+    eval_labels: np.ndarray | None
+    fp32_probs: np.ndarray
+    fp32_accuracy: float | None
+    bench_feeds: dict[str, np.ndarray]
+    calibration: Dataset
+    reference: EdgeModel
+    base_session: SessionOptionsConfig
+    tmp: Path
+    progress: ProgressFn
+
+
+def _check_accuracy(ctx: _Context, cand: Candidate, model: EdgeModel) -> None:
+    probs = np.concatenate([
+        model.run({k: v[i : i + 256] for k, v in ctx.eval_feeds.items()})[0]
+        for i in range(0, len(ctx.fp32_probs), 256)
+    ])
+    if probs.ndim == 2 and probs.shape[1] > 1:
+        cand.agreement = 100.0 * float(np.mean(probs.argmax(1) == ctx.fp32_probs.argmax(1)))
+    else:
+        cand.agreement = 100.0 * float(np.mean((probs.reshape(-1) >= 0.5) == (ctx.fp32_probs.reshape(-1) >= 0.5)))
+    budget = ctx.config.max_accuracy_drop
+    if ctx.eval_labels is not None and ctx.fp32_accuracy is not None:
+        cand.accuracy = accuracy(probs, ctx.eval_labels)
+        cand.accuracy_drop = ctx.fp32_accuracy - cand.accuracy
+        cand.accepted = cand.accuracy_drop <= budget + 1e-9
+        cand.reason = (f"accuracy drop {cand.accuracy_drop:+.2f} pt "
+                       f"{'within' if cand.accepted else 'over'} budget {budget:g} pt")
+    else:
+        cand.accepted = cand.agreement >= 100.0 - budget - 1e-9
+        cand.reason = (f"top-1 agreement with fp32 {cand.agreement:.2f}% "
+                       f"{'>=' if cand.accepted else '<'} {100 - budget:g}% (no labels)")
+
+
+def _measure(ctx: _Context, cand: Candidate, path: Path, session: SessionOptionsConfig) -> EdgeModel:
+    model = EdgeModel(path, "cpu", session_options=session, use_stored_session=False,
+                      check_nan=False)
+    feeds_ref = ctx.bench_feeds
+    ref_run, cand_run = ctx.reference.run, model.run
+    cfg = ctx.config
+    ratio, ms, ref_ms, pairs = measure_ratio(
+        lambda: ref_run(feeds_ref), lambda: cand_run(feeds_ref),
+        cfg.min_pairs, cfg.max_pairs, cfg.rel_tol,
+    )
+    cand.latency_ratio, cand.latency_ms, cand.fp32_latency_ms, cand.pairs = ratio, ms, ref_ms, pairs
+    cand.session = session.to_dict()
+    cand.path = str(path)
+    cand.size_bytes = path.stat().st_size
+    return model
+
+
+def _try_quant(ctx: _Context, name: str, desc: str, overrides: dict[str, Any],
+               stage: str = "quantization") -> Candidate:
+    from .quantize import QuantizationConfig, quantize_model
+
+    cand = Candidate(name, stage, desc)
+    outdir = ctx.tmp / name
+    outdir.mkdir(parents=True, exist_ok=True)
+    qcfg = QuantizationConfig.from_preset(
+        overrides.pop("preset", None),
+        mode="int8",
+        calibration_samples=ctx.config.calibration_samples,
+        seed=ctx.config.seed,
+        **overrides,
+    )
+    cand.quantization = qcfg.to_dict()
+    try:
+        variant = quantize_model(ctx.fp32_path, outdir, stem=ctx.fp32_path.stem, config=qcfg,
+                                 calibration=ctx.calibration)
+    except Exception as exc:  # a config onnxruntime rejects is a failed candidate, not a crash
+        cand.reason = f"quantization failed: {str(exc).splitlines()[0][:160]}"
+        return cand
+    model = _measure(ctx, cand, variant.path, ctx.base_session)
+    _check_accuracy(ctx, cand, model)
+    model.close()
+    return cand
+
+
+def _latency_aware(ctx: _Context, best: Candidate) -> tuple[Candidate | None, list[dict[str, Any]]]:
+    """Profile fp32 and ``best`` per node; keep in float the nodes where int8 is not faster."""
+    assert best.path is not None and best.quantization is not None
+    feeds = ctx.bench_feeds
+    fp32_prof = _attribute_fp32(node_profile(ctx.fp32_path, feeds, ctx.base_session), ctx.graph)
+    names = {n.name for n in ctx.graph.node}
+    int8_prof = _attribute_int8(node_profile(best.path, feeds, ctx.base_session), names)
+    rows = []
+    slower = []
+    for node in ctx.graph.node:
+        if node.name in fp32_prof and node.name in int8_prof:
+            f, q = fp32_prof[node.name], int8_prof[node.name]
+            rows.append({"node": node.name, "op": node.op_type, "fp32_us": round(f, 2),
+                         "int8_us": round(q, 2), "speedup": round(f / q, 3) if q else None})
+            if q >= 0.95 * f:
+                slower.append(node.name)
+    rows.sort(key=lambda r: -r["fp32_us"])
+    if not slower:
+        return None, rows
+    q = dict(best.quantization)
+    overrides = {k: q[k] for k in ("per_channel", "activation_type", "weight_type",
+                                   "activation_symmetric", "weight_symmetric", "reduce_range",
+                                   "calibration_method")}
+    region = float_region(ctx.graph, slower)
+    overrides["nodes_to_exclude"] = sorted(set(q.get("nodes_to_exclude") or []) | set(region))
+    cand = _try_quant(
+        ctx, "int8-latency-aware",
+        f"{best.name} with {len(slower)} node(s) kept in float where int8 was not faster",
+        overrides, stage="mixed precision",
+    )
+    return cand, rows
+
+
+def _session_space() -> list[tuple[str, str, SessionOptionsConfig]]:
+    return [
+        ("no-spin", "intra-op threads do not spin between runs",
+         SessionOptionsConfig(allow_spinning=False)),
+        ("denormal-zero", "denormals flushed to zero",
+         SessionOptionsConfig(session_config={"session.set_denormal_as_zero": "1"})),
+        ("opt-extended", "graph optimization level extended (no layout transforms)",
+         SessionOptionsConfig(graph_optimization_level="extended")),
+    ]
+
+
+def _pareto(cands: Sequence[Candidate]) -> None:
+    pts = [c for c in cands if c.latency_ratio is not None]
+    for c in pts:
+        drop_c = c.accuracy_drop if c.accuracy_drop is not None else 100 - (c.agreement or 0)
+        c.pareto = not any(
+            o is not c
+            and o.latency_ratio <= c.latency_ratio  # type: ignore[operator]
+            and (o.accuracy_drop if o.accuracy_drop is not None else 100 - (o.agreement or 0)) <= drop_c
+            and o.size_bytes <= c.size_bytes
+            and (o.latency_ratio, o.size_bytes) != (c.latency_ratio, c.size_bytes)
+            for o in pts
+        )
+
+
+def format_candidates(cands: Sequence[Candidate], winner: Candidate | None = None) -> str:
+    """The candidates table (latency ratio vs fp32, accuracy, size)."""
+    from .bench import render_table
+
+    rows = []
+    for c in cands:
+        rows.append([
+            ("* " if c is winner else "  ") + c.name,
+            c.stage,
+            "-" if c.latency_ratio is None else f"{c.latency_ratio:.3f}",
+            "-" if c.latency_ms is None else f"{c.latency_ms:.3f}",
+            "-" if c.accuracy is None else f"{c.accuracy:.2f}",
+            "-" if c.agreement is None else f"{c.agreement:.2f}",
+            f"{c.size_bytes / 1024:.0f}" if c.size_bytes else "-",
+            ("yes" if c.accepted else "no") + (" P" if c.pareto else ""),
+        ])
+    header = ["candidate", "stage", "ratio vs fp32", "median ms", "acc %", "agree %", "KiB",
+              "ok (P=pareto)"]
+    return render_table(header, rows)
+
+
+def tune_model(
+    model: str | os.PathLike[str],
+    outdir: str | os.PathLike[str],
+    calibration: str | os.PathLike[str] | Dataset,
+    eval_data: str | os.PathLike[str] | Dataset | None = None,
+    config: TuneConfig | None = None,
+    progress: ProgressFn | None = None,
+) -> TuneResult:
+    """Search for the fastest int8 variant of ``model`` whose accuracy holds.
+
+    Args:
+        model: a Keras model file (exported to fp32 ONNX first) or an fp32 ``.onnx`` file.
+        outdir: gets ``<stem>.tuned.onnx`` (with its session settings in metadata) and
+            ``<stem>.tune.json`` (candidates, Pareto front, per-node profile, the reasons).
+        calibration: calibration data (see :func:`edgekit.quantize.load_model_data`).
+        eval_data: labelled evaluation data (default: agreement with fp32 on calibration data).
+        config: options (default :class:`TuneConfig()`).
+        progress: called with one-line status messages.
+    """
+    import onnx
+
+    from .info import load_onnx
+    from .quantize import load_model_data, onnx_input_specs
+
+    config = config or TuneConfig()
+    say = progress or (lambda _m: None)
+    _require_calibration(calibration)
+    src = Path(model)
+    if not src.exists():
+        raise InputError(f"model path {src} does not exist", hint="check the path")
+    stem = src.stem if not src.is_dir() else src.name
+    names = [f"{stem}.tuned.onnx", f"{stem}.tune.json"]
+    artifacts = ArtifactSet(outdir, names, force=config.force)
+    artifacts.check()
+    t_start = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="edgekit-tune-") as tmpdir:
+        tmp = Path(tmpdir)
+        if src.suffix.lower() == ".onnx":
+            fp32_path = src
+        else:
+            from .export import ExportConfig, export_model
+
+            say("exporting the fp32 model")
+            fp32_path = export_model(src, tmp / "fp32", ExportConfig()).onnx_path
+        proto = load_onnx(fp32_path)
+        specs = onnx_input_specs(proto)
+        meta = ModelMetadata.from_props({p.key: p.value for p in proto.metadata_props})
+        calib_feeds, _, notes, calib_desc = load_model_data(
+            calibration, specs, meta, "calibration data", "train",
+            config.calibration_samples, config.seed)
+        calib = Dataset(calib_feeds, None, calib_desc)
+        if eval_data is not None:
+            eval_feeds, eval_labels, more, eval_desc = load_model_data(
+                eval_data, specs, meta, "evaluation data", "test", config.eval_samples, config.seed)
+            notes += more
+        else:
+            eval_feeds, eval_labels, eval_desc = calib_feeds, None, f"{calib_desc} (agreement only)"
+        n_cal = len(next(iter(calib_feeds.values())))
+        reps = -(-config.batch // n_cal)
+        bench_feeds = {k: np.concatenate([v] * reps)[: config.batch] for k, v in calib_feeds.items()}
+
+        base_session = SessionOptionsConfig(
+            intra_op_num_threads=config.threads, inter_op_num_threads=1,
+            execution_mode="sequential", graph_optimization_level="all",
+        )
+        reference = EdgeModel(fp32_path, "cpu", session_options=base_session,
+                              use_stored_session=False, check_nan=False)
+        fp32_probs = np.concatenate([
+            reference.run({k: v[i : i + 256] for k, v in eval_feeds.items()})[0]
+            for i in range(0, len(next(iter(eval_feeds.values()))), 256)
+        ])
+        fp32_acc = accuracy(fp32_probs, eval_labels) if eval_labels is not None else None
+        ctx = _Context(config, fp32_path, proto.graph, eval_feeds, eval_labels, fp32_probs,
+                       fp32_acc, bench_feeds, calib, reference, base_session, tmp, say)
+
+        fp32 = Candidate("fp32", "baseline", "fp32, graph optimization all")
+        _measure(ctx, fp32, fp32_path, base_session).close()
+        fp32.accuracy, fp32.accuracy_drop, fp32.agreement = fp32_acc, 0.0 if fp32_acc is not None else None, 100.0
+        fp32.accepted, fp32.reason = True, "reference"
+        cands = [fp32]
+        deadline = t_start + 60 * config.budget_minutes
+
+        def over_budget() -> bool:
+            if time.perf_counter() > deadline:
+                say("time budget reached: no more candidates")
+                return True
+            return False
+
+        space = _quant_space()
+        for i, (name, desc, overrides) in enumerate(space):
+            if i and over_budget():
+                break
+            say(f"[{i + 1}/{len(space)}] {name}: {desc}")
+            c = _try_quant(ctx, name, desc, dict(overrides))
+            say(f"    ratio {c.latency_ratio or float('nan'):.3f}, {c.reason}")
+            cands.append(c)
+
+        def best_of(pool: Sequence[Candidate]) -> Candidate:
+            ok = [c for c in pool if c.accepted and c.latency_ratio is not None]
+            return min(ok, key=lambda c: c.latency_ratio) if ok else fp32  # type: ignore[arg-type, return-value]
+
+        profile_rows: list[dict[str, Any]] = []
+        best_q = best_of(cands[1:]) if any(c.accepted for c in cands[1:]) else None
+        if best_q is not None and not over_budget():
+            say("profiling fp32 and int8 per node (latency-aware mixed precision)")
+            mixed, profile_rows = _latency_aware(ctx, best_q)
+            if mixed is not None:
+                say(f"    ratio {mixed.latency_ratio or float('nan'):.3f}, {mixed.reason}")
+                cands.append(mixed)
+            else:
+                say("    int8 is faster than fp32 on every profiled node; nothing kept in float")
+        best = best_of(cands)
+        for name, desc, extra in _session_space():
+            if over_budget():
+                break
+            assert best.path is not None
+            c = Candidate(f"{best.name}+{name}", "session", f"{best.name}, {desc}",
+                          quantization=best.quantization)
+            say(f"session: {c.name}")
+            m = _measure(ctx, c, Path(best.path), base_session.merged(extra))
+            if best is fp32:
+                c.accuracy, c.agreement, c.accuracy_drop = fp32.accuracy, 100.0, fp32.accuracy_drop
+                c.accepted, c.reason = True, "fp32 (no int8 candidate met the accuracy budget)"
+            else:
+                _check_accuracy(ctx, c, m)
+            m.close()
+            say(f"    ratio {c.latency_ratio or float('nan'):.3f}")
+            cands.append(c)
+        # A session tweak wins only if it beats its base by more than the measurement noise.
+        winner = best
+        for c in cands:
+            if (c.stage == "session" and c.accepted and c.latency_ratio is not None
+                    and c.latency_ratio < winner.latency_ratio * (1 - config.rel_tol)):  # type: ignore[operator]
+                winner = c
+        reference.close()
+        _pareto(cands)
+        why = _why(winner, fp32, cands, config)
+        say(why)
+
+        tuned = onnx.load(winner.path)  # type: ignore[arg-type]
+        session = SessionOptionsConfig.from_dict(winner.session)
+        summary = {"winner": winner.name, "latency_ratio": winner.latency_ratio,
+                   "threads": config.threads, "batch": config.batch, "edgekit": __version__}
+        from .export import set_metadata_props
+
+        set_metadata_props(tuned, {PREFIX + "session": json.dumps(session.to_dict()),
+                                   PREFIX + "tune": json.dumps(summary)})
+        report = {
+            "edgekit_version": __version__,
+            "model": str(src),
+            "fp32_model": fp32_path.name,
+            "machine": {"cpu": cpu_model(), "cores": os.cpu_count()},
+            "config": config.__dict__,
+            "calibration": calib_desc,
+            "evaluation": eval_desc,
+            "notes": notes,
+            "fp32": {"accuracy": fp32_acc, "latency_ms": fp32.latency_ms},
+            "winner": winner.to_dict(),
+            "why": why,
+            "candidates": [c.to_dict() for c in cands],
+            "pareto_front": [c.name for c in cands if c.pareto],
+            "node_profile": profile_rows,
+            "elapsed_s": round(time.perf_counter() - t_start, 1),
+        }
+        with artifacts.open():
+            artifacts.write_bytes(names[0], tuned.SerializeToString())
+            artifacts.write_json(names[1], report)
+    return TuneResult(artifacts.final(names[0]), artifacts.final(names[1]), winner, cands, report)
+
+
+def _why(winner: Candidate, fp32: Candidate, cands: Sequence[Candidate], cfg: TuneConfig) -> str:
+    if winner is fp32 or winner.quantization is None:
+        rejected = [c for c in cands if c.stage != "baseline" and not c.accepted]
+        if rejected:
+            return (f"no int8 candidate met the accuracy budget ({cfg.max_accuracy_drop:g} pt); "
+                    f"keeping fp32 with the fastest session settings ({winner.name})")
+        return f"fp32 ({winner.name}) was fastest"
+    faster = 1 / winner.latency_ratio if winner.latency_ratio else float("nan")
+    acc = (f"accuracy drop {winner.accuracy_drop:+.2f} pt" if winner.accuracy_drop is not None
+           else f"top-1 agreement {winner.agreement:.2f}%")
+    return (f"{winner.name} is the fastest candidate within the accuracy budget: "
+            f"{faster:.2f}x faster than fp32 ({winner.latency_ms:.3f} ms vs "
+            f"{winner.fp32_latency_ms:.3f} ms, {cfg.threads} thread(s), batch {cfg.batch}), "
+            f"{acc}, {winner.size_bytes / 1024:.0f} KiB")
+
+
+def _require_calibration(calibration: Any) -> None:
+    if calibration is None:
+        raise DataError("tune needs calibration data for int8 candidates",
+                        hint="pass --calibration FILE.npz (e.g. calibration_data/fashion_mnist.npz)")

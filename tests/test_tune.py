@@ -1,0 +1,144 @@
+"""edgekit tune and the graph clean-ups it builds on (real TF, tf2onnx, onnxruntime)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+keras = pytest.importorskip("keras")
+onnx = pytest.importorskip("onnx")
+sklearn_datasets = pytest.importorskip("sklearn.datasets")
+
+from edgekit.cli import cli  # noqa: E402
+from edgekit.export import ExportConfig, export_model  # noqa: E402
+from edgekit.metadata import ModelMetadata, Preprocessing, save_keras_metadata  # noqa: E402
+from edgekit.runtime import EdgeModel  # noqa: E402
+from edgekit.tune import TuneConfig, float_region, measure_ratio, tune_model  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A small CNN trained on scikit-learn's digits (8x8), with calibration and eval files."""
+    d = tmp_path_factory.mktemp("digits")
+    data = sklearn_datasets.load_digits()
+    x = (data.images * (255 / 16)).astype(np.uint8)[..., None]
+    y = data.target.astype(np.int64)
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([
+        keras.Input((8, 8, 1), name="image"),
+        keras.layers.Conv2D(16, 3, activation="relu", padding="same"),
+        keras.layers.MaxPooling2D(2),
+        keras.layers.Conv2D(32, 3, activation="relu"),
+        keras.layers.Flatten(),
+        keras.layers.Dense(10, activation="softmax"),
+    ])
+    model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.fit(x[:1400] / 255.0, y[:1400], epochs=8, batch_size=32, verbose=0)
+    path = d / "digits.keras"
+    model.save(path)
+    save_keras_metadata(path, ModelMetadata(
+        labels=[str(i) for i in range(10)],
+        preprocessing=Preprocessing(kind="image", scale=1 / 255, raw_dtype="uint8"),
+    ))
+    np.savez(d / "calib.npz", x=x[:200], y=y[:200])
+    np.savez(d / "eval.npz", x=x[1400:], y=y[1400:])
+    return {"model": path, "calib": d / "calib.npz", "eval": d / "eval.npz"}
+
+
+_FAST = dict(min_pairs=20, max_pairs=60, budget_minutes=2.0, calibration_samples=64)
+
+
+def test_simplify_removes_dynamic_flatten_and_keeps_outputs(digits: dict[str, Path],
+                                                            tmp_path: Path) -> None:
+    plain = export_model(digits["model"], tmp_path / "plain", ExportConfig(simplify=False))
+    simple = export_model(digits["model"], tmp_path / "simple")
+    ops_plain = [n.op_type for n in onnx.load(str(plain.onnx_path)).graph.node]
+    ops_simple = [n.op_type for n in onnx.load(str(simple.onnx_path)).graph.node]
+    assert "Shape" in ops_plain and "Transpose" in ops_plain
+    assert "Shape" not in ops_simple and "Transpose" not in ops_simple
+    assert len(ops_simple) < len(ops_plain)
+    assert simple.report["graph"]["simplified"]
+    x = np.random.default_rng(0).random((64, 8, 8, 1), dtype=np.float32)
+    a = EdgeModel(plain.onnx_path, "cpu").run({"image": x})[0]
+    b = EdgeModel(simple.onnx_path, "cpu").run({"image": x})[0]
+    assert np.abs(a - b).max() <= 1e-6
+    for batch in (1, 7):  # the constant shape keeps the batch dimension dynamic
+        assert EdgeModel(simple.onnx_path, "cpu").run({"image": x[:batch]})[0].shape == (batch, 10)
+
+
+def test_float_region_extends_through_activation_and_pooling(digits: dict[str, Path],
+                                                             tmp_path: Path) -> None:
+    result = export_model(digits["model"], tmp_path)
+    graph = onnx.load(str(result.onnx_path)).graph
+    first_conv = next(n for n in graph.node if n.op_type == "Conv")
+    region = float_region(graph, [first_conv.name])
+    kinds = [next(n.op_type for n in graph.node if n.name == r) for r in region]
+    assert kinds == ["Conv", "Relu", "MaxPool"]
+
+
+def test_measure_ratio_of_a_model_against_itself_is_near_one(digits: dict[str, Path],
+                                                            tmp_path: Path) -> None:
+    result = export_model(digits["model"], tmp_path)
+    model = EdgeModel(result.onnx_path, "cpu", threads=1)
+    feeds = {"image": np.zeros((1, 8, 8, 1), np.float32)}
+    ratio, ms, ref_ms, pairs = measure_ratio(lambda: model.run(feeds), lambda: model.run(feeds),
+                                             min_pairs=40, max_pairs=400)
+    assert 0.5 < ratio < 2.0 and ms > 0 and ref_ms > 0 and 40 <= pairs <= 400
+
+
+def test_tune_writes_the_winner_with_session_settings(digits: dict[str, Path],
+                                                      tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    messages: list[str] = []
+    result = tune_model(digits["model"], out, digits["calib"], digits["eval"],
+                        TuneConfig(max_accuracy_drop=1.0, **_FAST), progress=messages.append)
+    assert result.model_path == out / "digits.tuned.onnx"
+    assert result.report_path == out / "digits.tune.json"
+    assert sorted(p.name for p in out.iterdir()) == ["digits.tune.json", "digits.tuned.onnx"]
+    report = json.loads(result.report_path.read_text())
+    names = [c["name"] for c in report["candidates"]]
+    assert names[0] == "fp32" and "int8-u8s8-pc" in names and "int8-u8s8-pc-rr" in names
+    assert any(c["stage"] == "session" for c in report["candidates"])
+    assert report["pareto_front"] and report["why"]
+    winner = report["winner"]
+    assert winner["accepted"] and winner["latency_ratio"] > 0
+    assert winner["accuracy_drop"] is None or winner["accuracy_drop"] <= 1.0
+    # every accepted int8 candidate honours the budget; rejected ones say why
+    for c in report["candidates"]:
+        if c["stage"] != "baseline" and c["accuracy_drop"] is not None:
+            assert c["accepted"] == (c["accuracy_drop"] <= 1.0 + 1e-9), c
+    assert any("[1/" in m for m in messages)
+    # the runtime applies the stored session settings
+    props = {p.key: p.value for p in onnx.load(str(result.model_path)).metadata_props}
+    stored = json.loads(props["edgekit.session"])
+    assert stored["intra_op_num_threads"] == 1
+    model = EdgeModel(result.model_path, "cpu")
+    assert model.session_config.intra_op_num_threads == 1
+    data = np.load(digits["eval"])
+    acc = float(np.mean(model.predict(data["x"]).argmax(1) == data["y"]))
+    assert acc > 0.8
+
+
+def test_tune_cli_errors_leave_nothing(digits: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    res = CliRunner().invoke(cli, ["tune", str(digits["model"]), "-o", str(out)])
+    assert res.exit_code == 1 and "calibration" in res.output and not out.exists()
+    out.mkdir()
+    (out / "digits.tuned.onnx").write_bytes(b"keep")
+    res = CliRunner().invoke(cli, ["tune", str(digits["model"]), "-o", str(out),
+                                   "--calibration", str(digits["calib"])])
+    assert res.exit_code == 1 and "already exists" in res.output
+    assert (out / "digits.tuned.onnx").read_bytes() == b"keep"
+    assert sorted(p.name for p in out.iterdir()) == ["digits.tuned.onnx"]
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, x=np.zeros((4, 9, 9, 1), np.uint8))
+    res = CliRunner().invoke(cli, ["tune", str(digits["model"]), "-o", str(tmp_path / "o2"),
+                                   "--calibration", str(bad)])
+    assert res.exit_code == 1 and "expects (N, 8, 8, 1)" in res.output
+    assert not (tmp_path / "o2").exists()
+    with pytest.raises(Exception, match="max_accuracy_drop"):
+        TuneConfig(max_accuracy_drop=-1)
