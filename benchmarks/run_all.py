@@ -35,7 +35,13 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 CACHE = ROOT / "benchmarks" / ".cache"
 SMS = ROOT.parent / "shared" / "data" / "sms-spam" / "SMSSpamCollection.tsv"
-VARIANTS = ("keras", "tflite-fp32", "tflite-int8", "onnx-fp32", "onnx-int8")
+BUILT = ("keras", "tflite-fp32", "tflite-int8", "onnx-fp32", "onnx-int8")
+VARIANTS = (*BUILT, "onnx-tuned")
+FASHION = ROOT.parent / "shared" / "data" / "fashion-mnist"
+#: models `edgekit tune` runs on (convnets; static int8): name -> accuracy budget in points.
+#: MobileNetV2 has random weights (latency only), so its budget is open.
+TUNED: dict[str, float] = {"fashion_cnn": 0.5, "mobilenetv2_96_035": 100.0,
+                           "mobilenetv2_224_100": 100.0}
 
 #: model -> (title, seconds of timing per batch size, warmup calls)
 MODELS: dict[str, tuple[str, float, int]] = {
@@ -104,7 +110,11 @@ def prepare(names: list[str], calibration_samples: int) -> dict[str, Any]:
         else:
             cal = synthetic_inputs(kb.source, n)
         log(f"{name}: building variants")
-        paths, errors, modes = build_variants(keras_path, work, cal, VARIANTS)
+        paths, errors, modes = build_variants(keras_path, work, cal, BUILT)
+        tune_info = None
+        if name in TUNED and "onnx-fp32" in paths:
+            tuned, tune_info = _tune(name, Path(paths["onnx-fp32"]), work, cal, n)
+            paths["onnx-tuned"] = tuned
         manifest[name] = {
             "title": MODELS[name][0],
             "paths": {k: str(v) for k, v in paths.items()},
@@ -112,10 +122,28 @@ def prepare(names: list[str], calibration_samples: int) -> dict[str, Any]:
             "modes": modes,
             "calibration": str(cal_path) if cal_path else f"{n} synthetic inputs",
             "build_s": round(time.perf_counter() - t0, 1),
+            "tune": tune_info,
         }
         for v, e in errors.items():
             log(f"{name}: {v} failed: {e}")
     return manifest
+
+
+def _tune(name: str, fp32: Path, work: Path, cal: dict[str, np.ndarray],
+          n: int) -> tuple[Path, dict[str, Any]]:
+    """``edgekit tune`` (1 thread, batch 1) on the fp32 ONNX model; returns the tuned file."""
+    from edgekit.data import Dataset
+    from edgekit.tune import TuneConfig, tune_model
+
+    eval_data: Any = FASHION if name == "fashion_cnn" and FASHION.exists() else None
+    log(f"{name}: edgekit tune")
+    res = tune_model(fp32, work / "tuned", Dataset(cal), eval_data,
+                     TuneConfig(max_accuracy_drop=TUNED[name], budget_minutes=2.0,
+                                calibration_samples=n, eval_samples=2000, force=True))
+    log(f"{name}: {res.report['why']}")
+    return res.model_path, {"winner": res.winner.name, "why": res.report["why"],
+                            "latency_ratio": res.winner.latency_ratio,
+                            "accuracy_drop": res.winner.accuracy_drop}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -201,6 +229,8 @@ def markdown(result: dict[str, Any]) -> str:
         lines.append("| " + " | ".join(header) + " |")
         lines.append("|:--|--:|" + "--:|" * len(cols))
         for var in VARIANTS:
+            if var == "onnx-tuned" and not entry.get("tune"):
+                continue
             size = entry.get("sizes", {}).get(var)
             row = [var, f"{size / 1024:.0f} KiB" if size and size < 2**20 else
                    (f"{size / 2**20:.1f} MiB" if size else "-")]
@@ -214,6 +244,9 @@ def markdown(result: dict[str, Any]) -> str:
         errs = entry.get("errors", {})
         for var, e in errs.items():
             lines.append(f"\n{var}: not measured ({e})")
+        if entry.get("tune"):
+            lines.append(f"\nonnx-tuned: `edgekit tune` (1 thread, batch 1) chose "
+                         f"{entry['tune']['why']}")
         if entry.get("modes", {}).get("onnx-int8") == "dynamic":
             lines.append("\nonnx-int8 is dynamic int8 here (edgekit's `auto` choice for LSTM "
                          "and Dense-only models; static QDQ int8 for convnets).")
@@ -225,6 +258,7 @@ def merge(manifest: dict[str, Any], parts: dict[int, dict[str, Any]]) -> dict[st
     models: dict[str, Any] = {}
     for name, entry in manifest.items():
         e: dict[str, Any] = {"title": entry["title"], "calibration": entry["calibration"],
+                             "tune": entry.get("tune"),
                              "modes": entry["modes"], "build_s": entry["build_s"],
                              "errors": dict(entry["errors"]), "latency": {}, "sizes": {},
                              "raw": {}}

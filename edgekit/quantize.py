@@ -308,12 +308,18 @@ class VariantResult:
 # Data
 # ---------------------------------------------------------------------------------------------
 class ArrayCalibrationReader:
-    """An onnxruntime ``CalibrationDataReader`` over prepared arrays, in batches (default 16)."""
+    """An onnxruntime ``CalibrationDataReader`` over prepared arrays, in batches (default 16).
+
+    All batches have the same size (the largest divisor of the sample count not above
+    ``batch_size``): onnxruntime's histogram calibrators (entropy, percentile) stack the
+    batches' outputs and fail on a shorter last batch.
+    """
 
     def __init__(self, feeds: dict[str, np.ndarray], batch_size: int = 16) -> None:
         self.feeds = feeds
-        self.batch_size = batch_size
         self.n = len(next(iter(feeds.values())))
+        self.batch_size = next(b for b in range(max(1, min(batch_size, self.n)), 0, -1)
+                               if self.n % b == 0)
         self._it: Iterator[dict[str, np.ndarray]] = iter(())
         self.rewind()
 

@@ -136,6 +136,9 @@ class SessionOptionsConfig:
         enable_mem_pattern: default None (onnxruntime: yes).
         enable_cpu_mem_arena: default None (onnxruntime: yes).
         session_config: extra ``add_session_config_entry`` key/values; default empty.
+        disabled_optimizers: onnxruntime graph transformers to skip at load (e.g.
+            ``"QDQPropagationTransformer"``, which ``edgekit tune`` disables for
+            mixed-precision models); default none.
     """
 
     intra_op_num_threads: int | None = None
@@ -146,6 +149,7 @@ class SessionOptionsConfig:
     enable_mem_pattern: bool | None = None
     enable_cpu_mem_arena: bool | None = None
     session_config: dict[str, str] = field(default_factory=dict)
+    disabled_optimizers: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         for name in ("intra_op_num_threads", "inter_op_num_threads"):
@@ -168,6 +172,7 @@ class SessionOptionsConfig:
                     hint=f"use one of {', '.join(_OPT_LEVELS)}",
                 )
         self.session_config = {str(k): str(v) for k, v in (self.session_config or {}).items()}
+        self.disabled_optimizers = [str(o) for o in (self.disabled_optimizers or [])]
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any] | None) -> SessionOptionsConfig:
@@ -184,7 +189,7 @@ class SessionOptionsConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict without the unset (None / empty) fields."""
-        return {k: v for k, v in dataclasses.asdict(self).items() if v not in (None, {})}
+        return {k: v for k, v in dataclasses.asdict(self).items() if v not in (None, {}, [])}
 
     def merged(self, override: SessionOptionsConfig) -> SessionOptionsConfig:
         """A copy where every field set in ``override`` replaces this one's."""
@@ -192,6 +197,8 @@ class SessionOptionsConfig:
         for k, v in dataclasses.asdict(override).items():
             if k == "session_config":
                 d[k] = {**d[k], **v}
+            elif k == "disabled_optimizers":
+                d[k] = list(dict.fromkeys([*d[k], *v]))
             elif v is not None:
                 d[k] = v
         return SessionOptionsConfig(**d)
@@ -566,7 +573,7 @@ class EdgeModel:
         try:
             return ort.InferenceSession(
                 str(self.path), sess_options=so, providers=self.requested_providers,
-                provider_options=opts,
+                provider_options=opts, disabled_optimizers=config.disabled_optimizers or None,
             )  # fmt: skip
         except Exception as exc:
             raise ModelLoadError(

@@ -176,7 +176,8 @@ def node_profile(
     tmp = tempfile.mkdtemp(prefix="edgekit-prof-")
     so.profile_file_prefix = os.path.join(tmp, "prof")
     try:
-        sess = ort.InferenceSession(os.fspath(path), so, providers=["CPUExecutionProvider"])
+        sess = ort.InferenceSession(os.fspath(path), so, providers=["CPUExecutionProvider"],
+                                    disabled_optimizers=session.disabled_optimizers or None)
         for _ in range(runs):
             sess.run(None, feeds)
         events = json.loads(Path(sess.end_profiling()).read_text())
@@ -323,7 +324,11 @@ def _measure(ctx: _Context, cand: Candidate, path: Path, session: SessionOptions
 
 
 def _try_quant(ctx: _Context, name: str, desc: str, overrides: dict[str, Any],
-               stage: str = "quantization") -> Candidate:
+               stage: str = "quantization", session: SessionOptionsConfig | None = None,
+               ) -> Candidate:
+    """Quantize with ``overrides``, then measure latency (``session``, default the base
+    settings) and accuracy. Files stay raw QDQ (``optimize="disable"``): onnxruntime optimizes
+    them at load, where transformers can still be switched off per model."""
     from .quantize import QuantizationConfig, quantize_model
 
     cand = Candidate(name, stage, desc)
@@ -334,6 +339,7 @@ def _try_quant(ctx: _Context, name: str, desc: str, overrides: dict[str, Any],
         mode="int8",
         calibration_samples=ctx.config.calibration_samples,
         seed=ctx.config.seed,
+        optimize="disable",
         **overrides,
     )
     cand.quantization = qcfg.to_dict()
@@ -343,7 +349,7 @@ def _try_quant(ctx: _Context, name: str, desc: str, overrides: dict[str, Any],
     except Exception as exc:  # a config onnxruntime rejects is a failed candidate, not a crash
         cand.reason = f"quantization failed: {str(exc).splitlines()[0][:160]}"
         return cand
-    model = _measure(ctx, cand, variant.path, ctx.base_session)
+    model = _measure(ctx, cand, variant.path, session or ctx.base_session)
     _check_accuracy(ctx, cand, model)
     model.close()
     return cand
@@ -376,14 +382,22 @@ def _latency_aware(ctx: _Context, best: Candidate) -> tuple[Candidate | None, li
     overrides["nodes_to_exclude"] = sorted(set(q.get("nodes_to_exclude") or []) | set(region))
     cand = _try_quant(
         ctx, "int8-latency-aware",
-        f"{best.name} with {len(slower)} node(s) kept in float where int8 was not faster",
-        overrides, stage="mixed precision",
+        f"{best.name} with {len(slower)} node(s) where int8 was not faster kept in float "
+        f"({len(region)} with their activations/pooling); Q/DQ not propagated into the "
+        "float region",
+        overrides, stage="mixed precision", session=ctx.base_session.merged(_NO_PROPAGATION),
     )
     return cand, rows
 
 
+#: onnxruntime moves Quantize/Dequantize nodes across pooling/reshape at load; that turns a
+#: float MaxPool after a float conv into a slow uint8 NCHW MaxPool. Mixed precision skips it.
+_NO_PROPAGATION = SessionOptionsConfig(disabled_optimizers=["QDQPropagationTransformer"])
+
+
 def _session_space() -> list[tuple[str, str, SessionOptionsConfig]]:
     return [
+        ("no-qdq-propagation", "onnxruntime's QDQ propagation disabled", _NO_PROPAGATION),
         ("no-spin", "intra-op threads do not spin between runs",
          SessionOptionsConfig(allow_spinning=False)),
         ("denormal-zero", "denormals flushed to zero",
@@ -540,17 +554,23 @@ def tune_model(
             else:
                 say("    int8 is faster than fp32 on every profiled node; nothing kept in float")
         best = best_of(cands)
+        best_session = SessionOptionsConfig.from_dict(best.session)
         for name, desc, extra in _session_space():
+            if extra.disabled_optimizers and (
+                best.quantization is None
+                or set(extra.disabled_optimizers) <= set(best_session.disabled_optimizers)
+            ):
+                continue  # no Q/DQ to propagate, or already off
             if over_budget():
                 break
             assert best.path is not None
             c = Candidate(f"{best.name}+{name}", "session", f"{best.name}, {desc}",
                           quantization=best.quantization)
             say(f"session: {c.name}")
-            m = _measure(ctx, c, Path(best.path), base_session.merged(extra))
+            m = _measure(ctx, c, Path(best.path), best_session.merged(extra))
             if best is fp32:
                 c.accuracy, c.agreement, c.accuracy_drop = fp32.accuracy, 100.0, fp32.accuracy_drop
-                c.accepted, c.reason = True, "fp32 (no int8 candidate met the accuracy budget)"
+                c.accepted, c.reason = True, "fp32 session settings"
             else:
                 _check_accuracy(ctx, c, m)
             m.close()
@@ -600,11 +620,16 @@ def tune_model(
 
 def _why(winner: Candidate, fp32: Candidate, cands: Sequence[Candidate], cfg: TuneConfig) -> str:
     if winner is fp32 or winner.quantization is None:
-        rejected = [c for c in cands if c.stage != "baseline" and not c.accepted]
-        if rejected:
+        int8 = [c for c in cands if c.quantization is not None and c.latency_ratio is not None]
+        accepted = [c for c in int8 if c.accepted]
+        if not accepted:
             return (f"no int8 candidate met the accuracy budget ({cfg.max_accuracy_drop:g} pt); "
-                    f"keeping fp32 with the fastest session settings ({winner.name})")
-        return f"fp32 ({winner.name}) was fastest"
+                    f"keeping fp32 ({winner.name})")
+        fastest = min(accepted, key=lambda c: c.latency_ratio)  # type: ignore[arg-type, return-value]
+        return (f"fp32 ({winner.name}) is fastest: the fastest int8 candidate within the "
+                f"accuracy budget, {fastest.name}, takes {fastest.latency_ratio:.2f}x the fp32 "
+                f"latency here ({cfg.threads} thread(s), batch {cfg.batch}); see node_profile "
+                "for where the time goes")
     faster = 1 / winner.latency_ratio if winner.latency_ratio else float("nan")
     acc = (f"accuracy drop {winner.accuracy_drop:+.2f} pt" if winner.accuracy_drop is not None
            else f"top-1 agreement {winner.agreement:.2f}%")

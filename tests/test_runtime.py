@@ -123,6 +123,12 @@ def test_session_options_config_roundtrip_and_ort() -> None:
     assert SessionOptionsConfig.from_dict(cfg.to_dict()) == cfg
     merged = cfg.merged(SessionOptionsConfig(intra_op_num_threads=4))
     assert merged.intra_op_num_threads == 4 and merged.execution_mode == "sequential"
+    off = SessionOptionsConfig(disabled_optimizers=["QDQPropagationTransformer"])
+    both = cfg.merged(off).merged(SessionOptionsConfig(disabled_optimizers=["ConstantFolding"]))
+    assert both.disabled_optimizers == ["QDQPropagationTransformer", "ConstantFolding"]
+    assert cfg.merged(SessionOptionsConfig()).disabled_optimizers == []
+    assert SessionOptionsConfig.from_dict(off.to_dict()) == off
+    assert "disabled_optimizers" not in cfg.to_dict()
 
 
 @pytest.mark.parametrize(

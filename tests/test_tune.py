@@ -118,6 +118,11 @@ def test_tune_writes_the_winner_with_session_settings(digits: dict[str, Path],
     assert stored["intra_op_num_threads"] == 1
     model = EdgeModel(result.model_path, "cpu")
     assert model.session_config.intra_op_num_threads == 1
+    assert model.session_config.disabled_optimizers == stored.get("disabled_optimizers", [])
+    mixed = [c for c in report["candidates"] if c["stage"] == "mixed precision"]
+    for c in mixed:  # the float region is kept float at load
+        assert c["session"]["disabled_optimizers"] == ["QDQPropagationTransformer"]
+        assert c["quantization"]["nodes_to_exclude"]
     data = np.load(digits["eval"])
     acc = float(np.mean(model.predict(data["x"]).argmax(1) == data["y"]))
     assert acc > 0.8
