@@ -26,6 +26,7 @@ __all__ = [
     "MNIST_LABELS",
     "BREAST_CANCER_LABELS",
     "DATA_HINT_IMAGES",
+    "DataSplit",
     "ImageData",
     "TabularData",
     "TextData",
@@ -74,8 +75,9 @@ _IDX_FILES = {
 
 
 @dataclass
-class ImageData:
-    """Images as uint8 ``(N, 28, 28, 1)`` plus int labels, split into train and test."""
+class DataSplit:
+    """Raw training and test data with class names (numpy arrays; texts as object arrays of
+    str). Image loaders return uint8 ``(N, 28, 28, 1)`` images (alias :data:`ImageData`)."""
 
     x_train: np.ndarray
     y_train: np.ndarray
@@ -83,6 +85,9 @@ class ImageData:
     y_test: np.ndarray
     labels: list[str]
     source: str = ""
+
+
+ImageData = DataSplit
 
 
 @dataclass

@@ -627,9 +627,10 @@ def export_model(
     """
     config = config or ExportConfig()
     timer = _Timer()
-    stem = Path(model).stem if isinstance(model, str | os.PathLike) else getattr(model, "name", "model")
-    if isinstance(model, str | os.PathLike) and Path(model).is_dir():
-        stem = Path(model).name
+    if isinstance(model, str | os.PathLike):
+        stem = Path(model).name if Path(model).is_dir() else Path(model).stem
+    else:
+        stem = getattr(model, "name", "model")
     onnx_name, report_name = f"{stem}.onnx", f"{stem}.report.json"
     artifacts = ArtifactSet(outdir, [onnx_name, report_name], force=config.force)
     artifacts.check()  # fail before any slow work
@@ -658,7 +659,8 @@ def export_model(
             ds = (
                 validation_data
                 if isinstance(validation_data, Dataset)
-                else load_dataset(validation_data, [s.name for s in source.inputs], "validation data")
+                else load_dataset(validation_data, [s.name for s in source.inputs],
+                                  "validation data")
             )
             if config.validation_samples:
                 ds = ds.take(config.validation_samples)
@@ -731,4 +733,6 @@ def export_model(
 
 
 def _size(p: Path) -> int:
-    return sum(f.stat().st_size for f in p.rglob("*") if f.is_file()) if p.is_dir() else p.stat().st_size
+    if p.is_dir():
+        return sum(f.stat().st_size for f in p.rglob("*") if f.is_file())
+    return p.stat().st_size

@@ -58,7 +58,8 @@ def _shape_values(model: Any, names: list[str], batch: int) -> list[np.ndarray]:
     probe.CopyFrom(model)
     del probe.graph.output[:]
     for n in names:
-        probe.graph.output.append(onnx.helper.make_tensor_value_info(n, onnx.TensorProto.INT64, None))
+        vi = onnx.helper.make_tensor_value_info(n, onnx.TensorProto.INT64, None)
+        probe.graph.output.append(vi)
     inits = {i.name for i in probe.graph.initializer}
     feeds = {}
     for vi in probe.graph.input:

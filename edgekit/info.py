@@ -45,12 +45,14 @@ def load_onnx(path: str | os.PathLike[str]) -> Any:
     if not p.exists():
         raise InputError(f"model file {p} does not exist", hint="check the path")
     if p.is_dir() or p.stat().st_size == 0:
-        raise ModelLoadError(f"{p} is not an ONNX model file ({'a folder' if p.is_dir() else 'empty'})")
+        what = "a folder" if p.is_dir() else "empty"
+        raise ModelLoadError(f"{p} is not an ONNX model file ({what})")
     try:
         model = onnx.load(str(p))  # type: ignore[attr-defined]
     except Exception as exc:
         raise ModelLoadError(
-            f"{p} is not a valid ONNX model (truncated or corrupt): {str(exc).splitlines()[0][:200]}",
+            f"{p} is not a valid ONNX model (truncated or corrupt): "
+            f"{str(exc).splitlines()[0][:200]}",
             hint="export the model again",
         ) from exc
     if not model.graph.node and not model.graph.output:

@@ -40,7 +40,7 @@ from .data import Dataset
 from .errors import DataError, InputError
 from .metadata import PREFIX, ModelMetadata
 from .runtime import EdgeModel, SessionOptionsConfig
-from .validate import accuracy
+from .validate import accuracy, predicted_classes
 
 __all__ = ["TuneConfig", "Candidate", "TuneResult", "tune_model", "measure_ratio", "node_profile",
            "float_region", "format_candidates"]
@@ -118,6 +118,13 @@ class Candidate:
         d.pop("path", None)
         return d
 
+    @property
+    def loss(self) -> float:
+        """Accuracy drop in points, or disagreement with fp32 in percent without labels."""
+        if self.accuracy_drop is not None:
+            return self.accuracy_drop
+        return 100.0 - (self.agreement or 0.0)
+
 
 @dataclass
 class TuneResult:
@@ -157,7 +164,8 @@ def measure_ratio(
         ref_ns += a
         cand_ns += b
         ratio = float(np.median(cand_ns) / np.median(ref_ns))
-        if len(ref_ns) >= min_pairs and previous is not None and abs(ratio - previous) <= rel_tol * previous:
+        stable = previous is not None and abs(ratio - previous) <= rel_tol * previous
+        if stable and len(ref_ns) >= min_pairs:
             break
         previous = ratio
     ratio = float(np.median(cand_ns) / np.median(ref_ns))
@@ -289,10 +297,8 @@ def _check_accuracy(ctx: _Context, cand: Candidate, model: EdgeModel) -> None:
         model.run({k: v[i : i + 256] for k, v in ctx.eval_feeds.items()})[0]
         for i in range(0, len(ctx.fp32_probs), 256)
     ])
-    if probs.ndim == 2 and probs.shape[1] > 1:
-        cand.agreement = 100.0 * float(np.mean(probs.argmax(1) == ctx.fp32_probs.argmax(1)))
-    else:
-        cand.agreement = 100.0 * float(np.mean((probs.reshape(-1) >= 0.5) == (ctx.fp32_probs.reshape(-1) >= 0.5)))
+    same = predicted_classes(probs) == predicted_classes(ctx.fp32_probs)
+    cand.agreement = 100.0 * float(np.mean(same))
     budget = ctx.config.max_accuracy_drop
     if ctx.eval_labels is not None and ctx.fp32_accuracy is not None:
         cand.accuracy = accuracy(probs, ctx.eval_labels)
@@ -306,7 +312,8 @@ def _check_accuracy(ctx: _Context, cand: Candidate, model: EdgeModel) -> None:
                        f"{'>=' if cand.accepted else '<'} {100 - budget:g}% (no labels)")
 
 
-def _measure(ctx: _Context, cand: Candidate, path: Path, session: SessionOptionsConfig) -> EdgeModel:
+def _measure(ctx: _Context, cand: Candidate, path: Path,
+             session: SessionOptionsConfig) -> EdgeModel:
     model = EdgeModel(path, "cpu", session_options=session, use_stored_session=False,
                       check_nan=False)
     feeds_ref = ctx.bench_feeds
@@ -410,11 +417,10 @@ def _session_space() -> list[tuple[str, str, SessionOptionsConfig]]:
 def _pareto(cands: Sequence[Candidate]) -> None:
     pts = [c for c in cands if c.latency_ratio is not None]
     for c in pts:
-        drop_c = c.accuracy_drop if c.accuracy_drop is not None else 100 - (c.agreement or 0)
         c.pareto = not any(
             o is not c
             and o.latency_ratio <= c.latency_ratio  # type: ignore[operator]
-            and (o.accuracy_drop if o.accuracy_drop is not None else 100 - (o.agreement or 0)) <= drop_c
+            and o.loss <= c.loss
             and o.size_bytes <= c.size_bytes
             and (o.latency_ratio, o.size_bytes) != (c.latency_ratio, c.size_bytes)
             for o in pts
@@ -501,7 +507,8 @@ def tune_model(
             eval_feeds, eval_labels, eval_desc = calib_feeds, None, f"{calib_desc} (agreement only)"
         n_cal = len(next(iter(calib_feeds.values())))
         reps = -(-config.batch // n_cal)
-        bench_feeds = {k: np.concatenate([v] * reps)[: config.batch] for k, v in calib_feeds.items()}
+        bench_feeds = {k: np.concatenate([v] * reps)[: config.batch]
+                       for k, v in calib_feeds.items()}
 
         base_session = SessionOptionsConfig(
             intra_op_num_threads=config.threads, inter_op_num_threads=1,
@@ -519,7 +526,8 @@ def tune_model(
 
         fp32 = Candidate("fp32", "baseline", "fp32, graph optimization all")
         _measure(ctx, fp32, fp32_path, base_session).close()
-        fp32.accuracy, fp32.accuracy_drop, fp32.agreement = fp32_acc, 0.0 if fp32_acc is not None else None, 100.0
+        fp32.accuracy, fp32.agreement = fp32_acc, 100.0
+        fp32.accuracy_drop = 0.0 if fp32_acc is not None else None
         fp32.accepted, fp32.reason = True, "reference"
         cands = [fp32]
         deadline = t_start + 60 * config.budget_minutes
@@ -561,6 +569,8 @@ def tune_model(
                 or set(extra.disabled_optimizers) <= set(best_session.disabled_optimizers)
             ):
                 continue  # no Q/DQ to propagate, or already off
+            if extra.allow_spinning is not None and config.threads == 1:
+                continue  # one thread has no pool threads to spin; a "win" would be noise
             if over_budget():
                 break
             assert best.path is not None
@@ -642,4 +652,5 @@ def _why(winner: Candidate, fp32: Candidate, cands: Sequence[Candidate], cfg: Tu
 def _require_calibration(calibration: Any) -> None:
     if calibration is None:
         raise DataError("tune needs calibration data for int8 candidates",
-                        hint="pass --calibration FILE.npz (e.g. calibration_data/fashion_mnist.npz)")
+                        hint="pass --calibration FILE.npz "
+                        "(e.g. calibration_data/fashion_mnist.npz)")

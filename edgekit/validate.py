@@ -15,7 +15,7 @@ import numpy as np
 
 from .data import batches
 
-__all__ = ["ValidationResult", "compare_outputs", "run_onnx", "accuracy"]
+__all__ = ["ValidationResult", "compare_outputs", "run_onnx", "accuracy", "predicted_classes"]
 
 
 @dataclass
@@ -95,11 +95,18 @@ def compare_outputs(
     )
 
 
-def accuracy(probabilities: np.ndarray, labels: np.ndarray) -> float:
-    """Top-1 accuracy in percent; a single sigmoid column is thresholded at 0.5."""
+def predicted_classes(probabilities: np.ndarray) -> np.ndarray:
+    """Class ids: arg-max, or a single sigmoid column thresholded at 0.5."""
     p = np.asarray(probabilities)
-    pred = (p.reshape(-1) >= 0.5).astype(np.int64) if p.ndim == 1 or p.shape[-1] == 1 else p.argmax(-1)
-    return 100.0 * float(np.mean(pred == np.asarray(labels).reshape(-1)))
+    if p.ndim == 1 or p.shape[-1] == 1:
+        return (p.reshape(-1) >= 0.5).astype(np.int64)
+    return p.argmax(-1)
+
+
+def accuracy(probabilities: np.ndarray, labels: np.ndarray) -> float:
+    """Top-1 accuracy in percent (see :func:`predicted_classes`)."""
+    truth = np.asarray(labels).reshape(-1)
+    return 100.0 * float(np.mean(predicted_classes(probabilities) == truth))
 
 
 def run_onnx(

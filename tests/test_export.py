@@ -154,7 +154,8 @@ def test_keras_metadata_and_labels_reach_onnx(tmp_path: Path) -> None:
     assert meta.preprocessing == pre
     labels = tmp_path / "labels.txt"
     labels.write_text("x\ny\n")
-    res = CliRunner().invoke(cli, ["export", str(path), "-o", str(tmp_path / "o2"), "--labels", str(labels)])
+    args = ["export", str(path), "-o", str(tmp_path / "o2"), "--labels", str(labels)]
+    res = CliRunner().invoke(cli, args)
     assert res.exit_code == 1 and "2 labels given but the model has 3 output classes" in res.output
     assert not (tmp_path / "o2").exists()
 
@@ -163,7 +164,8 @@ def test_validation_data_uint8_is_scaled_by_metadata(tmp_path: Path) -> None:
     path = tmp_path / "img.keras"
     _image_cnn().save(path)
     save_keras_metadata(
-        path, ModelMetadata(preprocessing=Preprocessing(kind="image", scale=1 / 255, raw_dtype="uint8"))
+        path,
+        ModelMetadata(preprocessing=Preprocessing(kind="image", scale=1 / 255, raw_dtype="uint8")),
     )
     data = tmp_path / "val.npz"
     rng = np.random.default_rng(0)
@@ -258,7 +260,11 @@ def test_error_existing_output_without_force(tmp_path: Path, models: dict[str, P
 
 def test_error_unsupported_layer(tmp_path: Path) -> None:
     model = keras.Sequential(
-        [keras.Input((4,)), keras.layers.Discretization(bin_boundaries=[0.0, 1.0]), keras.layers.Dense(2)]
+        [
+            keras.Input((4,)),
+            keras.layers.Discretization(bin_boundaries=[0.0, 1.0]),
+            keras.layers.Dense(2),
+        ]
     )
     path = tmp_path / "bucket.keras"
     model.save(path)
@@ -276,7 +282,9 @@ def test_error_opset_above_18(tmp_path: Path, models: dict[str, Path]) -> None:
         ExportConfig(opset=19)
 
 
-def test_error_validation_above_atol_writes_nothing(tmp_path: Path, models: dict[str, Path]) -> None:
+def test_error_validation_above_atol_writes_nothing(
+    tmp_path: Path, models: dict[str, Path]
+) -> None:
     out = tmp_path / "out"
     _expect_error(
         ["export", str(models["cnn"]), "-o", str(out), "--atol", "1e-12"], out, "differ from Keras"
@@ -304,7 +312,9 @@ def test_error_bad_validation_data(tmp_path: Path, models: dict[str, Path]) -> N
     empty = tmp_path / "empty.npz"
     np.savez(empty, x=np.zeros((0, 28, 28, 1), np.float32))
     _expect_error(
-        ["export", str(models["cnn"]), "-o", str(out), "--validation-data", str(empty)], out, "empty"
+        ["export", str(models["cnn"]), "-o", str(out), "--validation-data", str(empty)],
+        out,
+        "empty",
     )
 
 

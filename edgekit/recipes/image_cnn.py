@@ -28,8 +28,7 @@ class ImageCNN(Recipe):
     def load_split(
         self, path: str | os.PathLike[str] | None, config: TrainConfig, **options: Any
     ) -> DataSplit:
-        d = load_image_data(path, labels=options.get("labels"))
-        return DataSplit(d.x_train, d.y_train, d.x_test, d.y_test, d.labels, d.source)
+        return load_image_data(path, labels=options.get("labels"))
 
     def fit_preprocessing(self, x_train: np.ndarray, config: TrainConfig) -> Fitted:
         h, w = int(x_train.shape[1]), int(x_train.shape[2])

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from ..datasets import DataSplit
 from ..errors import DataError, InputError, OutputExistsError, require
 from ..metadata import ModelMetadata, Preprocessing
 
@@ -201,18 +202,6 @@ class GridResult:
             "best": self.best,
             "final": self.final.to_dict() if self.final else None,
         }
-
-
-@dataclass
-class DataSplit:
-    """Raw training and test data (numpy arrays; texts as object arrays of str)."""
-
-    x_train: np.ndarray
-    y_train: np.ndarray
-    x_test: np.ndarray
-    y_test: np.ndarray
-    labels: list[str]
-    source: str = ""
 
 
 @dataclass
