@@ -90,7 +90,8 @@ def _keras_model(name: str) -> tuple[Path, Path | None]:
     return out, None
 
 
-def prepare(names: list[str], calibration_samples: int) -> dict[str, Any]:
+def prepare(names: list[str], calibration_samples: int,
+            threads: tuple[int, ...] = (1,)) -> dict[str, Any]:
     """Build every variant file; returns the manifest (paths and build errors per model)."""
     from edgekit.bench import KerasBackend
     from edgekit.compare import build_variants
@@ -111,10 +112,12 @@ def prepare(names: list[str], calibration_samples: int) -> dict[str, Any]:
             cal = synthetic_inputs(kb.source, n)
         log(f"{name}: building variants")
         paths, errors, modes = build_variants(keras_path, work, cal, BUILT)
-        tune_info = None
+        tune_info: dict[str, Any] | None = None
         if name in TUNED and "onnx-fp32" in paths:
-            tuned, tune_info = _tune(name, Path(paths["onnx-fp32"]), work, cal, n)
-            paths["onnx-tuned"] = tuned
+            tune_info = {}
+            for t in threads:  # tuned for each deployment setting, as a user would
+                tuned, tune_info[str(t)] = _tune(name, Path(paths["onnx-fp32"]), work, cal, n, t)
+                paths[f"onnx-tuned@{t}"] = tuned
         manifest[name] = {
             "title": MODELS[name][0],
             "paths": {k: str(v) for k, v in paths.items()},
@@ -130,15 +133,15 @@ def prepare(names: list[str], calibration_samples: int) -> dict[str, Any]:
 
 
 def _tune(name: str, fp32: Path, work: Path, cal: dict[str, np.ndarray],
-          n: int) -> tuple[Path, dict[str, Any]]:
-    """``edgekit tune`` (1 thread, batch 1) on the fp32 ONNX model; returns the tuned file."""
+          n: int, threads: int) -> tuple[Path, dict[str, Any]]:
+    """``edgekit tune`` (``threads``, batch 1) on the fp32 ONNX model; returns the tuned file."""
     from edgekit.data import Dataset
     from edgekit.tune import TuneConfig, tune_model
 
     eval_data: Any = FASHION if name == "fashion_cnn" and FASHION.exists() else None
-    log(f"{name}: edgekit tune")
-    res = tune_model(fp32, work / "tuned", Dataset(cal), eval_data,
-                     TuneConfig(max_accuracy_drop=TUNED[name], budget_minutes=2.0,
+    log(f"{name}: edgekit tune --threads {threads}")
+    res = tune_model(fp32, work / f"tuned{threads}", Dataset(cal), eval_data,
+                     TuneConfig(max_accuracy_drop=TUNED[name], budget_minutes=2.0, threads=threads,
                                 calibration_samples=n, eval_samples=2000, force=True))
     log(f"{name}: {res.report['why']}")
     return res.model_path, {"winner": res.winner.name, "why": res.report["why"],
@@ -159,10 +162,11 @@ def worker(manifest: dict[str, Any], threads: int, batches: tuple[int, ...],
         _, seconds, warmup = MODELS[name]
         backends, errors = [], dict(entry["errors"])
         for v in VARIANTS:
-            if v not in entry["paths"]:
+            path = entry["paths"].get(f"{v}@{threads}", entry["paths"].get(v))
+            if path is None:
                 continue
             try:
-                b = load_backend(entry["paths"][v], v, threads=threads)
+                b = load_backend(path, v, threads=threads)
                 for bs in batches:  # fail here, not in the middle of the timing
                     b.infer(make_inputs(b.inputs, bs))
                 backends.append(b)
@@ -244,9 +248,9 @@ def markdown(result: dict[str, Any]) -> str:
         errs = entry.get("errors", {})
         for var, e in errs.items():
             lines.append(f"\n{var}: not measured ({e})")
-        if entry.get("tune"):
-            lines.append(f"\nonnx-tuned: `edgekit tune` (1 thread, batch 1) chose "
-                         f"{entry['tune']['why']}")
+        for t, info in (entry.get("tune") or {}).items():
+            lines.append(f"\nonnx-tuned, {t} thread(s): `edgekit tune --threads {t} --batch 1`: "
+                         f"{info['why']}")
         if entry.get("modes", {}).get("onnx-int8") == "dynamic":
             lines.append("\nonnx-int8 is dynamic int8 here (edgekit's `auto` choice for LSTM "
                          "and Dense-only models; static QDQ int8 for convnets).")
@@ -304,7 +308,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         names, batches, threads, scale = ["fashion_cnn", "breast_cancer_mlp"], (1,), (1,), 0.25
     CACHE.mkdir(parents=True, exist_ok=True)
-    manifest = prepare(names, args.calibration_samples)
+    manifest = prepare(names, args.calibration_samples, threads)
     manifest_path = CACHE / "manifest.json"
     manifest_path.write_text(json.dumps(manifest, indent=1))
     parts = {}
