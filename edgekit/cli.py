@@ -503,8 +503,22 @@ def tune_cmd(model: Path, outdir: Path, calibration: Path | None, eval_data: Pat
     config = TuneConfig(max_accuracy_drop=max_accuracy_drop, threads=threads, batch=batch,
                         budget_minutes=budget_minutes, calibration_samples=calibration_samples,
                         force=force)
-    result = tune_model(model, outdir, calibration, eval_data, config,
-                        progress=lambda m: click.echo(m, err=True))
+    import sys
+
+    with _progress_bar("tuning", quiet=False) as bar:
+        bar.item_show_func = lambda item: item
+        interactive = sys.stderr.isatty()
+
+        def say(message: str) -> None:
+            if interactive:  # the bar names the current step; the full log is in the report
+                if not message.startswith(" "):
+                    bar.current_item = message[:60]
+                    bar.render_progress()
+            else:
+                click.echo(message, err=True)
+
+        result = tune_model(model, outdir, calibration, eval_data, config, progress=say,
+                            on_progress=_bar_updater(bar))
     click.echo(format_candidates(result.candidates, result.winner))
     click.echo(f"\n{result.report['why']}")
     click.echo(f"wrote {result.model_path} and {result.report_path}")

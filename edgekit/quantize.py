@@ -20,7 +20,9 @@ at a time, until the gate holds, or :class:`AccuracyGateError` is raised and not
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import io
 import json
 import os
 import tempfile
@@ -497,14 +499,17 @@ def _quantize_raw(pre: Path, out: Path, mode: QuantMode, cfg: QuantizationConfig
         if mode is QuantMode.INT8:
             assert reader is not None
             reader.rewind()
-            q.quantize_static(
-                str(pre), str(out), reader, quant_format=q.QuantFormat.QDQ,
-                op_types_to_quantize=cfg.op_types_to_quantize, per_channel=cfg.per_channel,
-                reduce_range=cfg.reduce_range, activation_type=cfg.activation_type.ort(),
-                weight_type=cfg.weight_type.ort(), nodes_to_exclude=exclude or None,
-                calibrate_method=cfg.calibration_method.ort(),
-                extra_options=cfg.ort_extra_options(),
-            )
+            # onnxruntime's histogram calibrators print progress to stdout; keep stdout clean
+            # (``--json`` output, progress bars)
+            with contextlib.redirect_stdout(io.StringIO()):
+                q.quantize_static(
+                    str(pre), str(out), reader, quant_format=q.QuantFormat.QDQ,
+                    op_types_to_quantize=cfg.op_types_to_quantize, per_channel=cfg.per_channel,
+                    reduce_range=cfg.reduce_range, activation_type=cfg.activation_type.ort(),
+                    weight_type=cfg.weight_type.ort(), nodes_to_exclude=exclude or None,
+                    calibrate_method=cfg.calibration_method.ort(),
+                    extra_options=cfg.ort_extra_options(),
+                )
         elif mode is QuantMode.DYNAMIC:
             q.quantize_dynamic(
                 str(pre), str(out), op_types_to_quantize=cfg.op_types_to_quantize,

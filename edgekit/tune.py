@@ -46,6 +46,7 @@ __all__ = ["TuneConfig", "Candidate", "TuneResult", "tune_model", "measure_ratio
            "float_region", "format_candidates"]
 
 ProgressFn = Callable[[str], None]
+FractionFn = Callable[[float], None]
 
 
 @dataclass
@@ -61,7 +62,9 @@ class TuneConfig:
         calibration_samples: calibration samples per candidate (default 256).
         eval_samples: cap on evaluation samples (default 2000; 0 = all).
         min_pairs / max_pairs: interleaved fp32/candidate pairs per latency ratio
-            (defaults 40 / 600); measurement stops earlier once the ratio is stable.
+            (defaults 40 / 20000); measurement stops earlier once the ratio is stable.
+        min_seconds / max_seconds: interleaved timing per candidate before the ratio may be
+            called stable, and the most it takes (defaults 1.0 / 30.0 seconds).
         rel_tol: the ratio is stable when two successive estimates differ by less than this
             fraction (default 0.02).
         seed: seed of calibration/evaluation subsets (default 0).
@@ -75,7 +78,9 @@ class TuneConfig:
     calibration_samples: int = 256
     eval_samples: int = 2000
     min_pairs: int = 40
-    max_pairs: int = 600
+    max_pairs: int = 20000
+    min_seconds: float = 1.0
+    max_seconds: float = 30.0
     rel_tol: float = 0.02
     seed: int = 0
     force: bool = False
@@ -89,6 +94,8 @@ class TuneConfig:
             raise InputError("budget_minutes must be > 0")
         if not 0 < self.min_pairs <= self.max_pairs:
             raise InputError("need 0 < min_pairs <= max_pairs")
+        if not 0 <= self.min_seconds <= self.max_seconds:
+            raise InputError("need 0 <= min_seconds <= max_seconds")
 
 
 @dataclass
@@ -112,6 +119,8 @@ class Candidate:
     accepted: bool = False
     reason: str = ""
     pareto: bool = False
+    first_ratio: float | None = None
+    finalist: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         d = dict(self.__dict__)
@@ -147,25 +156,31 @@ def measure_ratio(
     max_pairs: int = 600,
     rel_tol: float = 0.02,
     block: int = 20,
+    min_seconds: float = 0.0,
+    max_seconds: float = float("inf"),
 ) -> tuple[float, float, float, int]:
     """Median latency ratio ``candidate / reference``, measured interleaved until stable.
 
     Returns ``(ratio, candidate_ms, reference_ms, pairs)``. Pairs are timed in blocks of
     ``block``; it stops when two successive estimates of the ratio differ by less than
-    ``rel_tol`` (after ``min_pairs``) or at ``max_pairs``.
+    ``rel_tol`` (after ``min_pairs`` and ``min_seconds``, defaults 40 and 0), or at
+    ``max_pairs`` (default 600) or ``max_seconds`` (default no limit).
     """
     ref_ns: list[int] = []
     cand_ns: list[int] = []
     previous: float | None = None
     warm = 5
+    t0 = time.perf_counter()
     while len(ref_ns) < max_pairs:
         a, b = measure([reference, candidate], runs=block, warmup=warm)
         warm = 0
         ref_ns += a
         cand_ns += b
         ratio = float(np.median(cand_ns) / np.median(ref_ns))
+        elapsed = time.perf_counter() - t0
         stable = previous is not None and abs(ratio - previous) <= rel_tol * previous
-        if stable and len(ref_ns) >= min_pairs:
+        if (stable and len(ref_ns) >= min_pairs and elapsed >= min_seconds) \
+                or elapsed >= max_seconds:
             break
         previous = ratio
     ratio = float(np.median(cand_ns) / np.median(ref_ns))
@@ -322,6 +337,7 @@ def _measure(ctx: _Context, cand: Candidate, path: Path,
     ratio, ms, ref_ms, pairs = measure_ratio(
         lambda: ref_run(feeds_ref), lambda: cand_run(feeds_ref),
         cfg.min_pairs, cfg.max_pairs, cfg.rel_tol,
+        min_seconds=cfg.min_seconds, max_seconds=cfg.max_seconds,
     )
     cand.latency_ratio, cand.latency_ms, cand.fp32_latency_ms, cand.pairs = ratio, ms, ref_ms, pairs
     cand.session = session.to_dict()
@@ -414,6 +430,42 @@ def _session_space() -> list[tuple[str, str, SessionOptionsConfig]]:
     ]
 
 
+_FINALISTS = 3
+#: simpler settings first: a more complex candidate wins only when it is faster by more than
+#: the measurement noise (``rel_tol``)
+_STAGE_ORDER = {"baseline": 0, "quantization": 1, "mixed precision": 2, "session": 3}
+
+
+def _runoff(ctx: _Context, cands: Sequence[Candidate]) -> Candidate:
+    """Re-time the fastest accepted candidates interleaved with fp32 and each other (one
+    measurement, so they share the machine's state); returns the winner."""
+    cfg = ctx.config
+    timed = [c for c in cands if c.accepted and c.latency_ratio is not None and c.path]
+    finalists = sorted(timed, key=lambda c: c.latency_ratio)[:_FINALISTS]  # type: ignore[arg-type, return-value]
+    if len(finalists) > 1:
+        models = [EdgeModel(Path(c.path), "cpu",  # type: ignore[arg-type]
+                            session_options=SessionOptionsConfig.from_dict(c.session),
+                            use_stored_session=False, check_nan=False) for c in finalists]
+        feeds = ctx.bench_feeds
+        calls = [lambda: ctx.reference.run(feeds)] + [
+            (lambda m=m: m.run(feeds)) for m in models]  # type: ignore[misc]
+        times = measure(calls, runs=None, duration=min(2 * cfg.min_seconds, cfg.max_seconds),
+                        min_runs=min(cfg.min_pairs, 20), warmup=3)
+        ref_ms = float(np.median(times[0])) / 1e6
+        for c, t in zip(finalists, times[1:], strict=True):
+            ms = float(np.median(t)) / 1e6
+            c.first_ratio, c.finalist = c.latency_ratio, True
+            c.latency_ratio, c.latency_ms, c.fp32_latency_ms = ms / ref_ms, ms, ref_ms
+            c.pairs += len(t)
+        for m in models:
+            m.close()
+    winner: Candidate | None = None
+    for c in sorted(finalists, key=lambda c: (_STAGE_ORDER.get(c.stage, 9), c.latency_ratio)):
+        if winner is None or c.latency_ratio < winner.latency_ratio * (1 - cfg.rel_tol):  # type: ignore[operator]
+            winner = c
+    return winner or cands[0]
+
+
 def _pareto(cands: Sequence[Candidate]) -> None:
     pts = [c for c in cands if c.latency_ratio is not None]
     for c in pts:
@@ -441,10 +493,11 @@ def format_candidates(cands: Sequence[Candidate], winner: Candidate | None = Non
             "-" if c.accuracy is None else f"{c.accuracy:.2f}",
             "-" if c.agreement is None else f"{c.agreement:.2f}",
             f"{c.size_bytes / 1024:.0f}" if c.size_bytes else "-",
-            ("yes" if c.accepted else "no") + (" P" if c.pareto else ""),
+            ("yes" if c.accepted else "no") + (" P" if c.pareto else "")
+            + (" R" if c.finalist else ""),
         ])
     header = ["candidate", "stage", "ratio vs fp32", "median ms", "acc %", "agree %", "KiB",
-              "ok (P=pareto)"]
+              "ok (P=pareto, R=run-off)"]
     return render_table(header, rows)
 
 
@@ -455,6 +508,7 @@ def tune_model(
     eval_data: str | os.PathLike[str] | Dataset | None = None,
     config: TuneConfig | None = None,
     progress: ProgressFn | None = None,
+    on_progress: FractionFn | None = None,
 ) -> TuneResult:
     """Search for the fastest int8 variant of ``model`` whose accuracy holds.
 
@@ -465,7 +519,8 @@ def tune_model(
         calibration: calibration data (see :func:`edgekit.quantize.load_model_data`).
         eval_data: labelled evaluation data (default: agreement with fp32 on calibration data).
         config: options (default :class:`TuneConfig()`).
-        progress: called with one-line status messages.
+        progress: called with one-line status messages (default: none).
+        on_progress: called with the fraction of the search done, 0..1 (default: none).
     """
     import onnx
 
@@ -473,7 +528,13 @@ def tune_model(
     from .quantize import load_model_data, onnx_input_specs
 
     config = config or TuneConfig()
-    say = progress or (lambda _m: None)
+    log: list[str] = []
+
+    def say(message: str) -> None:
+        log.append(message)
+        if progress is not None:
+            progress(message)
+
     _require_calibration(calibration)
     src = Path(model)
     if not src.exists():
@@ -531,6 +592,16 @@ def tune_model(
         fp32.accepted, fp32.reason = True, "reference"
         cands = [fp32]
         deadline = t_start + 60 * config.budget_minutes
+        space, session_space = _quant_space(), _session_space()
+        steps = {"done": 1, "total": len(space) + len(session_space) + 2}
+
+        def advance() -> None:
+            steps["done"] += 1
+            if on_progress is not None:
+                on_progress(min(1.0, steps["done"] / steps["total"]))
+
+        if on_progress is not None:
+            on_progress(1 / steps["total"])
 
         def over_budget() -> bool:
             if time.perf_counter() > deadline:
@@ -538,7 +609,6 @@ def tune_model(
                 return True
             return False
 
-        space = _quant_space()
         for i, (name, desc, overrides) in enumerate(space):
             if i and over_budget():
                 break
@@ -546,6 +616,7 @@ def tune_model(
             c = _try_quant(ctx, name, desc, dict(overrides))
             say(f"    ratio {c.latency_ratio or float('nan'):.3f}, {c.reason}")
             cands.append(c)
+            advance()
 
         def best_of(pool: Sequence[Candidate]) -> Candidate:
             ok = [c for c in pool if c.accepted and c.latency_ratio is not None]
@@ -561,9 +632,11 @@ def tune_model(
                 cands.append(mixed)
             else:
                 say("    int8 is faster than fp32 on every profiled node; nothing kept in float")
+        advance()
         best = best_of(cands)
         best_session = SessionOptionsConfig.from_dict(best.session)
-        for name, desc, extra in _session_space():
+        for name, desc, extra in session_space:
+            advance()
             if extra.disabled_optimizers and (
                 best.quantization is None
                 or set(extra.disabled_optimizers) <= set(best_session.disabled_optimizers)
@@ -586,13 +659,11 @@ def tune_model(
             m.close()
             say(f"    ratio {c.latency_ratio or float('nan'):.3f}")
             cands.append(c)
-        # A session tweak wins only if it beats its base by more than the measurement noise.
-        winner = best
-        for c in cands:
-            if (c.stage == "session" and c.accepted and c.latency_ratio is not None
-                    and c.latency_ratio < winner.latency_ratio * (1 - config.rel_tol)):  # type: ignore[operator]
-                winner = c
+        say(f"run-off: the {_FINALISTS} fastest candidates re-timed together with fp32")
+        winner = _runoff(ctx, cands)
         reference.close()
+        if on_progress is not None:
+            on_progress(1.0)
         _pareto(cands)
         why = _why(winner, fp32, cands, config)
         say(why)
@@ -621,6 +692,7 @@ def tune_model(
             "pareto_front": [c.name for c in cands if c.pareto],
             "node_profile": profile_rows,
             "elapsed_s": round(time.perf_counter() - t_start, 1),
+            "log": log,
         }
         with artifacts.open():
             artifacts.write_bytes(names[0], tuned.SerializeToString())
@@ -646,7 +718,15 @@ def _why(winner: Candidate, fp32: Candidate, cands: Sequence[Candidate], cfg: Tu
     return (f"{winner.name} is the fastest candidate within the accuracy budget: "
             f"{faster:.2f}x faster than fp32 ({winner.latency_ms:.3f} ms vs "
             f"{winner.fp32_latency_ms:.3f} ms, {cfg.threads} thread(s), batch {cfg.batch}), "
-            f"{acc}, {winner.size_bytes / 1024:.0f} KiB")
+            f"{acc}, {winner.size_bytes / 1024:.0f} KiB{_runoff_note(winner, cands)}")
+
+
+def _runoff_note(winner: Candidate, cands: Sequence[Candidate]) -> str:
+    others = [f"{c.name} {c.latency_ratio:.3f}" for c in cands if c.finalist and c is not winner]
+    if not winner.finalist or not others:
+        return ""
+    return (f"; run-off ratio {winner.latency_ratio:.3f} vs " + ", ".join(others)
+            + " (a more complex setting must win by more than the noise)")
 
 
 def _require_calibration(calibration: Any) -> None:

@@ -49,7 +49,8 @@ def digits(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {"model": path, "calib": d / "calib.npz", "eval": d / "eval.npz"}
 
 
-_FAST = dict(min_pairs=20, max_pairs=60, budget_minutes=2.0, calibration_samples=64)
+_FAST = dict(min_pairs=20, max_pairs=60, min_seconds=0.0, budget_minutes=2.0,
+             calibration_samples=64)
 
 
 def test_simplify_removes_dynamic_flatten_and_keeps_outputs(digits: dict[str, Path],
@@ -94,8 +95,10 @@ def test_tune_writes_the_winner_with_session_settings(digits: dict[str, Path],
                                                       tmp_path: Path) -> None:
     out = tmp_path / "out"
     messages: list[str] = []
+    fractions: list[float] = []
     result = tune_model(digits["model"], out, digits["calib"], digits["eval"],
-                        TuneConfig(max_accuracy_drop=1.0, **_FAST), progress=messages.append)
+                        TuneConfig(max_accuracy_drop=1.0, **_FAST), progress=messages.append,
+                        on_progress=fractions.append)
     assert result.model_path == out / "digits.tuned.onnx"
     assert result.report_path == out / "digits.tune.json"
     assert sorted(p.name for p in out.iterdir()) == ["digits.tune.json", "digits.tuned.onnx"]
@@ -112,6 +115,13 @@ def test_tune_writes_the_winner_with_session_settings(digits: dict[str, Path],
         if c["stage"] != "baseline" and c["accuracy_drop"] is not None:
             assert c["accepted"] == (c["accuracy_drop"] <= 1.0 + 1e-9), c
     assert any("[1/" in m for m in messages)
+    finalists = [c for c in report["candidates"] if c["finalist"]]
+    assert 2 <= len(finalists) <= 3 and winner["finalist"]
+    assert all(c["first_ratio"] is not None for c in finalists)
+    assert report["log"] == messages
+    # the progress bar's fraction climbs monotonically to 1
+    assert fractions[-1] == 1.0 and 0 < fractions[0] < 1
+    assert all(a <= b for a, b in zip(fractions, fractions[1:], strict=False))
     # the runtime applies the stored session settings
     props = {p.key: p.value for p in onnx.load(str(result.model_path)).metadata_props}
     stored = json.loads(props["edgekit.session"])
@@ -147,3 +157,19 @@ def test_tune_cli_errors_leave_nothing(digits: dict[str, Path], tmp_path: Path) 
     assert not (tmp_path / "o2").exists()
     with pytest.raises(Exception, match="max_accuracy_drop"):
         TuneConfig(max_accuracy_drop=-1)
+
+
+def test_tune_cli_writes_the_model_and_prints_the_table(digits: dict[str, Path],
+                                                         tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    res = CliRunner().invoke(cli, ["tune", str(digits["model"]), "-o", str(out),
+                                   "--calibration", str(digits["calib"]),
+                                   "--eval-data", str(digits["eval"]), "--budget", "0.02",
+                                   "--max-accuracy-drop", "2"])
+    assert res.exit_code == 0, res.output
+    # not a terminal: the progress is plain status lines; then the table and the reason
+    assert "[1/5] int8-u8s8-pc" in res.output and "time budget reached" in res.output
+    assert "| candidate" in res.output and "ratio vs fp32" in res.output
+    assert f"wrote {out / 'digits.tuned.onnx'}" in res.output
+    report = json.loads((out / "digits.tune.json").read_text())
+    assert report["config"]["budget_minutes"] == 0.02 and report["why"] in res.output
