@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_KERAS = ROOT / "models" / "fashion_cnn.keras"
+
+
+def add_model_args(ap: argparse.ArgumentParser) -> None:
+    """``--model`` and ``--keras``, resolved by :func:`model_path`."""
+    ap.add_argument("--model", help=".onnx/.ort model (default: export --keras to a temp dir)")
+    ap.add_argument("--keras", default=str(DEFAULT_KERAS), help="Keras model to export")
 
 
 def model_path(model: str | None, keras: str | Path, tmp: Path) -> Path:

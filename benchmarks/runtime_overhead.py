@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _runtime_common import DEFAULT_KERAS, model_path
+from _runtime_common import add_model_args, model_path
 
 
 def _stats(ns: list[int]) -> dict[str, float]:
@@ -88,8 +88,7 @@ def measure(model_path: Path, batch: int, iters: int, warmup: int, threads: int 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", help=".onnx/.ort model (default: export --keras to a temp dir)")
-    ap.add_argument("--keras", default=str(DEFAULT_KERAS), help="Keras model to export")
+    add_model_args(ap)
     ap.add_argument("--batch", type=int, default=1, help="batch size (default 1)")
     ap.add_argument("--iters", type=int, default=3000, help="timed pairs (default 3000)")
     ap.add_argument("--warmup", type=int, default=300, help="untimed pairs (default 300)")

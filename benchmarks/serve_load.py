@@ -21,7 +21,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-from _runtime_common import DEFAULT_KERAS, model_path
+from _runtime_common import add_model_args, model_path
 
 from edgekit.runtime import EdgeModel
 from edgekit.serve import server_process
@@ -88,8 +88,7 @@ def run_load(url: str, bodies: list[bytes], clients: int) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", help=".onnx/.ort model (default: export --keras to a temp dir)")
-    ap.add_argument("--keras", default=str(DEFAULT_KERAS), help="Keras model to export")
+    add_model_args(ap)
     ap.add_argument("--clients", type=int, default=8, help="concurrent clients (default 8)")
     ap.add_argument("--requests", type=int, default=2000, help="timed requests (default 2000)")
     ap.add_argument("--warmup", type=int, default=100, help="untimed requests (default 100)")

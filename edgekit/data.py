@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +18,8 @@ import numpy as np
 
 from .errors import DataError, InputError
 
-__all__ = ["TensorSpecInfo", "Dataset", "load_dataset", "check_finite", "batches", "format_shape"]
+__all__ = ["TensorSpecInfo", "Dataset", "load_dataset", "check_finite", "batches",
+           "run_in_batches", "format_shape"]
 
 
 def format_shape(shape: object) -> str:
@@ -133,3 +134,14 @@ def load_dataset(
 def batches(n: int, batch_size: int) -> list[slice]:
     """Slices covering ``range(n)`` in steps of ``batch_size``."""
     return [slice(i, min(i + batch_size, n)) for i in range(0, n, max(1, batch_size))]
+
+
+def run_in_batches(
+    fn: Callable[[dict[str, np.ndarray]], Sequence[np.ndarray]],
+    feeds: Mapping[str, np.ndarray],
+    batch_size: int,
+) -> list[np.ndarray]:
+    """``fn`` on ``feeds`` in slices of ``batch_size`` rows; each of its outputs concatenated."""
+    n = len(next(iter(feeds.values())))
+    chunks = [fn({k: v[sl] for k, v in feeds.items()}) for sl in batches(n, batch_size)]
+    return [np.concatenate([c[i] for c in chunks]) for i in range(len(chunks[0]))]

@@ -27,7 +27,7 @@ import numpy as np
 
 from . import __version__
 from .artifacts import ArtifactSet, sha256_file
-from .data import Dataset, TensorSpecInfo, batches, format_shape, load_dataset
+from .data import Dataset, TensorSpecInfo, format_shape, load_dataset, run_in_batches
 from .errors import ConversionError, InputError, ModelLoadError, ValidationError, require
 from .metadata import PREFIX, ModelMetadata, load_keras_metadata
 from .validate import ValidationResult, compare_outputs, run_onnx
@@ -590,8 +590,7 @@ def validate_source(
 ) -> ValidationResult:
     """Compare Keras (reference) and onnxruntime on ``feeds`` at ``batch_size`` and batch 1."""
     n = len(next(iter(feeds.values())))
-    ref_chunks = [source.call({k: v[sl] for k, v in feeds.items()}) for sl in batches(n, 256)]
-    ref = [np.concatenate([c[i] for c in ref_chunks]) for i in range(len(ref_chunks[0]))]
+    ref = run_in_batches(source.call, feeds, 256)
     got = run_onnx(onnx_model, feeds, batch_size=batch_size)
     result = compare_outputs(ref, got, [o.name for o in source.outputs], atol)
     # The same file at batch 1: proves the batch dimension is really dynamic.

@@ -27,7 +27,7 @@ import json
 import os
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum, StrEnum
 from pathlib import Path
@@ -49,6 +49,7 @@ __all__ = [
     "PRESETS",
     "QuantizationConfig",
     "VariantResult",
+    "variant_lines",
     "ArrayCalibrationReader",
     "onnx_input_specs",
     "load_model_data",
@@ -286,25 +287,36 @@ class VariantResult:
         }
 
     def summary(self) -> str:
-        """A few lines for people."""
-        lines = [f"{self.mode}: {self.path} ({self.size_bytes / 1024:.1f} KiB, "
-                 f"{100 * self.size_ratio:.1f}% of fp32)"]
-        ev = self.evaluation
-        if ev and ev.get("accuracy") is not None:
-            lines.append(f"  accuracy {ev['accuracy']:.2f}% vs fp32 {ev['fp32_accuracy']:.2f}% "
-                         f"(drop {ev['accuracy_drop']:+.2f} pt), top-1 agreement "
-                         f"{100 * (ev['top1_agreement'] or 0):.2f}% on {ev['samples']} samples")
-        elif ev:
-            lines.append(f"  max abs error vs fp32 {ev['max_abs_error']:.3g} "
-                         f"on {ev['samples']} samples")
-        if self.gate and self.gate.get("kept_in_float"):
-            lines.append(f"  kept in float: {', '.join(self.gate['kept_in_float'])}")
-        for m in self.mobile or []:
-            lines.append(f"  {m['ep']}: {m['supported_nodes']}/{m['nodes']} nodes "
-                         f"({m['percent']:.0f}%), {m['partitions']} partition(s)")
-        lines.extend(f"  note: {n}" for n in self.notes)
-        return "\n".join(lines)
+        """A few lines for people (what ``edgekit export/quantize`` print)."""
+        return "\n".join(variant_lines(self.to_dict(), self.path.parent))
 
+
+def variant_lines(variant: Mapping[str, Any], outdir: Path) -> list[str]:
+    """A report's variant section (:meth:`VariantResult.to_dict`) as lines for people."""
+    lines = [f"wrote {outdir / variant['path']} ({variant['size_bytes'] / 1024:.1f} KiB, "
+             f"{100 * variant['size_ratio']:.1f}% of fp32)"]
+    ev = variant.get("evaluation")
+    if ev and ev.get("accuracy") is not None:
+        lines.append(f"{variant['mode']} accuracy {ev['accuracy']:.2f}% vs fp32 "
+                     f"{ev['fp32_accuracy']:.2f}% (drop {ev['accuracy_drop']:+.2f} pt, top-1 "
+                     f"agreement {100 * (ev['top1_agreement'] or 0):.2f}%, "
+                     f"{ev['samples']} samples)")
+    elif ev:
+        lines.append(f"{variant['mode']} vs fp32: max abs error {ev['max_abs_error']:.3g} on "
+                     f"{ev['samples']} samples")
+    gate = variant.get("gate")
+    if gate:
+        kept = gate.get("kept_in_float") or []
+        lines.append(f"accuracy gate ({gate['max_accuracy_drop']:g} pt): met"
+                     + (f", kept in float: {', '.join(kept)}" if kept else ""))
+    for m in variant.get("mobile") or []:
+        lines.append(f"{m['ep']}: {m['supported_nodes']}/{m['nodes']} nodes "
+                     f"({m['percent']:.0f}%) in {m['partitions']} partition(s)")
+    for f in ("ort", "ort_config"):
+        if f in variant.get("files", {}):
+            lines.append(f"wrote {outdir / variant['files'][f]}")
+    lines.extend(f"note: {n}" for n in variant.get("notes") or [])
+    return lines
 
 # ---------------------------------------------------------------------------------------------
 # Data

@@ -80,26 +80,6 @@ def status(msg: str) -> None:
 
 def echo_variant(variant: dict[str, Any], outdir: Path) -> None:
     """Print a report's variant section for people."""
-    click.echo(f"wrote {outdir / variant['path']} ({variant['size_bytes'] / 1024:.1f} KiB, "
-               f"{100 * variant['size_ratio']:.1f}% of fp32)")
-    ev = variant.get("evaluation")
-    if ev and ev.get("accuracy") is not None:
-        click.echo(f"{variant['mode']} accuracy {ev['accuracy']:.2f}% vs fp32 "
-                   f"{ev['fp32_accuracy']:.2f}% (drop {ev['accuracy_drop']:+.2f} pt, top-1 "
-                   f"agreement {100 * (ev['top1_agreement'] or 0):.2f}%, {ev['samples']} samples)")
-    elif ev:
-        click.echo(f"{variant['mode']} vs fp32: max abs error {ev['max_abs_error']:.3g} on "
-                   f"{ev['samples']} samples")
-    gate = variant.get("gate")
-    if gate:
-        kept = gate.get("kept_in_float") or []
-        click.echo(f"accuracy gate ({gate['max_accuracy_drop']:g} pt): met"
-                   + (f", kept in float: {', '.join(kept)}" if kept else ""))
-    for m in variant.get("mobile") or []:
-        click.echo(f"{m['ep']}: {m['supported_nodes']}/{m['nodes']} nodes ({m['percent']:.0f}%) "
-                   f"in {m['partitions']} partition(s)")
-    for f in ("ort", "ort_config"):
-        if f in variant.get("files", {}):
-            click.echo(f"wrote {outdir / variant['files'][f]}")
-    for n in variant.get("notes") or []:
-        click.echo(f"note: {n}")
+    from .quantize import variant_lines
+
+    click.echo("\n".join(variant_lines(variant, outdir)))

@@ -36,7 +36,7 @@ import numpy as np
 from . import __version__
 from .artifacts import ArtifactSet
 from .bench import cpu_model, measure
-from .data import Dataset
+from .data import Dataset, run_in_batches
 from .errors import DataError, InputError
 from .metadata import PREFIX, ModelMetadata
 from .runtime import EdgeModel, SessionOptionsConfig
@@ -308,10 +308,7 @@ class _Context:
 
 
 def _check_accuracy(ctx: _Context, cand: Candidate, model: EdgeModel) -> None:
-    probs = np.concatenate([
-        model.run({k: v[i : i + 256] for k, v in ctx.eval_feeds.items()})[0]
-        for i in range(0, len(ctx.fp32_probs), 256)
-    ])
+    probs = run_in_batches(model.run, ctx.eval_feeds, 256)[0]
     same = predicted_classes(probs) == predicted_classes(ctx.fp32_probs)
     cand.agreement = 100.0 * float(np.mean(same))
     budget = ctx.config.max_accuracy_drop
@@ -327,10 +324,15 @@ def _check_accuracy(ctx: _Context, cand: Candidate, model: EdgeModel) -> None:
                        f"{'>=' if cand.accepted else '<'} {100 - budget:g}% (no labels)")
 
 
+def _open(path: Path, session: SessionOptionsConfig) -> EdgeModel:
+    """``path`` on the CPU with exactly ``session`` (not the settings stored in the file)."""
+    return EdgeModel(path, "cpu", session_options=session, use_stored_session=False,
+                     check_nan=False)
+
+
 def _measure(ctx: _Context, cand: Candidate, path: Path,
              session: SessionOptionsConfig) -> EdgeModel:
-    model = EdgeModel(path, "cpu", session_options=session, use_stored_session=False,
-                      check_nan=False)
+    model = _open(path, session)
     feeds_ref = ctx.bench_feeds
     ref_run, cand_run = ctx.reference.run, model.run
     cfg = ctx.config
@@ -443,9 +445,8 @@ def _runoff(ctx: _Context, cands: Sequence[Candidate]) -> Candidate:
     timed = [c for c in cands if c.accepted and c.latency_ratio is not None and c.path]
     finalists = sorted(timed, key=lambda c: c.latency_ratio)[:_FINALISTS]  # type: ignore[arg-type, return-value]
     if len(finalists) > 1:
-        models = [EdgeModel(Path(c.path), "cpu",  # type: ignore[arg-type]
-                            session_options=SessionOptionsConfig.from_dict(c.session),
-                            use_stored_session=False, check_nan=False) for c in finalists]
+        models = [_open(Path(c.path), SessionOptionsConfig.from_dict(c.session))  # type: ignore[arg-type]
+                  for c in finalists]
         feeds = ctx.bench_feeds
         calls = [lambda: ctx.reference.run(feeds)] + [
             (lambda m=m: m.run(feeds)) for m in models]  # type: ignore[misc]
@@ -575,12 +576,8 @@ def tune_model(
             intra_op_num_threads=config.threads, inter_op_num_threads=1,
             execution_mode="sequential", graph_optimization_level="all",
         )
-        reference = EdgeModel(fp32_path, "cpu", session_options=base_session,
-                              use_stored_session=False, check_nan=False)
-        fp32_probs = np.concatenate([
-            reference.run({k: v[i : i + 256] for k, v in eval_feeds.items()})[0]
-            for i in range(0, len(next(iter(eval_feeds.values()))), 256)
-        ])
+        reference = _open(fp32_path, base_session)
+        fp32_probs = run_in_batches(reference.run, eval_feeds, 256)[0]
         fp32_acc = accuracy(fp32_probs, eval_labels) if eval_labels is not None else None
         ctx = _Context(config, fp32_path, proto.graph, eval_feeds, eval_labels, fp32_probs,
                        fp32_acc, bench_feeds, calib, reference, base_session, tmp, say)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .data import batches
+from .data import run_in_batches
 
 __all__ = ["ValidationResult", "compare_outputs", "run_onnx", "accuracy", "predicted_classes"]
 
@@ -121,8 +121,4 @@ def run_onnx(
 
     src = model if isinstance(model, bytes) else os.fspath(model)
     sess = ort.InferenceSession(src, sess_options=session_options, providers=list(providers))
-    n = len(next(iter(feeds.values())))
-    chunks: list[list[np.ndarray]] = []
-    for sl in batches(n, batch_size):
-        chunks.append(sess.run(None, {k: v[sl] for k, v in feeds.items()}))
-    return [np.concatenate([c[i] for c in chunks]) for i in range(len(chunks[0]))]
+    return run_in_batches(lambda f: sess.run(None, f), feeds, batch_size)

@@ -103,6 +103,15 @@ def test_fp16_and_dynamic_cnn(cnn: dict[str, Path], tmp_path: Path) -> None:
     r = quantize_model(cnn["onnx"], tmp_path, config=cfg, eval_data=cnn["eval"])
     assert r.path == tmp_path / "cnn.fp16.onnx" and r.evaluation is not None
     assert r.evaluation["max_abs_error"] < 1e-2
+    # the API's summary is what the CLI prints for the variant
+    ev = r.evaluation
+    assert r.summary().splitlines() == [
+        f"wrote {r.path} ({r.size_bytes / 1024:.1f} KiB, {100 * r.size_ratio:.1f}% of fp32)",
+        f"fp16 accuracy {ev['accuracy']:.2f}% vs fp32 {ev['fp32_accuracy']:.2f}% (drop "
+        f"{ev['accuracy_drop']:+.2f} pt, top-1 agreement {100 * ev['top1_agreement']:.2f}%, "
+        "1000 samples)",
+        *(f"note: {n}" for n in r.notes),
+    ]
     assert r.size_ratio <= 0.65  # tiny model: metadata weighs; the shipped CNN is checked in bench
     sess = ort.InferenceSession(str(r.path), providers=["CPUExecutionProvider"])
     assert sess.get_inputs()[0].type == "tensor(float)"
