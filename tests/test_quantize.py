@@ -122,6 +122,15 @@ def test_fp16_and_dynamic_cnn(cnn: dict[str, Path], tmp_path: Path) -> None:
     assert d.path.name == "cnn.dynamic.onnx" and d.size_ratio < 0.5
 
 
+def test_percentile_calibration_keeps_stdout_clean(cnn: dict[str, Path], tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    # onnxruntime's histogram calibrators print progress; edgekit's stdout (--json) stays clean
+    cfg = QuantizationConfig(mode="int8", calibration_method="percentile", calibration_samples=32)
+    r = quantize_model(cnn["onnx"], tmp_path, config=cfg, calibration=cnn["calib"])
+    assert r.path.exists() and r.config.calibration_method.value == "percentile"
+    assert capsys.readouterr().out == ""
+
+
 # -- dynamic int8 on an LSTM -------------------------------------------------------------------
 def test_dynamic_lstm_and_auto(tmp_path: Path) -> None:
     keras.utils.set_random_seed(0)

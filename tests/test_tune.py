@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -89,6 +90,18 @@ def test_measure_ratio_of_a_model_against_itself_is_near_one(digits: dict[str, P
     ratio, ms, ref_ms, pairs = measure_ratio(lambda: model.run(feeds), lambda: model.run(feeds),
                                              min_pairs=40, max_pairs=400)
     assert 0.5 < ratio < 2.0 and ms > 0 and ref_ms > 0 and 40 <= pairs <= 400
+    # min_seconds keeps timing after the ratio is stable; max_seconds ends an unstable one
+    # (rel_tol=-1 never counts as stable), long before max_pairs
+    t0 = time.perf_counter()
+    *_, pairs = measure_ratio(lambda: model.run(feeds), lambda: model.run(feeds),
+                              min_pairs=20, max_pairs=10**9, rel_tol=1.0, min_seconds=0.3)
+    assert time.perf_counter() - t0 >= 0.3 and pairs > 20
+    t0 = time.perf_counter()
+    measure_ratio(lambda: model.run(feeds), lambda: model.run(feeds),
+                  min_pairs=20, max_pairs=10**9, rel_tol=-1.0, max_seconds=0.2)
+    assert time.perf_counter() - t0 < 10  # a generous bound: without max_seconds, hours
+    with pytest.raises(Exception, match="min_seconds"):
+        TuneConfig(min_seconds=5.0, max_seconds=1.0)
 
 
 def test_tune_writes_the_winner_with_session_settings(digits: dict[str, Path],
