@@ -149,6 +149,13 @@ class ArtifactSet:
         p.write_text(to_json(obj) + "\n")
         return p
 
+    @property
+    def stage_dir(self) -> Path:
+        """The staging folder (only inside :meth:`open`)."""
+        if self._stage is None:
+            raise RuntimeError("ArtifactSet.stage_dir outside of open()")
+        return self._stage
+
     def final(self, name: str) -> Path:
         """Where output ``name`` lands after commit."""
         return self.outdir / name

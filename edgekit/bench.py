@@ -30,6 +30,7 @@ from .data import Dataset, batches
 from .errors import InputError, require
 
 __all__ = [
+    "instruction_set",
     "BenchConfig",
     "Backend",
     "OnnxBackend",
@@ -234,6 +235,29 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+#: instruction-set levels that matter for int8 inference, best first: (name, cpuinfo flags)
+_ISA_LEVELS = [
+    ("AMX + AVX-512 VNNI", {"amx_int8", "avx512_vnni"}),
+    ("AVX-512 VNNI", {"avx512_vnni"}),
+    ("AVX-VNNI (AVX2)", {"avx_vnni"}),
+    ("AVX-512 (no VNNI)", {"avx512f"}),
+    ("AVX2 (no VNNI)", {"avx2"}),
+    ("ARM64 dot product", {"asimddp"}),
+]
+
+
+def instruction_set() -> str:
+    """The CPU's int8-relevant instruction-set level from /proc/cpuinfo flags, e.g.
+    ``AVX-512 VNNI`` or ``AVX2 (no VNNI)`` (``unknown`` elsewhere)."""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            flags = {f for line in fh if line.lower().startswith(("flags", "features"))
+                     for f in line.split(":", 1)[1].split()}
+    except OSError:
+        return "unknown"
+    return next((name for name, need in _ISA_LEVELS if need <= flags), "unknown")
+
+
 def machine_info() -> dict[str, Any]:
     """CPU model, logical cores, OS and the versions of the libraries in use."""
     import importlib.metadata as md
@@ -248,6 +272,7 @@ def machine_info() -> dict[str, Any]:
             pass
     return {
         "cpu": cpu_model(),
+        "instruction_set": instruction_set(),
         "logical_cores": os.cpu_count(),
         "affinity_cores": (len(os.sched_getaffinity(0))
                            if hasattr(os, "sched_getaffinity") else None),

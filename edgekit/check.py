@@ -27,7 +27,7 @@ import numpy as np
 
 from .artifacts import atomic_write_json, sha256_file
 from .bench import Backend, load_backend, machine_info, make_inputs, measure
-from .errors import DataError, InputError, require
+from .errors import DataError, InputError
 
 __all__ = [
     "CheckConfig",
@@ -156,7 +156,7 @@ class CheckResult:
 def reference_model(depth: int, path: str | os.PathLike[str], width: int = _WIDTH) -> Path:
     """Write the built-in reference: ``depth`` MatMul(width x width) + Relu on a (1, width)
     input, seeded weights (identical on every machine). Needs the ``onnx`` package."""
-    onnx: Any = require("onnx", "export")
+    import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(1234)

@@ -82,17 +82,39 @@ from .quantize_cli import config_from_options, echo_variant, quantization_option
 @click.option("--labels", "labels_file", type=click.Path(path_type=Path), default=None,
               help="Class labels: a text file with one label per line, or a JSON list.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of synthetic inputs.")
+@click.option("--output-kind", "output_kinds", multiple=True,
+              type=click.Choice(["probabilities", "logits", "regression", "other"]),
+              help="What each output holds (repeat once per output). Default: read from the "
+              "final Keras activation (softmax/sigmoid = probabilities; a linear end = logits "
+              "when labels or an edgekit recipe say it classifies, else other).")
+@click.option("--custom-objects", "custom_objects", multiple=True, metavar="MODULE.py",
+              help="Python file (or module name) defining the model's custom layers; "
+              "imported before loading (repeatable).")
+@click.option("--strict", is_flag=True,
+              help="Fail when validation ran on degenerate outputs (same class or saturated "
+              "for most samples) instead of warning.")
+@click.option("--no-simplify", "no_simplify", is_flag=True,
+              help="Keep the graph exactly as tf2onnx made it (no edgekit clean-ups).")
 @click.option("--force", is_flag=True, help="Overwrite existing output files.")
 @quantization_options
 def export_cmd(model: Path, outdir: Path, opset: int, validation_data: Path | None,
                validation_samples: int, atol: float, labels_file: Path | None, seed: int,
-               force: bool, **qopts: Any) -> None:
-    """Export a Keras MODEL (.keras, .h5 or SavedModel folder) to validated ONNX."""
+               output_kinds: tuple[str, ...], custom_objects: tuple[str, ...], strict: bool,
+               no_simplify: bool, force: bool, **qopts: Any) -> None:
+    """Export a Keras MODEL (.keras, .h5 or SavedModel folder) to validated ONNX.
+
+    Validation runs on --validation-data, else on --calibration data, else on seeded
+    synthetic inputs drawn in the range the model's preprocessing layers expect.
+    """
     from .export import ExportConfig, export_model, read_labels
 
     labels = read_labels(labels_file) if labels_file else None
     config = ExportConfig(opset=opset, atol=atol, validation_samples=validation_samples,
-                          labels=labels, seed=seed, force=force)
+                          labels=labels, seed=seed, force=force,
+                          output_kinds=list(output_kinds) or None, strict=strict,
+                          simplify=not no_simplify)
+    if validation_data is None and qopts.get("calibration") is not None:
+        validation_data = qopts["calibration"]
     qconfig = config_from_options(**qopts)
     hook = None
     if qconfig is not None:
@@ -100,9 +122,12 @@ def export_cmd(model: Path, outdir: Path, opset: int, validation_data: Path | No
 
         hook = export_hook(qconfig, qopts["calibration"], qopts["eval_data"], status)
     result = export_model(model, outdir, config, validation_data=validation_data,
-                          extra_outputs=hook)
+                          extra_outputs=hook, custom_objects=list(custom_objects) or None)
     click.echo(f"wrote {result.onnx_path} ({result.onnx_path.stat().st_size / 1024:.1f} KiB)")
     click.echo(f"validation: {result.validation.summary()} (atol {atol:g}) - passed")
+    for warning in result.validation.warnings:
+        click.echo(f"warning: {warning}; agreement on such inputs proves little "
+                   "(validate on real data with --validation-data; --strict fails here)", err=True)
     for variant in result.report.get("variants", {}).values():
         echo_variant(variant, outdir)
     click.echo(f"report: {result.report_path}")
@@ -232,16 +257,42 @@ def _run_command(
 
 @cli.command("serve")
 @click.argument("model", type=click.Path(path_type=Path))
-@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to bind; a non-loopback one without --api-key prints a warning.")
 @click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True)
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--provider", default="auto", show_default=True)
 @click.option("--fallback", is_flag=True, help="Fall back to the next provider if unavailable.")
-@click.option("--threads", type=click.IntRange(min=0), help="Intra-op threads per worker.")
+@click.option("--threads", type=click.IntRange(min=0),
+              help="Intra-op threads per worker [default: cores/workers with --workers or "
+                   "--batching (one less with batching), else the model's stored setting].")
 @click.option(
     "--max-body-mb", type=click.FloatRange(min=0, min_open=True), default=10.0, show_default=True
 )
-@click.option("--max-batch", type=click.IntRange(min=1), default=1024, show_default=True)
+@click.option("--max-batch", type=click.IntRange(min=1), default=1024, show_default=True,
+              help="Most samples per request and per merged micro-batch.")
+@click.option("--batching/--no-batching", default=False, show_default=True,
+              help="Merge concurrent requests into one model call (dynamic micro-batching).")
+@click.option("--max-delay-ms", type=click.FloatRange(min=0), default=2.0, show_default=True,
+              help="How long a micro-batch waits for requests still arriving.")
+@click.option("--header-timeout", type=click.FloatRange(min=0), default=10.0, show_default=True,
+              help="Seconds for a request's headers to arrive (0: no limit).")
+@click.option("--body-timeout", type=click.FloatRange(min=0), default=30.0, show_default=True,
+              help="Seconds for a request's body to arrive (0: no limit).")
+@click.option("--keep-alive-timeout", type=click.FloatRange(min=0), default=5.0,
+              show_default=True, help="Seconds an idle keep-alive connection stays open.")
+@click.option("--max-connections", type=click.IntRange(min=1), default=None,
+              help="Open connections per worker [default: 1000, below the open-file limit].")
+@click.option("--max-in-flight", type=click.IntRange(min=1), default=256, show_default=True,
+              help="Requests handled at once per worker; more get 503 + Retry-After.")
+@click.option("--api-key", envvar="EDGEKIT_API_KEY", default=None,
+              help="Require 'Authorization: Bearer KEY' (or set EDGEKIT_API_KEY).")
+@click.option("--ssl-certfile", type=click.Path(path_type=Path), default=None,
+              help="PEM certificate: serve HTTPS.")
+@click.option("--ssl-keyfile", type=click.Path(path_type=Path), default=None,
+              help="PEM private key of --ssl-certfile.")
+@click.option("--name", "model_name", default=None,
+              help="Model name under /v2/models/ [default: the file's stem].")
 @click.option(
     "--log-level",
     type=click.Choice(["critical", "error", "warning", "info", "debug"]),
@@ -251,33 +302,60 @@ def _run_command(
 @click.option("--access-log/--no-access-log", default=False, show_default=True)
 def _serve_command(
     model: Path,
-    host: str,
-    port: int,
-    workers: int,
-    provider: str,
-    fallback: bool,
-    threads: int | None,
     max_body_mb: float,
-    max_batch: int,
-    log_level: str,
-    access_log: bool,
+    ssl_certfile: Path | None,
+    ssl_keyfile: Path | None,
+    **settings: Any,
 ) -> None:
-    """Serve MODEL over HTTP with uvicorn: POST /predict, GET /health, GET /metadata."""
-    from .serve import serve
+    """Serve MODEL over HTTP with uvicorn.
 
-    serve(
-        model,
-        host,
-        port,
-        workers,
-        provider=provider,
-        fallback=fallback,
-        threads=threads,
+    \b
+    POST /predict, GET /health, GET /metadata, GET /metrics (Prometheus), and the
+    Open Inference Protocol (KServe V2): GET /v2/health/ready, GET /v2/models/NAME,
+    POST /v2/models/NAME/infer (e.g. with tritonclient).
+    """
+    from .serve import ServeConfig, serve
+
+    config = ServeConfig(
         max_body_bytes=int(max_body_mb * 1024 * 1024),
-        max_batch=max_batch,
-        log_level=log_level,
-        access_log=access_log,
+        ssl_certfile=str(ssl_certfile) if ssl_certfile else None,
+        ssl_keyfile=str(ssl_keyfile) if ssl_keyfile else None,
+        **settings,
     )
+    serve(model, config)
+
+
+@cli.command("package")
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("--triton", "repo", type=click.Path(path_type=Path), required=True,
+              help="Triton model repository folder to write (KServe manifest beside it).")
+@click.option("--name", default=None, help="Model name [default: the file's stem].")
+@click.option("--max-batch", type=click.IntRange(min=0), default=32, show_default=True,
+              help="Triton max_batch_size (0: no batching).")
+@click.option("--max-delay-us", type=click.IntRange(min=0), default=2000, show_default=True,
+              help="Dynamic batching: max_queue_delay_microseconds.")
+@click.option("--instances", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Model instances (instance_group count).")
+@click.option("--gpu", is_flag=True, help="Instances on GPUs (KIND_GPU) instead of CPUs.")
+@click.option("--storage-uri", default=None,
+              help="KServe storageUri of the repository [default: a pvc:// placeholder].")
+@click.option("--force", is_flag=True, help="Overwrite existing output files.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for machines.")
+def _package_command(model: Path, repo: Path, force: bool, as_json: bool, **options: Any) -> None:
+    """Package MODEL (.onnx) for Triton Inference Server and KServe.
+
+    \b
+    Writes REPO/NAME/config.pbtxt (dynamic batch dims, dynamic batching),
+    REPO/NAME/1/model.onnx, REPO/NAME/labels.txt (when the model has labels)
+    and REPO/NAME.kserve.yaml (an InferenceService with protocolVersion v2).
+    """
+    from .package import PackageConfig, package_triton
+
+    result = package_triton(model, repo, PackageConfig(**options), force=force)
+    if as_json:
+        _echo_json(result.to_dict())
+    else:
+        click.echo(result.summary())
 
 
 # <<< runtime section

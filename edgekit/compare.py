@@ -312,9 +312,13 @@ def onnx_variant(fp32_path: str | os.PathLike[str], outdir: str | os.PathLike[st
         raise InputError("int8 quantization needs calibration data")
     out = Path(outdir)
     out.mkdir(parents=True, exist_ok=True)
+    cal = Dataset(dict(calibration)) if calibration else None
     with quiet_fds():
         res = quantize_model(fp32_path, out, stem=stem, config=QuantizationConfig(mode=precision),
-                             calibration=Dataset(dict(calibration)) if calibration else None)
+                             calibration=cal)
+        if not res.written:  # auto found no variant worth shipping; compare still shows one
+            res = quantize_model(fp32_path, out, stem=stem,
+                                 config=QuantizationConfig(mode="dynamic"), calibration=cal)
     return res.path, str(res.mode)
 
 

@@ -17,20 +17,29 @@ import platform
 import time
 import zipfile
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import numpy as np
 
 from . import __version__
 from .artifacts import ArtifactSet, sha256_file
+from .contract import keras_output_activations, output_kind, parse_output_kinds
 from .data import Dataset, TensorSpecInfo, format_shape, load_dataset, run_in_batches
 from .errors import ConversionError, InputError, ModelLoadError, ValidationError, require
-from .metadata import PREFIX, ModelMetadata, load_keras_metadata
-from .validate import ValidationResult, compare_outputs, run_onnx
+from .metadata import PREFIX, ModelMetadata, load_keras_metadata, set_props
+from .synthetic import InputRange, draw_inputs, keras_input_ranges, probe_length
+from .validate import (
+    ValidationResult,
+    compare_outputs,
+    degenerate_warnings,
+    onnx_session,
+    output_saturation,
+)
 
 __all__ = [
     "MAX_OPSET",
@@ -38,9 +47,11 @@ __all__ = [
     "ExportResult",
     "KerasSource",
     "load_source",
+    "load_custom_objects",
     "convert",
     "export_model",
     "library_versions",
+    "output_contract",
     "read_labels",
     "synthetic_inputs",
 ]
@@ -63,6 +74,12 @@ class ExportConfig:
         simplify: static Flatten shapes, conversion Transposes folded into weights (default
             True; see :mod:`edgekit.graph`). Validation covers the simplified graph.
         force: overwrite existing outputs (default False).
+        strict: fail when validation ran on degenerate reference outputs (default False: warn).
+        batch_size: batch size of Keras and onnxruntime during validation (default 8); peak
+            memory grows with it and the model, not with the sample count.
+        output_kinds: the output contract, one of ``probabilities``, ``logits``,
+            ``regression``, ``other`` per output (default None: read from each output's final
+            Keras activation, see :mod:`edgekit.contract`).
     """
 
     opset: int = 17
@@ -72,6 +89,9 @@ class ExportConfig:
     seed: int = 0
     simplify: bool = True
     force: bool = False
+    output_kinds: list[str] | None = None
+    strict: bool = False
+    batch_size: int = 8
 
     def __post_init__(self) -> None:
         if not isinstance(self.opset, int) or self.opset > MAX_OPSET:
@@ -89,6 +109,10 @@ class ExportConfig:
             raise InputError(f"atol must be positive, got {self.atol}")
         if self.validation_samples < 0:
             raise InputError("validation_samples must be >= 0")
+        if self.batch_size < 1:
+            raise InputError(f"batch_size must be >= 1, got {self.batch_size}")
+        kinds = parse_output_kinds(self.output_kinds)
+        self.output_kinds = None if kinds is None else [k.value for k in kinds]
 
 
 @dataclass
@@ -116,6 +140,8 @@ class KerasSource:
         function: a ``tf.function`` with an explicit input signature, for tf2onnx.
         int_ranges: for integer inputs, the exclusive upper bound of valid ids (Embedding).
         metadata: edgekit metadata stored with the model (labels, preprocessing ...).
+        input_ranges: value ranges implied by preprocessing layers (see :mod:`edgekit.synthetic`).
+        synthetic_length: length of dynamic dimensions in synthetic inputs (None: not probed).
     """
 
     name: str
@@ -128,6 +154,9 @@ class KerasSource:
     metadata: ModelMetadata
     format: str
     keepalive: Any = None  # objects whose variables ``function`` uses (a loaded SavedModel)
+    output_activations: list[str] = field(default_factory=list)  # final activation per output
+    input_ranges: dict[str, InputRange] = field(default_factory=dict)  # from preprocessing layers
+    synthetic_length: int | None = None  # length for dynamic dimensions Keras accepts (probed)
 
 
 def _quiet_tf() -> None:
@@ -145,9 +174,19 @@ def _quiet_tf() -> None:
         pass
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return (text[0] if text else type(exc).__name__)[:300]
+def _reason(exc: BaseException, limit: int = 800) -> str:
+    """The whole reason an exception gives, on one line (Keras' innermost cause first).
+
+    Keras wraps load and call failures ("... could not be deserialized properly ... config=
+    {...} Exception encountered: <cause>"); the cause is what the user needs, without the
+    serialized config that follows it.
+    """
+    text = str(exc).strip() or type(exc).__name__
+    if "Exception encountered:" in text:
+        text = text.rsplit("Exception encountered:", 1)[1]
+    text = text.split("Full object config:", 1)[0]
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _check_model_path(path: Path) -> str:
@@ -268,6 +307,8 @@ def _from_keras_model(model: Any, name: str, path: Path | None, fmt: str) -> Ker
         int_ranges=_embedding_ranges(model, specs),
         metadata=meta,
         format=fmt,
+        output_activations=keras_output_activations(model),
+        input_ranges=keras_input_ranges(model, specs),
     )
 
 
@@ -278,7 +319,7 @@ def _from_saved_model(path: Path) -> KerasSource:
         loaded = tf.saved_model.load(str(path))
     except Exception as exc:
         raise ModelLoadError(
-            f"cannot load SavedModel {path}: {_first_line(exc)}",
+            f"cannot load SavedModel {path}: {_reason(exc)}",
             hint="the folder may be incomplete or corrupt; export it again",
         ) from exc
     sig = getattr(loaded, "signatures", {}).get("serving_default")
@@ -325,34 +366,100 @@ def _from_saved_model(path: Path) -> KerasSource:
     )
 
 
-def load_source(model: str | os.PathLike[str] | Any) -> KerasSource:
-    """Load a ``.keras`` / ``.h5`` file, a SavedModel folder, or wrap an in-memory Keras model."""
+def _import_module_file(spec: str | os.PathLike[str]) -> ModuleType:
+    """Import a user's module from a ``.py`` path, or by dotted name when no such file exists."""
+    import importlib
+    import importlib.util
+    import sys
+
+    path = Path(spec)
+    try:
+        if path.suffix != ".py" and not path.exists():
+            return importlib.import_module(str(spec))
+        if not path.is_file():
+            raise InputError(f"custom objects file {path} does not exist", hint="check the path")
+        name = f"edgekit_custom_{path.stem}"
+        mod_spec = importlib.util.spec_from_file_location(name, path)
+        assert mod_spec is not None and mod_spec.loader is not None
+        module = importlib.util.module_from_spec(mod_spec)
+        sys.path.insert(0, str(path.resolve().parent))  # its own imports of sibling modules
+        try:
+            sys.modules[name] = module
+            mod_spec.loader.exec_module(module)
+        finally:
+            sys.path.remove(str(path.resolve().parent))
+        return module
+    except InputError:
+        raise
+    except Exception as exc:
+        raise InputError(f"cannot import custom objects from {spec}: {type(exc).__name__}: "
+                         f"{_reason(exc)}", hint="fix the module so that it imports") from exc
+
+
+def load_custom_objects(spec: Any) -> dict[str, Any]:
+    """Custom Keras objects from ``.py`` files / module names, or a mapping (given as is).
+
+    Importing a module runs its ``@keras.saving.register_keras_serializable`` decorators; its
+    classes and functions are also returned by name (for unregistered ones).
+    """
+    if spec is None:
+        return {}
+    if isinstance(spec, Mapping):
+        return dict(spec)
+    specs = [spec] if isinstance(spec, str | os.PathLike) else list(spec)
+    out: dict[str, Any] = {}
+    for item in specs:
+        module = _import_module_file(item)
+        for name, obj in vars(module).items():
+            if not name.startswith("_") and (isinstance(obj, type) or callable(obj)):
+                if getattr(obj, "__module__", None) == module.__name__:
+                    out[name] = obj
+    return out
+
+
+def _load_keras_file(path: Path, custom_objects: dict[str, Any]) -> Any:
+    import keras
+
+    try:
+        with keras.saving.custom_object_scope(custom_objects):
+            return keras.models.load_model(path, compile=False, custom_objects=custom_objects)
+    except Exception as exc:
+        text = _reason(exc)
+        if "Could not locate" in text or "Unknown layer" in text:
+            raise ModelLoadError(
+                f"{path} uses a custom object Keras cannot find: {text}",
+                hint="pass the module that defines it: --custom-objects my_layers.py "
+                "(Python: export_model(..., custom_objects=...))",
+            ) from exc
+        if isinstance(exc, OSError | zipfile.BadZipFile) or any(
+                w in text.lower() for w in ("truncated", "unable to open", "bad zip", "eof")):
+            raise ModelLoadError(
+                f"{path} is truncated or corrupt: Keras cannot read it ({text})",
+                hint="save the model again with model.save('model.keras')",
+            ) from exc
+        raise ModelLoadError(
+            f"Keras cannot rebuild the model in {path}: {type(exc).__name__}: {text}",
+            hint="if the model uses custom layers, pass --custom-objects my_layers.py; "
+            "otherwise save the model again with model.save('model.keras')",
+        ) from exc
+
+
+def load_source(model: str | os.PathLike[str] | Any, custom_objects: Any = None) -> KerasSource:
+    """Load a ``.keras`` / ``.h5`` file, a SavedModel folder, or wrap an in-memory Keras model.
+
+    ``custom_objects``: see :func:`load_custom_objects` (default: none).
+    """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     require("tensorflow", "export", "tensorflow-cpu")
     _quiet_tf()
+    objects = load_custom_objects(custom_objects)
     if not isinstance(model, str | os.PathLike):
         return _from_keras_model(model, getattr(model, "name", "model"), None, "keras-object")
     path = Path(model)
     fmt = _check_model_path(path)
     if fmt == "savedmodel":
         return _from_saved_model(path)
-    import keras
-
-    try:
-        km = keras.models.load_model(path, compile=False)
-    except Exception as exc:
-        text = _first_line(exc)
-        if "Unknown layer" in text or "Could not locate" in text:
-            raise ModelLoadError(
-                f"{path} uses a custom layer Keras cannot rebuild: {text}",
-                hint="register it with @keras.saving.register_keras_serializable() "
-                "and export from Python with edgekit.export.export_model(model_object, ...)",
-            ) from exc
-        raise ModelLoadError(
-            f"cannot load {path} as a Keras model (truncated or corrupt?): {text}",
-            hint="save the model again with model.save('model.keras')",
-        ) from exc
-    return _from_keras_model(km, path.stem, path, fmt)
+    return _from_keras_model(_load_keras_file(path, objects), path.stem, path, fmt)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -376,55 +483,114 @@ def _rename_outputs(model_proto: Any, names: list[str]) -> None:
 
 
 def _unsupported_nodes(model_proto: Any) -> list[tuple[str, str]]:
+    """(op type, node name) of nodes no ONNX domain defines, Loop/If bodies included."""
     import onnx
 
-    return [
-        (n.op_type, n.name)
-        for n in model_proto.graph.node
-        if not onnx.defs.has(n.op_type, n.domain or "")
-    ]
+    from .graph import walk_nodes
+
+    return [(n.op_type, n.name) for n in walk_nodes(model_proto.graph)
+            if not onnx.defs.has(n.op_type, n.domain or "")]
+
+
+def _higher_opset_for(ops: set[str], opset: int) -> int | None:
+    """The lowest opset above ``opset`` (up to MAX_OPSET) where tf2onnx converts all ``ops``."""
+    import tf2onnx.onnx_opset  # noqa: F401  (registers the handlers)
+    from tf2onnx import handler
+
+    try:  # table[v]: the ops whose handler starts at opset v
+        table = handler.tf_op.get_opsets()[""]
+    except (AttributeError, KeyError, TypeError):
+        return None
+    known: set[str] = set().union(*table[: opset + 1])
+    if not ops - known:
+        return None  # convertible at this opset: the opset is not the cause
+    for v in range(opset + 1, min(MAX_OPSET, len(table) - 1) + 1):
+        known |= set(table[v])
+        if ops <= known:
+            return v
+    return None
+
+
+def _opset_hint(reason: str, opset: int) -> str | None:
+    """A hint to change --opset, only when the opset is what a message names as the cause."""
+    if "opset" not in reason.lower():
+        return None
+    other = MAX_OPSET if opset < MAX_OPSET else MIN_OPSET
+    return f"the message names the opset as the cause: try --opset {other}"
+
+
+def _run_tf2onnx(source: KerasSource, signature: list[Any], opset: int) -> tuple[Any, Any]:
+    """tf2onnx on ``source.function`` traced for conversion; returns (model, concrete fn)."""
+    import logging
+
+    require("tf2onnx", "export")
+    from .tfconvert import from_function, tracing_for_conversion
+
+    log = logging.getLogger("tf2onnx")
+    level = log.level
+    log.setLevel(logging.CRITICAL)  # unsupported ops are reported by _check_converted
+    try:
+        with tracing_for_conversion():
+            concrete = source.function.get_concrete_function(*signature)
+            model_proto = from_function(source.function, signature, opset)
+    except Exception as exc:
+        reason = _reason(exc)
+        raise ConversionError(
+            f"tf2onnx failed converting {source.name}: {type(exc).__name__}: {reason}",
+            hint=_opset_hint(reason, opset) or "a layer uses a TensorFlow construct tf2onnx "
+            "cannot convert; replace that layer or apply it outside the model",
+        ) from exc
+    finally:
+        log.setLevel(level)
+    return model_proto, concrete
+
+
+def _check_converted(model_proto: Any, opset: int) -> None:
+    """Raise when TensorFlow ops were left unconverted (tf2onnx does not raise itself)."""
+    bad = _unsupported_nodes(model_proto)
+    if not bad:
+        return
+    ops = Counter(op for op, _ in bad)
+    where = sorted({n.split("/")[-2] if n.count("/") else n for _, n in bad})[:5]
+    higher = _higher_opset_for(set(ops), opset)
+    if higher is not None:
+        hint = f"tf2onnx converts these ops from opset {higher}: use --opset {higher}"
+    elif "StatefulPartitionedCall" in ops or "PartitionedCall" in ops:
+        hint = ("a layer calls a nested tf.function (e.g. jit_compile=True) that tf2onnx "
+                "cannot inline; call its ops directly in the layer")
+    else:
+        hint = "replace that layer with ONNX-convertible ops, or apply it outside the model"
+    raise ConversionError(
+        f"unsupported layer: TensorFlow op(s) {', '.join(sorted(ops))} have no ONNX "
+        f"conversion in tf2onnx (in {', '.join(where)})", hint=hint)
 
 
 def convert(source: KerasSource, opset: int = 17) -> Any:
     """Convert ``source`` to an ``onnx.ModelProto`` and check the graph.
 
-    Raises :class:`ConversionError` when tf2onnx fails, leaves TensorFlow ops unconverted, or
-    the onnx checker rejects the result.
+    Captured constants become initializers and the graph's inputs must be exactly the
+    signature's. Raises :class:`ConversionError` when tf2onnx fails, leaves TensorFlow ops
+    unconverted, or the onnx checker rejects the result; the hint names the cause.
     """
     onnx = require("onnx", "export")
-    tf2onnx = require("tf2onnx", "export")
-    import logging
-
-    logging.getLogger("tf2onnx").setLevel(logging.ERROR)
     import tensorflow as tf
 
+    from .tfconvert import bind_captured_constants, captured_constants
+
     signature = [tf.TensorSpec(s.shape, tf.as_dtype(s.dtype), name=s.name) for s in source.inputs]
-    try:
-        model_proto, _ = tf2onnx.convert.from_function(  # type: ignore[attr-defined]
-            source.function, input_signature=signature, opset=opset
-        )
-    except Exception as exc:
-        raise ConversionError(
-            f"tf2onnx could not convert {source.name}: {_first_line(exc)}",
-            hint="a layer may use a TensorFlow op without an ONNX equivalent; "
-            "try another --opset or replace that layer",
-        ) from exc
-    bad = _unsupported_nodes(model_proto)
-    if bad:
-        ops = Counter(op for op, _ in bad)
-        where = sorted({n.split("/")[-2] if n.count("/") else n for _, n in bad})[:5]
-        raise ConversionError(
-            f"unsupported layer: TensorFlow op(s) {', '.join(sorted(ops))} have no ONNX "
-            f"conversion (in {', '.join(where)})",
-            hint="replace that layer with ONNX-convertible ops, or apply it outside the model",
-        )
+    model_proto, concrete = _run_tf2onnx(source, signature, opset)
+    _check_converted(model_proto, opset)
+    bind_captured_constants(model_proto, captured_constants(concrete),
+                            [s.name for s in source.inputs])
     _rename_outputs(model_proto, [o.name for o in source.outputs])
     try:
         onnx.checker.check_model(model_proto)  # type: ignore[attr-defined]
     except Exception as exc:
+        reason = _reason(exc)
         raise ConversionError(
-            f"the converted graph of {source.name} is not valid ONNX: {_first_line(exc)}",
-            hint="report this with the model attached; meanwhile try another --opset",
+            f"the onnx checker rejects the graph tf2onnx made of {source.name}: {reason}",
+            hint=_opset_hint(reason, opset) or "a converter bug: report it with the model "
+            "attached (tf2onnx and edgekit versions are in --version and the report)",
         ) from exc
     return model_proto
 
@@ -433,26 +599,24 @@ def convert(source: KerasSource, opset: int = 17) -> Any:
 # Validation inputs
 # ---------------------------------------------------------------------------------------------
 def synthetic_inputs(source: KerasSource, n: int, seed: int = 0) -> dict[str, np.ndarray]:
-    """Seeded inputs matching each input's shape and dtype (ids in the Embedding range).
+    """Seeded inputs matching each input's shape, dtype and preprocessing range.
 
-    Float inputs are uniform in [0, 1) for image models (the preprocessed range) and standard
-    normal otherwise; dynamic non-batch dimensions get length 8.
+    Integer inputs get ids in the Embedding range; float inputs the range a leading
+    ``Rescaling`` / ``Normalization`` layer implies, else [0, 1) for image models and N(0, 1)
+    otherwise. Dynamic non-batch dimensions get the first length Keras accepts (probed once,
+    see :func:`edgekit.synthetic.probe_length`).
     """
-    rng = np.random.default_rng(seed)
     pre = source.metadata.preprocessing
-    feeds: dict[str, np.ndarray] = {}
-    for s in source.inputs:
-        shape = (n, *[8 if d is None else d for d in s.shape[1:]])
-        dt = np.dtype(s.dtype)
-        if np.issubdtype(dt, np.integer):
-            feeds[s.name] = rng.integers(0, source.int_ranges.get(s.name, 2), shape).astype(dt)
-        elif dt == np.bool_:
-            feeds[s.name] = rng.integers(0, 2, shape).astype(bool)
-        elif pre is not None and pre.kind == "image":
-            feeds[s.name] = rng.random(shape, dtype=np.float32).astype(dt)
-        else:
-            feeds[s.name] = rng.standard_normal(shape).astype(dt)
-    return feeds
+    image = pre is not None and pre.kind == "image"
+
+    def make(length: int, count: int = n) -> dict[str, np.ndarray]:
+        return draw_inputs(source.inputs, count, np.random.default_rng(seed), length,
+                           source.input_ranges, source.int_ranges, image)
+
+    dynamic = any(d is None for s in source.inputs for d in s.shape[1:])
+    if dynamic and source.synthetic_length is None:
+        source.synthetic_length = probe_length(source.call, lambda k: make(k, 1), source.name)
+    return make(source.synthetic_length or 8)
 
 
 def prepare_inputs(
@@ -570,74 +734,157 @@ def onnx_metadata_props(
     return props
 
 
-def set_metadata_props(model_proto: Any, props: dict[str, str]) -> None:
-    """Replace ``model_proto.metadata_props`` entries with ``props`` (others are kept)."""
-    existing = {p.key: p for p in model_proto.metadata_props}
-    for k, v in props.items():
-        if k in existing:
-            existing[k].value = v
-        else:
-            entry = model_proto.metadata_props.add()
-            entry.key, entry.value = k, v
+#: kept for callers of the old name; see :func:`edgekit.metadata.set_props`
+set_metadata_props = set_props
+
+
+def output_contract(source: KerasSource, meta: ModelMetadata, config: ExportConfig) -> list[str]:
+    """The kind of each output: ``config.output_kinds`` when given, else from each output's
+    final activation (a linear end counts as logits only for a known classifier: labels or
+    an edgekit recipe; pass ``--output-kind logits`` otherwise)."""
+    n = len(source.outputs)
+    if config.output_kinds is not None:
+        if len(config.output_kinds) != n:
+            raise InputError(
+                f"{len(config.output_kinds)} output kind(s) given but the model has {n} output(s)",
+                hint="give one --output-kind per output, in order",
+            )
+        return list(config.output_kinds)
+    classifier = meta.task == "classification" and (
+        meta.labels is not None or meta.recipe is not None)
+    acts = source.output_activations or ["unknown"] * n
+    return [output_kind(a, meta.task, classifier).value for a in acts]
+
+
+def _shapes_of(feeds: dict[str, np.ndarray]) -> str:
+    return ", ".join(f"{k} {format_shape(v.shape)} {v.dtype}" for k, v in feeds.items())
+
+
+def _keras_reference(source: KerasSource, feeds: dict[str, np.ndarray],
+                     batch_size: int) -> list[np.ndarray]:
+    """The Keras outputs on ``feeds``; Keras' own failure is an input problem, said as such."""
+    try:
+        return run_in_batches(source.call, feeds, batch_size)
+    except Exception as exc:
+        raise InputError(
+            f"Keras itself cannot run {source.name} on the validation inputs "
+            f"({_shapes_of(feeds)}): {type(exc).__name__}: {_reason(exc)}",
+            hint="give --validation-data with inputs the model accepts",
+        ) from exc
+
+
+def _onnx_run_error(exc: BaseException, feeds: dict[str, np.ndarray], opset: int | None,
+                    ) -> ConversionError:
+    reason = _reason(exc)
+    return ConversionError(
+        f"onnxruntime loads the converted graph but fails running it on "
+        f"{_shapes_of(feeds)}: {reason}",
+        hint=(_opset_hint(reason, opset) if opset else None) or "a converter bug: report it "
+        "with the model attached (try --no-simplify to rule out edgekit's clean-ups)",
+    )
 
 
 def validate_source(
     source: KerasSource,
-    onnx_model: bytes | str | os.PathLike[str],
+    onnx_model: bytes | str | os.PathLike[str] | Any,
     feeds: dict[str, np.ndarray],
     atol: float | None,
-    batch_size: int = 64,
+    batch_size: int = 8,
+    opset: int | None = None,
 ) -> ValidationResult:
-    """Compare Keras (reference) and onnxruntime on ``feeds`` at ``batch_size`` and batch 1."""
+    """Compare Keras (reference) and onnxruntime on ``feeds`` in batches of ``batch_size``
+    (default 8: memory bounded by the batch, not the sample count), then at batch 1.
+
+    ``onnx_model``: a path, serialized bytes or an ``onnxruntime.InferenceSession``. The
+    result carries the reference outputs' saturation and warnings when they are degenerate.
+    """
     n = len(next(iter(feeds.values())))
-    ref = run_in_batches(source.call, feeds, 256)
-    got = run_onnx(onnx_model, feeds, batch_size=batch_size)
-    result = compare_outputs(ref, got, [o.name for o in source.outputs], atol)
-    # The same file at batch 1: proves the batch dimension is really dynamic.
-    k = min(n, 8)
-    one = run_onnx(onnx_model, {name: v[:k] for name, v in feeds.items()}, batch_size=1)
+    names = [o.name for o in source.outputs]
+    ref = _keras_reference(source, feeds, batch_size)
+    sess = onnx_model if hasattr(onnx_model, "run") else onnx_session(onnx_model)
+    try:
+        got = run_in_batches(lambda f: sess.run(None, f), feeds, batch_size)
+        k = min(n, 8)  # batch 1 proves the batch dimension is really dynamic
+        one = run_in_batches(lambda f: sess.run(None, f), {a: v[:k] for a, v in feeds.items()}, 1)
+    except Exception as exc:
+        raise _onnx_run_error(exc, feeds, opset) from exc
+    result = compare_outputs(ref, got, names, atol)
     single = compare_outputs([r[:k] for r in ref], one, None, atol)
     if single.max_abs_error > result.max_abs_error:
         result.max_abs_error = single.max_abs_error
         result.passed = atol is None or result.max_abs_error <= atol
+    result.saturation = output_saturation(ref, names)
+    result.warnings = degenerate_warnings(result.saturation, n)
     return result
 
 
-def export_model(
-    model: str | os.PathLike[str] | Any,
-    outdir: str | os.PathLike[str],
-    config: ExportConfig | None = None,
-    validation_data: str | os.PathLike[str] | Dataset | None = None,
-    extra_outputs: Callable[[ArtifactSet, KerasSource, Any, dict[str, Any]], None] | None = None,
-) -> ExportResult:
-    """Export a Keras model to ``OUTDIR/<stem>.onnx`` + ``<stem>.report.json``.
+def _load_session(model_proto: Any, raw: Any | None, opset: int) -> Any:
+    """An onnxruntime session of ``model_proto``; a refusal is classified: edgekit's
+    clean-ups (``raw``, the unsimplified graph, loads) or the converted graph itself."""
+    import onnxruntime as ort
 
-    Args:
-        model: a ``.keras`` / ``.h5`` path, a SavedModel folder, or an in-memory Keras model.
-        outdir: output folder (created if missing).
-        config: options (default :class:`ExportConfig()`).
-        validation_data: ``.npz``/``.npy`` file or :class:`Dataset` to validate on (default:
-            seeded synthetic inputs).
-        extra_outputs: hook for later stages (quantization) that stage more files into the
-            same atomic output set: ``f(artifacts, source, model_proto, report)``.
+    options = ort.SessionOptions()
+    options.enable_cpu_mem_arena = False  # memory returns after each validation batch
+    try:
+        return onnx_session(model_proto.SerializeToString(), session_options=options)
+    except Exception as exc:
+        reason = _reason(exc)
+        if raw is not None:
+            try:
+                onnx_session(raw.SerializeToString(), session_options=options)
+            except Exception:  # the converted graph itself is refused: fall through
+                pass
+            else:
+                raise ConversionError(
+                    f"edgekit's graph clean-up produced a graph onnxruntime refuses: {reason}",
+                    hint="re-run with --no-simplify, and report this edgekit bug",
+                ) from exc
+        raise ConversionError(
+            f"onnxruntime refuses the graph tf2onnx made: {reason}",
+            hint=_opset_hint(reason, opset) or "an op or type onnxruntime does not implement, "
+            "or a converter bug: report it with the model attached",
+        ) from exc
 
-    Raises:
-        EdgekitError subclasses for every user error; nothing is written then.
-    """
-    config = config or ExportConfig()
-    timer = _Timer()
-    if isinstance(model, str | os.PathLike):
-        stem = Path(model).name if Path(model).is_dir() else Path(model).stem
+
+def _simplified(model_proto: Any, config: ExportConfig) -> tuple[Any, list[str], Any]:
+    """(graph, notes, loaded session): the graph simplified when ``config.simplify``."""
+    if not config.simplify:
+        return model_proto, [], _load_session(model_proto, None, config.opset)
+    import onnx
+
+    from .graph import simplify
+
+    raw = onnx.ModelProto()
+    raw.CopyFrom(model_proto)
+    notes = simplify(model_proto)
+    return model_proto, notes, _load_session(model_proto, raw, config.opset)
+
+
+def _validation_feeds(source: KerasSource, config: ExportConfig,
+                      data: str | os.PathLike[str] | Dataset | None,
+                      ) -> tuple[dict[str, np.ndarray], list[str], str]:
+    """(feeds, notes, description): the user's data (capped) or seeded synthetic inputs."""
+    if data is None:
+        feeds = synthetic_inputs(source, config.validation_samples or 256, config.seed)
+        return feeds, [], f"synthetic (seed {config.seed})"
+    if isinstance(data, Dataset):
+        ds = data
+    elif Path(data).is_dir() or Path(data).suffix.lower() in (".tsv", ".csv", ".txt"):
+        from .quantize import load_model_data
+
+        feeds, _, notes, desc = load_model_data(data, source.inputs, source.metadata,
+                                                "validation data", "test",
+                                                config.validation_samples, config.seed)
+        return feeds, notes, desc
     else:
-        stem = getattr(model, "name", "model")
-    onnx_name, report_name = f"{stem}.onnx", f"{stem}.report.json"
-    artifacts = ArtifactSet(outdir, [onnx_name, report_name], force=config.force)
-    artifacts.check()  # fail before any slow work
-    if isinstance(validation_data, str | os.PathLike) and not Path(validation_data).exists():
-        raise InputError(f"validation data file {validation_data} does not exist")
+        ds = load_dataset(data, [s.name for s in source.inputs], "validation data")
+    if config.validation_samples:
+        ds = ds.take(config.validation_samples)
+    feeds, notes = prepare_inputs(source.inputs, ds, source.metadata)
+    return feeds, notes, ds.source or "in-memory dataset"
 
-    with timer.step("load"):
-        source = load_source(model)
+
+def _check_labels(source: KerasSource, config: ExportConfig) -> None:
     meta = source.metadata
     if config.labels is not None:
         meta.labels = list(config.labels)
@@ -649,42 +896,20 @@ def export_model(
                 hint="give one label per output class",
             )
 
-    with timer.step("validation_inputs"):
-        notes: list[str] = []
-        if validation_data is None:
-            feeds = synthetic_inputs(source, config.validation_samples or 256, config.seed)
-            data_desc = f"synthetic (seed {config.seed})"
-        else:
-            ds = (
-                validation_data
-                if isinstance(validation_data, Dataset)
-                else load_dataset(validation_data, [s.name for s in source.inputs],
-                                  "validation data")
-            )
-            if config.validation_samples:
-                ds = ds.take(config.validation_samples)
-            feeds, notes = prepare_inputs(source.inputs, ds, meta)
-            data_desc = ds.source or "in-memory dataset"
 
-    with timer.step("convert"):
-        model_proto = convert(source, config.opset)
-    simplified: list[str] = []
-    if config.simplify:
-        from .graph import simplify
-
-        with timer.step("simplify"):
-            simplified = simplify(model_proto)
-    set_metadata_props(model_proto, onnx_metadata_props(source, config.opset, meta, config))
-    onnx_bytes = model_proto.SerializeToString()
-
-    with timer.step("validate"):
-        try:
-            result = validate_source(source, onnx_bytes, feeds, config.atol)
-        except Exception as exc:  # onnxruntime refusing the graph is a conversion problem
-            raise ConversionError(
-                f"onnxruntime cannot run the converted model: {_first_line(exc)}",
-                hint="try another --opset",
-            ) from exc
+def _validate(source: KerasSource, session: Any, feeds: dict[str, np.ndarray],
+              config: ExportConfig) -> ValidationResult:
+    """Validate and enforce ``atol`` and ``strict``; raises ValidationError."""
+    result = validate_source(source, session, feeds, config.atol, config.batch_size,
+                             config.opset)
+    if not result.passed and result.warnings:
+        raise ValidationError(
+            f"ONNX outputs differ from Keras by up to {result.max_abs_error:.3g} "
+            f"(> atol {config.atol:g}; {result.summary()}), on inputs where "
+            f"{'; '.join(result.warnings)}; no model was written",
+            hint="saturated outputs turn float rounding into flipped classes: validate on "
+            "real inputs with --validation-data (or --calibration)",
+        )
     if not result.passed:
         raise ValidationError(
             f"ONNX outputs differ from Keras by up to {result.max_abs_error:.3g} "
@@ -692,8 +917,19 @@ def export_model(
             hint="check the model for non-deterministic layers, or raise --atol if this "
             "difference is acceptable",
         )
+    if config.strict and result.warnings:
+        raise ValidationError(
+            f"validation proves little: {'; '.join(result.warnings)} (--strict)",
+            hint="validate on real inputs with --validation-data (or --calibration)",
+        )
+    return result
 
-    report: dict[str, Any] = {
+
+def _report(source: KerasSource, config: ExportConfig, model_proto: Any, simplified: list[str],
+            validation: dict[str, Any], onnx_file: tuple[str, int],
+            timings: dict[str, float]) -> dict[str, Any]:
+    """The ``<stem>.report.json`` content."""
+    return {
         "edgekit_version": __version__,
         "source": {
             "path": str(source.path) if source.path else None,
@@ -705,17 +941,81 @@ def export_model(
         "config": asdict(config),
         "inputs": [s.to_dict() for s in source.inputs],
         "outputs": [s.to_dict() for s in source.outputs],
-        "metadata": meta.to_dict(),
+        "metadata": source.metadata.to_dict(),
         "graph": {
             "opset": config.opset,
             "nodes": len(model_proto.graph.node),
             "op_histogram": _op_histogram(model_proto),
             "simplified": simplified,
         },
-        "validation": {"data": data_desc, "notes": notes, **asdict(result)},
-        "files": {"onnx": {"path": onnx_name, "size_bytes": len(onnx_bytes)}},
-        "timings_s": timer.steps,
+        "validation": validation,
+        "files": {"onnx": {"path": onnx_file[0], "size_bytes": onnx_file[1]}},
+        "timings_s": timings,
     }
+
+
+def _stem(model: Any) -> str:
+    if isinstance(model, str | os.PathLike):
+        return Path(model).name if Path(model).is_dir() else Path(model).stem
+    return str(getattr(model, "name", "model"))
+
+
+def export_model(
+    model: str | os.PathLike[str] | Any,
+    outdir: str | os.PathLike[str],
+    config: ExportConfig | None = None,
+    validation_data: str | os.PathLike[str] | Dataset | None = None,
+    extra_outputs: Callable[[ArtifactSet, KerasSource, Any, dict[str, Any]], None] | None = None,
+    custom_objects: Any = None,
+) -> ExportResult:
+    """Export a Keras model to ``OUTDIR/<stem>.onnx`` + ``<stem>.report.json``.
+
+    Args:
+        model: a ``.keras`` / ``.h5`` path, a SavedModel folder, or an in-memory Keras model.
+        outdir: output folder (created if missing).
+        config: options (default :class:`ExportConfig()`).
+        validation_data: ``.npz``/``.npy`` file, IDX folder, text table (models with a
+            tokenizer) or :class:`Dataset` to validate on (default: seeded synthetic inputs).
+        extra_outputs: hook for later stages (quantization) that stage more files into the
+            same atomic output set: ``f(artifacts, source, model_proto, report)``.
+        custom_objects: the user's custom layers: ``.py`` file(s), module name(s) or a
+            ``{name: object}`` mapping (default None); see :func:`load_custom_objects`.
+
+    Raises:
+        EdgekitError subclasses for every user error; nothing is written then.
+    """
+    config = config or ExportConfig()
+    timer = _Timer()
+    stem = _stem(model)
+    onnx_name, report_name = f"{stem}.onnx", f"{stem}.report.json"
+    artifacts = ArtifactSet(outdir, [onnx_name, report_name], force=config.force)
+    artifacts.check()  # fail before any slow work
+    if isinstance(validation_data, str | os.PathLike) and not Path(validation_data).exists():
+        raise InputError(f"validation data file {validation_data} does not exist")
+
+    with timer.step("load"):
+        source = load_source(model, custom_objects)
+    _check_labels(source, config)
+    meta = source.metadata
+    meta.output_kinds = output_contract(source, meta, config)
+    if validation_data is not None:  # the user's data is checked before the slow steps
+        with timer.step("validation_inputs"):
+            feeds, notes, data_desc = _validation_feeds(source, config, validation_data)
+    with timer.step("convert"):
+        model_proto = convert(source, config.opset)
+    with timer.step("simplify"):
+        model_proto, simplified, session = _simplified(model_proto, config)
+    if validation_data is None:  # drawn after conversion: not held through its peak
+        with timer.step("validation_inputs"):
+            feeds, notes, data_desc = _validation_feeds(source, config, None)
+    with timer.step("validate"):
+        result = _validate(source, session, feeds, config)
+    del session
+    set_metadata_props(model_proto, onnx_metadata_props(source, config.opset, meta, config))
+    onnx_bytes = model_proto.SerializeToString()
+    validation = {"data": data_desc, "notes": notes, **asdict(result)}
+    report = _report(source, config, model_proto, simplified, validation,
+                     (onnx_name, len(onnx_bytes)), timer.steps)
     with artifacts.open():
         artifacts.write_bytes(onnx_name, onnx_bytes)
         if extra_outputs is not None:

@@ -8,16 +8,52 @@ non-batch dimension is static, :func:`simplify`
 1. gives such a ``Reshape`` a constant shape ``[-1, d1, ...]`` and drops the shape chain;
 2. folds ``Transpose -> Reshape(flatten) -> MatMul(W)`` into ``Reshape -> MatMul(W')`` by
    permuting the rows of the constant ``W`` (the same products, in another order);
-3. removes nodes and initializers nothing uses any more.
+3. removes nodes and initializers nothing uses any more. A tensor read inside a ``Loop``,
+   ``If`` or ``Scan`` body (an outer-scope reference) counts as used by the node that holds
+   the body; tf2onnx converts RNNs (GRU, LSTM, TimeDistributed) to such loops.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 
-__all__ = ["simplify"]
+__all__ = ["simplify", "walk_nodes", "subgraph_inputs"]
+
+
+def _subgraphs(node: Any) -> Iterator[Any]:
+    for a in node.attribute:
+        if a.HasField("g"):
+            yield a.g
+        yield from a.graphs
+
+
+def walk_nodes(graph: Any) -> Iterator[Any]:
+    """Every node of ``graph``, then of its subgraphs (Loop/If/Scan bodies), recursively."""
+    for n in graph.node:
+        yield n
+        for sub in _subgraphs(n):
+            yield from walk_nodes(sub)
+
+
+def subgraph_inputs(node: Any) -> set[str]:
+    """Names a node's subgraphs read (recursively), minus those they define themselves."""
+    used: set[str] = set()
+    defined: set[str] = set()
+    for sub in _subgraphs(node):
+        defined |= {i.name for i in sub.input} | {i.name for i in sub.initializer}
+        for n in walk_nodes(sub):
+            used.update(n.input)
+            defined.update(n.output)
+        used.update(o.name for o in sub.output)
+    return used - defined - {""}
+
+
+def _node_inputs(node: Any) -> set[str]:
+    """What a node reads: its inputs and its subgraphs' outer-scope references."""
+    return set(node.input) | subgraph_inputs(node)
 
 
 def _static_tail(vi: Any) -> list[int] | None:
@@ -44,7 +80,7 @@ def _shapes(model: Any) -> dict[str, Any]:
 def _consumers(graph: Any) -> dict[str, list[Any]]:
     out: dict[str, list[Any]] = {}
     for n in graph.node:
-        for i in n.input:
+        for i in _node_inputs(n):
             out.setdefault(i, []).append(n)
     return out
 
@@ -157,14 +193,14 @@ def _prune(model: Any) -> int:
     graph = model.graph
     removed = 0
     while True:
-        used = {i for n in graph.node for i in n.input} | {o.name for o in graph.output}
+        used = {i for n in graph.node for i in _node_inputs(n)} | {o.name for o in graph.output}
         dead = [n for n in graph.node if not any(o in used for o in n.output)]
         if not dead:
             break
         for n in dead:
             graph.node.remove(n)
         removed += len(dead)
-    used = {i for n in graph.node for i in n.input} | {o.name for o in graph.output}
+    used = {i for n in graph.node for i in _node_inputs(n)} | {o.name for o in graph.output}
     for init in [i for i in graph.initializer if i.name not in used]:
         graph.initializer.remove(init)
     return removed

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from .data import format_shape
-from .errors import InputError, ModelLoadError, require
+from .errors import InputError, ModelLoadError
 
 __all__ = ["ModelInfo", "inspect_model", "format_info", "load_onnx"]
 
@@ -40,7 +40,7 @@ class ModelInfo:
 
 def load_onnx(path: str | os.PathLike[str]) -> Any:
     """Load an ``onnx.ModelProto`` with clear errors for missing, truncated or non-ONNX files."""
-    onnx = require("onnx", "export")
+    import onnx
     p = Path(path)
     if not p.exists():
         raise InputError(f"model file {p} does not exist", hint="check the path")

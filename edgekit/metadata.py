@@ -32,6 +32,7 @@ __all__ = [
     "load_keras_metadata",
     "save_keras_metadata",
     "keras_metadata_path",
+    "set_props",
 ]
 
 PREFIX = "edgekit."
@@ -107,6 +108,9 @@ class ModelMetadata:
         tokenizer: a serialized :class:`edgekit.text.TextTokenizer` for text models.
         task: ``"classification"`` (default) or ``"regression"``.
         recipe: the training recipe that made the model, if any.
+        output_kinds: the output contract, one :class:`edgekit.contract.OutputKind` value per
+            model output (``probabilities``, ``logits``, ``regression``, ``other``), written at
+            export; default none (``predict`` then returns outputs unchanged).
         extra: free-form string properties kept as they are (e.g. export provenance).
     """
 
@@ -115,6 +119,7 @@ class ModelMetadata:
     tokenizer: dict[str, Any] | None = None
     task: str = "classification"
     recipe: str | None = None
+    output_kinds: list[str] | None = None
     extra: dict[str, str] = field(default_factory=dict)
 
     # -- JSON (Keras side) -------------------------------------------------------------
@@ -126,6 +131,8 @@ class ModelMetadata:
             "task": self.task,
             "recipe": self.recipe,
         }
+        if self.output_kinds is not None:
+            d["output_kinds"] = list(self.output_kinds)
         if self.extra:
             d["extra"] = dict(self.extra)
         return d
@@ -139,6 +146,7 @@ class ModelMetadata:
             tokenizer=d.get("tokenizer"),
             task=d.get("task") or "classification",
             recipe=d.get("recipe"),
+            output_kinds=list(d["output_kinds"]) if d.get("output_kinds") else None,
             extra={str(k): str(v) for k, v in (d.get("extra") or {}).items()},
         )
 
@@ -154,6 +162,8 @@ class ModelMetadata:
             props[PREFIX + "tokenizer"] = json.dumps(self.tokenizer)
         if self.recipe is not None:
             props[PREFIX + "recipe"] = self.recipe
+        if self.output_kinds is not None:
+            props[PREFIX + "output_kinds"] = json.dumps(self.output_kinds)
         for k, v in self.extra.items():
             props[k if k.startswith(PREFIX) else PREFIX + k] = v
         return props
@@ -161,11 +171,12 @@ class ModelMetadata:
     @classmethod
     def from_props(cls, props: dict[str, str]) -> ModelMetadata:
         """Read back what :meth:`to_props` wrote; other ``edgekit.*`` keys go to ``extra``."""
-        own = {"task", "labels", "preprocessing", "tokenizer", "recipe"}
+        own = {"task", "labels", "preprocessing", "tokenizer", "recipe", "output_kinds"}
         get = props.get
         pre = get(PREFIX + "preprocessing")
         tok = get(PREFIX + "tokenizer")
         labels = get(PREFIX + "labels")
+        kinds = get(PREFIX + "output_kinds")
         extra = {
             k: v for k, v in props.items() if k.startswith(PREFIX) and k[len(PREFIX):] not in own
         }
@@ -175,6 +186,7 @@ class ModelMetadata:
             tokenizer=json.loads(tok) if tok else None,
             task=get(PREFIX + "task") or "classification",
             recipe=get(PREFIX + "recipe"),
+            output_kinds=json.loads(kinds) if kinds else None,
             extra=extra,
         )
 
@@ -234,3 +246,14 @@ def save_keras_metadata(model_path: str | os.PathLike[str], meta: ModelMetadata)
     side = keras_metadata_path(p)
     side.write_text(text)
     return side
+
+
+def set_props(model_proto: Any, props: dict[str, str]) -> None:
+    """Set ``metadata_props`` entries of an ``onnx.ModelProto`` (other entries are kept)."""
+    existing = {p.key: p for p in model_proto.metadata_props}
+    for k, v in props.items():
+        if k in existing:
+            existing[k].value = v
+        else:
+            entry = model_proto.metadata_props.add()
+            entry.key, entry.value = k, v

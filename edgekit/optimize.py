@@ -5,10 +5,14 @@
   layout transformations (NCHWc blocking) tuned to the instruction set of the machine that
   ran it, so such a file may be slower or refused elsewhere.
 - :func:`convert_to_ort` writes the ORT-format model and its ``required_operators.config``
-  for a reduced-size ONNX Runtime mobile build (``onnxruntime.tools.convert_onnx_models_to_ort``
-  does the same through a command line; its building blocks are used here).
-- :func:`mobile_usability` reports how much of the graph the NNAPI and CoreML execution
-  providers could take, from ``onnxruntime.tools.mobile_helpers.usability_checker``.
+  for a reduced-size ONNX Runtime mobile build with onnxruntime's own converter
+  (``onnxruntime.tools.convert_onnx_models_to_ort``, ``Runtime`` optimization style).
+- :func:`mobile_usability` reports how much of the graph (nodes and compute) the NNAPI and
+  CoreML execution providers could take, from onnxruntime's usability checker.
+
+edgekit's artifacts are never saved at ``extended``/``all``: those levels write
+onnxruntime-only fused ops (QLinearConv, com.microsoft.QGemm ...) that OpenVINO and the mobile
+EPs refuse. :func:`optimize_model` serves internal steps (fp16 preparation, the checker).
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from .errors import ConversionError, InputError, require
 
 __all__ = [
@@ -28,6 +34,8 @@ __all__ = [
     "optimize_model",
     "convert_to_ort",
     "mobile_usability",
+    "mobile_line",
+    "node_macs",
 ]
 
 
@@ -86,7 +94,7 @@ def optimize_model(
     Metadata (``metadata_props``) of ``src`` is copied over. ``disable`` copies the file.
     Default level: ``extended`` (portable across machines; ``all`` is machine-specific).
     """
-    onnx = require("onnx", "export")
+    import onnx
     require("onnxruntime", "runtime")
     import onnxruntime as ort
 
@@ -108,36 +116,85 @@ def optimize_model(
     return dst
 
 
+def _fixed_batch_copy(src: Path, dst: Path, batch: int) -> Path:
+    """``src`` with the first (batch) dimension of every input fixed to ``batch``."""
+    import onnx
+    from onnxruntime.tools.onnx_model_utils import make_input_shape_fixed
+
+    model = onnx.load(str(src))
+    inits = {i.name for i in model.graph.initializer}
+    for vi in model.graph.input:
+        dims = vi.type.tensor_type.shape.dim
+        if vi.name in inits or not dims or dims[0].HasField("dim_value"):
+            continue
+        shape = [batch] + [d.dim_value if d.HasField("dim_value") else -1 for d in dims[1:]]
+        if all(d > 0 for d in shape):
+            make_input_shape_fixed(model.graph, vi.name, shape)
+        else:
+            dims[0].Clear()
+            dims[0].dim_value = batch
+    onnx.save(model, str(dst))
+    return dst
+
+
 def convert_to_ort(
     src: str | os.PathLike[str],
     ort_path: str | os.PathLike[str],
     config_path: str | os.PathLike[str],
-    level: str | OptimizeLevel = "extended",
-) -> tuple[Path, Path]:
-    """Write the ORT-format model of ``src`` to ``ort_path`` and its operator config.
+    batch: int = 1,
+) -> tuple[Path, Path, list[MobileReport]]:
+    """ORT-format model of ``src`` for mobile builds, its operator config and EP reports.
 
-    ``config_path`` gets the ``required_operators.config`` for a reduced ONNX Runtime build
-    (``--include_ops_by_config``). Optimizations at ``level`` (default ``extended``) are saved
-    into the ORT file; the NCHWc transformer is excluded as the ORT converter does for ARM.
+    Uses onnxruntime's own converter (``convert_onnx_models_to_ort``) with the ``Runtime``
+    optimization style that its documentation recommends for NNAPI and CoreML: basic
+    optimizations are applied, the rest are saved and replayed only for nodes the EP does not
+    take. ``batch`` fixes the batch dimension (default 1; NNAPI and CoreML need static shapes;
+    0 keeps it dynamic). ``config_path`` gets the ``required_operators.config`` for a reduced
+    build (``--include_ops_by_config``). Returns the two paths and :func:`mobile_usability`.
     """
     require("onnxruntime", "runtime")
-    import logging
+    import contextlib
+    import io
+    import shutil
 
-    import onnxruntime as ort
-    from onnxruntime.tools.ort_format_model import create_config_from_models
+    from onnxruntime.tools.convert_onnx_models_to_ort import (
+        OptimizationStyle,
+        convert_onnx_models_to_ort,
+    )
 
-    logging.getLogger("ort_format_model.utils").setLevel(logging.WARNING)
+    ort_path, config_path, src = Path(ort_path), Path(config_path), Path(src)
+    with tempfile.TemporaryDirectory(prefix="edgekit-ort-") as tmp_s:
+        tmp = Path(tmp_s)
+        model = tmp / "in" / "model.onnx"
+        model.parent.mkdir()
+        if batch:
+            _fixed_batch_copy(src, model, batch)
+        else:
+            shutil.copyfile(src, model)
+        try:
+            with contextlib.redirect_stdout(io.StringIO()):
+                convert_onnx_models_to_ort(model, tmp / "out", [OptimizationStyle.Runtime])
+        except Exception as exc:
+            raise ConversionError(f"onnxruntime's ORT converter failed: {_first_line(exc)}",
+                                  hint="the model may use ops the ORT format cannot store") from exc
+        shutil.move(str(next((tmp / "out").glob("*.ort"))), ort_path)
+        shutil.move(str(next((tmp / "out").glob("*.config"))), config_path)
+        reports = mobile_usability(model)
+    return ort_path, config_path, reports
 
-    lvl = OptimizeLevel.parse(level)
-    ort_path, config_path = Path(ort_path), Path(config_path)
-    so = ort.SessionOptions()
-    so.graph_optimization_level = lvl.ort_level()
-    so.optimized_model_filepath = str(ort_path)
-    so.add_session_config_entry("session.save_model_format", "ORT")
-    so.add_session_config_entry("session.qdqisint8allowed", "0")
-    _session(str(src), so, ["NchwcTransformer"] if lvl is OptimizeLevel.ALL else None)
-    create_config_from_models([ort_path], config_path, False)
-    return ort_path, config_path
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return (lines[0] if lines else type(exc).__name__)[:300]
+
+
+#: why an EP cannot take a node, for the op types that block the ones we produce
+_BLOCKER_REASONS = {
+    "ai.onnx:QuantizeLinear": "this EP's op list has no QuantizeLinear/DequantizeLinear: it "
+    "cannot run QDQ int8 models; use the fp16 or fp32 variant for it",
+    "ai.onnx:DequantizeLinear": "this EP's op list has no QuantizeLinear/DequantizeLinear: it "
+    "cannot run QDQ int8 models; use the fp16 or fp32 variant for it",
+}
 
 
 @dataclass
@@ -145,42 +202,97 @@ class MobileReport:
     """How much of a graph an execution provider could take (per the usability checker).
 
     Attributes:
-        ep: ``NNAPI``, ``CoreML NeuralNetwork`` or ``CoreML MLProgram``.
-        nodes / supported_nodes: node counts (subgraphs included).
+        ep: ``NNAPI``, ``CoreML NeuralNetwork``, ``CoreML MLProgram``, ``XNNPACK`` or ``QNN``.
+        nodes / supported_nodes: node counts (subgraphs included); None where unknown.
         partitions: graph partitions the EP would get (fewer is better).
-        suitability: the checker's verdict, ``YES``, ``MAYBE`` or ``NO``.
+        suitability: the checker's verdict, ``YES``, ``MAYBE``, ``NO`` or ``UNKNOWN``.
         unsupported_ops: op types the EP cannot take.
-        fixed_shapes_supported_nodes: supported nodes if dynamic input shapes were made fixed.
+        compute_share: share (0..1) of the model's multiply-accumulates in supported nodes.
+        note: why ops are blocked, or why the checker cannot tell.
     """
 
     ep: str
-    nodes: int
-    supported_nodes: int
-    partitions: int
+    nodes: int | None
+    supported_nodes: int | None
+    partitions: int | None
     suitability: str
     unsupported_ops: list[str]
-    fixed_shapes_supported_nodes: int | None = None
+    compute_share: float | None = None
+    note: str | None = None
 
     @property
-    def percent(self) -> float:
+    def percent(self) -> float | None:
         """Share of nodes the EP takes, in percent."""
+        if self.nodes is None or self.supported_nodes is None:
+            return None
         return 100.0 * self.supported_nodes / max(self.nodes, 1)
 
     def summary(self) -> str:
         """One line for people."""
-        s = (f"{self.ep}: {self.supported_nodes}/{self.nodes} nodes ({self.percent:.0f}%) in "
-             f"{self.partitions} partition(s), suitable: {self.suitability}")
-        if self.fixed_shapes_supported_nodes is not None:
-            s += f"; {self.fixed_shapes_supported_nodes} with fixed input shapes"
-        return s
+        return mobile_line(self.to_dict())
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "percent": round(self.percent, 1)}
+        pct = self.percent
+        return {**asdict(self), "percent": None if pct is None else round(pct, 1)}
+
+
+def mobile_line(report: dict[str, Any]) -> str:
+    """One line of a :class:`MobileReport` dict for people."""
+    if report.get("nodes") is None:
+        return f"{report['ep']}: not checked ({report.get('note')})"
+    share = report.get("compute_share")
+    line = (f"{report['ep']}: {report['supported_nodes']}/{report['nodes']} nodes "
+            f"({report['percent']:.0f}%) in {report['partitions']} partition(s)"
+            + (f", {100 * share:.0f}% of the compute" if share is not None else "")
+            + f", suitable: {report['suitability']}")
+    if report.get("unsupported_ops"):
+        line += f"; unsupported: {', '.join(report['unsupported_ops'])}"
+    if report.get("note"):
+        line += f" ({report['note']})"
+    return line
+
+
+def node_macs(model: Any) -> dict[str, int]:
+    """Multiply-accumulates per Conv/ConvTranspose/MatMul/Gemm node (inferred shapes; a
+    dynamic dimension counts as 1)."""
+    import onnx
+
+    inferred = onnx.shape_inference.infer_shapes(model)
+    g = inferred.graph
+    shapes = {v.name: [d.dim_value or 1 for d in v.type.tensor_type.shape.dim]
+              for v in [*g.input, *g.output, *g.value_info]}
+    shapes.update({i.name: list(i.dims) for i in g.initializer})
+    macs: dict[str, int] = {}
+    for n in g.node:
+        out = shapes.get(n.output[0]) if n.output else None
+        w = shapes.get(n.input[1]) if len(n.input) > 1 else None
+        if not out or not w:
+            continue
+        if n.op_type in ("Conv", "ConvTranspose"):
+            macs[n.name] = int(np.prod(out)) * int(np.prod(w[1:]))
+        elif n.op_type in ("MatMul", "Gemm"):
+            macs[n.name] = int(np.prod(out)) * int(w[0] if n.op_type == "Gemm" else w[-2])
+    return macs
+
+
+def _report(ep: str, info: Any, macs: dict[str, int]) -> MobileReport:
+    supported = {n.name for group in info.supported_groups for n in group}
+    total = sum(macs.values())
+    unsupported = sorted(info.unsupported_ops)
+    reasons = sorted({_BLOCKER_REASONS[o] for o in unsupported if o in _BLOCKER_REASONS})
+    return MobileReport(
+        ep=ep, nodes=int(info.num_nodes), supported_nodes=int(info.num_supported_nodes),
+        partitions=int(info.num_partitions), suitability=info.suitability().name,
+        unsupported_ops=unsupported,
+        compute_share=(sum(v for k, v in macs.items() if k in supported) / total) if total
+        else None,
+        note="; ".join(reasons) or None)
 
 
 def mobile_usability(model_path: str | os.PathLike[str]) -> list[MobileReport]:
-    """NNAPI and CoreML partitioning figures for ``model_path`` (optimized at ``basic`` first,
-    as the ORT converter does)."""
+    """NNAPI and CoreML partitioning figures for ``model_path`` from onnxruntime's usability
+    checker (on the graph optimized at ``basic``, as the ORT converter does), with the share of
+    compute each EP takes; XNNPACK and QNN are listed as not known to the checker."""
     require("onnxruntime", "runtime")
     from onnxruntime.tools.mobile_helpers import usability_checker as uc
     from onnxruntime.tools.onnx_model_utils import ModelProtoWithShapeInfo
@@ -192,25 +304,12 @@ def mobile_usability(model_path: str | os.PathLike[str]) -> list[MobileReport]:
         ("CoreML MLProgram",
          lambda m, f: uc.check_coreml_partitions(m, f, "coreml_supported_mlprogram_ops.md")),
     ]
-    reports: list[MobileReport] = []
     with tempfile.TemporaryDirectory(prefix="edgekit-mobile-") as tmp:
         basic = optimize_model(model_path, Path(tmp) / "basic.onnx", "basic")
         model = ModelProtoWithShapeInfo(basic).model_with_shape_info
-        dynamic = any(
-            not d.HasField("dim_value")
-            for i in model.graph.input
-            for d in i.type.tensor_type.shape.dim
-        )
-        for ep, fn in checks:
-            info = fn(model, True)
-            fixed = fn(model, False).num_supported_nodes if dynamic else None
-            reports.append(MobileReport(
-                ep=ep,
-                nodes=int(info.num_nodes),
-                supported_nodes=int(info.num_supported_nodes),
-                partitions=int(info.num_partitions),
-                suitability=info.suitability().name,
-                unsupported_ops=sorted(info.unsupported_ops),
-                fixed_shapes_supported_nodes=fixed,
-            ))
+        macs = node_macs(model)
+        reports = [_report(ep, fn(model, True), macs) for ep, fn in checks]
+    unknown = "onnxruntime's usability checker has no op list for this EP; test it on the device"
+    reports += [MobileReport(ep, None, None, None, "UNKNOWN", [], None, unknown)
+                for ep in ("XNNPACK", "QNN")]
     return reports

@@ -16,24 +16,20 @@ _OPTIONS: list[Callable[[Any], Any]] = [
                  default=None, help="Variant to build beside the fp32 model: int8 (static QDQ, "
                  "needs --calibration), dynamic (int8 weights; LSTM/GRU and Dense-heavy models), "
                  "fp16 (float32 inputs/outputs kept), auto (int8 for conv nets, dynamic for "
-                 "recurrent ones)."),
+                 "recurrent and large Dense models, none for small ones; the reason is "
+                 "printed). Files are standard ONNX (QDQ, ai.onnx ops)."),
     click.option("--calibration", type=click.Path(path_type=Path), default=None,
                  help="Calibration data: NPZ/NPY (x, optional y), a folder of IDX gz files "
                  "(train split), or a label/text TSV for text models."),
     click.option("--calibration-method", type=click.Choice(["minmax", "entropy", "percentile"]),
-                 default=None, help="Activation range estimation (default minmax)."),
+                 default=None, help="Activation range estimation (default percentile)."),
     click.option("--calibration-samples", type=int, default=None,
                  help="Calibration samples (default 256; all when the data has fewer, noted)."),
     click.option("--per-channel/--per-tensor", "per_channel", default=None,
                  help="Per-channel or per-tensor weight scales (default per-channel)."),
     click.option("--preset", type=click.Choice(["avx512_vnni", "avx2", "arm64"]), default=None,
-                 help="Target preset of quantization options (default: avx512_vnni values)."),
-    click.option("--optimize", "optimize", type=click.Choice(["disable", "basic", "extended",
-                                                              "all"]),
-                 default="extended", show_default=True,
-                 help="onnxruntime graph optimization saved into the variant. 'extended' is "
-                 "portable; 'all' adds layout changes specific to the CPU of the machine that "
-                 "ran it."),
+                 help="Target preset of quantization options (default: portable values, 7-bit "
+                 "weights that do not saturate on AVX2-only CPUs)."),
     click.option("--max-accuracy-drop", type=float, default=None, metavar="PT",
                  help="Accuracy budget in points: nodes that lose most are kept in float until "
                  "it holds, else the command fails and writes no variant (needs --eval-data)."),
@@ -41,8 +37,12 @@ _OPTIONS: list[Callable[[Any], Any]] = [
                  help="Labelled data for accuracy figures: NPZ with x and y, an IDX folder "
                  "(test split) or a label/text TSV (the text recipe's 20% test split)."),
     click.option("--format", "output_format", type=click.Choice(["onnx", "ort"]), default="onnx",
-                 show_default=True, help="ort: also the ORT-format model, its "
-                 "required_operators.config and an NNAPI/CoreML usability report."),
+                 show_default=True, help="ort: also the ORT-format model (onnxruntime's "
+                 "converter, Runtime optimization style), its required_operators.config and a "
+                 "per-EP usability report (NNAPI, CoreML: nodes and share of compute)."),
+    click.option("--mobile-batch", type=click.IntRange(min=0), default=1, show_default=True,
+                 help="Batch size fixed in the ORT-format model (NNAPI and CoreML need static "
+                 "shapes); 0 keeps it dynamic."),
 ]
 
 
@@ -55,8 +55,9 @@ def quantization_options(f: Callable[..., Any]) -> Callable[..., Any]:
 
 def config_from_options(quantize: str | None, calibration_method: str | None,
                         calibration_samples: int | None, per_channel: bool | None,
-                        preset: str | None, optimize: str, max_accuracy_drop: float | None,
-                        output_format: str, default_mode: str = "none", **_: Any) -> Any:
+                        preset: str | None, max_accuracy_drop: float | None,
+                        output_format: str, mobile_batch: int = 1, default_mode: str = "none",
+                        **_: Any) -> Any:
     """A :class:`edgekit.quantize.QuantizationConfig` from parsed options (None when no
     variant is asked for)."""
     mode = quantize or default_mode
@@ -68,8 +69,9 @@ def config_from_options(quantize: str | None, calibration_method: str | None,
 
     return QuantizationConfig.from_preset(
         preset, mode=mode, calibration_method=calibration_method,
-        calibration_samples=calibration_samples, per_channel=per_channel, optimize=optimize,
+        calibration_samples=calibration_samples, per_channel=per_channel,
         max_accuracy_drop=max_accuracy_drop, output_format=output_format,
+        mobile_batch=mobile_batch,
     )
 
 

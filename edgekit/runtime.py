@@ -41,6 +41,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
+from .contract import OutputKind, to_probabilities
 from .errors import InputError, ModelLoadError, ProviderError, require
 from .metadata import PREFIX, ModelMetadata, Preprocessing
 
@@ -113,7 +114,7 @@ _ORT_DTYPES: dict[str, np.dtype[Any]] = {
 }  # fmt: skip
 _NUMERIC_KINDS = frozenset("biuf")
 _vdot = np.vdot
-_isnan = math.isnan
+_isfinite = math.isfinite
 
 
 # ---------------------------------------------------------------------------------------------
@@ -396,11 +397,23 @@ class InputSpec:
         shape = x.shape
         if len(shape) != self.ndim or shape[self.tail_start :] != self.tail or self.head:
             self._check_dims(shape)
-        # x.x is NaN exactly when x holds a NaN (squares are >= 0, so no inf - inf), and one
-        # BLAS dot is several times cheaper than np.isnan(x).any() at these sizes.
-        if self.is_float and _isnan(_vdot(x, x)):
-            raise InputError(f"input {self.name!r} contains NaN values")
+        # x.x is NaN exactly when x holds a NaN (squares are >= 0, so no inf - inf) and +inf
+        # when x holds an infinity (or squares overflow); one BLAS dot is several times cheaper
+        # than np.isfinite(x).all() at these sizes, and only a non-finite dot looks closer.
+        if self.is_float and not _isfinite(_vdot(x, x)):
+            self._check_finite(x)
         return x
+
+    def _check_finite(self, x: np.ndarray) -> None:
+        hint = "send finite numbers, or load the model with check_nan=False to allow them"
+        if np.isnan(x).any():
+            raise InputError(f"input {self.name!r} contains NaN values", hint=hint)
+        if np.isinf(x).any():
+            raise InputError(
+                f"input {self.name!r} contains infinite values (Infinity, or numbers too large "
+                f"for {self.dtype})",
+                hint=hint,
+            )
 
     def _check_dims(self, shape: tuple[int, ...]) -> None:
         if len(shape) != self.ndim:
@@ -437,7 +450,8 @@ class InputSpec:
         if kind not in _NUMERIC_KINDS:
             raise InputError(f"input {self.name!r} must be numeric, got {x.dtype} data")
         if kind == "f" and wkind == "f":
-            return x.astype(want)
+            with np.errstate(over="ignore"):  # overflow -> inf, refused by the finite check
+                return x.astype(want)
         if kind in "iu" and wkind in "iu":
             info = np.iinfo(want)
             if x.size and (x.min() < info.min or x.max() > info.max):
@@ -472,7 +486,8 @@ class EdgeModel:
             default True. Explicit arguments override stored settings.
         provider_options: per-provider options keyed by short name, e.g.
             ``{"cuda": {"device_id": 1}}``; default None.
-        check_nan: reject float inputs containing NaN in :meth:`run`; default True.
+        check_nan: reject float inputs containing NaN or +-Inf in :meth:`run`; default True
+            (False lets them through).
     """
 
     def __init__(
@@ -521,8 +536,15 @@ class EdgeModel:
             self.metadata = ModelMetadata.from_props(props)
         except (ValueError, TypeError, KeyError, InputError) as exc:
             raise ModelLoadError(f"edgekit metadata of {self.path} is malformed: {exc}") from exc
-        # probabilities are only derived for models edgekit knows to be classifiers
-        self._classifier = self.metadata.task == "classification" and PREFIX + "task" in props
+        # the output contract written at export decides what predict() returns; no guessing
+        kinds = self.metadata.output_kinds or []
+        try:
+            self.output_kind: OutputKind | None = OutputKind(kinds[0]) if kinds else None
+        except ValueError as exc:
+            raise ModelLoadError(f"edgekit metadata of {self.path} is malformed: {exc}") from exc
+        if kinds == [] and self.metadata.task == "classification" and PREFIX + "task" in props:
+            logger.warning("%s has no output contract (exported by an older edgekit): predict() "
+                           "returns its raw first output; export it again", self.path.name)
         sess = self._session
         self.inputs: tuple[InputSpec, ...] = tuple(
             InputSpec(i.name, i.type, i.shape) for i in sess.get_inputs()
@@ -714,7 +736,11 @@ class EdgeModel:
             preprocess: None (default) follows the rule in the module doc; True / False force.
         """
         if isinstance(x, Mapping):
-            return {name: self._batch(self._spec(name), np.asarray(v)) for name, v in x.items()}
+            feeds = {}
+            for name, v in x.items():
+                spec = self._spec(name)
+                feeds[name] = self._batch(spec, spec._as_array(v))
+            return feeds
         spec = self._single
         if spec is None:
             raise InputError(
@@ -739,7 +765,13 @@ class EdgeModel:
             if apply is None:
                 apply = pre is not None and (pre.raw_dtype is None or a.dtype.kind in "iub")
             if apply and pre is not None and not pre.is_identity:
-                a = pre.apply(a, dtype=want)
+                try:
+                    a = pre.apply(a, dtype=want)
+                except ValueError as exc:  # e.g. 29 features against 30 means/stds
+                    b = a[None] if a.ndim == spec.ndim - 1 else a
+                    spec._check_dims(b.shape)  # the usual message: "needs size 30 on axis 1"
+                    msg = f"input {spec.name!r} does not fit its preprocessing: {exc}"
+                    raise InputError(msg) from None
             elif a.dtype != want:
                 a = a.astype(want)
         return {spec.name: self._batch(spec, a)}
@@ -800,23 +832,15 @@ class EdgeModel:
         return None
 
     def predict(self, x: Any, *, preprocess: bool | None = None) -> np.ndarray:
-        """Probabilities ``(batch, classes)`` for raw ``x`` (see :meth:`prepare`).
+        """The first output for raw ``x`` (see :meth:`prepare`), read by the output contract.
 
-        Classification outputs that already are probabilities (all in [0, 1], rows summing to
-        1, or a single column) are returned as they are; logits get a softmax (a sigmoid for
-        one column). Other tasks, and models without edgekit metadata, return the first output
-        unchanged.
+        ``probabilities`` are returned as they are (softmax rows renormalised to sum to 1,
+        absorbing fp16/int8 rounding), ``logits`` get a softmax (a sigmoid for one column),
+        ``regression``/``other`` outputs and models without a contract are returned unchanged
+        (see :mod:`edgekit.contract`).
         """
         y = np.asarray(self.run(self.prepare(x, preprocess=preprocess))[0])
-        if not self._classifier or y.size == 0 or y.dtype.kind != "f":
-            return y
-        if y.min() >= 0.0 and y.max() <= 1.0:
-            if y.shape[-1] == 1 or float(np.abs(y.sum(axis=-1) - 1.0).max()) <= 1e-3:
-                return y
-        if y.shape[-1] == 1:
-            return (1.0 / (1.0 + np.exp(-y))).astype(y.dtype)
-        e = np.exp(y - y.max(axis=-1, keepdims=True))
-        return (e / e.sum(axis=-1, keepdims=True)).astype(y.dtype)
+        return to_probabilities(y, self.output_kind)
 
     def top_k(self, probs: np.ndarray, k: int = 3) -> list[list[tuple[str, float]]]:
         """The ``k`` most likely ``(label, probability)`` pairs of each row of ``probs``.

@@ -11,10 +11,11 @@ noisy machine. The search runs in stages:
    profiler); nodes where int8 is not faster than fp32 are kept in float;
 3. session: intra-op spinning, graph optimization level, denormals as zero.
 
-Accuracy gate: with labelled evaluation data, a candidate is accepted when its accuracy is
-within ``max_accuracy_drop`` points of fp32; without labels, when its top-1 agreement with fp32
-is at least ``100 - max_accuracy_drop`` percent. The winner is the fastest accepted candidate;
-its session settings go into its metadata (``edgekit.session``), which the runtime applies.
+Accuracy gate: a candidate is rejected only when it is over ``max_accuracy_drop`` by more than
+one standard error: its paired accuracy drop with labelled evaluation data, else its top-1
+disagreement with fp32 on held-out calibration samples (see :mod:`edgekit.agreement`). The
+winner is the fastest accepted candidate. Its file is fast in a plain onnxruntime session; its
+session settings go into its metadata (``edgekit.session``) as a bonus the runtime applies.
 """
 
 from __future__ import annotations
@@ -34,13 +35,14 @@ from typing import Any
 import numpy as np
 
 from . import __version__
+from .agreement import compare_predictions, gate
 from .artifacts import ArtifactSet
 from .bench import cpu_model, measure
 from .data import Dataset, run_in_batches
 from .errors import DataError, InputError
-from .metadata import PREFIX, ModelMetadata
+from .metadata import PREFIX, ModelMetadata, set_props
 from .runtime import EdgeModel, SessionOptionsConfig
-from .validate import accuracy, predicted_classes
+from .validate import accuracy
 
 __all__ = ["TuneConfig", "Candidate", "TuneResult", "tune_model", "measure_ratio", "node_profile",
            "float_region", "format_candidates"]
@@ -55,7 +57,8 @@ class TuneConfig:
 
     Attributes:
         max_accuracy_drop: accuracy budget in points vs fp32 (default 0.5); without labels,
-            the least top-1 agreement with fp32 is ``100 - max_accuracy_drop`` percent.
+            the budget on top-1 disagreement with fp32, in percent (both with a
+            tolerance of one standard error, see :mod:`edgekit.agreement`).
         threads: intra-op threads the model will run with (default 1).
         batch: batch size latency is measured at (default 1).
         budget_minutes: stop starting new candidates after this long (default 10).
@@ -274,6 +277,11 @@ def _attribute_int8(profile: dict[str, float], names: set[str]) -> dict[str, flo
 # ---------------------------------------------------------------------------------------------
 # The search
 # ---------------------------------------------------------------------------------------------
+#: evaluation batch: memory grows with the model, not with the sample count (224x224 at 256
+#: would be gigabytes of activations)
+_EVAL_BATCH = 16
+
+
 def _quant_space() -> list[tuple[str, str, dict[str, Any]]]:
     """(name, description, QuantizationConfig overrides) of the quantization stage."""
     return [
@@ -285,8 +293,8 @@ def _quant_space() -> list[tuple[str, str, dict[str, Any]]]:
          {"preset": "avx512_vnni", "per_channel": False}),
         ("int8-s8s8-pc", "QDQ, s8 symmetric activations, s8 per-channel weights",
          {"preset": "avx512_vnni", "activation_type": "QInt8", "activation_symmetric": True}),
-        ("int8-u8s8-pc-rr-pct", "avx2 preset with percentile calibration",
-         {"preset": "avx2", "calibration_method": "percentile"}),
+        ("int8-u8s8-pc-rr-minmax", "avx2 preset with minmax calibration",
+         {"preset": "avx2", "calibration_method": "minmax"}),
     ]
 
 
@@ -308,20 +316,15 @@ class _Context:
 
 
 def _check_accuracy(ctx: _Context, cand: Candidate, model: EdgeModel) -> None:
-    probs = run_in_batches(model.run, ctx.eval_feeds, 256)[0]
-    same = predicted_classes(probs) == predicted_classes(ctx.fp32_probs)
-    cand.agreement = 100.0 * float(np.mean(same))
-    budget = ctx.config.max_accuracy_drop
+    """Accept ``cand`` unless it is over the budget by more than one standard error (paired
+    accuracy drop with labels, top-1 disagreement without; see :mod:`edgekit.agreement`)."""
+    probs = run_in_batches(model.run, ctx.eval_feeds, _EVAL_BATCH)[0]
+    agree = compare_predictions(ctx.fp32_probs, probs, ctx.eval_labels)
+    cand.agreement = 100.0 * (agree.top1_agreement if agree.top1_agreement is not None else 1.0)
     if ctx.eval_labels is not None and ctx.fp32_accuracy is not None:
         cand.accuracy = accuracy(probs, ctx.eval_labels)
         cand.accuracy_drop = ctx.fp32_accuracy - cand.accuracy
-        cand.accepted = cand.accuracy_drop <= budget + 1e-9
-        cand.reason = (f"accuracy drop {cand.accuracy_drop:+.2f} pt "
-                       f"{'within' if cand.accepted else 'over'} budget {budget:g} pt")
-    else:
-        cand.accepted = cand.agreement >= 100.0 - budget - 1e-9
-        cand.reason = (f"top-1 agreement with fp32 {cand.agreement:.2f}% "
-                       f"{'>=' if cand.accepted else '<'} {100 - budget:g}% (no labels)")
+    cand.accepted, _, cand.reason = gate(agree, ctx.config.max_accuracy_drop)
 
 
 def _open(path: Path, session: SessionOptionsConfig) -> EdgeModel:
@@ -352,8 +355,7 @@ def _try_quant(ctx: _Context, name: str, desc: str, overrides: dict[str, Any],
                stage: str = "quantization", session: SessionOptionsConfig | None = None,
                ) -> Candidate:
     """Quantize with ``overrides``, then measure latency (``session``, default the base
-    settings) and accuracy. Files stay raw QDQ (``optimize="disable"``): onnxruntime optimizes
-    them at load, where transformers can still be switched off per model."""
+    settings) and accuracy. Files are plain QDQ: onnxruntime optimizes them at load."""
     from .quantize import QuantizationConfig, quantize_model
 
     cand = Candidate(name, stage, desc)
@@ -364,7 +366,6 @@ def _try_quant(ctx: _Context, name: str, desc: str, overrides: dict[str, Any],
         mode="int8",
         calibration_samples=ctx.config.calibration_samples,
         seed=ctx.config.seed,
-        optimize="disable",
         **overrides,
     )
     cand.quantization = qcfg.to_dict()
@@ -399,24 +400,25 @@ def _latency_aware(ctx: _Context, best: Candidate) -> tuple[Candidate | None, li
     rows.sort(key=lambda r: -r["fp32_us"])
     if not slower:
         return None, rows
-    q = dict(best.quantization)
-    overrides = {k: q[k] for k in ("per_channel", "activation_type", "weight_type",
-                                   "activation_symmetric", "weight_symmetric", "reduce_range",
-                                   "calibration_method")}
+    quant = dict(best.quantization)
+    overrides = {k: quant[k] for k in ("per_channel", "activation_type", "weight_type",
+                                       "activation_symmetric", "weight_symmetric",
+                                       "reduce_range", "calibration_method")}
     region = float_region(ctx.graph, slower)
-    overrides["nodes_to_exclude"] = sorted(set(q.get("nodes_to_exclude") or []) | set(region))
+    overrides["nodes_to_exclude"] = sorted(set(quant.get("nodes_to_exclude") or [])
+                                           | set(region))
     cand = _try_quant(
         ctx, "int8-latency-aware",
         f"{best.name} with {len(slower)} node(s) where int8 was not faster kept in float "
-        f"({len(region)} with their activations/pooling); Q/DQ not propagated into the "
-        "float region",
-        overrides, stage="mixed precision", session=ctx.base_session.merged(_NO_PROPAGATION),
+        f"({len(region)} with their activations/pooling); the float regions stay float in a "
+        "plain onnxruntime session (no session setting needed)",
+        overrides, stage="mixed precision",
     )
     return cand, rows
 
 
-#: onnxruntime moves Quantize/Dequantize nodes across pooling/reshape at load; that turns a
-#: float MaxPool after a float conv into a slow uint8 NCHW MaxPool. Mixed precision skips it.
+#: onnxruntime moves Quantize/Dequantize nodes across pooling/reshape at load (the session
+#: stage tries switching that off; mixed-precision files no longer need it, see edgekit.qdq)
 _NO_PROPAGATION = SessionOptionsConfig(disabled_optimizers=["QDQPropagationTransformer"])
 
 
@@ -502,6 +504,210 @@ def format_candidates(cands: Sequence[Candidate], winner: Candidate | None = Non
     return render_table(header, rows)
 
 
+@dataclass
+class _Data:
+    """What the search measures on: calibration, evaluation and benchmark inputs."""
+
+    calibration: Dataset
+    eval_feeds: dict[str, np.ndarray]
+    eval_labels: np.ndarray | None
+    eval_desc: str
+    bench_feeds: dict[str, np.ndarray]
+    notes: list[str]
+
+
+def _fp32_model(src: Path, tmp: Path, say: ProgressFn) -> Path:
+    """``src`` itself when it is ONNX, else its validated fp32 export in ``tmp``."""
+    if src.suffix.lower() == ".onnx":
+        return src
+    from .export import ExportConfig, export_model
+
+    say("exporting the fp32 model")
+    return export_model(src, tmp / "fp32", ExportConfig()).onnx_path
+
+
+def _load_tune_data(proto: Any, calibration: Any, eval_data: Any, config: TuneConfig) -> _Data:
+    """Calibration samples; evaluation on ``eval_data``, else on calibration samples held out
+    (not used to calibrate), else on the calibration samples; a batch for timing."""
+    from .quantize import QuantizationConfig, calibration_split, load_model_data, onnx_input_specs
+
+    specs = onnx_input_specs(proto)
+    meta = ModelMetadata.from_props({p.key: p.value for p in proto.metadata_props})
+    qcfg = QuantizationConfig(calibration_samples=config.calibration_samples, seed=config.seed)
+    feeds, cal_info, held, notes = calibration_split(calibration, specs, meta, qcfg)
+    desc = cal_info["data"]
+    if eval_data is not None:
+        ev, labels, more, ev_desc = load_model_data(
+            eval_data, specs, meta, "evaluation data", "test", config.eval_samples, config.seed)
+        notes += more
+    elif held is not None:
+        ev, labels, ev_desc = held[0], held[1], f"{held[2]} (held out)"
+    else:
+        ev, labels, ev_desc = feeds, None, f"{desc} (agreement only)"
+    reps = -(-config.batch // len(next(iter(feeds.values()))))
+    bench = {k: np.concatenate([v] * reps)[: config.batch] for k, v in feeds.items()}
+    return _Data(Dataset(feeds, None, desc), ev, labels, ev_desc, bench, notes)
+
+
+def _context(config: TuneConfig, fp32_path: Path, graph: Any, data: _Data, tmp: Path,
+             say: ProgressFn) -> _Context:
+    base_session = SessionOptionsConfig(
+        intra_op_num_threads=config.threads, inter_op_num_threads=1,
+        execution_mode="sequential", graph_optimization_level="all",
+    )
+    reference = _open(fp32_path, base_session)
+    fp32_probs = run_in_batches(reference.run, data.eval_feeds, _EVAL_BATCH)[0]
+    labels = data.eval_labels
+    fp32_acc = accuracy(fp32_probs, labels) if labels is not None else None
+    return _Context(config, fp32_path, graph, data.eval_feeds, labels, fp32_probs, fp32_acc,
+                    data.bench_feeds, data.calibration, reference, base_session, tmp, say)
+
+
+class _Search:
+    """The staged search: one method per stage, a shared time budget and progress."""
+
+    def __init__(self, ctx: _Context, on_progress: FractionFn | None, t_start: float) -> None:
+        self.ctx, self.on_progress = ctx, on_progress
+        self.deadline = t_start + 60 * ctx.config.budget_minutes
+        self.total = len(_quant_space()) + len(_session_space()) + 2
+        self.done = 0
+        self.fp32 = self._baseline()
+        self.cands: list[Candidate] = [self.fp32]
+        self.profile: list[dict[str, Any]] = []
+        self.advance()
+
+    def _baseline(self) -> Candidate:
+        ctx = self.ctx
+        fp32 = Candidate("fp32", "baseline", "fp32, graph optimization all")
+        _measure(ctx, fp32, ctx.fp32_path, ctx.base_session).close()
+        fp32.accuracy, fp32.agreement = ctx.fp32_accuracy, 100.0
+        fp32.accuracy_drop = 0.0 if ctx.fp32_accuracy is not None else None
+        fp32.accepted, fp32.reason = True, "reference"
+        return fp32
+
+    def advance(self) -> None:
+        self.done += 1
+        if self.on_progress is not None:
+            self.on_progress(min(1.0, self.done / self.total))
+
+    def over_budget(self) -> bool:
+        if time.perf_counter() > self.deadline:
+            self.ctx.progress("time budget reached: no more candidates")
+            return True
+        return False
+
+    def best_of(self, pool: Sequence[Candidate]) -> Candidate:
+        ok = [c for c in pool if c.accepted and c.latency_ratio is not None]
+        return min(ok, key=lambda c: c.latency_ratio or 0.0) if ok else self.fp32
+
+    def quantization(self) -> None:
+        space, say = _quant_space(), self.ctx.progress
+        for i, (name, desc, overrides) in enumerate(space):
+            if i and self.over_budget():
+                break
+            say(f"[{i + 1}/{len(space)}] {name}: {desc}")
+            c = _try_quant(self.ctx, name, desc, dict(overrides))
+            say(f"    ratio {c.latency_ratio or float('nan'):.3f}, {c.reason}")
+            self.cands.append(c)
+            self.advance()
+
+    def mixed_precision(self) -> None:
+        say = self.ctx.progress
+        if any(c.accepted for c in self.cands[1:]) and not self.over_budget():
+            say("profiling fp32 and int8 per node (latency-aware mixed precision)")
+            mixed, self.profile = _latency_aware(self.ctx, self.best_of(self.cands[1:]))
+            if mixed is not None:
+                say(f"    ratio {mixed.latency_ratio or float('nan'):.3f}, {mixed.reason}")
+                self.cands.append(mixed)
+            else:
+                say("    int8 is faster than fp32 on every profiled node; nothing kept in float")
+        self.advance()
+
+    def session(self) -> None:
+        best = self.best_of(self.cands)
+        best_session = SessionOptionsConfig.from_dict(best.session)
+        for name, desc, extra in _session_space():
+            self.advance()
+            if _skip_session(extra, best, best_session, self.ctx.config.threads):
+                continue
+            if self.over_budget():
+                break
+            self.cands.append(self._session_candidate(best, best_session, name, desc, extra))
+
+    def _session_candidate(self, best: Candidate, best_session: SessionOptionsConfig,
+                           name: str, desc: str, extra: SessionOptionsConfig) -> Candidate:
+        assert best.path is not None
+        c = Candidate(f"{best.name}+{name}", "session", f"{best.name}, {desc}",
+                      quantization=best.quantization)
+        self.ctx.progress(f"session: {c.name}")
+        m = _measure(self.ctx, c, Path(best.path), best_session.merged(extra))
+        if best is self.fp32:
+            c.accuracy, c.agreement, c.accuracy_drop = best.accuracy, 100.0, best.accuracy_drop
+            c.accepted, c.reason = True, "fp32 session settings"
+        else:
+            _check_accuracy(self.ctx, c, m)
+        m.close()
+        self.ctx.progress(f"    ratio {c.latency_ratio or float('nan'):.3f}")
+        return c
+
+    def finish(self) -> Candidate:
+        """The run-off winner; marks the Pareto front."""
+        self.ctx.progress(f"run-off: the {_FINALISTS} fastest candidates re-timed together "
+                          "with fp32")
+        winner = _runoff(self.ctx, self.cands)
+        self.ctx.reference.close()
+        if self.on_progress is not None:
+            self.on_progress(1.0)
+        _pareto(self.cands)
+        return winner
+
+
+def _skip_session(extra: SessionOptionsConfig, best: Candidate,
+                  best_session: SessionOptionsConfig, threads: int) -> bool:
+    if extra.disabled_optimizers and (
+            best.quantization is None
+            or set(extra.disabled_optimizers) <= set(best_session.disabled_optimizers)):
+        return True  # no Q/DQ to propagate, or already off
+    # one thread has no pool threads to spin; a "win" would be noise
+    return extra.allow_spinning is not None and threads == 1
+
+
+def _report(search: _Search, winner: Candidate, src: Path, data: _Data, log: list[str],
+            t_start: float) -> dict[str, Any]:
+    ctx, cands = search.ctx, search.cands
+    return {
+        "edgekit_version": __version__,
+        "model": str(src),
+        "fp32_model": ctx.fp32_path.name,
+        "machine": {"cpu": cpu_model(), "cores": os.cpu_count()},
+        "config": ctx.config.__dict__,
+        "calibration": data.calibration.source,
+        "evaluation": data.eval_desc,
+        "notes": data.notes,
+        "fp32": {"accuracy": ctx.fp32_accuracy, "latency_ms": search.fp32.latency_ms},
+        "winner": winner.to_dict(),
+        "why": _why(winner, search.fp32, cands, ctx.config),
+        "candidates": [c.to_dict() for c in cands],
+        "pareto_front": [c.name for c in cands if c.pareto],
+        "node_profile": search.profile,
+        "elapsed_s": round(time.perf_counter() - t_start, 1),
+        "log": log,
+    }
+
+
+def _tuned_bytes(winner: Candidate, config: TuneConfig) -> bytes:
+    """The winner's file with its session settings and the search summary in metadata."""
+    import onnx
+
+    tuned = onnx.load(winner.path)  # type: ignore[arg-type]
+    session = SessionOptionsConfig.from_dict(winner.session)
+    summary = {"winner": winner.name, "latency_ratio": winner.latency_ratio,
+               "threads": config.threads, "batch": config.batch, "edgekit": __version__}
+    set_props(tuned, {PREFIX + "session": json.dumps(session.to_dict()),
+                      PREFIX + "tune": json.dumps(summary)})
+    return bytes(tuned.SerializeToString())
+
+
 def tune_model(
     model: str | os.PathLike[str],
     outdir: str | os.PathLike[str],
@@ -518,15 +724,13 @@ def tune_model(
         outdir: gets ``<stem>.tuned.onnx`` (with its session settings in metadata) and
             ``<stem>.tune.json`` (candidates, Pareto front, per-node profile, the reasons).
         calibration: calibration data (see :func:`edgekit.quantize.load_model_data`).
-        eval_data: labelled evaluation data (default: agreement with fp32 on calibration data).
+        eval_data: labelled evaluation data (default: agreement with fp32 on calibration
+            samples held out from calibration).
         config: options (default :class:`TuneConfig()`).
         progress: called with one-line status messages (default: none).
         on_progress: called with the fraction of the search done, 0..1 (default: none).
     """
-    import onnx
-
     from .info import load_onnx
-    from .quantize import load_model_data, onnx_input_specs
 
     config = config or TuneConfig()
     log: list[str] = []
@@ -546,155 +750,23 @@ def tune_model(
     artifacts.check()
     t_start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="edgekit-tune-") as tmpdir:
-        tmp = Path(tmpdir)
-        if src.suffix.lower() == ".onnx":
-            fp32_path = src
-        else:
-            from .export import ExportConfig, export_model
-
-            say("exporting the fp32 model")
-            fp32_path = export_model(src, tmp / "fp32", ExportConfig()).onnx_path
+        fp32_path = _fp32_model(src, Path(tmpdir), say)
         proto = load_onnx(fp32_path)
-        specs = onnx_input_specs(proto)
-        meta = ModelMetadata.from_props({p.key: p.value for p in proto.metadata_props})
-        calib_feeds, _, notes, calib_desc = load_model_data(
-            calibration, specs, meta, "calibration data", "train",
-            config.calibration_samples, config.seed)
-        calib = Dataset(calib_feeds, None, calib_desc)
-        if eval_data is not None:
-            eval_feeds, eval_labels, more, eval_desc = load_model_data(
-                eval_data, specs, meta, "evaluation data", "test", config.eval_samples, config.seed)
-            notes += more
-        else:
-            eval_feeds, eval_labels, eval_desc = calib_feeds, None, f"{calib_desc} (agreement only)"
-        n_cal = len(next(iter(calib_feeds.values())))
-        reps = -(-config.batch // n_cal)
-        bench_feeds = {k: np.concatenate([v] * reps)[: config.batch]
-                       for k, v in calib_feeds.items()}
-
-        base_session = SessionOptionsConfig(
-            intra_op_num_threads=config.threads, inter_op_num_threads=1,
-            execution_mode="sequential", graph_optimization_level="all",
-        )
-        reference = _open(fp32_path, base_session)
-        fp32_probs = run_in_batches(reference.run, eval_feeds, 256)[0]
-        fp32_acc = accuracy(fp32_probs, eval_labels) if eval_labels is not None else None
-        ctx = _Context(config, fp32_path, proto.graph, eval_feeds, eval_labels, fp32_probs,
-                       fp32_acc, bench_feeds, calib, reference, base_session, tmp, say)
-
-        fp32 = Candidate("fp32", "baseline", "fp32, graph optimization all")
-        _measure(ctx, fp32, fp32_path, base_session).close()
-        fp32.accuracy, fp32.agreement = fp32_acc, 100.0
-        fp32.accuracy_drop = 0.0 if fp32_acc is not None else None
-        fp32.accepted, fp32.reason = True, "reference"
-        cands = [fp32]
-        deadline = t_start + 60 * config.budget_minutes
-        space, session_space = _quant_space(), _session_space()
-        steps = {"done": 1, "total": len(space) + len(session_space) + 2}
-
-        def advance() -> None:
-            steps["done"] += 1
-            if on_progress is not None:
-                on_progress(min(1.0, steps["done"] / steps["total"]))
-
-        if on_progress is not None:
-            on_progress(1 / steps["total"])
-
-        def over_budget() -> bool:
-            if time.perf_counter() > deadline:
-                say("time budget reached: no more candidates")
-                return True
-            return False
-
-        for i, (name, desc, overrides) in enumerate(space):
-            if i and over_budget():
-                break
-            say(f"[{i + 1}/{len(space)}] {name}: {desc}")
-            c = _try_quant(ctx, name, desc, dict(overrides))
-            say(f"    ratio {c.latency_ratio or float('nan'):.3f}, {c.reason}")
-            cands.append(c)
-            advance()
-
-        def best_of(pool: Sequence[Candidate]) -> Candidate:
-            ok = [c for c in pool if c.accepted and c.latency_ratio is not None]
-            return min(ok, key=lambda c: c.latency_ratio) if ok else fp32  # type: ignore[arg-type, return-value]
-
-        profile_rows: list[dict[str, Any]] = []
-        best_q = best_of(cands[1:]) if any(c.accepted for c in cands[1:]) else None
-        if best_q is not None and not over_budget():
-            say("profiling fp32 and int8 per node (latency-aware mixed precision)")
-            mixed, profile_rows = _latency_aware(ctx, best_q)
-            if mixed is not None:
-                say(f"    ratio {mixed.latency_ratio or float('nan'):.3f}, {mixed.reason}")
-                cands.append(mixed)
-            else:
-                say("    int8 is faster than fp32 on every profiled node; nothing kept in float")
-        advance()
-        best = best_of(cands)
-        best_session = SessionOptionsConfig.from_dict(best.session)
-        for name, desc, extra in session_space:
-            advance()
-            if extra.disabled_optimizers and (
-                best.quantization is None
-                or set(extra.disabled_optimizers) <= set(best_session.disabled_optimizers)
-            ):
-                continue  # no Q/DQ to propagate, or already off
-            if extra.allow_spinning is not None and config.threads == 1:
-                continue  # one thread has no pool threads to spin; a "win" would be noise
-            if over_budget():
-                break
-            assert best.path is not None
-            c = Candidate(f"{best.name}+{name}", "session", f"{best.name}, {desc}",
-                          quantization=best.quantization)
-            say(f"session: {c.name}")
-            m = _measure(ctx, c, Path(best.path), best_session.merged(extra))
-            if best is fp32:
-                c.accuracy, c.agreement, c.accuracy_drop = fp32.accuracy, 100.0, fp32.accuracy_drop
-                c.accepted, c.reason = True, "fp32 session settings"
-            else:
-                _check_accuracy(ctx, c, m)
-            m.close()
-            say(f"    ratio {c.latency_ratio or float('nan'):.3f}")
-            cands.append(c)
-        say(f"run-off: the {_FINALISTS} fastest candidates re-timed together with fp32")
-        winner = _runoff(ctx, cands)
-        reference.close()
-        if on_progress is not None:
-            on_progress(1.0)
-        _pareto(cands)
-        why = _why(winner, fp32, cands, config)
-        say(why)
-
-        tuned = onnx.load(winner.path)  # type: ignore[arg-type]
-        session = SessionOptionsConfig.from_dict(winner.session)
-        summary = {"winner": winner.name, "latency_ratio": winner.latency_ratio,
-                   "threads": config.threads, "batch": config.batch, "edgekit": __version__}
-        from .export import set_metadata_props
-
-        set_metadata_props(tuned, {PREFIX + "session": json.dumps(session.to_dict()),
-                                   PREFIX + "tune": json.dumps(summary)})
-        report = {
-            "edgekit_version": __version__,
-            "model": str(src),
-            "fp32_model": fp32_path.name,
-            "machine": {"cpu": cpu_model(), "cores": os.cpu_count()},
-            "config": config.__dict__,
-            "calibration": calib_desc,
-            "evaluation": eval_desc,
-            "notes": notes,
-            "fp32": {"accuracy": fp32_acc, "latency_ms": fp32.latency_ms},
-            "winner": winner.to_dict(),
-            "why": why,
-            "candidates": [c.to_dict() for c in cands],
-            "pareto_front": [c.name for c in cands if c.pareto],
-            "node_profile": profile_rows,
-            "elapsed_s": round(time.perf_counter() - t_start, 1),
-            "log": log,
-        }
+        data = _load_tune_data(proto, calibration, eval_data, config)
+        search = _Search(_context(config, fp32_path, proto.graph, data, Path(tmpdir), say),
+                         on_progress, t_start)
+        search.quantization()
+        search.mixed_precision()
+        search.session()
+        winner = search.finish()
+        report = _report(search, winner, src, data, log, t_start)
+        say(report["why"])
+        report["log"] = log
         with artifacts.open():
-            artifacts.write_bytes(names[0], tuned.SerializeToString())
+            artifacts.write_bytes(names[0], _tuned_bytes(winner, config))
             artifacts.write_json(names[1], report)
-    return TuneResult(artifacts.final(names[0]), artifacts.final(names[1]), winner, cands, report)
+    return TuneResult(artifacts.final(names[0]), artifacts.final(names[1]), winner,
+                      search.cands, report)
 
 
 def _why(winner: Candidate, fp32: Candidate, cands: Sequence[Candidate], cfg: TuneConfig) -> str:

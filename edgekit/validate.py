@@ -10,12 +10,14 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 from .data import run_in_batches
 
-__all__ = ["ValidationResult", "compare_outputs", "run_onnx", "accuracy", "predicted_classes"]
+__all__ = ["ValidationResult", "compare_outputs", "run_onnx", "accuracy", "predicted_classes",
+           "output_saturation", "degenerate_warnings", "onnx_session"]
 
 
 @dataclass
@@ -30,6 +32,8 @@ class ValidationResult:
         atol: the tolerance the result was checked against (None: not checked).
         passed: ``max_abs_error <= atol`` (True when no tolerance was given).
         per_output: the same figures per output name.
+        saturation: per output, how little the reference varies (see :func:`output_saturation`).
+        warnings: why the comparison may prove little (degenerate reference outputs).
     """
 
     n_samples: int
@@ -39,6 +43,8 @@ class ValidationResult:
     atol: float | None = None
     passed: bool = True
     per_output: dict[str, dict[str, float | None]] = field(default_factory=dict)
+    saturation: dict[str, dict[str, float | None]] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
         """One line for people."""
@@ -95,6 +101,58 @@ def compare_outputs(
     )
 
 
+def output_saturation(
+    reference: Sequence[np.ndarray], names: Sequence[str]
+) -> dict[str, dict[str, float | None]]:
+    """How degenerate each reference output is over the samples.
+
+    Per output: ``constant_share``, the share of output elements that do not vary across
+    samples; for classifier outputs (N, C) also ``same_class_share``, the share of samples
+    whose arg-max is the most common class, and, when rows are probabilities,
+    ``saturated_share``, the share of samples with a top probability >= 0.999.
+    """
+    out: dict[str, dict[str, float | None]] = {}
+    for name, r in zip(names, reference, strict=True):
+        a = np.asarray(r, np.float64).reshape(len(r), -1) if np.ndim(r) else np.zeros((0, 1))
+        if len(a) == 0:
+            continue
+        spread = a.std(axis=0)
+        constant = float(np.mean(spread <= 1e-6 * np.maximum(1.0, np.abs(a).mean(axis=0))))
+        entry: dict[str, float | None] = {"constant_share": constant, "same_class_share": None,
+                                          "saturated_share": None}
+        if _is_classifier_output(np.asarray(r)):
+            counts = np.bincount(a.argmax(1), minlength=a.shape[1])
+            entry["same_class_share"] = float(counts.max() / len(a))
+            if a.min() >= 0 and np.allclose(a.sum(1), 1.0, atol=1e-3):
+                entry["saturated_share"] = float(np.mean(a.max(1) >= 0.999))
+        out[name] = entry
+    return out
+
+
+def degenerate_warnings(saturation: dict[str, dict[str, float | None]], n: int) -> list[str]:
+    """Warnings for outputs on which agreement proves little (needs >= 4 samples).
+
+    Degenerate: >= 50% constant elements, >= 90% of samples in one class, or >= 50% of
+    samples saturated.
+    """
+    if n < 4:
+        return []
+    out = []
+    for name, s in saturation.items():
+        why = []
+        if (s["constant_share"] or 0.0) >= 0.5:
+            why.append(f"{100 * (s['constant_share'] or 0):.0f}% of its values never change")
+        if (s["same_class_share"] or 0.0) >= 0.9:
+            why.append(f"{100 * (s['same_class_share'] or 0):.0f}% of samples get the same class")
+        if (s["saturated_share"] or 0.0) >= 0.5:
+            why.append(f"{100 * (s['saturated_share'] or 0):.0f}% of samples are saturated "
+                       "(top probability >= 0.999)")
+        if why:
+            out.append(f"output {name!r} is degenerate on the validation inputs: "
+                       + "; ".join(why))
+    return out
+
+
 def predicted_classes(probabilities: np.ndarray) -> np.ndarray:
     """Class ids: arg-max, or a single sigmoid column thresholded at 0.5."""
     p = np.asarray(probabilities)
@@ -109,6 +167,18 @@ def accuracy(probabilities: np.ndarray, labels: np.ndarray) -> float:
     return 100.0 * float(np.mean(predicted_classes(probabilities) == truth))
 
 
+def onnx_session(
+    model: str | os.PathLike[str] | bytes,
+    providers: Sequence[str] = ("CPUExecutionProvider",),
+    session_options: object | None = None,
+) -> Any:
+    """An ``onnxruntime.InferenceSession`` of a model file or serialized bytes (CPU default)."""
+    import onnxruntime as ort
+
+    src = model if isinstance(model, bytes) else os.fspath(model)
+    return ort.InferenceSession(src, sess_options=session_options, providers=list(providers))
+
+
 def run_onnx(
     model: str | os.PathLike[str] | bytes,
     feeds: dict[str, np.ndarray],
@@ -117,8 +187,5 @@ def run_onnx(
     session_options: object | None = None,
 ) -> list[np.ndarray]:
     """Run an ONNX model over ``feeds`` in batches of ``batch_size`` (default 64), CPU only."""
-    import onnxruntime as ort
-
-    src = model if isinstance(model, bytes) else os.fspath(model)
-    sess = ort.InferenceSession(src, sess_options=session_options, providers=list(providers))
+    sess = onnx_session(model, providers, session_options)
     return run_in_batches(lambda f: sess.run(None, f), feeds, batch_size)

@@ -62,7 +62,8 @@ def make_image_model(path: Path, *, session: dict | None = None, softmax: bool =
             numpy_helper.from_array(b, "B"),
         ],
     )
-    meta = ModelMetadata(labels=FASHION_LABELS, preprocessing=IMAGE_PRE)
+    meta = ModelMetadata(labels=FASHION_LABELS, preprocessing=IMAGE_PRE,
+                         output_kinds=["probabilities" if softmax else "logits"])
     extra = {"edgekit.session": json.dumps(session)} if session else {}
     return _save(graph, path, meta, **extra)
 
@@ -105,6 +106,7 @@ def make_text_model(path: Path) -> Path:
         labels=["ham", "spam"],
         preprocessing=Preprocessing(kind="text"),
         tokenizer=tokenizer_dict(),
+        output_kinds=["probabilities"],
     )
     return _save(graph, path, meta)
 
@@ -140,5 +142,6 @@ def make_tabular_model(path: Path) -> Path:
     meta = ModelMetadata(
         labels=["a", "b", "c"],
         preprocessing=Preprocessing(kind="tabular", mean=TAB_MEAN, std=TAB_STD),
+        output_kinds=["logits"],
     )
     return _save(graph, path, meta)

@@ -87,15 +87,21 @@ def test_export_int8_ort(cnn: dict[str, Path], tmp_path: Path) -> None:
     assert saved == json.loads((out / "cnn.int8.quant.json").read_text())
     assert saved["per_channel"] is True and saved["mode"] == "int8"
     assert "edgekit.preprocessing" in props  # the fp32 metadata is kept
+    # a plain QDQ file: ai.onnx ops only (no QLinearConv / com.microsoft.QGemm)
+    assert {n.domain for n in qm.graph.node} <= {"", "ai.onnx"}
     ops = {n.op_type for n in qm.graph.node}
-    assert ops & {"QLinearConv", "QuantizeLinear", "ConvInteger"}
-    # the .ort file loads and matches the .onnx file
-    x = (np.load(cnn["eval"])["x"][:64] / 255.0).astype(np.float32)
+    assert {"QuantizeLinear", "DequantizeLinear", "Conv"} <= ops and "QLinearConv" not in ops
+    # the .ort file (batch fixed to 1 for NNAPI/CoreML) loads and agrees with the .onnx file
+    # within int8 rounding (without the saved runtime optimizations replayed, onnxruntime runs
+    # its Q/DQ pairs in float instead of fusing them into integer kernels)
+    x = (np.load(cnn["eval"])["x"][:16] / 255.0).astype(np.float32)
     a = ort.InferenceSession(str(out / "cnn.int8.onnx"), providers=["CPUExecutionProvider"])
     b = ort.InferenceSession(str(out / "cnn.int8.ort"), providers=["CPUExecutionProvider"])
-    np.testing.assert_allclose(a.run(None, {"image": x})[0], b.run(None, {"image": x})[0],
-                               atol=1e-5)
-    assert "QLinearConv" in (out / "cnn.int8.required_operators.config").read_text()
+    assert b.get_inputs()[0].shape[0] == 1
+    pa = a.run(None, {"image": x})[0]
+    pb = np.concatenate([b.run(None, {"image": x[i:i + 1]})[0] for i in range(len(x))])
+    assert np.abs(pa - pb).mean() < 0.01 and (pa.argmax(1) == pb.argmax(1)).mean() >= 0.9
+    assert "ai.onnx;11;Conv" in (out / "cnn.int8.required_operators.config").read_text()
 
 
 def test_fp16_and_dynamic_cnn(cnn: dict[str, Path], tmp_path: Path) -> None:
@@ -106,10 +112,12 @@ def test_fp16_and_dynamic_cnn(cnn: dict[str, Path], tmp_path: Path) -> None:
     # the API's summary is what the CLI prints for the variant
     ev = r.evaluation
     assert r.summary().splitlines() == [
-        f"wrote {r.path} ({r.size_bytes / 1024:.1f} KiB, {100 * r.size_ratio:.1f}% of fp32)",
+        f"wrote {r.path} ({r.size_bytes / 1024:.1f} KiB, "
+        f"{100 * r.to_dict()['size_ratio']:.1f}% of fp32)",
         f"fp16 accuracy {ev['accuracy']:.2f}% vs fp32 {ev['fp32_accuracy']:.2f}% (drop "
-        f"{ev['accuracy_drop']:+.2f} pt, top-1 agreement {100 * ev['top1_agreement']:.2f}%, "
-        "1000 samples)",
+        f"{ev['accuracy_drop']:+.2f} pt), top-1 agreement {100 * ev['top1_agreement']:.2f}%, "
+        f"mean abs diff {ev['mean_abs_error']:.2g}, max {ev['max_abs_error']:.2g} on 1000 "
+        f"held-out samples ({ev['data']})",
         *(f"note: {n}" for n in r.notes),
     ]
     assert r.size_ratio <= 0.65  # tiny model: metadata weighs; the shipped CNN is checked in bench
@@ -161,7 +169,7 @@ def test_resolve_mode_and_config(cnn: dict[str, Path]) -> None:
     assert QuantizationConfig.from_dict(c.to_dict()) == c
     assert set(PRESETS) == {"avx512_vnni", "avx2", "arm64"}
     for bad in [{"preset": "x86"}, {"calibration_samples": 0}, {"mode": "int4"},
-                {"max_accuracy_drop": -1}, {"optimize": "max"}]:
+                {"max_accuracy_drop": -1}, {"mobile_batch": -1}]:
         with pytest.raises(InputError):
             QuantizationConfig(**bad)
 
@@ -208,7 +216,8 @@ def test_gate_keeps_nodes_in_float(sensitive: dict[str, Path], tmp_path: Path) -
     v = json.loads((out / "mlp.report.json").read_text())["variants"]["int8"]
     gate = v["gate"]
     assert gate["met"] and gate["kept_in_float"]
-    assert gate["steps"][0]["accuracy_drop"] > 1.0  # the model really is sensitive
+    assert not gate["steps"][0]["met"]  # the model really is sensitive
+    assert gate["steps"][0]["lower_bound_pt"] > 1.0
     assert v["evaluation"]["accuracy_drop"] <= 1.0
     saved = json.loads((out / "mlp.int8.quant.json").read_text())
     assert saved["nodes_to_exclude"] == gate["kept_in_float"]
@@ -216,7 +225,7 @@ def test_gate_keeps_nodes_in_float(sensitive: dict[str, Path], tmp_path: Path) -
 
 def test_gate_failure_writes_nothing(sensitive: dict[str, Path], tmp_path: Path) -> None:
     cfg = QuantizationConfig(per_channel=False, max_accuracy_drop=0.0, gate_max_steps=0)
-    with pytest.raises(AccuracyGateError, match="best accuracy .* no int8 model was written"):
+    with pytest.raises(AccuracyGateError, match="cannot meet .* no int8 model was written"):
         quantize_model(sensitive["onnx"], tmp_path, config=cfg,
                        calibration=sensitive["calib"], eval_data=sensitive["eval"])
     assert _files(tmp_path) == set()
@@ -261,7 +270,7 @@ def test_calibration_errors(cnn: dict[str, Path], tmp_path: Path) -> None:
     # fewer samples than asked: a clearly reported adjustment, and uint8 scaled with a note
     r = runner.invoke(cli, ["quantize", str(cnn["onnx"]), "-o", str(out), "--quantize", "int8",
                             "--calibration", str(tmp_path / "few.npz"),
-                            "--calibration-samples", "100", "--optimize", "basic"])
+                            "--calibration-samples", "100"])
     assert r.exit_code == 0, r.output
     assert "100 samples asked" in r.output and "only 20" in r.output
     assert "preprocessed with the model's metadata" in r.output

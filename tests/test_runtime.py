@@ -313,8 +313,9 @@ def test_run_rejects_nan(image_model: EdgeModel) -> None:
     x[1, 3, 4, 0] = np.nan
     with pytest.raises(InputError, match="contains NaN"):
         image_model.run(x)
-    x[1, 3, 4, 0] = np.inf  # inf is a value, not an error
-    image_model.run(x)
+    x[1, 3, 4, 0] = np.inf  # refused too since issue #14 (check_nan=False allows both)
+    with pytest.raises(InputError, match="contains infinite values"):
+        image_model.run(x)
     with pytest.raises(InputError, match="contains NaN"):
         image_model.predict(np.full((28, 28), np.nan))
 

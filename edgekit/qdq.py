@@ -1,0 +1,130 @@
+"""Graph passes on quantized ONNX models that keep them standard and fast everywhere.
+
+- :func:`nonstandard_ops`: ops outside the ``ai.onnx`` domain (an artifact with any is not
+  portable: OpenVINO, the mobile execution providers, TensorRT and QNN refuse them).
+- :func:`output_activation_nodes`: the Softmax/Sigmoid nodes that produce graph outputs; the
+  quantizer keeps them in float so probabilities stay exact (rows sum to 1).
+- :func:`commute_relu_maxpool`: in float regions ``Relu -> MaxPool`` becomes ``MaxPool -> Relu``
+  (equal, since Relu is monotonic). onnxruntime's QDQ propagation at load moves a boundary
+  QuantizeLinear backwards across MaxPool/Reshape but not across Relu, so after the swap a float
+  region stays float in a plain ``InferenceSession`` instead of becoming a slow uint8 MaxPool.
+- :func:`float_qdq_pairs`: Q->DQ pairs whose producer and consumer are both float nodes (a
+  mixed-precision file should have none).
+
+Works on ``onnx.ModelProto`` objects (the ``onnx`` package is a base dependency).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from typing import Any
+
+__all__ = [
+    "nonstandard_ops",
+    "output_activation_nodes",
+    "commute_relu_maxpool",
+    "float_qdq_pairs",
+    "topological_sort",
+]
+
+_STANDARD_DOMAINS = frozenset({"", "ai.onnx"})
+
+
+def nonstandard_ops(model: Any) -> list[str]:
+    """``domain.op`` of every op type outside ``ai.onnx`` (sorted, unique)."""
+    return sorted({f"{n.domain}.{n.op_type}" for n in model.graph.node
+                   if n.domain not in _STANDARD_DOMAINS})
+
+
+def output_activation_nodes(model: Any) -> list[str]:
+    """Names of the Softmax/Sigmoid nodes whose output is a graph output."""
+    outputs = {o.name for o in model.graph.output}
+    return [n.name for n in model.graph.node
+            if n.op_type in ("Softmax", "Sigmoid") and n.name and set(n.output) & outputs]
+
+
+def _consumers(graph: Any) -> dict[str, list[Any]]:
+    users: dict[str, list[Any]] = defaultdict(list)
+    for n in graph.node:
+        for i in n.input:
+            users[i].append(n)
+    return users
+
+
+def _producers(graph: Any) -> dict[str, Any]:
+    return {o: n for n in graph.node for o in n.output}
+
+
+def commute_relu_maxpool(model: Any) -> list[str]:
+    """Swap float ``Relu -> MaxPool`` pairs in place; returns the MaxPool names swapped.
+
+    A pair qualifies when the Relu feeds only the MaxPool and the MaxPool has one output and
+    is not a graph output. The shapes of the two rewired tensors are dropped from
+    ``value_info`` (they changed).
+    """
+    graph = model.graph
+    producers, users = _producers(graph), _consumers(graph)
+    outputs = {o.name for o in graph.output}
+    swapped: list[str] = []
+    for pool in list(graph.node):
+        if pool.op_type != "MaxPool" or len(pool.output) != 1 or pool.output[0] in outputs:
+            continue
+        relu = producers.get(pool.input[0])
+        if relu is None or relu.op_type != "Relu" or len(users[relu.output[0]]) != 1:
+            continue
+        relu_in, mid, out = relu.input[0], relu.output[0], pool.output[0]
+        pool.input[0], pool.output[0] = relu_in, mid
+        relu.input[0], relu.output[0] = mid, out
+        swapped.append(pool.name)
+        _drop_value_info(graph, [mid])
+    if swapped:
+        topological_sort(graph)
+    return swapped
+
+
+def _drop_value_info(graph: Any, names: Iterable[str]) -> None:
+    drop = set(names)
+    keep = [v for v in graph.value_info if v.name not in drop]
+    del graph.value_info[:]
+    graph.value_info.extend(keep)
+
+
+def topological_sort(graph: Any) -> None:
+    """Reorder ``graph.node`` so every node follows the producers of its inputs (in place)."""
+    ready = {i.name for i in graph.input} | {i.name for i in graph.initializer} | {""}
+    producers = _producers(graph)
+    pending = list(graph.node)
+    ordered: list[Any] = []
+    while pending:
+        rest = []
+        for n in pending:
+            if all(i in ready or i not in producers for i in n.input):
+                ordered.append(n)
+                ready.update(n.output)
+            else:
+                rest.append(n)
+        if len(rest) == len(pending):
+            raise ValueError("graph has a cycle")
+        pending = rest
+    del graph.node[:]
+    graph.node.extend(ordered)
+
+
+def float_qdq_pairs(model: Any, float_nodes: Iterable[str]) -> list[str]:
+    """Tensors quantized (Q -> DQ) between two nodes of ``float_nodes`` (should be empty)."""
+    graph = model.graph
+    floats = set(float_nodes)
+    producers, users = _producers(graph), _consumers(graph)
+    found = []
+    for q in graph.node:
+        if q.op_type != "QuantizeLinear":
+            continue
+        src = producers.get(q.input[0])
+        if src is None or src.name not in floats:
+            continue
+        for dq in users[q.output[0]]:
+            if dq.op_type == "DequantizeLinear" and any(
+                    u.name in floats for u in users[dq.output[0]]):
+                found.append(q.input[0])
+    return sorted(set(found))

@@ -1,0 +1,581 @@
+"""The Starlette app of ``edgekit serve``: routes, authentication, overload protection, metrics.
+
+Routes (``{name}`` is :attr:`ServeConfig.model_name`, default the model file's stem):
+
+- ``POST /predict``: ``{"inputs": [...]}`` (one sample or a batch of raw data: the model's
+  preprocessing applies), ``{"inputs": {"name": [...]}}`` (the same, by input name),
+  ``{"text": ...}`` for text models; optional ``"top_k": k``. Answers
+  ``{"predictions": [[...]], "labels": [...], "top_k": [...]}``.
+- ``GET /health``, ``GET /metadata``, ``GET /metrics`` (Prometheus text format).
+- Open Inference Protocol (KServe V2): ``GET /v2``, ``GET /v2/health/live``,
+  ``GET /v2/health/ready``, ``GET /v2/models/{name}[/versions/1]``, ``GET .../ready``,
+  ``POST /v2/models/{name}[/versions/1]/infer`` (typed tensors, JSON or binary data).
+
+Errors are ``{"error": message, "hint": hint}``: 400 malformed request (and every V2 input
+error), 401 missing/wrong API key, 404/405 unknown route/method, 408 request too slow (see
+:mod:`edgekit.serve.protocol`), 413 body or batch too large, 422 inputs the model rejects
+(shape, dtype, NaN/Inf ...), 431 headers too large, 503 overloaded (with ``Retry-After``);
+``POST /predict`` and V2 infer are served directly by the middleware (no routing). ``/health`` and
+``/v2/health/*`` need no key (probes).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hmac
+import json
+import logging
+import os
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .. import __version__
+from ..errors import EdgekitError, InputError, require
+from ..runtime import EdgeModel
+from .batching import MicroBatcher
+from .config import ServeConfig
+from .v2 import (
+    HEADER_LENGTH,
+    default_model_name,
+    encode_infer_response,
+    parse_infer_request,
+    tensor_metadata,
+)
+
+__all__ = ["create_app", "public_metadata", "PUBLIC_PATHS"]
+
+logger = logging.getLogger("edgekit.serve")
+
+#: Paths answered without an API key and outside the in-flight limit (health probes).
+PUBLIC_PATHS = frozenset({"/health", "/v2/health/live", "/v2/health/ready"})
+_ENDPOINTS = {
+    "/predict": "predict", "/health": "health", "/metadata": "metadata", "/metrics": "metrics",
+}  # fmt: skip
+_LATENCY_BUCKETS = (
+    0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0
+)  # fmt: skip
+_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+_INLINE_BYTES = 64 * 1024  # bodies up to this size are decoded on the event loop
+
+
+class _HTTPError(Exception):
+    def __init__(self, status: int, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.hint = status, message, hint
+
+
+# ---------------------------------------------------------------------------------------------
+# /predict
+# ---------------------------------------------------------------------------------------------
+@dataclasses.dataclass
+class _PredictRequest:
+    x: Any
+    top_k: int | None
+    preprocess: bool | None
+    feeds: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+
+
+def _parse_predict(model: EdgeModel, body: bytes) -> _PredictRequest:
+    """Validate a /predict body (shape of the JSON, not the data)."""
+    try:
+        req = json.loads(body)
+    except (ValueError, RecursionError) as exc:
+        raise _HTTPError(400, f"malformed JSON: {exc}") from None
+    if not isinstance(req, dict) or ("inputs" in req) == ("text" in req):
+        raise _HTTPError(
+            400,
+            "the body must be a JSON object with either 'inputs' or 'text'",
+            hint='send {"inputs": [...]} (or {"text": "..."} for text models)',
+        )
+    top_k = req.get("top_k")
+    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
+        raise _HTTPError(400, f"'top_k' must be a positive integer, got {top_k!r}")
+    preprocess = req.get("preprocess")
+    if preprocess is not None and not isinstance(preprocess, bool):
+        raise _HTTPError(400, "'preprocess' must be true, false or null")
+    if "text" in req:
+        x = req["text"]
+        if not model.is_text:
+            raise _HTTPError(422, "this model does not take text", hint="send 'inputs'")
+        if not (isinstance(x, str) or (isinstance(x, list) and all(isinstance(t, str) for t in x))):
+            raise _HTTPError(422, "'text' must be a string or a list of strings")
+        return _PredictRequest(x, top_k, preprocess)
+    x = req["inputs"]
+    if not isinstance(x, (list, dict)) or not x:
+        raise _HTTPError(422, "'inputs' must be a non-empty (nested) list of numbers")
+    if isinstance(x, dict) and len(model.inputs) == 1 and x.keys() == {model.input_names[0]}:
+        x = x[model.input_names[0]]  # the named form of a single-input model: same rules
+        if not isinstance(x, list) or not x:
+            raise _HTTPError(422, "'inputs' must be a non-empty (nested) list of numbers")
+    return _PredictRequest(x, top_k, preprocess)
+
+
+def _prepare(model: EdgeModel, req: _PredictRequest, max_batch: int) -> dict[str, np.ndarray]:
+    feeds = model.prepare(req.x, preprocess=req.preprocess)
+    n = max((len(v) for v in feeds.values() if v.ndim), default=1)
+    if n > max_batch:
+        raise _HTTPError(413, f"batch of {n} samples is over the limit of {max_batch}")
+    return feeds
+
+
+def _answer(model: EdgeModel, probs: np.ndarray, top_k: int | None) -> dict[str, Any]:
+    if probs.dtype.kind == "f" and not np.isfinite(probs).all():
+        raise _HTTPError(422, "the model produced NaN or infinite outputs for these inputs")
+    out: dict[str, Any] = {"predictions": probs.tolist()}
+    if model.metadata.task != "classification":
+        return out
+    labels = model.labels
+    if top_k is None and labels and probs.ndim == 2 and probs.shape[1] == len(labels) > 1:
+        # the common case, top_k(probs, 1) without its per-row sorting: the first maximum
+        out["labels"] = [labels[i] for i in probs.argmax(axis=1).tolist()]
+    else:
+        rows = model.top_k(probs, top_k or 1)
+        out["labels"] = [row[0][0] for row in rows]
+        if top_k is not None:
+            out["top_k"] = [[{"label": lab, "probability": p} for lab, p in row] for row in rows]
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# metadata without local paths or the environment
+# ---------------------------------------------------------------------------------------------
+def _scrub(obj: Any) -> Any:
+    """Drop string values that are absolute paths (they reveal the server's file layout)."""
+    if isinstance(obj, dict):
+        return {k: _scrub(v) for k, v in obj.items() if not _is_abs(v)}
+    if isinstance(obj, list):
+        return [_scrub(v) for v in obj if not _is_abs(v)]
+    return obj
+
+
+def _is_abs(v: Any) -> bool:
+    return isinstance(v, str) and (os.path.isabs(v) or v.startswith("~") or ":\\" in v)
+
+
+def public_metadata(model: EdgeModel, cfg: ServeConfig, name: str) -> dict[str, Any]:
+    """``/metadata``: the model's description, its V2 name and the serving limits."""
+    meta = _scrub(model.describe())
+    meta["model"] = Path(model.path).name
+    meta["name"] = name
+    meta["serving"] = {
+        "max_batch": cfg.max_batch,
+        "max_body_bytes": cfg.max_body_bytes,
+        "batching": cfg.batching,
+        "max_delay_ms": cfg.max_delay_ms if cfg.batching else None,
+        "authentication": cfg.api_key is not None,
+    }
+    return meta
+
+
+# ---------------------------------------------------------------------------------------------
+# metrics
+# ---------------------------------------------------------------------------------------------
+class _Metrics:
+    """Prometheus metrics of one app (own registry, so several apps can live in one process)."""
+
+    def __init__(self) -> None:
+        prom: Any = require("prometheus_client", "serve", "prometheus-client")
+        self.prom = prom
+        self.registry = prom.CollectorRegistry()
+        r = self.registry
+        self.requests = prom.Counter(
+            "edgekit_requests", "HTTP requests by endpoint and status code",
+            ["endpoint", "code"], registry=r,
+        )  # fmt: skip
+        self.latency = prom.Histogram(
+            "edgekit_request_duration_seconds", "Request latency by endpoint",
+            ["endpoint"], buckets=_LATENCY_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.batch = prom.Histogram(
+            "edgekit_batch_size", "Samples per model call (micro-batches merged)",
+            buckets=_BATCH_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.in_flight = prom.Gauge(
+            "edgekit_requests_in_flight", "Requests being handled", registry=r
+        )
+        self.rejected = prom.Counter(
+            "edgekit_rejected_requests", "Requests refused before handling", ["reason"], registry=r
+        )
+        self._children: dict[tuple[str, int], tuple[Any, Any]] = {}
+
+    def observe(self, endpoint: str, code: int, seconds: float) -> None:
+        pair = self._children.get((endpoint, code))
+        if pair is None:
+            pair = (self.requests.labels(endpoint, str(code)), self.latency.labels(endpoint))
+            self._children[(endpoint, code)] = pair
+        pair[0].inc()
+        pair[1].observe(seconds)
+
+    def render(self) -> tuple[bytes, str]:
+        return self.prom.generate_latest(self.registry), self.prom.CONTENT_TYPE_LATEST
+
+
+def _endpoint(path: str) -> str:
+    ep = _ENDPOINTS.get(path)
+    if ep is not None:
+        return ep
+    if path.startswith("/v2"):
+        return "v2_infer" if path.endswith("/infer") else "v2"
+    return "other"
+
+
+def _messages(
+    status: int, body: bytes, content_type: bytes, headers: Sequence[tuple[bytes, bytes]] = ()
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The two ASGI messages of a complete response."""
+    head = [
+        (b"content-type", content_type),
+        (b"content-length", str(len(body)).encode()),
+        *headers,
+    ]
+    return (
+        {"type": "http.response.start", "status": status, "headers": head},
+        {"type": "http.response.body", "body": body},
+    )
+
+
+async def _send_error(send: Any, exc: Exception, status: int) -> None:
+    """Answer a user error: ``_HTTPError`` with its status, an EdgekitError with ``status``."""
+    status = exc.status if isinstance(exc, _HTTPError) else status
+    hint = getattr(exc, "hint", None)
+    await _send_json(send, status, {"error": getattr(exc, "message", str(exc)), "hint": hint})
+
+
+async def _send_json(
+    send: Any, status: int, obj: Any, headers: Sequence[tuple[bytes, bytes]] = ()
+) -> None:
+    body = json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+    start, end = _messages(status, body, b"application/json", headers)
+    await send(start)
+    await send(end)
+
+
+class _Guard:
+    """Pure ASGI middleware: API key, in-flight limit (503 + Retry-After), metrics, a JSON 500
+    (logged at a bounded rate) for bugs, and the hot POST routes served directly."""
+
+    def __init__(
+        self, app: Any, cfg: ServeConfig, metrics: _Metrics, fast: dict[str, Any] | None = None
+    ) -> None:
+        self.app, self.metrics, self.max_in_flight = app, metrics, cfg.max_in_flight
+        self.fast = fast or {}  # POST path -> raw ASGI handler, bypassing Starlette's routing
+        self.key = cfg.api_key.encode() if cfg.api_key else None
+        self.in_flight = 0
+
+    async def _reply(self, send: Any, status: int, message: str, hint: str | None,
+                     headers: list[tuple[bytes, bytes]]) -> None:  # fmt: skip
+        await _send_json(send, status, {"error": message, "hint": hint}, headers)
+
+    def _authorized(self, scope: dict[str, Any]) -> bool:
+        assert self.key is not None
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                scheme, _, token = value.partition(b" ")
+                return scheme.lower() == b"bearer" and hmac.compare_digest(token.strip(), self.key)
+        return False
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["path"] in PUBLIC_PATHS:
+            await self.app(scope, receive, send)
+            return
+        endpoint = _endpoint(scope["path"])
+        if self.key is not None and not self._authorized(scope):
+            self.metrics.rejected.labels("unauthorized").inc()
+            await self._reply(
+                send, 401, "missing or wrong API key", "send 'Authorization: Bearer <key>'",
+                [(b"www-authenticate", b'Bearer realm="edgekit"')],
+            )  # fmt: skip
+            return
+        if self.in_flight >= self.max_in_flight:
+            self.metrics.rejected.labels("overloaded").inc()
+            await self._reply(
+                send, 503, f"the server is at its limit of {self.max_in_flight} requests",
+                "retry later", [(b"retry-after", b"1")],
+            )  # fmt: skip
+            return
+        status = [500]
+
+        async def send_status(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+                status.append(0)  # response started
+            await send(message)
+
+        self.in_flight += 1
+        self.metrics.in_flight.inc()
+        t0 = time.perf_counter()
+        app = self.fast.get(scope["path"], self.app) if scope["method"] == "POST" else self.app
+        try:
+            await app(scope, receive, send_status)
+        except Exception:
+            logger.exception("internal error on %s %s", scope["method"], scope["path"])
+            if len(status) == 1:
+                await self._reply(send, 500, "internal server error", None, [])
+        finally:
+            self.in_flight -= 1
+            self.metrics.in_flight.dec()
+            self.metrics.observe(endpoint, status[0], time.perf_counter() - t0)
+
+
+# ---------------------------------------------------------------------------------------------
+# the app
+# ---------------------------------------------------------------------------------------------
+def create_app(
+    model: str | os.PathLike[str] | EdgeModel, config: ServeConfig | None = None, **settings: Any
+) -> Any:
+    """The ASGI app serving ``model`` (a path, loaded with the config's provider settings, or
+    an :class:`EdgeModel`).
+
+    Args:
+        model: ``.onnx``/``.ort`` path or an :class:`EdgeModel`.
+        config: serving settings; default :class:`ServeConfig` ().
+        settings: :class:`ServeConfig` fields overriding ``config`` (e.g. ``max_batch=8``).
+    """
+    require("uvicorn", "serve")
+    applications: Any = require("starlette.applications", "serve")
+    concurrency: Any = require("starlette.concurrency", "serve")
+    responses: Any = require("starlette.responses", "serve")
+    routing: Any = require("starlette.routing", "serve")
+    try:
+        cfg = dataclasses.replace(config or ServeConfig(), **settings)
+    except TypeError as exc:
+        raise InputError(f"unknown serve setting: {exc}") from None
+    if isinstance(model, EdgeModel):
+        em = model
+    else:
+        em = EdgeModel(model, cfg.provider, fallback=cfg.fallback, threads=cfg.threads)
+    name = cfg.model_name or default_model_name(em.path)
+    metrics = _Metrics()
+    JSONResponse, Response = responses.JSONResponse, responses.Response
+    run_in_threadpool = concurrency.run_in_threadpool
+    max_body, max_batch = cfg.max_body_bytes, cfg.max_batch
+    def predict_outputs(feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        return [em.predict(feeds, preprocess=False)]
+
+    predict_batcher = v2_batcher = None
+    if cfg.batching:
+        delay = cfg.max_delay_ms / 1000.0
+        on_batch = metrics.batch.observe
+        predict_batcher = MicroBatcher(predict_outputs, max_batch, delay, on_batch)
+        v2_batcher = MicroBatcher(em.run, max_batch, delay, on_batch)
+
+    def error(status: int, message: str, hint: str | None = None, **headers: str) -> Any:
+        return JSONResponse({"error": message, "hint": hint}, status_code=status, headers=headers)
+
+    async def read_body(scope: dict[str, Any], receive: Any) -> bytes:
+        length = _header(scope, b"content-length")
+        if length is not None:
+            if not length.isdigit():
+                raise _HTTPError(400, "invalid Content-Length header")
+            if int(length) > max_body:
+                raise _HTTPError(413, f"request body is over the limit of {max_body} bytes")
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                raise _HTTPError(400, "the client disconnected")
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > max_body:
+                raise _HTTPError(413, f"request body is over the limit of {max_body} bytes")
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    async def parse(
+        scope: dict[str, Any], receive: Any, decode: Callable[..., Any], *args: Any
+    ) -> Any:
+        """Read and decode a body: small ones on the event loop (no thread hand-off, no GIL
+        contention with the loop), large ones in the thread pool."""
+        body = await read_body(scope, receive)
+        if len(body) <= _INLINE_BYTES:
+            return decode(body, *args)
+        return await run_in_threadpool(decode, body, *args)
+
+    def decode_predict(body: bytes) -> _PredictRequest:
+        req = _parse_predict(em, body)
+        req.feeds = _prepare(em, req, max_batch)
+        return req
+
+    async def decode_and_run(
+        scope: dict[str, Any],
+        receive: Any,
+        decode: Callable[..., Any],
+        fn: Callable[[dict[str, np.ndarray]], Sequence[np.ndarray]],
+        batcher: MicroBatcher | None,
+        *args: Any,
+    ) -> tuple[Any, Sequence[np.ndarray]]:
+        """Decode the body into a request with ``feeds``, then run ``fn`` on them: in the
+        thread pool, or merged with other requests by ``batcher``."""
+        if batcher is None:
+            req = await parse(scope, receive, decode, *args)
+            return req, await run_in_threadpool(fn, req.feeds)
+        with batcher.arrival():
+            req = await parse(scope, receive, decode, *args)
+        return req, await batcher.submit(req.feeds)
+
+    async def predict(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        """POST /predict, as a raw ASGI app (the hot path skips Starlette's routing)."""
+        try:
+            req, outs = await decode_and_run(
+                scope, receive, decode_predict, predict_outputs, predict_batcher
+            )
+            result = _answer(em, outs[0], req.top_k)
+        except (_HTTPError, EdgekitError) as exc:
+            await _send_error(send, exc, 422)
+            return
+        await _send_json(send, 200, result)
+
+    async def health(request: Any) -> Any:
+        return JSONResponse({"status": "ok", "model": em.path.name, "providers": em.providers})
+
+    async def metadata(request: Any) -> Any:
+        return JSONResponse(public_metadata(em, cfg, name))
+
+    async def metrics_endpoint(request: Any) -> Any:
+        body, ctype = metrics.render()
+        return Response(body, media_type=ctype)
+
+    # -- Open Inference Protocol ------------------------------------------------------------
+    def v2_model_error(request: Any) -> Any | None:
+        p = request.path_params
+        if p["name"] != name:
+            return error(404, f"unknown model {p['name']!r}", f"this server serves {name!r}")
+        if p.get("version", "1") != "1":
+            return error(404, f"unknown version {p['version']!r} of {name!r}", "use version 1")
+        return None
+
+    async def v2_server(request: Any) -> Any:
+        return JSONResponse(
+            {"name": "edgekit", "version": __version__, "extensions": ["binary_tensor_data"]}
+        )
+
+    async def v2_live(request: Any) -> Any:
+        return JSONResponse({"live": True})
+
+    async def v2_model(request: Any) -> Any:
+        return v2_model_error(request) or JSONResponse(
+            {
+                "name": name,
+                "versions": ["1"],
+                "platform": "onnxruntime_onnx",
+                "inputs": tensor_metadata(em.inputs),
+                "outputs": tensor_metadata(em.outputs),
+            }
+        )
+
+    async def v2_model_ready(request: Any) -> Any:
+        return v2_model_error(request) or JSONResponse({"name": name, "ready": True})
+
+    def v2_decode(body: bytes, header_length: int | None) -> Any:
+        req = parse_infer_request(body, header_length, em.inputs, em.outputs)
+        n = max((len(v) for v in req.feeds.values() if v.ndim), default=1)
+        if n > max_batch:
+            raise _HTTPError(413, f"batch of {n} samples is over the limit of {max_batch}")
+        return req
+
+    async def v2_infer(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        """POST /v2/models/{name}[/versions/1]/infer, as a raw ASGI app."""
+        raw_len = _header(scope, HEADER_LENGTH.encode())
+        try:
+            if raw_len is not None and not raw_len.isdigit():
+                raise _HTTPError(400, f"invalid {HEADER_LENGTH} header")
+            header_length = int(raw_len) if raw_len is not None else None
+            req, values = await decode_and_run(
+                scope, receive, v2_decode, em.run, v2_batcher, header_length
+            )
+            body, json_len = encode_infer_response(name, req, em.output_names, values)
+        except (_HTTPError, EdgekitError) as exc:
+            await _send_error(send, exc, 400)
+            return
+        if json_len is None:
+            start, end = _messages(200, body, b"application/json")
+        else:
+            extra = [(HEADER_LENGTH.encode(), str(json_len).encode())]
+            start, end = _messages(200, body, b"application/octet-stream", extra)
+        await send(start)
+        await send(end)
+
+    async def v2_infer_elsewhere(request: Any) -> Any:
+        """Infer on another model name or version: the right one is served by ``v2_infer``."""
+        return v2_model_error(request) or error(404, "not found")
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Any) -> AsyncIterator[None]:
+        if cfg.warmup:
+            await run_in_threadpool(em.warmup)
+        try:
+            yield
+        finally:
+            for b in (predict_batcher, v2_batcher):
+                if b is not None:
+                    b.close()
+
+    Route = routing.Route
+    model_paths = ["/v2/models/{name}", "/v2/models/{name}/versions/{version}"]
+    routes = [
+        Route("/predict", _RawASGI(predict), methods=["POST"]),
+        Route("/health", health, methods=["GET"]),
+        Route("/metadata", metadata, methods=["GET"]),
+        Route("/metrics", metrics_endpoint, methods=["GET"]),
+        Route("/v2", v2_server, methods=["GET"]),
+        Route("/v2/health/live", v2_live, methods=["GET"]),
+        Route("/v2/health/ready", v2_live, methods=["GET"]),
+    ]
+    for base in model_paths:
+        routes += [
+            Route(base, v2_model, methods=["GET"]),
+            Route(base + "/ready", v2_model_ready, methods=["GET"]),
+            Route(base + "/infer", v2_infer_elsewhere, methods=["POST"]),
+        ]
+    app = applications.Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={
+            404: _starlette_error(JSONResponse),
+            405: _starlette_error(JSONResponse),
+        },
+    )
+    app.state.model = em
+    app.state.config = cfg
+    app.state.metrics = metrics
+    fast = {"/predict": predict}
+    for path in (f"/v2/models/{name}/infer", f"/v2/models/{name}/versions/1/infer"):
+        fast[path] = v2_infer
+    app.add_middleware(_Guard, cfg=cfg, metrics=metrics, fast=fast)
+    return app
+
+
+class _RawASGI:
+    """A raw ASGI handler as a Starlette route endpoint (a function would be wrapped as a
+    request -> response endpoint)."""
+
+    def __init__(self, app: Callable[..., Awaitable[None]]) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await self.app(scope, receive, send)
+
+
+def _header(scope: dict[str, Any], name: bytes) -> str | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return value.decode("latin-1")
+    return None
+
+
+def _starlette_error(JSONResponse: Any) -> Callable[[Any, Exception], Awaitable[Any]]:
+    async def handler(request: Any, exc: Exception) -> Any:
+        status = getattr(exc, "status_code", 500)
+        detail = getattr(exc, "detail", "error")
+        return JSONResponse(
+            {"error": str(detail), "hint": None}, status_code=status,
+            headers=getattr(exc, "headers", None),
+        )  # fmt: skip
+
+    return handler

@@ -1,0 +1,317 @@
+"""Regression tests for issue #12: each export failure seen on real Keras models, fixed.
+
+Real TensorFlow, tf2onnx and onnxruntime on small models built to hit one cause each.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from edgekit.cli import cli
+
+keras = pytest.importorskip("keras")
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+
+from _coverage_models import CUSTOM_LAYER_SOURCE  # noqa: E402
+
+from edgekit.errors import ConversionError, InputError, ValidationError  # noqa: E402
+from edgekit.export import (  # noqa: E402
+    ExportConfig,
+    _higher_opset_for,
+    _opset_hint,
+    export_model,
+    load_source,
+    synthetic_inputs,
+    validate_source,
+)
+from edgekit.graph import simplify, subgraph_inputs  # noqa: E402
+from edgekit.tfconvert import bind_captured_constants  # noqa: E402
+
+CFG = ExportConfig(validation_samples=16)
+
+
+def _inputs(path: Path) -> list[str]:
+    return [i.name for i in onnx.load(str(path)).graph.input]
+
+
+def _adapted_normalization_model() -> keras.Model:
+    keras.utils.set_random_seed(0)
+    norm = keras.layers.Normalization()
+    norm.adapt(np.random.default_rng(0).normal(3.0, 2.0, (200, 5)).astype("float32"))
+    return keras.Sequential([keras.Input((5,), name="features"), norm,
+                             keras.layers.Dense(3, activation="softmax")], name="normalized")
+
+
+def test_adapted_normalization_constants_are_bound(tmp_path: Path) -> None:
+    res = export_model(_adapted_normalization_model(), tmp_path, CFG)
+    assert res.validation.max_abs_error < 1e-5
+    model = onnx.load(str(res.onnx_path))
+    assert [i.name for i in model.graph.input] == ["features"]  # exactly the signature
+    # The adapted mean is in the graph as a constant, not a missing feed.
+    consts = [onnx.numpy_helper.to_array(i) for i in model.graph.initializer]
+    assert any(c.size == 5 and abs(float(c.mean()) - 3.0) < 0.5 for c in consts)
+
+
+def test_extra_graph_inputs_that_are_not_captures_are_refused() -> None:
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 2])
+    k = helper.make_tensor_value_info("k", TensorProto.FLOAT, [2])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 2])
+    graph = helper.make_graph([helper.make_node("Add", ["x", "k"], ["y"])], "g", [x, k], [y])
+    bound = bind_captured_constants(helper.make_model(graph), {"k": np.ones(2, np.float32)},
+                                    ["x"])
+    assert bound == ["k"]
+    graph2 = helper.make_graph([helper.make_node("Add", ["x", "k"], ["y"])], "g", [x, k], [y])
+    with pytest.raises(ConversionError, match="not the model's inputs") as err:
+        bind_captured_constants(helper.make_model(graph2), {}, ["x"])
+    assert "opset" not in str(err.value)
+
+
+def _gru(time_distributed: bool) -> keras.Model:
+    keras.utils.set_random_seed(0)
+    if time_distributed:
+        inp = keras.Input((3, 10, 4), name="frames")
+        x = keras.layers.Flatten()(keras.layers.TimeDistributed(
+            keras.layers.GRU(8, use_cudnn=False))(inp))
+    else:
+        inp = keras.Input((10, 4), name="sequence")
+        x = keras.layers.GRU(8, use_cudnn=False)(inp)
+    return keras.Model(inp, keras.layers.Dense(2)(x), name="td_gru" if time_distributed else "gru")
+
+
+@pytest.mark.parametrize("time_distributed", [False, True])
+def test_gru_loop_survives_simplification(tmp_path: Path, time_distributed: bool) -> None:
+    res = export_model(_gru(time_distributed), tmp_path, CFG)
+    assert res.validation.max_abs_error < 1e-5
+    assert "Loop" in res.report["graph"]["op_histogram"]
+
+
+def test_prune_keeps_tensors_read_only_inside_a_loop_body() -> None:
+    from onnx import TensorProto, helper
+
+    # t = Transpose(x) is read only inside the Loop body (an outer-scope reference).
+    body = helper.make_graph(
+        [helper.make_node("Identity", ["cond_in"], ["cond_out"]),
+         helper.make_node("Add", ["acc_in", "t"], ["acc_out"])],
+        "body",
+        [helper.make_tensor_value_info("i", TensorProto.INT64, []),
+         helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("acc_in", TensorProto.FLOAT, [2, 2])],
+        [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("acc_out", TensorProto.FLOAT, [2, 2])],
+    )
+    nodes = [
+        helper.make_node("Transpose", ["x"], ["t"], perm=[1, 0]),
+        helper.make_node("Loop", ["n", "c", "x"], ["y"], body=body),
+    ]
+    graph = helper.make_graph(
+        nodes, "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 2])],
+        [onnx.numpy_helper.from_array(np.array(3, np.int64), "n"),
+         onnx.numpy_helper.from_array(np.array(True), "c")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    assert subgraph_inputs(model.graph.node[1]) == {"t"}
+    simplify(model)
+    assert [n.op_type for n in model.graph.node] == ["Transpose", "Loop"]
+    x = np.arange(4, dtype=np.float32).reshape(2, 2)
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(sess.run(None, {"x": x})[0], x + 3 * x.T)
+
+
+def _conv1d_text() -> keras.Model:
+    keras.utils.set_random_seed(0)
+    tokens = keras.Input((None,), dtype="int32", name="tokens")
+    x = keras.layers.Embedding(100, 8)(tokens)
+    for _ in range(3):
+        x = keras.layers.MaxPooling1D(2)(keras.layers.Conv1D(8, 5, activation="relu")(x))
+    x = keras.layers.GlobalMaxPooling1D()(x)
+    return keras.Model(tokens, keras.layers.Dense(3, activation="softmax")(x), name="conv1d")
+
+
+def test_dynamic_length_is_probed_against_keras(tmp_path: Path) -> None:
+    model = _conv1d_text()
+    res = export_model(model, tmp_path, CFG)
+    assert res.validation.max_abs_error < 1e-5
+    source = load_source(model)
+    feeds = synthetic_inputs(source, 4)
+    assert feeds["tokens"].shape == (4, 64)  # 8, 16 and 32 tokens are too short for Keras
+
+
+def test_keras_failure_is_reported_as_keras_failure(tmp_path: Path) -> None:
+    short = tmp_path / "short.npz"
+    np.savez(short, tokens=np.ones((4, 10), np.int32))
+    with pytest.raises(InputError, match="Keras itself cannot run") as err:
+        export_model(_conv1d_text(), tmp_path / "out", CFG, validation_data=short)
+    text = str(err.value)
+    assert "negative" in text or "empty" in text or "size" in text  # Keras' own reason
+    assert "onnxruntime" not in text and "opset" not in text
+
+
+def _convnext_block() -> keras.Model:
+    """ConvNeXt's two problem ops: a grouped (depthwise) Conv2D and exact GELU (Erfc)."""
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((16, 16, 8), name="image")
+    x = keras.layers.Conv2D(8, 7, padding="same", groups=8)(inp)
+    x = keras.layers.LayerNormalization(epsilon=1e-6)(x)
+    x = keras.layers.Dense(16, activation=keras.activations.gelu)(x)  # exact: Erfc
+    x = keras.layers.Dense(8)(x)
+    x = keras.layers.GlobalAveragePooling2D()(inp + x)
+    return keras.Model(inp, keras.layers.Dense(4, activation="softmax")(x), name="convnext_block")
+
+
+def test_grouped_conv_and_exact_gelu_convert(tmp_path: Path) -> None:
+    res = export_model(_convnext_block(), tmp_path, CFG)
+    assert res.validation.max_abs_error < 1e-5
+    ops = res.report["graph"]["op_histogram"]
+    assert "Erf" in ops and "Conv" in ops
+    assert not {"Erfc", "StatefulPartitionedCall"} & set(ops)
+
+
+def _unconvertible() -> keras.Model:
+    import tensorflow as tf
+
+    class Igamma(keras.layers.Layer):
+        def call(self, x: object) -> object:
+            return tf.math.igamma(tf.abs(x) + 1.0, tf.abs(x) + 1.0)
+
+    inp = keras.Input((3,), name="x")
+    return keras.Model(inp, keras.layers.Dense(2)(Igamma()(inp)), name="igamma")
+
+
+def test_unconvertible_op_hint_names_the_layer_not_the_opset(tmp_path: Path) -> None:
+    with pytest.raises(ConversionError, match="Igamma") as err:
+        export_model(_unconvertible(), tmp_path, CFG)
+    assert "opset" not in (err.value.hint or "")
+    assert not (tmp_path / "igamma.onnx").exists()
+
+
+def test_opset_hint_only_when_the_opset_is_the_cause() -> None:
+    assert _opset_hint("Required inputs ([a:0]) are missing from input feed", 17) is None
+    assert "--opset" in (_opset_hint("Opset 18 is under development and not supported", 18)
+                         or "")
+    # tf2onnx converts TensorScatterMax from opset 16 on, Conv2D at every opset, Igamma never
+    assert _higher_opset_for({"TensorScatterMax"}, 13) == 16
+    assert _higher_opset_for({"Conv2D"}, 13) is None
+    assert _higher_opset_for({"Igamma"}, 13) is None
+
+
+@pytest.fixture(scope="module")
+def custom_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    from edgekit.export import load_custom_objects
+
+    d = tmp_path_factory.mktemp("custom")
+    module = d / "zoo_layers.py"
+    module.write_text(CUSTOM_LAYER_SOURCE)
+    cls = load_custom_objects(module)["ScaledSwish"]
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((6,), name="x")
+    model = keras.Model(inp, keras.layers.Dense(3)(cls()(keras.layers.Dense(4)(inp))))
+    path = d / "custom.keras"
+    model.save(path)
+    keras.saving.get_custom_objects().clear()  # a fresh process knows nothing of the layer
+    return path, module
+
+
+def test_custom_layer_without_its_module_names_the_cause(custom_model, tmp_path: Path) -> None:
+    path, _ = custom_model
+    res = CliRunner().invoke(cli, ["export", str(path), "-o", str(tmp_path)])
+    assert res.exit_code == 1
+    assert "Could not locate class 'ScaledSwish'" in res.output
+    assert "--custom-objects" in res.output
+    assert "truncated" not in res.output and "corrupt" not in res.output
+    assert "Traceback" not in res.output
+
+
+def test_custom_layer_exports_with_custom_objects(custom_model, tmp_path: Path) -> None:
+    path, module = custom_model
+    res = CliRunner().invoke(cli, ["export", str(path), "-o", str(tmp_path),
+                                   "--custom-objects", str(module)])
+    assert res.exit_code == 0, res.output
+    assert _inputs(tmp_path / "custom.onnx") == ["x"]
+
+
+def test_custom_objects_module_that_fails_to_import(tmp_path: Path) -> None:
+    bad = tmp_path / "broken.py"
+    bad.write_text("import keras\nraise RuntimeError('boom in user code')\n")
+    with pytest.raises(InputError, match="boom in user code"):
+        load_source(_adapted_normalization_model(), custom_objects=bad)
+    with pytest.raises(InputError, match="does not exist"):
+        load_source(_adapted_normalization_model(), custom_objects=tmp_path / "missing.py")
+
+
+def test_validation_runs_keras_and_onnx_in_bounded_batches(tmp_path: Path) -> None:
+    model = _gru(False)
+    res = export_model(model, tmp_path, CFG)
+    source = load_source(model)
+    seen: list[int] = []
+    call = source.call
+
+    def recording(feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        seen.append(len(feeds["sequence"]))
+        return call(feeds)
+
+    source.call = recording
+    feeds = synthetic_inputs(source, 40)
+    result = validate_source(source, res.onnx_path, feeds, 1e-4, batch_size=8)
+    assert max(seen) == 8 and sum(seen) == 40
+    assert result.n_samples == 40 and result.passed
+
+
+def _rescaling_model() -> keras.Model:
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((8, 8, 3), name="image")
+    x = keras.layers.Rescaling(1 / 255.0)(inp)
+    x = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(4, 3)(x))
+    return keras.Model(inp, keras.layers.Dense(3, activation="softmax")(x), name="rescaled")
+
+
+def test_synthetic_inputs_follow_preprocessing_layers() -> None:
+    pixels = synthetic_inputs(load_source(_rescaling_model()), 64)["image"]
+    assert pixels.min() >= 0 and pixels.max() > 200  # the [0, 255] range Rescaling expects
+    normal = synthetic_inputs(load_source(_adapted_normalization_model()), 256)["features"]
+    assert abs(float(normal.mean()) - 3.0) < 0.3 and abs(float(normal.std()) - 2.0) < 0.3
+
+
+def _constant_model() -> keras.Model:
+    inp = keras.Input((4,), name="x")
+    dense = keras.layers.Dense(3, activation="softmax", kernel_initializer="zeros",
+                               bias_initializer=keras.initializers.Constant([9.0, 0.0, 0.0]))
+    return keras.Model(inp, dense(inp), name="constant")
+
+
+def test_degenerate_outputs_warn_and_fail_with_strict(tmp_path: Path) -> None:
+    res = export_model(_constant_model(), tmp_path / "a", CFG)
+    assert res.validation.passed and res.validation.warnings
+    sat = res.report["validation"]["saturation"]
+    only = next(iter(sat.values()))
+    assert only["constant_share"] == 1.0 and only["same_class_share"] == 1.0
+    with pytest.raises(ValidationError, match="proves little"):
+        export_model(_constant_model(), tmp_path / "b", ExportConfig(validation_samples=16,
+                                                                     strict=True))
+    assert not (tmp_path / "b" / "constant.onnx").exists()
+    fine = export_model(_adapted_normalization_model(), tmp_path / "c", CFG)
+    assert fine.validation.warnings == []
+    report = json.loads(fine.report_path.read_text())
+    (entry,) = report["validation"]["saturation"].values()
+    assert entry["constant_share"] == 0.0 and entry["same_class_share"] < 0.9
+
+
+def test_cli_prints_degenerate_warning(tmp_path: Path) -> None:
+    path = tmp_path / "constant.keras"
+    _constant_model().save(path)
+    res = CliRunner().invoke(cli, ["export", str(path), "-o", str(tmp_path / "out"),
+                                   "--validation-samples", "16"])
+    assert res.exit_code == 0, res.output
+    assert "warning: output" in res.output and "degenerate" in res.output
+    res = CliRunner().invoke(cli, ["export", str(path), "-o", str(tmp_path / "out2"),
+                                   "--validation-samples", "16", "--strict"])
+    assert res.exit_code == 1 and "error: validation proves little" in res.output
