@@ -165,3 +165,26 @@ def test_real_server_with_two_workers(paths: dict[str, Path]) -> None:
                 assert r.json()["labels"] == text.predict_labels("see you later")
             assert c.post("/predict", content=b"{").status_code == 400
             assert c.get("/metadata").json()["text"] is True
+
+
+def test_oversized_body_closes_the_connection(paths: dict[str, Path]) -> None:
+    """A 413 answered before the body was read closes the connection: the unread body must
+    not be parsed as the next request on a keep-alive connection (it was, as 431)."""
+    import socket
+    from urllib.parse import urlparse
+
+    body = b'{"inputs": [' + b"0," * 40000 + b"0]}"
+    ok = json.dumps({"inputs": np.zeros((28, 28), np.uint8).tolist()}).encode()
+    with server_process(paths["image"], args=["--max-body-mb", str(64 / 1024)]) as url:
+        u = urlparse(url)
+        with socket.create_connection((u.hostname, u.port), timeout=10) as s:
+            s.sendall(b"POST /predict HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+                      + f"content-length: {len(body)}\r\n\r\n".encode() + body)
+            data = b""
+            while chunk := s.recv(65536):  # the server closes after its answer
+                data += chunk
+        head = data.split(b"\r\n\r\n", 1)[0].lower()
+        assert head.startswith(b"http/1.1 413") and b"connection: close" in head
+        with httpx.Client(base_url=url, timeout=10) as c:  # keep-alive client: both answered
+            assert c.post("/predict", content=body).status_code == 413
+            assert c.post("/predict", content=ok).status_code == 200

@@ -64,9 +64,13 @@ _INLINE_BYTES = 64 * 1024  # bodies up to this size are decoded on the event loo
 
 
 class _HTTPError(Exception):
-    def __init__(self, status: int, message: str, hint: str | None = None) -> None:
+    """A user error with its status; ``close`` ends the connection after the answer (the
+    request body was not read, so its bytes must not be parsed as the next request)."""
+
+    def __init__(self, status: int, message: str, hint: str | None = None,
+                 close: bool = False) -> None:
         super().__init__(message)
-        self.status, self.message, self.hint = status, message, hint
+        self.status, self.message, self.hint, self.close = status, message, hint, close
 
 
 # ---------------------------------------------------------------------------------------------
@@ -243,7 +247,9 @@ async def _send_error(send: Any, exc: Exception, status: int) -> None:
     """Answer a user error: ``_HTTPError`` with its status, an EdgekitError with ``status``."""
     status = exc.status if isinstance(exc, _HTTPError) else status
     hint = getattr(exc, "hint", None)
-    await _send_json(send, status, {"error": getattr(exc, "message", str(exc)), "hint": hint})
+    close = [(b"connection", b"close")] if getattr(exc, "close", False) else []
+    await _send_json(send, status, {"error": getattr(exc, "message", str(exc)), "hint": hint},
+                     close)
 
 
 async def _send_json(
@@ -373,7 +379,8 @@ def create_app(
             if not length.isdigit():
                 raise _HTTPError(400, "invalid Content-Length header")
             if int(length) > max_body:
-                raise _HTTPError(413, f"request body is over the limit of {max_body} bytes")
+                raise _HTTPError(413, f"request body is over the limit of {max_body} bytes",
+                                 close=True)
         chunks, size = [], 0
         while True:
             message = await receive()
@@ -382,7 +389,8 @@ def create_app(
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > max_body:
-                raise _HTTPError(413, f"request body is over the limit of {max_body} bytes")
+                raise _HTTPError(413, f"request body is over the limit of {max_body} bytes",
+                                 close=True)
             chunks.append(chunk)
             if not message.get("more_body", False):
                 return chunks[0] if len(chunks) == 1 else b"".join(chunks)
