@@ -783,22 +783,16 @@ def calibration_split(calibration: Any, specs: Sequence[TensorSpecInfo], meta: M
 
 def synthetic_feeds(specs: Sequence[TensorSpecInfo], meta: ModelMetadata, n: int,
                     seed: int = 0) -> dict[str, np.ndarray]:
-    """Seeded inputs for an ONNX model: uniform [0, 1) for image models, N(0, 1) for other
-    float inputs, token ids below the vocabulary size (else 0/1) for integer inputs."""
-    rng = np.random.default_rng(seed)
+    """Seeded inputs for an ONNX model (:func:`edgekit.synthetic.draw_inputs`, the generator
+    export uses): image-like for image models, N(0, 1) for other float inputs, token ids below
+    the vocabulary size (else 0/1) for integer inputs; dynamic dimensions get length 8."""
+    from .synthetic import draw_inputs
+
     pre = meta.preprocessing
     vocab = len((meta.tokenizer or {}).get("vocabulary") or []) or 2
-    feeds = {}
-    for s in specs:
-        shape = (n, *[8 if d is None else d for d in s.shape[1:]])
-        dt = np.dtype(s.dtype)
-        if dt.kind in "iu":
-            feeds[s.name] = rng.integers(0, vocab, shape).astype(dt)
-        elif pre is not None and pre.kind == "image":
-            feeds[s.name] = rng.random(shape, dtype=np.float32).astype(dt)
-        else:
-            feeds[s.name] = rng.standard_normal(shape).astype(dt)
-    return feeds
+    ints = {s.name: vocab for s in specs if np.dtype(s.dtype).kind in "iu"}
+    image = pre is not None and pre.kind == "image"
+    return draw_inputs(specs, n, np.random.default_rng(seed), 8, {}, ints, image)
 
 
 def _load_data(mode: QuantMode, cfg: QuantizationConfig, specs: Sequence[TensorSpecInfo],
