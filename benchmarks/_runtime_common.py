@@ -17,13 +17,13 @@ def add_model_args(ap: argparse.ArgumentParser) -> None:
 
 
 def model_path(model: str | None, keras: str | Path, tmp: Path) -> Path:
-    """``model`` when given, else ``keras`` exported to ONNX in ``tmp`` with edgekit.export."""
+    """``model`` when given, else ``keras`` exported to ONNX in ``tmp`` with edgekit.convert."""
     if model:
         return Path(model)
     keras = Path(keras)
     if not keras.exists():
         sys.exit(f"error: {keras} not found; pass --model MODEL.onnx")
-    from edgekit.export import ExportConfig, export_model
+    from edgekit.convert.export import ExportConfig, export_model
 
     print(f"exporting {keras} to {tmp} ...", file=sys.stderr)
     return Path(export_model(keras, tmp, ExportConfig()).onnx_path)

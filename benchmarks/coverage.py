@@ -7,7 +7,7 @@ For each model (``tests/_coverage_models.py``), in fresh processes:
    own ``preprocess_input``), and save calibration / evaluation sets;
 2. ``edgekit export`` it (the CLI, default options) and record the validation figures,
    the saturation of the reference outputs, the time and the process's peak RSS;
-3. quantize the ONNX model to int8 with ``edgekit.quantize.quantize_model`` and the same
+3. quantize the ONNX model to int8 with ``edgekit.quantize.core.quantize_model`` and the same
    calibration data through TFLite's int8 converter, and report each one's top-1 agreement
    with fp32 on held-out images.
 
@@ -59,7 +59,7 @@ def _images(n: int, size: int, split: str, offset: int = 0) -> np.ndarray:
     """``n`` Fashion-MNIST images as (n, size, size, 3) float pixels in [0, 255]."""
     import tensorflow as tf
 
-    from edgekit.datasets import load_image_data
+    from edgekit.inputs.datasets import load_image_data
 
     data = load_image_data(FASHION)
     x = (data.x_train if split == "train" else data.x_test)[offset:offset + n]
@@ -83,11 +83,11 @@ def stage_build(name: str, size: int, work: Path, calib_n: int, eval_n: int) -> 
     """Build, calibrate BatchNorm on images, save model.keras, calib.npz and eval.npz."""
     import _coverage_models as zoo
 
-    from edgekit.export import load_source, synthetic_inputs
+    from edgekit.convert.export import load_source, synthetic_inputs
 
     entry = next(z for z in zoo.ZOO if z.name == name)
     if name == "custom_layer":
-        from edgekit.export import load_custom_objects
+        from edgekit.convert.export import load_custom_objects
 
         (work / "zoo_layers.py").write_text(zoo.CUSTOM_LAYER_SOURCE)
         load_custom_objects(work / "zoo_layers.py")
@@ -119,7 +119,7 @@ def stage_export(name: str, work: Path, synthetic: bool = False) -> dict[str, An
     synthetic inputs; the random-weight networks saturate on them more often)."""
     from click.testing import CliRunner
 
-    from edgekit.cli import cli
+    from edgekit.cli.main import cli
 
     args = ["export", str(work / "model.keras"), "-o", str(work / "out"), "--force"]
     if not synthetic:
@@ -157,8 +157,8 @@ def _tflite_int8(work: Path, calib: dict[str, np.ndarray],
     """TFLite full-integer (int8 weights and activations, float I/O) outputs on ``evals``."""
     import tensorflow as tf
 
-    from edgekit.export import load_source
-    from edgekit.tfconvert import tracing_for_conversion
+    from edgekit.convert.export import load_source
+    from edgekit.convert.tfconvert import tracing_for_conversion
 
     objects = [work / "zoo_layers.py"] if (work / "zoo_layers.py").exists() else None
     source = load_source(work / "model.keras", objects)
@@ -196,8 +196,8 @@ def _by_position(npz: Path, onnx_path: Path) -> dict[str, np.ndarray]:
 
 def stage_int8(work: Path, method: str = "minmax", per_channel: bool = True,
                symmetric: bool = False, tflite: bool = True) -> dict[str, Any]:
-    from edgekit.data import Dataset
-    from edgekit.quantize import QuantizationConfig, quantize_model
+    from edgekit.inputs.data import Dataset
+    from edgekit.quantize.core import QuantizationConfig, quantize_model
     from edgekit.validate import run_onnx
 
     fp32_path = work / "out" / "model.onnx"
@@ -230,7 +230,7 @@ def stage_int8(work: Path, method: str = "minmax", per_channel: bool = True,
 def stage_tune(work: Path, budget: float) -> dict[str, Any]:
     from click.testing import CliRunner
 
-    from edgekit.cli import cli
+    from edgekit.cli.main import cli
 
     t0 = time.perf_counter()
     res = CliRunner().invoke(cli, ["tune", str(work / "model.keras"), "-o", str(work / "tune"),
@@ -246,7 +246,7 @@ def stage_tune(work: Path, budget: float) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------
 def _fashion_arrays() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Fashion-MNIST as (N, 32, 32, 3) float32 pixels (padded by 2, grey to RGB) + labels."""
-    from edgekit.datasets import load_image_data
+    from edgekit.inputs.datasets import load_image_data
 
     d = load_image_data(FASHION)
 
@@ -284,7 +284,7 @@ def _tflite_accuracy(model_path: Path, calib: np.ndarray, x: np.ndarray,
                      y: np.ndarray) -> float:
     import tensorflow as tf
 
-    from edgekit.export import load_source
+    from edgekit.convert.export import load_source
 
     source = load_source(model_path)
     concrete = source.function.get_concrete_function(
@@ -313,9 +313,9 @@ FASHION_VARIANTS = [("minmax", True, False), ("entropy", True, False),
 
 def run_fashion(work: Path, epochs: int) -> dict[str, Any]:
     """Train, export, quantize (several calibration settings) and compare test accuracy."""
-    from edgekit.data import Dataset
-    from edgekit.export import ExportConfig, export_model
-    from edgekit.quantize import QuantizationConfig, quantize_model
+    from edgekit.convert.export import ExportConfig, export_model
+    from edgekit.inputs.data import Dataset
+    from edgekit.quantize.core import QuantizationConfig, quantize_model
     from edgekit.validate import accuracy, run_onnx
 
     work.mkdir(parents=True, exist_ok=True)

@@ -30,7 +30,7 @@ N_CALIB = 500
 def _save_npz(path: Path, force: bool, **arrays: np.ndarray) -> None:
     import io
 
-    from edgekit.artifacts import atomic_write_bytes
+    from edgekit.io.artifacts import atomic_write_bytes
 
     buf = io.BytesIO()
     np.savez_compressed(buf, **arrays)
@@ -43,7 +43,7 @@ def _save_npz(path: Path, force: bool, **arrays: np.ndarray) -> None:
 
 
 def calibration(fashion: Path, force: bool) -> None:
-    from edgekit.datasets import load_image_data
+    from edgekit.inputs.datasets import load_image_data
     from edgekit.recipes import get_recipe
 
     d = load_image_data(fashion)

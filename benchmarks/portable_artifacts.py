@@ -81,7 +81,7 @@ def openvino_check(files: list[Path]) -> dict[str, dict[str, object]]:
     import onnxruntime as ort
     import openvino as ov
 
-    from edgekit.qdq import nonstandard_ops
+    from edgekit.quantize.qdq import nonstandard_ops
 
     x = (np.load(CAL)["x"][-256:].astype(np.float32) / 255.0).reshape(-1, 28, 28, 1)
     core = ov.Core()
@@ -108,7 +108,7 @@ def main() -> None:
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" /
                                          "portable_artifacts.json"))
     args = ap.parse_args()
-    from edgekit.bench import cpu_model, instruction_set
+    from edgekit.measure.bench import cpu_model, instruction_set
 
     with tempfile.TemporaryDirectory() as tmp:
         files = build(Path(tmp), args.budget)

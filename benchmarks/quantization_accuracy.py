@@ -49,8 +49,8 @@ def _row(model: str, v: dict[str, Any], limit_ratio: float,
 
 
 def fashion_rows(tmp: Path) -> list[dict[str, Any]]:
-    from edgekit.export import ExportConfig, export_model
-    from edgekit.quantize import QuantizationConfig, quantize_model
+    from edgekit.convert.export import ExportConfig, export_model
+    from edgekit.quantize.core import QuantizationConfig, quantize_model
 
     model = ROOT / "models" / "fashion_cnn.keras"
     res = export_model(model, tmp / "cnn", ExportConfig())
@@ -66,8 +66,8 @@ def fashion_rows(tmp: Path) -> list[dict[str, Any]]:
 
 
 def lstm_rows(tmp: Path) -> list[dict[str, Any]]:
-    from edgekit.export import ExportConfig, export_model
-    from edgekit.quantize import QuantizationConfig, quantize_model
+    from edgekit.convert.export import ExportConfig, export_model
+    from edgekit.quantize.core import QuantizationConfig, quantize_model
     from edgekit.recipes import TrainConfig, train_recipe
 
     keras_path = tmp / "sms_lstm.keras"
@@ -84,8 +84,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--skip-lstm", action="store_true", help="only the Fashion-MNIST CNN")
     args = ap.parse_args(argv)
-    from edgekit.artifacts import atomic_write_json
-    from edgekit.export import library_versions
+    from edgekit.convert.export import library_versions
+    from edgekit.io.artifacts import atomic_write_json
 
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="edgekit-qbench-") as tmp_s:

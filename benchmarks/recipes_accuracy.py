@@ -52,7 +52,7 @@ def _shipped(path: Path, x_raw: np.ndarray, y: np.ndarray) -> dict[str, Any]:
 
 
 def fashion(data_root: Path) -> dict[str, Any]:
-    from edgekit.datasets import load_image_data
+    from edgekit.inputs.datasets import load_image_data
 
     d = load_image_data(data_root / "fashion-mnist")
     r = _shipped(ROOT / "models" / "fashion_cnn.keras", d.x_test, d.y_test)
@@ -76,9 +76,9 @@ def breast_cancer() -> dict[str, Any]:
 
 
 def text(data_root: Path) -> dict[str, Any]:
+    from edgekit.inputs.text import TextTokenizer
     from edgekit.recipes import TrainConfig, get_recipe
     from edgekit.recipes.text_lstm import make_vectorizer, vectorize
-    from edgekit.text import TextTokenizer
 
     sms = data_root / "sms-spam" / "SMSSpamCollection.tsv"
     rec = get_recipe("text_lstm")

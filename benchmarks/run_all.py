@@ -6,7 +6,7 @@ Models: the shipped Fashion-MNIST CNN and breast-cancer MLP (``models/``), the S
 does not need trained weights). Variants: Keras (graph-mode ``tf.function``), TFLite fp32,
 TFLite int8 (TensorFlow's converter), ONNX fp32 and ONNX int8 (edgekit), at batch 1 and 32,
 with 1 and 2 threads. Within one model the variants are timed interleaved
-(:mod:`edgekit.bench`), so the speed-ups against Keras hold on a busy machine; each thread
+(:mod:`edgekit.measure.bench`), so the speed-ups against Keras hold on a busy machine; each thread
 setting runs in its own process (TensorFlow fixes its thread pools at start).
 
     python benchmarks/run_all.py            # full suite (< 15 min on 2 cores)
@@ -93,10 +93,10 @@ def _keras_model(name: str) -> tuple[Path, Path | None]:
 def prepare(names: list[str], calibration_samples: int,
             threads: tuple[int, ...] = (1,)) -> dict[str, Any]:
     """Build every variant file; returns the manifest (paths and build errors per model)."""
-    from edgekit.bench import KerasBackend
-    from edgekit.compare import build_variants
-    from edgekit.data import load_dataset
-    from edgekit.export import synthetic_inputs
+    from edgekit.convert.export import synthetic_inputs
+    from edgekit.inputs.data import load_dataset
+    from edgekit.measure.bench import KerasBackend
+    from edgekit.measure.compare import build_variants
 
     manifest: dict[str, Any] = {}
     for name in names:
@@ -135,8 +135,8 @@ def prepare(names: list[str], calibration_samples: int,
 def _tune(name: str, fp32: Path, work: Path, cal: dict[str, np.ndarray],
           n: int, threads: int) -> tuple[Path, dict[str, Any]]:
     """``edgekit tune`` (``threads``, batch 1) on the fp32 ONNX model; returns the tuned file."""
-    from edgekit.data import Dataset
-    from edgekit.tune import TuneConfig, tune_model
+    from edgekit.inputs.data import Dataset
+    from edgekit.tune.search import TuneConfig, tune_model
 
     eval_data: Any = FASHION if name == "fashion_cnn" and FASHION.exists() else None
     log(f"{name}: edgekit tune --threads {threads}")
@@ -155,7 +155,7 @@ def _tune(name: str, fp32: Path, work: Path, cal: dict[str, np.ndarray],
 def worker(manifest: dict[str, Any], threads: int, batches: tuple[int, ...],
            scale: float) -> dict[str, Any]:
     """Benchmark every model's variants interleaved with ``threads`` threads."""
-    from edgekit.bench import BenchConfig, bench_models, load_backend, make_inputs
+    from edgekit.measure.bench import BenchConfig, bench_models, load_backend, make_inputs
 
     out: dict[str, Any] = {}
     for name, entry in manifest.items():
@@ -320,7 +320,7 @@ def main(argv: list[str] | None = None) -> int:
         log(f"measuring with {t} thread(s)")
         parts[t] = run_worker(manifest_path, t, batches, scale)
 
-    from edgekit.bench import machine_info
+    from edgekit.measure.bench import machine_info
 
     result = {
         "quick": args.quick,

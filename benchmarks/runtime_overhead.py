@@ -35,7 +35,7 @@ def _stats(ns: list[int]) -> dict[str, float]:
 
 def measure(model_path: Path, batch: int, iters: int, warmup: int, threads: int | None) -> dict:
     """Time bare vs wrapped runs alternately; return stats and the verdict."""
-    from edgekit.runtime import EdgeModel
+    from edgekit.runtime.model import EdgeModel
 
     model = EdgeModel(model_path, "cpu", threads=threads)
     sess = model.session

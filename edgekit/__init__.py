@@ -1,13 +1,13 @@
 """edgekit: Keras model -> fast, small, validated ONNX for edge devices.
 
 ``import edgekit`` is cheap and never imports TensorFlow; each stage lives in its own module
-(``edgekit.export``, ``edgekit.quantize``, ``edgekit.runtime`` ...) and imports its heavy
+(``edgekit.convert``, ``edgekit.quantize``, ``edgekit.runtime`` ...) and imports its heavy
 dependencies only when called.
 """
 
 from __future__ import annotations
 
-from .errors import EdgekitError
+from edgekit.errors import EdgekitError
 
 __version__ = "0.1.0"
 

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import InputError
+from edgekit.errors import InputError
 
 __all__ = [
     "PREFIX",
@@ -105,7 +105,7 @@ class ModelMetadata:
     Attributes:
         labels: class names, index-aligned with the output; default none.
         preprocessing: how to turn raw inputs into model inputs; default none.
-        tokenizer: a serialized :class:`edgekit.text.TextTokenizer` for text models.
+        tokenizer: a serialized :class:`edgekit.inputs.text.TextTokenizer` for text models.
         task: ``"classification"`` (default) or ``"regression"``.
         recipe: the training recipe that made the model, if any.
         output_kinds: the output contract, one :class:`edgekit.contract.OutputKind` value per

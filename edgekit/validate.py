@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from .data import run_in_batches
+from edgekit.inputs.data import run_in_batches
 
 __all__ = ["ValidationResult", "compare_outputs", "run_onnx", "accuracy", "predicted_classes",
            "output_saturation", "degenerate_warnings", "onnx_session"]

@@ -1,4 +1,4 @@
-"""A minimal device-style app: only ``edgekit.runtime`` (numpy + onnxruntime), no TensorFlow.
+"""A minimal device-style app: only ``edgekit.runtime.model`` (numpy + onnxruntime), no TensorFlow.
 
     pip install edgekit            # the device install: numpy, onnxruntime, click
     python examples/embed_app.py out/fashion_cnn.onnx samples.npy
@@ -15,7 +15,7 @@ import time
 
 import numpy as np
 
-from edgekit.runtime import EdgeModel
+from edgekit.runtime.model import EdgeModel
 
 
 def main() -> None:

@@ -15,9 +15,9 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from edgekit.export import ExportConfig, export_model  # noqa: E402
+from edgekit.convert.export import ExportConfig, export_model  # noqa: E402
 from edgekit.recipes import TrainConfig, get_recipe  # noqa: E402
-from edgekit.runtime import EdgeModel  # noqa: E402
+from edgekit.runtime.model import EdgeModel  # noqa: E402
 
 ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 ap.add_argument("--data", type=Path, default=Path("../shared/data/fashion-mnist"))

@@ -13,9 +13,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from edgekit.export import ExportConfig, export_model
+from edgekit.convert.export import ExportConfig, export_model
 from edgekit.recipes import TrainConfig, tabular_mlp
-from edgekit.runtime import EdgeModel
+from edgekit.runtime.model import EdgeModel
 
 ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 ap.add_argument("--csv", type=Path, default=None)

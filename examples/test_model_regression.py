@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from edgekit.pytest_plugin import assert_accuracy, assert_latency_ratio
+from edgekit.check.pytest_plugin import assert_accuracy, assert_latency_ratio
 
 ROOT = Path(__file__).resolve().parents[1]
 EVAL = ROOT / "calibration_data" / "fashion_mnist.npz"  # uint8 images x + labels y

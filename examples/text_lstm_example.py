@@ -4,7 +4,7 @@
         [--epochs 5] [--out examples_out/text_lstm]
 
 The tokenizer (vocabulary + rules) is saved in the model metadata; the runtime tokenises raw
-text in pure Python (``edgekit.text.TextTokenizer``), no TensorFlow needed on the device.
+text in pure Python (``edgekit.inputs.text.TextTokenizer``), no TensorFlow needed on the device.
 The SMS data is read from ../shared/data only; nothing derived from it belongs in the repo.
 """
 
@@ -16,9 +16,9 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from edgekit.export import ExportConfig, export_model  # noqa: E402
+from edgekit.convert.export import ExportConfig, export_model  # noqa: E402
 from edgekit.recipes import TrainConfig, text_lstm  # noqa: E402
-from edgekit.runtime import EdgeModel  # noqa: E402
+from edgekit.runtime.model import EdgeModel  # noqa: E402
 
 ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 ap.add_argument("--data", type=Path, default=Path("../shared/data/sms-spam/SMSSpamCollection.tsv"))

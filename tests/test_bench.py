@@ -1,4 +1,4 @@
-"""edgekit.bench: interleaved measurement, table, JSON and plot (structure only, no timings)."""
+"""edgekit.measure.bench: interleaved measurement, table, JSON and plot (structure, no timings)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,9 @@ import pytest
 from _bench_models import BenchModels, bench_models_dir  # noqa: F401
 from click.testing import CliRunner
 
-from edgekit.bench import (
+from edgekit.cli.main import cli
+from edgekit.errors import InputError
+from edgekit.measure.bench import (
     BenchConfig,
     bench_models,
     latency_stats,
@@ -17,8 +19,6 @@ from edgekit.bench import (
     peak_rss_mb,
     plot_latencies,
 )
-from edgekit.cli import cli
-from edgekit.errors import InputError
 
 
 def test_measure_interleaves_and_counts() -> None:

@@ -8,10 +8,10 @@ import pytest
 from _bench_models import BenchModels, bench_models_dir  # noqa: F401
 from click.testing import CliRunner
 
-from edgekit.check import CheckConfig, check_model, reference_model
-from edgekit.cli import cli
+from edgekit.check.pytest_plugin import assert_accuracy, assert_latency_ratio
+from edgekit.check.regression import CheckConfig, check_model, reference_model
+from edgekit.cli.main import cli
 from edgekit.errors import InputError
-from edgekit.pytest_plugin import assert_accuracy, assert_latency_ratio
 
 FAST = ["--max-time", "4"]
 

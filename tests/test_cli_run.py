@@ -10,8 +10,8 @@ import pytest
 from _runtime_models import FASHION_LABELS, make_image_model, make_text_model
 from click.testing import CliRunner
 
-from edgekit.cli import cli
-from edgekit.runtime import PROVIDER_NAMES, EdgeModel, available_providers, load_image
+from edgekit.cli.main import cli
+from edgekit.runtime.model import PROVIDER_NAMES, EdgeModel, available_providers, load_image
 
 RNG = np.random.default_rng(0)
 

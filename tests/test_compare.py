@@ -7,8 +7,8 @@ import json
 from _bench_models import BenchModels, bench_models_dir  # noqa: F401
 from click.testing import CliRunner
 
-from edgekit.cli import cli
-from edgekit.compare import VARIANTS, CompareConfig, compare_model
+from edgekit.cli.main import cli
+from edgekit.measure.compare import VARIANTS, CompareConfig, compare_model
 
 
 def test_compare_cli(bench_models_dir: BenchModels, tmp_path) -> None:  # noqa: F811

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from edgekit.cli import cli
-from edgekit.datasets import (
+from edgekit.cli.main import cli
+from edgekit.errors import DataError, InputError
+from edgekit.inputs.datasets import (
     FASHION_MNIST_LABELS,
     load_breast_cancer,
     load_csv,
@@ -19,7 +20,6 @@ from edgekit.datasets import (
     load_text_table,
     read_idx,
 )
-from edgekit.errors import DataError, InputError
 
 
 def _idx_bytes(arr: np.ndarray) -> bytes:

@@ -12,14 +12,14 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from edgekit.cli import cli
+from edgekit.cli.main import cli
 
 keras = pytest.importorskip("keras")
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
+from edgekit.convert.export import ExportConfig, export_model  # noqa: E402
 from edgekit.errors import ConversionError, InputError, ValidationError  # noqa: E402
-from edgekit.export import ExportConfig, export_model  # noqa: E402
 from edgekit.metadata import ModelMetadata, Preprocessing, save_keras_metadata  # noqa: E402
 
 
@@ -350,7 +350,7 @@ def _python(code: str) -> subprocess.CompletedProcess[str]:
 
 def test_import_edgekit_does_not_import_tensorflow() -> None:
     res = _python(
-        "import sys, edgekit, edgekit.cli, edgekit.export, edgekit.metadata, edgekit.info\n"
+        "import sys, edgekit, edgekit.cli, edgekit.convert, edgekit.metadata, edgekit.io.onnxfile\n"
         "heavy = [m for m in ('tensorflow', 'tf2onnx', 'keras', 'onnx') if m in sys.modules]\n"
         "print(heavy)"
     )
@@ -362,7 +362,7 @@ def test_missing_extra_names_it(tmp_path: Path, models: dict[str, Path]) -> None
     # Simulate an install without the export extra: tensorflow cannot be imported.
     res = _python(
         "import sys; sys.modules['tensorflow'] = None\n"
-        "from edgekit.cli import main\n"
+        "from edgekit.cli.main import main\n"
         f"main(['export', {str(models['cnn'])!r}, '-o', {str(tmp_path / 'o')!r}])"
     )
     assert res.returncode == 1

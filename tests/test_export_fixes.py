@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from edgekit.cli import cli
+from edgekit.cli.main import cli
 
 keras = pytest.importorskip("keras")
 onnx = pytest.importorskip("onnx")
@@ -20,8 +20,7 @@ ort = pytest.importorskip("onnxruntime")
 
 from _coverage_models import CUSTOM_LAYER_SOURCE  # noqa: E402
 
-from edgekit.errors import ConversionError, InputError, ValidationError  # noqa: E402
-from edgekit.export import (  # noqa: E402
+from edgekit.convert.export import (  # noqa: E402
     ExportConfig,
     _higher_opset_for,
     _opset_hint,
@@ -30,8 +29,9 @@ from edgekit.export import (  # noqa: E402
     synthetic_inputs,
     validate_source,
 )
-from edgekit.graph import simplify, subgraph_inputs  # noqa: E402
-from edgekit.tfconvert import bind_captured_constants  # noqa: E402
+from edgekit.convert.graph import simplify, subgraph_inputs  # noqa: E402
+from edgekit.convert.tfconvert import bind_captured_constants  # noqa: E402
+from edgekit.errors import ConversionError, InputError, ValidationError  # noqa: E402
 
 CFG = ExportConfig(validation_samples=16)
 
@@ -206,7 +206,7 @@ def test_opset_hint_only_when_the_opset_is_the_cause() -> None:
 
 @pytest.fixture(scope="module")
 def custom_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    from edgekit.export import load_custom_objects
+    from edgekit.convert.export import load_custom_objects
 
     d = tmp_path_factory.mktemp("custom")
     module = d / "zoo_layers.py"

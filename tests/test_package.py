@@ -16,10 +16,10 @@ from google.protobuf import text_format
 from onnx import TensorProto, helper
 from tritonclient.grpc import model_config_pb2 as mc
 
-from edgekit.cli import cli
+from edgekit.cli.main import cli
 from edgekit.errors import InputError, OutputExistsError
-from edgekit.package import PackageConfig, package_triton
-from edgekit.runtime import EdgeModel
+from edgekit.runtime.model import EdgeModel
+from edgekit.serve.package import PackageConfig, package_triton
 
 _NP_TO_TRITON = {
     np.dtype("float32"): mc.TYPE_FP32,

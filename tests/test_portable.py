@@ -22,10 +22,10 @@ import pytest
 from click.testing import CliRunner
 
 from edgekit.agreement import Agreement, compare_predictions, gate, wilson_lower
-from edgekit.cli import cli
+from edgekit.cli.main import cli
 from edgekit.contract import OutputKind, output_kind, to_probabilities
-from edgekit.qdq import float_qdq_pairs, nonstandard_ops
-from edgekit.runtime import EdgeModel
+from edgekit.quantize.qdq import float_qdq_pairs, nonstandard_ops
+from edgekit.runtime.model import EdgeModel
 
 keras = pytest.importorskip("keras")
 ov = pytest.importorskip("openvino")
@@ -161,7 +161,7 @@ def test_the_outputs_of_the_mobilenet_are_not_degenerate(mnv2_out: Path) -> None
 
 # -- the output contract: int8 probabilities are probabilities ---------------------------------
 def test_int8_predict_matches_fp32_probabilities(cnn_out: Path, fashion_dir: Path) -> None:
-    from edgekit.datasets import load_image_data
+    from edgekit.inputs.datasets import load_image_data
 
     x = load_image_data(fashion_dir).x_test[:1000]  # uint8: predict() scales by the metadata
     fp32 = EdgeModel(cnn_out / "fashion_cnn.onnx", "cpu")
@@ -193,7 +193,7 @@ def test_edgekit_run_prints_the_same_probability_as_fp32(cnn_out: Path, tmp_path
 
 
 def test_output_kinds_from_keras_and_override(tmp_path: Path) -> None:
-    from edgekit.export import ExportConfig, export_model
+    from edgekit.convert.export import ExportConfig, export_model
     from edgekit.metadata import ModelMetadata, save_keras_metadata
 
     keras.utils.set_random_seed(0)
@@ -265,7 +265,7 @@ def _first_ops_until_quantize(path: Path) -> list[str]:
 
 def _relu_before_pool(model: onnx.ModelProto) -> None:
     """Undo the commute: MaxPool -> Relu back to Relu -> MaxPool (what the quantizer writes)."""
-    from edgekit.qdq import topological_sort
+    from edgekit.quantize.qdq import topological_sort
 
     g = model.graph
     producer = {o: n for n in g.node for o in n.output}
@@ -280,7 +280,7 @@ def _relu_before_pool(model: onnx.ModelProto) -> None:
 
 
 def test_float_region_stays_float_in_a_plain_session(cnn_out: Path, tmp_path: Path) -> None:
-    from edgekit.quantize import QuantizationConfig, quantize_model
+    from edgekit.quantize.core import QuantizationConfig, quantize_model
 
     fp32 = onnx.load(str(cnn_out / "fashion_cnn.onnx"))
     region = [n.name for n in fp32.graph.node if n.op_type in ("Conv", "Relu", "MaxPool")][:3]
@@ -304,7 +304,7 @@ def test_float_region_stays_float_in_a_plain_session(cnn_out: Path, tmp_path: Pa
 def test_commute_relu_maxpool_is_exact(tmp_path: Path) -> None:
     from onnx import TensorProto, helper
 
-    from edgekit.qdq import commute_relu_maxpool
+    from edgekit.quantize.qdq import commute_relu_maxpool
 
     g = helper.make_graph(
         [helper.make_node("Relu", ["x"], ["r"], name="relu"),
@@ -355,7 +355,7 @@ def test_mlp_auto_chooses_none_and_says_why(mlp_out: Path, tmp_path: Path) -> No
 def test_agreement_without_labels_on_held_out_samples(cnn_out: Path, tmp_path: Path) -> None:
     x = np.load(CNN_CAL)["x"][:400]
     np.savez(tmp_path / "nolabels.npz", x=x)
-    from edgekit.quantize import QuantizationConfig, quantize_model
+    from edgekit.quantize.core import QuantizationConfig, quantize_model
 
     (tmp_path / "o").mkdir()
     r = quantize_model(cnn_out / "fashion_cnn.onnx", tmp_path / "o", config=QuantizationConfig(
@@ -417,7 +417,7 @@ _BLOCK = ("import sys\n"
           "for m in ('tensorflow', 'keras', 'tf2onnx', 'sympy', 'onnxconverter_common', "
           "'sklearn', 'openvino'):\n"
           "    sys.modules[m] = None\n"
-          "from edgekit.cli import main\n"
+          "from edgekit.cli.main import main\n"
           "main(sys.argv[1:])\n")
 
 
@@ -450,7 +450,7 @@ def test_histogram_calibration_memory_is_bounded(cnn_out: Path, tmp_path: Path,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     # entropy/percentile keep every sample's activations: the sample count is capped so that
     # peak memory grows with the model, not with the calibration set (MobileNetV2-224: 22 GB)
-    import edgekit.quantize as q
+    import edgekit.quantize.core as q
 
     per_sample = q.activation_bytes(cnn_out / "fashion_cnn.onnx")
     assert 100_000 < per_sample < 2_000_000  # 26x26x32 + 11x11x64 ... floats

@@ -9,17 +9,17 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from edgekit.cli import cli
+from edgekit.cli.main import cli
 
 keras = pytest.importorskip("keras")
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 pytest.importorskip("sympy")
 
+from edgekit.convert.export import ExportConfig, export_model  # noqa: E402
 from edgekit.errors import AccuracyGateError, InputError  # noqa: E402
-from edgekit.export import ExportConfig, export_model  # noqa: E402
 from edgekit.metadata import ModelMetadata, Preprocessing, save_keras_metadata  # noqa: E402
-from edgekit.quantize import (  # noqa: E402
+from edgekit.quantize.core import (  # noqa: E402
     PRESETS,
     QuantizationConfig,
     QuantMode,
@@ -36,7 +36,7 @@ def _files(d: Path) -> set[str]:
 @pytest.fixture(scope="module")
 def cnn(fashion_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A small CNN trained 1 epoch on 3,000 Fashion-MNIST images, its fp32 export, and data."""
-    from edgekit.datasets import load_image_data
+    from edgekit.inputs.datasets import load_image_data
 
     d = tmp_path_factory.mktemp("cnn")
     data = load_image_data(fashion_dir)

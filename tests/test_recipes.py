@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from edgekit.cli import cli
-from edgekit.datasets import FASHION_MNIST_LABELS
+from edgekit.cli.main import cli
 from edgekit.errors import InputError
+from edgekit.inputs.datasets import FASHION_MNIST_LABELS
+from edgekit.inputs.text import TextTokenizer
 from edgekit.metadata import load_keras_metadata
 from edgekit.recipes import RECIPES, TrainConfig, get_recipe, parse_grid, train_recipe
-from edgekit.text import TextTokenizer
 
 
 def test_registry_and_config() -> None:

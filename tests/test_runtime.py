@@ -1,4 +1,4 @@
-"""edgekit.runtime: loading, providers, session settings, predict/run checks, threads."""
+"""edgekit.runtime.model: loading, providers, session settings, predict/run checks, threads."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ from _runtime_models import (
 
 from edgekit.errors import InputError, ModelLoadError, ProviderError
 from edgekit.metadata import Preprocessing
-from edgekit.runtime import (
+from edgekit.runtime.model import (
     AUTO_ORDER,
     PROVIDER_NAMES,
     EdgeModel,
@@ -96,7 +96,7 @@ def test_fallback_warns_and_uses_next(
     models: dict[str, Path], caplog: pytest.LogCaptureFixture
 ) -> None:
     name = unavailable_provider()
-    with caplog.at_level(logging.WARNING, logger="edgekit.runtime"):
+    with caplog.at_level(logging.WARNING, logger="edgekit.runtime.model"):
         m = EdgeModel(models["image"], [name, "cpu"], fallback=True)
     assert m.providers == ["CPUExecutionProvider"]
     assert any("not available" in r.getMessage() and name in r.getMessage() for r in caplog.records)
@@ -415,8 +415,8 @@ def test_runtime_imports_only_numpy_and_onnxruntime(models: dict[str, Path]) -> 
     code = f"""
 import sys
 import numpy as np
-import edgekit.runtime
-from edgekit.runtime import EdgeModel
+import edgekit.runtime.model
+from edgekit.runtime.model import EdgeModel
 m = EdgeModel({str(models["text"])!r})
 m.predict_labels(["win a free prize"])
 m2 = EdgeModel({str(models["image"])!r})

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from _runtime_models import FASHION_LABELS, make_image_model, make_text_model
 
-from edgekit.runtime import EdgeModel
+from edgekit.runtime.model import EdgeModel
 from edgekit.serve import create_app, server_process
 
 with warnings.catch_warnings():  # starlette 1.x: "use httpx2 with the TestClient"

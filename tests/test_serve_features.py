@@ -20,7 +20,7 @@ from _serve_models import shipped_mlp  # noqa: F401  (fixture)
 from prometheus_client.parser import text_string_to_metric_families
 
 from edgekit.errors import InputError
-from edgekit.runtime import EdgeModel
+from edgekit.runtime.model import EdgeModel
 from edgekit.serve import create_app, server_process
 from edgekit.serve.batching import MicroBatcher
 

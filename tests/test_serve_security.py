@@ -16,7 +16,7 @@ import pytest
 from _runtime_models import make_image_model
 from click.testing import CliRunner
 
-from edgekit.cli import cli
+from edgekit.cli.main import cli
 from edgekit.errors import InputError
 from edgekit.serve import ServeConfig, create_app, server_process
 from edgekit.serve.config import is_loopback

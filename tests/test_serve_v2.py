@@ -13,7 +13,7 @@ import pytest
 from _runtime_models import make_image_model, make_text_model
 from _serve_models import shipped_cnn  # noqa: F401  (fixture)
 
-from edgekit.runtime import EdgeModel
+from edgekit.runtime.model import EdgeModel
 from edgekit.serve import create_app, server_process
 
 with warnings.catch_warnings():

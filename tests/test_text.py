@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from edgekit.errors import InputError
-from edgekit.text import TextTokenizer, split_whitespace, standardize
+from edgekit.inputs.text import TextTokenizer, split_whitespace, standardize
 
 VOCAB = ["", "[UNK]", "the", "cat", "sat", "é", "çava", "abc"]
 
@@ -59,8 +59,8 @@ def test_bad_tokenizer() -> None:
 
 def test_no_tensorflow_import() -> None:
     code = (
-        "import sys, edgekit, edgekit.text, edgekit.datasets, edgekit.recipes, edgekit.metadata\n"
-        "t = edgekit.text.TextTokenizer(['', '[UNK]', 'a']); t.encode(['a b'])\n"
+        "import sys, edgekit, edgekit.inputs.text, edgekit.inputs.datasets, edgekit.recipes\n"
+        "t = edgekit.inputs.text.TextTokenizer(['', '[UNK]', 'a']); t.encode(['a b'])\n"
         "edgekit.recipes.get_recipe('text_lstm'); edgekit.recipes.get_recipe('image_cnn')\n"
         "bad = [m for m in ('tensorflow', 'keras', 'sklearn') if m in sys.modules]\n"
         "assert not bad, bad\n"
@@ -70,7 +70,7 @@ def test_no_tensorflow_import() -> None:
 
 def test_matches_text_vectorization_on_sms(sms_file: Path) -> None:
     """Adapt once on every SMS message (+ tricky strings) and compare every message's ids."""
-    from edgekit.datasets import load_text_table
+    from edgekit.inputs.datasets import load_text_table
     from edgekit.recipes.text_lstm import make_vectorizer, vectorize
 
     texts = load_text_table(sms_file).texts

@@ -14,11 +14,11 @@ keras = pytest.importorskip("keras")
 onnx = pytest.importorskip("onnx")
 sklearn_datasets = pytest.importorskip("sklearn.datasets")
 
-from edgekit.cli import cli  # noqa: E402
-from edgekit.export import ExportConfig, export_model  # noqa: E402
+from edgekit.cli.main import cli  # noqa: E402
+from edgekit.convert.export import ExportConfig, export_model  # noqa: E402
 from edgekit.metadata import ModelMetadata, Preprocessing, save_keras_metadata  # noqa: E402
-from edgekit.runtime import EdgeModel  # noqa: E402
-from edgekit.tune import TuneConfig, float_region, measure_ratio, tune_model  # noqa: E402
+from edgekit.runtime.model import EdgeModel  # noqa: E402
+from edgekit.tune.search import TuneConfig, float_region, measure_ratio, tune_model  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -9,8 +9,8 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-from ..errors import InputError
-from .train import (
+from edgekit.errors import InputError
+from edgekit.recipes.train import (
     ACTIVATIONS,
     OPTIMIZERS,
     GridResult,

@@ -12,9 +12,17 @@ from typing import Any
 
 import numpy as np
 
-from ..datasets import load_image_data
-from ..metadata import Preprocessing
-from .train import DataSplit, Fitted, Recipe, TrainConfig, TrainResult, require_keras, run_training
+from edgekit.inputs.datasets import load_image_data
+from edgekit.metadata import Preprocessing
+from edgekit.recipes.train import (
+    DataSplit,
+    Fitted,
+    Recipe,
+    TrainConfig,
+    TrainResult,
+    require_keras,
+    run_training,
+)
 
 __all__ = ["RECIPE", "ImageCNN", "build_model", "load_data", "train"]
 

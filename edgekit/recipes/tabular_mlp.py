@@ -13,10 +13,10 @@ from typing import Any
 
 import numpy as np
 
-from ..datasets import load_breast_cancer, load_csv
-from ..errors import InputError
-from ..metadata import Preprocessing
-from .train import (
+from edgekit.errors import InputError
+from edgekit.inputs.datasets import load_breast_cancer, load_csv
+from edgekit.metadata import Preprocessing
+from edgekit.recipes.train import (
     DataSplit,
     Fitted,
     Recipe,

@@ -2,7 +2,7 @@
 
 Texts are tokenised outside the model by a Keras ``TextVectorization`` layer adapted on the
 training split (lower-case, strip punctuation, whitespace split, 10,000 tokens, length 100);
-its vocabulary and rules are saved as a :class:`edgekit.text.TextTokenizer` in the model
+its vocabulary and rules are saved as a :class:`edgekit.inputs.text.TextTokenizer` in the model
 metadata, so the runtime reproduces the ids in pure Python. The model input is int32
 ``(batch, 100)``; the LSTM is built with ``use_cudnn=False, go_backwards=True`` so it
 exports to one ONNX LSTM op (plus a ReverseSequence) and sees the end-padding first.
@@ -16,11 +16,11 @@ from typing import Any
 
 import numpy as np
 
-from ..datasets import load_text_table
-from ..errors import require
-from ..metadata import Preprocessing
-from ..text import TextTokenizer
-from .train import (
+from edgekit.errors import require
+from edgekit.inputs.datasets import load_text_table
+from edgekit.inputs.text import TextTokenizer
+from edgekit.metadata import Preprocessing
+from edgekit.recipes.train import (
     DataSplit,
     Fitted,
     Recipe,
@@ -80,7 +80,7 @@ class TextLSTM(Recipe):
         self, path: str | os.PathLike[str] | None, config: TrainConfig, **options: Any
     ) -> DataSplit:
         if path is None:
-            from ..errors import InputError
+            from edgekit.errors import InputError
 
             raise InputError(
                 "text_lstm needs --data: a TSV/CSV file of label and text",

@@ -17,9 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from ..datasets import DataSplit
-from ..errors import DataError, InputError, OutputExistsError, require
-from ..metadata import ModelMetadata, Preprocessing
+from edgekit.errors import DataError, InputError, OutputExistsError, require
+from edgekit.inputs.datasets import DataSplit
+from edgekit.metadata import ModelMetadata, Preprocessing
 
 __all__ = [
     "OPTIMIZERS",
@@ -342,7 +342,7 @@ def _check_output(output: str | os.PathLike[str] | None, force: bool) -> Path | 
 
 def _save(model: Any, out: Path, meta: ModelMetadata, force: bool) -> None:
     """Save model + metadata through a temp file in the same folder, then rename."""
-    from ..metadata import save_keras_metadata
+    from edgekit.metadata import save_keras_metadata
 
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{out.stem}.", suffix=".tmp.keras", dir=out.parent)
@@ -576,7 +576,7 @@ def train_recipe(
         grid_json: where the grid table is written (default ``OUT.grid.json``).
         on_step: called after every grid-search fit.
     """
-    from . import get_recipe
+    from edgekit.recipes import get_recipe
 
     recipe = get_recipe(name).RECIPE
     options: dict[str, Any] = {"label": label} if label is not None else {}
@@ -599,7 +599,7 @@ def train_recipe(
         on_step=on_step,
         **options,
     )
-    from ..artifacts import atomic_write_json
+    from edgekit.io.artifacts import atomic_write_json
 
     atomic_write_json(json_path, {"recipe": name, **result.to_dict()}, force=force)
     result.json_path = str(json_path)

@@ -10,9 +10,9 @@ Needs ``edgekit[serve]`` (uvicorn, starlette, prometheus-client).
 
 from __future__ import annotations
 
-from .app import create_app
-from .config import DEFAULT_MAX_BATCH, DEFAULT_MAX_BODY_BYTES, ServeConfig
-from .server import ENV_CONFIG, app_factory, free_port, serve, server_process
+from edgekit.serve.app import create_app
+from edgekit.serve.config import DEFAULT_MAX_BATCH, DEFAULT_MAX_BODY_BYTES, ServeConfig
+from edgekit.serve.server import ENV_CONFIG, app_factory, free_port, serve, server_process
 
 __all__ = [
     "DEFAULT_MAX_BODY_BYTES",

@@ -34,12 +34,12 @@ from typing import Any
 
 import numpy as np
 
-from .. import __version__
-from ..errors import EdgekitError, InputError, require
-from ..runtime import EdgeModel
-from .batching import MicroBatcher
-from .config import ServeConfig
-from .v2 import (
+from edgekit import __version__
+from edgekit.errors import EdgekitError, InputError, require
+from edgekit.runtime.model import EdgeModel
+from edgekit.serve.batching import MicroBatcher
+from edgekit.serve.config import ServeConfig
+from edgekit.serve.v2 import (
     HEADER_LENGTH,
     default_model_name,
     encode_infer_response,

@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import InputError
-from .v2 import check_model_name
+from edgekit.errors import InputError
+from edgekit.serve.v2 import check_model_name
 
 __all__ = ["ServeConfig", "DEFAULT_MAX_BODY_BYTES", "DEFAULT_MAX_BATCH", "is_loopback"]
 

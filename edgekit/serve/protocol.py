@@ -323,7 +323,7 @@ def guarded_protocol_class(http: str = "auto") -> type[Any]:
     if http == "h11" or (http == "auto" and GuardedHttpToolsProtocol is None):
         return GuardedH11Protocol
     if GuardedHttpToolsProtocol is None:
-        from ..errors import MissingDependencyError
+        from edgekit.errors import MissingDependencyError
 
         raise MissingDependencyError("httptools is not installed", hint="pip install httptools")
     return GuardedHttpToolsProtocol

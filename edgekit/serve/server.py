@@ -20,9 +20,9 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..errors import InputError, require
-from ..runtime import EdgeModel
-from .config import ServeConfig
+from edgekit.errors import InputError, require
+from edgekit.runtime.model import EdgeModel
+from edgekit.serve.config import ServeConfig
 
 __all__ = ["ENV_CONFIG", "serve", "app_factory", "free_port", "server_process"]
 
@@ -45,8 +45,8 @@ def _worker_threads(cfg: ServeConfig) -> ServeConfig:
 
 def app_factory() -> Any:
     """App of one ``--workers`` process: the config comes from ``$EDGEKIT_SERVE_CONFIG``."""
-    from .app import create_app
-    from .protocol import install_log_rate_limit
+    from edgekit.serve.app import create_app
+    from edgekit.serve.protocol import install_log_rate_limit
 
     raw = os.environ.get(ENV_CONFIG)
     if not raw:
@@ -73,8 +73,8 @@ def serve(
     require("uvicorn", "serve")
     from uvicorn import Server
 
-    from .app import create_app
-    from .protocol import (
+    from edgekit.serve.app import create_app
+    from edgekit.serve.protocol import (
         EdgekitUvicornConfig,
         ProtocolLimits,
         accept_backlog,

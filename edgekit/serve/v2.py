@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import InputError
+from edgekit.errors import InputError
 
 __all__ = [
     "V2_DTYPES",
@@ -187,7 +187,7 @@ def parse_infer_request(
 ) -> InferRequest:
     """Parse an infer body (JSON, then binary tensors when ``header_length`` is given).
 
-    ``inputs`` / ``outputs`` are the model's :class:`~edgekit.runtime.InputSpec` lists. Every
+    ``inputs`` / ``outputs`` are the model's :class:`~edgekit.runtime.model.InputSpec` lists. Every
     mistake raises :class:`InputError` (answered with 400).
     """
     if header_length is not None and not 0 <= header_length <= len(body):

@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ConversionError
+from edgekit.errors import ConversionError
 
 __all__ = ["tracing_for_conversion", "custom_op_handlers", "captured_constants",
            "bind_captured_constants", "from_function"]

@@ -25,8 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from .data import TensorSpecInfo
-from .errors import InputError
+from edgekit.errors import InputError
+from edgekit.inputs.data import TensorSpecInfo
 
 __all__ = ["InputRange", "CANDIDATE_LENGTHS", "keras_input_ranges", "draw_inputs",
            "probe_length", "smooth_images"]
@@ -163,7 +163,7 @@ def probe_length(call: Callable[[dict[str, np.ndarray]], Any],
             return length
         except Exception as exc:  # Keras rejects this length: try the next one
             last = exc
-    from .export import _reason
+    from edgekit.convert.export import _reason
 
     why = f"{type(last).__name__}: {_reason(last)}" if last is not None else "no candidate"
     raise InputError(

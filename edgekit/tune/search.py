@@ -34,15 +34,15 @@ from typing import Any
 
 import numpy as np
 
-from . import __version__
-from .agreement import compare_predictions, gate
-from .artifacts import ArtifactSet
-from .bench import cpu_model, measure
-from .data import Dataset, run_in_batches
-from .errors import DataError, InputError
-from .metadata import PREFIX, ModelMetadata, set_props
-from .runtime import EdgeModel, SessionOptionsConfig
-from .validate import accuracy
+from edgekit import __version__
+from edgekit.agreement import compare_predictions, gate
+from edgekit.errors import DataError, InputError
+from edgekit.inputs.data import Dataset, run_in_batches
+from edgekit.io.artifacts import ArtifactSet
+from edgekit.measure.bench import cpu_model, measure
+from edgekit.metadata import PREFIX, ModelMetadata, set_props
+from edgekit.runtime.model import EdgeModel, SessionOptionsConfig
+from edgekit.validate import accuracy
 
 __all__ = ["TuneConfig", "Candidate", "TuneResult", "tune_model", "measure_ratio", "node_profile",
            "float_region", "format_candidates"]
@@ -356,7 +356,7 @@ def _try_quant(ctx: _Context, name: str, desc: str, overrides: dict[str, Any],
                ) -> Candidate:
     """Quantize with ``overrides``, then measure latency (``session``, default the base
     settings) and accuracy. Files are plain QDQ: onnxruntime optimizes them at load."""
-    from .quantize import QuantizationConfig, quantize_model
+    from edgekit.quantize.core import QuantizationConfig, quantize_model
 
     cand = Candidate(name, stage, desc)
     outdir = ctx.tmp / name
@@ -418,7 +418,7 @@ def _latency_aware(ctx: _Context, best: Candidate) -> tuple[Candidate | None, li
 
 
 #: onnxruntime moves Quantize/Dequantize nodes across pooling/reshape at load (the session
-#: stage tries switching that off; mixed-precision files no longer need it, see edgekit.qdq)
+#: stage tries switching that off; mixed-precision files no longer need it, see quantize.qdq)
 _NO_PROPAGATION = SessionOptionsConfig(disabled_optimizers=["QDQPropagationTransformer"])
 
 
@@ -484,7 +484,7 @@ def _pareto(cands: Sequence[Candidate]) -> None:
 
 def format_candidates(cands: Sequence[Candidate], winner: Candidate | None = None) -> str:
     """The candidates table (latency ratio vs fp32, accuracy, size)."""
-    from .bench import render_table
+    from edgekit.measure.bench import render_table
 
     rows = []
     for c in cands:
@@ -520,7 +520,7 @@ def _fp32_model(src: Path, tmp: Path, say: ProgressFn) -> Path:
     """``src`` itself when it is ONNX, else its validated fp32 export in ``tmp``."""
     if src.suffix.lower() == ".onnx":
         return src
-    from .export import ExportConfig, export_model
+    from edgekit.convert.export import ExportConfig, export_model
 
     say("exporting the fp32 model")
     return export_model(src, tmp / "fp32", ExportConfig()).onnx_path
@@ -529,7 +529,12 @@ def _fp32_model(src: Path, tmp: Path, say: ProgressFn) -> Path:
 def _load_tune_data(proto: Any, calibration: Any, eval_data: Any, config: TuneConfig) -> _Data:
     """Calibration samples; evaluation on ``eval_data``, else on calibration samples held out
     (not used to calibrate), else on the calibration samples; a batch for timing."""
-    from .quantize import QuantizationConfig, calibration_split, load_model_data, onnx_input_specs
+    from edgekit.quantize.core import (
+        QuantizationConfig,
+        calibration_split,
+        load_model_data,
+        onnx_input_specs,
+    )
 
     specs = onnx_input_specs(proto)
     meta = ModelMetadata.from_props({p.key: p.value for p in proto.metadata_props})
@@ -723,14 +728,14 @@ def tune_model(
         model: a Keras model file (exported to fp32 ONNX first) or an fp32 ``.onnx`` file.
         outdir: gets ``<stem>.tuned.onnx`` (with its session settings in metadata) and
             ``<stem>.tune.json`` (candidates, Pareto front, per-node profile, the reasons).
-        calibration: calibration data (see :func:`edgekit.quantize.load_model_data`).
+        calibration: calibration data (see :func:`edgekit.quantize.core.load_model_data`).
         eval_data: labelled evaluation data (default: agreement with fp32 on calibration
             samples held out from calibration).
         config: options (default :class:`TuneConfig()`).
         progress: called with one-line status messages (default: none).
         on_progress: called with the fraction of the search done, 0..1 (default: none).
     """
-    from .info import load_onnx
+    from edgekit.io.onnxfile import load_onnx
 
     config = config or TuneConfig()
     log: list[str] = []

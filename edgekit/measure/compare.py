@@ -2,7 +2,7 @@
 
 Every variant is built from the same model and the same calibration samples, evaluated on the
 same inputs (accuracy when labels are given, top-1 agreement with Keras always) and timed
-interleaved by :mod:`edgekit.bench`. The recommendation is the fastest deployable variant
+interleaved by :mod:`edgekit.measure.bench`. The recommendation is the fastest deployable variant
 (TFLite or ONNX) whose accuracy is within the budget of the Keras model's.
 """
 
@@ -19,7 +19,9 @@ from typing import Any
 
 import numpy as np
 
-from .bench import (
+from edgekit.errors import InputError, require
+from edgekit.inputs.data import Dataset, load_dataset
+from edgekit.measure.bench import (
     Backend,
     BenchConfig,
     BenchResult,
@@ -30,8 +32,6 @@ from .bench import (
     plot_latencies,
     render_table,
 )
-from .data import Dataset, load_dataset
-from .errors import InputError, require
 
 __all__ = [
     "VARIANTS",
@@ -70,7 +70,7 @@ class CompareConfig:
         eval_samples: cap on evaluation samples (default 2000; 0 = all).
         batch: batch size of the latency measurement (default 1).
         runs / duration / warmup / threads: latency settings (defaults 100 runs, 10 warmup,
-            library thread defaults), see :class:`edgekit.bench.BenchConfig`.
+            library thread defaults), see :class:`edgekit.measure.bench.BenchConfig`.
         workdir: where the variant files go (default: a temporary folder, deleted afterwards).
     """
 
@@ -298,13 +298,13 @@ def _tflite_convert(tf: Any, keras_model: Any, calibration: Sequence[np.ndarray]
 def onnx_variant(fp32_path: str | os.PathLike[str], outdir: str | os.PathLike[str],
                  precision: str, calibration: dict[str, np.ndarray] | None = None,
                  stem: str | None = None) -> tuple[Path, str]:
-    """Write a variant of an fp32 ONNX model with :func:`edgekit.quantize.quantize_model`.
+    """Write a variant of an fp32 ONNX model with :func:`edgekit.quantize.core.quantize_model`.
 
     ``precision``: ``"int8"`` (static QDQ; needs ``calibration``, feeds by input name),
     ``"dynamic"``, ``"fp16"`` or ``"auto"`` (static int8 for convolutional models, dynamic for
     recurrent / Dense-only ones). Returns the file and the mode actually used.
     """
-    from .quantize import QuantizationConfig, quantize_model
+    from edgekit.quantize.core import QuantizationConfig, quantize_model
 
     if precision not in ("int8", "fp16", "dynamic", "auto"):
         raise InputError(f"unknown precision {precision!r}", hint="use int8, dynamic or fp16")
@@ -335,8 +335,8 @@ def build_variants(
     ``(paths, errors, modes)``: variant -> file; variant -> error message of those that
     failed; ONNX variant -> quantization mode used (``int8`` is ``"dynamic"`` for LSTMs).
     """
-    from .errors import EdgekitError
-    from .export import ExportConfig, export_model
+    from edgekit.convert.export import ExportConfig, export_model
+    from edgekit.errors import EdgekitError
 
     src = Path(model_path)
     work = Path(workdir)
@@ -407,7 +407,7 @@ def build_variants(
 # ---------------------------------------------------------------------------------------------
 def _calibration(keras_b: Backend, path: str | os.PathLike[str] | None,
                  eval_ds: Dataset | None, n: int, notes: list[str]) -> dict[str, np.ndarray]:
-    from .export import synthetic_inputs
+    from edgekit.convert.export import synthetic_inputs
 
     source = keras_b.source  # type: ignore[attr-defined]
     names = [s.name for s in source.inputs]
@@ -464,7 +464,7 @@ def compare_model(
             eval_ds = eval_ds.take(config.eval_samples)
     cal = _calibration(keras_b, calibration, eval_ds, config.calibration_samples, notes)
     if eval_ds is None:
-        from .export import synthetic_inputs
+        from edgekit.convert.export import synthetic_inputs
 
         eval_ds = Dataset(synthetic_inputs(source, 256, seed=1), None, "synthetic")
         notes.append("no --eval-data: 256 synthetic inputs, agreement with Keras only")
@@ -519,7 +519,7 @@ def compare_model(
 def _result(src: Path, config: CompareConfig, paths: dict[str, Path], errors: dict[str, str],
             preds: dict[str, np.ndarray], eval_ds: Dataset, bench: BenchResult,
             notes: list[str]) -> CompareResult:
-    from .validate import accuracy
+    from edgekit.validate import accuracy
 
     labelled = eval_ds.labels is not None
     lat = {m.name: m for m in bench.models}

@@ -7,7 +7,7 @@ models alike and the *ratios* against the first model hold even on a busy machin
 timed with :func:`time.perf_counter_ns`.
 
 Backends (chosen by file suffix, see :func:`load_backend`): ``.onnx``/``.ort`` through
-:class:`edgekit.runtime.EdgeModel`; ``.tflite`` through ``tf.lite.Interpreter``; ``.keras``,
+:class:`edgekit.runtime.model.EdgeModel`; ``.tflite`` through ``tf.lite.Interpreter``; ``.keras``,
 ``.h5`` and SavedModel folders through TensorFlow (the model's ``tf.function``, i.e. graph
 mode, not eager). This module imports numpy only; TensorFlow, onnxruntime and matplotlib are
 imported when a backend or the plot needs them.
@@ -26,8 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from .data import Dataset, batches
-from .errors import InputError, require
+from edgekit.errors import InputError, require
+from edgekit.inputs.data import Dataset, batches
 
 __all__ = [
     "instruction_set",
@@ -331,7 +331,7 @@ class Backend:
 
     def prepare(self, data: Dataset) -> list[np.ndarray]:
         """Model-ready inputs (model order) from raw data, by the rule of
-        :meth:`edgekit.runtime.EdgeModel.prepare`: the metadata's preprocessing is applied to
+        :meth:`edgekit.runtime.model.EdgeModel.prepare`: the metadata's preprocessing is applied to
         integer data, and to float data too when it names no ``raw_dtype``."""
         pre = getattr(self.metadata, "preprocessing", None)
         out = []
@@ -360,7 +360,7 @@ def _by_position(data: Dataset, specs: Sequence[Any]) -> dict[str, np.ndarray]:
 
 
 class OnnxBackend(Backend):
-    """An ONNX model through :class:`edgekit.runtime.EdgeModel` (checked ``run`` path);
+    """An ONNX model through :class:`edgekit.runtime.model.EdgeModel` (checked ``run`` path);
     ``path`` may also be a loaded ``EdgeModel``."""
 
     kind = "onnx"
@@ -368,7 +368,7 @@ class OnnxBackend(Backend):
     def __init__(self, path: str | os.PathLike[str] | Any, name: str | None = None, *,
                  provider: str = "cpu", threads: int | None = None,
                  graph_optimization: str | None = None) -> None:
-        from .runtime import EdgeModel
+        from edgekit.runtime.model import EdgeModel
 
         if isinstance(path, EdgeModel):  # wrap a loaded model (its own settings apply)
             super().__init__(path.path, name)
@@ -433,7 +433,7 @@ class KerasBackend(Backend):
 
     def __init__(self, path: str | os.PathLike[str] | Any, name: str | None = None, *,
                  threads: int | None = None) -> None:
-        from .export import load_source
+        from edgekit.convert.export import load_source
 
         if isinstance(path, str | os.PathLike):
             super().__init__(path, name)

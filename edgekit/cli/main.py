@@ -11,8 +11,8 @@ from typing import Any
 
 import click
 
-from . import __version__
-from .errors import EdgekitError
+from edgekit import __version__
+from edgekit.errors import EdgekitError
 
 __all__ = ["main", "cli"]
 
@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _echo_json(obj: Any) -> None:
-    from .artifacts import to_json
+    from edgekit.io.artifacts import to_json
 
     click.echo(to_json(obj))
 
@@ -60,10 +60,15 @@ def _echo_json(obj: Any) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# export / inspect  (edgekit.export, edgekit.info)
+# export / inspect  (edgekit.convert.export, edgekit.io.onnxfile)
 # ---------------------------------------------------------------------------------------------
 # >>> export section
-from .quantize_cli import config_from_options, echo_variant, quantization_options, status  # noqa: E402
+from edgekit.cli.quantize_options import (  # noqa: E402
+    config_from_options,
+    echo_variant,
+    quantization_options,
+    status,
+)
 
 
 @cli.command("export")
@@ -106,7 +111,7 @@ def export_cmd(model: Path, outdir: Path, opset: int, validation_data: Path | No
     Validation runs on --validation-data, else on --calibration data, else on seeded
     synthetic inputs drawn in the range the model's preprocessing layers expect.
     """
-    from .export import ExportConfig, export_model, read_labels
+    from edgekit.convert.export import ExportConfig, export_model, read_labels
 
     labels = read_labels(labels_file) if labels_file else None
     config = ExportConfig(opset=opset, atol=atol, validation_samples=validation_samples,
@@ -118,7 +123,7 @@ def export_cmd(model: Path, outdir: Path, opset: int, validation_data: Path | No
     qconfig = config_from_options(**qopts)
     hook = None
     if qconfig is not None:
-        from .quantize import export_hook
+        from edgekit.quantize.core import export_hook
 
         hook = export_hook(qconfig, qopts["calibration"], qopts["eval_data"], status)
     result = export_model(model, outdir, config, validation_data=validation_data,
@@ -138,7 +143,7 @@ def export_cmd(model: Path, outdir: Path, opset: int, validation_data: Path | No
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for machines.")
 def inspect_cmd(model: Path, as_json: bool) -> None:
     """Show an ONNX MODEL's inputs, outputs, opset, ops, parameters, size and metadata."""
-    from .info import format_info, inspect_model
+    from edgekit.io.onnxfile import format_info, inspect_model
 
     info = inspect_model(model)
     if as_json:
@@ -189,7 +194,7 @@ def train_cmd(recipe: str, output: Path, data: Path | None, label: str | None,
     """Train a RECIPE (image_cnn, tabular_mlp, text_lstm) and save OUT.keras."""
     import sys
 
-    from .recipes import GridResult, TrainConfig, train_recipe
+    from edgekit.recipes import GridResult, TrainConfig, train_recipe
 
     verbose = 0 if quiet else (1 if sys.stdout.isatty() else 2)
     config = TrainConfig(epochs=epochs, batch_size=batch_size, optimizer=optimizer,
@@ -200,8 +205,8 @@ def train_cmd(recipe: str, output: Path, data: Path | None, label: str | None,
         result = train_recipe(recipe, config, data=data, output=output, force=force, label=label)
         click.echo(result.summary())
         return
-    from .recipes import parse_grid
-    from .recipes.train import n_fits
+    from edgekit.recipes import parse_grid
+    from edgekit.recipes.train import n_fits
 
     table = parse_grid(grid)
     with click.progressbar(length=n_fits(table, cv), label="grid search", hidden=quiet,
@@ -217,7 +222,7 @@ def train_cmd(recipe: str, output: Path, data: Path | None, label: str | None,
 
 
 # ---------------------------------------------------------------------------------------------
-# run / serve  (edgekit.runtime, edgekit.serve)
+# run / serve  (edgekit.runtime.model, edgekit.serve)
 # ---------------------------------------------------------------------------------------------
 # >>> runtime section
 @cli.command("run")
@@ -244,7 +249,7 @@ def _run_command(
     Images are resized and greyscaled as the model's metadata says; the stored
     preprocessing is applied. Prints the top-k labels and probabilities.
     """
-    from .runtime import format_predictions, predict_input
+    from edgekit.runtime.model import format_predictions, predict_input
 
     report = predict_input(
         model, input_path, text=text, provider=provider, fallback=fallback, top_k=top_k
@@ -314,7 +319,7 @@ def _serve_command(
     Open Inference Protocol (KServe V2): GET /v2/health/ready, GET /v2/models/NAME,
     POST /v2/models/NAME/infer (e.g. with tritonclient).
     """
-    from .serve import ServeConfig, serve
+    from edgekit.serve import ServeConfig, serve
 
     config = ServeConfig(
         max_body_bytes=int(max_body_mb * 1024 * 1024),
@@ -349,7 +354,7 @@ def _package_command(model: Path, repo: Path, force: bool, as_json: bool, **opti
     REPO/NAME/1/model.onnx, REPO/NAME/labels.txt (when the model has labels)
     and REPO/NAME.kserve.yaml (an InferenceService with protocolVersion v2).
     """
-    from .package import PackageConfig, package_triton
+    from edgekit.serve.package import PackageConfig, package_triton
 
     result = package_triton(model, repo, PackageConfig(**options), force=force)
     if as_json:
@@ -362,7 +367,7 @@ def _package_command(model: Path, repo: Path, force: bool, as_json: bool, **opti
 
 
 # ---------------------------------------------------------------------------------------------
-# quantize  (edgekit.quantize, edgekit.optimize)
+# quantize  (edgekit.quantize.core, edgekit.quantize.ort_format)
 # ---------------------------------------------------------------------------------------------
 # >>> quantize section
 @cli.command("quantize")
@@ -374,7 +379,7 @@ def _package_command(model: Path, repo: Path, force: bool, as_json: bool, **opti
 def quantize_cmd(model: Path, outdir: Path | None, force: bool, **qopts: Any) -> None:
     """Build an int8/dynamic/fp16 variant of an fp32 ONNX MODEL made elsewhere (default
     --quantize auto) and add its section to <stem>.report.json."""
-    from .quantize import quantize_file
+    from edgekit.quantize.core import quantize_file
 
     if qopts["quantize"] == "none":
         raise click.UsageError("--quantize none builds nothing")
@@ -387,7 +392,7 @@ def quantize_cmd(model: Path, outdir: Path | None, force: bool, **qopts: Any) ->
 
 
 # ---------------------------------------------------------------------------------------------
-# bench / compare / check / tune  (edgekit.bench, edgekit.check, edgekit.tune)
+# bench / compare / check / tune  (edgekit.measure, edgekit.check, edgekit.tune)
 # ---------------------------------------------------------------------------------------------
 # >>> bench section
 def _progress_bar(label: str, quiet: bool) -> Any:
@@ -432,9 +437,9 @@ def bench_cmd(models: tuple[Path, ...], provider: str, threads: int | None, batc
               warmup: int, runs: int | None, duration: float | None, json_path: Path | None,
               plot_path: Path | None, quiet: bool) -> None:
     """Measure MODELS (.onnx, .ort, .tflite, .keras) interleaved; ratios vs the first one."""
-    from .artifacts import atomic_write_json
-    from .bench import BenchConfig, bench_models, plot_latencies
-    from .errors import InputError
+    from edgekit.errors import InputError
+    from edgekit.io.artifacts import atomic_write_json
+    from edgekit.measure.bench import BenchConfig, bench_models, plot_latencies
 
     if runs is not None and duration is not None:
         raise InputError("give --runs or --duration, not both")
@@ -487,8 +492,8 @@ def compare_cmd(model: Path, calibration: Path | None, eval_data: Path | None,
     """Keras vs TFLite fp32/int8 vs ONNX fp32/int8/fp16 of MODEL, side by side."""
     import sys
 
-    from .artifacts import atomic_write_json
-    from .compare import CompareConfig, compare_model
+    from edgekit.io.artifacts import atomic_write_json
+    from edgekit.measure.compare import CompareConfig, compare_model
 
     config = CompareConfig(accuracy_budget=accuracy_budget, threads=threads, batch=batch,
                            runs=runs, duration=duration, eval_samples=eval_samples,
@@ -533,7 +538,7 @@ def check_cmd(model: Path, baseline: Path, eval_data: Path | None, max_accuracy_
               max_latency_increase: float, reference: Path | None, batch: int, threads: int,
               max_time: float, update_baseline: bool, as_json: bool) -> None:
     """Exit 1 when MODEL's accuracy or latency regressed against the BASELINE."""
-    from .check import CheckConfig, check_model
+    from edgekit.check.regression import CheckConfig, check_model
 
     config = CheckConfig(max_accuracy_drop=max_accuracy_drop,
                          max_latency_increase=max_latency_increase, batch=batch,
@@ -549,7 +554,7 @@ def check_cmd(model: Path, baseline: Path, eval_data: Path | None, max_accuracy_
 
 
 # ---------------------------------------------------------------------------------------------
-# tune  (edgekit.tune)
+# tune  (edgekit.tune.search)
 # ---------------------------------------------------------------------------------------------
 # >>> tune section
 @cli.command("tune")
@@ -576,7 +581,7 @@ def tune_cmd(model: Path, outdir: Path, calibration: Path | None, eval_data: Pat
              calibration_samples: int, force: bool) -> None:
     """Search quantization/graph/session settings for the fastest MODEL within the accuracy
     budget; latency is measured as a ratio against fp32 in the same run."""
-    from .tune import TuneConfig, format_candidates, tune_model
+    from edgekit.tune.search import TuneConfig, format_candidates, tune_model
 
     config = TuneConfig(max_accuracy_drop=max_accuracy_drop, threads=threads, batch=batch,
                         budget_minutes=budget_minutes, calibration_samples=calibration_samples,

@@ -1,13 +1,13 @@
 """The device runtime: load a ``.onnx`` / ``.ort`` model and run it with onnxruntime.
 
 This module imports only numpy and onnxruntime (plus :mod:`edgekit.errors`,
-:mod:`edgekit.metadata` and, for text models, :mod:`edgekit.text`, all pure Python), so a device
+:mod:`edgekit.metadata` and, for text, :mod:`edgekit.inputs.text`, all pure Python), so a device
 app needs ``pip install edgekit`` without TensorFlow or onnx. Pillow is imported lazily by
 :func:`load_image` only.
 
 Typical use::
 
-    from edgekit.runtime import EdgeModel
+    from edgekit.runtime.model import EdgeModel
 
     with EdgeModel("model.onnx", provider="auto") as model:
         probs = model.predict(image_uint8)          # preprocessing from the metadata
@@ -41,9 +41,9 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from .contract import OutputKind, to_probabilities
-from .errors import InputError, ModelLoadError, ProviderError, require
-from .metadata import PREFIX, ModelMetadata, Preprocessing
+from edgekit.contract import OutputKind, to_probabilities
+from edgekit.errors import InputError, ModelLoadError, ProviderError, require
+from edgekit.metadata import PREFIX, ModelMetadata, Preprocessing
 
 __all__ = [
     "EdgeModel",
@@ -59,7 +59,7 @@ __all__ = [
     "format_predictions",
 ]
 
-logger = logging.getLogger("edgekit.runtime")
+logger = logging.getLogger("edgekit.runtime.model")
 
 #: Short provider names -> onnxruntime execution provider names.
 PROVIDER_NAMES: dict[str, str] = {
@@ -794,7 +794,7 @@ class EdgeModel:
 
     @property
     def tokenizer(self) -> Any:
-        """The :class:`edgekit.text.TextTokenizer` of a text model (built on first use)."""
+        """The :class:`edgekit.inputs.text.TextTokenizer` of a text model (built on first use)."""
         if self._tokenizer is None:
             if self.metadata.tokenizer is None:
                 raise InputError(
@@ -803,7 +803,7 @@ class EdgeModel:
                 )
             with self._tok_lock:
                 if self._tokenizer is None:
-                    from .text import TextTokenizer
+                    from edgekit.inputs.text import TextTokenizer
 
                     self._tokenizer = TextTokenizer.from_dict(self.metadata.tokenizer)
         return self._tokenizer

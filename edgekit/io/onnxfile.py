@@ -9,8 +9,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .data import format_shape
-from .errors import InputError, ModelLoadError
+from edgekit.errors import InputError, ModelLoadError
+from edgekit.inputs.data import format_shape
 
 __all__ = ["ModelInfo", "inspect_model", "format_info", "load_onnx"]
 

@@ -16,8 +16,8 @@ The artifact is standard ONNX: QDQ int8 and fp16 files use ai.onnx ops only (onn
 execution provider, OpenVINO and other QDQ consumers load them); onnxruntime applies its
 host-specific optimizations at load on the device, never into the file. Float regions of
 mixed-precision files stay float under onnxruntime's default optimizations (see
-:mod:`edgekit.qdq`). Every variant is compared with fp32 on held-out samples, labelled or not
-(:mod:`edgekit.agreement`). With labelled evaluation data and ``max_accuracy_drop`` the nodes
+:mod:`edgekit.quantize.qdq`). Each variant is compared with fp32 on held-out samples, labelled or
+not (:mod:`edgekit.agreement`). With labelled evaluation data and ``max_accuracy_drop`` the nodes
 that lose the most (``onnxruntime.quantization.qdq_loss_debug`` on calibration data) are kept in
 float, one group at a time, until the gate holds, or :class:`AccuracyGateError` is raised and
 nothing is written.
@@ -44,14 +44,14 @@ from typing import Any
 
 import numpy as np
 
-from .agreement import Agreement, compare_predictions, gate
-from .artifacts import to_json
-from .data import Dataset, TensorSpecInfo, load_dataset
-from .errors import AccuracyGateError, ConversionError, DataError, InputError, require
-from .metadata import PREFIX, ModelMetadata, set_props
-from .optimize import OptimizeLevel, convert_to_ort, mobile_line, optimize_model
-from .qdq import commute_relu_maxpool, nonstandard_ops, output_activation_nodes
-from .validate import accuracy, run_onnx
+from edgekit.agreement import Agreement, compare_predictions, gate
+from edgekit.errors import AccuracyGateError, ConversionError, DataError, InputError, require
+from edgekit.inputs.data import Dataset, TensorSpecInfo, load_dataset
+from edgekit.io.artifacts import to_json
+from edgekit.metadata import PREFIX, ModelMetadata, set_props
+from edgekit.quantize.ort_format import OptimizeLevel, convert_to_ort, mobile_line, optimize_model
+from edgekit.quantize.qdq import commute_relu_maxpool, nonstandard_ops, output_activation_nodes
+from edgekit.validate import accuracy, run_onnx
 
 __all__ = [
     "QuantMode",
@@ -423,8 +423,8 @@ def _text_split(path: Path, meta: ModelMetadata, split: str) -> Dataset:
     if meta.tokenizer is None:
         raise InputError(f"{path} is a text table but the model has no tokenizer metadata",
                          hint="pass an .npz of token ids instead")
-    from .recipes.text_lstm import load_data
-    from .text import TextTokenizer
+    from edgekit.inputs.text import TextTokenizer
+    from edgekit.recipes.text_lstm import load_data
 
     d = load_data(path, test_split=0.2, seed=0)
     x, y = (d.x_train, d.y_train) if split == "train" else (d.x_test, d.y_test)
@@ -449,7 +449,7 @@ def load_model_data(
     seeded random subset; integer images for float inputs are scaled by the model's
     preprocessing metadata, with a note.
     """
-    from .export import prepare_inputs
+    from edgekit.convert.export import prepare_inputs
 
     names = [s.name for s in specs]
     if isinstance(data, Dataset):
@@ -459,7 +459,7 @@ def load_model_data(
         if not p.exists():
             raise InputError(f"{what} file {p} does not exist", hint="check the path")
         if p.is_dir():
-            from .datasets import load_image_data
+            from edgekit.inputs.datasets import load_image_data
 
             img = load_image_data(p)
             x, y = (img.x_train, img.y_train) if split == "train" else (img.x_test, img.y_test)
@@ -501,7 +501,7 @@ def load_model_data(
 def _standardise_floats(ds: Dataset, specs: Sequence[TensorSpecInfo], meta: ModelMetadata,
                         what: str, notes: list[str]) -> Dataset:
     """Apply the model's preprocessing to float data when it names no raw dtype (tabular
-    standardisation): the rule :meth:`edgekit.runtime.EdgeModel.predict` follows."""
+    standardisation): the rule :meth:`edgekit.runtime.model.EdgeModel.predict` follows."""
     pre = meta.preprocessing
     if pre is None or pre.is_identity or pre.raw_dtype is not None:
         return ds
@@ -783,10 +783,10 @@ def calibration_split(calibration: Any, specs: Sequence[TensorSpecInfo], meta: M
 
 def synthetic_feeds(specs: Sequence[TensorSpecInfo], meta: ModelMetadata, n: int,
                     seed: int = 0) -> dict[str, np.ndarray]:
-    """Seeded inputs for an ONNX model (:func:`edgekit.synthetic.draw_inputs`, the generator
+    """Seeded inputs for an ONNX model (:func:`edgekit.inputs.synthetic.draw_inputs`, the generator
     export uses): image-like for image models, N(0, 1) for other float inputs, token ids below
     the vocabulary size (else 0/1) for integer inputs; dynamic dimensions get length 8."""
-    from .synthetic import draw_inputs
+    from edgekit.inputs.synthetic import draw_inputs
 
     pre = meta.preprocessing
     vocab = len((meta.tokenizer or {}).get("vocabulary") or []) or 2
@@ -966,7 +966,7 @@ def _check_options(mode: QuantMode, cfg: QuantizationConfig, calibration: Any,
 
 def _load_proto(model: Any, stem: str | None) -> tuple[Any, str]:
     if isinstance(model, str | os.PathLike):
-        from .info import load_onnx
+        from edgekit.io.onnxfile import load_onnx
 
         return load_onnx(model), stem or Path(model).name.removesuffix(".onnx")
     return model, stem or "model"
@@ -1166,7 +1166,7 @@ def export_hook(
     eval_data: str | os.PathLike[str] | Dataset | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> Callable[[Any, Any, Any, dict[str, Any]], None]:
-    """An ``extra_outputs`` hook for :func:`edgekit.export.export_model` that stages the variant
+    """An ``extra_outputs`` hook for :func:`edgekit.convert.export_model` that stages the variant
     of ``config.mode`` next to the fp32 model and adds ``report["variants"][mode]``."""
     _check_paths(calibration, eval_data)  # before the slow export starts
     if config.mode is QuantMode.INT8 and calibration is None:
@@ -1202,8 +1202,8 @@ def quantize_file(
     """``edgekit quantize``: one variant of an fp32 ``.onnx`` file into ``outdir`` (default: the
     model's folder), atomically, and its section in ``<stem>.report.json`` (created or updated).
     Returns the result and the report path."""
-    from .artifacts import ArtifactSet, atomic_write_json
-    from .info import load_onnx
+    from edgekit.io.artifacts import ArtifactSet, atomic_write_json
+    from edgekit.io.onnxfile import load_onnx
 
     cfg = config or QuantizationConfig(mode=QuantMode.AUTO)
     _check_paths(calibration, eval_data)

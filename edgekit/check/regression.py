@@ -25,9 +25,9 @@ from typing import Any
 
 import numpy as np
 
-from .artifacts import atomic_write_json, sha256_file
-from .bench import Backend, load_backend, machine_info, make_inputs, measure
-from .errors import DataError, InputError
+from edgekit.errors import DataError, InputError
+from edgekit.io.artifacts import atomic_write_json, sha256_file
+from edgekit.measure.bench import Backend, load_backend, machine_info, make_inputs, measure
 
 __all__ = [
     "CheckConfig",
@@ -248,9 +248,9 @@ def _auto_depth(model: Backend, threads: int | None, batch: int, tmp: Path) -> i
 def model_accuracy(model: Backend, eval_data: str | os.PathLike[str],
                    eval_samples: int = 0) -> float:
     """Top-1 accuracy in percent on labelled ``eval_data`` (``y`` required)."""
-    from .bench import evaluate
-    from .data import load_dataset
-    from .validate import accuracy
+    from edgekit.inputs.data import load_dataset
+    from edgekit.measure.bench import evaluate
+    from edgekit.validate import accuracy
 
     ds = load_dataset(eval_data, [i.name for i in model.inputs], "evaluation data")
     if ds.labels is None:

@@ -9,7 +9,7 @@ Layout written under the repository folder ``REPO``::
     REPO/NAME/labels.txt        # class labels (Triton's classification extension), if any
     REPO/NAME.kserve.yaml       # InferenceService on the kserve-tritonserver runtime
 
-Everything is staged and committed at once (:class:`edgekit.artifacts.ArtifactSet`); existing
+Everything is staged and committed at once (:class:`edgekit.io.artifacts.ArtifactSet`); existing
 outputs are kept unless ``force``. Needs only the base install (onnxruntime reads the model).
 """
 
@@ -23,10 +23,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .artifacts import ArtifactSet
-from .errors import InputError
-from .runtime import EdgeModel, InputSpec
-from .serve.v2 import check_model_name, default_model_name, v2_datatype
+from edgekit.errors import InputError
+from edgekit.io.artifacts import ArtifactSet
+from edgekit.runtime.model import EdgeModel, InputSpec
+from edgekit.serve.v2 import check_model_name, default_model_name, v2_datatype
 
 __all__ = [
     "PackageConfig",

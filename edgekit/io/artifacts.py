@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from .errors import OutputExistsError
+from edgekit.errors import OutputExistsError
 
 __all__ = ["ArtifactSet", "atomic_write_bytes", "atomic_write_json", "sha256_file", "to_json"]
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import DataError, InputError
+from edgekit.errors import DataError, InputError
 
 __all__ = ["TensorSpecInfo", "Dataset", "load_dataset", "check_finite", "batches",
            "run_in_batches", "format_shape"]

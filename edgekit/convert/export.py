@@ -26,14 +26,14 @@ from typing import Any
 
 import numpy as np
 
-from . import __version__
-from .artifacts import ArtifactSet, sha256_file
-from .contract import keras_output_activations, output_kind, parse_output_kinds
-from .data import Dataset, TensorSpecInfo, format_shape, load_dataset, run_in_batches
-from .errors import ConversionError, InputError, ModelLoadError, ValidationError, require
-from .metadata import PREFIX, ModelMetadata, load_keras_metadata, set_props
-from .synthetic import InputRange, draw_inputs, keras_input_ranges, probe_length
-from .validate import (
+from edgekit import __version__
+from edgekit.contract import keras_output_activations, output_kind, parse_output_kinds
+from edgekit.errors import ConversionError, InputError, ModelLoadError, ValidationError, require
+from edgekit.inputs.data import Dataset, TensorSpecInfo, format_shape, load_dataset, run_in_batches
+from edgekit.inputs.synthetic import InputRange, draw_inputs, keras_input_ranges, probe_length
+from edgekit.io.artifacts import ArtifactSet, sha256_file
+from edgekit.metadata import PREFIX, ModelMetadata, load_keras_metadata, set_props
+from edgekit.validate import (
     ValidationResult,
     compare_outputs,
     degenerate_warnings,
@@ -72,7 +72,7 @@ class ExportConfig:
         labels: class names stored in the model (default: the Keras model's own metadata).
         seed: seed of the synthetic inputs (default 0).
         simplify: static Flatten shapes, conversion Transposes folded into weights (default
-            True; see :mod:`edgekit.graph`). Validation covers the simplified graph.
+            True; see :mod:`edgekit.convert.graph`). Validation covers the simplified graph.
         force: overwrite existing outputs (default False).
         strict: fail when validation ran on degenerate reference outputs (default False: warn).
         batch_size: batch size of Keras and onnxruntime during validation (default 8); peak
@@ -140,7 +140,7 @@ class KerasSource:
         function: a ``tf.function`` with an explicit input signature, for tf2onnx.
         int_ranges: for integer inputs, the exclusive upper bound of valid ids (Embedding).
         metadata: edgekit metadata stored with the model (labels, preprocessing ...).
-        input_ranges: value ranges implied by preprocessing layers (see :mod:`edgekit.synthetic`).
+        input_ranges: value ranges implied by preprocessing layers (see inputs.synthetic).
         synthetic_length: length of dynamic dimensions in synthetic inputs (None: not probed).
     """
 
@@ -486,7 +486,7 @@ def _unsupported_nodes(model_proto: Any) -> list[tuple[str, str]]:
     """(op type, node name) of nodes no ONNX domain defines, Loop/If bodies included."""
     import onnx
 
-    from .graph import walk_nodes
+    from edgekit.convert.graph import walk_nodes
 
     return [(n.op_type, n.name) for n in walk_nodes(model_proto.graph)
             if not onnx.defs.has(n.op_type, n.domain or "")]
@@ -524,7 +524,7 @@ def _run_tf2onnx(source: KerasSource, signature: list[Any], opset: int) -> tuple
     import logging
 
     require("tf2onnx", "export")
-    from .tfconvert import from_function, tracing_for_conversion
+    from edgekit.convert.tfconvert import from_function, tracing_for_conversion
 
     log = logging.getLogger("tf2onnx")
     level = log.level
@@ -575,7 +575,7 @@ def convert(source: KerasSource, opset: int = 17) -> Any:
     onnx = require("onnx", "export")
     import tensorflow as tf
 
-    from .tfconvert import bind_captured_constants, captured_constants
+    from edgekit.convert.tfconvert import bind_captured_constants, captured_constants
 
     signature = [tf.TensorSpec(s.shape, tf.as_dtype(s.dtype), name=s.name) for s in source.inputs]
     model_proto, concrete = _run_tf2onnx(source, signature, opset)
@@ -604,7 +604,7 @@ def synthetic_inputs(source: KerasSource, n: int, seed: int = 0) -> dict[str, np
     Integer inputs get ids in the Embedding range; float inputs the range a leading
     ``Rescaling`` / ``Normalization`` layer implies, else [0, 1) for image models and N(0, 1)
     otherwise. Dynamic non-batch dimensions get the first length Keras accepts (probed once,
-    see :func:`edgekit.synthetic.probe_length`).
+    see :func:`edgekit.inputs.synthetic.probe_length`).
     """
     pre = source.metadata.preprocessing
     image = pre is not None and pre.kind == "image"
@@ -627,7 +627,7 @@ def prepare_inputs(
     Integer image data (e.g. uint8) for a float input is scaled by the model's preprocessing
     metadata; the notes returned say so. Wrong rank or fixed dimensions raise DataError.
     """
-    from .errors import DataError
+    from edgekit.errors import DataError
 
     notes: list[str] = []
     feeds: dict[str, np.ndarray] = {}
@@ -852,7 +852,7 @@ def _simplified(model_proto: Any, config: ExportConfig) -> tuple[Any, list[str],
         return model_proto, [], _load_session(model_proto, None, config.opset)
     import onnx
 
-    from .graph import simplify
+    from edgekit.convert.graph import simplify
 
     raw = onnx.ModelProto()
     raw.CopyFrom(model_proto)
@@ -870,7 +870,7 @@ def _validation_feeds(source: KerasSource, config: ExportConfig,
     if isinstance(data, Dataset):
         ds = data
     elif Path(data).is_dir() or Path(data).suffix.lower() in (".tsv", ".csv", ".txt"):
-        from .quantize import load_model_data
+        from edgekit.quantize.core import load_model_data
 
         feeds, _, notes, desc = load_model_data(data, source.inputs, source.metadata,
                                                 "validation data", "test",

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import InputError
+from edgekit.errors import InputError
 
 __all__ = ["TextTokenizer", "PUNCTUATION_REGEX", "standardize", "split_whitespace"]
 

@@ -58,14 +58,14 @@ def config_from_options(quantize: str | None, calibration_method: str | None,
                         preset: str | None, max_accuracy_drop: float | None,
                         output_format: str, mobile_batch: int = 1, default_mode: str = "none",
                         **_: Any) -> Any:
-    """A :class:`edgekit.quantize.QuantizationConfig` from parsed options (None when no
+    """A :class:`edgekit.quantize.core.QuantizationConfig` from parsed options (None when no
     variant is asked for)."""
     mode = quantize or default_mode
     if mode == "none":
         if output_format == "ort" or max_accuracy_drop is not None:
             raise click.UsageError("--format ort and --max-accuracy-drop need --quantize")
         return None
-    from .quantize import QuantizationConfig
+    from edgekit.quantize.core import QuantizationConfig
 
     return QuantizationConfig.from_preset(
         preset, mode=mode, calibration_method=calibration_method,
@@ -82,6 +82,6 @@ def status(msg: str) -> None:
 
 def echo_variant(variant: dict[str, Any], outdir: Path) -> None:
     """Print a report's variant section for people."""
-    from .quantize import variant_lines
+    from edgekit.quantize.core import variant_lines
 
     click.echo("\n".join(variant_lines(variant, outdir)))

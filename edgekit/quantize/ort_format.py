@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ConversionError, InputError, require
+from edgekit.errors import ConversionError, InputError, require
 
 __all__ = [
     "OptimizeLevel",

@@ -8,7 +8,7 @@ Fixtures:
 - ``edge_model_factory``: ``factory(path, **EdgeModel kwargs)``; every model is closed after
   the test.
 
-Helpers (import them from ``edgekit.pytest_plugin``):
+Helpers (import them from ``edgekit.check.pytest_plugin``):
 
 - :func:`assert_accuracy` (model, data file or ``(x, y)``, ``min_accuracy`` / ``baseline`` +
   ``max_drop``);
@@ -43,7 +43,7 @@ def pytest_configure(config: pytest.Config) -> None:
 @pytest.fixture
 def edge_model_factory() -> Iterator[Callable[..., Any]]:
     """``factory(path, provider="cpu", **kwargs)`` -> EdgeModel, closed after the test."""
-    from .runtime import EdgeModel
+    from edgekit.runtime.model import EdgeModel
 
     made: list[Any] = []
 
@@ -78,7 +78,7 @@ def edge_model(request: pytest.FixtureRequest, edge_model_factory: Callable[...,
 
 def _xy(data: Any, model: Any) -> tuple[Any, Any]:
     if isinstance(data, str | os.PathLike):
-        from .data import load_dataset
+        from edgekit.inputs.data import load_dataset
 
         ds = load_dataset(data, list(model.input_names), "evaluation data")
         if ds.labels is None:
@@ -95,7 +95,7 @@ def assert_accuracy(model: Any, data: Any, min_accuracy: float | None = None, *,
     """Assert the top-1 accuracy (percent) of ``model`` on ``data``; returns it.
 
     Args:
-        model: an :class:`edgekit.runtime.EdgeModel` or a path to one.
+        model: an :class:`edgekit.runtime.model.EdgeModel` or a path to one.
         data: an ``.npz`` with inputs and labels ``y``, or ``(x, y)`` (raw inputs: the model's
             preprocessing metadata is applied by ``predict``).
         min_accuracy: lowest accepted accuracy in percent (default None).
@@ -104,8 +104,8 @@ def assert_accuracy(model: Any, data: Any, min_accuracy: float | None = None, *,
     """
     import numpy as np
 
-    from .runtime import EdgeModel
-    from .validate import accuracy
+    from edgekit.runtime.model import EdgeModel
+    from edgekit.validate import accuracy
 
     m = model if isinstance(model, EdgeModel) else EdgeModel(model, "cpu")
     x, y = _xy(data, m)
@@ -134,14 +134,14 @@ def assert_latency_ratio(model: Any, reference: Any, max_ratio: float, *, batch:
     """Assert that ``model`` takes at most ``max_ratio`` times as long as ``reference``.
 
     Both are timed interleaved in this process (median of paired per-call ratios, see
-    :func:`edgekit.check.measure_ratio`), so the assertion holds on a busy CI machine.
+    :func:`edgekit.check.regression.measure_ratio`), so the assertion holds on a busy CI machine.
     ``model`` / ``reference``: paths (.onnx, .tflite, .keras) or ``EdgeModel`` objects
     (then their own thread settings apply). Defaults: batch 1, 1 thread, 1 to 10 s of timing.
     Returns the ratio.
     """
-    from .bench import Backend, OnnxBackend, load_backend
-    from .check import CheckConfig, measure_ratio
-    from .runtime import EdgeModel
+    from edgekit.check.regression import CheckConfig, measure_ratio
+    from edgekit.measure.bench import Backend, OnnxBackend, load_backend
+    from edgekit.runtime.model import EdgeModel
 
     def backend(m: Any) -> Backend:
         if isinstance(m, EdgeModel):

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import DataError, InputError
+from edgekit.errors import DataError, InputError
 
 __all__ = [
     "FASHION_MNIST_LABELS",
@@ -206,7 +206,7 @@ def _load_npz_images(p: Path, labels: list[str] | None) -> ImageData:
 
 
 def _load_keras_dataset(labels: list[str] | None) -> ImageData:
-    from .errors import require
+    from edgekit.errors import require
 
     keras = require("keras", "export", "tensorflow-cpu")
     try:
@@ -325,7 +325,7 @@ def load_csv(path: str | os.PathLike[str], label: str) -> TabularData:
 
 def load_breast_cancer() -> TabularData:
     """scikit-learn's breast-cancer set (569 rows, 30 features; 0=malignant, 1=benign)."""
-    from .errors import require
+    from edgekit.errors import require
 
     sk = require("sklearn.datasets", "export", "scikit-learn")
     d = sk.load_breast_cancer()  # type: ignore[attr-defined]

@@ -1,0 +1,27 @@
+"""Accuracy and latency regression checks for CI."""
+
+from __future__ import annotations
+
+from edgekit.check.regression import (
+    BASELINE_VERSION,
+    CheckConfig,
+    CheckResult,
+    Finding,
+    LatencyRatio,
+    check_model,
+    measure_ratio,
+    model_accuracy,
+    reference_model,
+)
+
+__all__ = [
+    "CheckConfig",
+    "Finding",
+    "CheckResult",
+    "LatencyRatio",
+    "reference_model",
+    "measure_ratio",
+    "model_accuracy",
+    "check_model",
+    "BASELINE_VERSION",
+]

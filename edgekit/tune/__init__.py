@@ -1,0 +1,25 @@
+"""Search quantization and session settings for the fastest model within an accuracy budget."""
+
+from __future__ import annotations
+
+from edgekit.tune.search import (
+    Candidate,
+    TuneConfig,
+    TuneResult,
+    float_region,
+    format_candidates,
+    measure_ratio,
+    node_profile,
+    tune_model,
+)
+
+__all__ = [
+    "TuneConfig",
+    "Candidate",
+    "TuneResult",
+    "tune_model",
+    "measure_ratio",
+    "node_profile",
+    "float_region",
+    "format_candidates",
+]
