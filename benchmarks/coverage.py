@@ -197,7 +197,7 @@ def _by_position(npz: Path, onnx_path: Path) -> dict[str, np.ndarray]:
 def stage_int8(work: Path, method: str = "minmax", per_channel: bool = True,
                symmetric: bool = False, tflite: bool = True) -> dict[str, Any]:
     from edgekit.inputs.data import Dataset
-    from edgekit.quantize.core import QuantizationConfig, quantize_model
+    from edgekit.quantize import QuantizationConfig, quantize_model
     from edgekit.validate import run_onnx
 
     fp32_path = work / "out" / "model.onnx"
@@ -315,7 +315,7 @@ def run_fashion(work: Path, epochs: int) -> dict[str, Any]:
     """Train, export, quantize (several calibration settings) and compare test accuracy."""
     from edgekit.convert.export import ExportConfig, export_model
     from edgekit.inputs.data import Dataset
-    from edgekit.quantize.core import QuantizationConfig, quantize_model
+    from edgekit.quantize import QuantizationConfig, quantize_model
     from edgekit.validate import accuracy, run_onnx
 
     work.mkdir(parents=True, exist_ok=True)

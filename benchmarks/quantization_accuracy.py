@@ -50,7 +50,7 @@ def _row(model: str, v: dict[str, Any], limit_ratio: float,
 
 def fashion_rows(tmp: Path) -> list[dict[str, Any]]:
     from edgekit.convert.export import ExportConfig, export_model
-    from edgekit.quantize.core import QuantizationConfig, quantize_model
+    from edgekit.quantize import QuantizationConfig, quantize_model
 
     model = ROOT / "models" / "fashion_cnn.keras"
     res = export_model(model, tmp / "cnn", ExportConfig())
@@ -67,7 +67,7 @@ def fashion_rows(tmp: Path) -> list[dict[str, Any]]:
 
 def lstm_rows(tmp: Path) -> list[dict[str, Any]]:
     from edgekit.convert.export import ExportConfig, export_model
-    from edgekit.quantize.core import QuantizationConfig, quantize_model
+    from edgekit.quantize import QuantizationConfig, quantize_model
     from edgekit.recipes import TrainConfig, train_recipe
 
     keras_path = tmp / "sms_lstm.keras"

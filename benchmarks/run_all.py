@@ -11,6 +11,14 @@ setting runs in its own process (TensorFlow fixes its thread pools at start).
 
     python benchmarks/run_all.py            # full suite (< 15 min on 2 cores)
     python benchmarks/run_all.py --quick    # smoke run: two small models, batch 1, 1 thread
+    python benchmarks/run_all.py --engines  # engines: MobileNetV2-224 and the CNN, 1 thread,
+                                            # b1/b32: ORT fp32, int8, tuned, TFLite int8
+                                            # (LiteRT, XNNPACK), OpenVINO tuned and fp32 (f32)
+
+ONNX rows: ``onnx-*`` run in onnxruntime, ``onnx-tuned`` on the engine ``edgekit tune`` chose
+(stored in its metadata), ``openvino-tuned`` is the tuned QDQ file run by OpenVINO and
+``openvino-fp32`` the fp32 file in OpenVINO with ``INFERENCE_PRECISION_HINT=f32`` pinned.
+TFLite files run in LiteRT's standalone interpreter (``ai-edge-litert``, XNNPACK).
 
 Writes ``benchmarks/results/latest.json`` and ``benchmarks/results/latest.md``.
 """
@@ -36,12 +44,19 @@ RESULTS = ROOT / "benchmarks" / "results"
 CACHE = ROOT / "benchmarks" / ".cache"
 SMS = ROOT.parent / "shared" / "data" / "sms-spam" / "SMSSpamCollection.tsv"
 BUILT = ("keras", "tflite-fp32", "tflite-int8", "onnx-fp32", "onnx-int8")
-VARIANTS = (*BUILT, "onnx-tuned")
+VARIANTS = (*BUILT, "onnx-tuned", "openvino-tuned", "openvino-fp32")
+#: ``--engines``: the rows of the engine comparison, ratios against the first
+ENGINE_VARIANTS = ("onnx-fp32", "onnx-int8", "onnx-tuned", "tflite-int8", "openvino-tuned",
+                   "openvino-fp32")
+#: rows that run another row's file on OpenVINO
+OPENVINO_ROWS = {"openvino-tuned": "onnx-tuned", "openvino-fp32": "onnx-fp32"}
 FASHION = ROOT.parent / "shared" / "data" / "fashion-mnist"
 #: models `edgekit tune` runs on (convnets; static int8): name -> accuracy budget in points.
 #: MobileNetV2 has random weights (latency only), so its budget is open.
 TUNED: dict[str, float] = {"fashion_cnn": 0.5, "mobilenetv2_96_035": 100.0,
                            "mobilenetv2_224_100": 100.0}
+#: tune time budget in minutes (the engine stage comes after quantization and mixed precision)
+TUNE_MINUTES: dict[str, float] = {"mobilenetv2_224_100": 4.0}
 
 #: model -> (title, seconds of timing per batch size, warmup calls)
 MODELS: dict[str, tuple[str, float, int]] = {
@@ -90,8 +105,8 @@ def _keras_model(name: str) -> tuple[Path, Path | None]:
     return out, None
 
 
-def prepare(names: list[str], calibration_samples: int,
-            threads: tuple[int, ...] = (1,)) -> dict[str, Any]:
+def prepare(names: list[str], calibration_samples: int, threads: tuple[int, ...] = (1,),
+            built: tuple[str, ...] = BUILT) -> dict[str, Any]:
     """Build every variant file; returns the manifest (paths and build errors per model)."""
     from edgekit.convert.export import synthetic_inputs
     from edgekit.inputs.data import load_dataset
@@ -111,7 +126,7 @@ def prepare(names: list[str], calibration_samples: int,
         else:
             cal = synthetic_inputs(kb.source, n)
         log(f"{name}: building variants")
-        paths, errors, modes = build_variants(keras_path, work, cal, BUILT)
+        paths, errors, modes = build_variants(keras_path, work, cal, built)
         tune_info: dict[str, Any] | None = None
         if name in TUNED and "onnx-fp32" in paths:
             tune_info = {}
@@ -141,32 +156,44 @@ def _tune(name: str, fp32: Path, work: Path, cal: dict[str, np.ndarray],
     eval_data: Any = FASHION if name == "fashion_cnn" and FASHION.exists() else None
     log(f"{name}: edgekit tune --threads {threads}")
     res = tune_model(fp32, work / f"tuned{threads}", Dataset(cal), eval_data,
-                     TuneConfig(max_accuracy_drop=TUNED[name], budget_minutes=2.0, threads=threads,
+                     TuneConfig(max_accuracy_drop=TUNED[name], threads=threads,
+                                budget_minutes=TUNE_MINUTES.get(name, 2.0),
                                 calibration_samples=n, eval_samples=2000, force=True))
     log(f"{name}: {res.report['why']}")
     return res.model_path, {"winner": res.winner.name, "why": res.report["why"],
+                            "engine": res.winner.engine, "session": res.winner.session,
                             "latency_ratio": res.winner.latency_ratio,
-                            "accuracy_drop": res.winner.accuracy_drop}
+                            "accuracy_drop": res.winner.accuracy_drop,
+                            "candidates": [{k: c.to_dict()[k] for k in (
+                                "name", "stage", "engine", "latency_ratio", "latency_ms",
+                                "accepted", "reason")} for c in res.candidates]}
 
 
 # ---------------------------------------------------------------------------------------------
 # measurement (one process per thread setting)
 # ---------------------------------------------------------------------------------------------
+def _variant_path(entry: dict[str, Any], v: str, threads: int) -> str | None:
+    """The file of row ``v`` (OpenVINO rows run another row's file)."""
+    src = OPENVINO_ROWS.get(v, v)
+    return entry["paths"].get(f"{src}@{threads}", entry["paths"].get(src))
+
+
 def worker(manifest: dict[str, Any], threads: int, batches: tuple[int, ...],
-           scale: float) -> dict[str, Any]:
-    """Benchmark every model's variants interleaved with ``threads`` threads."""
+           scale: float, variants: tuple[str, ...] = VARIANTS) -> dict[str, Any]:
+    """Benchmark every model's ``variants`` interleaved with ``threads`` threads."""
     from edgekit.measure.bench import BenchConfig, bench_models, load_backend, make_inputs
 
     out: dict[str, Any] = {}
     for name, entry in manifest.items():
         _, seconds, warmup = MODELS[name]
         backends, errors = [], dict(entry["errors"])
-        for v in VARIANTS:
-            path = entry["paths"].get(f"{v}@{threads}", entry["paths"].get(v))
+        for v in variants:
+            path = _variant_path(entry, v, threads)
             if path is None:
                 continue
             try:
-                b = load_backend(path, v, threads=threads)
+                b = load_backend(path, v, threads=threads,
+                                 engine="openvino" if v in OPENVINO_ROWS else "auto")
                 for bs in batches:  # fail here, not in the middle of the timing
                     b.infer(make_inputs(b.inputs, bs))
                 backends.append(b)
@@ -188,10 +215,11 @@ def worker(manifest: dict[str, Any], threads: int, batches: tuple[int, ...],
 
 
 def run_worker(manifest_path: Path, threads: int, batches: tuple[int, ...],
-               scale: float) -> dict[str, Any]:
+               scale: float, variants: tuple[str, ...] = VARIANTS) -> dict[str, Any]:
     out_path = manifest_path.with_name(f"part_{threads}.json")
     cmd = [sys.executable, __file__, "--worker", str(manifest_path), "--threads", str(threads),
-           "--batch", ",".join(map(str, batches)), "--scale", str(scale), "--out", str(out_path)]
+           "--batch", ",".join(map(str, batches)), "--scale", str(scale), "--out", str(out_path),
+           "--variants", ",".join(variants)]
     subprocess.run(cmd, check=True)
     return json.loads(out_path.read_text())
 
@@ -208,20 +236,24 @@ def _ms(v: float | None) -> str:
 def markdown(result: dict[str, Any]) -> str:
     """The README table: per model, p50 latency of each variant and its speed-up vs Keras."""
     m = result["machine"]
-    v = m["versions"]
+    v = {**m["versions"], **result.get("engine_versions", {})}
+    variants = result["variants"]
+    flag = " --quick" if result["quick"] else (" --engines" if result.get("engines") else "")
     lines = [
         "# edgekit benchmark results",
         "",
-        f"Generated by `python benchmarks/run_all.py{' --quick' if result['quick'] else ''}` "
+        f"Generated by `python benchmarks/run_all.py{flag}` "
         f"on {result['date']} in {result['wall_s'] / 60:.1f} min.",
         "",
         f"- CPU: {m['cpu']}, {m.get('instruction_set', 'instruction set unknown')} "
         f"({m['logical_cores']} logical cores; shared with other jobs "
         "while measured, so absolute numbers are noisy; the speed-ups are interleaved ratios)",
         "- " + ", ".join(f"{k} {v[k]}" for k in ("python", "tensorflow", "keras", "onnxruntime",
-                                                    "onnx", "tf2onnx", "numpy") if k in v),
-        "- cells: median latency per call (p50) and, in brackets, the speed-up over Keras "
-        "measured in the same interleaved rounds; `b` = batch size, `t` = threads",
+                                                    "openvino", "ai-edge-litert", "onnx",
+                                                    "tf2onnx", "numpy") if k in v),
+        f"- cells: median latency per call (p50), p90 after the slash, and, in brackets, the "
+        f"speed-up over {variants[0]} measured in the same interleaved rounds; `b` = batch "
+        "size, `t` = threads",
         "",
     ]
     threads = result["threads"]
@@ -236,8 +268,8 @@ def markdown(result: dict[str, Any]) -> str:
         header = ["variant", "size"] + [f"b{b} {t}t" for b, t in cols]
         lines.append("| " + " | ".join(header) + " |")
         lines.append("|:--|--:|" + "--:|" * len(cols))
-        for var in VARIANTS:
-            if var == "onnx-tuned" and not entry.get("tune"):
+        for var in variants:
+            if OPENVINO_ROWS.get(var, var) == "onnx-tuned" and not entry.get("tune"):
                 continue
             size = entry.get("sizes", {}).get(var)
             row = [var, f"{size / 1024:.0f} KiB" if size and size < 2**20 else
@@ -247,19 +279,32 @@ def markdown(result: dict[str, Any]) -> str:
                 if cell is None:
                     row.append("-")
                 else:
-                    row.append(f"{_ms(cell['p50_ms'])} ({1 / cell['ratio']:.1f}x)")
+                    row.append(f"{_ms(cell['p50_ms'])} / {_ms(cell['p90_ms'])} "
+                               f"({1 / cell['ratio']:.2f}x)")
             lines.append("| " + " | ".join(row) + " |")
         errs = entry.get("errors", {})
         for var, e in errs.items():
             lines.append(f"\n{var}: not measured ({e})")
         for t, info in (entry.get("tune") or {}).items():
-            lines.append(f"\nonnx-tuned, {t} thread(s): `edgekit tune --threads {t} --batch 1`: "
-                         f"{info['why']}")
+            lines.append(f"\nonnx-tuned, {t} thread(s): `edgekit tune --threads {t} --batch 1` "
+                         f"(engine {info.get('engine', 'onnxruntime')}): {info['why']}")
         if entry.get("modes", {}).get("onnx-int8") == "dynamic":
             lines.append("\nonnx-int8 is dynamic int8 here (edgekit's `auto` choice for LSTM "
                          "and Dense-only models; static QDQ int8 for convnets).")
         lines.append("")
     return "\n".join(lines)
+
+
+def _engine_versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    out = {}
+    for pkg in ("openvino", "ai-edge-litert"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            pass
+    return out
 
 
 def merge(manifest: dict[str, Any], parts: dict[int, dict[str, Any]]) -> dict[str, Any]:
@@ -290,6 +335,8 @@ def merge(manifest: dict[str, Any], parts: dict[int, dict[str, Any]]) -> dict[st
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="smoke run: 2 small models, b1, 1t")
+    ap.add_argument("--engines", action="store_true", help="engine comparison: MobileNetV2-224 "
+                    "and the CNN, b1/b32, 1 thread, ORT/TFLite/OpenVINO rows")
     ap.add_argument("--models", default=None, help="comma-separated subset of " + ",".join(MODELS))
     ap.add_argument("--calibration-samples", type=int, default=100)
     ap.add_argument("--out", type=Path, default=None)
@@ -297,11 +344,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=1, help=argparse.SUPPRESS)
     ap.add_argument("--batch", default="1,32", help=argparse.SUPPRESS)
     ap.add_argument("--scale", type=float, default=1.0, help=argparse.SUPPRESS)
+    ap.add_argument("--variants", default=",".join(VARIANTS), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     batches = tuple(int(b) for b in args.batch.split(","))
     if args.worker:
         manifest = json.loads(args.worker.read_text())
-        res = worker(manifest, args.threads, batches, args.scale)
+        res = worker(manifest, args.threads, batches, args.scale,
+                     tuple(args.variants.split(",")))
         args.out.write_text(json.dumps(res))
         return 0
 
@@ -309,36 +358,44 @@ def main(argv: list[str] | None = None) -> int:
     names = list(MODELS) if not args.models else args.models.split(",")
     threads: tuple[int, ...] = (1, 2)
     scale = 1.0
+    variants, built = VARIANTS, BUILT
     if args.quick:
         names, batches, threads, scale = ["fashion_cnn", "breast_cancer_mlp"], (1,), (1,), 0.25
+    if args.engines:
+        names = args.models.split(",") if args.models else ["fashion_cnn", "mobilenetv2_224_100"]
+        threads, variants = (1,), ENGINE_VARIANTS
+        built = ("tflite-int8", "onnx-fp32", "onnx-int8")
     CACHE.mkdir(parents=True, exist_ok=True)
-    manifest = prepare(names, args.calibration_samples, threads)
+    manifest = prepare(names, args.calibration_samples, threads, built)
     manifest_path = CACHE / "manifest.json"
     manifest_path.write_text(json.dumps(manifest, indent=1))
     parts = {}
     for t in threads:
         log(f"measuring with {t} thread(s)")
-        parts[t] = run_worker(manifest_path, t, batches, scale)
+        parts[t] = run_worker(manifest_path, t, batches, scale, variants)
 
     from edgekit.measure.bench import machine_info
 
     result = {
         "quick": args.quick,
+        "engines": args.engines,
         "date": time.strftime("%Y-%m-%d %H:%M"),
         "machine": machine_info(),
+        "engine_versions": _engine_versions(),
         "batches": list(batches),
         "threads": list(threads),
-        "variants": list(VARIANTS),
+        "variants": list(variants),
         "models": merge(manifest, parts),
     }
     result["wall_s"] = round(time.perf_counter() - t_start, 1)
     out = args.out or RESULTS
     out.mkdir(parents=True, exist_ok=True)
-    (out / "latest.json").write_text(json.dumps(result, indent=1) + "\n")
+    stem = "engines" if args.engines else "latest"
+    (out / f"{stem}.json").write_text(json.dumps(result, indent=1) + "\n")
     md = markdown(result)
-    (out / "latest.md").write_text(md + "\n")
+    (out / f"{stem}.md").write_text(md + "\n")
     print(md)
-    log(f"done in {result['wall_s'] / 60:.1f} min: {out / 'latest.md'}")
+    log(f"done in {result['wall_s'] / 60:.1f} min: {out / (stem + '.md')}")
     return 0
 
 

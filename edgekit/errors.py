@@ -19,8 +19,17 @@ __all__ = [
     "DataError",
     "ProviderError",
     "AccuracyGateError",
+    "OutputError",
+    "fs_fault",
+    "output_error",
     "require",
+    "exception_reason",
 ]
+
+import errno
+import os
+import tempfile
+from typing import Any
 
 
 class EdgekitError(Exception):
@@ -78,7 +87,52 @@ class AccuracyGateError(EdgekitError):
     """A quantized model could not meet the accuracy budget."""
 
 
-def require(module: str, extra: str, package: str | None = None) -> object:
+class OutputError(EdgekitError):
+    """A file or folder could not be written (disk full, read-only file system, a file where a
+    folder should be, no permission, an I/O error); the message names the path."""
+
+
+#: errno values that mean "the file system refused" (a user's problem, not an edgekit bug)
+_FS_FAULTS = {
+    errno.ENOSPC: "free some space on that disk, or choose another output folder (-o)",
+    errno.EDQUOT: "your disk quota is used up: free some space or choose another output folder",
+    errno.EFBIG: "the file is too large for that file system: choose another output folder",
+    errno.EROFS: "that file system is read-only: choose another output folder (-o)",
+    errno.ENOTDIR: "a file stands where a folder is needed: choose another output folder (-o)",
+    errno.EISDIR: "a folder stands where a file is needed: choose another output name",
+    errno.EACCES: "check the folder's permissions, or choose another output folder (-o)",
+    errno.EPERM: "check the folder's permissions, or choose another output folder (-o)",
+    errno.EIO: "the device reported an I/O error: check the disk and try again",
+}
+
+
+def fs_fault(exc: BaseException | None) -> OSError | None:
+    """The file-system refusal (disk full, read-only, not a folder, no permission, I/O error)
+    behind ``exc`` or its causes, else None."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in _FS_FAULTS:
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def output_error(exc: OSError, path: str | os.PathLike[str] | None = None,
+                 action: str = "write", temp: bool = False) -> OutputError:
+    """An :class:`OutputError` for an ``OSError`` raised while writing ``path`` (default: the
+    error's own file name), with a hint for its errno; ``temp`` (default False): the path is
+    edgekit's temporary folder, and the hint points at ``TMPDIR``."""
+    target = os.fspath(path) if path is not None else (exc.filename or "")
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    hint = _FS_FAULTS.get(exc.errno or 0, "check the path and try again")
+    if temp:
+        hint = (f"this is the temporary folder ({tempfile.gettempdir()}): free space there, or "
+                f"point TMPDIR at a writable folder with room (TMPDIR=/path edgekit ...)")
+    return OutputError(f"cannot {action} {target or 'an output file'}: {reason}", hint=hint)
+
+
+def require(module: str, extra: str, package: str | None = None) -> Any:
     """Import ``module`` or raise :class:`MissingDependencyError` naming the extra to install.
 
     Args:
@@ -96,3 +150,18 @@ def require(module: str, extra: str, package: str | None = None) -> object:
             f"{pkg} is not installed ({exc})",
             hint=f'pip install "edgekit[{extra}]"',
         ) from exc
+
+
+def exception_reason(exc: BaseException, limit: int = 800) -> str:
+    """The whole reason an exception gives, on one line (Keras' innermost cause first).
+
+    Keras wraps load and call failures ("... could not be deserialized properly ... config=
+    {...} Exception encountered: <cause>"); the cause is what the user needs, without the
+    serialized config that follows it.
+    """
+    text = str(exc).strip() or type(exc).__name__
+    if "Exception encountered:" in text:
+        text = text.rsplit("Exception encountered:", 1)[1]
+    text = text.split("Full object config:", 1)[0]
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -80,7 +80,7 @@ class Preprocessing:
 
     def apply(self, x: np.ndarray, dtype: Any = np.float32) -> np.ndarray:
         """Apply scale/offset/standardisation to a raw numeric array, returning ``dtype``."""
-        y = np.asarray(x, dtype=np.float32)
+        y: np.ndarray = np.asarray(x, dtype=np.float32)
         if self.scale != 1.0:
             y = y * np.float32(self.scale)
         if self.offset != 0.0:

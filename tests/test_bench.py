@@ -80,7 +80,7 @@ def test_bench_cli_writes_table_json_png(bench_models_dir: BenchModels, tmp_path
     out_json, out_png = tmp_path / "b.json", tmp_path / "b.png"
     m = bench_models_dir
     args = ["bench", str(m.onnx), str(m.big_onnx), "--batch", "1,2", "--runs", "10",
-            "--warmup", "1", "--threads", "1", "--json", str(out_json), "--plot", str(out_png),
+            "--warmup", "1", "--threads", "1", "--report", str(out_json), "--plot", str(out_png),
             "-q"]
     r = CliRunner().invoke(cli, args)
     assert r.exit_code == 0, r.output
@@ -92,12 +92,69 @@ def test_bench_cli_writes_table_json_png(bench_models_dir: BenchModels, tmp_path
 
 
 def test_bench_cli_errors(tmp_path) -> None:
+    # usage errors (click's convention): exit 2 with ``error: ...`` and a hint
     r = CliRunner().invoke(cli, ["bench", str(tmp_path / "missing.onnx")])
-    assert r.exit_code == 1 and "does not exist" in r.output
+    assert r.exit_code == 2 and "does not exist" in r.output
+    (tmp_path / "x.onnx").write_bytes(b"")
     r = CliRunner().invoke(cli, ["bench", str(tmp_path / "x.onnx"), "--batch", "a"])
-    assert r.exit_code == 1
+    assert r.exit_code == 2 and "--batch" in r.output
 
 
 def test_peak_rss_positive() -> None:
     assert peak_rss_mb() > 0
     assert np.isfinite(peak_rss_mb())
+
+
+def test_tflite_backend_runs_litert_like_tf_lite(bench_models_dir: BenchModels) -> None:  # noqa: F811
+    """LiteRT's standalone interpreter (XNNPACK) gives tf.lite's values on fp32 and int8."""
+    import warnings
+
+    import keras
+    import tensorflow as tf
+
+    from edgekit.measure.bench import TFLiteBackend
+    from edgekit.measure.compare import tflite_bytes
+
+    km = keras.models.load_model(bench_models_dir.keras, compile=False)
+    x = [np.random.default_rng(3).random((5, 28, 28, 1), dtype=np.float32)]
+    for content in (tflite_bytes(km), tflite_bytes(km, [x[0][:4]])):
+        b = TFLiteBackend("m.tflite", content=content, threads=1)
+        assert b.interpreter == "litert" and type(b.interp).__module__.startswith("ai_edge_litert")
+        got = b.infer(x)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ref = tf.lite.Interpreter(model_content=content, num_threads=1)
+        ref.resize_tensor_input(ref.get_input_details()[0]["index"], list(x[0].shape))
+        ref.allocate_tensors()
+        ref.set_tensor(ref.get_input_details()[0]["index"], x[0])
+        ref.invoke()
+        want = ref.get_tensor(ref.get_output_details()[0]["index"])
+        assert got.shape == want.shape == (5, 10)
+        np.testing.assert_allclose(got, want, atol=1e-5)
+        assert np.allclose(got.sum(1), 1.0, atol=0.02)
+
+
+def test_bench_engine_all_gives_a_row_per_engine(bench_models_dir: BenchModels,  # noqa: F811
+                                                 tmp_path) -> None:
+    """--engine all: each ONNX file once per installed engine; OpenVINO (f32 pinned) computes
+    what onnxruntime computes."""
+    from edgekit.measure.bench import OpenVinoBackend, installed_engines, load_backend
+
+    assert installed_engines() == ["onnxruntime", "openvino"]
+    out_json = tmp_path / "b.json"
+    r = CliRunner().invoke(cli, ["bench", str(bench_models_dir.onnx), "--engine", "all",
+                                 "--runs", "5", "--warmup", "1", "--threads", "1",
+                                 "--report", str(out_json), "-q"])
+    assert r.exit_code == 0, r.output
+    rows = json.loads(out_json.read_text())["models"]
+    assert [(m["name"], m["kind"]) for m in rows] == [
+        ("small.onnx@onnxruntime", "onnx"), ("small.onnx@openvino", "openvino")]
+    assert "| small.onnx@openvino" in r.output
+    ov = OpenVinoBackend(bench_models_dir.onnx, threads=1)
+    ort_b = load_backend(bench_models_dir.onnx, engine="onnxruntime", threads=1)
+    assert ov.kind == "openvino" and ov.engine == "openvino" and ort_b.kind == "onnx"
+    assert ov.model.session_config.precision in (None, "f32")
+    x = [np.random.default_rng(1).random((3, 28, 28, 1), dtype=np.float32)]
+    np.testing.assert_allclose(ov.infer(x), ort_b.infer(x), atol=1e-5)
+    with pytest.raises(InputError, match="unknown engine"):
+        BenchConfig(engine="tvm")

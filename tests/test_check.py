@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from edgekit.check.pytest_plugin import assert_accuracy, assert_latency_ratio
 from edgekit.check.regression import CheckConfig, check_model, reference_model
-from edgekit.cli.main import cli
+from edgekit.cli import cli
 from edgekit.errors import InputError
 
 FAST = ["--max-time", "4"]
@@ -66,6 +66,29 @@ def test_slower_model_fails(baseline: str, bench_models_dir: BenchModels) -> Non
 def test_missing_baseline_is_a_user_error(bench_models_dir: BenchModels, tmp_path) -> None:  # noqa: F811
     with pytest.raises(InputError, match="does not exist"):
         check_model(bench_models_dir.onnx, tmp_path / "none.json")
+    r = CliRunner().invoke(cli, ["check", str(bench_models_dir.onnx), "--baseline",
+                                 str(tmp_path / "none.json")])
+    assert r.exit_code == 2, r.output  # a missing input, not a regression
+    assert r.stderr.startswith("error: ") and "--update-baseline" in r.stderr
+
+
+def test_check_json_on_stdout(baseline: str, bench_models_dir: BenchModels) -> None:  # noqa: F811
+    r = CliRunner().invoke(cli, ["check", str(bench_models_dir.onnx), "--baseline", baseline,
+                                 "--json", "-q", *FAST])
+    assert r.exit_code == 0, r.output
+    data = json.loads(r.stdout)
+    assert data["passed"] is True and data["updated"] is False
+    assert [f["metric"] for f in data["findings"]] == ["latency"]
+    assert data["current"]["latency"]["ratio"] > 0
+
+
+def test_update_baseline_needs_force_to_overwrite(baseline: str,  # noqa: F811
+                                                  bench_models_dir: BenchModels) -> None:  # noqa: F811
+    before = open(baseline).read()
+    r = CliRunner().invoke(cli, ["check", str(bench_models_dir.onnx), "--baseline", baseline,
+                                 "--update-baseline", *FAST])
+    assert r.exit_code == 1 and "error: " in r.stderr and "--force" in r.stderr
+    assert open(baseline).read() == before
 
 
 def test_reference_model_is_deterministic(tmp_path) -> None:

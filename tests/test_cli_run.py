@@ -10,7 +10,7 @@ import pytest
 from _runtime_models import FASHION_LABELS, make_image_model, make_text_model
 from click.testing import CliRunner
 
-from edgekit.cli.main import cli
+from edgekit.cli import cli
 from edgekit.runtime.model import PROVIDER_NAMES, EdgeModel, available_providers, load_image
 
 RNG = np.random.default_rng(0)
@@ -92,8 +92,6 @@ def test_run_provider_choices(files: dict[str, Path]) -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (("{dir}/missing.onnx", "{npy}"), "does not exist"),
-        (("{image}", "{dir}/missing.npy"), "does not exist"),
         (("{corrupt}", "{npy}"), "cannot load"),
         (("{image}", "{txt}"), "unsupported input file type"),
         (("{image}",), "give exactly one input"),
@@ -108,11 +106,19 @@ def test_run_errors(files: dict[str, Path], args: tuple[str, ...], message: str)
     assert "Traceback" not in err
 
 
+@pytest.mark.parametrize("args", [("{dir}/missing.onnx", "{npy}"),
+                                  ("{image}", "{dir}/missing.npy")])
+def test_run_missing_inputs_exit_2(files: dict[str, Path], args: tuple[str, ...]) -> None:
+    code, _, err = invoke("run", *(a.format(**files) for a in args))
+    assert code == 2
+    assert err.startswith("error: ") and "does not exist" in err and "Traceback" not in err
+
+
 def test_serve_help_and_bad_model(files: dict[str, Path]) -> None:
     code, out, _ = invoke("serve", "--help")
     assert code == 0 and "--workers" in out and "--port" in out
     code, _, err = invoke("serve", files["dir"] / "missing.onnx")
-    assert code == 1 and "does not exist" in err
+    assert code == 2 and "does not exist" in err
     code, _, err = invoke("serve", files["corrupt"], "--workers", "2")
     assert code == 1 and "cannot load" in err
     code, _, err = invoke("serve", files["image"], "--port", "0")

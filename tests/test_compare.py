@@ -15,7 +15,7 @@ def test_compare_cli(bench_models_dir: BenchModels, tmp_path) -> None:  # noqa: 
     out_json, out_png = tmp_path / "c.json", tmp_path / "c.png"
     r = CliRunner().invoke(cli, ["compare", str(bench_models_dir.keras), "--eval-data",
                                  str(bench_models_dir.data), "--runs", "10", "--threads", "1",
-                                 "--json", str(out_json), "--plot", str(out_png), "-q"])
+                                 "--report", str(out_json), "--plot", str(out_png), "-q"])
     assert r.exit_code == 0, r.output
     for v in VARIANTS:
         assert f"| {v}" in r.output

@@ -134,10 +134,10 @@ def test_text_table(tmp_path: Path, sms_file: Path) -> None:
         load_text_table(p)
 
 
-# -- the same errors through the CLI: exit 1, "error:" + "hint:", no traceback, no output -----
-def _cli_fails(args: list[str], out: Path, match: str) -> None:
+# -- the same errors through the CLI: exit 1 (2: missing file), "error:" + "hint:", no traceback
+def _cli_fails(args: list[str], out: Path, match: str, code: int = 1) -> None:
     res = CliRunner().invoke(cli, args)
-    assert res.exit_code == 1, res.output
+    assert res.exit_code == code, res.output
     assert "error:" in res.output and match in res.output, res.output
     assert "Traceback" not in res.output
     assert not out.exists()
@@ -150,6 +150,7 @@ def test_cli_loader_errors(tmp_path: Path, fashion_dir: Path) -> None:
         ["train", "image_cnn", "-o", str(out), "--data", str(tmp_path / "missing")],
         out,
         "does not exist",
+        code=2,  # a missing input is a usage error
     )
     trunc = tmp_path / "trunc"
     _write_idx_folder(trunc)

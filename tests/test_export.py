@@ -339,7 +339,7 @@ def test_inspect_text_and_json(cnn_export, tmp_path: Path) -> None:
     res = _run_cli(["inspect", str(corrupt)])
     assert res.exit_code == 1 and "not a valid ONNX model" in res.output
     res = _run_cli(["inspect", str(tmp_path / "missing.onnx")])
-    assert res.exit_code == 1 and "does not exist" in res.output
+    assert res.exit_code == 2 and "does not exist" in res.output
 
 
 # --- packaging ----------------------------------------------------------------------------------

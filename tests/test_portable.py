@@ -280,7 +280,7 @@ def _relu_before_pool(model: onnx.ModelProto) -> None:
 
 
 def test_float_region_stays_float_in_a_plain_session(cnn_out: Path, tmp_path: Path) -> None:
-    from edgekit.quantize.core import QuantizationConfig, quantize_model
+    from edgekit.quantize import QuantizationConfig, quantize_model
 
     fp32 = onnx.load(str(cnn_out / "fashion_cnn.onnx"))
     region = [n.name for n in fp32.graph.node if n.op_type in ("Conv", "Relu", "MaxPool")][:3]
@@ -355,7 +355,7 @@ def test_mlp_auto_chooses_none_and_says_why(mlp_out: Path, tmp_path: Path) -> No
 def test_agreement_without_labels_on_held_out_samples(cnn_out: Path, tmp_path: Path) -> None:
     x = np.load(CNN_CAL)["x"][:400]
     np.savez(tmp_path / "nolabels.npz", x=x)
-    from edgekit.quantize.core import QuantizationConfig, quantize_model
+    from edgekit.quantize import QuantizationConfig, quantize_model
 
     (tmp_path / "o").mkdir()
     r = quantize_model(cnn_out / "fashion_cnn.onnx", tmp_path / "o", config=QuantizationConfig(
@@ -450,7 +450,7 @@ def test_histogram_calibration_memory_is_bounded(cnn_out: Path, tmp_path: Path,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     # entropy/percentile keep every sample's activations: the sample count is capped so that
     # peak memory grows with the model, not with the calibration set (MobileNetV2-224: 22 GB)
-    import edgekit.quantize.core as q
+    import edgekit.quantize.calibration as q
 
     per_sample = q.activation_bytes(cnn_out / "fashion_cnn.onnx")
     assert 100_000 < per_sample < 2_000_000  # 26x26x32 + 11x11x64 ... floats

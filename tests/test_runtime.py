@@ -31,12 +31,12 @@ from edgekit.runtime.model import (
     PROVIDER_NAMES,
     EdgeModel,
     SessionOptionsConfig,
-    _read_onnx_props,
     available_providers,
     load_array,
     load_image,
     resolve_providers,
 )
+from edgekit.runtime.specs import read_onnx_props as _read_onnx_props
 
 RNG = np.random.default_rng(0)
 IMG_U8 = RNG.integers(0, 256, (28, 28), dtype=np.uint8)
@@ -96,7 +96,7 @@ def test_fallback_warns_and_uses_next(
     models: dict[str, Path], caplog: pytest.LogCaptureFixture
 ) -> None:
     name = unavailable_provider()
-    with caplog.at_level(logging.WARNING, logger="edgekit.runtime.model"):
+    with caplog.at_level(logging.WARNING, logger="edgekit.runtime"):
         m = EdgeModel(models["image"], [name, "cpu"], fallback=True)
     assert m.providers == ["CPUExecutionProvider"]
     assert any("not available" in r.getMessage() and name in r.getMessage() for r in caplog.records)

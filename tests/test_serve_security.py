@@ -80,12 +80,13 @@ def test_https_with_a_self_signed_certificate(model: Path, tmp_path: Path) -> No
 
 
 def test_non_loopback_bind_without_key_warns(model: Path, tmp_path: Path) -> None:
-    """The warning comes before anything binds (here the model is missing, so nothing does)."""
-    missing = tmp_path / "missing.onnx"
+    """The warning comes before anything binds (here the model is corrupt, so nothing does)."""
+    missing = tmp_path / "corrupt.onnx"
+    missing.write_bytes(b"not an onnx model")
     r = CliRunner().invoke(cli, ["serve", str(missing), "--host", "0.0.0.0"])
     assert r.exit_code == 1
     assert "warning: serving on 0.0.0.0" in r.output and "--api-key" in r.output
-    assert "error:" in r.output and "does not exist" in r.output
+    assert "error:" in r.output and "cannot load" in r.output
     r = CliRunner().invoke(cli, ["serve", str(missing), "--host", "0.0.0.0", "--api-key", KEY])
     assert "warning" not in r.output
     r = CliRunner().invoke(cli, ["serve", str(missing)])
@@ -108,7 +109,7 @@ def test_config_validation() -> None:
     assert KEY not in repr(ServeConfig(api_key=KEY))
     r = CliRunner().invoke(cli, ["serve", "x.onnx", "--ssl-certfile", "nope.pem",
                                  "--ssl-keyfile", "nope.pem"])  # fmt: skip
-    assert r.exit_code == 1 and "does not exist" in r.output
+    assert r.exit_code == 2 and "does not exist" in r.output
 
 
 def test_metadata_shows_no_paths_or_environment(model: Path, monkeypatch: Any) -> None:

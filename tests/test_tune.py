@@ -18,7 +18,13 @@ from edgekit.cli.main import cli  # noqa: E402
 from edgekit.convert.export import ExportConfig, export_model  # noqa: E402
 from edgekit.metadata import ModelMetadata, Preprocessing, save_keras_metadata  # noqa: E402
 from edgekit.runtime.model import EdgeModel  # noqa: E402
-from edgekit.tune.search import TuneConfig, float_region, measure_ratio, tune_model  # noqa: E402
+from edgekit.tune.search import (  # noqa: E402
+    TuneConfig,
+    float_region,
+    measure_ratio,
+    stem_and_depthwise,
+    tune_model,
+)
 
 
 @pytest.fixture(scope="module")
@@ -150,12 +156,67 @@ def test_tune_writes_the_winner_with_session_settings(digits: dict[str, Path],
     data = np.load(digits["eval"])
     acc = float(np.mean(model.predict(data["x"]).argmax(1) == data["y"]))
     assert acc > 0.8
+    _check_engines(report, messages, result.model_path, stored)
+
+
+def _check_engines(report: dict, messages: list[str], path: Path, stored: dict) -> None:
+    """Candidates ran on both engines; the stored session names the winner's engine, and
+    EdgeModel (engine auto) runs the tuned file on it."""
+    cands = {c["name"]: c for c in report["candidates"]}
+    assert {"onnxruntime", "openvino"} <= {c["engine"] for c in cands.values()}
+    ov = [c for c in cands.values() if c["engine"] == "openvino"]
+    assert "fp32@openvino" in cands and all(c["stage"] == "engine" for c in ov)
+    assert cands["fp32@openvino"]["session"]["precision"] == "f32"
+    assert any(c["quantization"] for c in ov)  # a QDQ file run by OpenVINO
+    for c in ov:  # gated on accuracy like every candidate
+        assert c["latency_ratio"] is not None and "lower bound" in c["reason"], c
+    # stem conv kept in float (the digits CNN has no depthwise conv: that one is skipped)
+    stem = cands["int8-stem-float"]
+    assert stem["stage"] == "mixed precision"
+    assert len(stem["quantization"]["nodes_to_exclude"]) >= 3  # conv, relu, max pool
+    assert any("no depthwise Conv" in m for m in messages)
+    # this CPU (no avx512_bf16/amx_bf16) gets no bf16 candidate, with the reason logged
+    assert ("bf16@openvino" in cands) != any("no bf16 candidate" in m for m in messages)
+    winner = report["winner"]
+    assert stored["engine"] == winner["engine"] in ("onnxruntime", "openvino")
+    model = EdgeModel(path)
+    assert model.engine_name == stored["engine"]
+    assert model.session_config.precision in (None, "f32", "bf16")
+    table = format_candidates_table(report)
+    header = [h.strip() for h in table.splitlines()[0].split("|")]
+    assert header[1:4] == ["candidate", "stage", "engine"]
+    assert any(row.split("|")[3].strip() == "openvino" for row in table.splitlines()[2:])
+
+
+def format_candidates_table(report: dict) -> str:
+    from edgekit.tune.search import Candidate, format_candidates
+
+    return format_candidates([Candidate(**c) for c in report["candidates"]])
+
+
+def test_stem_and_depthwise_convs_are_found() -> None:
+    """The first Conv is the stem; a Conv with group == input channels is depthwise."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    w = {"w0": rng.random((8, 3, 3, 3)), "w1": rng.random((8, 1, 3, 3)),
+         "w2": rng.random((16, 8, 1, 1)), "w3": rng.random((16, 4, 3, 3))}
+    inits = [numpy_helper.from_array(v.astype(np.float32), k) for k, v in w.items()]
+    nodes = [helper.make_node("Conv", ["x", "w0"], ["a"], name="stem", pads=[1] * 4),
+             helper.make_node("Conv", ["a", "w1"], ["b"], name="dw", group=8, pads=[1] * 4),
+             helper.make_node("Conv", ["b", "w2"], ["c"], name="pw"),
+             helper.make_node("Conv", ["c", "w3"], ["y"], name="grouped", group=4, pads=[1] * 4)]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 16, 8, 8])], inits)
+    onnx.checker.check_model(helper.make_model(graph))
+    assert stem_and_depthwise(graph) == (["stem"], ["dw"])
 
 
 def test_tune_cli_errors_leave_nothing(digits: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "out"
     res = CliRunner().invoke(cli, ["tune", str(digits["model"]), "-o", str(out)])
-    assert res.exit_code == 1 and "calibration" in res.output and not out.exists()
+    assert res.exit_code == 2 and "calibration" in res.output and not out.exists()
     out.mkdir()
     (out / "digits.tuned.onnx").write_bytes(b"keep")
     res = CliRunner().invoke(cli, ["tune", str(digits["model"]), "-o", str(out),

@@ -258,7 +258,9 @@ def model_accuracy(model: Backend, eval_data: str | os.PathLike[str],
                         hint="save it with numpy.savez(path, x=inputs, y=labels)")
     if eval_samples:
         ds = ds.take(eval_samples)
-    return accuracy(evaluate(model, ds), ds.labels)
+    labels = ds.labels
+    assert labels is not None
+    return accuracy(evaluate(model, ds), labels)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -276,6 +278,67 @@ def _read_baseline(path: Path) -> dict[str, Any]:
     return data
 
 
+def _load_baseline(path: Path) -> dict[str, Any]:
+    """The baseline at ``path`` (an :class:`InputError` when it is missing or not one)."""
+    if not path.exists():
+        raise InputError(f"baseline {path} does not exist",
+                         hint="make it with --update-baseline (and commit it)")
+    return _read_baseline(path)
+
+
+def _baseline_settings(cfg: CheckConfig, base: dict[str, Any] | None,
+                       notes: list[str]) -> CheckConfig:
+    """``cfg`` with the baseline's batch and threads (a check times as the baseline did)."""
+    if base is None:
+        return cfg
+    lat = base["latency"]
+    threads, batch = lat.get("threads", cfg.threads), int(lat.get("batch", cfg.batch))
+    if threads != cfg.threads or batch != cfg.batch:
+        notes.append(f"using the baseline's batch {batch} and threads {threads}")
+    return CheckConfig(**{**vars(cfg), "threads": threads, "batch": batch})
+
+
+def _reference_spec(cfg: CheckConfig, base: dict[str, Any] | None, model: Backend,
+                    tmp: Path) -> dict[str, Any]:
+    """The reference to time against: ``--reference``, the baseline's, or a built-in graph
+    as slow as the model; a reference other than the baseline's is an :class:`InputError`."""
+    if cfg.reference is not None:
+        spec: dict[str, Any] = {"kind": "file", "path": str(cfg.reference)}
+    elif base:
+        spec = dict(base["latency"]["reference"])
+    else:
+        spec = {"kind": "matmul", "width": _WIDTH,
+                "depth": _auto_depth(model, cfg.threads, cfg.batch, tmp)}
+    if base:
+        base_ref = {k: v for k, v in base["latency"]["reference"].items() if k != "name"}
+        if {k: v for k, v in spec.items() if k != "name"} != base_ref:
+            raise InputError("--reference differs from the baseline's reference "
+                             f"({_spec_name(base['latency']['reference'])})",
+                             hint="use the same reference, or --update-baseline")
+    return spec
+
+
+def _current_figures(model_path: str | os.PathLike[str],
+                     eval_data: str | os.PathLike[str] | None, acc: float | None,
+                     lr: LatencyRatio, spec: dict[str, Any], cfg: CheckConfig) -> dict[str, Any]:
+    """This run's figures, laid out as a baseline file."""
+    return {
+        "edgekit_check_baseline": BASELINE_VERSION,
+        "model": Path(model_path).name,
+        "model_sha256": sha256_file(model_path),
+        "accuracy": acc,
+        "eval_data": str(eval_data) if eval_data else None,
+        "latency": {
+            "ratio": lr.ratio, "batch": cfg.batch, "threads": cfg.threads,
+            "reference": {**spec, "name": _spec_name(spec)},
+            "model_p50_ms": lr.model_p50_ms, "reference_p50_ms": lr.reference_p50_ms,
+            "rounds": lr.rounds, "seconds": round(lr.seconds, 2),
+        },
+        "machine": machine_info(),
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+    }
+
+
 def check_model(
     model_path: str | os.PathLike[str],
     baseline: str | os.PathLike[str],
@@ -290,58 +353,20 @@ def check_model(
     always (ratio to the reference, see module doc). Returns a :class:`CheckResult`; its
     ``exit_code`` is 1 when a limit is exceeded.
     """
-    cfg = config or CheckConfig()
     base_path = Path(baseline)
-    base: dict[str, Any] | None = None
-    if not update_baseline:
-        if not base_path.exists():
-            raise InputError(f"baseline {base_path} does not exist",
-                             hint="make it with --update-baseline (and commit it)")
-        base = _read_baseline(base_path)
+    base = None if update_baseline else _load_baseline(base_path)
     notes: list[str] = []
+    cfg = _baseline_settings(config or CheckConfig(), base, notes)
     with tempfile.TemporaryDirectory(prefix="edgekit-check-") as tmp_s:
-        tmp = Path(tmp_s)
-        lat_cfg = base["latency"] if base else {}
-        threads = lat_cfg.get("threads", cfg.threads) if base else cfg.threads
-        batch = int(lat_cfg.get("batch", cfg.batch)) if base else cfg.batch
-        if base and (threads != cfg.threads or batch != cfg.batch):
-            notes.append(f"using the baseline's batch {batch} and threads {threads}")
-        cfg = CheckConfig(**{**vars(cfg), "threads": threads, "batch": batch})
-        model = load_backend(model_path, threads=threads)
-        if cfg.reference is not None:
-            spec: dict[str, Any] = {"kind": "file", "path": str(cfg.reference)}
-        elif base:
-            spec = dict(lat_cfg["reference"])
-        else:
-            spec = {"kind": "matmul", "width": _WIDTH,
-                    "depth": _auto_depth(model, threads, batch, tmp)}
-        base_ref = {k: v for k, v in (lat_cfg.get("reference") or {}).items() if k != "name"}
-        if base and {k: v for k, v in spec.items() if k != "name"} != base_ref:
-            raise InputError("--reference differs from the baseline's reference "
-                             f"({_spec_name(base['latency']['reference'])})",
-                             hint="use the same reference, or --update-baseline")
-        ref = _reference_backend(spec, threads, tmp)
+        model = load_backend(model_path, threads=cfg.threads)
+        spec = _reference_spec(cfg, base, model, Path(tmp_s))
+        ref = _reference_backend(spec, cfg.threads, Path(tmp_s))
         acc = model_accuracy(model, eval_data, cfg.eval_samples) if eval_data else None
         lr = measure_ratio(model, ref, cfg, on_progress)
-    current: dict[str, Any] = {
-        "edgekit_check_baseline": BASELINE_VERSION,
-        "model": Path(model_path).name,
-        "model_sha256": sha256_file(model_path),
-        "accuracy": acc,
-        "eval_data": str(eval_data) if eval_data else None,
-        "latency": {
-            "ratio": lr.ratio, "batch": batch, "threads": threads,
-            "reference": {**spec, "name": _spec_name(spec)},
-            "model_p50_ms": lr.model_p50_ms, "reference_p50_ms": lr.reference_p50_ms,
-            "rounds": lr.rounds, "seconds": round(lr.seconds, 2),
-        },
-        "machine": machine_info(),
-        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-    }
-    if update_baseline:
+    current = _current_figures(model_path, eval_data, acc, lr, spec, cfg)
+    if base is None:
         atomic_write_json(base_path, current, force=True)
         return CheckResult(current["model"], str(base_path), [], current, True, notes)
-    assert base is not None
     current["latency"]["reference"] = base["latency"]["reference"]
     findings = _compare(base, current, cfg, notes)
     if base.get("machine", {}).get("cpu") not in (None, current["machine"]["cpu"]):

@@ -8,6 +8,8 @@ from typing import Any
 
 import click
 
+from edgekit.cli.app import status
+
 __all__ = ["quantization_options", "config_from_options", "echo_variant", "status"]
 
 _OPTIONS: list[Callable[[Any], Any]] = [
@@ -18,12 +20,12 @@ _OPTIONS: list[Callable[[Any], Any]] = [
                  "fp16 (float32 inputs/outputs kept), auto (int8 for conv nets, dynamic for "
                  "recurrent and large Dense models, none for small ones; the reason is "
                  "printed). Files are standard ONNX (QDQ, ai.onnx ops)."),
-    click.option("--calibration", type=click.Path(path_type=Path), default=None,
+    click.option("--calibration", type=click.Path(exists=True, path_type=Path), default=None,
                  help="Calibration data: NPZ/NPY (x, optional y), a folder of IDX gz files "
                  "(train split), or a label/text TSV for text models."),
     click.option("--calibration-method", type=click.Choice(["minmax", "entropy", "percentile"]),
                  default=None, help="Activation range estimation (default percentile)."),
-    click.option("--calibration-samples", type=int, default=None,
+    click.option("--calibration-samples", type=click.IntRange(1), default=None,
                  help="Calibration samples (default 256; all when the data has fewer, noted)."),
     click.option("--per-channel/--per-tensor", "per_channel", default=None,
                  help="Per-channel or per-tensor weight scales (default per-channel)."),
@@ -33,7 +35,7 @@ _OPTIONS: list[Callable[[Any], Any]] = [
     click.option("--max-accuracy-drop", type=float, default=None, metavar="PT",
                  help="Accuracy budget in points: nodes that lose most are kept in float until "
                  "it holds, else the command fails and writes no variant (needs --eval-data)."),
-    click.option("--eval-data", type=click.Path(path_type=Path), default=None,
+    click.option("--eval-data", type=click.Path(exists=True, path_type=Path), default=None,
                  help="Labelled data for accuracy figures: NPZ with x and y, an IDX folder "
                  "(test split) or a label/text TSV (the text recipe's 20% test split)."),
     click.option("--format", "output_format", type=click.Choice(["onnx", "ort"]), default="onnx",
@@ -65,7 +67,7 @@ def config_from_options(quantize: str | None, calibration_method: str | None,
         if output_format == "ort" or max_accuracy_drop is not None:
             raise click.UsageError("--format ort and --max-accuracy-drop need --quantize")
         return None
-    from edgekit.quantize.core import QuantizationConfig
+    from edgekit.quantize import QuantizationConfig
 
     return QuantizationConfig.from_preset(
         preset, mode=mode, calibration_method=calibration_method,
@@ -75,13 +77,8 @@ def config_from_options(quantize: str | None, calibration_method: str | None,
     )
 
 
-def status(msg: str) -> None:
-    """A short status line on stderr."""
-    click.echo(f"... {msg}", err=True)
-
-
 def echo_variant(variant: dict[str, Any], outdir: Path) -> None:
     """Print a report's variant section for people."""
-    from edgekit.quantize.core import variant_lines
+    from edgekit.quantize import variant_lines
 
     click.echo("\n".join(variant_lines(variant, outdir)))

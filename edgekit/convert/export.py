@@ -29,7 +29,9 @@ import numpy as np
 from edgekit import __version__
 from edgekit.contract import keras_output_activations, output_kind, parse_output_kinds
 from edgekit.errors import ConversionError, InputError, ModelLoadError, ValidationError, require
-from edgekit.inputs.data import Dataset, TensorSpecInfo, format_shape, load_dataset, run_in_batches
+from edgekit.errors import exception_reason as _reason
+from edgekit.inputs.data import Dataset, TensorSpecInfo, format_shape, run_in_batches
+from edgekit.inputs.prepare import load_model_data
 from edgekit.inputs.synthetic import InputRange, draw_inputs, keras_input_ranges, probe_length
 from edgekit.io.artifacts import ArtifactSet, sha256_file
 from edgekit.metadata import PREFIX, ModelMetadata, load_keras_metadata, set_props
@@ -172,21 +174,6 @@ def _quiet_tf() -> None:
         tf.config.set_visible_devices([], "GPU")
     except (RuntimeError, ValueError):  # devices already initialised
         pass
-
-
-def _reason(exc: BaseException, limit: int = 800) -> str:
-    """The whole reason an exception gives, on one line (Keras' innermost cause first).
-
-    Keras wraps load and call failures ("... could not be deserialized properly ... config=
-    {...} Exception encountered: <cause>"); the cause is what the user needs, without the
-    serialized config that follows it.
-    """
-    text = str(exc).strip() or type(exc).__name__
-    if "Exception encountered:" in text:
-        text = text.rsplit("Exception encountered:", 1)[1]
-    text = text.split("Full object config:", 1)[0]
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _check_model_path(path: Path) -> str:
@@ -420,10 +407,19 @@ def load_custom_objects(spec: Any) -> dict[str, Any]:
 def _load_keras_file(path: Path, custom_objects: dict[str, Any]) -> Any:
     import keras
 
-    try:
-        with keras.saving.custom_object_scope(custom_objects):
+    from edgekit.errors import fs_fault, output_error
+    from edgekit.io.tempdirs import private_tempdir
+
+    try:  # what Keras extracts into tempfile's folder goes with private_tempdir's
+        with private_tempdir("edgekit-keras-"), keras.saving.custom_object_scope(custom_objects):
             return keras.models.load_model(path, compile=False, custom_objects=custom_objects)
     except Exception as exc:
+        fault = fs_fault(exc)
+        if fault is not None and fault.filename != str(path):  # a full TMPDIR is no corrupt model
+            import tempfile
+
+            raise output_error(fault, fault.filename or tempfile.gettempdir(),
+                               f"extract {path} into", temp=True) from exc
         text = _reason(exc)
         if "Could not locate" in text or "Unknown layer" in text:
             raise ModelLoadError(
@@ -584,7 +580,7 @@ def convert(source: KerasSource, opset: int = 17) -> Any:
                             [s.name for s in source.inputs])
     _rename_outputs(model_proto, [o.name for o in source.outputs])
     try:
-        onnx.checker.check_model(model_proto)  # type: ignore[attr-defined]
+        onnx.checker.check_model(model_proto)
     except Exception as exc:
         reason = _reason(exc)
         raise ConversionError(
@@ -617,51 +613,6 @@ def synthetic_inputs(source: KerasSource, n: int, seed: int = 0) -> dict[str, np
     if dynamic and source.synthetic_length is None:
         source.synthetic_length = probe_length(source.call, lambda k: make(k, 1), source.name)
     return make(source.synthetic_length or 8)
-
-
-def prepare_inputs(
-    source_inputs: list[TensorSpecInfo], data: Dataset, meta: ModelMetadata
-) -> tuple[dict[str, np.ndarray], list[str]]:
-    """Check ``data`` against the model's inputs and bring it to the model's dtypes.
-
-    Integer image data (e.g. uint8) for a float input is scaled by the model's preprocessing
-    metadata; the notes returned say so. Wrong rank or fixed dimensions raise DataError.
-    """
-    from edgekit.errors import DataError
-
-    notes: list[str] = []
-    feeds: dict[str, np.ndarray] = {}
-    pre = meta.preprocessing
-    for s in source_inputs:
-        a = data.inputs[s.name]
-        want = np.dtype(s.dtype)
-        if a.ndim == len(s.shape) - 1 and len(s.shape) >= 3 and s.shape[-1] == 1:
-            a = a[..., None]  # (N, H, W) images for an (N, H, W, 1) input
-        if a.ndim != len(s.shape) or any(
-            d is not None and d != g for d, g in zip(s.shape[1:], a.shape[1:], strict=True)
-        ):
-            raise DataError(
-                f"{data.source}: input {s.name!r} has shape {a.shape}, the model expects "
-                f"{format_shape(s.shape)}",
-                hint="reshape the data to the model's input shape",
-            )
-        if np.issubdtype(want, np.floating) and np.issubdtype(a.dtype, np.integer):
-            if pre is not None and not pre.is_identity:
-                a = pre.apply(a, want)
-                notes.append(
-                    f"{s.name}: {a.dtype} data preprocessed with the model's metadata "
-                    f"(scale {pre.scale:g}{', standardised' if pre.mean else ''})"
-                )
-            else:
-                a = a.astype(want)
-        elif np.issubdtype(want, np.integer) and np.issubdtype(a.dtype, np.floating):
-            if not np.all(a == np.round(a)):
-                raise DataError(f"{data.source}: input {s.name!r} needs integer ids, got floats")
-            a = a.astype(want)
-        else:
-            a = a.astype(want, copy=False)
-        feeds[s.name] = a
-    return feeds, notes
 
 
 # ---------------------------------------------------------------------------------------------
@@ -867,21 +818,10 @@ def _validation_feeds(source: KerasSource, config: ExportConfig,
     if data is None:
         feeds = synthetic_inputs(source, config.validation_samples or 256, config.seed)
         return feeds, [], f"synthetic (seed {config.seed})"
-    if isinstance(data, Dataset):
-        ds = data
-    elif Path(data).is_dir() or Path(data).suffix.lower() in (".tsv", ".csv", ".txt"):
-        from edgekit.quantize.core import load_model_data
-
-        feeds, _, notes, desc = load_model_data(data, source.inputs, source.metadata,
-                                                "validation data", "test",
-                                                config.validation_samples, config.seed)
-        return feeds, notes, desc
-    else:
-        ds = load_dataset(data, [s.name for s in source.inputs], "validation data")
-    if config.validation_samples:
-        ds = ds.take(config.validation_samples)
-    feeds, notes = prepare_inputs(source.inputs, ds, source.metadata)
-    return feeds, notes, ds.source or "in-memory dataset"
+    feeds, _, notes, desc = load_model_data(data, source.inputs, source.metadata,
+                                            "validation data", "test",
+                                            config.validation_samples, config.seed)
+    return feeds, notes, desc
 
 
 def _check_labels(source: KerasSource, config: ExportConfig) -> None:
@@ -996,28 +936,11 @@ def export_model(
     with timer.step("load"):
         source = load_source(model, custom_objects)
     _check_labels(source, config)
-    meta = source.metadata
-    meta.output_kinds = output_contract(source, meta, config)
-    if validation_data is not None:  # the user's data is checked before the slow steps
-        with timer.step("validation_inputs"):
-            feeds, notes, data_desc = _validation_feeds(source, config, validation_data)
-    with timer.step("convert"):
-        model_proto = convert(source, config.opset)
-    with timer.step("simplify"):
-        model_proto, simplified, session = _simplified(model_proto, config)
-    if validation_data is None:  # drawn after conversion: not held through its peak
-        with timer.step("validation_inputs"):
-            feeds, notes, data_desc = _validation_feeds(source, config, None)
-    with timer.step("validate"):
-        result = _validate(source, session, feeds, config)
-    del session
-    set_metadata_props(model_proto, onnx_metadata_props(source, config.opset, meta, config))
-    onnx_bytes = model_proto.SerializeToString()
-    validation = {"data": data_desc, "notes": notes, **asdict(result)}
-    report = _report(source, config, model_proto, simplified, validation,
-                     (onnx_name, len(onnx_bytes)), timer.steps)
+    source.metadata.output_kinds = output_contract(source, source.metadata, config)
+    model_proto, result, report = _convert_and_validate(source, config, validation_data,
+                                                        onnx_name, timer)
     with artifacts.open():
-        artifacts.write_bytes(onnx_name, onnx_bytes)
+        artifacts.write_bytes(onnx_name, model_proto.SerializeToString())
         if extra_outputs is not None:
             with timer.step("variants"):
                 extra_outputs(artifacts, source, model_proto, report)
@@ -1029,6 +952,34 @@ def export_model(
         validation=result,
         report=report,
     )
+
+
+def _convert_and_validate(source: KerasSource, config: ExportConfig,
+                          validation_data: str | os.PathLike[str] | Dataset | None,
+                          onnx_name: str, timer: _Timer
+                          ) -> tuple[Any, ValidationResult, dict[str, Any]]:
+    """Convert, simplify and validate against Keras: the ONNX model (with its metadata), the
+    validation result and the report. The user's data is checked before the slow steps;
+    synthetic inputs are drawn after conversion, so they are not held through its peak."""
+    if validation_data is not None:
+        with timer.step("validation_inputs"):
+            feeds, notes, data_desc = _validation_feeds(source, config, validation_data)
+    with timer.step("convert"):
+        model_proto = convert(source, config.opset)
+    with timer.step("simplify"):
+        model_proto, simplified, session = _simplified(model_proto, config)
+    if validation_data is None:
+        with timer.step("validation_inputs"):
+            feeds, notes, data_desc = _validation_feeds(source, config, None)
+    with timer.step("validate"):
+        result = _validate(source, session, feeds, config)
+    del session
+    set_metadata_props(model_proto,
+                       onnx_metadata_props(source, config.opset, source.metadata, config))
+    validation = {"data": data_desc, "notes": notes, **asdict(result)}
+    report = _report(source, config, model_proto, simplified, validation,
+                     (onnx_name, model_proto.ByteSize()), timer.steps)
+    return model_proto, result, report
 
 
 def _size(p: Path) -> int:

@@ -1,4 +1,4 @@
-"""The one input pipeline: tensor specs, datasets, text, synthetic data."""
+"""The one input pipeline: tensor specs, reading, preparation, datasets, synthetic data."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from edgekit.inputs.data import (
     check_finite,
     format_shape,
     load_dataset,
+    read_arrays,
     run_in_batches,
 )
 from edgekit.inputs.datasets import (
@@ -20,11 +21,18 @@ from edgekit.inputs.datasets import (
     ImageData,
     TabularData,
     TextData,
+    holdout_split,
     load_breast_cancer,
     load_csv,
     load_image_data,
     load_text_table,
     read_idx,
+    split_text_table,
+)
+from edgekit.inputs.prepare import (
+    load_model_data,
+    onnx_input_specs,
+    prepare_inputs,
 )
 from edgekit.inputs.synthetic import (
     CANDIDATE_LENGTHS,
@@ -33,21 +41,28 @@ from edgekit.inputs.synthetic import (
     keras_input_ranges,
     probe_length,
     smooth_images,
+    synthetic_feeds,
 )
 
 __all__ = [
     "TensorSpecInfo",
     "Dataset",
+    "read_arrays",
     "load_dataset",
     "check_finite",
     "batches",
     "run_in_batches",
     "format_shape",
+    "load_model_data",
+    "prepare_inputs",
+    "onnx_input_specs",
     "FASHION_MNIST_LABELS",
     "MNIST_LABELS",
     "BREAST_CANCER_LABELS",
     "DATA_HINT_IMAGES",
     "DataSplit",
+    "holdout_split",
+    "split_text_table",
     "ImageData",
     "TabularData",
     "TextData",
@@ -60,6 +75,7 @@ __all__ = [
     "CANDIDATE_LENGTHS",
     "keras_input_ranges",
     "draw_inputs",
+    "synthetic_feeds",
     "probe_length",
     "smooth_images",
 ]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import zipfile
+import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +19,7 @@ import numpy as np
 
 from edgekit.errors import DataError, InputError
 
-__all__ = ["TensorSpecInfo", "Dataset", "load_dataset", "check_finite", "batches",
+__all__ = ["TensorSpecInfo", "Dataset", "read_arrays", "load_dataset", "check_finite", "batches",
            "run_in_batches", "format_shape"]
 
 
@@ -70,6 +71,30 @@ def check_finite(name: str, x: np.ndarray, where: str = "") -> None:
         )
 
 
+def read_arrays(path: Path, what: str = "data") -> dict[str, np.ndarray]:
+    """The arrays of an ``.npz`` file (a ``.npy`` file gives ``{"x": array}``); no pickles.
+
+    Raises DataError naming ``what`` and the path when the file is truncated or not numpy's.
+    """
+    try:
+        if path.suffix == ".npy":
+            arrays = {"x": np.load(path, allow_pickle=False)}
+        else:
+            with np.load(path, allow_pickle=False) as npz:
+                arrays = {k: npz[k] for k in npz.files}
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+        raise DataError(
+            f"{what} file {path} is not a readable .npz/.npy file ({exc})",
+            hint="save arrays with numpy.savez(path, x=inputs, y=labels)",
+        ) from exc
+    for name, a in arrays.items():  # a cast would silently drop the imaginary part
+        if np.iscomplexobj(a):
+            raise DataError(f"{what} file {path}: array {name!r} is complex ({a.dtype})",
+                            hint="models take real inputs: pass np.real(x), np.abs(x) or "
+                            "both parts as separate channels")
+    return arrays
+
+
 def load_dataset(
     path: str | os.PathLike[str], input_names: Sequence[str], what: str = "data"
 ) -> Dataset:
@@ -85,17 +110,7 @@ def load_dataset(
         raise InputError(f"{what} file {p} does not exist", hint="check the path")
     if p.is_dir():
         raise InputError(f"{what} path {p} is a folder, expected a .npz or .npy file")
-    try:
-        if p.suffix == ".npy":
-            arrays = {"x": np.load(p, allow_pickle=False)}
-        else:
-            with np.load(p, allow_pickle=False) as npz:
-                arrays = {k: npz[k] for k in npz.files}
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
-        raise DataError(
-            f"{what} file {p} is not a readable .npz/.npy file ({exc})",
-            hint="save arrays with numpy.savez(path, x=inputs, y=labels)",
-        ) from exc
+    arrays = read_arrays(p, what)
     labels = arrays.pop("y", None)
     names = list(input_names)
     if all(n in arrays for n in names):

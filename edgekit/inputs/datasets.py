@@ -12,10 +12,10 @@ import gzip
 import io
 import os
 import struct
-import zipfile
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -27,6 +27,8 @@ __all__ = [
     "BREAST_CANCER_LABELS",
     "DATA_HINT_IMAGES",
     "DataSplit",
+    "holdout_split",
+    "split_text_table",
     "ImageData",
     "TabularData",
     "TextData",
@@ -58,7 +60,7 @@ DATA_HINT_IMAGES = (
     "--data /usr/share/datasets/fashion-mnist, or pass a Keras-style mnist.npz"
 )
 
-_IDX_DTYPES = {
+_IDX_DTYPES: dict[int, Any] = {
     0x08: np.uint8,
     0x09: np.int8,
     0x0B: np.dtype(">i2"),
@@ -185,11 +187,9 @@ def _check_pair(x: np.ndarray, y: np.ndarray, what: str) -> np.ndarray:
 
 
 def _load_npz_images(p: Path, labels: list[str] | None) -> ImageData:
-    try:
-        with np.load(p, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-    except (OSError, ValueError, zlib.error, EOFError, zipfile.BadZipFile) as exc:
-        raise DataError(f"{p} is truncated or not a .npz file ({exc})") from exc
+    from edgekit.inputs.data import read_arrays
+
+    arrays = read_arrays(p, "image data")
     need = ["x_train", "y_train", "x_test", "y_test"]
     missing = [k for k in need if k not in arrays]
     if missing:
@@ -210,7 +210,7 @@ def _load_keras_dataset(labels: list[str] | None) -> ImageData:
 
     keras = require("keras", "export", "tensorflow-cpu")
     try:
-        (x_tr, y_tr), (x_te, y_te) = keras.datasets.fashion_mnist.load_data()  # type: ignore[attr-defined]
+        (x_tr, y_tr), (x_te, y_te) = keras.datasets.fashion_mnist.load_data()
     except Exception as exc:  # network errors come in many types
         raise DataError(
             f"no --data given and Fashion-MNIST could not be downloaded ({type(exc).__name__})",
@@ -328,7 +328,7 @@ def load_breast_cancer() -> TabularData:
     from edgekit.errors import require
 
     sk = require("sklearn.datasets", "export", "scikit-learn")
-    d = sk.load_breast_cancer()  # type: ignore[attr-defined]
+    d = sk.load_breast_cancer()
     return TabularData(
         np.asarray(d.data, dtype=np.float32),
         np.asarray(d.target, dtype=np.int64),
@@ -379,3 +379,33 @@ def load_text_table(path: str | os.PathLike[str]) -> TextData:
     if len(names) < 2:
         raise DataError(f"{p} has a single class {names}")
     return TextData([r[1] for r in rows], y, names, str(p))
+
+
+def holdout_split(
+    x: np.ndarray, y: np.ndarray, labels: list[str], fraction: float, seed: int, source: str = ""
+) -> DataSplit:
+    """Stratified train/test split of one table (scikit-learn's ``train_test_split``).
+
+    Falls back to a plain shuffled split when the data is too small to stratify.
+    """
+    from edgekit.errors import require
+
+    ms = require("sklearn.model_selection", "export", "scikit-learn")
+    n_test = int(np.ceil(fraction * len(y)))
+    if n_test < 1 or len(y) - n_test < 1:
+        raise DataError(f"{len(y)} examples are too few to hold out {fraction:g} of them")
+    counts = np.bincount(y)
+    stratify = counts[counts > 0].min() >= 2 and n_test >= int((counts > 0).sum())
+    x_tr, x_te, y_tr, y_te = ms.train_test_split(
+        x, y, test_size=fraction, random_state=seed, stratify=y if stratify else None
+    )
+    return DataSplit(x_tr, y_tr, x_te, y_te, labels, source)
+
+
+def split_text_table(path: str | os.PathLike[str], split: str = "train", test_split: float = 0.2,
+                     seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Texts (object array) and labels of one side (``"train"``/``"test"``) of a label/text
+    table, split as the text recipe splits it (stratified, ``test_split`` held out, ``seed``)."""
+    d = load_text_table(path)
+    s = holdout_split(np.asarray(d.texts, dtype=object), d.y, d.labels, test_split, seed, d.source)
+    return (s.x_train, s.y_train) if split == "train" else (s.x_test, s.y_test)

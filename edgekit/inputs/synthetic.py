@@ -25,11 +25,12 @@ from typing import Any
 
 import numpy as np
 
-from edgekit.errors import InputError
+from edgekit.errors import InputError, exception_reason
 from edgekit.inputs.data import TensorSpecInfo
+from edgekit.metadata import ModelMetadata
 
 __all__ = ["InputRange", "CANDIDATE_LENGTHS", "keras_input_ranges", "draw_inputs",
-           "probe_length", "smooth_images"]
+           "synthetic_feeds", "probe_length", "smooth_images"]
 
 CANDIDATE_LENGTHS = (8, 16, 32, 64, 128, 256, 512)
 
@@ -163,11 +164,21 @@ def probe_length(call: Callable[[dict[str, np.ndarray]], Any],
             return length
         except Exception as exc:  # Keras rejects this length: try the next one
             last = exc
-    from edgekit.convert.export import _reason
-
-    why = f"{type(last).__name__}: {_reason(last)}" if last is not None else "no candidate"
+    why = f"{type(last).__name__}: {exception_reason(last)}" if last is not None else "no candidate"
     raise InputError(
         f"Keras cannot run {name} on synthetic inputs with dynamic dimensions of length "
         f"{', '.join(map(str, CANDIDATE_LENGTHS))}: {why}",
         hint="pass --validation-data with inputs the model accepts",
     )
+
+
+def synthetic_feeds(specs: Sequence[TensorSpecInfo], meta: ModelMetadata, n: int,
+                    seed: int = 0) -> dict[str, np.ndarray]:
+    """Seeded inputs for an ONNX model (:func:`edgekit.inputs.synthetic.draw_inputs`, the generator
+    export uses): image-like for image models, N(0, 1) for other float inputs, token ids below
+    the vocabulary size (else 0/1) for integer inputs; dynamic dimensions get length 8."""
+    pre = meta.preprocessing
+    vocab = len((meta.tokenizer or {}).get("vocabulary") or []) or 2
+    ints = {s.name: vocab for s in specs if np.dtype(s.dtype).kind in "iu"}
+    image = pre is not None and pre.kind == "image"
+    return draw_inputs(specs, n, np.random.default_rng(seed), 8, {}, ints, image)

@@ -48,7 +48,7 @@ def load_onnx(path: str | os.PathLike[str]) -> Any:
         what = "a folder" if p.is_dir() else "empty"
         raise ModelLoadError(f"{p} is not an ONNX model file ({what})")
     try:
-        model = onnx.load(str(p))  # type: ignore[attr-defined]
+        model = onnx.load(str(p))
     except Exception as exc:
         raise ModelLoadError(
             f"{p} is not a valid ONNX model (truncated or corrupt): "
@@ -57,7 +57,55 @@ def load_onnx(path: str | os.PathLike[str]) -> Any:
         ) from exc
     if not model.graph.node and not model.graph.output:
         raise ModelLoadError(f"{p} is not a valid ONNX model (no graph)", hint="export it again")
+    bad = next((t for t in _tensors(model.graph) if _tensor_problem(t)), None)
+    if bad is not None:
+        raise ModelLoadError(
+            f"{p} is corrupt: tensor {bad.name!r} {_tensor_problem(bad)}",
+            hint="the file was damaged or written by a faulty tool: export the model again",
+        )
     return model
+
+
+def _tensors(graph: Any) -> Any:
+    """Every initializer and Constant value of ``graph`` and its subgraphs."""
+    yield from graph.initializer
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.HasField("t"):
+                yield attr.t
+            if attr.HasField("g"):
+                yield from _tensors(attr.g)
+            for g in attr.graphs:
+                yield from _tensors(g)
+
+
+#: bytes per element of the fixed-size ONNX tensor types (TensorProto.DataType)
+_ITEMSIZE = {1: 4, 2: 1, 3: 1, 4: 2, 5: 2, 6: 4, 7: 8, 9: 1, 10: 2, 11: 8, 12: 4, 13: 8, 16: 2,
+             17: 1, 18: 1, 19: 1, 20: 1}
+
+
+def _tensor_problem(t: Any) -> str | None:
+    """Why tensor ``t``'s embedded data cannot match its shape and type, else None."""
+    if t.data_location == 1 or t.data_type not in _ITEMSIZE:  # external data, odd types
+        return None
+    n = 1
+    for d in t.dims:
+        if d < 0:
+            return f"has a negative dimension {list(t.dims)}"
+        n *= d
+    if t.raw_data:
+        need = n * _ITEMSIZE[t.data_type]
+        if len(t.raw_data) != need:
+            return (f"holds {len(t.raw_data)} bytes but its shape {list(t.dims)} and type "
+                    f"need {need}")
+        return None
+    import onnx
+
+    field = onnx.helper.tensor_dtype_to_field(t.data_type)
+    have = len(getattr(t, field))
+    if have not in (n, 0) or (have == 0 and n > 0 and not t.HasField("segment")):
+        return f"holds {have} values but its shape {list(t.dims)} needs {n}"
+    return None
 
 
 def _value_info(v: Any) -> dict[str, Any]:

@@ -7,7 +7,8 @@ models alike and the *ratios* against the first model hold even on a busy machin
 timed with :func:`time.perf_counter_ns`.
 
 Backends (chosen by file suffix, see :func:`load_backend`): ``.onnx``/``.ort`` through
-:class:`edgekit.runtime.model.EdgeModel`; ``.tflite`` through ``tf.lite.Interpreter``; ``.keras``,
+:class:`edgekit.runtime.model.EdgeModel` (onnxruntime, or OpenVINO with ``engine="openvino"``);
+``.tflite`` through LiteRT's interpreter (``ai-edge-litert``); ``.keras``,
 ``.h5`` and SavedModel folders through TensorFlow (the model's ``tf.function``, i.e. graph
 mode, not eager). This module imports numpy only; TensorFlow, onnxruntime and matplotlib are
 imported when a backend or the plot needs them.
@@ -16,7 +17,6 @@ imported when a backend or the plot needs them.
 from __future__ import annotations
 
 import os
-import sys
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -28,12 +28,25 @@ import numpy as np
 
 from edgekit.errors import InputError, require
 from edgekit.inputs.data import Dataset, batches
+from edgekit.measure.machine import (  # noqa: F401 - re-exported under the old names
+    cpu_model,
+    instruction_set,
+    machine_info,
+    peak_rss_mb,
+    reset_peak_rss,
+    rss_mb,
+)
+from edgekit.measure.plots import plot_latencies  # noqa: F401 - re-exported (moved there)
 
 __all__ = [
     "instruction_set",
     "BenchConfig",
     "Backend",
     "OnnxBackend",
+    "OpenVinoBackend",
+    "ENGINES",
+    "installed_engines",
+    "tflite_interpreter_class",
     "KerasBackend",
     "TFLiteBackend",
     "LatencyStats",
@@ -57,6 +70,10 @@ __all__ = [
 
 ProgressFn = Callable[[float], None]
 
+#: engines an ONNX model can run on (:data:`edgekit.runtime.session.ENGINE_NAMES`, kept here so
+#: that this module imports numpy only); ``BenchConfig.engine`` also takes "auto" and "all"
+ENGINES: tuple[str, ...] = ("onnxruntime", "openvino")
+
 
 # ---------------------------------------------------------------------------------------------
 # configuration and results
@@ -76,6 +93,9 @@ class BenchConfig:
         provider: onnxruntime provider of ONNX models (default ``"cpu"``).
         graph_optimization: onnxruntime graph optimization level (default None: all).
         seed: seed of the synthetic inputs (default 0).
+        engine: engine of ONNX models, ``"onnxruntime"`` (default), ``"openvino"``,
+            ``"auto"`` (the engine a tuned model stores, else onnxruntime), or ``"all"``: each
+            ONNX model once per installed engine, as separate rows.
     """
 
     batches: tuple[int, ...] = (1,)
@@ -87,8 +107,12 @@ class BenchConfig:
     provider: str = "cpu"
     graph_optimization: str | None = None
     seed: int = 0
+    engine: str = "onnxruntime"
 
     def __post_init__(self) -> None:
+        if self.engine not in (*ENGINES, "auto", "all"):
+            raise InputError(f"unknown engine {self.engine!r}",
+                             hint=f"use {', '.join(ENGINES)}, auto or all")
         self.batches = tuple(int(b) for b in self.batches)
         if not self.batches or any(b < 1 for b in self.batches):
             raise InputError(f"batch sizes must be >= 1, got {list(self.batches)}")
@@ -180,107 +204,6 @@ class BenchResult:
         return format_table(self.models, baseline)
 
 
-# ---------------------------------------------------------------------------------------------
-# memory and machine
-# ---------------------------------------------------------------------------------------------
-def _status_kb(key: str) -> float | None:
-    try:
-        with open("/proc/self/status") as fh:
-            for line in fh:
-                if line.startswith(key + ":"):
-                    return float(line.split()[1])
-    except OSError:
-        return None
-    return None
-
-
-def rss_mb() -> float:
-    """Current resident set size of this process in MiB (0.0 where /proc is missing)."""
-    kb = _status_kb("VmRSS")
-    return (kb or 0.0) / 1024.0
-
-
-def peak_rss_mb() -> float:
-    """Peak resident set size (VmHWM, else ``ru_maxrss``) of this process in MiB."""
-    kb = _status_kb("VmHWM")
-    if kb is None:
-        import resource
-
-        ru = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        kb = ru / 1024.0 if sys.platform == "darwin" else float(ru)
-    return kb / 1024.0
-
-
-def reset_peak_rss() -> bool:
-    """Reset the kernel's peak-RSS mark of this process (Linux); True when it worked."""
-    try:
-        with open("/proc/self/clear_refs", "w") as fh:
-            fh.write("5")
-        return True
-    except OSError:
-        return False
-
-
-def cpu_model() -> str:
-    """The CPU model name from /proc/cpuinfo (else :func:`platform.processor`)."""
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.lower().startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform
-
-    return platform.processor() or platform.machine()
-
-
-#: instruction-set levels that matter for int8 inference, best first: (name, cpuinfo flags)
-_ISA_LEVELS = [
-    ("AMX + AVX-512 VNNI", {"amx_int8", "avx512_vnni"}),
-    ("AVX-512 VNNI", {"avx512_vnni"}),
-    ("AVX-VNNI (AVX2)", {"avx_vnni"}),
-    ("AVX-512 (no VNNI)", {"avx512f"}),
-    ("AVX2 (no VNNI)", {"avx2"}),
-    ("ARM64 dot product", {"asimddp"}),
-]
-
-
-def instruction_set() -> str:
-    """The CPU's int8-relevant instruction-set level from /proc/cpuinfo flags, e.g.
-    ``AVX-512 VNNI`` or ``AVX2 (no VNNI)`` (``unknown`` elsewhere)."""
-    try:
-        with open("/proc/cpuinfo") as fh:
-            flags = {f for line in fh if line.lower().startswith(("flags", "features"))
-                     for f in line.split(":", 1)[1].split()}
-    except OSError:
-        return "unknown"
-    return next((name for name, need in _ISA_LEVELS if need <= flags), "unknown")
-
-
-def machine_info() -> dict[str, Any]:
-    """CPU model, logical cores, OS and the versions of the libraries in use."""
-    import importlib.metadata as md
-    import platform
-
-    versions = {"python": platform.python_version()}
-    for pkg in ("edgekit", "numpy", "onnxruntime", "onnx", "tensorflow", "tensorflow-cpu",
-                "keras", "tf2onnx"):
-        try:
-            versions[pkg.removesuffix("-cpu")] = md.version(pkg)
-        except md.PackageNotFoundError:
-            pass
-    return {
-        "cpu": cpu_model(),
-        "instruction_set": instruction_set(),
-        "logical_cores": os.cpu_count(),
-        "affinity_cores": (len(os.sched_getaffinity(0))
-                           if hasattr(os, "sched_getaffinity") else None),
-        "platform": platform.platform(),
-        "versions": versions,
-    }
-
-
 def _size_bytes(path: Path) -> int:
     if path.is_dir():
         return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
@@ -340,9 +263,11 @@ class Backend:
             if a.ndim == len(spec.shape) - 1 and spec.shape[-1] == 1:
                 a = a[..., None]  # (N, H, W) images for an (N, H, W, 1) input
             if want.kind == "f":
-                apply = pre is not None and not pre.is_identity and (
-                    pre.raw_dtype is None or a.dtype.kind in "iub")
-                a = pre.apply(a, want) if apply else a.astype(want, copy=False)
+                if pre is not None and not pre.is_identity and (
+                        pre.raw_dtype is None or a.dtype.kind in "iub"):
+                    a = pre.apply(a, want)
+                else:
+                    a = a.astype(want, copy=False)
             else:
                 a = a.astype(want, copy=False)
             out.append(a)
@@ -360,14 +285,17 @@ def _by_position(data: Dataset, specs: Sequence[Any]) -> dict[str, np.ndarray]:
 
 
 class OnnxBackend(Backend):
-    """An ONNX model through :class:`edgekit.runtime.model.EdgeModel` (checked ``run`` path);
-    ``path`` may also be a loaded ``EdgeModel``."""
+    """An ONNX model through :class:`edgekit.runtime.model.EdgeModel` (checked ``run`` path) on
+    ``engine`` (default ``"onnxruntime"``; ``"openvino"``; ``"auto"``: the stored engine),
+    ``precision`` default None (the runtime's: f32 pinned); ``path`` may also be a loaded
+    ``EdgeModel``."""
 
     kind = "onnx"
 
     def __init__(self, path: str | os.PathLike[str] | Any, name: str | None = None, *,
                  provider: str = "cpu", threads: int | None = None,
-                 graph_optimization: str | None = None) -> None:
+                 graph_optimization: str | None = None, engine: str = "onnxruntime",
+                 precision: str | None = None) -> None:
         from edgekit.runtime.model import EdgeModel
 
         if isinstance(path, EdgeModel):  # wrap a loaded model (its own settings apply)
@@ -375,8 +303,11 @@ class OnnxBackend(Backend):
             self.model = path
         else:
             super().__init__(path, name)
-            self.model = EdgeModel(self.path, provider, threads=threads,
-                                   graph_optimization=graph_optimization)
+            self.model = _open_edge_model(self.path, provider, threads, graph_optimization,
+                                          engine, precision)
+        self.engine = str(getattr(self.model, "engine_name", engine))
+        if self.engine == "openvino":
+            self.kind = "openvino"
         self.metadata = self.model.metadata
         self.inputs = [
             InputInfo(s.name, s.shape, (s.dtype or np.dtype("float32")).name,
@@ -400,6 +331,38 @@ class OnnxBackend(Backend):
 
     def close(self) -> None:
         self.model.close()
+
+
+class OpenVinoBackend(OnnxBackend):
+    """An ONNX model run by OpenVINO through ``EdgeModel(path, engine="openvino")`` (needs
+    ``edgekit[openvino]``); ``precision`` default None: f32 pinned (``"bf16"`` on purpose)."""
+
+    kind = "openvino"
+
+    def __init__(self, path: str | os.PathLike[str] | Any, name: str | None = None, *,
+                 threads: int | None = None, precision: str | None = None,
+                 graph_optimization: str | None = None) -> None:
+        super().__init__(path, name, threads=threads, engine="openvino", precision=precision,
+                         graph_optimization=graph_optimization)
+
+
+def installed_engines() -> list[str]:
+    """The ONNX engines installed here, in :data:`ENGINES` order (onnxruntime always)."""
+    from edgekit.runtime.engines import openvino_available
+
+    return [e for e in ENGINES if e == "onnxruntime" or openvino_available()]
+
+
+def _open_edge_model(path: Path, provider: str, threads: int | None,
+                     graph_optimization: str | None, engine: str, precision: str | None) -> Any:
+    """``EdgeModel`` on ``engine`` (``"auto"``: the engine stored by ``edgekit tune``, else
+    onnxruntime)."""
+    from edgekit.runtime.model import EdgeModel, SessionOptionsConfig
+
+    session = SessionOptionsConfig(precision=precision)
+    return EdgeModel(path, provider if engine != "openvino" else "cpu", engine=engine,
+                     threads=threads, graph_optimization=graph_optimization,
+                     session_options=session)
 
 
 def _int_high(meta: Any, name: str) -> int:
@@ -462,8 +425,24 @@ class KerasBackend(Backend):
         return lambda: fn(*tensors)[0].numpy()
 
 
+def tflite_interpreter_class() -> tuple[Any, str]:
+    """The TFLite interpreter class and its name: LiteRT's standalone
+    ``ai_edge_litert.interpreter.Interpreter`` (XNNPACK default delegate), else the deprecated
+    ``tf.lite.Interpreter`` when ``ai-edge-litert`` is not installed."""
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+
+        return Interpreter, "litert"
+    except ImportError:
+        tf: Any = require("tensorflow", "export", "tensorflow-cpu")
+        return tf.lite.Interpreter, "tf.lite"
+
+
 class TFLiteBackend(Backend):
-    """A ``.tflite`` file (or bytes) through ``tf.lite.Interpreter(num_threads=threads)``."""
+    """A ``.tflite`` file (or bytes) through LiteRT's interpreter (``ai-edge-litert``, XNNPACK
+    default delegate, ``num_threads=threads``; default None: LiteRT's default), else through
+    the deprecated ``tf.lite.Interpreter`` when LiteRT is missing (``self.interpreter`` says
+    which)."""
 
     kind = "tflite"
 
@@ -471,13 +450,13 @@ class TFLiteBackend(Backend):
                  threads: int | None = None, content: bytes | None = None,
                  metadata: Any = None) -> None:
         super().__init__(path, name)
-        tf: Any = require("tensorflow", "export", "tensorflow-cpu")
+        cls, self.interpreter = tflite_interpreter_class()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             if content is None:
-                self.interp = tf.lite.Interpreter(model_path=str(self.path), num_threads=threads)
+                self.interp = cls(model_path=str(self.path), num_threads=threads)
             else:
-                self.interp = tf.lite.Interpreter(model_content=content, num_threads=threads)
+                self.interp = cls(model_content=content, num_threads=threads)
         self.metadata = metadata
         self._in = self.interp.get_input_details()
         self._out = self.interp.get_output_details()[0]["index"]
@@ -517,30 +496,35 @@ class TFLiteBackend(Backend):
 
 def load_backend(path: str | os.PathLike[str], name: str | None = None, *,
                  threads: int | None = None, provider: str = "cpu",
-                 graph_optimization: str | None = None) -> Backend:
-    """A backend for ``path`` chosen by suffix: .onnx/.ort, .tflite, .keras/.h5/SavedModel."""
+                 graph_optimization: str | None = None, engine: str = "auto",
+                 precision: str | None = None) -> Backend:
+    """A backend for ``path`` chosen by suffix: .onnx/.ort (on ``engine``, default ``"auto"``:
+    the engine stored by ``edgekit tune``, else onnxruntime; ``precision`` see
+    :class:`OnnxBackend`), .tflite, .keras/.h5/SavedModel."""
     p = Path(path)
     if not p.exists():
         raise InputError(f"model {p} does not exist", hint="check the path")
     suffix = p.suffix.lower()
-    if suffix not in (".onnx", ".ort"):  # import TensorFlow outside of the load time
+    keras = suffix in (".keras", ".h5") or p.is_dir()
+    if keras:  # import TensorFlow (or LiteRT) outside of the load time
         require("tensorflow", "export", "tensorflow-cpu")
+    elif suffix == ".tflite":
+        tflite_interpreter_class()
     t0 = time.perf_counter()
     b: Backend
     if suffix in (".onnx", ".ort"):
         b = OnnxBackend(p, name, provider=provider, threads=threads,
-                        graph_optimization=graph_optimization)
+                        graph_optimization=graph_optimization, engine=engine,
+                        precision=precision)
     elif suffix == ".tflite":
         b = TFLiteBackend(p, name, threads=threads)
-    elif suffix in (".keras", ".h5") or p.is_dir():
+    elif keras:
         b = KerasBackend(p, name, threads=threads)
     else:
-        b = None  # type: ignore[assignment]
-    if b is not None:
-        b.load_time_ms = (time.perf_counter() - t0) * 1000.0
-        return b
-    raise InputError(f"{p}: unknown model format {suffix!r}",
-                     hint="use .onnx, .ort, .tflite, .keras, .h5 or a SavedModel folder")
+        raise InputError(f"{p}: unknown model format {suffix!r}",
+                         hint="use .onnx, .ort, .tflite, .keras, .h5 or a SavedModel folder")
+    b.load_time_ms = (time.perf_counter() - t0) * 1000.0
+    return b
 
 
 # ---------------------------------------------------------------------------------------------
@@ -646,7 +630,9 @@ def bench_models(
 
     Args:
         models: paths (see :func:`load_backend`) or loaded backends.
-        config: measurement settings (default :class:`BenchConfig()`).
+        config: measurement settings (default :class:`BenchConfig()`); with
+            ``engine="all"`` every ONNX path becomes one row per installed engine
+            (``name@engine``).
         names: display names (default: file names).
         on_progress: called with the overall done fraction in [0, 1].
     """
@@ -655,28 +641,10 @@ def bench_models(
         raise InputError("no models to benchmark")
     backends: list[Backend] = []
     results: list[ModelResult] = []
-    for i, m in enumerate(models):
-        name = names[i] if names else None
-        rss0 = rss_mb()
-        reset_peak_rss()
-        t0 = time.perf_counter()
-        if isinstance(m, Backend):
-            b = m
-            if name:
-                b.name = name
-        else:
-            b = load_backend(m, name, threads=config.threads, provider=config.provider,
-                             graph_optimization=config.graph_optimization)
-        load_ms = (time.perf_counter() - t0) * 1000.0
-        load_ms = getattr(b, "load_time_ms", None) or load_ms
-        # the first call is part of "load" for lazy runtimes (TF traces, TFLite allocates)
-        b.infer(make_inputs(b.inputs, max(config.batches), config.seed))
+    for m, name, engine in _expand_engines(models, names, config.engine):
+        b, res = _load_measured(m, name, engine, config)
         backends.append(b)
-        results.append(ModelResult(
-            name=b.name, path=str(b.path), kind=b.kind, size_bytes=_size_bytes(b.path),
-            load_time_ms=load_ms, load_rss_mb=max(0.0, rss_mb() - rss0),
-            peak_rss_mb=peak_rss_mb(),
-        ))
+        results.append(res)
     ref_inputs = backends[0].inputs
     n_b = len(config.batches)
     for j, batch in enumerate(config.batches):
@@ -696,6 +664,46 @@ def bench_models(
         for res in results:
             res.latency[batch].ratio = res.latency[batch].p50_ms / base if base > 0 else 1.0
     return BenchResult(config, results, machine_info())
+
+
+def _expand_engines(models: Sequence[str | os.PathLike[str] | Backend],
+                    names: Sequence[str] | None, engine: str,
+                    ) -> list[tuple[str | os.PathLike[str] | Backend, str | None, str]]:
+    """(model, display name, engine) per row: ``engine="all"`` makes one row per installed
+    engine of each ONNX path, named ``<name>@<engine>``."""
+    rows: list[tuple[str | os.PathLike[str] | Backend, str | None, str]] = []
+    for i, m in enumerate(models):
+        name = names[i] if names else None
+        onnx = not isinstance(m, Backend) and Path(m).suffix.lower() in (".onnx", ".ort")
+        if engine != "all" or not onnx:
+            rows.append((m, name, "onnxruntime" if engine == "all" else engine))
+            continue
+        base = name or Path(m).name  # type: ignore[arg-type]
+        rows += [(m, f"{base}@{e}", e) for e in installed_engines()]
+    return rows
+
+
+def _load_measured(m: str | os.PathLike[str] | Backend, name: str | None, engine: str,
+                   config: BenchConfig) -> tuple[Backend, ModelResult]:
+    """Load one model (time, RSS) and run it once at the largest batch (lazy runtimes)."""
+    rss0 = rss_mb()
+    reset_peak_rss()
+    t0 = time.perf_counter()
+    if isinstance(m, Backend):
+        b = m
+        if name:
+            b.name = name
+    else:
+        b = load_backend(m, name, threads=config.threads, provider=config.provider,
+                         graph_optimization=config.graph_optimization, engine=engine)
+    load_ms = (time.perf_counter() - t0) * 1000.0
+    load_ms = getattr(b, "load_time_ms", None) or load_ms
+    # the first call is part of "load" for lazy runtimes (TF traces, TFLite allocates)
+    b.infer(make_inputs(b.inputs, max(config.batches), config.seed))
+    return b, ModelResult(
+        name=b.name, path=str(b.path), kind=b.kind, size_bytes=_size_bytes(b.path),
+        load_time_ms=load_ms, load_rss_mb=max(0.0, rss_mb() - rss0), peak_rss_mb=peak_rss_mb(),
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -758,43 +766,3 @@ def format_table(models: Sequence[ModelResult], baseline: int = 0) -> str:
                 f"{m.peak_rss_mb:.0f} MiB", _fmt_size(m.size_bytes),
             ])
     return render_table(header, rows, [False] + [True] * (len(header) - 1))
-
-
-def plot_latencies(models: Sequence[ModelResult], path: str | os.PathLike[str],
-                   title: str = "Inference latency") -> Path:
-    """Box plots of per-call latency, one panel per batch size (needs ``edgekit[plot]``)."""
-    matplotlib: Any = require("matplotlib", "plot")
-    matplotlib.use("Agg")
-    plt: Any = require("matplotlib.pyplot", "plot")
-    batch_sizes = sorted({b for m in models for b in m.latency})
-    fig, axes = plt.subplots(1, len(batch_sizes), squeeze=False,
-                             figsize=(max(6.0, 1.3 * len(models) + 2) * len(batch_sizes) ** 0.8,
-                                      4.8))
-    for ax, b in zip(axes[0], batch_sizes, strict=True):
-        ms = [m for m in models if b in m.latency]
-        data = [np.asarray(m.latency[b].samples_ms) for m in ms]
-        lo = max(1e-9, min(float(np.min(d)) for d in data))
-        span = max(float(np.max(d)) for d in data) / lo
-        small = max(float(np.median(d)) for d in data) < 1.0
-        unit, scale = ("µs", 1000.0) if small else ("ms", 1.0)
-        ax.boxplot([d * scale for d in data], showfliers=True, whis=(1, 99),
-                   flierprops={"markersize": 2, "alpha": 0.4})
-        ax.set_xticks(range(1, len(ms) + 1))
-        ax.set_xticklabels([m.name for m in ms], rotation=20, ha="right")
-        for k, (_m, d) in enumerate(zip(ms, data, strict=True), start=1):
-            ax.annotate(f"{np.median(d) * scale:.3g}", (k, float(np.median(d)) * scale),
-                        xytext=(6, 0), textcoords="offset points", fontsize=8, va="center")
-        if span > 20:
-            ax.set_yscale("log")
-        ax.set_ylabel(f"latency per call ({unit}){', log scale' if span > 20 else ''}")
-        ax.set_xlabel("model")
-        ax.set_title(f"batch {b}  (n = {ms[0].latency[b].runs} calls each, whiskers p1-p99)",
-                     fontsize=10)
-        ax.grid(axis="y", alpha=0.3)
-    fig.suptitle(title)
-    fig.tight_layout()
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out

@@ -1,4 +1,5 @@
-"""``edgekit compare``: one Keras model as Keras, TFLite fp32/int8 and ONNX fp32/int8/fp16.
+"""``edgekit compare``: one Keras model as Keras, TFLite fp32/int8, ONNX fp32/int8/fp16 and,
+when OpenVINO is installed, the ONNX int8 file run by OpenVINO.
 
 Every variant is built from the same model and the same calibration samples, evaluated on the
 same inputs (accuracy when labels are given, top-1 agreement with Keras always) and timed
@@ -9,6 +10,7 @@ interleaved by :mod:`edgekit.measure.bench`. The recommendation is the fastest d
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import tempfile
 import warnings
@@ -21,6 +23,7 @@ import numpy as np
 
 from edgekit.errors import InputError, require
 from edgekit.inputs.data import Dataset, load_dataset
+from edgekit.logs import quiet_fds
 from edgekit.measure.bench import (
     Backend,
     BenchConfig,
@@ -28,13 +31,14 @@ from edgekit.measure.bench import (
     KerasBackend,
     bench_models,
     evaluate,
+    installed_engines,
     load_backend,
-    plot_latencies,
     render_table,
 )
 
 __all__ = [
     "VARIANTS",
+    "default_variants",
     "CompareConfig",
     "VariantRow",
     "CompareResult",
@@ -55,7 +59,14 @@ VARIANTS: dict[str, tuple[str, str]] = {
     "onnx-fp32": ("onnx", "fp32"),
     "onnx-int8": ("onnx", "int8"),
     "onnx-fp16": ("onnx", "fp16"),
+    "openvino-int8": ("openvino", "int8"),  # the onnx-int8 file, run by OpenVINO
 }
+
+
+def default_variants() -> tuple[str, ...]:
+    """All of :data:`VARIANTS`, less the OpenVINO rows when ``openvino`` is not installed."""
+    have_ov = "openvino" in installed_engines()
+    return tuple(v for v in VARIANTS if have_ov or VARIANTS[v][0] != "openvino")
 
 
 @dataclass
@@ -63,7 +74,8 @@ class CompareConfig:
     """Options of :func:`compare_model`.
 
     Attributes:
-        variants: which of :data:`VARIANTS` to build (default: all six).
+        variants: which of :data:`VARIANTS` to build (default: all, see
+            :func:`default_variants`; OpenVINO rows only when ``openvino`` is installed).
         accuracy_budget: largest accepted accuracy drop vs Keras in points (default 1.0);
             without labels, the largest accepted top-1 disagreement with Keras in percent.
         calibration_samples: samples for int8 calibration (default 200).
@@ -74,7 +86,7 @@ class CompareConfig:
         workdir: where the variant files go (default: a temporary folder, deleted afterwards).
     """
 
-    variants: tuple[str, ...] = tuple(VARIANTS)
+    variants: tuple[str, ...] = field(default_factory=default_variants)
     accuracy_budget: float = 1.0
     calibration_samples: int = 200
     eval_samples: int = 2000
@@ -184,19 +196,11 @@ class CompareResult:
         return "\n".join(lines)
 
     def plot(self, path: str | os.PathLike[str]) -> Path:
-        """Latency box plots, tick labels carrying accuracy (or agreement) and size."""
-        if self.bench is None:
-            raise InputError("no latency results to plot")
-        models = []
-        for m in self.bench.models:
-            r = self.row(m.name)
-            score = r.accuracy if self.labelled else r.agreement
-            label = "acc" if self.labelled else "agree"
-            m2 = type(m)(**{**vars(m)})
-            if score is not None:
-                m2.name = f"{m.name}\n{label} {score:.1f} %, {_size(r.size_bytes)}"
-            models.append(m2)
-        return plot_latencies(models, path, title=f"{self.model}: variants side by side")
+        """Latency boxes (ms) and accuracy bars with the budget, the recommended variant
+        marked (:func:`edgekit.measure.plots.plot_compare`)."""
+        from edgekit.measure.plots import plot_compare
+
+        return plot_compare(self, path)
 
 
 def _size(n: int | None) -> str:
@@ -209,33 +213,6 @@ def _ms(ms: float | None) -> str:
     if ms is None:
         return "-"
     return f"{ms * 1000:.0f} µs" if ms < 1 else f"{ms:.2f} ms"
-
-
-@contextlib.contextmanager
-def quiet_fds() -> Iterator[None]:
-    """Silence stdout/stderr, also of C++ code and subprocesses (TFLite converter chatter)."""
-    import logging
-    import sys
-
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved = [os.dup(1), os.dup(2)]
-    null = os.open(os.devnull, os.O_WRONLY)
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)
-    try:
-        os.dup2(null, 1)
-        os.dup2(null, 2)
-        yield
-    finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os.dup2(saved[0], 1)
-        os.dup2(saved[1], 2)
-        for fd in (*saved, null):
-            os.close(fd)
-        root.setLevel(level)
 
 
 def agreement(a: np.ndarray, b: np.ndarray) -> float:
@@ -304,7 +281,7 @@ def onnx_variant(fp32_path: str | os.PathLike[str], outdir: str | os.PathLike[st
     ``"dynamic"``, ``"fp16"`` or ``"auto"`` (static int8 for convolutional models, dynamic for
     recurrent / Dense-only ones). Returns the file and the mode actually used.
     """
-    from edgekit.quantize.core import QuantizationConfig, quantize_model
+    from edgekit.quantize import QuantizationConfig, QuantMode, quantize_model
 
     if precision not in ("int8", "fp16", "dynamic", "auto"):
         raise InputError(f"unknown precision {precision!r}", hint="use int8, dynamic or fp16")
@@ -314,12 +291,95 @@ def onnx_variant(fp32_path: str | os.PathLike[str], outdir: str | os.PathLike[st
     out.mkdir(parents=True, exist_ok=True)
     cal = Dataset(dict(calibration)) if calibration else None
     with quiet_fds():
-        res = quantize_model(fp32_path, out, stem=stem, config=QuantizationConfig(mode=precision),
+        res = quantize_model(fp32_path, out, stem=stem,
+                             config=QuantizationConfig(mode=QuantMode(precision)),
                              calibration=cal)
         if not res.written:  # auto found no variant worth shipping; compare still shows one
             res = quantize_model(fp32_path, out, stem=stem,
-                                 config=QuantizationConfig(mode="dynamic"), calibration=cal)
+                                 config=QuantizationConfig(mode=QuantMode.DYNAMIC), calibration=cal)
     return res.path, str(res.mode)
+
+
+class _Builder:
+    """Builds variant files one step at a time; a failed step records its error only."""
+
+    def __init__(self, src: Path, work: Path, variants: Sequence[str],
+                 on_step: Callable[[str], None] | None) -> None:
+        self.src, self.work, self.variants, self.on_step = src, work, variants, on_step
+        self.stem = src.stem if not src.is_dir() else src.name
+        self.paths: dict[str, Path] = {"keras": src}
+        self.errors: dict[str, str] = {}
+        self.modes: dict[str, str] = {}
+
+    def step(self, name: str, fn: Callable[[], Path], wanted: bool | None = None) -> None:
+        if not (name in self.variants if wanted is None else wanted):
+            return
+        if self.on_step is not None:
+            self.on_step(name)
+        try:
+            self.paths[name] = fn()
+        except Exception as exc:  # one failed variant must not stop the rest
+            text = str(exc).strip()
+            self.errors[name] = text.splitlines()[0][:200] if text else type(exc).__name__
+
+    def tflite(self, calibration: dict[str, np.ndarray]) -> None:
+        """tflite-fp32 and tflite-int8 (TensorFlow's converter)."""
+        keras: Any = require("keras", "export", "tensorflow-cpu")
+        km = keras.models.load_model(self.src, compile=False)
+        cal = list(calibration.values())
+
+        def tfl(int8: bool) -> Callable[[], Path]:
+            def make() -> Path:
+                p = self.work / f"{self.stem}.{'int8' if int8 else 'fp32'}.tflite"
+                p.write_bytes(tflite_bytes(km, cal if int8 else None))
+                return p
+            return make
+
+        self.step("tflite-fp32", tfl(False))
+        if is_recurrent(km) and "tflite-int8" in self.variants:
+            # TensorFlow 2.21's converter crashes the process (SIGSEGV) on full-int8 LSTMs
+            self.errors["tflite-int8"] = (
+                "not built: TensorFlow's full-integer converter crashes on recurrent layers "
+                "(use onnx-int8, dynamic)")
+        else:
+            self.step("tflite-int8", tfl(True))
+
+    def onnx(self, calibration: dict[str, np.ndarray]) -> None:
+        """onnx-fp32 (validated export), onnx-int8 / onnx-fp16 from it; the OpenVINO rows
+        reuse the ONNX files."""
+        from edgekit.convert.export import ExportConfig, export_model
+
+        def export() -> Path:
+            return Path(export_model(self.src, self.work,
+                                     ExportConfig(force=True, validation_samples=64),
+                                     validation_data=Dataset(dict(calibration))).onnx_path)
+
+        self.step("onnx-fp32", export, wanted=True)
+        fp32 = self.paths.get("onnx-fp32")
+        for prec in ("int8", "fp16"):
+            users = [v for v in self.variants
+                     if VARIANTS[v][0] in ("onnx", "openvino") and VARIANTS[v][1] == prec]
+            if fp32 is None:
+                self.errors.update({v: "no fp32 ONNX model to start from" for v in users})
+                continue
+            self.step(f"onnx-{prec}", functools.partial(self._quantized, fp32, prec, calibration),
+                      wanted=bool(users))
+        for v in self.variants:
+            onnx_name = f"onnx-{VARIANTS[v][1]}"
+            if VARIANTS[v][0] == "openvino" and v not in self.errors:
+                if onnx_name in self.paths:
+                    self.paths[v] = self.paths[onnx_name]
+                else:
+                    self.errors[v] = self.errors.get(onnx_name, f"no {onnx_name} file")
+        if "onnx-fp32" not in self.variants:
+            self.paths.pop("onnx-fp32", None)
+
+    def _quantized(self, fp32: Path, prec: str, calibration: dict[str, np.ndarray]) -> Path:
+        # "int8" means the best int8 for the model: static QDQ for convnets, dynamic for LSTM
+        path, mode = onnx_variant(fp32, self.work, "auto" if prec == "int8" else prec,
+                                  calibration, stem=self.stem)
+        self.modes[f"onnx-{prec}"] = mode
+        return path
 
 
 def build_variants(
@@ -332,74 +392,18 @@ def build_variants(
     """Build the file of each variant of a Keras model in ``workdir``.
 
     ``calibration`` holds model-ready float inputs by Keras input name. Returns
-    ``(paths, errors, modes)``: variant -> file; variant -> error message of those that
-    failed; ONNX variant -> quantization mode used (``int8`` is ``"dynamic"`` for LSTMs).
+    ``(paths, errors, modes)``: variant -> file (OpenVINO rows name the ONNX file they run);
+    variant -> error message of those that failed; ONNX variant -> quantization mode used
+    (``int8`` is ``"dynamic"`` for LSTMs).
     """
-    from edgekit.convert.export import ExportConfig, export_model
-    from edgekit.errors import EdgekitError
-
-    src = Path(model_path)
     work = Path(workdir)
     work.mkdir(parents=True, exist_ok=True)
-    stem = src.stem if not src.is_dir() else src.name
-    paths: dict[str, Path] = {"keras": src}
-    errors: dict[str, str] = {}
-    modes: dict[str, str] = {}
-
-    def step(name: str, fn: Callable[[], Path]) -> None:
-        if name not in variants:
-            return
-        if on_step is not None:
-            on_step(name)
-        try:
-            paths[name] = fn()
-        except (EdgekitError, Exception) as exc:  # one failed variant must not stop the rest
-            errors[name] = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else \
-                type(exc).__name__
-
-    if any(v.startswith("tflite") for v in variants):
-        keras: Any = require("keras", "export", "tensorflow-cpu")
-        km = keras.models.load_model(src, compile=False)
-        cal = list(calibration.values())
-
-        def tfl(int8: bool) -> Callable[[], Path]:
-            def make() -> Path:
-                p = work / f"{stem}.{'int8' if int8 else 'fp32'}.tflite"
-                p.write_bytes(tflite_bytes(km, cal if int8 else None))
-                return p
-            return make
-
-        step("tflite-fp32", tfl(False))
-        if is_recurrent(km) and "tflite-int8" in variants:
-            # TensorFlow 2.21's converter crashes the process (SIGSEGV) on full-int8 LSTMs
-            errors["tflite-int8"] = ("not built: TensorFlow's full-integer converter crashes on "
-                                     "recurrent layers (use onnx-int8, dynamic)")
-        else:
-            step("tflite-int8", tfl(True))
-
-    def export() -> Path:
-        ds = Dataset(dict(calibration))
-        return Path(export_model(src, work, ExportConfig(force=True, validation_samples=64),
-                                 validation_data=ds).onnx_path)
-
-    def _onnx(fp32: Path, prec: str) -> Path:
-        # "int8" means the best int8 for the model: static QDQ for convnets, dynamic for LSTM
-        path, mode = onnx_variant(fp32, work, "auto" if prec == "int8" else prec, calibration,
-                                  stem=stem)
-        modes[f"onnx-{prec}"] = mode
-        return path
-
-    if any(v.startswith("onnx") for v in variants):
-        step("onnx-fp32", export)
-        fp32 = paths.get("onnx-fp32")
-        for prec in ("int8", "fp16"):
-            name = f"onnx-{prec}"
-            if fp32 is None:
-                if name in variants:
-                    errors[name] = "no fp32 ONNX model to start from"
-                continue
-            step(name, lambda prec=prec, fp32=fp32: _onnx(fp32, prec))
-    return paths, errors, modes
+    builder = _Builder(Path(model_path), work, variants, on_step)
+    if any(VARIANTS[v][0] == "tflite" for v in variants):
+        builder.tflite(calibration)
+    if any(VARIANTS[v][0] in ("onnx", "openvino") for v in variants):
+        builder.onnx(calibration)
+    return builder.paths, builder.errors, builder.modes
 
 
 # ---------------------------------------------------------------------------------------------
@@ -444,17 +448,47 @@ def compare_model(
         on_progress: latency measurement progress in [0, 1].
     """
     config = config or CompareConfig()
+    src = _check_source(model_path)
+    say = on_step or (lambda _s: None)
+    notes: list[str] = []
+    say("loading the Keras model")
+    keras_b = load_backend(src, "keras", threads=config.threads)
+    assert isinstance(keras_b, KerasBackend)
+    cal, eval_ds = _compare_data(keras_b, calibration, eval_data, config, notes)
+    backends: list[Backend] = []
+    with _workdir(config, notes) as work:
+        try:
+            paths, errors, modes = build_variants(src, work, cal, config.variants,
+                                                  on_step=lambda v: say(f"building {v}"))
+            backends = [keras_b, *_load_variants(paths, config, keras_b.metadata, errors)]
+            say("evaluating")
+            preds = _evaluate_all(backends, eval_ds, errors)
+            say("timing")
+            bench = bench_models(backends, BenchConfig(
+                batches=(config.batch,), runs=config.runs, duration=config.duration,
+                warmup=config.warmup, threads=config.threads), on_progress=on_progress)
+        finally:
+            for b in backends[1:]:
+                b.close()
+    notes += [f"{v}: dynamic int8 (activations quantized at run time; static int8 would leave "
+              "the LSTM in float)" for v, mode in modes.items() if mode == "dynamic"]
+    return _result(src, config, paths, errors, preds, eval_ds, bench, notes)
+
+
+def _check_source(model_path: str | os.PathLike[str]) -> Path:
     src = Path(model_path)
     if not src.exists():
         raise InputError(f"model {src} does not exist", hint="check the path")
     if src.suffix.lower() not in (".keras", ".h5") and not src.is_dir():
         raise InputError(f"compare needs a Keras model (.keras, .h5 or SavedModel), got {src}",
                          hint="use `edgekit bench` to compare existing .onnx/.tflite files")
-    say = on_step or (lambda _s: None)
-    notes: list[str] = []
-    say("loading the Keras model")
-    keras_b = load_backend(src, "keras", threads=config.threads)
-    assert isinstance(keras_b, KerasBackend)
+    return src
+
+
+def _compare_data(keras_b: KerasBackend, calibration: str | os.PathLike[str] | None,
+                  eval_data: str | os.PathLike[str] | None, config: CompareConfig,
+                  notes: list[str]) -> tuple[dict[str, np.ndarray], Dataset]:
+    """Model-ready calibration arrays and the evaluation data (synthetic without any)."""
     source = keras_b.source
     names = [s.name for s in source.inputs]
     eval_ds: Dataset | None = None
@@ -468,52 +502,51 @@ def compare_model(
 
         eval_ds = Dataset(synthetic_inputs(source, 256, seed=1), None, "synthetic")
         notes.append("no --eval-data: 256 synthetic inputs, agreement with Keras only")
+    return cal, eval_ds
 
-    tmp = None
-    if config.workdir is None:
-        tmp = tempfile.TemporaryDirectory(prefix="edgekit-compare-")
-        work = Path(tmp.name)
-    else:
-        work = Path(config.workdir)
-    try:
-        paths, errors, modes = build_variants(src, work, cal, config.variants,
-                                       on_step=lambda v: say(f"building {v}"))
-        backends: list[Backend] = [keras_b]
-        for v in config.variants:
-            if v == "keras" or v not in paths:
-                continue
-            try:
-                b = load_backend(paths[v], v, threads=config.threads, provider="cpu")
-                if b.metadata is None:  # TFLite files carry no edgekit metadata
-                    b.metadata = source.metadata
-                backends.append(b)
-            except Exception as exc:
-                errors[v] = str(exc).splitlines()[0][:200]
-        say("evaluating")
-        preds: dict[str, np.ndarray] = {}
-        for b in list(backends):
-            try:
-                preds[b.name] = evaluate(b, eval_ds)
-            except Exception as exc:
-                errors[b.name] = f"evaluation failed: {str(exc).splitlines()[0][:200]}"
-                backends.remove(b)
-        say("timing")
-        bench = bench_models(backends, BenchConfig(
-            batches=(config.batch,), runs=config.runs, duration=config.duration,
-            warmup=config.warmup, threads=config.threads), on_progress=on_progress)
-        if tmp is None:
-            notes.append(f"variant files are in {work}")
-    finally:
-        for b in locals().get("backends", []):
-            if b is not keras_b:
+
+@contextlib.contextmanager
+def _workdir(config: CompareConfig, notes: list[str]) -> Iterator[Path]:
+    """``config.workdir`` (kept, noted), else a temporary folder deleted afterwards."""
+    if config.workdir is not None:
+        yield Path(config.workdir)
+        notes.append(f"variant files are in {config.workdir}")
+        return
+    with tempfile.TemporaryDirectory(prefix="edgekit-compare-") as tmp:
+        yield Path(tmp)
+
+
+def _load_variants(paths: dict[str, Path], config: CompareConfig, metadata: Any,
+                   errors: dict[str, str]) -> list[Backend]:
+    """A backend per built variant (OpenVINO rows on their engine); failures go to errors."""
+    out: list[Backend] = []
+    for v in config.variants:
+        if v == "keras" or v not in paths:
+            continue
+        engine = "openvino" if VARIANTS[v][0] == "openvino" else "onnxruntime"
+        try:
+            b = load_backend(paths[v], v, threads=config.threads, provider="cpu", engine=engine)
+            if b.metadata is None:  # TFLite files carry no edgekit metadata
+                b.metadata = metadata
+            out.append(b)
+        except Exception as exc:
+            errors[v] = str(exc).splitlines()[0][:200]
+    return out
+
+
+def _evaluate_all(backends: list[Backend], eval_ds: Dataset,
+                  errors: dict[str, str]) -> dict[str, np.ndarray]:
+    """Predictions per backend name; a backend that fails is removed from ``backends``."""
+    preds: dict[str, np.ndarray] = {}
+    for b in list(backends):
+        try:
+            preds[b.name] = evaluate(b, eval_ds)
+        except Exception as exc:
+            errors[b.name] = f"evaluation failed: {str(exc).splitlines()[0][:200]}"
+            backends.remove(b)
+            if b.name != "keras":
                 b.close()
-        if tmp is not None:
-            tmp.cleanup()
-    for v, mode in modes.items():
-        if mode == "dynamic":
-            notes.append(f"{v}: dynamic int8 (activations quantized at run time; static int8 "
-                         "would leave the LSTM in float)")
-    return _result(src, config, paths, errors, preds, eval_ds, bench, notes)
+    return preds
 
 
 def _result(src: Path, config: CompareConfig, paths: dict[str, Path], errors: dict[str, str],

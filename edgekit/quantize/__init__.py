@@ -2,27 +2,34 @@
 
 from __future__ import annotations
 
-from edgekit.quantize.core import (
+from edgekit.quantize.calibration import (
+    CHECK_SAMPLES,
+    HISTOGRAM_MEMORY_BYTES,
+    ArrayCalibrationReader,
+    CheckData,
+    activation_bytes,
+    bound_histogram_memory,
+    calibration_split,
+    load_check_data,
+)
+from edgekit.quantize.config import (
+    AUTO_MIN_DENSE_WEIGHT_BYTES,
     METADATA_KEY,
     PRESETS,
-    ArrayCalibrationReader,
     CalibrationMethod,
     OutputFormat,
     QuantizationConfig,
     QuantMode,
     QuantType,
     VariantResult,
-    activation_bytes,
-    calibration_split,
-    export_hook,
-    load_model_data,
-    onnx_input_specs,
-    quantize_file,
-    quantize_model,
     resolve_mode,
-    synthetic_feeds,
     variant_lines,
     variant_names,
+)
+from edgekit.quantize.core import (
+    export_hook,
+    quantize_file,
+    quantize_model,
 )
 
 __all__ = [
@@ -34,16 +41,19 @@ __all__ = [
     "QuantizationConfig",
     "VariantResult",
     "variant_lines",
-    "ArrayCalibrationReader",
-    "onnx_input_specs",
-    "load_model_data",
     "resolve_mode",
+    "variant_names",
+    "METADATA_KEY",
+    "AUTO_MIN_DENSE_WEIGHT_BYTES",
+    "ArrayCalibrationReader",
+    "CHECK_SAMPLES",
+    "HISTOGRAM_MEMORY_BYTES",
     "calibration_split",
     "activation_bytes",
-    "synthetic_feeds",
-    "variant_names",
+    "CheckData",
+    "load_check_data",
+    "bound_histogram_memory",
     "quantize_model",
     "quantize_file",
     "export_hook",
-    "METADATA_KEY",
 ]

@@ -18,7 +18,6 @@ EPs refuse. :func:`optimize_model` serves internal steps (fp16 preparation, the 
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import asdict, dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -27,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from edgekit.errors import ConversionError, InputError, require
+from edgekit.io.tempdirs import temp_dir
 
 __all__ = [
     "OptimizeLevel",
@@ -107,12 +107,12 @@ def optimize_model(
     so.graph_optimization_level = lvl.ort_level()
     so.optimized_model_filepath = str(dst)
     _session(str(src), so)
-    original = onnx.load(str(src))  # type: ignore[attr-defined]
-    optimized = onnx.load(str(dst))  # type: ignore[attr-defined]
+    original = onnx.load(str(src))
+    optimized = onnx.load(str(dst))
     del optimized.metadata_props[:]
     optimized.metadata_props.extend(original.metadata_props)
     optimized.doc_string = original.doc_string
-    onnx.save(optimized, str(dst))  # type: ignore[attr-defined]
+    onnx.save(optimized, str(dst))
     return dst
 
 
@@ -163,7 +163,7 @@ def convert_to_ort(
     )
 
     ort_path, config_path, src = Path(ort_path), Path(config_path), Path(src)
-    with tempfile.TemporaryDirectory(prefix="edgekit-ort-") as tmp_s:
+    with temp_dir("edgekit-ort-") as tmp_s:
         tmp = Path(tmp_s)
         model = tmp / "in" / "model.onnx"
         model.parent.mkdir()
@@ -304,7 +304,7 @@ def mobile_usability(model_path: str | os.PathLike[str]) -> list[MobileReport]:
         ("CoreML MLProgram",
          lambda m, f: uc.check_coreml_partitions(m, f, "coreml_supported_mlprogram_ops.md")),
     ]
-    with tempfile.TemporaryDirectory(prefix="edgekit-mobile-") as tmp:
+    with temp_dir("edgekit-mobile-") as tmp:
         basic = optimize_model(model_path, Path(tmp) / "basic.onnx", "basic")
         model = ModelProtoWithShapeInfo(basic).model_with_shape_info
         macs = node_macs(model)

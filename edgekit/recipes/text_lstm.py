@@ -57,7 +57,7 @@ def make_vectorizer(texts: Sequence[str] | np.ndarray) -> Any:
         standardize="lower_and_strip_punctuation",
         split="whitespace",
     )
-    layer.adapt(tf.constant(list(texts), dtype=tf.string), batch_size=256)  # type: ignore[attr-defined]
+    layer.adapt(tf.constant(list(texts), dtype=tf.string), batch_size=256)
     return layer
 
 
@@ -66,7 +66,7 @@ def vectorize(layer: Any, texts: Sequence[str] | np.ndarray) -> np.ndarray:
     tf = require("tensorflow", "export", "tensorflow-cpu")
     if len(texts) == 0:
         return np.zeros((0, SEQUENCE_LENGTH), dtype=np.int32)
-    ids = layer(tf.constant(list(texts), dtype=tf.string))  # type: ignore[attr-defined]
+    ids = layer(tf.constant(list(texts), dtype=tf.string))
     return np.asarray(ids, dtype=np.int32)
 
 

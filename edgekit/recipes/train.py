@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from edgekit.errors import DataError, InputError, OutputExistsError, require
-from edgekit.inputs.datasets import DataSplit
+from edgekit.inputs.datasets import DataSplit, holdout_split
 from edgekit.metadata import ModelMetadata, Preprocessing
 
 __all__ = [
@@ -239,25 +239,6 @@ class Recipe:
 
 
 # -- helpers -------------------------------------------------------------------------------
-def holdout_split(
-    x: np.ndarray, y: np.ndarray, labels: list[str], fraction: float, seed: int, source: str = ""
-) -> DataSplit:
-    """Stratified train/test split of one table (scikit-learn's ``train_test_split``).
-
-    Falls back to a plain shuffled split when the data is too small to stratify.
-    """
-    ms = require("sklearn.model_selection", "export", "scikit-learn")
-    n_test = int(np.ceil(fraction * len(y)))
-    if n_test < 1 or len(y) - n_test < 1:
-        raise DataError(f"{len(y)} examples are too few to hold out {fraction:g} of them")
-    counts = np.bincount(y)
-    stratify = counts[counts > 0].min() >= 2 and n_test >= int((counts > 0).sum())
-    x_tr, x_te, y_tr, y_te = ms.train_test_split(  # type: ignore[attr-defined]
-        x, y, test_size=fraction, random_state=seed, stratify=y if stratify else None
-    )
-    return DataSplit(x_tr, y_tr, x_te, y_te, labels, source)
-
-
 def _subset(
     x: np.ndarray, y: np.ndarray, n: int | None, seed: int
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -271,9 +252,9 @@ def seed_everything(seed: int) -> None:
     """Seed Python, numpy and TensorFlow, and make TensorFlow ops deterministic."""
     keras = require("keras", "export", "tensorflow-cpu")
     tf = require("tensorflow", "export", "tensorflow-cpu")
-    keras.utils.set_random_seed(seed)  # type: ignore[attr-defined]
+    keras.utils.set_random_seed(seed)
     try:
-        tf.config.experimental.enable_op_determinism()  # type: ignore[attr-defined]
+        tf.config.experimental.enable_op_determinism()
     except Exception:  # pragma: no cover - older TF
         pass
 
@@ -499,41 +480,47 @@ def grid_search(
         raise InputError("--cv must be >= 2")
     if cv is None and base.validation_split <= 0:
         raise InputError("grid search without --cv needs a validation split > 0")
-    combos = list(ms.ParameterGrid(grid))  # type: ignore[attr-defined]
+    combos = list(ms.ParameterGrid(grid))
     for c in combos:  # validate every combination before any training
         dataclasses.replace(base, **c)
     out = _check_output(output, force)
     split = _load(recipe, base, data, data_path, options)
-    x, y, n_classes = split.x_train, split.y_train, len(split.labels)
-    if cv is not None:
-        if np.bincount(y).min() < cv:
-            raise DataError(f"--cv {cv} needs at least {cv} examples of every class")
-        folds = list(ms.StratifiedKFold(cv, shuffle=True, random_state=base.seed).split(x, y))  # type: ignore[attr-defined]
-    else:
-        s = holdout_split(np.arange(len(y)), y, [], base.validation_split, base.seed)
-        folds = [(s.x_train, s.x_test)]
-    rows: list[dict[str, Any]] = []
-    for params in combos:
-        cfg = dataclasses.replace(base, **params)
-        scores = []
-        for tr, va in folds:
-            _, _, val, _ = _fit(recipe, cfg, x[tr], y[tr], x[va], y[va], n_classes, 0)
-            scores.append(float(val or 0.0))
-            if on_step:
-                on_step(params)
-        rows.append(
-            {
-                "params": dict(params),
-                "mean": float(np.mean(scores)),
-                "std": float(np.std(scores)),
-                "scores": scores,
-            }
-        )
+    folds = _folds(split.y_train, cv, base)
+    rows = [_score(recipe, dataclasses.replace(base, **params), params, split, folds, on_step)
+            for params in combos]
     best = max(rows, key=lambda r: r["mean"])["params"]  # max keeps the first on ties
     final_cfg = dataclasses.replace(base, validation_split=0.0, limit=None, **best)
     final = run_training(recipe, final_cfg, data=split, output=out, force=force)
     final.config["limit"] = base.limit
     return GridResult(rows=rows, best=dict(best), cv=cv, final=final)
+
+
+def _folds(y: np.ndarray, cv: int | None, base: TrainConfig
+           ) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(train, validation) index pairs: ``cv`` stratified folds, else one hold-out split."""
+    if cv is None:
+        s = holdout_split(np.arange(len(y)), y, [], base.validation_split, base.seed)
+        return [(s.x_train, s.x_test)]
+    ms = require("sklearn.model_selection", "export", "scikit-learn")
+    if np.bincount(y).min() < cv:
+        raise DataError(f"--cv {cv} needs at least {cv} examples of every class")
+    kfold = ms.StratifiedKFold(cv, shuffle=True, random_state=base.seed)
+    return list(kfold.split(np.zeros(len(y)), y))
+
+
+def _score(recipe: Recipe, cfg: TrainConfig, params: dict[str, Any], split: DataSplit,
+           folds: list[tuple[np.ndarray, np.ndarray]],
+           on_step: Callable[[dict[str, Any]], None] | None) -> dict[str, Any]:
+    """Validation accuracy of one grid combination over ``folds``: mean, std and scores."""
+    x, y, n_classes = split.x_train, split.y_train, len(split.labels)
+    scores = []
+    for tr, va in folds:
+        _, _, val, _ = _fit(recipe, cfg, x[tr], y[tr], x[va], y[va], n_classes, 0)
+        scores.append(float(val or 0.0))
+        if on_step:
+            on_step(params)
+    return {"params": dict(params), "mean": float(np.mean(scores)),
+            "std": float(np.std(scores)), "scores": scores}
 
 
 def require_keras() -> Any:

@@ -47,7 +47,7 @@ from edgekit.serve.v2 import (
     tensor_metadata,
 )
 
-__all__ = ["create_app", "public_metadata", "PUBLIC_PATHS"]
+__all__ = ["create_app", "public_metadata", "resolve_config", "PUBLIC_PATHS"]
 
 logger = logging.getLogger("edgekit.serve")
 
@@ -344,36 +344,103 @@ def create_app(
     """
     require("uvicorn", "serve")
     applications: Any = require("starlette.applications", "serve")
-    concurrency: Any = require("starlette.concurrency", "serve")
-    responses: Any = require("starlette.responses", "serve")
-    routing: Any = require("starlette.routing", "serve")
+    cfg = resolve_config(config, settings)
+    em = model if isinstance(model, EdgeModel) else EdgeModel(
+        model, cfg.provider, fallback=cfg.fallback, threads=cfg.threads)
+    service = _Service(em, cfg)
+    app = applications.Starlette(
+        routes=service.routes(),
+        lifespan=service.lifespan,
+        exception_handlers={
+            404: _starlette_error(service.JSONResponse),
+            405: _starlette_error(service.JSONResponse),
+        },
+    )
+    app.state.model = em
+    app.state.config = cfg
+    app.state.metrics = service.metrics
+    app.add_middleware(_Guard, cfg=cfg, metrics=service.metrics, fast=service.fast_paths())
+    return app
+
+
+def resolve_config(config: ServeConfig | None, settings: dict[str, Any]) -> ServeConfig:
+    """``config`` (default :class:`ServeConfig` ()) with ``settings`` overriding its fields."""
     try:
-        cfg = dataclasses.replace(config or ServeConfig(), **settings)
+        return dataclasses.replace(config or ServeConfig(), **settings)
     except TypeError as exc:
         raise InputError(f"unknown serve setting: {exc}") from None
-    if isinstance(model, EdgeModel):
-        em = model
-    else:
-        em = EdgeModel(model, cfg.provider, fallback=cfg.fallback, threads=cfg.threads)
-    name = cfg.model_name or default_model_name(em.path)
-    metrics = _Metrics()
-    JSONResponse, Response = responses.JSONResponse, responses.Response
-    run_in_threadpool = concurrency.run_in_threadpool
-    max_body, max_batch = cfg.max_body_bytes, cfg.max_batch
-    def predict_outputs(feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        return [em.predict(feeds, preprocess=False)]
 
-    predict_batcher = v2_batcher = None
-    if cfg.batching:
-        delay = cfg.max_delay_ms / 1000.0
-        on_batch = metrics.batch.observe
-        predict_batcher = MicroBatcher(predict_outputs, max_batch, delay, on_batch)
-        v2_batcher = MicroBatcher(em.run, max_batch, delay, on_batch)
 
-    def error(status: int, message: str, hint: str | None = None, **headers: str) -> Any:
-        return JSONResponse({"error": message, "hint": hint}, status_code=status, headers=headers)
+class _Service:
+    """The handlers of one served model: the state they share (model, settings, metrics,
+    micro-batchers) and one method per route."""
 
-    async def read_body(scope: dict[str, Any], receive: Any) -> bytes:
+    def __init__(self, em: EdgeModel, cfg: ServeConfig) -> None:
+        concurrency: Any = require("starlette.concurrency", "serve")
+        responses: Any = require("starlette.responses", "serve")
+        self.em, self.cfg = em, cfg
+        self.name = cfg.model_name or default_model_name(em.path)
+        self.metrics = _Metrics()
+        self.JSONResponse, self.Response = responses.JSONResponse, responses.Response
+        self.run_in_threadpool = concurrency.run_in_threadpool
+        self.max_body, self.max_batch = cfg.max_body_bytes, cfg.max_batch
+        self.predict_batcher: MicroBatcher | None = None
+        self.v2_batcher: MicroBatcher | None = None
+        if cfg.batching:
+            delay = cfg.max_delay_ms / 1000.0
+            on_batch = self.metrics.batch.observe
+            self.predict_batcher = MicroBatcher(self.predict_outputs, cfg.max_batch, delay,
+                                                on_batch)
+            self.v2_batcher = MicroBatcher(em.run, cfg.max_batch, delay, on_batch)
+
+    # -- routing -----------------------------------------------------------------------------
+    def routes(self) -> list[Any]:
+        """Starlette routes (``/predict`` and V2 infer are also served by the middleware)."""
+        Route = _route_class()
+        routes = [
+            Route("/predict", _RawASGI(self.predict), methods=["POST"]),
+            Route("/health", self.health, methods=["GET"]),
+            Route("/metadata", self.metadata, methods=["GET"]),
+            Route("/metrics", self.metrics_endpoint, methods=["GET"]),
+            Route("/v2", self.v2_server, methods=["GET"]),
+            Route("/v2/health/live", self.v2_live, methods=["GET"]),
+            Route("/v2/health/ready", self.v2_live, methods=["GET"]),
+        ]
+        for base in ("/v2/models/{name}", "/v2/models/{name}/versions/{version}"):
+            routes += [
+                Route(base, self.v2_model, methods=["GET"]),
+                Route(base + "/ready", self.v2_model_ready, methods=["GET"]),
+                Route(base + "/infer", self.v2_infer_elsewhere, methods=["POST"]),
+            ]
+        return routes
+
+    def fast_paths(self) -> dict[str, Callable[..., Awaitable[None]]]:
+        """The raw ASGI handlers the middleware serves without routing."""
+        fast: dict[str, Callable[..., Awaitable[None]]] = {"/predict": self.predict}
+        for path in (f"/v2/models/{self.name}/infer", f"/v2/models/{self.name}/versions/1/infer"):
+            fast[path] = self.v2_infer
+        return fast
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self, app: Any) -> AsyncIterator[None]:
+        """Warm the model up (``cfg.warmup``) before serving; stop the batchers after."""
+        if self.cfg.warmup:
+            await self.run_in_threadpool(self.em.warmup)
+        try:
+            yield
+        finally:
+            for b in (self.predict_batcher, self.v2_batcher):
+                if b is not None:
+                    b.close()
+
+    # -- request bodies ------------------------------------------------------------------------
+    def error(self, status: int, message: str, hint: str | None = None, **headers: str) -> Any:
+        return self.JSONResponse({"error": message, "hint": hint}, status_code=status,
+                                 headers=headers)
+
+    async def read_body(self, scope: dict[str, Any], receive: Any) -> bytes:
+        """The request body, refused (413) past ``max_body_bytes`` before it is all read."""
+        max_body = self.max_body
         length = _header(scope, b"content-length")
         if length is not None:
             if not length.isdigit():
@@ -396,21 +463,17 @@ def create_app(
                 return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
     async def parse(
-        scope: dict[str, Any], receive: Any, decode: Callable[..., Any], *args: Any
+        self, scope: dict[str, Any], receive: Any, decode: Callable[..., Any], *args: Any
     ) -> Any:
         """Read and decode a body: small ones on the event loop (no thread hand-off, no GIL
         contention with the loop), large ones in the thread pool."""
-        body = await read_body(scope, receive)
+        body = await self.read_body(scope, receive)
         if len(body) <= _INLINE_BYTES:
             return decode(body, *args)
-        return await run_in_threadpool(decode, body, *args)
-
-    def decode_predict(body: bytes) -> _PredictRequest:
-        req = _parse_predict(em, body)
-        req.feeds = _prepare(em, req, max_batch)
-        return req
+        return await self.run_in_threadpool(decode, body, *args)
 
     async def decode_and_run(
+        self,
         scope: dict[str, Any],
         receive: Any,
         decode: Callable[..., Any],
@@ -421,83 +484,96 @@ def create_app(
         """Decode the body into a request with ``feeds``, then run ``fn`` on them: in the
         thread pool, or merged with other requests by ``batcher``."""
         if batcher is None:
-            req = await parse(scope, receive, decode, *args)
-            return req, await run_in_threadpool(fn, req.feeds)
+            req = await self.parse(scope, receive, decode, *args)
+            return req, await self.run_in_threadpool(fn, req.feeds)
         with batcher.arrival():
-            req = await parse(scope, receive, decode, *args)
+            req = await self.parse(scope, receive, decode, *args)
         return req, await batcher.submit(req.feeds)
 
-    async def predict(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    # -- edgekit routes ------------------------------------------------------------------------
+    def predict_outputs(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        return [self.em.predict(feeds, preprocess=False)]
+
+    def decode_predict(self, body: bytes) -> _PredictRequest:
+        req = _parse_predict(self.em, body)
+        req.feeds = _prepare(self.em, req, self.max_batch)
+        return req
+
+    async def predict(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         """POST /predict, as a raw ASGI app (the hot path skips Starlette's routing)."""
         try:
-            req, outs = await decode_and_run(
-                scope, receive, decode_predict, predict_outputs, predict_batcher
+            req, outs = await self.decode_and_run(
+                scope, receive, self.decode_predict, self.predict_outputs, self.predict_batcher
             )
-            result = _answer(em, outs[0], req.top_k)
+            result = _answer(self.em, outs[0], req.top_k)
         except (_HTTPError, EdgekitError) as exc:
             await _send_error(send, exc, 422)
             return
         await _send_json(send, 200, result)
 
-    async def health(request: Any) -> Any:
-        return JSONResponse({"status": "ok", "model": em.path.name, "providers": em.providers})
+    async def health(self, request: Any) -> Any:
+        em = self.em
+        return self.JSONResponse({"status": "ok", "model": em.path.name,
+                                  "providers": em.providers})
 
-    async def metadata(request: Any) -> Any:
-        return JSONResponse(public_metadata(em, cfg, name))
+    async def metadata(self, request: Any) -> Any:
+        return self.JSONResponse(public_metadata(self.em, self.cfg, self.name))
 
-    async def metrics_endpoint(request: Any) -> Any:
-        body, ctype = metrics.render()
-        return Response(body, media_type=ctype)
+    async def metrics_endpoint(self, request: Any) -> Any:
+        body, ctype = self.metrics.render()
+        return self.Response(body, media_type=ctype)
 
-    # -- Open Inference Protocol ------------------------------------------------------------
-    def v2_model_error(request: Any) -> Any | None:
-        p = request.path_params
+    # -- Open Inference Protocol ---------------------------------------------------------------
+    def v2_model_error(self, request: Any) -> Any | None:
+        p, name = request.path_params, self.name
         if p["name"] != name:
-            return error(404, f"unknown model {p['name']!r}", f"this server serves {name!r}")
+            return self.error(404, f"unknown model {p['name']!r}", f"this server serves {name!r}")
         if p.get("version", "1") != "1":
-            return error(404, f"unknown version {p['version']!r} of {name!r}", "use version 1")
+            return self.error(404, f"unknown version {p['version']!r} of {name!r}",
+                              "use version 1")
         return None
 
-    async def v2_server(request: Any) -> Any:
-        return JSONResponse(
+    async def v2_server(self, request: Any) -> Any:
+        return self.JSONResponse(
             {"name": "edgekit", "version": __version__, "extensions": ["binary_tensor_data"]}
         )
 
-    async def v2_live(request: Any) -> Any:
-        return JSONResponse({"live": True})
+    async def v2_live(self, request: Any) -> Any:
+        return self.JSONResponse({"live": True})
 
-    async def v2_model(request: Any) -> Any:
-        return v2_model_error(request) or JSONResponse(
+    async def v2_model(self, request: Any) -> Any:
+        return self.v2_model_error(request) or self.JSONResponse(
             {
-                "name": name,
+                "name": self.name,
                 "versions": ["1"],
                 "platform": "onnxruntime_onnx",
-                "inputs": tensor_metadata(em.inputs),
-                "outputs": tensor_metadata(em.outputs),
+                "inputs": tensor_metadata(self.em.inputs),
+                "outputs": tensor_metadata(self.em.outputs),
             }
         )
 
-    async def v2_model_ready(request: Any) -> Any:
-        return v2_model_error(request) or JSONResponse({"name": name, "ready": True})
+    async def v2_model_ready(self, request: Any) -> Any:
+        return self.v2_model_error(request) or self.JSONResponse(
+            {"name": self.name, "ready": True})
 
-    def v2_decode(body: bytes, header_length: int | None) -> Any:
-        req = parse_infer_request(body, header_length, em.inputs, em.outputs)
+    def v2_decode(self, body: bytes, header_length: int | None) -> Any:
+        req = parse_infer_request(body, header_length, self.em.inputs, self.em.outputs)
         n = max((len(v) for v in req.feeds.values() if v.ndim), default=1)
-        if n > max_batch:
-            raise _HTTPError(413, f"batch of {n} samples is over the limit of {max_batch}")
+        if n > self.max_batch:
+            raise _HTTPError(413, f"batch of {n} samples is over the limit of {self.max_batch}")
         return req
 
-    async def v2_infer(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    async def v2_infer(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         """POST /v2/models/{name}[/versions/1]/infer, as a raw ASGI app."""
         raw_len = _header(scope, HEADER_LENGTH.encode())
         try:
             if raw_len is not None and not raw_len.isdigit():
                 raise _HTTPError(400, f"invalid {HEADER_LENGTH} header")
             header_length = int(raw_len) if raw_len is not None else None
-            req, values = await decode_and_run(
-                scope, receive, v2_decode, em.run, v2_batcher, header_length
+            req, values = await self.decode_and_run(
+                scope, receive, self.v2_decode, self.em.run, self.v2_batcher, header_length
             )
-            body, json_len = encode_infer_response(name, req, em.output_names, values)
+            body, json_len = encode_infer_response(self.name, req, self.em.output_names, values)
         except (_HTTPError, EdgekitError) as exc:
             await _send_error(send, exc, 400)
             return
@@ -509,54 +585,15 @@ def create_app(
         await send(start)
         await send(end)
 
-    async def v2_infer_elsewhere(request: Any) -> Any:
+    async def v2_infer_elsewhere(self, request: Any) -> Any:
         """Infer on another model name or version: the right one is served by ``v2_infer``."""
-        return v2_model_error(request) or error(404, "not found")
+        return self.v2_model_error(request) or self.error(404, "not found")
 
-    @contextlib.asynccontextmanager
-    async def lifespan(app: Any) -> AsyncIterator[None]:
-        if cfg.warmup:
-            await run_in_threadpool(em.warmup)
-        try:
-            yield
-        finally:
-            for b in (predict_batcher, v2_batcher):
-                if b is not None:
-                    b.close()
 
-    Route = routing.Route
-    model_paths = ["/v2/models/{name}", "/v2/models/{name}/versions/{version}"]
-    routes = [
-        Route("/predict", _RawASGI(predict), methods=["POST"]),
-        Route("/health", health, methods=["GET"]),
-        Route("/metadata", metadata, methods=["GET"]),
-        Route("/metrics", metrics_endpoint, methods=["GET"]),
-        Route("/v2", v2_server, methods=["GET"]),
-        Route("/v2/health/live", v2_live, methods=["GET"]),
-        Route("/v2/health/ready", v2_live, methods=["GET"]),
-    ]
-    for base in model_paths:
-        routes += [
-            Route(base, v2_model, methods=["GET"]),
-            Route(base + "/ready", v2_model_ready, methods=["GET"]),
-            Route(base + "/infer", v2_infer_elsewhere, methods=["POST"]),
-        ]
-    app = applications.Starlette(
-        routes=routes,
-        lifespan=lifespan,
-        exception_handlers={
-            404: _starlette_error(JSONResponse),
-            405: _starlette_error(JSONResponse),
-        },
-    )
-    app.state.model = em
-    app.state.config = cfg
-    app.state.metrics = metrics
-    fast = {"/predict": predict}
-    for path in (f"/v2/models/{name}/infer", f"/v2/models/{name}/versions/1/infer"):
-        fast[path] = v2_infer
-    app.add_middleware(_Guard, cfg=cfg, metrics=metrics, fast=fast)
-    return app
+def _route_class() -> Any:
+    """Starlette's ``Route`` class (the ``serve`` extra)."""
+    routing: Any = require("starlette.routing", "serve")
+    return routing.Route
 
 
 class _RawASGI:

@@ -199,6 +199,22 @@ def kserve_manifest(name: str, storage_uri: str, gpu: bool = False) -> str:
     )
 
 
+def _model_config(src: Path, name: str, config: PackageConfig
+                  ) -> tuple[str, int, list[str], list[str] | None]:
+    """The Triton ``config.pbtxt`` text, max batch size, notes, and the labels worth a label
+    file (None when the model has none or they do not match its first output)."""
+    with EdgeModel(src, "cpu") as model:
+        labels = model.labels
+        out0 = model.outputs[0] if model.outputs else None
+        label_ok = (
+            labels is not None and out0 is not None and out0.ndim >= 1
+            and out0.shape[-1] in (len(labels), None)
+        )  # fmt: skip
+        text, max_batch, notes = triton_config_text(
+            model, name, config, "labels.txt" if label_ok else None)
+    return text, max_batch, notes, (list(labels) if label_ok and labels is not None else None)
+
+
 def package_triton(
     model_path: str | os.PathLike[str],
     repository: str | os.PathLike[str],
@@ -226,19 +242,12 @@ def package_triton(
     manifest_name = f"{name}.kserve.yaml"
     aset = ArtifactSet(repo, [name, manifest_name], force=force)
     aset.check()  # before loading the model
-    with EdgeModel(src, "cpu") as model:
-        labels = model.labels
-        out0 = model.outputs[0] if model.outputs else None
-        label_ok = (
-            labels is not None and out0 is not None and out0.ndim >= 1
-            and out0.shape[-1] in (len(labels), None)
-        )  # fmt: skip
-        label_file = "labels.txt" if label_ok else None
-        text, max_batch, notes = triton_config_text(model, name, config, label_file)
+    text, max_batch, notes, labels = _model_config(src, name, config)
+    label_file = "labels.txt" if labels is not None else None
     storage = config.storage_uri or f"pvc://model-store/{repo.name or 'models'}"
     if config.storage_uri is None:
         notes.append(f"storageUri is a placeholder ({storage}): edit it in {manifest_name}")
-    with aset.open():
+    with aset.open():  # an existing entry (a folder) is swapped out with the manifest
         entry = aset.path(name)
         (entry / "1").mkdir(parents=True)
         (entry / "config.pbtxt").write_text(text)
@@ -246,9 +255,6 @@ def package_triton(
         if label_file and labels is not None:
             (entry / label_file).write_text("".join(f"{lab}\n" for lab in labels))
         aset.write_bytes(manifest_name, kserve_manifest(name, storage, config.gpu).encode())
-        final = aset.final(name)
-        if force and final.is_dir():  # ArtifactSet replaces files, not folders
-            shutil.rmtree(final)
     final = aset.final(name)
     return PackageResult(
         name=name,

@@ -141,7 +141,7 @@ class _GuardMixin:
     def _ek_limits(self) -> ProtocolLimits:
         return getattr(self.config, "edgekit_limits", None) or _DEFAULT_LIMITS
 
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+    def connection_made(self, transport: asyncio.Transport) -> None:
         super().connection_made(transport)  # type: ignore[misc]
         self.transport = _CoalescingTransport(transport, self.loop)  # type: ignore[assignment]
         sock = transport.get_extra_info("socket")
@@ -259,7 +259,7 @@ class _GuardMixin:
         self._ek_header_bytes = 0
 
 
-class GuardedH11Protocol(_GuardMixin, H11Protocol):
+class GuardedH11Protocol(_GuardMixin, H11Protocol):  # type: ignore[misc]
     """uvicorn's h11 protocol with the guards of :class:`_GuardMixin`."""
 
     def data_received(self, data: bytes) -> None:

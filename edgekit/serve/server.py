@@ -73,21 +73,10 @@ def serve(
     require("uvicorn", "serve")
     from uvicorn import Server
 
-    from edgekit.serve.app import create_app
-    from edgekit.serve.protocol import (
-        EdgekitUvicornConfig,
-        ProtocolLimits,
-        accept_backlog,
-        auto_max_connections,
-        guarded_protocol_class,
-        install_log_rate_limit,
-        raise_fd_limit,
-    )
+    from edgekit.serve.app import create_app, resolve_config
+    from edgekit.serve.protocol import EdgekitUvicornConfig, install_log_rate_limit
 
-    try:
-        cfg = _worker_threads(dataclasses.replace(config or ServeConfig(), **settings))
-    except TypeError as exc:
-        raise InputError(f"unknown serve setting: {exc}") from None
+    cfg = _worker_threads(resolve_config(config, settings))
     if not cfg.secure_bind:
         sys.stderr.write(
             f"warning: serving on {cfg.host}, reachable from other machines, without an API "
@@ -95,13 +84,35 @@ def serve(
             "EDGEKIT_API_KEY), and --ssl-certfile/--ssl-keyfile off a trusted network.\n"
         )
     install_log_rate_limit()
+    uv = _uvicorn_settings(cfg)
+    if cfg.workers == 1:
+        app = create_app(model_path, cfg)
+        Server(EdgekitUvicornConfig(app, **uv)).run()
+        return
+    EdgeModel(model_path, cfg.provider, fallback=cfg.fallback).close()  # fail early, here
+    env = {"model": str(Path(model_path).resolve()), **cfg.to_dict()}
+    os.environ[ENV_CONFIG] = json.dumps(env)
+    config_uv = EdgekitUvicornConfig("edgekit.serve.server:app_factory", factory=True, **uv)
+    _run_workers(config_uv, cfg.workers)
+
+
+def _uvicorn_settings(cfg: ServeConfig) -> dict[str, Any]:
+    """uvicorn's settings for ``cfg`` (raises the soft open-file limit to the hard one)."""
+    from edgekit.serve.protocol import (
+        ProtocolLimits,
+        accept_backlog,
+        auto_max_connections,
+        guarded_protocol_class,
+        raise_fd_limit,
+    )
+
     fd_limit = raise_fd_limit()
     limits = ProtocolLimits(
         header_timeout=cfg.header_timeout or None,
         body_timeout=cfg.body_timeout or None,
         max_connections=auto_max_connections(cfg.max_connections, fd_limit),
     )
-    uv: dict[str, Any] = {
+    return {
         "host": cfg.host,
         "port": cfg.port,
         "log_level": cfg.log_level,
@@ -116,15 +127,6 @@ def serve(
         "limits": limits,
         "backlog": accept_backlog(fd_limit),
     }
-    if cfg.workers == 1:
-        app = create_app(model_path, cfg)
-        Server(EdgekitUvicornConfig(app, **uv)).run()
-        return
-    EdgeModel(model_path, cfg.provider, fallback=cfg.fallback).close()  # fail early, here
-    env = {"model": str(Path(model_path).resolve()), **cfg.to_dict()}
-    os.environ[ENV_CONFIG] = json.dumps(env)
-    config_uv = EdgekitUvicornConfig("edgekit.serve.server:app_factory", factory=True, **uv)
-    _run_workers(config_uv, cfg.workers)
 
 
 def _reuse_port_socket(host: str, port: int) -> socket.socket:

@@ -226,14 +226,14 @@ def parse_infer_request(
     else:
         for raw in raw_outputs:
             o = _obj(raw, "each output")
-            name = o.get("name")
-            if name not in known:
+            out_name = o.get("name")
+            if out_name not in known:
                 raise InputError(
-                    f"unknown output name {name!r}",
+                    f"unknown output name {out_name!r}",
                     hint=f"the model's outputs are {', '.join(map(repr, known))}",
                 )
-            oparams = _obj(o.get("parameters") or {}, f"output {name!r} 'parameters'")
-            wanted.append((name, oparams.get("binary_data", binary_default) is True))
+            oparams = _obj(o.get("parameters") or {}, f"output {out_name!r} 'parameters'")
+            wanted.append((str(out_name), oparams.get("binary_data", binary_default) is True))
     return InferRequest(rid, feeds, wanted)
 
 

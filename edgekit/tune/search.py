@@ -1,5 +1,5 @@
-"""``edgekit tune``: search quantization, graph and session settings for the fastest model
-whose accuracy holds.
+"""``edgekit tune``: search engine, quantization, graph and session settings for the fastest
+model whose accuracy holds.
 
 Every candidate's latency is a *ratio* against the fp32 model, measured interleaved in the same
 process (A B A B ...) and repeated until the ratio is stable, so the search holds on a shared,
@@ -7,15 +7,19 @@ noisy machine. The search runs in stages:
 
 1. quantization: static QDQ int8 with u8/s8 activations, per-channel or per-tensor weights,
    full or reduced weight range, and the calibration method;
-2. latency-aware mixed precision: the fp32 and int8 graphs are profiled per node (onnxruntime's
+2. mixed precision: the stem conv (the first Conv) and the depthwise convs kept in float;
+   and latency-aware: the fp32 and int8 graphs are profiled per node (onnxruntime's
    profiler); nodes where int8 is not faster than fp32 are kept in float;
-3. session: intra-op spinning, graph optimization level, denormals as zero.
+3. engine: when ``openvino`` is installed, fp32 (pinned to f32), the best int8 file of stages
+   1 and 2, and bf16 (only on CPUs with bf16) run by OpenVINO;
+4. session: onnxruntime's intra-op spinning, graph optimization level, denormals as zero.
 
 Accuracy gate: a candidate is rejected only when it is over ``max_accuracy_drop`` by more than
 one standard error: its paired accuracy drop with labelled evaluation data, else its top-1
 disagreement with fp32 on held-out calibration samples (see :mod:`edgekit.agreement`). The
-winner is the fastest accepted candidate. Its file is fast in a plain onnxruntime session; its
-session settings go into its metadata (``edgekit.session``) as a bonus the runtime applies.
+winner is the fastest accepted candidate. Its file is a plain QDQ file; its engine and session
+settings go into its metadata (``edgekit.session``), which the runtime applies (falling back to
+onnxruntime where the engine is missing).
 """
 
 from __future__ import annotations
@@ -39,7 +43,7 @@ from edgekit.agreement import compare_predictions, gate
 from edgekit.errors import DataError, InputError
 from edgekit.inputs.data import Dataset, run_in_batches
 from edgekit.io.artifacts import ArtifactSet
-from edgekit.measure.bench import cpu_model, measure
+from edgekit.measure.bench import ENGINES, cpu_model, installed_engines, instruction_set, measure
 from edgekit.metadata import PREFIX, ModelMetadata, set_props
 from edgekit.runtime.model import EdgeModel, SessionOptionsConfig
 from edgekit.validate import accuracy
@@ -72,6 +76,8 @@ class TuneConfig:
             fraction (default 0.02).
         seed: seed of calibration/evaluation subsets (default 0).
         force: overwrite existing outputs (default False).
+        engines: engines candidates run on (default None: every installed one, see
+            :func:`edgekit.measure.bench.installed_engines`); onnxruntime is always searched.
     """
 
     max_accuracy_drop: float = 0.5
@@ -87,8 +93,14 @@ class TuneConfig:
     rel_tol: float = 0.02
     seed: int = 0
     force: bool = False
+    engines: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
+        if self.engines is not None:
+            self.engines = tuple(dict.fromkeys(("onnxruntime", *self.engines)))
+            unknown = [e for e in self.engines if e not in ENGINES]
+            if unknown:
+                raise InputError(f"unknown engine(s) {unknown}", hint=f"use {', '.join(ENGINES)}")
         if self.max_accuracy_drop < 0:
             raise InputError("max_accuracy_drop must be >= 0")
         if self.threads < 1 or self.batch < 1:
@@ -124,6 +136,7 @@ class Candidate:
     pareto: bool = False
     first_ratio: float | None = None
     finalist: bool = False
+    engine: str = "onnxruntime"
 
     def to_dict(self) -> dict[str, Any]:
         d = dict(self.__dict__)
@@ -328,9 +341,12 @@ def _check_accuracy(ctx: _Context, cand: Candidate, model: EdgeModel) -> None:
 
 
 def _open(path: Path, session: SessionOptionsConfig) -> EdgeModel:
-    """``path`` on the CPU with exactly ``session`` (not the settings stored in the file)."""
+    """``path`` on the CPU with exactly ``session`` (its engine; not the settings stored in
+    the file)."""
+    engine = getattr(session, "engine", None)
+    extra: dict[str, Any] = {"engine": engine} if engine else {}
     return EdgeModel(path, "cpu", session_options=session, use_stored_session=False,
-                     check_nan=False)
+                     check_nan=False, **extra)
 
 
 def _measure(ctx: _Context, cand: Candidate, path: Path,
@@ -346,6 +362,7 @@ def _measure(ctx: _Context, cand: Candidate, path: Path,
     )
     cand.latency_ratio, cand.latency_ms, cand.fp32_latency_ms, cand.pairs = ratio, ms, ref_ms, pairs
     cand.session = session.to_dict()
+    cand.engine = str(getattr(model, "engine_name", "onnxruntime"))
     cand.path = str(path)
     cand.size_bytes = path.stat().st_size
     return model
@@ -356,7 +373,7 @@ def _try_quant(ctx: _Context, name: str, desc: str, overrides: dict[str, Any],
                ) -> Candidate:
     """Quantize with ``overrides``, then measure latency (``session``, default the base
     settings) and accuracy. Files are plain QDQ: onnxruntime optimizes them at load."""
-    from edgekit.quantize.core import QuantizationConfig, quantize_model
+    from edgekit.quantize import QuantizationConfig, quantize_model
 
     cand = Candidate(name, stage, desc)
     outdir = ctx.tmp / name
@@ -400,13 +417,8 @@ def _latency_aware(ctx: _Context, best: Candidate) -> tuple[Candidate | None, li
     rows.sort(key=lambda r: -r["fp32_us"])
     if not slower:
         return None, rows
-    quant = dict(best.quantization)
-    overrides = {k: quant[k] for k in ("per_channel", "activation_type", "weight_type",
-                                       "activation_symmetric", "weight_symmetric",
-                                       "reduce_range", "calibration_method")}
     region = float_region(ctx.graph, slower)
-    overrides["nodes_to_exclude"] = sorted(set(quant.get("nodes_to_exclude") or [])
-                                           | set(region))
+    overrides = _float_overrides(best, region)
     cand = _try_quant(
         ctx, "int8-latency-aware",
         f"{best.name} with {len(slower)} node(s) where int8 was not faster kept in float "
@@ -415,6 +427,50 @@ def _latency_aware(ctx: _Context, best: Candidate) -> tuple[Candidate | None, li
         overrides, stage="mixed precision",
     )
     return cand, rows
+
+
+def _float_overrides(best: Candidate, region: Sequence[str]) -> dict[str, Any]:
+    """``best``'s quantization settings with the nodes of ``region`` kept in float."""
+    assert best.quantization is not None
+    quant = dict(best.quantization)
+    overrides = {k: quant[k] for k in ("per_channel", "activation_type", "weight_type",
+                                       "activation_symmetric", "weight_symmetric",
+                                       "reduce_range", "calibration_method")}
+    overrides["nodes_to_exclude"] = sorted(set(quant.get("nodes_to_exclude") or [])
+                                           | set(region))
+    return overrides
+
+
+def stem_and_depthwise(graph: Any) -> tuple[list[str], list[str]]:
+    """``([stem], depthwise)``: the first Conv of the graph and the depthwise Convs (``group``
+    equal to the input channels, i.e. weights of shape ``(C, 1, kH, kW)`` with ``group > 1``)."""
+    weights = {t.name: list(t.dims) for t in graph.initializer}
+    convs = [n for n in graph.node if n.op_type == "Conv"]
+    depthwise = []
+    for n in convs:
+        group = next((a.i for a in n.attribute if a.name == "group"), 1)
+        w = weights.get(n.input[1]) if len(n.input) > 1 else None
+        if group > 1 and w is not None and len(w) > 1 and w[1] == 1:
+            depthwise.append(n.name)
+    return [convs[0].name] if convs else [], depthwise
+
+
+def _region_candidates(ctx: _Context, best: Candidate) -> list[tuple[str, str, list[str]]]:
+    """(name, description, float region) of the stem / depthwise-in-float candidates; skipped
+    ones are logged with their reason."""
+    stem, dw = stem_and_depthwise(ctx.graph)
+    out: list[tuple[str, str, list[str]]] = []
+    if stem:
+        out.append(("int8-stem-float", f"{best.name} with the stem conv ({stem[0]}) and its "
+                    "activation/pooling kept in float", float_region(ctx.graph, stem)))
+    else:
+        ctx.progress("    no Conv: no stem-in-float candidate")
+    if dw:
+        out.append(("int8-stem-dw-float", f"{best.name} with the stem conv and the {len(dw)} "
+                    "depthwise conv(s) kept in float", float_region(ctx.graph, stem + dw)))
+    else:
+        ctx.progress("    no depthwise Conv: no depthwise-in-float candidate")
+    return out
 
 
 #: onnxruntime moves Quantize/Dequantize nodes across pooling/reshape at load (the session
@@ -434,10 +490,44 @@ def _session_space() -> list[tuple[str, str, SessionOptionsConfig]]:
     ]
 
 
+def _engine_candidate(ctx: _Context, base: Candidate, engine: str, precision: str,
+                      name: str, desc: str) -> Candidate:
+    """``base``'s file run by ``engine`` at ``precision`` (base session threads), measured and
+    gated on accuracy like every candidate."""
+    assert base.path is not None
+    cand = Candidate(name, "engine", desc, quantization=base.quantization, engine=engine)
+    session = ctx.base_session.merged(
+        SessionOptionsConfig(engine=engine, precision=precision))
+    try:
+        model = _measure(ctx, cand, Path(base.path), session)
+    except Exception as exc:  # an engine that rejects the file is a failed candidate
+        cand.reason = f"{engine} failed: {str(exc).strip().splitlines()[0][:160]}"
+        return cand
+    _check_accuracy(ctx, cand, model)
+    model.close()
+    return cand
+
+
+def _bf16_skip_reason() -> str | None:
+    """None when OpenVINO can compute in bf16 on this CPU (``BF16`` in its optimization
+    capabilities: the avx512_bf16 / amx_bf16 flags), else why the bf16 candidate is skipped."""
+    try:
+        import openvino as ov
+
+        caps = ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    except Exception as exc:  # no openvino, or no CPU plugin
+        return f"no bf16 candidate: OpenVINO's CPU plugin is unavailable ({exc})"
+    if "BF16" in caps:
+        return None
+    return ("no bf16 candidate: this CPU has no bf16 instructions (no avx512_bf16/amx_bf16; "
+            f"OpenVINO capabilities {', '.join(caps)})")
+
+
 _FINALISTS = 3
 #: simpler settings first: a more complex candidate wins only when it is faster by more than
 #: the measurement noise (``rel_tol``)
-_STAGE_ORDER = {"baseline": 0, "quantization": 1, "mixed precision": 2, "session": 3}
+_STAGE_ORDER = {"baseline": 0, "quantization": 1, "mixed precision": 2, "session": 3,
+                "engine": 4}
 
 
 def _runoff(ctx: _Context, cands: Sequence[Candidate]) -> Candidate:
@@ -451,7 +541,7 @@ def _runoff(ctx: _Context, cands: Sequence[Candidate]) -> Candidate:
                   for c in finalists]
         feeds = ctx.bench_feeds
         calls = [lambda: ctx.reference.run(feeds)] + [
-            (lambda m=m: m.run(feeds)) for m in models]  # type: ignore[misc]
+            (lambda m=m: m.run(feeds)) for m in models]
         times = measure(calls, runs=None, duration=min(2 * cfg.min_seconds, cfg.max_seconds),
                         min_runs=min(cfg.min_pairs, 20), warmup=3)
         ref_ms = float(np.median(times[0])) / 1e6
@@ -491,6 +581,7 @@ def format_candidates(cands: Sequence[Candidate], winner: Candidate | None = Non
         rows.append([
             ("* " if c is winner else "  ") + c.name,
             c.stage,
+            c.engine,
             "-" if c.latency_ratio is None else f"{c.latency_ratio:.3f}",
             "-" if c.latency_ms is None else f"{c.latency_ms:.3f}",
             "-" if c.accuracy is None else f"{c.accuracy:.2f}",
@@ -499,7 +590,8 @@ def format_candidates(cands: Sequence[Candidate], winner: Candidate | None = Non
             ("yes" if c.accepted else "no") + (" P" if c.pareto else "")
             + (" R" if c.finalist else ""),
         ])
-    header = ["candidate", "stage", "ratio vs fp32", "median ms", "acc %", "agree %", "KiB",
+    header = ["candidate", "stage", "engine", "ratio vs fp32", "median ms", "acc %", "agree %",
+              "KiB",
               "ok (P=pareto, R=run-off)"]
     return render_table(header, rows)
 
@@ -529,12 +621,8 @@ def _fp32_model(src: Path, tmp: Path, say: ProgressFn) -> Path:
 def _load_tune_data(proto: Any, calibration: Any, eval_data: Any, config: TuneConfig) -> _Data:
     """Calibration samples; evaluation on ``eval_data``, else on calibration samples held out
     (not used to calibrate), else on the calibration samples; a batch for timing."""
-    from edgekit.quantize.core import (
-        QuantizationConfig,
-        calibration_split,
-        load_model_data,
-        onnx_input_specs,
-    )
+    from edgekit.inputs.prepare import load_model_data, onnx_input_specs
+    from edgekit.quantize import QuantizationConfig, calibration_split
 
     specs = onnx_input_specs(proto)
     meta = ModelMetadata.from_props({p.key: p.value for p in proto.metadata_props})
@@ -559,6 +647,7 @@ def _context(config: TuneConfig, fp32_path: Path, graph: Any, data: _Data, tmp: 
     base_session = SessionOptionsConfig(
         intra_op_num_threads=config.threads, inter_op_num_threads=1,
         execution_mode="sequential", graph_optimization_level="all",
+        engine="onnxruntime",
     )
     reference = _open(fp32_path, base_session)
     fp32_probs = run_in_batches(reference.run, data.eval_feeds, _EVAL_BATCH)[0]
@@ -574,7 +663,9 @@ class _Search:
     def __init__(self, ctx: _Context, on_progress: FractionFn | None, t_start: float) -> None:
         self.ctx, self.on_progress = ctx, on_progress
         self.deadline = t_start + 60 * ctx.config.budget_minutes
-        self.total = len(_quant_space()) + len(_session_space()) + 2
+        self.engines = [e for e in (ctx.config.engines or installed_engines())
+                        if e != "onnxruntime"]
+        self.total = len(_quant_space()) + len(_session_space()) + 3 + 4 * len(self.engines)
         self.done = 0
         self.fp32 = self._baseline()
         self.cands: list[Candidate] = [self.fp32]
@@ -628,8 +719,56 @@ class _Search:
                 say("    int8 is faster than fp32 on every profiled node; nothing kept in float")
         self.advance()
 
+    def float_regions(self) -> None:
+        """Stem conv, and stem plus depthwise convs, kept in float (from the best int8)."""
+        best = self.best_of([c for c in self.cands if c.stage == "quantization"])
+        if best is not self.fp32:
+            for name, desc, region in _region_candidates(self.ctx, best):
+                if self.over_budget():
+                    break
+                self.ctx.progress(f"mixed precision: {name}")
+                c = _try_quant(self.ctx, name, desc, _float_overrides(best, region),
+                               stage="mixed precision")
+                self.ctx.progress(f"    ratio {c.latency_ratio or float('nan'):.3f}, {c.reason}")
+                self.cands.append(c)
+        self.advance()
+
+    def engine(self) -> None:
+        """The fp32 file, the best int8 files and bf16 on every other installed engine."""
+        for engine in self.engines:
+            if engine not in installed_engines():
+                self.ctx.progress(f"engine {engine} is not installed: skipped")
+                continue
+            for base, precision, name, desc in self._engine_space(engine):
+                self.advance()
+                if self.over_budget():
+                    return
+                self.ctx.progress(f"engine: {name}")
+                c = _engine_candidate(self.ctx, base, engine, precision, name, desc)
+                self.ctx.progress(f"    ratio {c.latency_ratio or float('nan'):.3f}, {c.reason}")
+                self.cands.append(c)
+
+    def _engine_space(self, engine: str) -> list[tuple[Candidate, str, str, str]]:
+        """(base candidate, precision, name, description) of ``engine``'s candidates."""
+        space = [(self.fp32, "f32", f"fp32@{engine}", f"fp32 file on {engine}, f32 pinned")]
+        seen = {self.fp32.name}
+        for stage in ("quantization", "mixed precision"):
+            best = self.best_of([c for c in self.cands if c.stage == stage])
+            if best.name not in seen:
+                seen.add(best.name)
+                space.append((best, "f32", f"{best.name}@{engine}",
+                              f"{best.name}'s QDQ file run by {engine}"))
+        reason = _bf16_skip_reason() if engine == "openvino" else "bf16 is OpenVINO's only"
+        if reason is None:
+            space.append((self.fp32, "bf16", f"bf16@{engine}",
+                          f"fp32 file on {engine} computed in bf16 (gated like any variant)"))
+        elif engine == "openvino":
+            self.ctx.progress(reason)
+        return space
+
     def session(self) -> None:
-        best = self.best_of(self.cands)
+        """onnxruntime session settings on the best onnxruntime candidate."""
+        best = self.best_of([c for c in self.cands if c.engine == "onnxruntime"])
         best_session = SessionOptionsConfig.from_dict(best.session)
         for name, desc, extra in _session_space():
             self.advance()
@@ -684,7 +823,8 @@ def _report(search: _Search, winner: Candidate, src: Path, data: _Data, log: lis
         "edgekit_version": __version__,
         "model": str(src),
         "fp32_model": ctx.fp32_path.name,
-        "machine": {"cpu": cpu_model(), "cores": os.cpu_count()},
+        "machine": {"cpu": cpu_model(), "instruction_set": instruction_set(),
+                    "cores": os.cpu_count(), "engines": installed_engines()},
         "config": ctx.config.__dict__,
         "calibration": data.calibration.source,
         "evaluation": data.eval_desc,
@@ -761,7 +901,9 @@ def tune_model(
         search = _Search(_context(config, fp32_path, proto.graph, data, Path(tmpdir), say),
                          on_progress, t_start)
         search.quantization()
+        search.float_regions()
         search.mixed_precision()
+        search.engine()
         search.session()
         winner = search.finish()
         report = _report(search, winner, src, data, log, t_start)
@@ -775,7 +917,7 @@ def tune_model(
 
 
 def _why(winner: Candidate, fp32: Candidate, cands: Sequence[Candidate], cfg: TuneConfig) -> str:
-    if winner is fp32 or winner.quantization is None:
+    if winner is fp32 or (winner.quantization is None and winner.stage != "engine"):
         int8 = [c for c in cands if c.quantization is not None and c.latency_ratio is not None]
         accepted = [c for c in int8 if c.accepted]
         if not accepted:
@@ -789,7 +931,8 @@ def _why(winner: Candidate, fp32: Candidate, cands: Sequence[Candidate], cfg: Tu
     faster = 1 / winner.latency_ratio if winner.latency_ratio else float("nan")
     acc = (f"accuracy drop {winner.accuracy_drop:+.2f} pt" if winner.accuracy_drop is not None
            else f"top-1 agreement {winner.agreement:.2f}%")
-    return (f"{winner.name} is the fastest candidate within the accuracy budget: "
+    return (f"{winner.name} ({winner.engine}) is the fastest candidate within the accuracy "
+            "budget: "
             f"{faster:.2f}x faster than fp32 ({winner.latency_ms:.3f} ms vs "
             f"{winner.fp32_latency_ms:.3f} ms, {cfg.threads} thread(s), batch {cfg.batch}), "
             f"{acc}, {winner.size_bytes / 1024:.0f} KiB{_runoff_note(winner, cands)}")

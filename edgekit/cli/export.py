@@ -1,0 +1,118 @@
+"""``edgekit export``, ``inspect`` and ``quantize`` (edgekit.convert, edgekit.quantize)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from edgekit.cli.app import command, echo_json, existing_path, status
+from edgekit.cli.quantize_options import config_from_options, echo_variant, quantization_options
+
+__all__ = ["export_cmd", "inspect_cmd", "quantize_cmd"]
+
+
+@command("export")
+@click.argument("model", type=existing_path())
+@click.option("-o", "--output", "outdir", type=click.Path(path_type=Path), required=True,
+              help="Output folder; gets <stem>.onnx and <stem>.report.json.")
+@click.option("--opset", type=click.IntRange(1), default=17, show_default=True,
+              help="ONNX opset (13..18; tf2onnx 1.17 stops at 18).")
+@click.option("--validation-data", type=existing_path(), default=None,
+              help="NPZ/NPY inputs to validate on (arrays named after the model inputs, or x; "
+              "optional y). Default: seeded synthetic inputs.")
+@click.option("--validation-samples", type=click.IntRange(0), default=256, show_default=True,
+              help="Synthetic samples, or cap on samples read from --validation-data (0 = all).")
+@click.option("--atol", type=float, default=1e-4, show_default=True,
+              help="Largest max-abs difference from Keras that passes validation.")
+@click.option("--labels", "labels_file", type=existing_path(), default=None,
+              help="Class labels: a text file with one label per line, or a JSON list.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of synthetic inputs.")
+@click.option("--output-kind", "output_kinds", multiple=True,
+              type=click.Choice(["probabilities", "logits", "regression", "other"]),
+              help="What each output holds (repeat once per output). Default: read from the "
+              "final Keras activation (softmax/sigmoid = probabilities; a linear end = logits "
+              "when labels or an edgekit recipe say it classifies, else other).")
+@click.option("--custom-objects", "custom_objects", multiple=True, metavar="MODULE.py",
+              help="Python file (or module name) defining the model's custom layers; "
+              "imported before loading (repeatable).")
+@click.option("--strict", is_flag=True,
+              help="Fail when validation ran on degenerate outputs (same class or saturated "
+              "for most samples) instead of warning.")
+@click.option("--no-simplify", "no_simplify", is_flag=True,
+              help="Keep the graph exactly as tf2onnx made it (no edgekit clean-ups).")
+@click.option("--force", is_flag=True, help="Overwrite existing output files.")
+@quantization_options
+def export_cmd(model: Path, outdir: Path, opset: int, validation_data: Path | None,
+               validation_samples: int, atol: float, labels_file: Path | None, seed: int,
+               output_kinds: tuple[str, ...], custom_objects: tuple[str, ...], strict: bool,
+               no_simplify: bool, force: bool, **qopts: Any) -> None:
+    """Export a Keras MODEL (.keras, .h5 or SavedModel folder) to validated ONNX.
+
+    Validation runs on --validation-data, else on --calibration data, else on seeded
+    synthetic inputs drawn in the range the model's preprocessing layers expect.
+    """
+    from edgekit.convert.export import ExportConfig, export_model, read_labels
+
+    labels = read_labels(labels_file) if labels_file else None
+    config = ExportConfig(opset=opset, atol=atol, validation_samples=validation_samples,
+                          labels=labels, seed=seed, force=force,
+                          output_kinds=list(output_kinds) or None, strict=strict,
+                          simplify=not no_simplify)
+    if validation_data is None and qopts.get("calibration") is not None:
+        validation_data = qopts["calibration"]
+    qconfig = config_from_options(**qopts)
+    hook = None
+    if qconfig is not None:
+        from edgekit.quantize.core import export_hook
+
+        hook = export_hook(qconfig, qopts["calibration"], qopts["eval_data"], status)
+    result = export_model(model, outdir, config, validation_data=validation_data,
+                          extra_outputs=hook, custom_objects=list(custom_objects) or None)
+    _echo_export(result, outdir, atol)
+
+
+def _echo_export(result: Any, outdir: Path, atol: float) -> None:
+    click.echo(f"wrote {result.onnx_path} ({result.onnx_path.stat().st_size / 1024:.1f} KiB)")
+    click.echo(f"validation: {result.validation.summary()} (atol {atol:g}) - passed")
+    for warning in result.validation.warnings:
+        click.echo(f"warning: {warning}; agreement on such inputs proves little "
+                   "(validate on real data with --validation-data; --strict fails here)", err=True)
+    for variant in result.report.get("variants", {}).values():
+        echo_variant(variant, outdir)
+    click.echo(f"report: {result.report_path}")
+
+
+@command("inspect")
+@click.argument("model", type=existing_path())
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
+def inspect_cmd(model: Path, as_json: bool) -> None:
+    """Show an ONNX MODEL's inputs, outputs, opset, ops, parameters, size and metadata."""
+    from edgekit.io.onnxfile import format_info, inspect_model
+
+    info = inspect_model(model)
+    if as_json:
+        echo_json(info.to_dict())
+    else:
+        click.echo(format_info(info))
+
+
+@command("quantize")
+@click.argument("model", type=existing_path())
+@click.option("-o", "--output", "outdir", type=click.Path(path_type=Path), default=None,
+              help="Output folder (default: the model's folder, beside the fp32 model).")
+@click.option("--force", is_flag=True, help="Overwrite existing output files.")
+@quantization_options
+def quantize_cmd(model: Path, outdir: Path | None, force: bool, **qopts: Any) -> None:
+    """Build an int8/dynamic/fp16 variant of an fp32 ONNX MODEL made elsewhere (default
+    --quantize auto) and add its section to <stem>.report.json."""
+    from edgekit.quantize.core import quantize_file
+
+    if qopts["quantize"] == "none":
+        raise click.UsageError("--quantize none builds nothing")
+    config = config_from_options(**qopts, default_mode="auto")
+    result, report_path = quantize_file(model, outdir, config, qopts["calibration"],
+                                        qopts["eval_data"], force=force, progress=status)
+    echo_variant(result.to_dict(), result.path.parent)
+    click.echo(f"report: {report_path}")

@@ -1,0 +1,75 @@
+"""``edgekit tune`` (edgekit.tune)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from edgekit.cli.app import (
+    bar_updater,
+    batch_option,
+    command,
+    echo_json,
+    eval_data_option,
+    existing_path,
+    max_accuracy_drop_option,
+    progress_bar,
+    threads_option,
+    verbosity,
+)
+
+__all__ = ["tune_cmd"]
+
+
+@command("tune")
+@click.argument("model", type=existing_path())
+@click.option("-o", "--output", "outdir", type=click.Path(path_type=Path), required=True,
+              help="Output folder; gets <stem>.tuned.onnx and <stem>.tune.json.")
+@click.option("--calibration", type=existing_path(), required=True,
+              help="Calibration data: .npz/.npy, an IDX folder, or a label/text table.")
+@eval_data_option(help="Labelled data for the accuracy gate (default: top-1 agreement with "
+                  "fp32 on the calibration data).")
+@max_accuracy_drop_option(0.5, help="Accuracy budget in points vs fp32.")
+@threads_option(default=1, help="Intra-op threads the model will run with.")
+@batch_option(help="Batch size latency is measured at.")
+@click.option("--budget", "budget_minutes", type=click.FloatRange(0, min_open=True),
+              default=10.0, show_default=True,
+              help="Minutes after which no new candidate is started.")
+@click.option("--calibration-samples", type=click.IntRange(1), default=256, show_default=True)
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the tune report as JSON on stdout (instead of the table).")
+@click.option("--force", is_flag=True, help="Overwrite existing output files.")
+def tune_cmd(model: Path, outdir: Path, calibration: Path, eval_data: Path | None,
+             max_accuracy_drop: float, threads: int, batch: int, budget_minutes: float,
+             calibration_samples: int, as_json: bool, force: bool) -> None:
+    """Search quantization/graph/session settings for the fastest MODEL within the accuracy
+    budget; latency is measured as a ratio against fp32 in the same run."""
+    from edgekit.tune.search import TuneConfig, format_candidates, tune_model
+
+    config = TuneConfig(max_accuracy_drop=max_accuracy_drop, threads=threads, batch=batch,
+                        budget_minutes=budget_minutes, calibration_samples=calibration_samples,
+                        force=force)
+    with progress_bar("tuning") as bar:
+        bar.item_show_func = lambda item: item
+        interactive = sys.stderr.isatty()
+
+        def say(message: str) -> None:
+            if verbosity.quiet:
+                return
+            if interactive:  # the bar names the current step; the full log is in the report
+                if not message.startswith(" "):
+                    bar.current_item = message[:60]
+                    bar.render_progress()
+            else:
+                click.echo(message, err=True)
+
+        result = tune_model(model, outdir, calibration, eval_data, config, progress=say,
+                            on_progress=bar_updater(bar))
+    if as_json:
+        echo_json(result.report)
+        return
+    click.echo(format_candidates(result.candidates, result.winner))
+    click.echo(f"\n{result.report['why']}")
+    click.echo(f"wrote {result.model_path} and {result.report_path}")

@@ -1,0 +1,186 @@
+"""Data for a model: read, check and bring to the model's inputs (every stage uses this).
+
+:func:`load_model_data` is the one entry point for calibration, validation and evaluation data:
+an ``.npz``/``.npy`` file, a folder of IDX gz files, a label/text table (models with tokenizer
+metadata) or an in-memory :class:`~edgekit.inputs.data.Dataset`. :func:`prepare_inputs` checks
+shapes and applies the model's preprocessing metadata to integer data.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgekit.errors import DataError, InputError
+from edgekit.inputs.data import Dataset, TensorSpecInfo, format_shape, load_dataset
+from edgekit.metadata import ModelMetadata
+
+__all__ = ["load_model_data", "prepare_inputs", "onnx_input_specs"]
+
+
+def onnx_input_specs(model_proto: Any) -> list[TensorSpecInfo]:
+    """Inputs of an ONNX graph (initializers excluded) as :class:`TensorSpecInfo`."""
+    from onnx import helper
+
+    inits = {i.name for i in model_proto.graph.initializer}
+    specs = []
+    for vi in model_proto.graph.input:
+        if vi.name in inits:
+            continue
+        tt = vi.type.tensor_type
+        dims = tuple(d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim)
+        dt = np.dtype(helper.tensor_dtype_to_np_dtype(tt.elem_type)).name
+        specs.append(TensorSpecInfo(vi.name, (None, *dims[1:]) if dims else dims, dt))
+    return specs
+
+
+def _text_split(path: Path, meta: ModelMetadata, split: str) -> Dataset:
+    if meta.tokenizer is None:
+        raise InputError(f"{path} is a text table but the model has no tokenizer metadata",
+                         hint="pass an .npz of token ids instead")
+    from edgekit.inputs.datasets import split_text_table
+    from edgekit.inputs.text import TextTokenizer
+
+    x, y = split_text_table(path, split, test_split=0.2, seed=0)
+    return Dataset({"": TextTokenizer.from_dict(meta.tokenizer).encode(list(x))}, y,
+                   f"{path} ({split} split, 20% test, seed 0)")
+
+
+def load_model_data(
+    data: str | os.PathLike[str] | Dataset,
+    specs: Sequence[TensorSpecInfo],
+    meta: ModelMetadata,
+    what: str,
+    split: str = "train",
+    limit: int = 0,
+    seed: int = 0,
+) -> tuple[dict[str, np.ndarray], np.ndarray | None, list[str], str]:
+    """Load and check data for a model: ``(feeds, labels, notes, description)``.
+
+    ``data`` is an ``.npz``/``.npy`` file, a folder of IDX gz files (its ``split``: ``train``
+    for calibration, ``test`` for evaluation), a label/text table for models with tokenizer
+    metadata (the text recipe's 80/20 split), or a :class:`Dataset`. ``limit`` (0 = all) keeps a
+    seeded random subset; integer images for float inputs are scaled by the model's
+    preprocessing metadata, with a note.
+    """
+    ds = _read(data, [s.name for s in specs], meta, what, split)
+    if limit and len(ds) > limit:
+        idx = np.sort(np.random.default_rng(seed).permutation(len(ds))[:limit])
+        ds = Dataset({k: v[idx] for k, v in ds.inputs.items()},
+                     None if ds.labels is None else ds.labels[idx], ds.source)
+    notes = _scaling_notes(ds, specs, meta, what)
+    ds = _standardise_floats(ds, specs, meta, what, notes)
+    feeds, more = prepare_inputs(list(specs), ds, meta)
+    notes.extend(f"{what}: {n}" for n in more)
+    return feeds, ds.labels, notes, ds.source or "in-memory dataset"
+
+
+def _read(data: str | os.PathLike[str] | Dataset, names: list[str], meta: ModelMetadata,
+          what: str, split: str) -> Dataset:
+    """The data as a non-empty :class:`Dataset` with an array for every input name."""
+    if isinstance(data, Dataset):
+        ds = data
+    else:
+        p = Path(data)
+        if not p.exists():
+            raise InputError(f"{what} file {p} does not exist", hint="check the path")
+        if p.is_dir():
+            from edgekit.inputs.datasets import load_image_data
+
+            img = load_image_data(p)
+            x, y = (img.x_train, img.y_train) if split == "train" else (img.x_test, img.y_test)
+            ds = Dataset({names[0]: x}, y, f"{p} ({split} split)")
+        elif p.suffix.lower() in (".tsv", ".csv", ".txt"):
+            ds = _text_split(p, meta, split)
+        else:
+            ds = load_dataset(p, names, what)
+    if len(names) == 1 and names[0] not in ds.inputs and len(ds.inputs) == 1:
+        ds = Dataset({names[0]: next(iter(ds.inputs.values()))}, ds.labels, ds.source)
+    missing = [n for n in names if n not in ds.inputs]
+    if missing:
+        raise DataError(f"{what} has no array for input(s) {missing}")
+    if len(ds) == 0:
+        raise DataError(f"{what} {ds.source} is empty (no samples)", hint="add samples")
+    return ds
+
+
+def _scaling_notes(ds: Dataset, specs: Sequence[TensorSpecInfo], meta: ModelMetadata,
+                   what: str) -> list[str]:
+    """Warnings for data whose scale does not match the model's preprocessing metadata."""
+    notes: list[str] = []
+    pre = meta.preprocessing
+    for s in specs:
+        a = ds.inputs[s.name]
+        if np.issubdtype(np.dtype(s.dtype), np.floating) and np.issubdtype(a.dtype, np.integer):
+            if pre is None or pre.is_identity:
+                notes.append(f"{what}: {s.name} is {a.dtype} and the model has no preprocessing "
+                             "metadata; values were used unscaled")
+        elif (np.issubdtype(a.dtype, np.floating) and pre is not None and pre.kind == "image"
+              and pre.scale < 1 and a.size and float(np.abs(a).max()) > 1.5):
+            notes.append(f"{what}: {s.name} holds floats up to {float(np.abs(a).max()):.4g} but "
+                         f"the model expects preprocessed inputs (scale {pre.scale:g}); "
+                         "check that the data is scaled")
+    return notes
+
+
+def _standardise_floats(ds: Dataset, specs: Sequence[TensorSpecInfo], meta: ModelMetadata,
+                        what: str, notes: list[str]) -> Dataset:
+    """Apply the model's preprocessing to float data when it names no raw dtype (tabular
+    standardisation): the rule :meth:`edgekit.runtime.model.EdgeModel.predict` follows."""
+    pre = meta.preprocessing
+    if pre is None or pre.is_identity or pre.raw_dtype is not None:
+        return ds
+    inputs = dict(ds.inputs)
+    for s in specs:
+        a = inputs[s.name]
+        if np.dtype(s.dtype).kind == "f" and a.dtype.kind == "f":
+            inputs[s.name] = pre.apply(a, np.dtype(s.dtype))
+            notes.append(f"{what}: {s.name} standardised with the model's preprocessing metadata")
+    return Dataset(inputs, ds.labels, ds.source)
+
+
+def prepare_inputs(
+    source_inputs: list[TensorSpecInfo], data: Dataset, meta: ModelMetadata
+) -> tuple[dict[str, np.ndarray], list[str]]:
+    """Check ``data`` against the model's inputs and bring it to the model's dtypes.
+
+    Integer image data (e.g. uint8) for a float input is scaled by the model's preprocessing
+    metadata; the notes returned say so. Wrong rank or fixed dimensions raise DataError.
+    """
+    notes: list[str] = []
+    feeds: dict[str, np.ndarray] = {}
+    pre = meta.preprocessing
+    for s in source_inputs:
+        a = data.inputs[s.name]
+        want = np.dtype(s.dtype)
+        if a.ndim == len(s.shape) - 1 and len(s.shape) >= 3 and s.shape[-1] == 1:
+            a = a[..., None]  # (N, H, W) images for an (N, H, W, 1) input
+        if a.ndim != len(s.shape) or any(
+            d is not None and d != g for d, g in zip(s.shape[1:], a.shape[1:], strict=True)
+        ):
+            raise DataError(
+                f"{data.source}: input {s.name!r} has shape {a.shape}, the model expects "
+                f"{format_shape(s.shape)}",
+                hint="reshape the data to the model's input shape",
+            )
+        if np.issubdtype(want, np.floating) and np.issubdtype(a.dtype, np.integer):
+            if pre is not None and not pre.is_identity:
+                a = pre.apply(a, want)
+                notes.append(
+                    f"{s.name}: {a.dtype} data preprocessed with the model's metadata "
+                    f"(scale {pre.scale:g}{', standardised' if pre.mean else ''})"
+                )
+            else:
+                a = a.astype(want)
+        elif np.issubdtype(want, np.integer) and np.issubdtype(a.dtype, np.floating):
+            if not np.all(a == np.round(a)):
+                raise DataError(f"{data.source}: input {s.name!r} needs integer ids, got floats")
+            a = a.astype(want)
+        else:
+            a = a.astype(want, copy=False)
+        feeds[s.name] = a
+    return feeds, notes

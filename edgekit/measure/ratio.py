@@ -1,0 +1,121 @@
+"""The one latency-ratio estimator (used by ``tune``, ``check`` and the pytest plugin).
+
+Two calls are timed interleaved, round by round (:func:`edgekit.measure.bench.measure` rotates
+which goes first), so a busy machine slows both alike. The estimate is the **median of the
+per-round ratios** ``candidate / reference``: each ratio pairs two timings taken microseconds
+apart, which cancels drift that a ratio of two medians would keep. Rounds are timed in blocks;
+it stops once the estimate moved by at most ``tolerance`` over the last two blocks (after
+``min_rounds`` rounds and ``min_seconds``), or at ``max_rounds`` / ``max_seconds``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from edgekit.errors import InputError
+from edgekit.progress import FractionFn
+
+__all__ = ["RatioConfig", "LatencyRatio", "measure_ratio"]
+
+
+@dataclass(frozen=True)
+class RatioConfig:
+    """When :func:`measure_ratio` stops.
+
+    Attributes:
+        tolerance: relative change of the estimate over the last two blocks that counts as
+            stable (default 0.02).
+        min_rounds: rounds before it may stop (default 40).
+        max_rounds: rounds at most (default 100,000).
+        min_seconds: seconds before it may stop (default 0).
+        max_seconds: seconds at most (default 30).
+        block_seconds: seconds per block of rounds (default 0.25; at least 5 rounds a block).
+        warmup: untimed rounds first (default 10).
+    """
+
+    tolerance: float = 0.02
+    min_rounds: int = 40
+    max_rounds: int = 100_000
+    min_seconds: float = 0.0
+    max_seconds: float = 30.0
+    block_seconds: float = 0.25
+    warmup: int = 10
+
+    def __post_init__(self) -> None:
+        if not 0 < self.tolerance < 1:
+            raise InputError(f"tolerance must be in (0, 1), got {self.tolerance}")
+        if self.min_rounds < 1 or self.max_rounds < self.min_rounds:
+            raise InputError(f"need 1 <= min_rounds <= max_rounds, got {self.min_rounds}, "
+                             f"{self.max_rounds}")
+        if self.min_seconds < 0 or self.max_seconds <= 0 or self.max_seconds < self.min_seconds:
+            raise InputError(f"need 0 <= min_seconds <= max_seconds and max_seconds > 0, got "
+                             f"{self.min_seconds}, {self.max_seconds}")
+        if self.block_seconds <= 0:
+            raise InputError(f"block_seconds must be > 0, got {self.block_seconds}")
+
+
+@dataclass
+class LatencyRatio:
+    """A measured ratio: ``ratio`` = candidate / reference (median of per-round ratios), the
+    two median latencies in ms, the rounds timed, the seconds taken and the estimate after
+    each block."""
+
+    ratio: float
+    candidate_ms: float
+    reference_ms: float
+    rounds: int
+    seconds: float
+    history: list[float] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready fields (history rounded)."""
+        return {"ratio": self.ratio, "candidate_ms": self.candidate_ms,
+                "reference_ms": self.reference_ms, "rounds": self.rounds,
+                "seconds": round(self.seconds, 3),
+                "history": [round(h, 4) for h in self.history]}
+
+
+def _stable(history: list[float], tolerance: float) -> bool:
+    if len(history) < 3:
+        return False
+    last = history[-1]
+    return all(abs(h / last - 1.0) <= tolerance for h in history[-3:-1])
+
+
+def measure_ratio(reference: Callable[[], Any], candidate: Callable[[], Any],
+                  config: RatioConfig | None = None,
+                  on_progress: FractionFn | None = None) -> LatencyRatio:
+    """Latency of ``candidate`` relative to ``reference`` (see the module docstring).
+
+    ``on_progress`` gets the fraction of ``max_seconds`` used, in [0, 1].
+    """
+    from edgekit.measure.bench import measure
+
+    cfg = config or RatioConfig()
+    ref_ns: list[int] = []
+    cand_ns: list[int] = []
+    history: list[float] = []
+    start = time.perf_counter()
+    warm = cfg.warmup
+    while True:
+        a, b = measure([reference, candidate], runs=None, duration=cfg.block_seconds,
+                       min_runs=5, warmup=warm)
+        warm = 0
+        ref_ns += a
+        cand_ns += b
+        history.append(float(np.median(np.asarray(cand_ns, float) / np.asarray(ref_ns, float))))
+        elapsed = time.perf_counter() - start
+        if on_progress is not None:
+            on_progress(min(1.0, elapsed / cfg.max_seconds))
+        done = len(ref_ns) >= cfg.min_rounds and elapsed >= cfg.min_seconds \
+            and _stable(history, cfg.tolerance)
+        if done or elapsed >= cfg.max_seconds or len(ref_ns) >= cfg.max_rounds:
+            break
+    return LatencyRatio(history[-1], float(np.median(cand_ns)) / 1e6,
+                        float(np.median(ref_ns)) / 1e6, len(ref_ns),
+                        time.perf_counter() - start, history)

@@ -1,0 +1,317 @@
+"""Building one quantized file (onnxruntime's quantizers on the pre-processed float graph) and
+the accuracy gate that keeps the worst node groups in float until it holds."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgekit.agreement import Agreement, compare_predictions, gate
+from edgekit.errors import AccuracyGateError, ConversionError, DataError, InputError, require
+from edgekit.progress import StatusFn
+from edgekit.progress import status as report_progress
+from edgekit.quantize.calibration import (
+    ArrayCalibrationReader,
+    CheckData,
+)
+from edgekit.quantize.config import (
+    QuantizationConfig,
+    QuantMode,
+)
+from edgekit.quantize.ort_format import OptimizeLevel, optimize_model
+from edgekit.quantize.qdq import commute_relu_maxpool, nonstandard_ops
+from edgekit.validate import accuracy, run_onnx
+
+__all__ = [
+    "Builder",
+    "Build",
+    "prepare_float",
+    "check_gate",
+    "working_dir",
+]
+
+# ---------------------------------------------------------------------------------------------
+# The quantizers
+# ---------------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def working_dir(path: Path) -> Iterator[None]:
+    """Run inside ``path``: onnxruntime's shape inference and onnx's external-data writer
+    drop files (``sym_shape_infer_temp.onnx``, ``<uuid>.data``) into the current folder."""
+    old = os.getcwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(old)
+
+
+def _preprocess(src: Path, dst: Path, notes: list[str]) -> Path:
+    require("sympy", "quantize")
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    try:
+        quant_pre_process(str(src), str(dst), skip_symbolic_shape=False)
+        return dst
+    except Exception as exc:  # symbolic shape inference fails on some graphs
+        try:
+            quant_pre_process(str(src), str(dst), skip_symbolic_shape=True)
+            notes.append(f"pre-processing without symbolic shape inference ({_first(exc)})")
+            return dst
+        except Exception as exc2:
+            notes.append(f"pre-processing skipped ({_first(exc2)})")
+            return src
+
+
+def _first(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return (lines[0] if lines else type(exc).__name__)[:200]
+
+
+def _quantize_raw(pre: Path, out: Path, mode: QuantMode, cfg: QuantizationConfig,
+                  reader: ArrayCalibrationReader | None, exclude: list[str]) -> None:
+    from onnxruntime import quantization as q
+
+    try:
+        if mode is QuantMode.INT8:
+            assert reader is not None
+            reader.rewind()
+            # onnxruntime's histogram calibrators print progress to stdout; keep stdout clean
+            # (``--json`` output, progress bars)
+            with contextlib.redirect_stdout(io.StringIO()):
+                q.quantize_static(
+                    str(pre), str(out), reader, quant_format=q.QuantFormat.QDQ,
+                    op_types_to_quantize=cfg.op_types_to_quantize, per_channel=cfg.per_channel,
+                    reduce_range=cfg.reduce_range, activation_type=cfg.activation_type.ort(),
+                    weight_type=cfg.weight_type.ort(), nodes_to_exclude=exclude or None,
+                    calibrate_method=cfg.calibration_method.ort(),
+                    extra_options=cfg.ort_extra_options(),
+                )
+        elif mode is QuantMode.DYNAMIC:
+            q.quantize_dynamic(
+                str(pre), str(out), op_types_to_quantize=cfg.op_types_to_quantize,
+                per_channel=cfg.per_channel, reduce_range=cfg.reduce_range,
+                weight_type=cfg.weight_type.ort(), nodes_to_exclude=exclude or None,
+                extra_options=cfg.ort_extra_options(),
+            )
+        else:
+            import onnx
+
+            f16: Any = require("onnxconverter_common.float16", "quantize",
+                               "onnxconverter-common")
+            convert_float_to_float16 = f16.convert_float_to_float16
+            m = onnx.load(str(pre))
+            m16 = convert_float_to_float16(m, keep_io_types=True, node_block_list=exclude or None)
+            onnx.save(m16, str(out))
+    except (InputError, DataError):
+        raise
+    except Exception as exc:
+        raise ConversionError(f"{mode.value} quantization failed: {_first(exc)}",
+                              hint="try another --quantize mode or --preset") from exc
+
+
+def _finish_graph(raw: Path, out: Path, mode: QuantMode) -> list[str]:
+    """Post-process a quantized file into the artifact: float regions stay float under
+    onnxruntime's default optimizations; QDQ and fp16 files must use ai.onnx ops only.
+    Returns the non-standard ops (allowed for dynamic int8 only)."""
+    import onnx
+
+    model = onnx.load(str(raw))
+    if mode is QuantMode.INT8:
+        commute_relu_maxpool(model)
+    odd = nonstandard_ops(model)
+    used = {n.domain for n in model.graph.node} | {""}
+    keep = [o for o in model.opset_import if o.domain in used]  # the quantizer adds all domains
+    del model.opset_import[:]
+    model.opset_import.extend(keep)
+    if odd and mode is not QuantMode.DYNAMIC:
+        raise ConversionError(
+            f"the {mode.value} model uses ops outside the ai.onnx domain ({', '.join(odd)}), "
+            "so it would not load in OpenVINO or the mobile execution providers",
+            hint="report this with the model attached; --quantize dynamic may still work")
+    onnx.save(model, str(out))
+    return odd
+
+
+def _node_groups(pre: Path, qdq: Path, reader: ArrayCalibrationReader,
+                 tmp: Path, quantizable: set[str]) -> list[tuple[float, list[str]]]:
+    """Groups of float-model node names, worst first, from per-tensor errors between the fp32
+    and QDQ graphs (``qdq_loss_debug``): a group is the node that produces a tensor plus the
+    quantized nodes that consume it, scored by the SQNR (dB) the tensor loses locally."""
+    import onnx
+    from onnxruntime.quantization import qdq_loss_debug as dbg
+
+    fa, qa = tmp / "float_aug.onnx", tmp / "qdq_aug.onnx"
+    dbg.modify_model_output_intermediate_tensors(str(pre), str(fa))
+    dbg.modify_model_output_intermediate_tensors(str(qdq), str(qa))
+    reader.rewind()
+    float_acts = dbg.collect_activations(str(fa), reader)
+    reader.rewind()
+    qdq_acts = dbg.collect_activations(str(qa), reader)
+    errors = dbg.compute_activation_error(dbg.create_activation_matching(qdq_acts, float_acts))
+    model = onnx.load(str(pre))
+    producer = {o: n for n in model.graph.node for o in n.output}
+    consumers: dict[str, list[Any]] = {}
+    for n in model.graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+
+    def sqnr(t: str) -> float:
+        e = errors.get(t, {})
+        return float(e.get("xmodel_err", e.get("qdq_err", np.inf)))
+
+    groups: list[tuple[float, list[str]]] = []
+    for tensor in errors:
+        node = producer.get(tensor)
+        members = [node.name] if node is not None and node.name else []
+        members += [c.name for c in consumers.get(tensor, []) if c.name]
+        members = [m for m in dict.fromkeys(members) if m in quantizable]
+        if not members:
+            continue
+        ins = [sqnr(i) for i in (node.input if node is not None else []) if i in errors]
+        upstream = min(ins) if ins else float(errors[tensor].get("qdq_err", np.inf))
+        loss = (upstream - sqnr(tensor)) if np.isfinite(upstream) else -sqnr(tensor)
+        groups.append((float(loss), members))
+    groups.sort(key=lambda g: -g[0])
+    return groups
+
+
+# ---------------------------------------------------------------------------------------------
+# Building and checking one variant
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class Build:
+    """One quantized file and how it compares with fp32 on the check samples."""
+
+    path: Path
+    agreement: Agreement
+    accuracy: float | None
+    nonstandard: list[str]
+
+    def evaluation(self, data: CheckData, fp32_accuracy: float | None) -> dict[str, Any]:
+        """The report's ``evaluation`` section."""
+        drop = None if self.accuracy is None or fp32_accuracy is None else (
+            fp32_accuracy - self.accuracy)
+        return {"data": data.check_desc, "held_out": data.held_out, **self.agreement.to_dict(),
+                "fp32_accuracy": fp32_accuracy, "accuracy": self.accuracy,
+                "accuracy_drop": drop}
+
+
+@dataclass
+class Builder:
+    """Quantizes the pre-processed model with a list of nodes kept in float and checks the
+    result against the fp32 outputs on the check samples."""
+
+    mode: QuantMode
+    cfg: QuantizationConfig
+    pre: Path
+    tmp: Path
+    data: CheckData
+    fp32_out: np.ndarray
+    progress: StatusFn | None
+    count: int = 0
+
+    def build(self, exclude: list[str]) -> Build:
+        self.count += 1
+        raw, final = self.tmp / f"raw_{self.count}.onnx", self.tmp / f"final_{self.count}.onnx"
+        reader = self.data.reader
+        report_progress(self.progress, f"{self.mode.value}: quantizing"
+                  + (f" ({len(exclude)} node(s) kept in float)" if exclude else "")
+                  + (f", calibrating on {reader.n} samples" if reader is not None else ""))
+        _quantize_raw(self.pre, raw, self.mode, self.cfg, reader, exclude)
+        odd = _finish_graph(raw, final, self.mode)
+        got = run_onnx(final, self.data.check_feeds, batch_size=256)[0]
+        labels = self.data.check_labels
+        acc = accuracy(got, labels) if labels is not None else None
+        return Build(final, compare_predictions(self.fp32_out, got, labels), acc, odd)
+
+
+def _gate_ok(build: Build, budget: float | None) -> bool:
+    return budget is None or gate(build.agreement, budget)[0]
+
+
+def _run_gate(builder: Builder, first: Build, exclude: list[str],
+              gate_info: dict[str, Any]) -> Build:
+    """Keep node groups in float, worst first, until the gate holds (or steps run out)."""
+    import onnx
+
+    cfg, budget = builder.cfg, builder.cfg.max_accuracy_drop
+    current = first
+    if builder.mode is not QuantMode.INT8 or builder.data.reader is None:
+        gate_info["note"] = f"no per-node search for {builder.mode.value} (needs static int8 QDQ)"
+        return current
+    report_progress(builder.progress, "gate: ranking nodes by quantization loss (qdq_loss_debug)")
+    float_model = onnx.load(str(builder.pre))
+    quantizable = {n.name for n in float_model.graph.node
+                   if cfg.op_types_to_quantize is None or n.op_type in cfg.op_types_to_quantize}
+    groups = _node_groups(builder.pre, first.path, builder.data.reader, builder.tmp, quantizable)
+    gate_info["ranking"] = [{"nodes": g, "sqnr_loss_db": round(s, 2)} for s, g in groups[:20]]
+    for step in range(cfg.gate_max_steps):
+        start = step * cfg.gate_group_size
+        new = [m for _, g in groups[start:start + cfg.gate_group_size] for m in g
+               if m not in exclude]
+        if start >= len(groups):
+            break
+        if not new:
+            continue
+        exclude.extend(new)
+        report_progress(builder.progress,
+                        f"gate step {step + 1}: keeping {', '.join(new)} in float")
+        current = builder.build(exclude)
+        gate_info["kept_in_float"] = list(exclude)
+        gate_info["steps"].append(_gate_step(current, budget, new))
+        if _gate_ok(current, budget):
+            break
+    return current
+
+
+def _gate_step(build: Build, budget: float | None, nodes: list[str] | None = None
+               ) -> dict[str, Any]:
+    ok, lower, reason = gate(build.agreement, budget or 0.0)
+    step: dict[str, Any] = {"accuracy": build.accuracy, "met": ok,
+                            "lower_bound_pt": round(lower, 3), "reason": reason}
+    if nodes is not None:
+        step["nodes"] = nodes
+    return step
+
+
+def check_gate(builder: Builder, first: Build, exclude: list[str]
+                ) -> tuple[Build, dict[str, Any] | None]:
+    """Apply ``max_accuracy_drop`` (needs labels): the build that meets it, and the gate report;
+    :class:`AccuracyGateError` when none does."""
+    budget = builder.cfg.max_accuracy_drop
+    if budget is None:
+        return first, None
+    gate_info: dict[str, Any] = {"max_accuracy_drop": budget, "met": False, "kept_in_float": [],
+                                 "statistic": "paired accuracy drop, one standard error",
+                                 "steps": [_gate_step(first, budget)]}
+    final = first if _gate_ok(first, budget) else _run_gate(builder, first, exclude, gate_info)
+    gate_info["met"] = _gate_ok(final, budget)
+    if not gate_info["met"]:
+        best = max([first, final], key=lambda b: b.accuracy or 0.0)
+        raise AccuracyGateError(
+            f"{builder.mode.value} model cannot meet --max-accuracy-drop {budget:g} pt: "
+            f"{gate(best.agreement, budget)[2]} (accuracy {best.accuracy:.2f}%) after keeping "
+            f"{len(gate_info['kept_in_float'])} node(s) in float; no {builder.mode.value} model "
+            "was written",
+            hint="raise --max-accuracy-drop, try --calibration-method entropy or "
+            "percentile, more --calibration-samples, or --quantize fp16",
+        )
+    return final, gate_info
+
+
+def prepare_float(fp32_path: Path, tmp: Path, mode: QuantMode, notes: list[str]) -> Path:
+    """The float graph the quantizer starts from: ``quant_pre_process`` for int8 (shape
+    inference, fusions) and dynamic; onnxruntime's basic level for fp16 (later levels would fold
+    fp16 weights back to fp32 on the CPU)."""
+    if mode is QuantMode.FP16:
+        return optimize_model(fp32_path, tmp / "pre.onnx", OptimizeLevel.BASIC)
+    return _preprocess(fp32_path, tmp / "pre.onnx", notes)
+
+

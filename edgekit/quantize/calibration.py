@@ -1,0 +1,202 @@
+"""Calibration data and the held-out samples every variant is compared on; bounds the memory
+of histogram calibration."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgekit.errors import DataError
+from edgekit.inputs.data import TensorSpecInfo
+from edgekit.inputs.prepare import load_model_data
+from edgekit.inputs.synthetic import synthetic_feeds
+from edgekit.metadata import ModelMetadata
+from edgekit.quantize.config import (
+    CalibrationMethod,
+    QuantizationConfig,
+    QuantMode,
+)
+
+__all__ = [
+    "ArrayCalibrationReader",
+    "CHECK_SAMPLES",
+    "HISTOGRAM_MEMORY_BYTES",
+    "calibration_split",
+    "activation_bytes",
+    "CheckData",
+    "load_check_data",
+    "bound_histogram_memory",
+]
+
+# ---------------------------------------------------------------------------------------------
+# Data
+# ---------------------------------------------------------------------------------------------
+class ArrayCalibrationReader:
+    """An onnxruntime ``CalibrationDataReader`` over prepared arrays, in batches (default 16).
+
+    All batches have the same size (the largest divisor of the sample count not above
+    ``batch_size``): onnxruntime's histogram calibrators (entropy, percentile) stack the
+    batches' outputs and fail on a shorter last batch.
+    """
+
+    def __init__(self, feeds: dict[str, np.ndarray], batch_size: int = 16) -> None:
+        self.feeds = feeds
+        self.n = len(next(iter(feeds.values())))
+        self.batch_size = next(b for b in range(max(1, min(batch_size, self.n)), 0, -1)
+                               if self.n % b == 0)
+        self._it: Iterator[dict[str, np.ndarray]] = iter(())
+        self.rewind()
+
+    def _gen(self) -> Iterator[dict[str, np.ndarray]]:
+        for i in range(0, self.n, self.batch_size):
+            yield {k: v[i:i + self.batch_size] for k, v in self.feeds.items()}
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        """The next batch, or None at the end."""
+        return next(self._it, None)
+
+    def rewind(self) -> None:
+        """Start again from the first batch."""
+        self._it = self._gen()
+
+    def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
+        self.rewind()
+        return self._gen()
+
+
+# ---------------------------------------------------------------------------------------------
+# Data the variant is built and checked on
+# ---------------------------------------------------------------------------------------------
+#: held-out samples the agreement check uses at most
+CHECK_SAMPLES = 1000
+
+
+@dataclass
+class CheckData:
+    """Calibration batches and the held-out samples every variant is compared on."""
+
+    reader: ArrayCalibrationReader | None
+    calibration: dict[str, Any] | None
+    check_feeds: dict[str, np.ndarray]
+    check_labels: np.ndarray | None
+    check_desc: str
+    held_out: bool
+    notes: list[str]
+
+
+def _subset(feeds: dict[str, np.ndarray], idx: np.ndarray) -> dict[str, np.ndarray]:
+    return {k: v[idx] for k, v in feeds.items()}
+
+
+def calibration_split(calibration: Any, specs: Sequence[TensorSpecInfo], meta: ModelMetadata,
+                       cfg: QuantizationConfig) -> tuple[dict[str, np.ndarray], dict[str, Any],
+                                                         tuple[Any, ...] | None, list[str]]:
+    """Calibration feeds, their report section, the held-out part (feeds, labels, desc) when
+    the data has one, and notes. Folders and text tables hold out their test split; arrays
+    hold out the samples not drawn for calibration."""
+    split_data = isinstance(calibration, str | os.PathLike) and (
+        Path(calibration).is_dir() or Path(calibration).suffix.lower() in (".tsv", ".csv", ".txt"))
+    if split_data:
+        feeds, _, notes, desc = load_model_data(calibration, specs, meta, "calibration data",
+                                                "train", cfg.calibration_samples, cfg.seed)
+        test = load_model_data(calibration, specs, meta, "calibration data", "test",
+                               CHECK_SAMPLES, cfg.seed)
+        held: tuple[Any, ...] | None = (test[0], test[1], test[3])
+    else:
+        all_feeds, labels, notes, desc = load_model_data(calibration, specs, meta,
+                                                         "calibration data", "train", 0, cfg.seed)
+        n_all = len(next(iter(all_feeds.values())))
+        order = np.random.default_rng(cfg.seed).permutation(n_all)
+        cal_idx = np.sort(order[:cfg.calibration_samples])
+        rest = np.sort(order[cfg.calibration_samples:cfg.calibration_samples + CHECK_SAMPLES])
+        feeds = _subset(all_feeds, cal_idx)
+        held = None
+        if len(rest):
+            held = (_subset(all_feeds, rest), None if labels is None else labels[rest],
+                    f"{desc} ({len(rest)} samples not used for calibration)")
+    n = len(next(iter(feeds.values())))
+    if n < cfg.calibration_samples:
+        notes.append(f"calibration: {cfg.calibration_samples} samples asked, {desc} has only "
+                     f"{n}; calibrated on all {n}")
+    info = {"data": desc, "samples": n, "requested_samples": cfg.calibration_samples,
+            "method": cfg.calibration_method.value}
+    return feeds, info, held, notes
+
+
+def load_check_data(mode: QuantMode, cfg: QuantizationConfig, specs: Sequence[TensorSpecInfo],
+               meta: ModelMetadata, calibration: Any, eval_data: Any) -> CheckData:
+    """Calibration (static int8) and the samples the variant is checked on: ``eval_data``
+    when given, else data held out from calibration, else seeded synthetic inputs."""
+    reader: ArrayCalibrationReader | None = None
+    cal_info: dict[str, Any] | None = None
+    held: tuple[Any, ...] | None = None
+    notes: list[str] = []
+    if calibration is not None:
+        feeds, cal_info, held, notes = calibration_split(calibration, specs, meta, cfg)
+        if mode is QuantMode.INT8:
+            reader = ArrayCalibrationReader(feeds, cfg.calibration_batch_size)
+        else:
+            cal_info = None
+        if held is None and mode is QuantMode.INT8:
+            held = (feeds, None, f"{cal_info['data'] if cal_info else 'calibration data'} "
+                    "(the calibration samples: none were left to hold out)")
+    if eval_data is not None:
+        ev_feeds, labels, ev_notes, desc = load_model_data(
+            eval_data, specs, meta, "evaluation data", "test", cfg.eval_samples, cfg.seed)
+        notes.extend(ev_notes)
+        if cfg.max_accuracy_drop is not None and labels is None:
+            raise DataError(f"evaluation data {desc} has no labels (array 'y')",
+                            hint="the accuracy gate needs labelled --eval-data")
+        return CheckData(reader, cal_info, ev_feeds, labels, desc, True, notes)
+    if held is not None:
+        return CheckData(reader, cal_info, held[0], held[1], held[2],
+                     "none were left" not in held[2], notes)
+    feeds = synthetic_feeds(specs, meta, 256, cfg.seed)
+    return CheckData(reader, cal_info, feeds, None,
+                     f"synthetic inputs (seed {cfg.seed}, 256 samples)", False, notes)
+
+
+#: memory the histogram calibrators (entropy, percentile) may use for activations: they keep
+#: every calibration sample's activations before building histograms
+HISTOGRAM_MEMORY_BYTES = 2 << 30
+
+
+def activation_bytes(model_path: Path) -> int:
+    """Bytes of the float activations one sample produces (inferred shapes, batch 1)."""
+    import onnx
+
+    model = onnx.shape_inference.infer_shapes(onnx.load(str(model_path)))
+    total = 0
+    for v in model.graph.value_info:
+        t = v.type.tensor_type
+        if t.elem_type in (1, 10):  # float32, float16
+            dims = [d.dim_value if d.HasField("dim_value") else 1 for d in t.shape.dim]
+            total += int(np.prod(dims[1:] if len(dims) > 1 else dims)) * 4
+    return total
+
+
+def bound_histogram_memory(data: CheckData, pre: Path, cfg: QuantizationConfig,
+                            notes: list[str]) -> None:
+    """Fewer calibration samples for entropy/percentile when all of them would not fit in
+    :data:`HISTOGRAM_MEMORY_BYTES` (minmax keeps only ranges and needs no cap)."""
+    reader = data.reader
+    if reader is None or cfg.calibration_method is CalibrationMethod.MINMAX:
+        return
+    per_sample = max(activation_bytes(pre), 1)
+    cap = max(8, HISTOGRAM_MEMORY_BYTES // per_sample)
+    if reader.n <= cap:
+        return
+    data.reader = ArrayCalibrationReader({k: v[:cap] for k, v in reader.feeds.items()},
+                                         reader.batch_size)
+    notes.append(f"calibration: {cfg.calibration_method.value} calibration keeps every "
+                 f"sample's activations ({per_sample / 2**20:.1f} MiB each), so it used {cap} of "
+                 f"the {reader.n} samples to stay within {HISTOGRAM_MEMORY_BYTES / 2**30:.0f} GiB")
+    if data.calibration is not None:
+        data.calibration["samples"] = cap
+
+

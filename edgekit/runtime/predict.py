@@ -1,0 +1,164 @@
+"""Inputs from files and the ``edgekit run`` command: :func:`load_image`, :func:`load_array`,
+:func:`predict_input` (a JSON-ready report) and :func:`format_predictions`.
+
+Pillow is imported lazily by :func:`load_image` only (``edgekit[image]``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgekit.errors import InputError, require
+from edgekit.metadata import Preprocessing
+from edgekit.runtime.model import EdgeModel
+
+__all__ = ["load_image", "load_array", "predict_input", "format_predictions"]
+
+_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+
+
+def load_image(
+    path: str | os.PathLike[str], preprocessing: Preprocessing | None = None
+) -> np.ndarray:
+    """uint8 image array as the metadata describes it (needs ``edgekit[image]``).
+
+    Resized to ``image_size`` ([height, width]) when set, greyscaled when ``color`` is
+    ``"grayscale"`` (RGB when ``"rgb"``), shaped HWC (CHW for ``layout="NCHW"``).
+    """
+    image_mod: Any = require("PIL.Image", "image", package="pillow")
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"image file {p} does not exist")
+    pre = preprocessing or Preprocessing()
+    try:
+        with image_mod.open(p) as im:
+            if pre.color == "grayscale":
+                im = im.convert("L")
+            elif pre.color == "rgb" or im.mode not in ("L", "RGB"):
+                im = im.convert("RGB")
+            if pre.image_size:
+                h, w = (int(v) for v in pre.image_size)
+                im = im.resize((w, h), image_mod.Resampling.BILINEAR)
+            a = np.asarray(im, dtype=np.uint8)
+    except (OSError, ValueError) as exc:
+        raise InputError(f"cannot read image {p}: {exc}") from exc
+    if a.ndim == 2:
+        a = a[..., None]
+    if pre.layout.upper() == "NCHW":
+        a = np.ascontiguousarray(a.transpose(2, 0, 1))
+    return a
+
+
+def load_array(
+    path: str | os.PathLike[str], input_names: Iterable[str] = ()
+) -> np.ndarray | dict[str, np.ndarray]:
+    """Array from a ``.npy`` file, or from a ``.npz`` file (one array, or one per input name)."""
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"input file {p} does not exist")
+    names = list(input_names)
+    try:
+        data = np.load(p, allow_pickle=False)
+        if isinstance(data, np.ndarray):
+            return data
+        with data:
+            keys = list(data.keys())
+            if names and set(names) <= set(keys):
+                return {n: data[n] for n in names}
+            if len(keys) == 1:
+                return data[keys[0]]
+            for k in ("x", "inputs", "input", "images"):
+                if k in keys:
+                    return data[k]
+    except (OSError, ValueError, EOFError) as exc:
+        raise InputError(f"cannot read {p} as a numpy file: {exc}") from exc
+    raise InputError(
+        f"{p} holds several arrays ({', '.join(keys)}) and none is named after the model input",
+        hint=f"store one array, or name it {', '.join(names) or 'x'}",
+    )
+
+
+def predict_input(
+    model: str | os.PathLike[str] | EdgeModel,
+    input_path: str | os.PathLike[str] | None = None,
+    *,
+    text: str | None = None,
+    provider: str = "auto",
+    fallback: bool = False,
+    top_k: int = 3,
+    engine: str = "auto",
+) -> dict[str, Any]:
+    """What ``edgekit run`` does: load the input, predict, return a JSON-ready report.
+
+    ``input_path`` is a ``.npy``/``.npz`` file or an image file; ``text`` is raw text for text
+    models (exactly one of them). ``top_k`` defaults to 3; ``engine`` to ``"auto"`` (see
+    :class:`EdgeModel`).
+    """
+    if (input_path is None) == (text is None):
+        raise InputError("give exactly one input: a file, or --text for text models")
+    em = (
+        model
+        if isinstance(model, EdgeModel)
+        else EdgeModel(model, provider, fallback=fallback, engine=engine)
+    )
+    x, source = _read_input(em, input_path, text)
+    probs = em.predict(x)
+    report: dict[str, Any] = {
+        "model": str(em.path),
+        "input": source,
+        "engine": em.engine_name,
+        "providers": em.providers,
+        "task": em.metadata.task,
+    }
+    if em.metadata.task == "classification":
+        report["predictions"] = [
+            [{"label": lab, "probability": prob} for lab, prob in row]
+            for row in em.top_k(probs, top_k)
+        ]
+    else:
+        report["outputs"] = probs.tolist()
+    return report
+
+
+def _read_input(
+    em: EdgeModel, input_path: str | os.PathLike[str] | None, text: str | None
+) -> tuple[Any, str]:
+    """The model input and its description for :func:`predict_input`."""
+    if text is not None:
+        x: Any = [text]
+        source = "text"
+    else:
+        p = Path(input_path)  # type: ignore[arg-type]
+        suffix = p.suffix.lower()
+        if suffix in (".npy", ".npz"):
+            x = load_array(p, em.input_names)
+        elif suffix in _IMAGE_SUFFIXES:
+            x = load_image(p, em.preprocessing)
+        else:
+            raise InputError(
+                f"unsupported input file type {suffix or p.name!r}",
+                hint="use a .npy/.npz array, a PNG/JPEG image, or --text",
+            )
+        source = str(p)
+    return x, source
+
+
+def format_predictions(report: dict[str, Any]) -> str:
+    """Human-readable table of a :func:`predict_input` report."""
+    lines = [f"model: {report['model']}  ({', '.join(report['providers'])})"]
+    if "outputs" in report:
+        lines += [f"sample {i}: {row}" for i, row in enumerate(report["outputs"])]
+        return "\n".join(lines)
+    rows = report["predictions"]
+    width = max([5] + [len(p["label"]) for row in rows for p in row])
+    for i, row in enumerate(rows):
+        if len(rows) > 1:
+            lines.append(f"sample {i}:")
+        lines.append(f"  {'label':<{width}}  probability")
+        lines += [f"  {p['label']:<{width}}  {p['probability']:.4f}" for p in row]
+    return "\n".join(lines)

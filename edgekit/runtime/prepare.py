@@ -1,0 +1,220 @@
+"""Bring inputs to a model: checked raw feeds (:class:`FeedChecker`) and metadata-aware
+preparation of raw samples (:class:`InputPreparer`).
+
+Preprocessing rule of :meth:`InputPreparer.prepare` (and so of ``EdgeModel.predict``): when the
+metadata names a ``raw_dtype`` (e.g. ``"uint8"`` for images), scale/offset/standardisation are
+applied to *integer* inputs only; floating-point inputs are taken as already preprocessed and
+only cast. When the metadata names no ``raw_dtype`` (e.g. tabular standardisation),
+preprocessing is always applied. Pass ``preprocess=True`` / ``False`` to force either way.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from edgekit.errors import InputError
+from edgekit.metadata import ModelMetadata
+from edgekit.runtime.specs import NUMERIC_KINDS, InputSpec
+
+__all__ = ["FeedChecker", "InputPreparer", "MAX_SIGNATURES"]
+
+#: Checked signatures kept per model (the cache is emptied when it is full).
+MAX_SIGNATURES = 256
+
+
+class FeedChecker:
+    """The checks of ``EdgeModel.run``: names, numeric type (with safe casts), rank and fixed
+    dimensions. A signature that passes unchanged is remembered in :attr:`valid`, so a caller
+    checks it once: ``sig in checker.valid`` on the hot path, :meth:`check` otherwise."""
+
+    def __init__(self, inputs: Sequence[InputSpec]) -> None:
+        self.inputs = tuple(inputs)
+        self.input_names = tuple(s.name for s in self.inputs)
+        self.names = frozenset(self.input_names)
+        self.single = self.inputs[0] if len(self.inputs) == 1 else None
+        self.valid: set[Any] = set()
+
+    def as_feeds(self, feeds: Any) -> dict[str, Any]:
+        """A feeds dict from a mapping, or from one array for a single-input model."""
+        if isinstance(feeds, Mapping):
+            return dict(feeds)
+        if self.single is not None:
+            return {self.single.name: feeds}
+        raise InputError(
+            f"model has {len(self.inputs)} inputs; pass a dict "
+            f"{{name: array}} with {', '.join(map(repr, self.input_names))}"
+        )
+
+    def check(self, feeds: dict[str, Any]) -> dict[str, Any]:
+        """``feeds`` checked and cast (a new dict when something was cast); remembers its
+        signature when nothing needed a change."""
+        if feeds.keys() != self.names:
+            self.raise_names(feeds)
+        new: dict[str, Any] | None = None
+        for spec in self.inputs:
+            x = feeds[spec.name]
+            y = spec.check(x)
+            if y is not x:
+                if new is None:
+                    new = dict(feeds)
+                new[spec.name] = y
+        if new is not None:
+            return new
+        if len(self.valid) >= MAX_SIGNATURES:
+            self.valid.clear()
+        self.valid.add(self.signature(feeds))
+        return feeds
+
+    def signature(self, feeds: Mapping[str, np.ndarray]) -> Any:
+        """The key of ``feeds`` in :attr:`valid`: ``(name, dtype, shape)`` for a single-input
+        model, else a tuple of them in ``feeds``' order."""
+        sig = tuple([(k, v.dtype, v.shape) for k, v in feeds.items()])
+        return sig[0] if self.single is not None else sig
+
+    def raise_names(self, feeds: Mapping[str, Any]) -> None:
+        """Raise :class:`InputError` naming the unknown and missing inputs of ``feeds``."""
+        unknown = [k for k in feeds if k not in self.names]
+        missing = [k for k in self.input_names if k not in feeds]
+        parts = []
+        if unknown:
+            parts.append(f"unknown input name(s) {', '.join(map(repr, unknown))}")
+        if missing:
+            parts.append(f"missing input(s) {', '.join(map(repr, missing))}")
+        raise InputError(
+            "; ".join(parts),
+            hint=f"the model's inputs are {', '.join(map(repr, self.input_names))}",
+        )
+
+    def spec(self, name: str) -> InputSpec:
+        """The spec of input ``name`` (:class:`InputError` for an unknown name)."""
+        for s in self.inputs:
+            if s.name == name:
+                return s
+        self.raise_names({name: None})
+        raise AssertionError  # pragma: no cover
+
+
+class InputPreparer:
+    """Model-ready feeds for raw samples: tokenising, preprocessing, batching (module doc).
+
+    Args:
+        checker: the model's :class:`FeedChecker` (its input specs and names).
+        metadata: the model's edgekit metadata (preprocessing, tokenizer).
+        name: the model file's name, for messages.
+    """
+
+    def __init__(self, checker: FeedChecker, metadata: ModelMetadata, name: str) -> None:
+        self.checker = checker
+        self.metadata = metadata
+        self.name = name
+        self._tokenizer: Any = None
+        self._tok_lock = threading.Lock()
+
+    @property
+    def tokenizer(self) -> Any:
+        """The :class:`edgekit.inputs.text.TextTokenizer` of a text model (built on first use)."""
+        if self._tokenizer is None:
+            if self.metadata.tokenizer is None:
+                raise InputError(
+                    f"{self.name} is not a text model (no tokenizer in its metadata)",
+                    hint="pass numeric arrays instead of text",
+                )
+            with self._tok_lock:
+                if self._tokenizer is None:
+                    from edgekit.inputs.text import TextTokenizer
+
+                    self._tokenizer = TextTokenizer.from_dict(self.metadata.tokenizer)
+        return self._tokenizer
+
+    def prepare(self, x: Any, *, preprocess: bool | None = None) -> dict[str, np.ndarray]:
+        """Feeds for ``x``: one sample or a batch (array-like), str / list of str for text
+        models, or a dict for multi-input models (batched and cast, not preprocessed).
+        ``preprocess``: None (default) follows the module doc's rule; True / False force."""
+        if isinstance(x, Mapping):
+            feeds = {}
+            for name, v in x.items():
+                named = self.checker.spec(name)
+                feeds[name] = self._batch(named, named._as_array(v))
+            return feeds
+        spec = self.checker.single
+        if spec is None:
+            raise InputError(
+                f"model has {len(self.checker.inputs)} inputs; pass a dict with "
+                f"{', '.join(map(repr, self.checker.input_names))}"
+            )
+        if _is_text(x):
+            return {spec.name: self._batch(spec, self.tokenizer.encode(_texts(x)))}
+        try:
+            a = np.asarray(x)
+        except (ValueError, TypeError) as exc:
+            raise InputError(f"input is not a rectangular array: {exc}") from exc
+        if a.dtype.kind not in NUMERIC_KINDS:
+            is_text = self.metadata.tokenizer is not None
+            hint = "this is not a text model" if a.dtype.kind in "USO" and not is_text else None
+            raise InputError(f"input must be numeric, got {a.dtype} data", hint=hint)
+        return {spec.name: self._batch(spec, self._preprocess(spec, a, preprocess))}
+
+    def _preprocess(self, spec: InputSpec, a: np.ndarray, preprocess: bool | None) -> np.ndarray:
+        pre = self.metadata.preprocessing
+        want = spec.dtype
+        if want is None or want.kind != "f":
+            return a
+        apply = preprocess
+        if apply is None:
+            apply = pre is not None and (pre.raw_dtype is None or a.dtype.kind in "iub")
+        if apply and pre is not None and not pre.is_identity:
+            try:
+                return pre.apply(a, dtype=want)
+            except ValueError as exc:  # e.g. 29 features against 30 means/stds
+                b = a[None] if a.ndim == spec.ndim - 1 else a
+                spec._check_dims(b.shape)  # the usual message: "needs size 30 on axis 1"
+                msg = f"input {spec.name!r} does not fit its preprocessing: {exc}"
+                raise InputError(msg) from None
+        return a.astype(want) if a.dtype != want else a
+
+    def _batch(self, spec: InputSpec, a: np.ndarray) -> np.ndarray:
+        """Add the batch axis (and a missing channel axis of size 1) when ``a`` lacks them."""
+        if a.ndim == spec.ndim:
+            return a
+        if a.ndim == spec.ndim - 1 and _fits(a.shape, spec.shape[1:]):
+            return a[None]
+        ch = self._channel_axis(spec)
+        if ch is not None and a.ndim in (spec.ndim - 1, spec.ndim - 2):
+            b = a[..., None] if ch == -1 else np.expand_dims(a, a.ndim - 2)
+            return self._batch(spec, b) if b.ndim < spec.ndim else b
+        return a
+
+    def _channel_axis(self, spec: InputSpec) -> int | None:
+        if spec.ndim != 4:
+            return None
+        pre = self.metadata.preprocessing
+        layout = pre.layout if pre is not None else "NHWC"
+        if layout.upper() == "NCHW" and spec.shape[1] == 1:
+            return 1
+        if spec.shape[-1] == 1:
+            return -1
+        return None
+
+
+def _is_text(x: Any) -> bool:
+    if isinstance(x, str):
+        return True
+    if isinstance(x, np.ndarray):
+        return x.dtype.kind in "US"
+    return isinstance(x, (list, tuple)) and bool(x) and all(isinstance(t, str) for t in x)
+
+
+def _fits(shape: Sequence[int], want: Sequence[int | None]) -> bool:
+    return len(shape) == len(want) and all(
+        w is None or s == w for s, w in zip(shape, want, strict=True)
+    )
+
+
+def _texts(x: Any) -> list[str]:
+    if isinstance(x, str):
+        return [x]
+    return [str(t) for t in (x.tolist() if isinstance(x, np.ndarray) else x)]

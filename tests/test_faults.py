@@ -1,0 +1,324 @@
+"""Fault injection: file-system refusals (disk full, read-only, not a folder, I/O error) and
+SIGTERM end in an ``error:`` line naming the path, no traceback, no temp folder, and an output
+folder that holds either the previous complete artifact set or the new one."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from _runtime_models import make_image_model
+from click.testing import CliRunner
+
+from edgekit.cli.main import cli
+from edgekit.errors import DataError, ModelLoadError, OutputError
+from edgekit.inputs.data import load_dataset
+from edgekit.io.artifacts import ArtifactSet, recover
+from edgekit.io.tempdirs import private_tempdir, temp_dir
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _tree(folder: Path) -> dict[str, str]:
+    """sha256 of every file below ``folder`` by relative path (hidden staging folders too)."""
+    if not folder.exists():
+        return {}
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _no_temp_left(*folders: Path) -> None:
+    for folder in folders:
+        if folder.exists():
+            assert not [p for p in folder.rglob(".edgekit-*")], list(folder.rglob(".edgekit-*"))
+
+
+def _fail_on_call(monkeypatch: pytest.MonkeyPatch, name: str, n: int, code: int) -> list[int]:
+    """Make ``os.<name>`` raise ``OSError(code)`` on its ``n``-th call (1-based)."""
+    real, calls = getattr(os, name), [0]
+
+    def fake(*args: object, **kwargs: object) -> object:
+        calls[0] += 1
+        if calls[0] == n:
+            raise OSError(code, os.strerror(code))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(os, name, fake)
+    return calls
+
+
+def _assert_clean_error(result: object, path_part: str) -> str:
+    out = result.output  # type: ignore[attr-defined]
+    assert result.exit_code == 1, out  # type: ignore[attr-defined]
+    assert "Traceback" not in out
+    assert result.exception is None or isinstance(result.exception, SystemExit)  # type: ignore[attr-defined]
+    line = next(ln for ln in out.splitlines() if ln.startswith("error: "))
+    assert path_part in line
+    assert "hint: " in out
+    return line
+
+
+@pytest.fixture()
+def tiny(tmp_path: Path) -> Path:
+    return make_image_model(tmp_path / "tiny.onnx")
+
+
+def _package(model: Path, repo: Path, *extra: str) -> object:
+    return CliRunner().invoke(cli, ["package", str(model), "--triton", str(repo), *extra])
+
+
+# ------------------------------------------------------------------------------------------
+# commit faults: previous complete set or new complete set
+# ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(("call", "code"), [(1, errno.EROFS), (2, errno.ENOSPC), (3, errno.EIO)])
+def test_rename_fault_mid_commit_keeps_previous_set(
+    tiny: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, call: int, code: int
+) -> None:
+    repo = tmp_path / "repo"
+    first = _package(tiny, repo)
+    assert first.exit_code == 0, first.output  # type: ignore[attr-defined]
+    (repo / "tiny" / "config.pbtxt").write_text("# the previous set\n")  # tell the sets apart
+    before = _tree(repo)
+    assert set(before) >= {"tiny/config.pbtxt", "tiny/1/model.onnx", "tiny.kserve.yaml"}
+    calls = _fail_on_call(monkeypatch, "replace", call, code)
+    result = _package(tiny, repo, "--force")
+    monkeypatch.undo()
+    assert calls[0] >= call
+    line = _assert_clean_error(result, str(repo))
+    assert os.strerror(code) in line
+    assert _tree(repo) == before  # the previous complete set, byte for byte
+    _no_temp_left(tmp_path)
+    again = _package(tiny, repo, "--force")  # and the next run commits the new set
+    assert again.exit_code == 0, again.output  # type: ignore[attr-defined]
+    assert (repo / "tiny" / "config.pbtxt").read_text() != "# the previous set\n"
+
+
+def test_new_outdir_appears_whole_or_not_at_all(
+    tiny: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    repo = tmp_path / "a" / "repo"
+    _fail_on_call(monkeypatch, "rename", 1, errno.EROFS)
+    result = _package(tiny, repo)
+    monkeypatch.undo()
+    line = _assert_clean_error(result, "repo")
+    assert "Read-only file system" in line
+    assert not (tmp_path / "a").exists()  # nor the parent this run created
+    _no_temp_left(tmp_path)
+    ok = _package(tiny, repo)
+    assert ok.exit_code == 0 and sorted(_tree(repo)) == [  # type: ignore[attr-defined]
+        "tiny.kserve.yaml", "tiny/1/model.onnx", "tiny/config.pbtxt", "tiny/labels.txt"]
+
+
+def test_disk_full_while_staging_quantize(
+    tiny: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "out"
+    first = CliRunner().invoke(cli, ["quantize", str(tiny), "-o", str(out), "--quantize", "fp16"])
+    assert first.exit_code == 0, first.output
+    before = _tree(out)
+    assert "tiny.fp16.onnx" in before
+    _fail_on_call(monkeypatch, "fsync", 1, errno.ENOSPC)  # the first fsync: staged files
+    result = CliRunner().invoke(
+        cli, ["quantize", str(tiny), "-o", str(out), "--quantize", "fp16", "--force"])
+    monkeypatch.undo()
+    line = _assert_clean_error(result, str(out))
+    assert "No space left on device" in line
+    assert "free some space" in result.output
+    assert _tree(out) == before
+    _no_temp_left(tmp_path)
+
+
+def test_read_only_outdir(tiny: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    (repo / "other.txt").write_text("someone else's file\n")
+    if os.geteuid() != 0:
+        repo.chmod(0o555)
+    else:  # root writes through 0o555: refuse like a read-only mount does
+        real_mkdir = os.mkdir
+
+        def mkdir(path: object, *args: object, **kwargs: object) -> None:
+            if Path(os.fsdecode(path)).parent == repo:  # type: ignore[arg-type]
+                raise OSError(errno.EROFS, os.strerror(errno.EROFS), os.fsdecode(path))  # type: ignore[arg-type]
+            real_mkdir(path, *args, **kwargs)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(os, "mkdir", mkdir)
+    try:
+        result = _package(tiny, repo)
+    finally:
+        monkeypatch.undo()
+        repo.chmod(0o755)
+    line = _assert_clean_error(result, str(repo))
+    assert "Read-only" in line or "Permission denied" in line
+    assert _tree(repo) == {"other.txt": hashlib.sha256(b"someone else's file\n").hexdigest()}
+
+
+def test_outdir_under_a_regular_file(tiny: Path, tmp_path: Path) -> None:
+    blocker = tmp_path / "taken"
+    blocker.write_text("a file, not a folder\n")
+    result = _package(tiny, blocker / "repo")
+    line = _assert_clean_error(result, str(blocker))
+    assert "is a file, not a folder" in line
+    assert blocker.read_text() == "a file, not a folder\n"
+    _no_temp_left(tmp_path)
+
+
+def test_recover_finishes_a_commit_a_killed_process_left(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    with ArtifactSet(out, ["m.onnx", "m.report.json"]).open() as a:
+        a.write_bytes("m.onnx", b"old model")
+        a.write_bytes("m.report.json", b"old report")
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    stage = out / f".edgekit-tmp-{dead.stdout.strip()}-dead"
+    (stage / ".edgekit-previous").mkdir(parents=True)
+    (stage / "m.report.json").write_bytes(b"new report")  # m.onnx was already swapped in:
+    os.replace(out / "m.onnx", stage / ".edgekit-previous" / "m.onnx")
+    (out / "m.onnx").write_bytes(b"new model")
+    (stage / ".edgekit-commit.json").write_text(
+        f'{{"outdir": "{out.resolve()}", "names": ["m.onnx", "m.report.json"]}}')
+    assert recover(out) == [stage]
+    assert _tree(out) == {"m.onnx": hashlib.sha256(b"new model").hexdigest(),
+                          "m.report.json": hashlib.sha256(b"new report").hexdigest()}
+
+
+def test_failed_body_leaves_previous_set_and_no_stage(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    with ArtifactSet(out, ["a", "b"]).open() as a:
+        a.write_bytes("a", b"A1")
+        a.write_bytes("b", b"B1")
+    before = _tree(out)
+    with pytest.raises(OutputError, match=r"cannot write .*out.*No space left") as info, \
+            ArtifactSet(out, ["a", "b"], force=True).open() as a:
+        a.write_bytes("a", b"A2")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    assert "free some space" in (info.value.hint or "")
+    assert _tree(out) == before
+
+
+# ------------------------------------------------------------------------------------------
+# temp folders: TMPDIR faults, Keras' extraction, SIGTERM
+# ------------------------------------------------------------------------------------------
+def test_temp_dir_fault_names_tmpdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    not_a_dir = tmp_path / "tmpfile"
+    not_a_dir.write_text("")
+    monkeypatch.setattr(tempfile, "tempdir", str(not_a_dir))
+    with pytest.raises(OutputError, match="cannot create a temporary folder in") as info, \
+            temp_dir("edgekit-test-"):
+        pass
+    assert "TMPDIR" in (info.value.hint or "")
+    with temp_dir("edgekit-test-", dir=tmp_path) as d:
+        (d / "x").write_text("x")
+        kept = d
+    assert not kept.exists()
+
+
+def test_private_tempdir_takes_library_temp_files_along(tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    with pytest.raises(RuntimeError), private_tempdir("edgekit-keras-") as d:
+        lib_dir = Path(tempfile.mkdtemp())  # what a library would leave behind on failure
+        assert lib_dir.parent == d
+        raise RuntimeError("the library failed")
+    assert tempfile.tempdir == str(tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_full_tmpdir_is_not_a_corrupt_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                            ) -> None:
+    from edgekit.convert.export import load_source
+
+    not_a_dir = tmp_path / "tmpfile"
+    not_a_dir.write_text("")
+    monkeypatch.setattr(tempfile, "tempdir", str(not_a_dir))
+    with pytest.raises(OutputError) as info:
+        load_source(ROOT / "models" / "fashion_cnn.keras")
+    assert not isinstance(info.value, ModelLoadError)
+    assert "fashion_cnn.keras" in info.value.message and "TMPDIR" in (info.value.hint or "")
+
+
+def _popen_export(out: Path) -> subprocess.Popen[str]:
+    env = {**os.environ, "TF_ENABLE_ONEDNN_OPTS": "0"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "edgekit.cli", "export", str(ROOT / "models" / "fashion_cnn.keras"),
+         "-o", str(out), "--quantize", "int8",
+         "--calibration", str(ROOT / "calibration_data" / "fashion_mnist.npz"), "--force"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT,
+    )
+
+
+@pytest.mark.parametrize("previous", [False, True])
+def test_sigterm_during_export_removes_staging(tmp_path: Path, previous: bool) -> None:
+    out = tmp_path / "out"
+    if previous:
+        with ArtifactSet(out, ["fashion_cnn.onnx", "fashion_cnn.report.json"]).open() as a:
+            a.write_bytes("fashion_cnn.onnx", b"previous model")
+            a.write_bytes("fashion_cnn.report.json", b"previous report")
+    before = _tree(out)
+    proc = _popen_export(out)
+    deadline, seen = time.monotonic() + 240, False
+    while time.monotonic() < deadline and proc.poll() is None:
+        if list(tmp_path.glob(".edgekit-tmp-*")) or list(out.glob(".edgekit-tmp-*")):
+            seen = True
+            break
+        time.sleep(0.02)
+    assert seen, "the export ended before its staging folder appeared"
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=240)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert "Traceback" not in err
+    assert "error: interrupted by SIGTERM" in err
+    _no_temp_left(tmp_path)
+    assert _tree(out) == before  # nothing (new folder) or the previous complete set
+
+
+# ------------------------------------------------------------------------------------------
+# bad inputs: corrupt tensors, complex calibration data
+# ------------------------------------------------------------------------------------------
+def test_corrupt_tensor_is_an_error_without_traceback(tiny: Path, tmp_path: Path) -> None:
+    m = onnx.load(str(tiny))
+    w = next(t for t in m.graph.initializer if len(t.raw_data) > 64)
+    w.raw_data = w.raw_data[: len(w.raw_data) // 2]
+    bad = tmp_path / "bad.onnx"
+    onnx.save(m, str(bad))
+    result = CliRunner().invoke(cli, ["quantize", str(bad), "-o", str(tmp_path / "q"),
+                                      "--quantize", "fp16"])
+    line = _assert_clean_error(result, str(bad))
+    assert f"tensor {w.name!r}" in line and "corrupt" in line
+    assert isinstance(ModelLoadError("x"), Exception)
+    assert not (tmp_path / "q").exists()
+
+
+def test_complex_calibration_data_is_rejected(tiny: Path, tmp_path: Path) -> None:
+    x = (np.ones((8, 28, 28, 1)) + 1j).astype(np.complex64)
+    data = tmp_path / "complex.npz"
+    np.savez(data, x=x)
+    with pytest.raises(DataError, match="complex"):
+        load_dataset(data, ["image"], "calibration data")
+    result = CliRunner().invoke(cli, ["quantize", str(tiny), "-o", str(tmp_path / "q"),
+                                      "--quantize", "int8", "--calibration", str(data)])
+    line = _assert_clean_error(result, "complex.npz")
+    assert "complex" in line
+    assert not (tmp_path / "q").exists()
+
+
+def test_memory_figures_come_from_psutil() -> None:
+    import psutil
+
+    from edgekit.measure.machine import machine_info, peak_rss_mb, rss_mb
+
+    now = psutil.Process().memory_info().rss / 2**20
+    assert abs(rss_mb() - now) < 64
+    assert peak_rss_mb() >= rss_mb() * 0.9 > 0
+    info = machine_info()
+    assert info["memory_mb"] > 0 and info["logical_cores"] == os.cpu_count()
