@@ -109,7 +109,6 @@ def prepare(names: list[str], calibration_samples: int, threads: tuple[int, ...]
             built: tuple[str, ...] = BUILT) -> dict[str, Any]:
     """Build every variant file; returns the manifest (paths and build errors per model)."""
     from edgekit.convert.export import synthetic_inputs
-    from edgekit.inputs.data import load_dataset
     from edgekit.measure.bench import KerasBackend
     from edgekit.measure.compare import build_variants
 
@@ -121,7 +120,7 @@ def prepare(names: list[str], calibration_samples: int, threads: tuple[int, ...]
         kb = KerasBackend(keras_path)
         n = calibration_samples if "224" not in name else min(calibration_samples, 32)
         if cal_path is not None and cal_path.exists():
-            ds = load_dataset(cal_path, [i.name for i in kb.inputs], "calibration").take(n)
+            ds = kb.load_data(cal_path, "calibration data", "train", n)
             cal = dict(zip([i.name for i in kb.inputs], kb.prepare(ds), strict=True))
         else:
             cal = synthetic_inputs(kb.source, n)

@@ -84,5 +84,8 @@ def run(name: str, outdir: Path, size: int | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    for model_name in sys.argv[2:]:  # several light models share one TensorFlow start-up
+    for model_name in sys.argv[2:]:  # several models share one TensorFlow start-up
         run(model_name, Path(sys.argv[1]) / model_name)
+        import keras
+
+        keras.backend.clear_session(free_memory=True)  # the next model starts from a clean slate

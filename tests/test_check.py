@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 from _bench_models import BenchModels, bench_models_dir  # noqa: F401
@@ -137,3 +138,54 @@ def test_option(edge_model):
     assert r.returncode == 0 and "2 passed" in r.stdout, r.stdout + r.stderr
     r = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=120)
     assert "1 passed, 1 skipped" in r.stdout, r.stdout + r.stderr
+
+
+def _idx_linear_model(path, fashion_dir) -> tuple[str, Any]:  # noqa: ANN001
+    """A Flatten -> MatMul -> Softmax classifier of 28x28x1 images, fitted by least squares on
+    2,000 Fashion-MNIST training images, with uint8 preprocessing metadata (scale 1/255)."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edgekit.inputs.datasets import load_image_data
+    from edgekit.metadata import ModelMetadata, Preprocessing
+
+    d = load_image_data(fashion_dir)
+    x = d.x_train[:2000].reshape(2000, -1).astype(np.float32) / 255.0
+    w = np.linalg.lstsq(x, np.eye(10, dtype=np.float32)[d.y_train[:2000]], rcond=None)[0]
+    graph = helper.make_graph(
+        [helper.make_node("Flatten", ["image"], ["flat"]),
+         helper.make_node("MatMul", ["flat", "w"], ["logits"]),
+         helper.make_node("Softmax", ["logits"], ["probs"], axis=-1)],
+        "linear", [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 28, 28, 1])],
+        [helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["N", 10])],
+        [numpy_helper.from_array(w.astype(np.float32), "w")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    meta = ModelMetadata(task="classification", labels=d.labels,
+                         preprocessing=Preprocessing(kind="image", scale=1 / 255,
+                                                     raw_dtype="uint8"))
+    for k, v in meta.to_props().items():
+        model.metadata_props.add(key=k, value=v)
+    onnx.save(model, str(path))
+    return str(path), d
+
+
+def test_check_and_plugin_read_an_idx_folder(fashion_dir, tmp_path) -> None:  # noqa: ANN001
+    """check and the pytest plugin take the IDX folder export/quantize/tune take (its test
+    split), preprocess it like every other stage, and give the same accuracy as predict."""
+    import numpy as np
+
+    from edgekit.check.regression import model_accuracy
+    from edgekit.measure.bench import load_backend
+    from edgekit.runtime import EdgeModel
+
+    path, d = _idx_linear_model(tmp_path / "linear.onnx", fashion_dir)
+    expected = 100.0 * float(np.mean(EdgeModel(path).predict(d.x_test).argmax(1) == d.y_test))
+    assert 60.0 < expected < 95.0  # a real classifier, not chance
+    assert model_accuracy(load_backend(path), fashion_dir) == pytest.approx(expected, abs=1e-9)
+    assert assert_accuracy(path, fashion_dir, min_accuracy=50.0) == pytest.approx(expected)
+    r = CliRunner().invoke(cli, ["check", path, "--baseline", str(tmp_path / "b.json"),
+                                 "--eval-data", str(fashion_dir), "--update-baseline", *FAST])
+    assert r.exit_code == 0, r.output
+    stored = json.loads((tmp_path / "b.json").read_text())
+    assert stored["accuracy"] == pytest.approx(expected, abs=1e-9)

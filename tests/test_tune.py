@@ -16,12 +16,13 @@ sklearn_datasets = pytest.importorskip("sklearn.datasets")
 
 from edgekit.cli.main import cli  # noqa: E402
 from edgekit.convert.export import ExportConfig, export_model  # noqa: E402
+from edgekit.errors import InputError  # noqa: E402
+from edgekit.measure.ratio import RatioConfig, measure_ratio  # noqa: E402
 from edgekit.metadata import ModelMetadata, Preprocessing, save_keras_metadata  # noqa: E402
 from edgekit.runtime.model import EdgeModel  # noqa: E402
 from edgekit.tune.search import (  # noqa: E402
     TuneConfig,
     float_region,
-    measure_ratio,
     stem_and_depthwise,
     tune_model,
 )
@@ -93,19 +94,22 @@ def test_measure_ratio_of_a_model_against_itself_is_near_one(digits: dict[str, P
     result = export_model(digits["model"], tmp_path)
     model = EdgeModel(result.onnx_path, "cpu", threads=1)
     feeds = {"image": np.zeros((1, 8, 8, 1), np.float32)}
-    ratio, ms, ref_ms, pairs = measure_ratio(lambda: model.run(feeds), lambda: model.run(feeds),
-                                             min_pairs=40, max_pairs=400)
-    assert 0.5 < ratio < 2.0 and ms > 0 and ref_ms > 0 and 40 <= pairs <= 400
+    lr = measure_ratio(lambda: model.run(feeds), lambda: model.run(feeds),
+                       RatioConfig(min_rounds=40))
+    assert 0.5 < lr.ratio < 2.0 and lr.candidate_ms > 0 and lr.reference_ms > 0
+    assert lr.rounds >= 40 and len(lr.history) >= 1 and lr.history[-1] == lr.ratio
     # min_seconds keeps timing after the ratio is stable; max_seconds ends an unstable one
-    # (rel_tol=-1 never counts as stable), long before max_pairs
+    # (a tolerance no estimate meets), long before max_rounds
     t0 = time.perf_counter()
-    *_, pairs = measure_ratio(lambda: model.run(feeds), lambda: model.run(feeds),
-                              min_pairs=20, max_pairs=10**9, rel_tol=1.0, min_seconds=0.3)
-    assert time.perf_counter() - t0 >= 0.3 and pairs > 20
+    lr = measure_ratio(lambda: model.run(feeds), lambda: model.run(feeds),
+                       RatioConfig(min_rounds=20, tolerance=0.99, min_seconds=0.3))
+    assert time.perf_counter() - t0 >= 0.3 and lr.rounds > 20
     t0 = time.perf_counter()
-    measure_ratio(lambda: model.run(feeds), lambda: model.run(feeds),
-                  min_pairs=20, max_pairs=10**9, rel_tol=-1.0, max_seconds=0.2)
-    assert time.perf_counter() - t0 < 10  # a generous bound: without max_seconds, hours
+    lr = measure_ratio(lambda: model.run(feeds), lambda: model.run(feeds),
+                       RatioConfig(min_rounds=10**6, max_rounds=10**9, max_seconds=0.2))
+    assert time.perf_counter() - t0 < 10 and lr.seconds >= 0.2  # without max_seconds, hours
+    with pytest.raises(InputError, match="tolerance"):
+        RatioConfig(tolerance=0.0)
     with pytest.raises(Exception, match="min_seconds"):
         TuneConfig(min_seconds=5.0, max_seconds=1.0)
 

@@ -77,10 +77,12 @@ def edge_model(request: pytest.FixtureRequest, edge_model_factory: Callable[...,
 
 
 def _xy(data: Any, model: Any) -> tuple[Any, Any]:
-    if isinstance(data, str | os.PathLike):
-        from edgekit.inputs.data import load_dataset
+    if isinstance(data, str | os.PathLike):  # .npz/.npy, IDX folder, text table
+        from edgekit.inputs.data import TensorSpecInfo
+        from edgekit.inputs.prepare import read_data
 
-        ds = load_dataset(data, list(model.input_names), "evaluation data")
+        specs = [TensorSpecInfo(s.name, tuple(s.shape), str(s.dtype)) for s in model.inputs]
+        ds = read_data(data, specs, model.metadata, "evaluation data", "test")
         if ds.labels is None:
             raise AssertionError(f"{data} has no labels 'y'")
         x = ds.inputs if len(ds.inputs) > 1 else next(iter(ds.inputs.values()))
@@ -96,8 +98,9 @@ def assert_accuracy(model: Any, data: Any, min_accuracy: float | None = None, *,
 
     Args:
         model: an :class:`edgekit.runtime.model.EdgeModel` or a path to one.
-        data: an ``.npz`` with inputs and labels ``y``, or ``(x, y)`` (raw inputs: the model's
-            preprocessing metadata is applied by ``predict``).
+        data: an ``.npz`` with inputs and labels ``y`` (or an IDX folder: its test split), or
+            ``(x, y)`` (raw inputs: the model's preprocessing metadata is applied by
+            ``predict``).
         min_accuracy: lowest accepted accuracy in percent (default None).
         baseline / max_drop: accepted when ``accuracy >= baseline - max_drop`` (default 1 pt).
         batch_size: inference batch size (default 256).
@@ -134,12 +137,12 @@ def assert_latency_ratio(model: Any, reference: Any, max_ratio: float, *, batch:
     """Assert that ``model`` takes at most ``max_ratio`` times as long as ``reference``.
 
     Both are timed interleaved in this process (median of paired per-call ratios, see
-    :func:`edgekit.check.regression.measure_ratio`), so the assertion holds on a busy CI machine.
+    :func:`edgekit.measure.ratio.measure_ratio`), so the assertion holds on a busy CI machine.
     ``model`` / ``reference``: paths (.onnx, .tflite, .keras) or ``EdgeModel`` objects
     (then their own thread settings apply). Defaults: batch 1, 1 thread, 1 to 10 s of timing.
     Returns the ratio.
     """
-    from edgekit.check.regression import CheckConfig, measure_ratio
+    from edgekit.check.regression import CheckConfig, latency_ratio
     from edgekit.measure.bench import Backend, OnnxBackend, load_backend
     from edgekit.runtime.model import EdgeModel
 
@@ -149,11 +152,11 @@ def assert_latency_ratio(model: Any, reference: Any, max_ratio: float, *, batch:
         return load_backend(m, threads=threads)
 
     mb, rb = backend(model), backend(reference)
-    lr = measure_ratio(mb, rb, CheckConfig(batch=batch, threads=threads, min_time=min_time,
+    lr = latency_ratio(mb, rb, CheckConfig(batch=batch, threads=threads, min_time=min_time,
                                            max_time=max_time))
     if lr.ratio > max_ratio:
         raise AssertionError(
             f"{mb.name} takes {lr.ratio:.2f}x as long as {rb.name} (limit {max_ratio:g}x; "
-            f"p50 {lr.model_p50_ms:.3g} ms vs {lr.reference_p50_ms:.3g} ms, batch {batch}, "
+            f"p50 {lr.candidate_ms:.3g} ms vs {lr.reference_ms:.3g} ms, batch {batch}, "
             f"{lr.rounds} interleaved rounds)")
     return lr.ratio

@@ -17,7 +17,6 @@ import datetime as _dt
 import json
 import os
 import tempfile
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,14 +27,15 @@ import numpy as np
 from edgekit.errors import DataError, InputError
 from edgekit.io.artifacts import atomic_write_json, sha256_file
 from edgekit.measure.bench import Backend, load_backend, machine_info, make_inputs, measure
+from edgekit.measure.ratio import LatencyRatio, RatioConfig, measure_ratio
+from edgekit.progress import FractionFn
 
 __all__ = [
     "CheckConfig",
     "Finding",
     "CheckResult",
-    "LatencyRatio",
     "reference_model",
-    "measure_ratio",
+    "latency_ratio",
     "model_accuracy",
     "check_model",
     "BASELINE_VERSION",
@@ -78,18 +78,6 @@ class CheckConfig:
             raise InputError("limits must be >= 0")
         if self.batch < 1:
             raise InputError("batch must be >= 1")
-
-
-@dataclass
-class LatencyRatio:
-    """Median paired ratio model / reference and the medians behind it (ms)."""
-
-    ratio: float
-    model_p50_ms: float
-    reference_p50_ms: float
-    rounds: int
-    seconds: float
-    history: list[float] = field(default_factory=list)
 
 
 @dataclass
@@ -204,34 +192,15 @@ def _spec_name(spec: dict[str, Any]) -> str:
 # ---------------------------------------------------------------------------------------------
 # measuring
 # ---------------------------------------------------------------------------------------------
-def measure_ratio(model: Backend, reference: Backend, config: CheckConfig | None = None,
-                  on_progress: Callable[[float], None] | None = None) -> LatencyRatio:
-    """Median of paired ratios model / reference, timed interleaved until stable."""
+def latency_ratio(model: Backend, reference: Backend, config: CheckConfig | None = None,
+                  on_progress: FractionFn | None = None) -> LatencyRatio:
+    """``model`` / ``reference`` latency by :func:`edgekit.measure.ratio.measure_ratio` (median
+    of per-round ratios, interleaved until stable), with ``config``'s times and batch."""
     cfg = config or CheckConfig()
-    m_call = model.bind(make_inputs(model.inputs, cfg.batch))
-    r_call = reference.bind(make_inputs(reference.inputs, 1))
-    t_m: list[int] = []
-    t_r: list[int] = []
-    history: list[float] = []
-    start = time.perf_counter()
-    warm = 10
-    while True:
-        tm, tr = measure([m_call, r_call], runs=None, duration=cfg.block_time, min_runs=5,
-                         warmup=warm)
-        warm = 0
-        t_m += tm
-        t_r += tr
-        ratio = float(np.median(np.asarray(t_m, float) / np.asarray(t_r, float)))
-        history.append(ratio)
-        elapsed = time.perf_counter() - start
-        if on_progress is not None:
-            on_progress(min(1.0, elapsed / cfg.max_time))
-        stable = len(history) >= 3 and all(
-            abs(h / ratio - 1.0) <= cfg.tolerance for h in history[-3:-1])
-        if elapsed >= cfg.max_time or (elapsed >= cfg.min_time and stable):
-            break
-    return LatencyRatio(ratio, float(np.median(t_m)) / 1e6, float(np.median(t_r)) / 1e6,
-                        len(t_m), time.perf_counter() - start, history)
+    ratio_cfg = RatioConfig(tolerance=cfg.tolerance, min_rounds=5, min_seconds=cfg.min_time,
+                            max_seconds=cfg.max_time, block_seconds=cfg.block_time)
+    return measure_ratio(reference.bind(make_inputs(reference.inputs, 1)),
+                         model.bind(make_inputs(model.inputs, cfg.batch)), ratio_cfg, on_progress)
 
 
 def _auto_depth(model: Backend, threads: int | None, batch: int, tmp: Path) -> int:
@@ -248,16 +217,13 @@ def _auto_depth(model: Backend, threads: int | None, batch: int, tmp: Path) -> i
 def model_accuracy(model: Backend, eval_data: str | os.PathLike[str],
                    eval_samples: int = 0) -> float:
     """Top-1 accuracy in percent on labelled ``eval_data`` (``y`` required)."""
-    from edgekit.inputs.data import load_dataset
     from edgekit.measure.bench import evaluate
     from edgekit.validate import accuracy
 
-    ds = load_dataset(eval_data, [i.name for i in model.inputs], "evaluation data")
+    ds = model.load_data(eval_data, "evaluation data", "test", eval_samples)
     if ds.labels is None:
         raise DataError(f"evaluation data {eval_data} has no labels 'y'",
                         hint="save it with numpy.savez(path, x=inputs, y=labels)")
-    if eval_samples:
-        ds = ds.take(eval_samples)
     labels = ds.labels
     assert labels is not None
     return accuracy(evaluate(model, ds), labels)
@@ -331,7 +297,7 @@ def _current_figures(model_path: str | os.PathLike[str],
         "latency": {
             "ratio": lr.ratio, "batch": cfg.batch, "threads": cfg.threads,
             "reference": {**spec, "name": _spec_name(spec)},
-            "model_p50_ms": lr.model_p50_ms, "reference_p50_ms": lr.reference_p50_ms,
+            "model_p50_ms": lr.candidate_ms, "reference_p50_ms": lr.reference_ms,
             "rounds": lr.rounds, "seconds": round(lr.seconds, 2),
         },
         "machine": machine_info(),
@@ -362,7 +328,7 @@ def check_model(
         spec = _reference_spec(cfg, base, model, Path(tmp_s))
         ref = _reference_backend(spec, cfg.threads, Path(tmp_s))
         acc = model_accuracy(model, eval_data, cfg.eval_samples) if eval_data else None
-        lr = measure_ratio(model, ref, cfg, on_progress)
+        lr = latency_ratio(model, ref, cfg, on_progress)
     current = _current_figures(model_path, eval_data, acc, lr, spec, cfg)
     if base is None:
         atomic_write_json(base_path, current, force=True)

@@ -207,8 +207,8 @@ def threads_option(default: int | None = None, min_threads: int = 1,
                         default=default, help=help, show_default=default is not None, **kwargs)
 
 
-def eval_data_option(help: str = "NPZ/NPY evaluation samples with labels y (accuracy is "
-                     "measured with it).") -> Callable[[F], F]:
+def eval_data_option(help: str = "Labelled evaluation data: .npz/.npy with y, an IDX folder "
+                     "(its test split) or a text table (text models).") -> Callable[[F], F]:
     """``--eval-data`` (must exist)."""
     return click.option("--eval-data", type=existing_path(), default=None, help=help)
 

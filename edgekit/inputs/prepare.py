@@ -19,7 +19,7 @@ from edgekit.errors import DataError, InputError
 from edgekit.inputs.data import Dataset, TensorSpecInfo, format_shape, load_dataset
 from edgekit.metadata import ModelMetadata
 
-__all__ = ["load_model_data", "prepare_inputs", "onnx_input_specs"]
+__all__ = ["load_model_data", "read_data", "prepare_dataset", "prepare_inputs", "onnx_input_specs"]
 
 
 def onnx_input_specs(model_proto: Any) -> list[TensorSpecInfo]:
@@ -67,16 +67,35 @@ def load_model_data(
     seeded random subset; integer images for float inputs are scaled by the model's
     preprocessing metadata, with a note.
     """
+    ds = read_data(data, specs, meta, what, split, limit, seed)
+    notes = _scaling_notes(ds, specs, meta, what)
+    feeds, more = prepare_dataset(ds, specs, meta, what)
+    return feeds, ds.labels, notes + more, ds.source or "in-memory dataset"
+
+
+def read_data(data: str | os.PathLike[str] | Dataset, specs: Sequence[TensorSpecInfo],
+              meta: ModelMetadata, what: str, split: str = "train", limit: int = 0,
+              seed: int = 0) -> Dataset:
+    """The raw data for a model (not yet preprocessed), as :func:`load_model_data` reads it:
+    arrays named after the model's inputs (by position when the names differ), ``limit``
+    samples at most (a seeded random subset; 0 = all)."""
     ds = _read(data, [s.name for s in specs], meta, what, split)
     if limit and len(ds) > limit:
         idx = np.sort(np.random.default_rng(seed).permutation(len(ds))[:limit])
         ds = Dataset({k: v[idx] for k, v in ds.inputs.items()},
                      None if ds.labels is None else ds.labels[idx], ds.source)
-    notes = _scaling_notes(ds, specs, meta, what)
+    return ds
+
+
+def prepare_dataset(ds: Dataset, specs: Sequence[TensorSpecInfo], meta: ModelMetadata,
+                    what: str = "data") -> tuple[dict[str, np.ndarray], list[str]]:
+    """Model-ready feeds from raw data and notes: the model's preprocessing applies to integer
+    data, and to float data too when the metadata names no raw dtype (tabular
+    standardisation), the rule :meth:`edgekit.runtime.EdgeModel.predict` follows."""
+    notes: list[str] = []
     ds = _standardise_floats(ds, specs, meta, what, notes)
     feeds, more = prepare_inputs(list(specs), ds, meta)
-    notes.extend(f"{what}: {n}" for n in more)
-    return feeds, ds.labels, notes, ds.source or "in-memory dataset"
+    return feeds, notes + [f"{what}: {n}" for n in more]
 
 
 def _read(data: str | os.PathLike[str] | Dataset, names: list[str], meta: ModelMetadata,
@@ -98,8 +117,8 @@ def _read(data: str | os.PathLike[str] | Dataset, names: list[str], meta: ModelM
             ds = _text_split(p, meta, split)
         else:
             ds = load_dataset(p, names, what)
-    if len(names) == 1 and names[0] not in ds.inputs and len(ds.inputs) == 1:
-        ds = Dataset({names[0]: next(iter(ds.inputs.values()))}, ds.labels, ds.source)
+    if not all(n in ds.inputs for n in names) and len(ds.inputs) == len(names):
+        ds = Dataset(dict(zip(names, ds.inputs.values(), strict=True)), ds.labels, ds.source)
     missing = [n for n in names if n not in ds.inputs]
     if missing:
         raise DataError(f"{what} has no array for input(s) {missing}")

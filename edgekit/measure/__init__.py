@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from edgekit.measure.bench import (
+    ENGINES,
     Backend,
     BenchConfig,
     BenchResult,
@@ -10,11 +11,13 @@ from edgekit.measure.bench import (
     LatencyStats,
     ModelResult,
     OnnxBackend,
+    OpenVinoBackend,
     TFLiteBackend,
     bench_models,
     cpu_model,
     evaluate,
     format_table,
+    installed_engines,
     instruction_set,
     latency_stats,
     load_backend,
@@ -33,6 +36,9 @@ __all__ = [
     "BenchConfig",
     "Backend",
     "OnnxBackend",
+    "OpenVinoBackend",
+    "ENGINES",
+    "installed_engines",
     "KerasBackend",
     "TFLiteBackend",
     "LatencyStats",

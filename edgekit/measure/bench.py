@@ -27,7 +27,9 @@ from typing import Any
 import numpy as np
 
 from edgekit.errors import InputError, require
-from edgekit.inputs.data import Dataset, batches
+from edgekit.inputs.data import Dataset, TensorSpecInfo, batches
+from edgekit.inputs.prepare import prepare_dataset, read_data
+from edgekit.inputs.synthetic import draw_inputs
 from edgekit.measure.machine import (  # noqa: F401 - re-exported under the old names
     cpu_model,
     instruction_set,
@@ -37,6 +39,7 @@ from edgekit.measure.machine import (  # noqa: F401 - re-exported under the old 
     rss_mb,
 )
 from edgekit.measure.plots import plot_latencies  # noqa: F401 - re-exported (moved there)
+from edgekit.metadata import ModelMetadata
 
 __all__ = [
     "instruction_set",
@@ -213,13 +216,11 @@ def _size_bytes(path: Path) -> int:
 # ---------------------------------------------------------------------------------------------
 # backends
 # ---------------------------------------------------------------------------------------------
-@dataclass
-class InputInfo:
-    """Shape (None = dynamic), numpy dtype and, for ids, the exclusive upper bound."""
+@dataclass(frozen=True)
+class InputInfo(TensorSpecInfo):
+    """A model input (:class:`~edgekit.inputs.data.TensorSpecInfo`) and, for ids, the exclusive
+    upper bound of valid values (default 2)."""
 
-    name: str
-    shape: tuple[int | None, ...]
-    dtype: str
     high: int = 2
 
 
@@ -253,35 +254,21 @@ class Backend:
         """Free the session / interpreter."""
 
     def prepare(self, data: Dataset) -> list[np.ndarray]:
-        """Model-ready inputs (model order) from raw data, by the rule of
-        :meth:`edgekit.runtime.model.EdgeModel.prepare`: the metadata's preprocessing is applied to
-        integer data, and to float data too when it names no ``raw_dtype``."""
-        pre = getattr(self.metadata, "preprocessing", None)
-        out = []
-        for spec, a in zip(self.inputs, _by_position(data, self.inputs).values(), strict=True):
-            want = np.dtype(spec.dtype)
-            if a.ndim == len(spec.shape) - 1 and spec.shape[-1] == 1:
-                a = a[..., None]  # (N, H, W) images for an (N, H, W, 1) input
-            if want.kind == "f":
-                if pre is not None and not pre.is_identity and (
-                        pre.raw_dtype is None or a.dtype.kind in "iub"):
-                    a = pre.apply(a, want)
-                else:
-                    a = a.astype(want, copy=False)
-            else:
-                a = a.astype(want, copy=False)
-            out.append(a)
-        return out
+        """Model-ready inputs (model order) from raw data, by the one input pipeline
+        (:func:`edgekit.inputs.prepare.prepare_dataset`, the rule ``EdgeModel.predict``
+        follows); arrays are matched by name, else by position."""
+        meta = self.metadata if isinstance(self.metadata, ModelMetadata) else ModelMetadata()
+        ds = read_data(data, self.inputs, meta, "data")
+        feeds, _ = prepare_dataset(ds, self.inputs, meta)
+        return [feeds[s.name] for s in self.inputs]
 
-
-def _by_position(data: Dataset, specs: Sequence[Any]) -> dict[str, np.ndarray]:
-    """Data arrays renamed to ``specs`` names (by name when they match, else by position)."""
-    if all(s.name in data.inputs for s in specs):
-        return {s.name: data.inputs[s.name] for s in specs}
-    arrays = list(data.inputs.values())
-    if len(arrays) != len(specs):
-        raise InputError(f"data has {len(arrays)} input arrays, the model has {len(specs)} inputs")
-    return {s.name: a for s, a in zip(specs, arrays, strict=True)}
+    def load_data(self, data: str | os.PathLike[str] | Dataset, what: str,
+                  split: str = "test", limit: int = 0) -> Dataset:
+        """Raw data for this model from a file, folder or Dataset
+        (:func:`edgekit.inputs.prepare.read_data`: ``.npz``/``.npy``, IDX folders, text tables
+        for models with a tokenizer); ``limit`` samples at most (0 = all)."""
+        meta = self.metadata if isinstance(self.metadata, ModelMetadata) else ModelMetadata()
+        return read_data(data, self.inputs, meta, what, split, limit)
 
 
 class OnnxBackend(Backend):
@@ -322,12 +309,6 @@ class OnnxBackend(Backend):
         feeds = dict(zip(self.model.input_names, arrays, strict=True))
         run = self.model.run
         return lambda: run(feeds)
-
-    def prepare(self, data: Dataset) -> list[np.ndarray]:
-        raw = _by_position(data, self.inputs)
-        arg: Any = raw if len(raw) > 1 else next(iter(raw.values()))
-        feeds = self.model.prepare(arg)
-        return [feeds[n] for n in self.model.input_names]
 
     def close(self) -> None:
         self.model.close()
@@ -531,20 +512,12 @@ def load_backend(path: str | os.PathLike[str], name: str | None = None, *,
 # inputs and statistics
 # ---------------------------------------------------------------------------------------------
 def make_inputs(inputs: Sequence[InputInfo], batch: int, seed: int = 0) -> list[np.ndarray]:
-    """Seeded synthetic inputs: floats uniform in [0, 1), ids uniform in ``[0, high)``;
-    dynamic non-batch dimensions get length 8."""
-    rng = np.random.default_rng(seed)
-    out = []
-    for spec in inputs:
-        shape = (batch, *[8 if d is None else d for d in spec.shape[1:]])
-        dt = np.dtype(spec.dtype)
-        if dt.kind in "iu":
-            out.append(rng.integers(0, max(2, spec.high), shape).astype(dt))
-        elif dt == np.bool_:
-            out.append(rng.integers(0, 2, shape).astype(bool))
-        else:
-            out.append(rng.random(shape, dtype=np.float32).astype(dt))
-    return out
+    """Seeded synthetic inputs (:func:`edgekit.inputs.synthetic.draw_inputs`): smooth image
+    fields and uniform [0, 1) floats, ids uniform in ``[0, high)``; dynamic non-batch dimensions
+    get length 8."""
+    highs = {s.name: max(2, getattr(s, "high", 2)) for s in inputs}
+    feeds = draw_inputs(inputs, batch, np.random.default_rng(seed), 8, {}, highs, image=True)
+    return [feeds[s.name] for s in inputs]
 
 
 def latency_stats(samples_ns: Sequence[int], batch: int) -> LatencyStats:

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from edgekit.errors import InputError, require
-from edgekit.inputs.data import Dataset, load_dataset
+from edgekit.inputs.data import Dataset
 from edgekit.logs import quiet_fds
 from edgekit.measure.bench import (
     Backend,
@@ -414,9 +414,8 @@ def _calibration(keras_b: Backend, path: str | os.PathLike[str] | None,
     from edgekit.convert.export import synthetic_inputs
 
     source = keras_b.source  # type: ignore[attr-defined]
-    names = [s.name for s in source.inputs]
     if path is not None:
-        ds = load_dataset(path, names, "calibration data").take(n)
+        ds = keras_b.load_data(path, "calibration data", "train", n)
     elif eval_ds is not None:
         ds = eval_ds.take(n)
         notes.append(f"no --calibration: calibrated on the first {len(ds)} evaluation samples")
@@ -424,7 +423,7 @@ def _calibration(keras_b: Backend, path: str | os.PathLike[str] | None,
         notes.append(f"no --calibration: calibrated on {n} synthetic inputs (int8 accuracy "
                      "may suffer; give real samples)")
         return synthetic_inputs(source, n)
-    return dict(zip(names, keras_b.prepare(ds), strict=True))
+    return dict(zip([s.name for s in source.inputs], keras_b.prepare(ds), strict=True))
 
 
 def compare_model(
@@ -490,12 +489,9 @@ def _compare_data(keras_b: KerasBackend, calibration: str | os.PathLike[str] | N
                   notes: list[str]) -> tuple[dict[str, np.ndarray], Dataset]:
     """Model-ready calibration arrays and the evaluation data (synthetic without any)."""
     source = keras_b.source
-    names = [s.name for s in source.inputs]
     eval_ds: Dataset | None = None
     if eval_data is not None:
-        eval_ds = load_dataset(eval_data, names, "evaluation data")
-        if config.eval_samples:
-            eval_ds = eval_ds.take(config.eval_samples)
+        eval_ds = keras_b.load_data(eval_data, "evaluation data", "test", config.eval_samples)
     cal = _calibration(keras_b, calibration, eval_ds, config.calibration_samples, notes)
     if eval_ds is None:
         from edgekit.convert.export import synthetic_inputs

@@ -28,13 +28,17 @@ nothing is written.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from edgekit.errors import InputError, require
 from edgekit.inputs.data import Dataset
@@ -45,6 +49,7 @@ from edgekit.metadata import PREFIX, ModelMetadata, set_props
 from edgekit.progress import StatusFn
 from edgekit.progress import status as report_progress
 from edgekit.quantize.build import (
+    Build,
     Builder,
     check_gate,
     prepare_float,
@@ -142,53 +147,79 @@ def quantize_model(
     t0 = time.perf_counter()
     data = load_check_data(mode, cfg, specs, meta, calibration, eval_data)
     timings["data"] = round(time.perf_counter() - t0, 3)
-    notes = ([auto_note] if auto_note else []) + data.notes
-    out = Path(outdir).absolute()  # the work below runs inside the temp folder
-    with temp_dir("edgekit-quant-") as tmp_s, working_dir(tmp_s):
-        return _build_variant(proto, Path(tmp_s), out, stem, mode, cfg, data, notes, timings,
-                              progress)
+    job = _Job(proto, Path(outdir).absolute(), stem, mode, cfg, data,
+               ([auto_note] if auto_note else []) + data.notes, timings, progress)
+    with temp_dir("edgekit-quant-") as tmp, working_dir(tmp):  # no stray files in the cwd
+        return job.run(tmp)
 
 
-def _build_variant(proto: Any, tmp: Path, outdir: Path, stem: str, mode: QuantMode,
-                   cfg: QuantizationConfig, data: CheckData, notes: list[str],
-                   timings: dict[str, float], progress: StatusFn | None
-                   ) -> VariantResult:
-    """The steps of :func:`quantize_model` inside its temp folder."""
-    import onnx
+@dataclass
+class _Job:
+    """One variant being built: what :func:`quantize_model` resolved, and its steps."""
 
-    fp32_path = tmp / "fp32.onnx"
-    onnx.save(proto, str(fp32_path))
-    fp32_size = fp32_path.stat().st_size
-    fp32_out = run_onnx(fp32_path, data.check_feeds, batch_size=256)[0]
-    labels = data.check_labels
-    fp32_acc = accuracy(fp32_out, labels) if labels is not None else None
-    t0 = time.perf_counter()
-    pre = prepare_float(fp32_path, tmp, mode, notes)
-    bound_histogram_memory(data, pre, cfg, notes)
-    timings["preprocess"] = round(time.perf_counter() - t0, 3)
-    t0 = time.perf_counter()
-    # int8: the output softmax/sigmoid stays float, so probabilities stay exact (fp16 keeps
-    # them in fp16: blocking the output node breaks the converter's float32 outputs)
-    keep = output_activation_nodes(proto) if mode is QuantMode.INT8 else []
-    exclude = list(dict.fromkeys([*cfg.nodes_to_exclude, *keep]))
-    builder = Builder(mode, cfg, pre, tmp, data, fp32_out, progress)
-    final, gate_info = check_gate(builder, builder.build(exclude), exclude)
-    timings["quantize"] = round(time.perf_counter() - t0, 3)
-    size = final.path.stat().st_size
-    notes.extend(_size_notes(size, fp32_size, final.nonstandard, mode))
-    used = cfg.replace(nodes_to_exclude=exclude, mode=mode)
-    if cfg.mode is QuantMode.AUTO and size >= fp32_size:
-        notes.append(f"auto: the {mode.value} model ({size / 1024:.1f} KiB) is not smaller than "
-                     f"fp32 ({fp32_size / 1024:.1f} KiB), so no variant was written")
-        return VariantResult.skipped(used, outdir / f"{stem}.onnx", notes)
-    result = VariantResult(
-        mode=mode.value, requested_mode=cfg.mode.value,
-        path=outdir / variant_names(stem, mode, cfg.output_format)["model"], size_bytes=size,
-        fp32_size_bytes=fp32_size, config=used, calibration=data.calibration,
-        evaluation=final.evaluation(data, fp32_acc), gate=gate_info, notes=notes,
-        timings_s=timings, portable=not final.nonstandard, nonstandard_ops=final.nonstandard)
-    _write_variant(result, final.path, tmp, stem, progress)
-    return result
+    proto: Any
+    outdir: Path
+    stem: str
+    mode: QuantMode
+    cfg: QuantizationConfig
+    data: CheckData
+    notes: list[str]
+    timings: dict[str, float]
+    progress: StatusFn | None
+
+    def run(self, tmp: Path) -> VariantResult:
+        """fp32 reference -> float graph -> quantized (+ gate) -> result and files."""
+        fp32_path, fp32_out, fp32_acc = self._fp32(tmp)
+        with self._timed("preprocess"):
+            pre = prepare_float(fp32_path, tmp, self.mode, self.notes)
+            bound_histogram_memory(self.data, pre, self.cfg, self.notes)
+        with self._timed("quantize"):
+            final, gate_info, exclude = self._quantize(pre, tmp, fp32_out)
+        fp32_size, size = fp32_path.stat().st_size, final.path.stat().st_size
+        self.notes.extend(_size_notes(size, fp32_size, final.nonstandard, self.mode))
+        used = self.cfg.replace(nodes_to_exclude=exclude, mode=self.mode)
+        if self.cfg.mode is QuantMode.AUTO and size >= fp32_size:
+            self.notes.append(f"auto: the {self.mode.value} model ({size / 1024:.1f} KiB) is not "
+                              f"smaller than fp32 ({fp32_size / 1024:.1f} KiB), so no variant "
+                              "was written")
+            return VariantResult.skipped(used, self.outdir / f"{self.stem}.onnx", self.notes)
+        name = variant_names(self.stem, self.mode, self.cfg.output_format)["model"]
+        result = VariantResult(
+            mode=self.mode.value, requested_mode=self.cfg.mode.value, path=self.outdir / name,
+            size_bytes=size, fp32_size_bytes=fp32_size, config=used,
+            calibration=self.data.calibration, evaluation=final.evaluation(self.data, fp32_acc),
+            gate=gate_info, notes=self.notes, timings_s=self.timings,
+            portable=not final.nonstandard, nonstandard_ops=final.nonstandard)
+        _write_variant(result, final.path, tmp, self.stem, self.progress)
+        return result
+
+    @contextlib.contextmanager
+    def _timed(self, step: str) -> Iterator[None]:
+        t0 = time.perf_counter()
+        yield
+        self.timings[step] = round(time.perf_counter() - t0, 3)
+
+    def _fp32(self, tmp: Path) -> tuple[Path, np.ndarray, float | None]:
+        """The fp32 file, its outputs on the check samples and its accuracy (with labels)."""
+        import onnx
+
+        fp32_path = tmp / "fp32.onnx"
+        onnx.save(self.proto, str(fp32_path))
+        fp32_out = run_onnx(fp32_path, self.data.check_feeds, batch_size=256)[0]
+        labels = self.data.check_labels
+        return fp32_path, fp32_out, accuracy(fp32_out, labels) if labels is not None else None
+
+    def _quantize(self, pre: Path, tmp: Path, fp32_out: np.ndarray
+                  ) -> tuple[Build, dict[str, Any] | None, list[str]]:
+        """The quantized build that meets the gate, the gate report and the float nodes.
+
+        int8 keeps the output softmax/sigmoid float, so probabilities stay exact (fp16 keeps
+        them in fp16: blocking the output node breaks the converter's float32 outputs)."""
+        keep = output_activation_nodes(self.proto) if self.mode is QuantMode.INT8 else []
+        exclude = list(dict.fromkeys([*self.cfg.nodes_to_exclude, *keep]))
+        builder = Builder(self.mode, self.cfg, pre, tmp, self.data, fp32_out, self.progress)
+        final, gate_info = check_gate(builder, builder.build(exclude), exclude)
+        return final, gate_info, exclude
 
 
 def _size_notes(size: int, fp32_size: int, odd: list[str], mode: QuantMode) -> list[str]:

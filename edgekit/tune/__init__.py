@@ -8,7 +8,6 @@ from edgekit.tune.search import (
     TuneResult,
     float_region,
     format_candidates,
-    measure_ratio,
     node_profile,
     tune_model,
 )
@@ -18,7 +17,6 @@ __all__ = [
     "Candidate",
     "TuneResult",
     "tune_model",
-    "measure_ratio",
     "node_profile",
     "float_region",
     "format_candidates",

@@ -31,7 +31,7 @@ import re
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,15 +44,15 @@ from edgekit.errors import DataError, InputError
 from edgekit.inputs.data import Dataset, run_in_batches
 from edgekit.io.artifacts import ArtifactSet
 from edgekit.measure.bench import ENGINES, cpu_model, installed_engines, instruction_set, measure
+from edgekit.measure.ratio import RatioConfig, measure_ratio
 from edgekit.metadata import PREFIX, ModelMetadata, set_props
+from edgekit.progress import FractionFn, StatusFn
 from edgekit.runtime.model import EdgeModel, SessionOptionsConfig
 from edgekit.validate import accuracy
 
-__all__ = ["TuneConfig", "Candidate", "TuneResult", "tune_model", "measure_ratio", "node_profile",
+__all__ = ["TuneConfig", "Candidate", "TuneResult", "tune_model", "node_profile",
            "float_region", "format_candidates"]
 
-ProgressFn = Callable[[str], None]
-FractionFn = Callable[[float], None]
 
 
 @dataclass
@@ -112,6 +112,12 @@ class TuneConfig:
         if not 0 <= self.min_seconds <= self.max_seconds:
             raise InputError("need 0 <= min_seconds <= max_seconds")
 
+    def ratio_config(self) -> RatioConfig:
+        """How each candidate's latency ratio is measured (:mod:`edgekit.measure.ratio`)."""
+        return RatioConfig(tolerance=self.rel_tol, min_rounds=self.min_pairs,
+                           max_rounds=self.max_pairs, min_seconds=self.min_seconds,
+                           max_seconds=self.max_seconds)
+
 
 @dataclass
 class Candidate:
@@ -165,44 +171,6 @@ class TuneResult:
 # ---------------------------------------------------------------------------------------------
 # Measurement
 # ---------------------------------------------------------------------------------------------
-def measure_ratio(
-    reference: Callable[[], Any],
-    candidate: Callable[[], Any],
-    min_pairs: int = 40,
-    max_pairs: int = 600,
-    rel_tol: float = 0.02,
-    block: int = 20,
-    min_seconds: float = 0.0,
-    max_seconds: float = float("inf"),
-) -> tuple[float, float, float, int]:
-    """Median latency ratio ``candidate / reference``, measured interleaved until stable.
-
-    Returns ``(ratio, candidate_ms, reference_ms, pairs)``. Pairs are timed in blocks of
-    ``block``; it stops when two successive estimates of the ratio differ by less than
-    ``rel_tol`` (after ``min_pairs`` and ``min_seconds``, defaults 40 and 0), or at
-    ``max_pairs`` (default 600) or ``max_seconds`` (default no limit).
-    """
-    ref_ns: list[int] = []
-    cand_ns: list[int] = []
-    previous: float | None = None
-    warm = 5
-    t0 = time.perf_counter()
-    while len(ref_ns) < max_pairs:
-        a, b = measure([reference, candidate], runs=block, warmup=warm)
-        warm = 0
-        ref_ns += a
-        cand_ns += b
-        ratio = float(np.median(cand_ns) / np.median(ref_ns))
-        elapsed = time.perf_counter() - t0
-        stable = previous is not None and abs(ratio - previous) <= rel_tol * previous
-        if (stable and len(ref_ns) >= min_pairs and elapsed >= min_seconds) \
-                or elapsed >= max_seconds:
-            break
-        previous = ratio
-    ratio = float(np.median(cand_ns) / np.median(ref_ns))
-    return ratio, float(np.median(cand_ns)) / 1e6, float(np.median(ref_ns)) / 1e6, len(ref_ns)
-
-
 def node_profile(
     path: str | os.PathLike[str], feeds: dict[str, np.ndarray], session: SessionOptionsConfig,
     runs: int = 30,
@@ -325,7 +293,7 @@ class _Context:
     reference: EdgeModel
     base_session: SessionOptionsConfig
     tmp: Path
-    progress: ProgressFn
+    progress: StatusFn
 
 
 def _check_accuracy(ctx: _Context, cand: Candidate, model: EdgeModel) -> None:
@@ -355,12 +323,9 @@ def _measure(ctx: _Context, cand: Candidate, path: Path,
     feeds_ref = ctx.bench_feeds
     ref_run, cand_run = ctx.reference.run, model.run
     cfg = ctx.config
-    ratio, ms, ref_ms, pairs = measure_ratio(
-        lambda: ref_run(feeds_ref), lambda: cand_run(feeds_ref),
-        cfg.min_pairs, cfg.max_pairs, cfg.rel_tol,
-        min_seconds=cfg.min_seconds, max_seconds=cfg.max_seconds,
-    )
-    cand.latency_ratio, cand.latency_ms, cand.fp32_latency_ms, cand.pairs = ratio, ms, ref_ms, pairs
+    lr = measure_ratio(lambda: ref_run(feeds_ref), lambda: cand_run(feeds_ref), cfg.ratio_config())
+    cand.latency_ratio, cand.latency_ms = lr.ratio, lr.candidate_ms
+    cand.fp32_latency_ms, cand.pairs = lr.reference_ms, lr.rounds
     cand.session = session.to_dict()
     cand.engine = str(getattr(model, "engine_name", "onnxruntime"))
     cand.path = str(path)
@@ -608,7 +573,7 @@ class _Data:
     notes: list[str]
 
 
-def _fp32_model(src: Path, tmp: Path, say: ProgressFn) -> Path:
+def _fp32_model(src: Path, tmp: Path, say: StatusFn) -> Path:
     """``src`` itself when it is ONNX, else its validated fp32 export in ``tmp``."""
     if src.suffix.lower() == ".onnx":
         return src
@@ -643,7 +608,7 @@ def _load_tune_data(proto: Any, calibration: Any, eval_data: Any, config: TuneCo
 
 
 def _context(config: TuneConfig, fp32_path: Path, graph: Any, data: _Data, tmp: Path,
-             say: ProgressFn) -> _Context:
+             say: StatusFn) -> _Context:
     base_session = SessionOptionsConfig(
         intra_op_num_threads=config.threads, inter_op_num_threads=1,
         execution_mode="sequential", graph_optimization_level="all",
@@ -859,7 +824,7 @@ def tune_model(
     calibration: str | os.PathLike[str] | Dataset,
     eval_data: str | os.PathLike[str] | Dataset | None = None,
     config: TuneConfig | None = None,
-    progress: ProgressFn | None = None,
+    progress: StatusFn | None = None,
     on_progress: FractionFn | None = None,
 ) -> TuneResult:
     """Search for the fastest int8 variant of ``model`` whose accuracy holds.
@@ -887,12 +852,7 @@ def tune_model(
 
     _require_calibration(calibration)
     src = Path(model)
-    if not src.exists():
-        raise InputError(f"model path {src} does not exist", hint="check the path")
-    stem = src.stem if not src.is_dir() else src.name
-    names = [f"{stem}.tuned.onnx", f"{stem}.tune.json"]
-    artifacts = ArtifactSet(outdir, names, force=config.force)
-    artifacts.check()
+    artifacts, names = _artifacts(src, outdir, config.force)
     t_start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="edgekit-tune-") as tmpdir:
         fp32_path = _fp32_model(src, Path(tmpdir), say)
@@ -914,6 +874,18 @@ def tune_model(
             artifacts.write_json(names[1], report)
     return TuneResult(artifacts.final(names[0]), artifacts.final(names[1]), winner,
                       search.cands, report)
+
+
+def _artifacts(src: Path, outdir: str | os.PathLike[str],
+               force: bool) -> tuple[ArtifactSet, list[str]]:
+    """The checked outputs ``<stem>.tuned.onnx`` and ``<stem>.tune.json`` of ``src``."""
+    if not src.exists():
+        raise InputError(f"model path {src} does not exist", hint="check the path")
+    stem = src.stem if not src.is_dir() else src.name
+    names = [f"{stem}.tuned.onnx", f"{stem}.tune.json"]
+    artifacts = ArtifactSet(outdir, names, force=force)
+    artifacts.check()
+    return artifacts, names
 
 
 def _why(winner: Candidate, fp32: Candidate, cands: Sequence[Candidate], cfg: TuneConfig) -> str:
