@@ -2,24 +2,7 @@
 
 from __future__ import annotations
 
-from edgekit.check.regression import (
-    BASELINE_VERSION,
-    CheckConfig,
-    CheckResult,
-    Finding,
-    check_model,
-    latency_ratio,
-    model_accuracy,
-    reference_model,
-)
+from edgekit.check import regression as _regression
+from edgekit.check.regression import *  # noqa: F403
 
-__all__ = [
-    "CheckConfig",
-    "Finding",
-    "CheckResult",
-    "reference_model",
-    "latency_ratio",
-    "model_accuracy",
-    "check_model",
-    "BASELINE_VERSION",
-]
+__all__ = [*_regression.__all__]

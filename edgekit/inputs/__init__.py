@@ -2,80 +2,13 @@
 
 from __future__ import annotations
 
-from edgekit.inputs.data import (
-    Dataset,
-    TensorSpecInfo,
-    batches,
-    check_finite,
-    format_shape,
-    load_dataset,
-    read_arrays,
-    run_in_batches,
-)
-from edgekit.inputs.datasets import (
-    BREAST_CANCER_LABELS,
-    DATA_HINT_IMAGES,
-    FASHION_MNIST_LABELS,
-    MNIST_LABELS,
-    DataSplit,
-    ImageData,
-    TabularData,
-    TextData,
-    holdout_split,
-    load_breast_cancer,
-    load_csv,
-    load_image_data,
-    load_text_table,
-    read_idx,
-    split_text_table,
-)
-from edgekit.inputs.prepare import (
-    load_model_data,
-    onnx_input_specs,
-    prepare_inputs,
-)
-from edgekit.inputs.synthetic import (
-    CANDIDATE_LENGTHS,
-    InputRange,
-    draw_inputs,
-    keras_input_ranges,
-    probe_length,
-    smooth_images,
-    synthetic_feeds,
-)
+from edgekit.inputs import data as _data
+from edgekit.inputs import datasets as _datasets
+from edgekit.inputs import prepare as _prepare
+from edgekit.inputs import synthetic as _synthetic
+from edgekit.inputs.data import *  # noqa: F403
+from edgekit.inputs.datasets import *  # noqa: F403
+from edgekit.inputs.prepare import *  # noqa: F403
+from edgekit.inputs.synthetic import *  # noqa: F403
 
-__all__ = [
-    "TensorSpecInfo",
-    "Dataset",
-    "read_arrays",
-    "load_dataset",
-    "check_finite",
-    "batches",
-    "run_in_batches",
-    "format_shape",
-    "load_model_data",
-    "prepare_inputs",
-    "onnx_input_specs",
-    "FASHION_MNIST_LABELS",
-    "MNIST_LABELS",
-    "BREAST_CANCER_LABELS",
-    "DATA_HINT_IMAGES",
-    "DataSplit",
-    "holdout_split",
-    "split_text_table",
-    "ImageData",
-    "TabularData",
-    "TextData",
-    "read_idx",
-    "load_image_data",
-    "load_csv",
-    "load_breast_cancer",
-    "load_text_table",
-    "InputRange",
-    "CANDIDATE_LENGTHS",
-    "keras_input_ranges",
-    "draw_inputs",
-    "synthetic_feeds",
-    "probe_length",
-    "smooth_images",
-]
+__all__ = [*_data.__all__, *_datasets.__all__, *_prepare.__all__, *_synthetic.__all__]

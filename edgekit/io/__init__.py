@@ -2,35 +2,11 @@
 
 from __future__ import annotations
 
-from edgekit.io.artifacts import (
-    ArtifactSet,
-    atomic_write_bytes,
-    atomic_write_json,
-    recover,
-    sha256_file,
-    to_json,
-)
-from edgekit.io.onnxfile import (
-    ModelInfo,
-    format_info,
-    inspect_model,
-    load_onnx,
-)
-from edgekit.io.tempdirs import Terminated, interruptible, private_tempdir, temp_dir
+from edgekit.io import artifacts as _artifacts
+from edgekit.io import onnxfile as _onnxfile
+from edgekit.io import tempdirs as _tempdirs
+from edgekit.io.artifacts import *  # noqa: F403
+from edgekit.io.onnxfile import *  # noqa: F403
+from edgekit.io.tempdirs import *  # noqa: F403
 
-__all__ = [
-    "ArtifactSet",
-    "atomic_write_bytes",
-    "atomic_write_json",
-    "recover",
-    "sha256_file",
-    "Terminated",
-    "interruptible",
-    "private_tempdir",
-    "temp_dir",
-    "to_json",
-    "ModelInfo",
-    "inspect_model",
-    "format_info",
-    "load_onnx",
-]
+__all__ = [*_artifacts.__all__, *_onnxfile.__all__, *_tempdirs.__all__]

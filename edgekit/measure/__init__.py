@@ -2,60 +2,7 @@
 
 from __future__ import annotations
 
-from edgekit.measure.bench import (
-    ENGINES,
-    Backend,
-    BenchConfig,
-    BenchResult,
-    KerasBackend,
-    LatencyStats,
-    ModelResult,
-    OnnxBackend,
-    OpenVinoBackend,
-    TFLiteBackend,
-    bench_models,
-    cpu_model,
-    evaluate,
-    format_table,
-    installed_engines,
-    instruction_set,
-    latency_stats,
-    load_backend,
-    machine_info,
-    make_inputs,
-    measure,
-    peak_rss_mb,
-    plot_latencies,
-    render_table,
-    reset_peak_rss,
-    rss_mb,
-)
+from edgekit.measure import bench as _bench
+from edgekit.measure.bench import *  # noqa: F403
 
-__all__ = [
-    "instruction_set",
-    "BenchConfig",
-    "Backend",
-    "OnnxBackend",
-    "OpenVinoBackend",
-    "ENGINES",
-    "installed_engines",
-    "KerasBackend",
-    "TFLiteBackend",
-    "LatencyStats",
-    "ModelResult",
-    "BenchResult",
-    "load_backend",
-    "measure",
-    "bench_models",
-    "make_inputs",
-    "latency_stats",
-    "format_table",
-    "render_table",
-    "plot_latencies",
-    "evaluate",
-    "rss_mb",
-    "peak_rss_mb",
-    "reset_peak_rss",
-    "cpu_model",
-    "machine_info",
-]
+__all__ = [*_bench.__all__]

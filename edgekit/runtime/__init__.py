@@ -2,49 +2,16 @@
 
 from __future__ import annotations
 
-from edgekit.runtime.engines import (
-    MAX_STATIC_SHAPES,
-    Engine,
-    OnnxruntimeEngine,
-    OpenVinoEngine,
-    open_engine,
-    openvino_available,
-)
-from edgekit.runtime.model import EdgeModel, choose_engine
-from edgekit.runtime.predict import format_predictions, load_array, load_image, predict_input
-from edgekit.runtime.session import (
-    AUTO_ORDER,
-    ENGINE_NAMES,
-    PERFORMANCE_HINTS,
-    PRECISIONS,
-    PROVIDER_NAMES,
-    SessionOptionsConfig,
-    available_providers,
-    resolve_providers,
-)
-from edgekit.runtime.specs import InputSpec, read_onnx_props
+from edgekit.runtime import engines as _engines
+from edgekit.runtime import model as _model
+from edgekit.runtime import predict as _predict
+from edgekit.runtime import session as _session
+from edgekit.runtime import specs as _specs
+from edgekit.runtime.engines import *  # noqa: F403
+from edgekit.runtime.model import *  # noqa: F403
+from edgekit.runtime.predict import *  # noqa: F403
+from edgekit.runtime.session import *  # noqa: F403
+from edgekit.runtime.specs import *  # noqa: F403
 
-__all__ = [
-    "EdgeModel",
-    "SessionOptionsConfig",
-    "InputSpec",
-    "PROVIDER_NAMES",
-    "AUTO_ORDER",
-    "available_providers",
-    "resolve_providers",
-    "load_image",
-    "load_array",
-    "predict_input",
-    "format_predictions",
-    "ENGINE_NAMES",
-    "PRECISIONS",
-    "PERFORMANCE_HINTS",
-    "Engine",
-    "OnnxruntimeEngine",
-    "OpenVinoEngine",
-    "MAX_STATIC_SHAPES",
-    "open_engine",
-    "openvino_available",
-    "choose_engine",
-    "read_onnx_props",
-]
+__all__ = list(dict.fromkeys([  # model.py re-exports some session/spec names
+    *_engines.__all__, *_model.__all__, *_predict.__all__, *_session.__all__, *_specs.__all__]))

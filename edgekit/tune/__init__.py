@@ -2,22 +2,7 @@
 
 from __future__ import annotations
 
-from edgekit.tune.search import (
-    Candidate,
-    TuneConfig,
-    TuneResult,
-    float_region,
-    format_candidates,
-    node_profile,
-    tune_model,
-)
+from edgekit.tune import search as _search
+from edgekit.tune.search import *  # noqa: F403
 
-__all__ = [
-    "TuneConfig",
-    "Candidate",
-    "TuneResult",
-    "tune_model",
-    "node_profile",
-    "float_region",
-    "format_candidates",
-]
+__all__ = [*_search.__all__]
