@@ -16,6 +16,123 @@ SHARED_DATA = ROOT.parent / "shared" / "data"
 FASHION_DIR = SHARED_DATA / "fashion-mnist"
 SMS_FILE = SHARED_DATA / "sms-spam" / "SMSSpamCollection.tsv"
 
+#: tests that take 2 s or more on 2 cores (``pytest --durations``), their parametrizations
+#: included: marked ``slow`` so that ``-m "not slow"`` is a quick loop (the default run, what
+#: CI runs, still runs them all)
+#: files whose module fixtures export or train real models (every test in them waits for one)
+SLOW_FILES = {"test_coverage.py", "test_export_fixes.py", "test_portable.py", "test_notebook.py"}
+SLOW_TESTS: dict[str, set[str]] = {
+    "test_bench.py": {
+        "test_bench_onnx_models",
+    },
+    "test_check.py": {
+        "test_baseline_contents",
+        "test_check_and_plugin_read_an_idx_folder",
+        "test_check_json_on_stdout",
+        "test_plugin_assert_latency_ratio",
+        "test_plugin_edge_model_marker",
+        "test_slower_model_fails",
+    },
+    "test_cli.py": {
+        "test_export_prints_only_edgekit_lines",
+        "test_export_verbose_shows_library_lines",
+    },
+    "test_compare.py": {
+        "test_compare_budget_zero_without_labels",
+        "test_compare_cli",
+    },
+    "test_coverage.py": {
+        "test_application_family_exports",
+        "test_light_family_exports",
+    },
+    "test_engines.py": {
+        "test_both_engines_give_the_same_values",
+    },
+    "test_export.py": {
+        "test_cnn_matches_keras_at_batch_1_and_64",
+        "test_error_existing_output_without_force",
+        "test_error_unsupported_layer",
+        "test_error_validation_above_atol_writes_nothing",
+        "test_h5_and_savedmodel_sources",
+        "test_in_memory_model_and_force",
+        "test_keras_metadata_and_labels_reach_onnx",
+        "test_text_lstm_is_one_lstm_op",
+        "test_two_input_functional_model",
+        "test_validation_data_uint8_is_scaled_by_metadata",
+    },
+    "test_export_fixes.py": {
+        "test_adapted_normalization_constants_are_bound",
+        "test_cli_prints_degenerate_warning",
+        "test_custom_layer_exports_with_custom_objects",
+        "test_degenerate_outputs_warn_and_fail_with_strict",
+        "test_dynamic_length_is_probed_against_keras",
+        "test_grouped_conv_and_exact_gelu_convert",
+        "test_gru_loop_survives_simplification",
+        "test_keras_failure_is_reported_as_keras_failure",
+        "test_unconvertible_op_hint_names_the_layer_not_the_opset",
+        "test_validation_runs_keras_and_onnx_in_bounded_batches",
+    },
+    "test_faults.py": {
+        "test_sigterm_during_export_removes_staging",
+    },
+    "test_notebook.py": {
+        "test_walkthrough_runs_from_any_working_directory",
+    },
+    "test_portable.py": {
+        "test_auto_writes_no_variant_bigger_than_fp32",
+        "test_every_variant_is_standard_onnx_and_runs_in_openvino",
+        "test_output_kinds_from_keras_and_override",
+        "test_quantize_leaves_no_stray_files_in_the_working_dir",
+        "test_runtime_only_install_can_inspect_run_and_check",
+    },
+    "test_quantize.py": {
+        "test_dynamic_lstm_and_auto",
+        "test_export_int8_ort",
+        "test_gate_keeps_nodes_in_float",
+    },
+    "test_readme.py": {
+        "test_readme_shell_blocks_run_in_a_copy",
+    },
+    "test_recipes.py": {
+        "test_cli_grid_search",
+        "test_cli_train_csv_multiclass_and_force",
+        "test_image_cnn_small",
+        "test_tabular_breast_cancer_and_seed",
+        "test_text_lstm_sms_subset",
+    },
+    "test_serve.py": {
+        "test_real_server_under_load",
+    },
+    "test_serve_features.py": {
+        "test_shipped_mlp_over_http_4xx_for_bad_numbers",
+    },
+    "test_serve_hostile.py": {
+        "test_1100_stalled_connections_under_ulimit_1024",
+        "test_slow_and_silent_clients_are_closed_within_the_timeouts",
+    },
+    "test_serve_props.py": {
+        "test_predict_never_answers_5xx",
+        "test_v2_infer_never_answers_5xx",
+    },
+    "test_tune.py": {
+        "test_float_region_extends_through_activation_and_pooling",
+        "test_measure_ratio_of_a_model_against_itself_is_near_one",
+        "test_simplify_removes_dynamic_flatten_and_keeps_outputs",
+        "test_tune_cli_errors_leave_nothing",
+        "test_tune_cli_writes_the_model_and_prints_the_table",
+        "test_tune_writes_the_winner_with_session_settings",
+    },
+}
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark the tests of :data:`SLOW_TESTS` and :data:`SLOW_FILES` slow."""
+    for item in items:
+        name = getattr(item, "originalname", item.name)
+        if item.path.name in SLOW_FILES or name in SLOW_TESTS.get(item.path.name, ()):
+            item.add_marker(pytest.mark.slow)
+
 
 @pytest.fixture(scope="session")
 def fashion_dir() -> Path:

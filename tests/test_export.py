@@ -212,7 +212,8 @@ def _expect_error(args: list[str], outdir: Path, message: str, code: int = 1) ->
 
 def test_error_missing_path(tmp_path: Path) -> None:
     out = tmp_path / "out"
-    _expect_error(["export", str(tmp_path / "nope.keras"), "-o", str(out)], out, "does not exist")
+    _expect_error(["export", str(tmp_path / "nope.keras"), "-o", str(out)], out, "does not exist",
+                  code=2)  # a missing input is a usage error
     assert not out.exists()
 
 
@@ -319,8 +320,10 @@ def test_error_bad_validation_data(tmp_path: Path, models: dict[str, Path]) -> N
 
 
 def test_usage_error_exit_2(tmp_path: Path) -> None:
-    res = _run_cli(["export", str(tmp_path / "m.keras")])  # no -o
-    assert res.exit_code == 2 and "Missing option" in res.output
+    model = tmp_path / "m.keras"
+    model.write_bytes(b"")  # exists: the missing -o is what is reported
+    res = _run_cli(["export", str(model)])
+    assert res.exit_code == 2 and "Missing option" in res.output and "-o" in res.output
 
 
 # --- inspect ------------------------------------------------------------------------------------

@@ -446,11 +446,12 @@ def test_histogram_calibration_memory_is_bounded(cnn_out: Path, tmp_path: Path,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     # entropy/percentile keep every sample's activations: the sample count is capped so that
     # peak memory grows with the model, not with the calibration set (MobileNetV2-224: 22 GB)
-    import edgekit.quantize.calibration as q
+    import edgekit.quantize as q
+    import edgekit.quantize.calibration as calibration
 
     per_sample = q.activation_bytes(cnn_out / "fashion_cnn.onnx")
     assert 100_000 < per_sample < 2_000_000  # 26x26x32 + 11x11x64 ... floats
-    monkeypatch.setattr(q, "HISTOGRAM_MEMORY_BYTES", 40 * per_sample)
+    monkeypatch.setattr(calibration, "HISTOGRAM_MEMORY_BYTES", 40 * per_sample)
     cfg = q.QuantizationConfig(mode="int8", calibration_method="percentile")
     r = q.quantize_model(cnn_out / "fashion_cnn.onnx", tmp_path, config=cfg, calibration=CNN_CAL)
     assert r.calibration is not None
