@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import tempfile
 import time
@@ -31,6 +30,8 @@ from typing import Any
 
 import numpy as np
 from _runtime_common import add_model_args, model_path
+
+from edgekit.measure.machine import cpu_model, instruction_set
 
 RESULTS = Path(__file__).resolve().parent / "results" / "runtime_overhead.json"
 
@@ -152,13 +153,14 @@ def measure(path: Path, batch: int, iters: int, warmup: int, threads: int, engin
             _verdict(stats, "ov InferRequest.infer(feeds)", "ov EdgeModel.run"),
         ]
     return {"model": str(path), "batch": batch, "iters": iters, "threads": threads,
-            "cpu": platform.processor() or platform.machine(), "calls": stats,
+            "cpu": cpu_model(), "instruction_set": instruction_set(), "calls": stats,
             "verdicts": verdicts}  # fmt: skip
 
 
 def _print(r: dict[str, Any]) -> None:
     print(f"model {r['model']}  batch {r['batch']}  threads {r['threads']}  "
           f"{r['iters']} interleaved rounds")  # fmt: skip
+    print(f"CPU: {r['cpu']} ({r['instruction_set']})")
     print(f"{'call':40}{'median':>10}{'p90':>10}{'p99':>10}  (microseconds per call)")
     for name, s in r["calls"].items():
         print(f"{name:40}{s['median_us']:10.2f}{s['p90_us']:10.2f}{s['p99_us']:10.2f}")

@@ -125,9 +125,22 @@ SLOW_TESTS: dict[str, set[str]] = {
 }
 
 
+#: seconds each file takes in a serial run on 2 cores (``pytest --durations``, rounded up): the
+#: two xdist workers (``-n 2 --dist loadfile``) take files longest first, so they end together
+FILE_SECONDS = {
+    "test_coverage.py": 300, "test_export_fixes.py": 145, "test_portable.py": 135,
+    "test_export.py": 135, "test_tune.py": 95, "test_readme.py": 65, "test_quantize.py": 50,
+    "test_check.py": 45, "test_compare.py": 35, "test_cli.py": 35, "test_recipes.py": 32,
+    "test_faults.py": 25, "test_bench.py": 25, "test_notebook.py": 20, "test_engines.py": 15,
+    "test_serve_props.py": 13, "test_serve_features.py": 12, "test_serve_hostile.py": 10,
+}
+
+
 @pytest.hookimpl(tryfirst=True)  # before -m deselects
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark the tests of :data:`SLOW_TESTS` and :data:`SLOW_FILES` slow."""
+    """Longest files first (a stable sort: each file's own order stays); mark the tests of
+    :data:`SLOW_TESTS` and :data:`SLOW_FILES` slow."""
+    items.sort(key=lambda item: -FILE_SECONDS.get(item.path.name, 0))
     for item in items:
         name = getattr(item, "originalname", item.name)
         if item.path.name in SLOW_FILES or name in SLOW_TESTS.get(item.path.name, ()):
