@@ -73,10 +73,11 @@ def test_idx_truncated_gz(tmp_path: Path, fashion_dir: Path) -> None:
 @pytest.mark.parametrize(
     "payload",
     [
-        gzip.compress(b"hello, this is not an IDX file at all"),  # bad magic
-        gzip.compress(_idx_bytes(np.zeros((5, 3), np.uint8))[:-4]),  # short body
+        gzip.compress(b"hello, this is not an IDX file at all", mtime=0),  # bad magic
+        gzip.compress(_idx_bytes(np.zeros((5, 3), np.uint8))[:-4], mtime=0),  # short body
         b"\x00\x00\x08",  # short header, not gzip
     ],
+    ids=["bad-magic", "short-body", "short-header"],  # the same in every xdist worker
 )
 def test_idx_bad_content(tmp_path: Path, payload: bytes) -> None:
     p = tmp_path / "x.gz"
