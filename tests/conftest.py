@@ -126,8 +126,7 @@ SLOW_TESTS: dict[str, set[str]] = {
 
 
 #: seconds each file takes in a serial run on 2 cores (``pytest --durations``, rounded up): the
-#: xdist workers (``-n 3 --dist loadfile``: many tests wait on servers and subprocesses, so
-#: three workers keep 2 cores busy) take files longest first, so they end together
+#: xdist workers (``-n 3 --dist loadfile``) take files longest first, so they end together
 FILE_SECONDS = {
     "test_coverage.py": 300, "test_export_fixes.py": 145, "test_portable.py": 135,
     "test_export.py": 135, "test_tune.py": 95, "test_readme.py": 65, "test_quantize.py": 50,
