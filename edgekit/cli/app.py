@@ -221,6 +221,16 @@ def max_accuracy_drop_option(default: float,
                         show_default=True, metavar="PT", help=help)
 
 
+def json_option(help: str = "Print the result as JSON on stdout.") -> Callable[[F], F]:
+    """``--json``: the one meaning of the flag, JSON on stdout (files go to ``--report``)."""
+    return click.option("--json", "as_json", is_flag=True, help=help)
+
+
+def force_option(help: str = "Overwrite existing output files.") -> Callable[[F], F]:
+    """``--force``: overwrite what the command would write (refused without it)."""
+    return click.option("--force", is_flag=True, help=help)
+
+
 def batch_option(default: int = 1, help: str = "Batch size of the timed calls.",
                  **kwargs: Any) -> Callable[[F], F]:
     """``--batch N`` limited to 1..:data:`MAX_BATCH`."""

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from edgekit.cli.app import command, echo_json, existing_path, status
+from edgekit.cli.app import command, echo_json, existing_path, force_option, json_option, status
 from edgekit.cli.quantize_options import config_from_options, echo_variant, quantization_options
 
 __all__ = ["export_cmd", "inspect_cmd", "quantize_cmd"]
@@ -42,7 +42,7 @@ __all__ = ["export_cmd", "inspect_cmd", "quantize_cmd"]
               "for most samples) instead of warning.")
 @click.option("--no-simplify", "no_simplify", is_flag=True,
               help="Keep the graph exactly as tf2onnx made it (no edgekit clean-ups).")
-@click.option("--force", is_flag=True, help="Overwrite existing output files.")
+@force_option()
 @quantization_options
 def export_cmd(model: Path, outdir: Path, opset: int, validation_data: Path | None,
                validation_samples: int, atol: float, labels_file: Path | None, seed: int,
@@ -86,7 +86,7 @@ def _echo_export(result: Any, outdir: Path, atol: float) -> None:
 
 @command("inspect")
 @click.argument("model", type=existing_path())
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
+@json_option()
 def inspect_cmd(model: Path, as_json: bool) -> None:
     """Show an ONNX MODEL's inputs, outputs, opset, ops, parameters, size and metadata."""
     from edgekit.io.onnxfile import format_info, inspect_model
@@ -102,7 +102,7 @@ def inspect_cmd(model: Path, as_json: bool) -> None:
 @click.argument("model", type=existing_path())
 @click.option("-o", "--output", "outdir", type=click.Path(path_type=Path), default=None,
               help="Output folder (default: the model's folder, beside the fp32 model).")
-@click.option("--force", is_flag=True, help="Overwrite existing output files.")
+@force_option()
 @quantization_options
 def quantize_cmd(model: Path, outdir: Path | None, force: bool, **qopts: Any) -> None:
     """Build an int8/dynamic/fp16 variant of an fp32 ONNX MODEL made elsewhere (default

@@ -21,6 +21,8 @@ from edgekit.cli.app import (
     echo_json,
     eval_data_option,
     existing_path,
+    force_option,
+    json_option,
     max_accuracy_drop_option,
     parse_batches,
     progress_bar,
@@ -43,12 +45,12 @@ def _timing_options(f: Any) -> Any:
 
 
 def _output_options(f: Any) -> Any:
-    f = click.option("--force", is_flag=True, help="Overwrite existing --report/--plot files.")(f)
+    f = force_option("Overwrite existing --report/--plot files.")(f)
     f = click.option("--plot", "plot_path", type=click.Path(path_type=Path), default=None,
                      help="Write latency box plots to this PNG (needs edgekit[plot]).")(f)
     f = click.option("--report", "report_path", type=click.Path(path_type=Path), default=None,
                      help=_REPORT_HELP)(f)
-    return click.option("--json", "as_json", is_flag=True, help=_JSON_HELP)(f)
+    return json_option(_JSON_HELP)(f)
 
 
 def _echo_written(what: str, path: Path, as_json: bool) -> None:
@@ -164,8 +166,8 @@ def compare_cmd(model: Path, calibration: Path | None, eval_data: Path | None,
               show_default=True, help="Most seconds of latency timing.")
 @click.option("--update-baseline", is_flag=True,
               help="Measure and write the baseline (an existing one needs --force).")
-@click.option("--json", "as_json", is_flag=True, help=_JSON_HELP)
-@click.option("--force", is_flag=True, help="Overwrite an existing baseline (--update-baseline).")
+@json_option(_JSON_HELP)
+@force_option("Overwrite an existing baseline (--update-baseline).")
 def check_cmd(model: Path, baseline: Path, eval_data: Path | None, max_accuracy_drop: float,
               max_latency_increase: float, reference: Path | None, batch: int, threads: int,
               max_time: float, update_baseline: bool, as_json: bool, force: bool) -> None:

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from edgekit.cli.app import command, echo_json, existing_path
+from edgekit.cli.app import command, echo_json, existing_path, force_option, json_option
 
 __all__ = ["run_cmd", "package_cmd"]
 
@@ -21,7 +21,7 @@ __all__ = ["run_cmd", "package_cmd"]
 )
 @click.option("--fallback", is_flag=True, help="Fall back to the next provider if unavailable.")
 @click.option("--top-k", type=click.IntRange(min=1), default=3, show_default=True)
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
+@json_option()
 def run_cmd(
     model: Path,
     input_path: Path | None,
@@ -61,8 +61,8 @@ def run_cmd(
 @click.option("--gpu", is_flag=True, help="Instances on GPUs (KIND_GPU) instead of CPUs.")
 @click.option("--storage-uri", default=None,
               help="KServe storageUri of the repository [default: a pvc:// placeholder].")
-@click.option("--force", is_flag=True, help="Overwrite existing output files.")
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
+@force_option()
+@json_option()
 def package_cmd(model: Path, repo: Path, force: bool, as_json: bool, **options: Any) -> None:
     """Package MODEL (.onnx) for Triton Inference Server and KServe.
 

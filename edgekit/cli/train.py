@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from edgekit.cli.app import command, existing_path, verbosity
+from edgekit.cli.app import command, existing_path, force_option, verbosity
 
 __all__ = ["train_cmd"]
 
@@ -42,7 +42,7 @@ __all__ = ["train_cmd"]
               help="Cross-validation folds for --grid.")
 @click.option("--grid-json", type=click.Path(path_type=Path), default=None,
               help="Where the grid table goes (default: OUT.grid.json).")
-@click.option("--force", is_flag=True, help="Overwrite existing outputs.")
+@force_option("Overwrite existing outputs.")
 def train_cmd(recipe: str, output: Path, data: Path | None, label: str | None,
               epochs: int | None, batch_size: int | None, optimizer: str, learning_rate: float,
               activation: str | None, hidden: int, validation_split: float, test_split: float,

@@ -14,6 +14,8 @@ from edgekit.cli.app import (
     echo_json,
     eval_data_option,
     existing_path,
+    force_option,
+    json_option,
     max_accuracy_drop_option,
     progress_bar,
     threads_option,
@@ -38,9 +40,8 @@ __all__ = ["tune_cmd"]
               default=10.0, show_default=True,
               help="Minutes after which no new candidate is started.")
 @click.option("--calibration-samples", type=click.IntRange(1), default=256, show_default=True)
-@click.option("--json", "as_json", is_flag=True,
-              help="Print the tune report as JSON on stdout (instead of the table).")
-@click.option("--force", is_flag=True, help="Overwrite existing output files.")
+@json_option("Print the tune report as JSON on stdout (instead of the table).")
+@force_option()
 def tune_cmd(model: Path, outdir: Path, calibration: Path, eval_data: Path | None,
              max_accuracy_drop: float, threads: int, batch: int, budget_minutes: float,
              calibration_samples: int, as_json: bool, force: bool) -> None:
