@@ -18,7 +18,11 @@ fixes the known gaps itself (each one a regression test in ``tests/test_export_f
   optimizer passes so that it can roll a failing pass back; on ResNet50 that is a third of
   the conversion time. :func:`from_function` converts without the copies first
   (``TF2ONNX_CATCH_ERRORS=FALSE``) and only redoes the conversion tf2onnx's default way when
-  a pass fails.
+  a pass fails. Two more costs are cut while it converts: the garbage collections after
+  each pass (kept for memory, below) scan only the objects conversion creates
+  (``gc.freeze``), and the transpose optimizer folds constant ``Reshape``s with one
+  topological sort instead of one per fold (:func:`_fold_constant_reshapes`); together they
+  took NASNetMobile's export from 60 to 37 s with a bit-identical model.
 
 TensorFlow, Keras and tf2onnx are imported inside the functions (the ``export`` extra).
 """
@@ -133,20 +137,44 @@ def _fresh_update_proto(original: Any) -> Any:
     return update_proto
 
 
+def _fold_constant_reshapes(self: Any) -> None:
+    """tf2onnx's ``TransposeOptimizer.pre_optimize_action`` with one topological sort: the
+    original sorts the whole graph (and scans every node) once per folded ``Reshape``, which
+    on NASNetMobile was a sixth of the conversion time. Same folds, same graph."""
+    graph = self._g
+    self._output_names = [graph.get_node_by_output(out).name for out in graph.outputs]
+    reshapes = [n for n in graph.get_nodes() if n.type == "Reshape"
+                and n.inputs[0].is_const() and n.inputs[1].is_const()]
+    for reshape in reshapes:
+        data = reshape.inputs[0].get_tensor_value(as_list=False)
+        shape = reshape.inputs[1].get_tensor_value(as_list=True)
+        shape = [data.shape[i] if dim == 0 else dim for i, dim in enumerate(shape)]
+        graph.remove_node(reshape.name)
+        graph.make_const(reshape.output[0], np.reshape(data, shape))  # same output name
+    if reshapes:
+        graph.topological_sort(graph.get_nodes())
+
+
 @contextmanager
-def _collecting_optimizers() -> Iterator[None]:
+def _faster_tf2onnx() -> Iterator[None]:
+    """tf2onnx with garbage collected after each optimizer pass, fresh node protos and
+    :func:`_fold_constant_reshapes` (all restored on exit)."""
     from tf2onnx import graph, optimizer
+    from tf2onnx.optimizer.transpose_optimizer import TransposeOptimizer
 
     original = optimizer._optimizers
     update = graph.Node.update_proto
+    fold = TransposeOptimizer.pre_optimize_action
     optimizer._optimizers = OrderedDict(
         (name, (lambda f=factory: _Collecting(f()))) for name, factory in original.items())
     graph.Node.update_proto = _fresh_update_proto(update)
+    TransposeOptimizer.pre_optimize_action = _fold_constant_reshapes
     try:
         yield
     finally:
         optimizer._optimizers = original
         graph.Node.update_proto = update
+        TransposeOptimizer.pre_optimize_action = fold
 
 
 def _release_memory() -> None:
@@ -167,10 +195,15 @@ def from_function(function: Any, signature: Sequence[Any], opset: int) -> Any:
     from tf2onnx import convert
 
     def run() -> Any:
-        with _collecting_optimizers():
-            model_proto, _ = convert.from_function(function, input_signature=list(signature),
-                                                   opset=opset,
-                                                   custom_op_handlers=custom_op_handlers())
+        gc.collect()
+        gc.freeze()  # the collections after each pass scan only what conversion creates
+        try:
+            with _faster_tf2onnx():
+                model_proto, _ = convert.from_function(
+                    function, input_signature=list(signature), opset=opset,
+                    custom_op_handlers=custom_op_handlers())
+        finally:
+            gc.unfreeze()
         return model_proto
 
     try:
