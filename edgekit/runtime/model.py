@@ -72,7 +72,7 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-_dot = np.dot
+_vdot = getattr(np.vdot, "_implementation", np.vdot)  # without the __array_function__ hop
 _isfinite = math.isfinite
 _ENGINE_ONLY: dict[str, Any] = {"precision": None, "performance_hint": None, "openvino_config": {}}
 
@@ -280,8 +280,9 @@ class EdgeModel:
         self.input_names: tuple[str, ...] = tuple(s.name for s in self.inputs)
         self.output_names: tuple[str, ...] = tuple(s.name for s in self.outputs)
         self._checker = FeedChecker(self.inputs)
-        self._valid = self._checker.valid
-        self._one = len(self.inputs) == 1
+        self._valid, self._shapes = self._checker.valid, self._checker.shapes
+        single = self._checker.single
+        self._one = None if single is None else (single.name, single.dtype)
         self._finite = tuple(s for s in self.inputs if s.is_float) if check_nan else ()
         self._engine_run = eng.run
         self._preparer = InputPreparer(self._checker, self.metadata, self.path.name)
@@ -362,19 +363,20 @@ class EdgeModel:
         """
         if type(feeds) is not dict:
             feeds = self._checker.as_feeds(feeds)
-        try:  # the signature: ((name, dtype, shape), ...), or (name, dtype, shape) for one input
-            if self._one:
-                ((k, v),) = feeds.items()
-                ok = (k, v.dtype, v.shape) in self._valid
+        one = self._one  # a single input's (name, dtype), else None; see FeedChecker
+        try:
+            if one is not None:
+                v = feeds[one[0]]
+                ok = v.dtype is one[1] and v.shape in self._shapes and len(feeds) == 1
             else:
-                ok = tuple([(k, v.dtype, v.shape) for k, v in feeds.items()]) in self._valid
-        except (AttributeError, ValueError):  # not arrays, or not one: checked below
+                ok = self._checker.signature(feeds) in self._valid
+        except (KeyError, AttributeError, TypeError):  # not arrays, or not its name: below
             ok = False
         if not ok:
             feeds = self._checker.check(feeds)
         for spec in self._finite:
-            x = feeds[spec.name].reshape(-1)
-            if not _isfinite(_dot(x, x)):  # see InputSpec.check_finite
+            x = feeds[spec.name]
+            if not _isfinite(_vdot(x, x)):  # see InputSpec.check_finite
                 spec._check_finite(x)
         return self._engine_run(feeds)
 

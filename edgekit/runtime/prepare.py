@@ -28,8 +28,9 @@ MAX_SIGNATURES = 256
 
 class FeedChecker:
     """The checks of ``EdgeModel.run``: names, numeric type (with safe casts), rank and fixed
-    dimensions. A signature that passes unchanged is remembered in :attr:`valid`, so a caller
-    checks it once: ``sig in checker.valid`` on the hot path, :meth:`check` otherwise."""
+    dimensions. A signature that passes unchanged is remembered, so a caller checks it once:
+    for a single-input model, an array whose dtype *is* the input's dtype and whose shape is
+    in :attr:`shapes`; else ``signature(feeds) in checker.valid``; :meth:`check` otherwise."""
 
     def __init__(self, inputs: Sequence[InputSpec]) -> None:
         self.inputs = tuple(inputs)
@@ -37,6 +38,7 @@ class FeedChecker:
         self.names = frozenset(self.input_names)
         self.single = self.inputs[0] if len(self.inputs) == 1 else None
         self.valid: set[Any] = set()
+        self.shapes: set[tuple[int, ...]] = set()
 
     def as_feeds(self, feeds: Any) -> dict[str, Any]:
         """A feeds dict from a mapping, or from one array for a single-input model."""
@@ -64,16 +66,17 @@ class FeedChecker:
                 new[spec.name] = y
         if new is not None:
             return new
-        if len(self.valid) >= MAX_SIGNATURES:
-            self.valid.clear()
-        self.valid.add(self.signature(feeds))
+        if self.single is None:
+            _remember(self.valid, self.signature(feeds))
+        elif feeds[self.single.name].dtype is self.single.dtype:  # the hot path's test
+            _remember(self.shapes, feeds[self.single.name].shape)
         return feeds
 
-    def signature(self, feeds: Mapping[str, np.ndarray]) -> Any:
-        """The key of ``feeds`` in :attr:`valid`: ``(name, dtype, shape)`` for a single-input
-        model, else a tuple of them in ``feeds``' order."""
-        sig = tuple([(k, v.dtype, v.shape) for k, v in feeds.items()])
-        return sig[0] if self.single is not None else sig
+    @staticmethod
+    def signature(feeds: Mapping[str, np.ndarray]) -> Any:
+        """The key of a multi-input model's ``feeds`` in :attr:`valid`: ``(name, dtype,
+        shape)`` of each input in ``feeds``' order."""
+        return tuple([(k, v.dtype, v.shape) for k, v in feeds.items()])
 
     def raise_names(self, feeds: Mapping[str, Any]) -> None:
         """Raise :class:`InputError` naming the unknown and missing inputs of ``feeds``."""
@@ -96,6 +99,12 @@ class FeedChecker:
                 return s
         self.raise_names({name: None})
         raise AssertionError  # pragma: no cover
+
+
+def _remember(cache: set[Any], key: Any) -> None:
+    if len(cache) >= MAX_SIGNATURES:
+        cache.clear()
+    cache.add(key)
 
 
 class InputPreparer:

@@ -33,7 +33,7 @@ ORT_DTYPES: dict[str, np.dtype[Any]] = {
 _TYPE_STRINGS = {dt: name for name, dt in ORT_DTYPES.items()}
 #: numpy dtype kinds accepted as model inputs (bool, int, uint, float).
 NUMERIC_KINDS = frozenset("biuf")
-_vdot = np.vdot
+_vdot = getattr(np.vdot, "_implementation", np.vdot)  # without the __array_function__ hop
 _isfinite = math.isfinite
 
 
