@@ -183,7 +183,10 @@ class InputPreparer:
                 spec._check_dims(b.shape)  # the usual message: "needs size 30 on axis 1"
                 msg = f"input {spec.name!r} does not fit its preprocessing: {exc}"
                 raise InputError(msg) from None
-        return a.astype(want) if a.dtype != want else a
+        if a.dtype == want:
+            return a
+        with np.errstate(over="ignore"):  # too large for float32 -> inf, refused as such
+            return a.astype(want)
 
     def _batch(self, spec: InputSpec, a: np.ndarray) -> np.ndarray:
         """Add the batch axis (and a missing channel axis of size 1) when ``a`` lacks them."""
