@@ -1,13 +1,15 @@
 """Per-op profile of each engine: where a model's time goes, fp32 vs int8 vs tuned.
 
 For every file and engine (onnxruntime's profiler; OpenVINO's ``PERF_COUNT``), 1 thread,
-batch 1, the mean time per call of each kind of op: 1x1 convs, depthwise convs, other (k x k)
-convs, MatMul/Gemm, quantize/dequantize, layout (transpose/reorder) and the rest. Convs are
-classified from the ONNX graph (``group``, ``kernel_shape``) for onnxruntime and from the
-kernel OpenVINO picked. This is the "why" behind ``run_all.py --engines``' ratios.
+batch 1, profiled in interleaved rounds (each round profiles every row, in rotating order, so
+machine noise hits all rows alike), the mean time per call of each kind of op: 1x1 convs,
+depthwise convs, other (k x k) convs, MatMul/Gemm, quantize/dequantize, layout
+(transpose/reorder) and the rest. Convs are classified from the ONNX graph (``group``,
+``kernel_shape``) for onnxruntime and from the kernel OpenVINO picked. This is the "why"
+behind ``run_all.py --engines``' ratios.
 
     python benchmarks/op_profile.py                      # run_all.py's MobileNetV2-224 files
-    python benchmarks/op_profile.py a.onnx b.int8.onnx --runs 50
+    python benchmarks/op_profile.py a.onnx b.int8.onnx --rounds 10
 
 Prints a table (ms per call, and each kind's speed-up over the first file on onnxruntime) and
 writes ``benchmarks/results/op_profile.json`` (``--out``).
@@ -118,6 +120,9 @@ def profile_openvino(path: Path, x: dict[str, np.ndarray], runs: int) -> dict[st
     return dict(out)
 
 
+PROFILERS = {"onnxruntime": profile_onnxruntime, "openvino": profile_openvino}
+
+
 def _inputs(path: Path) -> dict[str, np.ndarray]:
     import onnxruntime as ort
 
@@ -152,22 +157,27 @@ def _print(result: dict[str, Any]) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("files", nargs="*", help=".onnx files (default: run_all.py's MobileNetV2-224)")
-    ap.add_argument("--runs", type=int, default=30, help="profiled calls (default 30)")
+    ap.add_argument("--runs", type=int, default=10, help="profiled calls per round (default 10)")
+    ap.add_argument("--rounds", type=int, default=5,
+                    help="rounds; each profiles every file on every engine (default 5)")
     ap.add_argument("--engines", default="onnxruntime,openvino",
                     help="comma-separated engines (default onnxruntime,openvino)")
     ap.add_argument("--out", default=str(RESULTS), help=f"JSON file (default {RESULTS})")
     args = ap.parse_args(argv)
     files = [Path(f) for f in args.files] or _default_files()
     x = _inputs(files[0])
-    profilers = {"onnxruntime": profile_onnxruntime, "openvino": profile_openvino}
-    rows = []
-    for engine in [e.strip() for e in args.engines.split(",") if e.strip()]:
-        for f in files:
-            ms = profilers[engine](f, x, args.runs)
-            ms["total"] = sum(ms.values())
-            rows.append({"file": f.name, "engine": engine, "ms": ms})
+    engines = [e.strip() for e in args.engines.split(",") if e.strip()]
+    rows = [{"file": f.name, "engine": e, "path": f, "ms": collections.Counter()}
+            for e in engines for f in files]
+    for r in range(args.rounds):  # interleaved: every row profiled in every round, rotating
+        for row in rows[r % len(rows):] + rows[: r % len(rows)]:
+            ms = PROFILERS[row["engine"]](row["path"], x, args.runs)
+            row["ms"].update({k: v / args.rounds for k, v in ms.items()})
+    for row in rows:
+        row["ms"] = dict(row["ms"], total=sum(row["ms"].values()))
+        del row["path"]
     result = {"cpu": cpu_model(), "instruction_set": instruction_set(), "runs": args.runs,
-              "profiles": rows}
+              "rounds": args.rounds, "profiles": rows}
     _print(result)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
