@@ -509,11 +509,14 @@ def _runoff(ctx: _Context, cands: Sequence[Candidate]) -> Candidate:
             (lambda m=m: m.run(feeds)) for m in models]
         times = measure(calls, runs=None, duration=min(2 * cfg.min_seconds, cfg.max_seconds),
                         min_runs=min(cfg.min_pairs, 20), warmup=3)
-        ref_ms = float(np.median(times[0])) / 1e6
+        ref = np.asarray(times[0], dtype=np.float64)
+        ref_ms = float(np.median(ref)) / 1e6
         for c, t in zip(finalists, times[1:], strict=True):
             ms = float(np.median(t)) / 1e6
             c.first_ratio, c.finalist = c.latency_ratio, True
-            c.latency_ratio, c.latency_ms, c.fp32_latency_ms = ms / ref_ms, ms, ref_ms
+            # the median of per-round ratios: both calls ran in the same round, so drift cancels
+            c.latency_ratio = float(np.median(np.asarray(t, dtype=np.float64) / ref))
+            c.latency_ms, c.fp32_latency_ms = ms, ref_ms
             c.pairs += len(t)
         for m in models:
             m.close()
