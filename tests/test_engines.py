@@ -259,6 +259,12 @@ def test_cached_signature_still_rejects_a_wrong_one(small: dict[str, Path], engi
     (y,) = m.run({"image": good.astype(np.float64)})  # cast, not cached, still right
     np.testing.assert_allclose(y, m.run({"image": good})[0], atol=1e-6)
     assert m.run({"image": good})[0].shape == (1, 10)
+    x = np.random.default_rng(0).random((1, 28, 28, 1), dtype=np.float32)
+    (ref,) = m.run(x)
+    # float32 by value but not the native dtype object (big-endian): checked and cast, same values
+    np.testing.assert_array_equal(m.run({"image": x.astype(">f4")})[0], ref)
+    with pytest.raises(InputError, match="unknown input name"):  # cached entry plus a stray one
+        m.run({"image": x, "extra": x})
 
 
 def test_predict_input_reports_the_engine(small: dict[str, Path], tmp_path: Path) -> None:
