@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import functools
 import json
 import re
 from pathlib import Path
@@ -26,6 +27,8 @@ from typing import Any
 
 import numpy as np
 
+from edgekit.inputs.prepare import onnx_input_specs
+from edgekit.measure.bench import make_inputs
 from edgekit.measure.machine import cpu_model, instruction_set
 from edgekit.runtime import SessionOptionsConfig
 from edgekit.tune.search import node_profile
@@ -75,13 +78,18 @@ def _ort_kind(name: str, by_name: dict[str, Any], producer: dict[str, Any]) -> s
     return "layout" if op in _LAYOUT else "other"
 
 
-def profile_onnxruntime(path: Path, x: dict[str, np.ndarray], runs: int) -> dict[str, float]:
-    """Milliseconds per call of each kind on onnxruntime (1 thread)."""
+@functools.cache
+def _graph_index(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The ONNX graph's nodes by name and by output (read once per file, not per round)."""
     import onnx
 
     graph = onnx.load(str(path), load_external_data=False).graph
-    by_name = {n.name: n for n in graph.node}
-    producer = {o: n for n in graph.node for o in n.output}
+    return {n.name: n for n in graph.node}, {o: n for n in graph.node for o in n.output}
+
+
+def profile_onnxruntime(path: Path, x: dict[str, np.ndarray], runs: int) -> dict[str, float]:
+    """Milliseconds per call of each kind on onnxruntime (1 thread)."""
+    by_name, producer = _graph_index(path)
     out: dict[str, float] = collections.defaultdict(float)
     for name, us in node_profile(path, x, SessionOptionsConfig(threads=1), runs).items():
         out[_ort_kind(name, by_name, producer)] += us / 1000.0
@@ -124,12 +132,11 @@ PROFILERS = {"onnxruntime": profile_onnxruntime, "openvino": profile_openvino}
 
 
 def _inputs(path: Path) -> dict[str, np.ndarray]:
-    import onnxruntime as ort
+    """Batch-1 inputs as ``edgekit bench`` and ``run_all.py`` draw them."""
+    import onnx
 
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    rng = np.random.default_rng(0)
-    return {i.name: rng.random([d if isinstance(d, int) else 1 for d in i.shape],
-                               dtype=np.float32) for i in sess.get_inputs()}  # fmt: skip
+    specs = onnx_input_specs(onnx.load(str(path), load_external_data=False))
+    return dict(zip([s.name for s in specs], make_inputs(specs, 1), strict=True))  # type: ignore[arg-type]
 
 
 def _default_files() -> list[Path]:

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 from _runtime_common import add_model_args, model_path
 
+from edgekit.measure.bench import make_inputs
 from edgekit.measure.machine import cpu_model, instruction_set
 
 RESULTS = Path(__file__).resolve().parent / "results" / "runtime_overhead.json"
@@ -48,16 +49,8 @@ def _stats(ns: list[int]) -> dict[str, float]:
 
 
 def _feeds(model: Any, batch: int) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(0)
-    feeds = {}
-    for spec in model.inputs:
-        shape = [batch if d is None else d for d in spec.shape]
-        dtype = spec.dtype if spec.dtype is not None else np.float32
-        if dtype.kind == "f":
-            feeds[spec.name] = rng.random(shape).astype(dtype)
-        else:
-            feeds[spec.name] = rng.integers(0, 2, shape).astype(dtype)
-    return feeds
+    """Inputs as ``edgekit bench`` draws them (:func:`edgekit.measure.bench.make_inputs`)."""
+    return dict(zip(model.input_names, make_inputs(model.inputs, batch), strict=True))
 
 
 def _ort_calls(path: Path, threads: int, batch: int) -> dict[str, Callable[[], Any]]:
