@@ -7,6 +7,7 @@ import logging
 import subprocess
 import sys
 import threading
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -318,6 +319,17 @@ def test_run_rejects_nan(image_model: EdgeModel) -> None:
         image_model.run(x)
     with pytest.raises(InputError, match="contains NaN"):
         image_model.predict(np.full((28, 28), np.nan))
+
+
+def test_huge_finite_and_out_of_range_inputs_warn_nothing(image_model: EdgeModel) -> None:
+    """x.x of huge finite float32 overflows: the full check runs and lets them through; a
+    float64 too large for float32 becomes inf and is refused; neither prints a numpy warning."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        (y,) = image_model.run(np.full((1, 28, 28, 1), 1e30, np.float32))
+        assert y.shape == (1, 10)
+        with pytest.raises(InputError, match="contains infinite values"):
+            image_model.predict(np.full((28, 28), 1e300))
 
 
 def test_multi_input_model(models: dict[str, Path]) -> None:
