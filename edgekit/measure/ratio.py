@@ -11,7 +11,7 @@ it stops once the estimate moved by at most ``tolerance`` over the last two bloc
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,7 +20,7 @@ import numpy as np
 from edgekit.errors import InputError
 from edgekit.progress import FractionFn
 
-__all__ = ["RatioConfig", "LatencyRatio", "measure_ratio"]
+__all__ = ["RatioConfig", "LatencyRatio", "measure_ratio", "paired_ratio"]
 
 
 @dataclass(frozen=True)
@@ -80,6 +80,12 @@ class LatencyRatio:
                 "history": [round(h, 4) for h in self.history]}
 
 
+def paired_ratio(candidate_ns: Sequence[float], reference_ns: Sequence[float]) -> float:
+    """The median of per-round ratios candidate / reference (round ``i`` of each series ran
+    in the same interleaved round, so machine drift cancels)."""
+    return float(np.median(np.asarray(candidate_ns, float) / np.asarray(reference_ns, float)))
+
+
 def _stable(history: list[float], tolerance: float) -> bool:
     if len(history) < 3:
         return False
@@ -108,7 +114,7 @@ def measure_ratio(reference: Callable[[], Any], candidate: Callable[[], Any],
         warm = 0
         ref_ns += a
         cand_ns += b
-        history.append(float(np.median(np.asarray(cand_ns, float) / np.asarray(ref_ns, float))))
+        history.append(paired_ratio(cand_ns, ref_ns))
         elapsed = time.perf_counter() - start
         if on_progress is not None:
             on_progress(min(1.0, elapsed / cfg.max_seconds))

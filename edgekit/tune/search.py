@@ -44,7 +44,7 @@ from edgekit.errors import DataError, InputError
 from edgekit.inputs.data import Dataset, run_in_batches
 from edgekit.io.artifacts import ArtifactSet
 from edgekit.measure.bench import ENGINES, cpu_model, installed_engines, instruction_set, measure
-from edgekit.measure.ratio import RatioConfig, measure_ratio
+from edgekit.measure.ratio import RatioConfig, measure_ratio, paired_ratio
 from edgekit.metadata import PREFIX, ModelMetadata, set_props
 from edgekit.progress import FractionFn, StatusFn
 from edgekit.runtime.model import EdgeModel, SessionOptionsConfig
@@ -509,14 +509,11 @@ def _runoff(ctx: _Context, cands: Sequence[Candidate]) -> Candidate:
             (lambda m=m: m.run(feeds)) for m in models]
         times = measure(calls, runs=None, duration=min(2 * cfg.min_seconds, cfg.max_seconds),
                         min_runs=min(cfg.min_pairs, 20), warmup=3)
-        ref = np.asarray(times[0], dtype=np.float64)
-        ref_ms = float(np.median(ref)) / 1e6
+        ref_ms = float(np.median(times[0])) / 1e6
         for c, t in zip(finalists, times[1:], strict=True):
-            ms = float(np.median(t)) / 1e6
             c.first_ratio, c.finalist = c.latency_ratio, True
-            # the median of per-round ratios: both calls ran in the same round, so drift cancels
-            c.latency_ratio = float(np.median(np.asarray(t, dtype=np.float64) / ref))
-            c.latency_ms, c.fp32_latency_ms = ms, ref_ms
+            c.latency_ratio = paired_ratio(t, times[0])  # the estimator of measure_ratio
+            c.latency_ms, c.fp32_latency_ms = float(np.median(t)) / 1e6, ref_ms
             c.pairs += len(t)
         for m in models:
             m.close()
