@@ -309,24 +309,42 @@ def test_run_rejects_bad_inputs(image_model: EdgeModel, feeds: dict, pattern: st
         image_model.run(feeds)
 
 
-def test_run_rejects_nan(image_model: EdgeModel) -> None:
+def test_nan_refused_by_predict_and_by_run_when_asked(
+    image_model: EdgeModel, models: dict[str, Path]
+) -> None:
+    """Raw inputs (prepare/predict) are scanned by default; run, the hot path, scans only with
+    check_nan=True; check_nan=False scans nowhere. A refused call leaves the model usable."""
     x = np.zeros((2, 28, 28, 1), np.float32)
     x[1, 3, 4, 0] = np.nan
     with pytest.raises(InputError, match="contains NaN"):
-        image_model.run(x)
-    x[1, 3, 4, 0] = np.inf  # refused too since issue #14 (check_nan=False allows both)
+        image_model.predict(x)
+    with pytest.raises(InputError, match="contains NaN"):
+        image_model.check_values({"image": x})
+    y = image_model.run(x)[0]  # like a bare session: no scan, no exception
+    assert y.shape == (2, 10) and np.isfinite(y[0]).all()
+    strict = EdgeModel(models["image"], "cpu", check_nan=True)
+    with pytest.raises(InputError, match="contains NaN"):
+        strict.run(x)
+    x[1, 3, 4, 0] = np.inf  # refused too since issue #14
     with pytest.raises(InputError, match="contains infinite values"):
-        image_model.run(x)
+        strict.run(x)
     with pytest.raises(InputError, match="contains NaN"):
         image_model.predict(np.full((28, 28), np.nan))
+    lax = EdgeModel(models["image"], "cpu", check_nan=False)
+    assert lax.predict(x).shape == (2, 10)
+    lax.check_values({"image": x})  # nothing to refuse with check_nan=False
+    np.testing.assert_allclose(image_model.run(np.zeros_like(x))[0][0], y[0], atol=1e-6)
 
 
-def test_huge_finite_and_out_of_range_inputs_warn_nothing(image_model: EdgeModel) -> None:
+def test_huge_finite_and_out_of_range_inputs_warn_nothing(
+    image_model: EdgeModel, models: dict[str, Path]
+) -> None:
     """x.x of huge finite float32 overflows: the full check runs and lets them through; a
     float64 too large for float32 becomes inf and is refused; neither prints a numpy warning."""
+    strict = EdgeModel(models["image"], "cpu", check_nan=True)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        (y,) = image_model.run(np.full((1, 28, 28, 1), 1e30, np.float32))
+        (y,) = strict.run(np.full((1, 28, 28, 1), 1e30, np.float32))
         assert y.shape == (1, 10)
         with pytest.raises(InputError, match="contains infinite values"):
             image_model.predict(np.full((28, 28), 1e300))

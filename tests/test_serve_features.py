@@ -38,7 +38,7 @@ def image(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 # -- runtime input checks ------------------------------------------------------------------
 def test_runtime_refuses_non_finite_inputs(image: Path) -> None:
-    model = EdgeModel(image)
+    model = EdgeModel(image, check_nan=True)  # run scans values only when asked
     x = np.zeros((2, 28, 28, 1), np.float32)
     for bad, msg in ((np.inf, "infinite"), (-np.inf, "infinite"), (np.nan, "NaN")):
         y = x.copy()
@@ -106,7 +106,7 @@ def test_named_inputs_accept_raw_pixels_like_the_flat_form(image: Path) -> None:
 
 # -- micro-batching ---------------------------------------------------------------------------
 def test_micro_batcher_merges_concurrent_requests(image: Path) -> None:
-    model = EdgeModel(image)
+    model = EdgeModel(image, check_nan=True)  # so the NaN request fails in model.run
     sizes: list[int] = []
     xs = [RNG.random((1 + i % 3, 28, 28, 1), dtype=np.float32) for i in range(24)]
     bad = np.full((1, 28, 28, 1), np.nan, np.float32)

@@ -558,6 +558,7 @@ class _Service:
 
     def v2_decode(self, body: bytes, header_length: int | None) -> Any:
         req = parse_infer_request(body, header_length, self.em.inputs, self.em.outputs)
+        self.em.check_values(req.feeds)  # NaN/Inf: refused here, before any batching
         n = max((len(v) for v in req.feeds.values() if v.ndim), default=1)
         if n > self.max_batch:
             raise _HTTPError(413, f"batch of {n} samples is over the limit of {self.max_batch}")
