@@ -172,6 +172,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=str(RESULTS), help=f"JSON file (default {RESULTS})")
     args = ap.parse_args(argv)
     files = [Path(f) for f in args.files] or _default_files()
+    missing = [str(f) for f in files if not f.is_file()]
+    if missing:
+        ap.error(f"no such file: {', '.join(missing)}")
     x = _inputs(files[0])
     engines = [e.strip() for e in args.engines.split(",") if e.strip()]
     rows = [{"file": f.name, "engine": e, "path": f, "ms": collections.Counter()}
