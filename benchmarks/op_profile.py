@@ -1,12 +1,12 @@
 """Per-op profile of each engine: where a model's time goes, fp32 vs int8 vs tuned.
 
-For every file and engine (onnxruntime's profiler; OpenVINO's ``PERF_COUNT``), 1 thread,
-batch 1, profiled in interleaved rounds (each round profiles every row, in rotating order, so
-machine noise hits all rows alike), the mean time per call of each kind of op: 1x1 convs,
-depthwise convs, other (k x k) convs, MatMul/Gemm, quantize/dequantize, layout
-(transpose/reorder) and the rest. Convs are classified from the ONNX graph (``group``,
-``kernel_shape``) for onnxruntime and from the kernel OpenVINO picked. This is the "why"
-behind ``run_all.py --engines``' ratios.
+For every file and engine (onnxruntime's profiler; OpenVINO's ``PERF_COUNT``), 1 thread, batch
+1, profiled in interleaved rounds (each round profiles every row, in the balanced orders of
+``edgekit.measure.bench.balanced_orders``, so machine noise hits all rows alike), the mean time
+per call of each kind of op: 1x1 convs, depthwise convs, other (k x k) convs, MatMul/Gemm,
+quantize/dequantize, layout (transpose/reorder) and the rest. Convs are classified from the
+ONNX graph (``group``, ``kernel_shape``) for onnxruntime and from the kernel OpenVINO picked.
+This is the "why" behind ``run_all.py --engines``' ratios.
 
     python benchmarks/op_profile.py                      # run_all.py's MobileNetV2-224 files
     python benchmarks/op_profile.py a.onnx b.int8.onnx --rounds 10
@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from edgekit.inputs.prepare import onnx_input_specs
-from edgekit.measure.bench import make_inputs
+from edgekit.measure.bench import balanced_orders, make_inputs
 from edgekit.measure.machine import cpu_model, instruction_set
 from edgekit.runtime import SessionOptionsConfig
 from edgekit.tune.search import node_profile
@@ -179,8 +179,9 @@ def main(argv: list[str] | None = None) -> int:
     engines = [e.strip() for e in args.engines.split(",") if e.strip()]
     rows = [{"file": f.name, "engine": e, "path": f, "ms": collections.Counter()}
             for e in engines for f in files]
-    for r in range(args.rounds):  # interleaved: every row profiled in every round, rotating
-        for row in rows[r % len(rows):] + rows[: r % len(rows)]:
+    orders = balanced_orders(len(rows))
+    for r in range(args.rounds):  # interleaved: every row profiled in every round
+        for row in (rows[i] for i in orders[r % len(orders)]):
             ms = PROFILERS[row["engine"]](row["path"], x, args.runs)
             row["ms"].update({k: v / args.rounds for k, v in ms.items()})
     for row in rows:

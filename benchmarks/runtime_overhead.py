@@ -5,11 +5,14 @@ the C++ session ``sess._sess.run`` (what EdgeModel calls) and through ``EdgeMode
 OpenVINO: the same compiled model, called through ``InferRequest.infer(feeds)`` (public API),
 through the lowest-level call that gives the same result (input tensor shared, ``infer()``,
 outputs copied: what the engine calls) and through ``EdgeModel(engine="openvino").run``.
-``EdgeModel.run`` is also timed with ``check_nan=True`` (the opt-in per-call NaN/Inf scan).
-All calls are timed interleaved (rotating order) in one process, 1 thread, so machine noise
-hits all equally. Target (issue 13): median overhead over the lowest-level bare call at most
-3 % or 2 microseconds at batch 1 on the Fashion-MNIST CNN, taken as the median of the
-per-round differences (both calls ran in the same round, so machine noise cancels).
+``EdgeModel.run`` is also timed with ``check_nan=True`` (the opt-in per-call NaN/Inf scan). Each
+engine's calls are timed interleaved in one process, 1 thread, so machine noise hits all
+equally, by ``edgekit.measure.bench.measure`` (balanced orders: every call follows every other
+one equally often); the engines one after the other, since a call right after another
+engine's call is slower (cold caches), which an app calling one engine does not see.
+Target (issue 13): median overhead over the lowest-level bare call at most 3 % or 2
+microseconds at batch 1 on the Fashion-MNIST CNN, taken as the median of the per-round
+differences (both calls ran in the same round, so machine noise cancels).
 
     python benchmarks/runtime_overhead.py                      # exports models/fashion_cnn.keras
     python benchmarks/runtime_overhead.py --model out/fashion_cnn.int8.onnx --iters 5000
@@ -24,7 +27,6 @@ import argparse
 import json
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -33,6 +35,7 @@ import numpy as np
 from _runtime_common import add_model_args, model_path
 
 from edgekit.measure.bench import make_inputs
+from edgekit.measure.bench import measure as time_interleaved
 from edgekit.measure.machine import cpu_model, instruction_set
 
 RESULTS = Path(__file__).resolve().parent / "results" / "runtime_overhead.json"
@@ -100,24 +103,6 @@ def _ov_calls(path: Path, threads: int, batch: int) -> dict[str, Callable[[], An
     }
 
 
-def _time(calls: dict[str, Callable[[], Any]], iters: int, warmup: int) -> dict[str, list[int]]:
-    fns = list(calls.values())
-    for _ in range(warmup):
-        for f in fns:
-            f()
-    times: list[list[int]] = [[] for _ in fns]
-    clock = time.perf_counter_ns
-    n = len(fns)
-    for i in range(iters):
-        for j in range(n):
-            k = (i + j) % n  # rotate the order so no call always follows the same one
-            f = fns[k]
-            t0 = clock()
-            f()
-            times[k].append(clock() - t0)
-    return dict(zip(calls, times, strict=True))
-
-
 def _verdict(times: dict[str, list[int]], bare: str, wrapped: str) -> dict[str, Any]:
     """Overhead as the median of per-round differences (both calls ran in the same round, so
     machine noise cancels), in microseconds and in % of the bare call's median."""
@@ -130,13 +115,14 @@ def _verdict(times: dict[str, list[int]], bare: str, wrapped: str) -> dict[str, 
 
 def measure(path: Path, batch: int, iters: int, warmup: int, threads: int, engines: list[str]
             ) -> dict[str, Any]:  # fmt: skip
-    """Time every call of every engine interleaved; return stats and verdicts."""
-    calls: dict[str, Callable[[], Any]] = {}
-    if "onnxruntime" in engines:
-        calls.update(_ort_calls(path, threads, batch))
-    if "openvino" in engines:
-        calls.update(_ov_calls(path, threads, batch))
-    times = _time(calls, iters, warmup)
+    """Time each engine's calls interleaved, one engine after the other (an app calls one
+    engine; a call right after another engine's is slower); return stats and verdicts."""
+    makers = {"onnxruntime": _ort_calls, "openvino": _ov_calls}
+    times: dict[str, list[int]] = {}
+    for engine in (e for e in makers if e in engines):
+        calls = makers[engine](path, threads, batch)
+        timed = time_interleaved(list(calls.values()), runs=iters, warmup=warmup)
+        times.update(zip(calls, timed, strict=True))
     stats = {k: _stats(v) for k, v in times.items()}
     verdicts = []
     for engine, tag, bare, public in [

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import json
 
 import numpy as np
@@ -13,6 +14,7 @@ from edgekit.cli.main import cli
 from edgekit.errors import InputError
 from edgekit.measure.bench import (
     BenchConfig,
+    balanced_orders,
     bench_models,
     latency_stats,
     measure,
@@ -26,8 +28,23 @@ def test_measure_interleaves_and_counts() -> None:
     calls = [lambda: order.append("a"), lambda: order.append("b"), lambda: order.append("c")]
     times = measure(calls, runs=4, warmup=0)
     assert [len(t) for t in times] == [4, 4, 4]
-    assert order[:6] == ["a", "b", "c", "b", "c", "a"]  # the start rotates per round
+    assert order[:6] == ["a", "b", "c", "b", "c", "a"]  # rounds follow balanced_orders(3)
     assert all(v >= 0 for t in times for v in t)
+
+
+@pytest.mark.parametrize("n", range(1, 9))
+def test_balanced_orders_give_every_call_every_predecessor_equally(n: int) -> None:
+    """A plain rotation (A B C D, B C D A ...) keeps each call's predecessor almost always the
+    same, and a call pays for its predecessor's cache footprint; the Williams design does not."""
+    rows = balanced_orders(n)
+    assert all(sorted(r) == list(range(n)) for r in rows)  # each round calls everything once
+    assert len(rows) == (2 * n if n % 2 and n > 1 else n)
+    pairs = collections.Counter((r[i], r[i + 1]) for r in rows for i in range(n - 1))
+    assert len(pairs) == n * (n - 1)  # every ordered pair (a after b) occurs ...
+    assert len(set(pairs.values())) <= 1  # ... equally often
+    rotation = [[(r + k) % n for k in range(n)] for r in range(n)]
+    if n >= 3:  # the rotation misses pairs: 0 never directly follows 1 within a round
+        assert len({(r[i], r[i + 1]) for r in rotation for i in range(n - 1)}) < n * (n - 1)
 
 
 def test_measure_duration_has_min_runs() -> None:

@@ -1,10 +1,14 @@
 """Interleaved latency benchmarks: the measurement engine of ``bench``, ``compare`` and ``check``.
 
 Every model is loaded once (load time and memory are recorded), warmed up, and then timed in
-rounds, per batch size: ``A B C, B C A, C A B ...``: one call of each model per round, with the
-starting model rotating, so that machine noise (other processes, frequency changes) hits all
-models alike and the *ratios* against the first model hold even on a busy machine. Each call is
-timed with :func:`time.perf_counter_ns`.
+rounds, per batch size: one call of each model per round, so that machine noise (other
+processes, frequency changes) hits all models alike and the *ratios* against the first model
+hold even on a busy machine. The order within the rounds follows a balanced Latin square
+(:func:`balanced_orders`): every model follows every other one equally often, because a call
+pays for its predecessor's footprint in the caches (measured on the Fashion CNN at batch 1: an
+onnxruntime call right after an OpenVINO call takes ~25 us longer than after another
+onnxruntime call), and a plain rotation ``A B C, B C A ...`` keeps the same predecessor for
+almost every call. Each call is timed with :func:`time.perf_counter_ns`.
 
 Backends (chosen by file suffix, see :func:`load_backend`): ``.onnx``/``.ort`` through
 :class:`edgekit.runtime.model.EdgeModel` (onnxruntime, or OpenVINO with ``engine="openvino"``);
@@ -43,6 +47,7 @@ from edgekit.metadata import ModelMetadata
 
 __all__ = [
     "instruction_set",
+    "balanced_orders",
     "BenchConfig",
     "Backend",
     "OnnxBackend",
@@ -540,6 +545,22 @@ def latency_stats(samples_ns: Sequence[int], batch: int) -> LatencyStats:
     )
 
 
+def balanced_orders(n: int) -> list[list[int]]:
+    """Orders of ``range(n)`` for interleaved rounds in which every item directly follows every
+    other item equally often: the rows of a Williams design (a balanced Latin square; ``n`` rows
+    for even ``n``, ``2 n`` for odd ``n``, where the rows are also taken reversed)."""
+    first, lo, hi = [0], 1, n - 1
+    for k in range(1, n):
+        if k % 2:
+            first.append(lo)
+            lo += 1
+        else:
+            first.append(hi)
+            hi -= 1
+    rows = [[(x + r) % n for x in first] for r in range(n)] if n else [[]]
+    return rows + [row[::-1] for row in rows] if n % 2 and n > 1 else rows
+
+
 def measure(
     calls: Sequence[Callable[[], Any]],
     *,
@@ -551,7 +572,8 @@ def measure(
 ) -> list[list[int]]:
     """Time ``calls`` interleaved; returns per-call lists of nanoseconds.
 
-    Each round calls every function once, the start rotating by one per round. It stops after
+    Each round calls every function once, in the orders of :func:`balanced_orders` (every call
+    follows every other one equally often over a cycle of rounds). It stops after
     ``runs`` rounds (default 100), or, with ``duration`` seconds, when the time is up and every
     call has ``min_runs`` samples (default 5). ``warmup`` (default 10) untimed rounds come first.
     ``on_progress`` gets the done fraction in [0, 1].
@@ -560,6 +582,7 @@ def measure(
     for _ in range(warmup):
         for fn in calls:
             fn()
+    orders = balanced_orders(n)
     times: list[list[int]] = [[] for _ in range(n)]
     clock = time.perf_counter_ns
     start = time.perf_counter()
@@ -572,8 +595,7 @@ def measure(
         elapsed = time.perf_counter() - start
         if duration is not None and elapsed >= duration and r >= min_runs:
             break
-        for k in range(n):
-            i = (r + k) % n
+        for i in orders[r % len(orders)]:
             fn = calls[i]
             t0 = clock()
             fn()

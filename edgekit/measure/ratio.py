@@ -1,11 +1,12 @@
 """The one latency-ratio estimator (used by ``tune``, ``check`` and the pytest plugin).
 
-Two calls are timed interleaved, round by round (:func:`edgekit.measure.bench.measure` rotates
-which goes first), so a busy machine slows both alike. The estimate is the **median of the
-per-round ratios** ``candidate / reference``: each ratio pairs two timings taken microseconds
-apart, which cancels drift that a ratio of two medians would keep. Rounds are timed in blocks;
-it stops once the estimate moved by at most ``tolerance`` over the last two blocks (after
-``min_rounds`` rounds and ``min_seconds``), or at ``max_rounds`` / ``max_seconds``.
+Two calls are timed interleaved, round by round (:func:`edgekit.measure.bench.measure`
+alternates which goes first), so a busy machine slows both alike. The estimate is the **median
+of the per-round ratios** ``candidate / reference``: each ratio pairs two timings taken
+microseconds apart, which cancels drift that a ratio of two medians would keep. Rounds are
+timed in blocks; it stops once the estimate moved by at most ``tolerance`` over the last two
+blocks (after ``min_rounds`` rounds and ``min_seconds``), or at ``max_rounds`` /
+``max_seconds``.
 """
 
 from __future__ import annotations

@@ -268,6 +268,7 @@ class OpenVinoEngine(Engine):
         self._in_names = tuple(s.name for s in self.inputs)
         self._single = self._in_names[0] if len(self._in_names) == 1 else None
         self._n_out = range(len(self.outputs))
+        self._one_output = len(self.outputs) == 1
         self._lock = threading.Lock()
         self._by_shape: dict[Any, _Compiled] = {}
         self._static = 0
@@ -327,29 +328,36 @@ class OpenVinoEngine(Engine):
             return self._store(key, self._compile(model))
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+        # single input / single output: no loops or comprehensions (each costs ~1 us per call
+        # on a 70-100 us CNN call; see benchmarks/runtime_overhead.py)
         if self._single is not None:
-            arrays: tuple[np.ndarray, ...] = (feeds[self._single],)
-            key: Any = arrays[0].shape
+            a = feeds[self._single]
+            c = self._by_shape.get(a.shape) or self._compile_for((a.shape,))
         else:
-            arrays = tuple([feeds[n] for n in self._in_names])
-            key = tuple([a.shape for a in arrays])
-        c = self._by_shape.get(key)
-        if c is None:
-            c = self._compile_for(key if self._single is None else (key,))
+            arrays = [feeds[n] for n in self._in_names]
+            shapes = tuple([x.shape for x in arrays])
+            c = self._by_shape.get(shapes) or self._compile_for(shapes)
         try:
             req = c.local.req
         except AttributeError:
             req = c.new_request()
-        tensor = self._tensor
-        for i, a in enumerate(arrays):
+        if self._single is not None:
             try:
-                req.set_input_tensor(i, tensor(a, shared_memory=True))
+                req.set_input_tensor(self._tensor(a, shared_memory=True))
             except (ValueError, RuntimeError):  # read-only or not C-contiguous: copy it
-                req.set_input_tensor(i, tensor(np.array(a, order="C")))
+                req.set_input_tensor(self._tensor(np.array(a, order="C")))
+        else:
+            for i, x in enumerate(arrays):
+                try:
+                    req.set_input_tensor(i, self._tensor(x, shared_memory=True))
+                except (ValueError, RuntimeError):
+                    req.set_input_tensor(i, self._tensor(np.array(x, order="C")))
         try:
             req.infer()
         except RuntimeError as exc:
             raise InputError(f"openvino could not run {self.path.name}: {exc}") from exc
+        if self._one_output:
+            return [req.get_output_tensor().data.copy()]
         return [req.get_output_tensor(i).data.copy() for i in self._n_out]
 
     @property
