@@ -12,11 +12,14 @@ setting runs in its own process (TensorFlow fixes its thread pools at start).
     python benchmarks/run_all.py            # full suite (< 15 min on 2 cores)
     python benchmarks/run_all.py --quick    # smoke run: two small models, batch 1, 1 thread
     python benchmarks/run_all.py --engines  # engines: MobileNetV2-224 and the CNN, 1 thread,
-                                            # b1/b32: ORT fp32, int8, tuned, TFLite int8
-                                            # (LiteRT, XNNPACK), OpenVINO tuned and fp32 (f32)
+                                            # b1/b32: ORT fp32, int8, tuned (for b1 and for
+                                            # b32), TFLite int8 (LiteRT, XNNPACK), OpenVINO
+                                            # tuned and fp32 (f32)
 
-ONNX rows: ``onnx-*`` run in onnxruntime, ``onnx-tuned`` on the engine ``edgekit tune`` chose
-(stored in its metadata), ``openvino-tuned`` is the tuned QDQ file run by OpenVINO and
+ONNX rows: ``onnx-*`` run in onnxruntime, ``onnx-tuned`` on the engine ``edgekit tune --batch 1``
+chose (stored in its metadata), ``onnx-tuned-b32`` (``--engines``) is tuned for batch 32 the same
+way (a deployment at batch 32 tunes for it), ``openvino-tuned`` is the batch-1 tuned QDQ file
+run by OpenVINO and
 ``openvino-fp32`` the fp32 file in OpenVINO with ``INFERENCE_PRECISION_HINT=f32`` pinned.
 TFLite files run in LiteRT's standalone interpreter (``ai-edge-litert``, XNNPACK).
 
@@ -46,8 +49,8 @@ SMS = ROOT.parent / "shared" / "data" / "sms-spam" / "SMSSpamCollection.tsv"
 BUILT = ("keras", "tflite-fp32", "tflite-int8", "onnx-fp32", "onnx-int8")
 VARIANTS = (*BUILT, "onnx-tuned", "openvino-tuned", "openvino-fp32")
 #: ``--engines``: the rows of the engine comparison, ratios against the first
-ENGINE_VARIANTS = ("onnx-fp32", "onnx-int8", "onnx-tuned", "tflite-int8", "openvino-tuned",
-                   "openvino-fp32")
+ENGINE_VARIANTS = ("onnx-fp32", "onnx-int8", "onnx-tuned", "onnx-tuned-b32", "tflite-int8",
+                   "openvino-tuned", "openvino-fp32")
 #: rows that run another row's file on OpenVINO
 OPENVINO_ROWS = {"openvino-tuned": "onnx-tuned", "openvino-fp32": "onnx-fp32"}
 FASHION = ROOT.parent / "shared" / "data" / "fashion-mnist"
@@ -106,8 +109,10 @@ def _keras_model(name: str) -> tuple[Path, Path | None]:
 
 
 def prepare(names: list[str], calibration_samples: int, threads: tuple[int, ...] = (1,),
-            built: tuple[str, ...] = BUILT) -> dict[str, Any]:
-    """Build every variant file; returns the manifest (paths and build errors per model)."""
+            built: tuple[str, ...] = BUILT, tune_batches: tuple[int, ...] = (1,)
+            ) -> dict[str, Any]:  # fmt: skip
+    """Build every variant file; returns the manifest (paths and build errors per model). The
+    tuned rows are tuned for each thread setting and each batch of ``tune_batches``."""
     from edgekit.convert.export import synthetic_inputs
     from edgekit.measure.bench import KerasBackend
     from edgekit.measure.compare import build_variants
@@ -130,8 +135,11 @@ def prepare(names: list[str], calibration_samples: int, threads: tuple[int, ...]
         if name in TUNED and "onnx-fp32" in paths:
             tune_info = {}
             for t in threads:  # tuned for each deployment setting, as a user would
-                tuned, tune_info[str(t)] = _tune(name, Path(paths["onnx-fp32"]), work, cal, n, t)
-                paths[f"onnx-tuned@{t}"] = tuned
+                for b in tune_batches:
+                    row, key = _tuned_row(t, b)
+                    tuned, tune_info[key] = _tune(name, Path(paths["onnx-fp32"]), work, cal, n,
+                                                  t, b)  # fmt: skip
+                    paths[f"{row}@{t}"] = tuned
         manifest[name] = {
             "title": MODELS[name][0],
             "paths": {k: str(v) for k, v in paths.items()},
@@ -146,20 +154,26 @@ def prepare(names: list[str], calibration_samples: int, threads: tuple[int, ...]
     return manifest
 
 
+def _tuned_row(threads: int, batch: int) -> tuple[str, str]:
+    """(row, manifest key) of the file tuned for ``threads`` and ``batch``."""
+    return ("onnx-tuned", str(threads)) if batch == 1 else (f"onnx-tuned-b{batch}",
+                                                           f"{threads}/b{batch}")
+
+
 def _tune(name: str, fp32: Path, work: Path, cal: dict[str, np.ndarray],
-          n: int, threads: int) -> tuple[Path, dict[str, Any]]:
-    """``edgekit tune`` (``threads``, batch 1) on the fp32 ONNX model; returns the tuned file."""
+          n: int, threads: int, batch: int = 1) -> tuple[Path, dict[str, Any]]:
+    """``edgekit tune --threads T --batch B`` on the fp32 ONNX model; returns the tuned file."""
     from edgekit.inputs.data import Dataset
     from edgekit.tune.search import TuneConfig, tune_model
 
     eval_data: Any = FASHION if name == "fashion_cnn" and FASHION.exists() else None
-    log(f"{name}: edgekit tune --threads {threads}")
-    res = tune_model(fp32, work / f"tuned{threads}", Dataset(cal), eval_data,
-                     TuneConfig(max_accuracy_drop=TUNED[name], threads=threads,
+    log(f"{name}: edgekit tune --threads {threads} --batch {batch}")
+    res = tune_model(fp32, work / f"tuned{threads}b{batch}", Dataset(cal), eval_data,
+                     TuneConfig(max_accuracy_drop=TUNED[name], threads=threads, batch=batch,
                                 budget_minutes=TUNE_MINUTES.get(name, 2.0),
                                 calibration_samples=n, eval_samples=2000, force=True))
     log(f"{name}: {res.report['why']}")
-    return res.model_path, {"winner": res.winner.name, "why": res.report["why"],
+    return res.model_path, {"winner": res.winner.name, "why": res.report["why"], "batch": batch,
                             "engine": res.winner.engine, "session": res.winner.session,
                             "latency_ratio": res.winner.latency_ratio,
                             "accuracy_drop": res.winner.accuracy_drop,
@@ -268,7 +282,7 @@ def markdown(result: dict[str, Any]) -> str:
         lines.append("| " + " | ".join(header) + " |")
         lines.append("|:--|--:|" + "--:|" * len(cols))
         for var in variants:
-            if OPENVINO_ROWS.get(var, var) == "onnx-tuned" and not entry.get("tune"):
+            if OPENVINO_ROWS.get(var, var).startswith("onnx-tuned") and not entry.get("tune"):
                 continue
             size = entry.get("sizes", {}).get(var)
             row = [var, f"{size / 1024:.0f} KiB" if size and size < 2**20 else
@@ -284,9 +298,11 @@ def markdown(result: dict[str, Any]) -> str:
         errs = entry.get("errors", {})
         for var, e in errs.items():
             lines.append(f"\n{var}: not measured ({e})")
-        for t, info in (entry.get("tune") or {}).items():
-            lines.append(f"\nonnx-tuned, {t} thread(s): `edgekit tune --threads {t} --batch 1` "
-                         f"(engine {info.get('engine', 'onnxruntime')}): {info['why']}")
+        for key, info in (entry.get("tune") or {}).items():
+            t, b = key.split("/b")[0], info.get("batch", 1)
+            lines.append(f"\n{_tuned_row(int(t), b)[0]}, {t} thread(s): `edgekit tune --threads "
+                         f"{t} --batch {b}` (engine {info.get('engine', 'onnxruntime')}): "
+                         f"{info['why']}")
         if entry.get("modes", {}).get("onnx-int8") == "dynamic":
             lines.append("\nonnx-int8 is dynamic int8 here (edgekit's `auto` choice for LSTM "
                          "and Dense-only models; static QDQ int8 for convnets).")
@@ -364,8 +380,10 @@ def main(argv: list[str] | None = None) -> int:
         names = args.models.split(",") if args.models else ["fashion_cnn", "mobilenetv2_224_100"]
         threads, variants = (1,), ENGINE_VARIANTS
         built = ("tflite-int8", "onnx-fp32", "onnx-int8")
+        scale = 4.0  # 7 rows at ~0.3 s per MobileNetV2 b32 call: 16 s gives ~7 rounds, not 2
     CACHE.mkdir(parents=True, exist_ok=True)
-    manifest = prepare(names, args.calibration_samples, threads, built)
+    tune_batches = (1, 32) if args.engines else (1,)
+    manifest = prepare(names, args.calibration_samples, threads, built, tune_batches)
     manifest_path = CACHE / "manifest.json"
     manifest_path.write_text(json.dumps(manifest, indent=1))
     parts = {}
