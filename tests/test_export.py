@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -129,7 +130,12 @@ def test_report_and_metadata(cnn_export, models: dict[str, Path]) -> None:
     for lib in ("tensorflow-cpu", "tf2onnx", "onnx", "onnxruntime"):
         assert lib in report["versions"]
     assert set(report["timings_s"]) >= {"load", "convert", "validate"}
-    assert report["files"]["onnx"]["size_bytes"] == cnn_export.onnx_path.stat().st_size
+    blob = cnn_export.onnx_path.read_bytes()
+    assert report["files"]["onnx"] == {"path": "cnn.onnx", "size_bytes": len(blob),
+                                       "sha256": hashlib.sha256(blob).hexdigest()}
+    # only the opsets its nodes use: tf2onnx imports ai.onnx.ml, which no node here needs
+    assert [(o.domain, o.version) for o in onnx.load(str(cnn_export.onnx_path)).opset_import
+            ] == [("", 17)]
     v = report["validation"]
     assert v["max_abs_error"] <= 1e-4 and v["top1_agreement"] == 1.0 and v["n_samples"] == 256
     props = {p.key: p.value for p in onnx.load(str(cnn_export.onnx_path)).metadata_props}
@@ -372,3 +378,38 @@ def test_missing_extra_names_it(tmp_path: Path, models: dict[str, Path]) -> None
     assert 'pip install "edgekit[export]"' in res.stderr
     assert "Traceback" not in res.stderr
     assert not (tmp_path / "o").exists()
+
+
+def test_unused_opset_imports_are_dropped_and_used_ones_kept() -> None:
+    """A domain used only inside a Loop body or a local function stays; unused ones go."""
+    from onnx import TensorProto, helper
+
+    from edgekit.convert.graph import drop_unused_opsets
+
+    body = helper.make_graph(
+        [helper.make_node("Identity", ["c"], ["c_out"]),
+         helper.make_node("Binarizer", ["v"], ["v_out"], domain="ai.onnx.ml")],
+        "body",
+        [helper.make_tensor_value_info("i", TensorProto.INT64, []),
+         helper.make_tensor_value_info("c", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("v", TensorProto.FLOAT, [2])],
+        [helper.make_tensor_value_info("c_out", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("v_out", TensorProto.FLOAT, [2])])
+    loop = helper.make_node("Loop", ["n", "cond", "x"], ["y"], body=body)
+    fn = helper.make_function("custom.fn", "Twice", ["a"], ["b"],
+                              [helper.make_node("Add", ["a", "a"], ["b"])],
+                              [helper.make_opsetid("", 17)])
+    graph = helper.make_graph(
+        [loop, helper.make_node("Twice", ["y"], ["z"], domain="custom.fn")], "g",
+        [helper.make_tensor_value_info(n, t, s) for n, t, s in
+         [("n", TensorProto.INT64, []), ("cond", TensorProto.BOOL, []),
+          ("x", TensorProto.FLOAT, [2])]],
+        [helper.make_tensor_value_info("z", TensorProto.FLOAT, [2])])
+    opsets = [("", 17), ("ai.onnx.ml", 2), ("custom.fn", 1), ("com.microsoft", 1)]
+    model = helper.make_model(graph, functions=[fn],
+                              opset_imports=[helper.make_opsetid(d, v) for d, v in opsets])
+    assert drop_unused_opsets(model) == ["com.microsoft"]
+    assert [o.domain for o in model.opset_import] == ["", "ai.onnx.ml", "custom.fn"]
+    model.graph.node.pop()  # Twice gone; the function's own domain is still declared by it
+    del model.graph.node[0].attribute[:]
+    assert drop_unused_opsets(model) == ["ai.onnx.ml"]

@@ -33,7 +33,7 @@ from edgekit.errors import exception_reason as _reason
 from edgekit.inputs.data import Dataset, TensorSpecInfo, format_shape, run_in_batches
 from edgekit.inputs.prepare import load_model_data
 from edgekit.inputs.synthetic import InputRange, draw_inputs, keras_input_ranges, probe_length
-from edgekit.io.artifacts import ArtifactSet, sha256_file
+from edgekit.io.artifacts import ArtifactSet, file_entry, sha256_file
 from edgekit.metadata import PREFIX, ModelMetadata, load_keras_metadata, set_props
 from edgekit.validate import (
     ValidationResult,
@@ -571,6 +571,7 @@ def convert(source: KerasSource, opset: int = 17) -> Any:
     onnx = require("onnx", "export")
     import tensorflow as tf
 
+    from edgekit.convert.graph import drop_unused_opsets
     from edgekit.convert.tfconvert import bind_captured_constants, captured_constants
 
     signature = [tf.TensorSpec(s.shape, tf.as_dtype(s.dtype), name=s.name) for s in source.inputs]
@@ -579,6 +580,7 @@ def convert(source: KerasSource, opset: int = 17) -> Any:
     bind_captured_constants(model_proto, captured_constants(concrete),
                             [s.name for s in source.inputs])
     _rename_outputs(model_proto, [o.name for o in source.outputs])
+    drop_unused_opsets(model_proto)
     try:
         onnx.checker.check_model(model_proto)
     except Exception as exc:
@@ -866,7 +868,7 @@ def _validate(source: KerasSource, session: Any, feeds: dict[str, np.ndarray],
 
 
 def _report(source: KerasSource, config: ExportConfig, model_proto: Any, simplified: list[str],
-            validation: dict[str, Any], onnx_file: tuple[str, int],
+            validation: dict[str, Any], onnx_file: dict[str, Any],
             timings: dict[str, float]) -> dict[str, Any]:
     """The ``<stem>.report.json`` content."""
     return {
@@ -889,7 +891,7 @@ def _report(source: KerasSource, config: ExportConfig, model_proto: Any, simplif
             "simplified": simplified,
         },
         "validation": validation,
-        "files": {"onnx": {"path": onnx_file[0], "size_bytes": onnx_file[1]}},
+        "files": {"onnx": onnx_file},
         "timings_s": timings,
     }
 
@@ -937,10 +939,10 @@ def export_model(
         source = load_source(model, custom_objects)
     _check_labels(source, config)
     source.metadata.output_kinds = output_contract(source, source.metadata, config)
-    model_proto, result, report = _convert_and_validate(source, config, validation_data,
-                                                        onnx_name, timer)
+    model_proto, blob, result, report = _convert_and_validate(source, config, validation_data,
+                                                              onnx_name, timer)
     with artifacts.open():
-        artifacts.write_bytes(onnx_name, model_proto.SerializeToString())
+        artifacts.write_bytes(onnx_name, blob)
         if extra_outputs is not None:
             with timer.step("variants"):
                 extra_outputs(artifacts, source, model_proto, report)
@@ -957,10 +959,11 @@ def export_model(
 def _convert_and_validate(source: KerasSource, config: ExportConfig,
                           validation_data: str | os.PathLike[str] | Dataset | None,
                           onnx_name: str, timer: _Timer
-                          ) -> tuple[Any, ValidationResult, dict[str, Any]]:
-    """Convert, simplify and validate against Keras: the ONNX model (with its metadata), the
-    validation result and the report. The user's data is checked before the slow steps;
-    synthetic inputs are drawn after conversion, so they are not held through its peak."""
+                          ) -> tuple[Any, bytes, ValidationResult, dict[str, Any]]:
+    """Convert, simplify and validate against Keras: the ONNX model (with its metadata) and
+    its bytes as they will be written, the validation result and the report. The user's data
+    is checked before the slow steps; synthetic inputs are drawn after conversion, so they are
+    not held through its peak."""
     if validation_data is not None:
         with timer.step("validation_inputs"):
             feeds, notes, data_desc = _validation_feeds(source, config, validation_data)
@@ -977,9 +980,10 @@ def _convert_and_validate(source: KerasSource, config: ExportConfig,
     set_metadata_props(model_proto,
                        onnx_metadata_props(source, config.opset, source.metadata, config))
     validation = {"data": data_desc, "notes": notes, **asdict(result)}
+    blob = model_proto.SerializeToString()
     report = _report(source, config, model_proto, simplified, validation,
-                     (onnx_name, model_proto.ByteSize()), timer.steps)
-    return model_proto, result, report
+                     file_entry(onnx_name, blob), timer.steps)
+    return model_proto, blob, result, report
 
 
 def _size(p: Path) -> int:

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["simplify", "walk_nodes", "subgraph_inputs"]
+__all__ = ["drop_unused_opsets", "simplify", "walk_nodes", "subgraph_inputs"]
 
 
 def _subgraphs(node: Any) -> Iterator[Any]:
@@ -36,6 +36,22 @@ def walk_nodes(graph: Any) -> Iterator[Any]:
         yield n
         for sub in _subgraphs(n):
             yield from walk_nodes(sub)
+
+
+def drop_unused_opsets(model: Any) -> list[str]:
+    """Remove the opset imports of domains that no node (nor local function) uses, in place;
+    the default domain stays. tf2onnx always imports ``ai.onnx.ml``, which tools that check a
+    file's domains read as a dependency. Returns the domains removed."""
+    def canonical(domain: str) -> str:
+        return "" if domain == "ai.onnx" else domain
+
+    used = {""} | {canonical(n.domain) for n in walk_nodes(model.graph)}
+    for f in model.functions:
+        used |= {canonical(f.domain)} | {canonical(n.domain) for n in f.node}
+    unused = [o for o in model.opset_import if canonical(o.domain) not in used]
+    for o in unused:
+        model.opset_import.remove(o)
+    return [o.domain for o in unused]
 
 
 def subgraph_inputs(node: Any) -> set[str]:
