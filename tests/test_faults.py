@@ -192,6 +192,110 @@ def test_recover_finishes_a_commit_a_killed_process_left(tmp_path: Path) -> None
                           "m.report.json": hashlib.sha256(b"new report").hexdigest()}
 
 
+#: a commit of three files into ``out`` (argv[1]) that SIGKILLs itself at the n-th rename
+#: (argv[2]; 0: never), with or without force (argv[3]); "exists" when refused as existing
+_KILLED_COMMIT = """
+import os, signal, sys
+from edgekit.errors import OutputExistsError
+from edgekit.io.artifacts import ArtifactSet
+out, kill_at, force = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "1"
+real, calls = os.replace, [0]
+def replace(src, dst):
+    calls[0] += 1
+    if calls[0] == kill_at:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real(src, dst)
+os.replace = replace
+try:
+    with ArtifactSet(out, ["m.onnx", "m.int8.onnx", "m.report.json"], force=force).open() as a:
+        for name in a.names:
+            a.write_bytes(name, b"new " + name.encode())
+except OutputExistsError as exc:
+    print("exists:", exc.message)
+    sys.exit(1)
+print(calls[0])
+"""
+
+
+def _commit_in_child(out: Path, kill_at: int, force: bool) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-c", _KILLED_COMMIT, str(out), str(kill_at),
+                           "1" if force else "0"], capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("kill_at", range(1, 7))  # two renames per file, three files
+def test_a_kill_at_every_rename_is_recovered_by_the_same_command_without_force(
+        tmp_path: Path, kill_at: int) -> None:
+    """SIGKILL at each rename of a commit into an existing folder: the next run of the same
+    command, without --force, finishes the commit before it checks what exists, so the folder
+    holds the whole new set (never a mix) and no staging folder."""
+    out = tmp_path / "out"
+    with ArtifactSet(out, ["m.onnx", "m.int8.onnx", "m.report.json"]).open() as a:
+        for name in a.names:
+            a.write_bytes(name, b"old " + name.encode())
+    killed = _commit_in_child(out, kill_at, force=True)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert list(out.glob(".edgekit-tmp-*")), "the kill left no half-done commit to recover"
+    again = _commit_in_child(out, 0, force=False)
+    assert again.returncode == 1 and again.stdout.startswith("exists:"), again.stderr
+    assert "Traceback" not in again.stderr
+    new = {n: hashlib.sha256(b"new " + n.encode()).hexdigest()
+           for n in ("m.onnx", "m.int8.onnx", "m.report.json")}
+    assert _tree(out) == new
+    _no_temp_left(tmp_path)
+
+
+def test_a_kill_during_a_real_quantize_commit_is_recovered(tiny: Path, tmp_path: Path) -> None:
+    """The same through the CLI: ``edgekit quantize`` killed between the renames of its commit
+    into an existing folder; the same command again, without --force, finds the whole set."""
+    out = tmp_path / "out"
+    args = ["quantize", str(tiny), "-o", str(out), "--quantize", "fp16"]
+    first = CliRunner().invoke(cli, args)
+    assert first.exit_code == 0, first.output
+    names = sorted(p.name for p in out.glob("tiny.fp16.*"))
+    assert len(names) == 2, names
+    for name in names:
+        (out / name).write_bytes(b"previous")
+    kill_second_rename = (
+        "import os, signal, sys\nfrom edgekit.cli import main\nreal, calls = os.replace, [0]\n"
+        "def replace(src, dst):\n    calls[0] += 1\n    if calls[0] == 2:\n"
+        "        os.kill(os.getpid(), signal.SIGKILL)\n    return real(src, dst)\n"
+        "os.replace = replace\nsys.argv = ['edgekit', *sys.argv[1:]]\nmain()\n")
+    killed = subprocess.run([sys.executable, "-c", kill_second_rename, *args, "--force"],
+                            capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    # half-done: the first file moved aside (not yet replaced), the other one still previous
+    left = {n: (out / n).read_bytes() for n in names if (out / n).exists()}
+    assert list(left.values()) == [b"previous"], left
+    again = CliRunner().invoke(cli, args)
+    assert again.exit_code == 1 and "already exist" in again.output, again.output
+    assert "Traceback" not in again.output
+    for name in names:
+        assert (out / name).read_bytes() != b"previous", name
+    onnx.checker.check_model(onnx.load(str(out / "tiny.fp16.onnx")))
+    _no_temp_left(tmp_path)
+
+
+def test_a_journal_that_is_not_edgekit_s_is_not_followed(tmp_path: Path) -> None:
+    """A staging folder of a dead process whose journal is torn or names paths outside the
+    output folder is removed without moving anything."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "m.onnx").write_bytes(b"keep")
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    journals = ['{"outdir": "', f'{{"outdir": "{tmp_path}", "names": ["out"]}}',
+                f'{{"outdir": "{out}", "names": ["../victim", "m.onnx/.."]}}', "[1, 2]"]
+    for i, journal in enumerate(journals):
+        stage = out / f".edgekit-tmp-{dead}-{i}"
+        stage.mkdir()
+        (stage / ".edgekit-commit.json").write_text(journal)
+        (stage / "m.onnx").write_bytes(b"not to be moved")
+    (tmp_path / "victim").write_bytes(b"victim")
+    assert len(recover(out)) == len(journals)
+    assert _tree(out) == {"m.onnx": hashlib.sha256(b"keep").hexdigest()}
+    assert (tmp_path / "victim").read_bytes() == b"victim"
+
+
 def test_failed_body_leaves_previous_set_and_no_stage(tmp_path: Path) -> None:
     out = tmp_path / "out"
     with ArtifactSet(out, ["a", "b"]).open() as a:

@@ -30,6 +30,7 @@ __all__ = [
     "ArtifactSet",
     "atomic_write_bytes",
     "atomic_write_json",
+    "file_entry",
     "recover",
     "sha256_file",
     "to_json",
@@ -48,6 +49,12 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
             for chunk in iter(lambda: fh.read(1 << 20), b""):
                 h.update(chunk)
     return h.hexdigest()
+
+
+def file_entry(name: str, data: bytes) -> dict[str, Any]:
+    """How a report describes one file it comes with: its name, and the size and sha256 of
+    ``data``, the exact bytes written (so the report can be checked against the file)."""
+    return {"path": name, "size_bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
 
 
 def _json_default(obj: Any) -> Any:
@@ -144,7 +151,11 @@ class ArtifactSet:
 
     def check(self) -> None:
         """Raise :class:`OutputExistsError` if a target exists and ``force`` is off (or
-        :class:`OutputError` if a file stands where ``outdir`` or one of its parents should)."""
+        :class:`OutputError` if a file stands where ``outdir`` or one of its parents should).
+
+        A commit that a killed process left half-done in ``outdir`` is finished first
+        (:func:`recover`), so what is checked is a complete set, never a partial one."""
+        recover(self.outdir)
         if self.outdir.exists() and not self.outdir.is_dir():
             raise OutputExistsError(
                 f"output path {self.outdir} exists and is not a folder",
@@ -210,7 +221,6 @@ class ArtifactSet:
         """Stage, then commit on success or discard on failure."""
         self.check()
         try:
-            recover(self.outdir)
             self._stage = self._make_stage()
             yield self
             self._commit()
@@ -340,19 +350,41 @@ def recover(outdir: str | os.PathLike[str]) -> list[Path]:
             pid = stage.name[len(_STAGE_PREFIX):].split("-", 1)[0]
             if not pid.isdigit() or _alive(int(pid)):
                 continue
-            journal = stage / _JOURNAL
-            if journal.is_file():
-                _roll_forward(stage, json.loads(journal.read_text()))
+            commit = _read_journal(stage)
+            if commit is not None:
+                _roll_forward(stage, *commit)
             shutil.rmtree(stage, ignore_errors=True)
             handled.append(stage)
     return handled
 
 
-def _roll_forward(stage: Path, journal: dict[str, Any]) -> None:
-    out = Path(journal["outdir"])
+def _read_journal(stage: Path) -> tuple[Path, list[str]] | None:
+    """The output folder and names of the commit a staging folder's journal records, or None
+    when there is none to finish. The journal is synced before the first rename, so one that
+    is unreadable (the process died writing it) means that no rename happened; names that
+    are not plain file names, or an outdir that is not where the stage lies, are not edgekit's
+    and are not followed."""
+    try:
+        data = json.loads((stage / _JOURNAL).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict):
+        return None
+    outdir, names = data.get("outdir"), data.get("names")
+    if not isinstance(outdir, str) or not isinstance(names, list):
+        return None
+    out, here = Path(outdir).resolve(), stage.parent.resolve()
+    if here not in (out, out.parent):  # the stage lies in the output folder or beside it
+        return None
+    plain = [n for n in names if isinstance(n, str) and n and Path(n).name == n
+             and n not in (".", "..")]
+    return out, plain
+
+
+def _roll_forward(stage: Path, out: Path, names: list[str]) -> None:
     previous = stage / _PREVIOUS
     previous.mkdir(exist_ok=True)
-    for name in journal["names"]:
+    for name in names:
         if os.path.lexists(stage / name):
             dst = out / name
             if os.path.lexists(dst):
