@@ -9,6 +9,7 @@ that its outputs are not constant).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -142,6 +143,39 @@ def test_every_variant_is_standard_onnx_and_runs_in_openvino(
         if want.shape[-1] > 1:
             own_top1 = np.mean(want.argmax(-1) == fp32.argmax(-1))
             assert np.mean(got.argmax(-1) == want.argmax(-1)) >= min(0.9, own_top1), path.name
+
+
+def _file_entries(node: object) -> list[dict[str, object]]:
+    """Every ``{"path", "size_bytes", ...}`` a report holds, at any depth."""
+    if isinstance(node, list):
+        return [e for item in node for e in _file_entries(item)]
+    if not isinstance(node, dict):
+        return []
+    here = [node] if {"path", "size_bytes"} <= node.keys() and node["path"] else []
+    return here + [e for v in node.values() for e in _file_entries(v)]
+
+
+@pytest.mark.parametrize("which", ["cnn_out", "mlp_out"])
+def test_every_size_in_every_report_is_the_file_as_written(
+        which: str, request: pytest.FixtureRequest) -> None:
+    """Sizes and sha256 in the export, quantize and tune reports are those of the files on
+    disk (the int8 size was once taken before its metadata was added)."""
+    out: Path = request.getfixturevalue(which)
+    checked: set[str] = set()
+    for report_path in [*out.glob("*.report.json"), *out.glob("*.tune.json")]:
+        report = json.loads(report_path.read_text())
+        for entry in _file_entries(report):
+            path = Path(str(entry["path"]))
+            path = path if path.is_absolute() else out / path
+            assert entry["size_bytes"] == path.stat().st_size, (report_path.name, entry)
+            if "sha256" in entry:
+                assert entry["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest(), entry
+            checked.add(path.name)
+        for variant in report.get("variants", {}).values():
+            stem = report_path.name.removesuffix(".report.json")
+            assert variant["fp32_size_bytes"] == (out / f"{stem}.onnx").stat().st_size
+    written = {p.name for p in out.iterdir() if not p.name.endswith((".report.json", ".tune.json"))}
+    assert written <= checked, written - checked
 
 
 def _ort(path: Path, x: np.ndarray) -> np.ndarray:

@@ -236,6 +236,7 @@ class VariantResult:
     fp32_size_bytes: int
     config: QuantizationConfig
     files: dict[str, str] = field(default_factory=dict)
+    artifacts: list[dict[str, Any]] = field(default_factory=list)
     calibration: dict[str, Any] | None = None
     evaluation: dict[str, Any] | None = None
     gate: dict[str, Any] | None = None
@@ -272,6 +273,7 @@ class VariantResult:
             "portable": self.portable,
             "nonstandard_ops": self.nonstandard_ops,
             "files": self.files,
+            "artifacts": self.artifacts,
             "config": self.config.to_dict(),
             "calibration": self.calibration,
             "evaluation": self.evaluation,

@@ -43,7 +43,7 @@ import numpy as np
 from edgekit.errors import InputError, require
 from edgekit.inputs.data import Dataset
 from edgekit.inputs.prepare import onnx_input_specs
-from edgekit.io.artifacts import to_json
+from edgekit.io.artifacts import file_entry, to_json
 from edgekit.io.tempdirs import temp_dir
 from edgekit.metadata import PREFIX, ModelMetadata, set_props
 from edgekit.progress import StatusFn
@@ -201,10 +201,8 @@ class _Job:
 
     def _fp32(self, tmp: Path) -> tuple[Path, np.ndarray, float | None]:
         """The fp32 file, its outputs on the check samples and its accuracy (with labels)."""
-        import onnx
-
         fp32_path = tmp / "fp32.onnx"
-        onnx.save(self.proto, str(fp32_path))
+        fp32_path.write_bytes(self.proto.SerializeToString())  # as the fp32 file is written
         fp32_out = run_onnx(fp32_path, self.data.check_feeds, batch_size=256)[0]
         labels = self.data.check_labels
         return fp32_path, fp32_out, accuracy(fp32_out, labels) if labels is not None else None
@@ -243,6 +241,7 @@ def _write_variant(result: VariantResult, built: Path, tmp: Path, stem: str,
     qmodel = onnx.load(str(built))
     set_props(qmodel, {METADATA_KEY: json.dumps(cfg.to_dict()), PREFIX + "variant": mode.value})
     data = qmodel.SerializeToString()
+    result.size_bytes = len(data)  # the file as written, its metadata included
     outdir = result.path.parent
     staged: list[tuple[Path, bytes]] = [(result.path, data)]
     result.files = {"model": names["model"], "config": names["config"]}
@@ -259,6 +258,7 @@ def _write_variant(result: VariantResult, built: Path, tmp: Path, stem: str,
         result.mobile = [r.to_dict() for r in reports]
         result.timings_s["ort"] = round(time.perf_counter() - t0, 3)
     staged.append((outdir / names["config"], (to_json(cfg.to_dict()) + "\n").encode()))
+    result.artifacts = [file_entry(path.name, blob) for path, blob in staged]
     for path, blob in staged:  # all checks passed: write
         path.write_bytes(blob)
 

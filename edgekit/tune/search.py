@@ -42,7 +42,7 @@ from edgekit import __version__
 from edgekit.agreement import compare_predictions, gate
 from edgekit.errors import DataError, InputError
 from edgekit.inputs.data import Dataset, run_in_batches
-from edgekit.io.artifacts import ArtifactSet
+from edgekit.io.artifacts import ArtifactSet, file_entry
 from edgekit.measure.bench import ENGINES, cpu_model, installed_engines, instruction_set, measure
 from edgekit.measure.ratio import RatioConfig, measure_ratio, paired_ratio
 from edgekit.metadata import PREFIX, ModelMetadata, set_props
@@ -866,11 +866,14 @@ def tune_model(
         search.engine()
         search.session()
         winner = search.finish()
+        tuned = _tuned_bytes(winner, config)
+        winner.size_bytes = len(tuned)  # the file as written, with the tune's metadata
         report = _report(search, winner, src, data, log, t_start)
+        report["files"] = {"tuned": file_entry(names[0], tuned)}
         say(report["why"])
         report["log"] = log
         with artifacts.open():
-            artifacts.write_bytes(names[0], _tuned_bytes(winner, config))
+            artifacts.write_bytes(names[0], tuned)
             artifacts.write_json(names[1], report)
     return TuneResult(artifacts.final(names[0]), artifacts.final(names[1]), winner,
                       search.cands, report)
