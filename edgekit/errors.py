@@ -20,6 +20,7 @@ __all__ = [
     "ProviderError",
     "AccuracyGateError",
     "OutputError",
+    "PredictionError",
     "fs_fault",
     "output_error",
     "require",
@@ -85,6 +86,10 @@ class ProviderError(EdgekitError):
 
 class AccuracyGateError(EdgekitError):
     """A quantized model could not meet the accuracy budget."""
+
+
+class PredictionError(EdgekitError):
+    """A model ran but its outputs are not numbers (NaN or infinite values)."""
 
 
 class OutputError(EdgekitError):

@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import json
+import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 from _runtime_models import FASHION_LABELS, make_image_model, make_text_model
 from click.testing import CliRunner
+from onnx import numpy_helper
 
 from edgekit.cli import cli
+from edgekit.errors import InputError
 from edgekit.runtime.model import PROVIDER_NAMES, EdgeModel, available_providers, load_image
+from edgekit.runtime.predict import MAX_IMAGE_PIXELS
 
 RNG = np.random.default_rng(0)
 
@@ -123,3 +129,53 @@ def test_serve_help_and_bad_model(files: dict[str, Path]) -> None:
     assert code == 1 and "cannot load" in err
     code, _, err = invoke("serve", files["image"], "--port", "0")
     assert code == 2
+
+
+# -- outputs that are not numbers, images too large to decode -----------------------------------
+@pytest.mark.parametrize("value", [np.nan, np.inf])
+@pytest.mark.parametrize("json_flag", [(), ("--json",)])
+def test_run_refuses_outputs_that_are_not_numbers(files: dict[str, Path], tmp_path: Path,
+                                                  value: float, json_flag: tuple[str, ...]
+                                                  ) -> None:
+    """A model whose outputs are NaN/inf: `edgekit run` exits 1 with `error:` and prints no
+    probability (it once printed `nan` and exited 0)."""
+    model = onnx.load(str(files["image"]))
+    bias = next(t for t in model.graph.initializer if t.name == "B")
+    bias.CopyFrom(numpy_helper.from_array(np.full(10, value, np.float32), "B"))
+    bad = tmp_path / "not_numbers.onnx"
+    onnx.save(model, str(bad))
+    code, out, err = invoke("run", bad, files["npy"], *json_flag)
+    assert code == 1 and out == "", out
+    assert err.startswith("error: the model produced NaN or infinite outputs"), err
+    assert "20 of 20 values" in err and "hint: " in err and "Traceback" not in err
+
+
+def _png_header(path: Path, width: int, height: int) -> Path:
+    """A PNG that declares ``width`` x ``height`` but holds almost no pixel data: decoding it
+    would fail as truncated, so a refusal that names the size was made from the header."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)  # 8-bit greyscale
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr)
+                     + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b""))
+    return path
+
+
+@pytest.mark.parametrize(("width", "height"), [(20000, 20000), (10000, 10000), (8000, 5001)])
+def test_run_refuses_huge_images_before_decoding(files: dict[str, Path], tmp_path: Path,
+                                                 width: int, height: int) -> None:
+    """Over MAX_IMAGE_PIXELS (40 Mpixel): refused from the header, whatever Pillow's own
+    bomb limits (89 Mpixel warns, 179 Mpixel raises) would have done."""
+    assert width * height > MAX_IMAGE_PIXELS
+    png = _png_header(tmp_path / "huge.png", width, height)
+    code, out, err = invoke("run", files["image"], png)
+    assert code == 1 and out == ""
+    assert err.startswith(f"error: image {png} is over edgekit's limit of 40 Mpixel"), err
+    assert "Traceback" not in err and "Warning" not in err
+    with pytest.raises(InputError, match="limit of 40 Mpixel"):
+        load_image(png)
+    small = _png_header(tmp_path / "small.png", 8000, 5000)  # at the limit: decoded, truncated
+    with pytest.raises(InputError, match="cannot read image"):
+        load_image(small)

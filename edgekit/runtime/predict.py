@@ -7,6 +7,7 @@ Pillow is imported lazily by :func:`load_image` only (``edgekit[image]``).
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -16,10 +17,36 @@ import numpy as np
 from edgekit.errors import InputError, require
 from edgekit.metadata import Preprocessing
 from edgekit.runtime.model import EdgeModel
+from edgekit.runtime.specs import check_outputs_finite
 
-__all__ = ["load_image", "load_array", "predict_input", "format_predictions"]
+__all__ = ["MAX_IMAGE_PIXELS", "load_image", "load_array", "predict_input", "format_predictions"]
 
 _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+
+#: images with more pixels are refused from their header, before a pixel is decoded (a 20000 x
+#: 20000 PNG of a few KiB would otherwise take 1.2 GB); an 8K frame is 33 Mpixel
+MAX_IMAGE_PIXELS = 40_000_000
+
+
+def _too_large(p: Path, size: str) -> InputError:
+    return InputError(f"image {p} is over edgekit's limit of {MAX_IMAGE_PIXELS // 1_000_000} "
+                      f"Mpixel ({size}; edgekit.runtime.MAX_IMAGE_PIXELS)",
+                      hint="resize it to the model's input size before running it")
+
+
+def _open_image(image_mod: Any, p: Path) -> Any:
+    """The image at ``p``, opened (its header read, no pixel decoded) and within the limit."""
+    with warnings.catch_warnings():  # Pillow only warns from 89 Mpixel on: refuse it too
+        warnings.simplefilter("error", image_mod.DecompressionBombWarning)
+        try:
+            im = image_mod.open(p)
+        except (image_mod.DecompressionBombError, image_mod.DecompressionBombWarning) as exc:
+            raise _too_large(p, str(exc).split(",")[0]) from exc
+    w, h = im.size
+    if w * h > MAX_IMAGE_PIXELS:
+        im.close()
+        raise _too_large(p, f"{w} x {h} pixels")
+    return im
 
 
 def load_image(
@@ -36,7 +63,7 @@ def load_image(
         raise InputError(f"image file {p} does not exist")
     pre = preprocessing or Preprocessing()
     try:
-        with image_mod.open(p) as im:
+        with _open_image(image_mod, p) as im:
             if pre.color == "grayscale":
                 im = im.convert("L")
             elif pre.color == "rgb" or im.mode not in ("L", "RGB"):
@@ -108,6 +135,7 @@ def predict_input(
     )
     x, source = _read_input(em, input_path, text)
     probs = em.predict(x)
+    check_outputs_finite(probs)
     report: dict[str, Any] = {
         "model": str(em.path),
         "input": source,

@@ -16,9 +16,10 @@ from typing import Any
 
 import numpy as np
 
-from edgekit.errors import InputError
+from edgekit.errors import InputError, PredictionError
 
-__all__ = ["InputSpec", "read_onnx_props", "ORT_DTYPES", "type_string", "NUMERIC_KINDS"]
+__all__ = ["InputSpec", "read_onnx_props", "ORT_DTYPES", "type_string", "NUMERIC_KINDS",
+           "check_outputs_finite"]
 
 #: onnxruntime type strings -> numpy dtypes.
 ORT_DTYPES: dict[str, np.dtype[Any]] = {
@@ -35,6 +36,19 @@ _TYPE_STRINGS = {dt: name for name, dt in ORT_DTYPES.items()}
 NUMERIC_KINDS = frozenset("biuf")
 _vdot = getattr(np.vdot, "_implementation", np.vdot)  # without the __array_function__ hop
 _isfinite = math.isfinite
+
+
+def check_outputs_finite(outputs: np.ndarray) -> None:
+    """Raise :class:`PredictionError` when float ``outputs`` hold NaN or +-Inf: a result that
+    is not a number must never be reported as one (``edgekit run`` exits 1, ``serve`` 422)."""
+    if outputs.dtype.kind == "f" and not np.isfinite(outputs).all():
+        bad = int((~np.isfinite(outputs)).sum())
+        raise PredictionError(
+            f"the model produced NaN or infinite outputs for these inputs ({bad} of "
+            f"{outputs.size} values)",
+            hint="check that the inputs are in the range the model was trained on "
+            "(edgekit inspect shows its preprocessing); a float16 file can overflow where "
+            "the fp32 or int8 file does not")
 
 
 def type_string(dtype: Any) -> str:

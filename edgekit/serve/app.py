@@ -35,8 +35,9 @@ from typing import Any
 import numpy as np
 
 from edgekit import __version__
-from edgekit.errors import EdgekitError, InputError, require
+from edgekit.errors import EdgekitError, InputError, PredictionError, require
 from edgekit.runtime.model import EdgeModel
+from edgekit.runtime.specs import check_outputs_finite
 from edgekit.serve.batching import MicroBatcher
 from edgekit.serve.config import ServeConfig
 from edgekit.serve.v2 import (
@@ -128,8 +129,10 @@ def _prepare(model: EdgeModel, req: _PredictRequest, max_batch: int) -> dict[str
 
 
 def _answer(model: EdgeModel, probs: np.ndarray, top_k: int | None) -> dict[str, Any]:
-    if probs.dtype.kind == "f" and not np.isfinite(probs).all():
-        raise _HTTPError(422, "the model produced NaN or infinite outputs for these inputs")
+    try:
+        check_outputs_finite(probs)
+    except PredictionError as exc:
+        raise _HTTPError(422, exc.message) from exc
     out: dict[str, Any] = {"predictions": probs.tolist()}
     if model.metadata.task != "classification":
         return out
