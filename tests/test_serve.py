@@ -188,3 +188,19 @@ def test_oversized_body_closes_the_connection(paths: dict[str, Path]) -> None:
         with httpx.Client(base_url=url, timeout=10) as c:  # keep-alive client: both answered
             assert c.post("/predict", content=body).status_code == 413
             assert c.post("/predict", content=ok).status_code == 200
+
+
+def test_outputs_that_are_not_numbers_get_422(paths: dict[str, Path], tmp_path: Path) -> None:
+    """The same rule as `edgekit run` (one check, runtime.specs.check_outputs_finite)."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(paths["image"]))
+    bias = next(t for t in model.graph.initializer if t.name == "B")
+    bias.CopyFrom(numpy_helper.from_array(np.full(10, np.nan, np.float32), "B"))
+    onnx.save(model, str(tmp_path / "nan.onnx"))
+    with TestClient(create_app(tmp_path / "nan.onnx")) as c:
+        img = RNG.integers(0, 256, (28, 28), dtype=np.uint8)
+        r = c.post("/predict", json={"inputs": img.tolist()})
+        assert r.status_code == 422, r.text
+        assert "NaN or infinite outputs" in r.json()["error"]
