@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import json
 import os
 import signal
 import subprocess
@@ -273,6 +274,27 @@ def test_a_kill_during_a_real_quantize_commit_is_recovered(tiny: Path, tmp_path:
         assert (out / name).read_bytes() != b"previous", name
     onnx.checker.check_model(onnx.load(str(out / "tiny.fp16.onnx")))
     _no_temp_left(tmp_path)
+
+
+@pytest.mark.parametrize("previous", ["{not json", "[1, 2]", '{"variants": 5}'])
+def test_quantize_never_replaces_a_report_that_is_not_edgekit_s(
+        tiny: Path, tmp_path: Path, previous: str) -> None:
+    """The variant's section goes into ``<stem>.report.json`` in the same commit as the
+    variant; a file of that name that is not an edgekit report is refused without --force
+    (nothing written) and replaced with it."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "tiny.report.json").write_text(previous)
+    args = ["quantize", str(tiny), "-o", str(out), "--quantize", "fp16"]
+    refused = CliRunner().invoke(cli, args)
+    line = _assert_clean_error(refused, "tiny.report.json")
+    assert "not an edgekit report" in line and "--force" in refused.output
+    assert _tree(out) == {"tiny.report.json": hashlib.sha256(previous.encode()).hexdigest()}
+    _no_temp_left(tmp_path)
+    forced = CliRunner().invoke(cli, [*args, "--force"])
+    assert forced.exit_code == 0, forced.output
+    report = json.loads((out / "tiny.report.json").read_text())
+    assert report["variants"]["fp16"]["path"] == "tiny.fp16.onnx"
 
 
 def test_a_journal_that_is_not_edgekit_s_is_not_followed(tmp_path: Path) -> None:

@@ -138,12 +138,16 @@ class ArtifactSet:
         outdir: the output folder (created on commit if missing).
         names: every file name the run will write; checked up front.
         force: overwrite existing files (default False).
+        updates: names among ``names`` that the run rewrites from their previous content
+            (a report that gains a section): they may exist without ``force``.
     """
 
-    def __init__(self, outdir: str | os.PathLike[str], names: Iterable[str], force: bool = False):
+    def __init__(self, outdir: str | os.PathLike[str], names: Iterable[str], force: bool = False,
+                 updates: Iterable[str] = ()):
         self.outdir = Path(outdir)
         self.names = list(dict.fromkeys(names))
         self.force = force
+        self.updates = frozenset(updates)
         self._stage: Path | None = None
         self._made: list[Path] = []  # parent folders this run created (removed on failure)
         self._keep_stage = False
@@ -167,7 +171,7 @@ class ArtifactSet:
                               hint="choose another -o/--output folder")
         if self.force:
             return
-        existing = [n for n in self.names if (self.outdir / n).exists()]
+        existing = [n for n in self.names if n not in self.updates and (self.outdir / n).exists()]
         if existing:
             raise OutputExistsError(
                 f"{', '.join(str(self.outdir / n) for n in existing)} already exist"

@@ -308,7 +308,7 @@ def quantize_file(
     """``edgekit quantize``: one variant of an fp32 ``.onnx`` file into ``outdir`` (default: the
     model's folder), atomically, and its section in ``<stem>.report.json`` (created or updated).
     Returns the result and the report path."""
-    from edgekit.io.artifacts import ArtifactSet, atomic_write_json
+    from edgekit.io.artifacts import ArtifactSet
     from edgekit.io.onnxfile import load_onnx
 
     cfg = config or QuantizationConfig(mode=QuantMode.AUTO)
@@ -319,24 +319,38 @@ def quantize_file(
     out = Path(outdir) if outdir is not None else path.parent
     mode, _ = resolve_mode(proto, cfg.mode)
     names = variant_names(stem, mode, cfg.output_format) if mode is not QuantMode.NONE else {}
-    artifacts = ArtifactSet(out, names.values(), force=force)
+    report_name = f"{stem}.report.json"  # committed with the variant: never one without the other
+    artifacts = ArtifactSet(out, [*names.values(), report_name], force=force,
+                            updates=[report_name])
     artifacts.check()
     with artifacts.open():
         result = quantize_model(proto, artifacts.stage_dir, stem, cfg, calibration, eval_data,
                                 progress)
+        report = _previous_report(out / report_name, force)
+        report.setdefault("source", {"path": str(path)})
+        report.setdefault("variants", {})[result.mode] = result.to_dict()
+        artifacts.write_json(report_name, report)
     if result.written:
         result.path = artifacts.final(names["model"])
-    report_path = out / f"{stem}.report.json"
-    report: dict[str, Any] = {}
-    if report_path.is_file():
-        try:
-            report = json.loads(report_path.read_text())
-        except ValueError:
-            report = {}
-    report.setdefault("source", {"path": str(path)})
-    report.setdefault("variants", {})[result.mode] = result.to_dict()
-    atomic_write_json(report_path, report, force=True)
-    return result, report_path
+    return result, artifacts.final(report_name)
+
+
+def _previous_report(path: Path, force: bool) -> dict[str, Any]:
+    """The report a variant's section is added to: a new one when there is none, or (with
+    ``force``) when the one there is not an edgekit report; without ``force`` that is an
+    :class:`InputError`, so nobody's file is replaced unasked."""
+    if not path.exists():
+        return {}
+    try:
+        report = json.loads(path.read_text())
+    except (OSError, ValueError):
+        report = None
+    if isinstance(report, dict) and isinstance(report.get("variants", {}), dict):
+        return report
+    if force:
+        return {}
+    raise InputError(f"{path} is not an edgekit report, so no variant section can be added to it",
+                     hint="move it aside, or pass --force to replace it")
 
 
 def _check_paths(*paths: Any) -> None:
