@@ -294,3 +294,65 @@ def test_export_quantize_option_errors(cnn: dict[str, Path], tmp_path: Path) -> 
     r = CliRunner().invoke(cli, ["export", str(cnn["keras"]), "-o", str(out), "--quantize",
                                  "int8", "--calibration", str(tmp_path / "bad.npz")])
     assert r.exit_code == 1 and "shape" in r.output and not out.exists()
+
+
+# -- structural default: a stem conv with few input channels stays in float -----------------
+def _conv_inputs_from(model: object, name: str) -> list[str]:
+    """What feeds the data and weight inputs of node ``name``: a producer's op type, or
+    ``-`` for a graph input / initializer."""
+    graph = model.graph  # type: ignore[attr-defined]
+    producers = {o: n for n in graph.node for o in n.output}
+    conv = next(n for n in graph.node if n.name == name)
+    return [producers[i].op_type if i in producers else "-" for i in conv.input[:2]]
+
+
+def test_int8_keeps_a_few_channel_stem_conv_in_float(cnn: dict[str, Path], tmp_path: Path
+                                                     ) -> None:
+    """The 1-channel stem conv of an image CNN is slower in int8 than in fp32 on every CPU
+    measured (regions.STEM_FLOAT_MAX_CHANNELS): the default int8 file keeps it, its Relu and
+    MaxPool in float and says so; --no-stem-in-float quantizes it."""
+    from edgekit.quantize.qdq import float_qdq_pairs
+    from edgekit.quantize.regions import float_region, stem_and_depthwise
+
+    graph = onnx.load(str(cnn["onnx"])).graph
+    stem = stem_and_depthwise(graph)[0]
+    region = float_region(graph, stem)
+    assert [next(n.op_type for n in graph.node if n.name == r) for r in region] == [
+        "Conv", "Relu", "MaxPool"]
+    out = tmp_path / "out"
+    r = CliRunner().invoke(cli, ["quantize", str(cnn["onnx"]), "-o", str(out), "--quantize",
+                                 "int8", "--calibration", str(cnn["calib"])])
+    assert r.exit_code == 0, r.output
+    assert f"the stem conv {stem[0]} and its activation/pooling kept in float (1 input" in r.output
+    default = onnx.load(str(out / "cnn.int8.onnx"))
+    assert "DequantizeLinear" not in _conv_inputs_from(default, stem[0])
+    assert float_qdq_pairs(default, region) == []
+    saved = json.loads((out / "cnn.int8.quant.json").read_text())
+    assert set(region) <= set(saved["nodes_to_exclude"])
+    second = next(n.name for n in default.graph.node if n.op_type == "Conv" and n.name != stem[0])
+    assert _conv_inputs_from(default, second) == ["DequantizeLinear", "DequantizeLinear"]
+    plain = quantize_model(cnn["onnx"], tmp_path, config=QuantizationConfig(
+        stem_in_float=False), calibration=cnn["calib"])
+    plain_model = onnx.load(str(plain.path))
+    assert _conv_inputs_from(plain_model, stem[0]) == ["DequantizeLinear", "DequantizeLinear"]
+    assert not any("stem conv" in n for n in plain.notes)
+
+
+@pytest.mark.parametrize(("channels", "group", "kept"),
+                         [(1, 1, True), (3, 1, True), (4, 1, True), (5, 1, False),
+                          (16, 1, False), (1, 16, False)])
+def test_stem_rule_counts_input_channels(channels: int, group: int, kept: bool) -> None:
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edgekit.quantize.regions import stem_float_region
+
+    cin = channels * group
+    w = numpy_helper.from_array(np.zeros((16, channels, 3, 3), np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["c"], name="stem", group=group),
+         helper.make_node("Relu", ["c"], ["y"], name="relu")], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, cin, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 16, 6, 6])], [w])
+    region, note = stem_float_region(graph)
+    assert (region == ["stem", "relu"]) is kept and (note is not None) is kept
+    assert stem_float_region(graph, always=True)[0] == ["stem", "relu"]

@@ -19,13 +19,9 @@ from edgekit.convert.export import ExportConfig, export_model  # noqa: E402
 from edgekit.errors import InputError  # noqa: E402
 from edgekit.measure.ratio import RatioConfig, measure_ratio, paired_ratio  # noqa: E402
 from edgekit.metadata import ModelMetadata, Preprocessing, save_keras_metadata  # noqa: E402
+from edgekit.quantize.regions import float_region, stem_and_depthwise  # noqa: E402
 from edgekit.runtime.model import EdgeModel  # noqa: E402
-from edgekit.tune.search import (  # noqa: E402
-    TuneConfig,
-    float_region,
-    stem_and_depthwise,
-    tune_model,
-)
+from edgekit.tune.search import TuneConfig, tune_model  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -29,6 +29,10 @@ _OPTIONS: list[Callable[[Any], Any]] = [
                  help="Calibration samples (default 256; all when the data has fewer, noted)."),
     click.option("--per-channel/--per-tensor", "per_channel", default=None,
                  help="Per-channel or per-tensor weight scales (default per-channel)."),
+    click.option("--stem-in-float/--no-stem-in-float", "stem_in_float", default=None,
+                 help="int8: keep the stem conv (the first Conv) and its activation/pooling in "
+                 "float (default: when it reads at most 4 channels, where int8 is slower than "
+                 "fp32 on every CPU measured; the report says so)."),
     click.option("--preset", type=click.Choice(["avx512_vnni", "avx2", "arm64"]), default=None,
                  help="Target preset of quantization options (default: portable values, 7-bit "
                  "weights that do not saturate on AVX2-only CPUs)."),
@@ -59,7 +63,7 @@ def config_from_options(quantize: str | None, calibration_method: str | None,
                         calibration_samples: int | None, per_channel: bool | None,
                         preset: str | None, max_accuracy_drop: float | None,
                         output_format: str, mobile_batch: int = 1, default_mode: str = "none",
-                        **_: Any) -> Any:
+                        stem_in_float: bool | None = None, **_: Any) -> Any:
     """A :class:`edgekit.quantize.core.QuantizationConfig` from parsed options (None when no
     variant is asked for)."""
     mode = quantize or default_mode
@@ -73,7 +77,7 @@ def config_from_options(quantize: str | None, calibration_method: str | None,
         preset, mode=mode, calibration_method=calibration_method,
         calibration_samples=calibration_samples, per_channel=per_channel,
         max_accuracy_drop=max_accuracy_drop, output_format=output_format,
-        mobile_batch=mobile_batch,
+        mobile_batch=mobile_batch, stem_in_float=stem_in_float,
     )
 
 

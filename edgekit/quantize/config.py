@@ -127,6 +127,10 @@ class QuantizationConfig:
         calibration_batch_size: batch size of the calibration reader (default 16).
         op_types_to_quantize: op types to quantize (default: all that onnxruntime can).
         nodes_to_exclude: node names kept in float (default none).
+        stem_in_float: static int8 keeps the stem conv (the first Conv) and its
+            activation/pooling in float: None (default) when it reads at most
+            :data:`~edgekit.quantize.regions.STEM_FLOAT_MAX_CHANNELS` channels (int8 is slower
+            there on every CPU measured), True always, False never.
         extra_options: passed through to onnxruntime's ``extra_options`` (default none).
         output_format: ``onnx`` (default) or ``ort`` (also the ORT-format model for mobile
             builds, converted the way onnxruntime recommends for NNAPI/CoreML).
@@ -152,6 +156,7 @@ class QuantizationConfig:
     calibration_batch_size: int = 16
     op_types_to_quantize: list[str] | None = None
     nodes_to_exclude: list[str] = field(default_factory=list)
+    stem_in_float: bool | None = None
     extra_options: dict[str, Any] = field(default_factory=dict)
     output_format: OutputFormat = OutputFormat.ONNX
     mobile_batch: int = 1

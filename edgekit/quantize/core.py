@@ -71,6 +71,7 @@ from edgekit.quantize.config import (
 )
 from edgekit.quantize.ort_format import convert_to_ort
 from edgekit.quantize.qdq import output_activation_nodes
+from edgekit.quantize.regions import stem_float_region
 from edgekit.validate import accuracy, run_onnx
 
 __all__ = [
@@ -207,6 +208,15 @@ class _Job:
         labels = self.data.check_labels
         return fp32_path, fp32_out, accuracy(fp32_out, labels) if labels is not None else None
 
+    def _stem(self) -> list[str]:
+        """The stem conv's float region when :attr:`QuantizationConfig.stem_in_float` says so
+        (noted in the report)."""
+        if self.mode is not QuantMode.INT8 or self.cfg.stem_in_float is False:
+            return []
+        region, note = stem_float_region(self.proto.graph, always=bool(self.cfg.stem_in_float))
+        self.notes.extend([note] if note else [])
+        return region
+
     def _quantize(self, pre: Path, tmp: Path, fp32_out: np.ndarray
                   ) -> tuple[Build, dict[str, Any] | None, list[str]]:
         """The quantized build that meets the gate, the gate report and the float nodes.
@@ -214,7 +224,7 @@ class _Job:
         int8 keeps the output softmax/sigmoid float, so probabilities stay exact (fp16 keeps
         them in fp16: blocking the output node breaks the converter's float32 outputs)."""
         keep = output_activation_nodes(self.proto) if self.mode is QuantMode.INT8 else []
-        exclude = list(dict.fromkeys([*self.cfg.nodes_to_exclude, *keep]))
+        exclude = list(dict.fromkeys([*self.cfg.nodes_to_exclude, *keep, *self._stem()]))
         builder = Builder(self.mode, self.cfg, pre, tmp, self.data, fp32_out, self.progress)
         final, gate_info = check_gate(builder, builder.build(exclude), exclude)
         return final, gate_info, exclude
@@ -259,6 +269,7 @@ def _write_variant(result: VariantResult, built: Path, tmp: Path, stem: str,
         result.timings_s["ort"] = round(time.perf_counter() - t0, 3)
     staged.append((outdir / names["config"], (to_json(cfg.to_dict()) + "\n").encode()))
     result.artifacts = [file_entry(path.name, blob) for path, blob in staged]
+    outdir.mkdir(parents=True, exist_ok=True)
     for path, blob in staged:  # all checks passed: write
         path.write_bytes(blob)
 

@@ -47,11 +47,12 @@ from edgekit.measure.bench import ENGINES, cpu_model, installed_engines, instruc
 from edgekit.measure.ratio import RatioConfig, measure_ratio, paired_ratio
 from edgekit.metadata import PREFIX, ModelMetadata, set_props
 from edgekit.progress import FractionFn, StatusFn
+from edgekit.quantize.regions import float_region, stem_and_depthwise
 from edgekit.runtime.model import EdgeModel, SessionOptionsConfig
 from edgekit.validate import accuracy
 
 __all__ = ["TuneConfig", "Candidate", "TuneResult", "tune_model", "node_profile",
-           "float_region", "format_candidates"]
+           "format_candidates"]
 
 
 
@@ -198,11 +199,6 @@ def node_profile(
 
 
 _ACTIVATIONS = {"Relu", "Clip", "LeakyRelu", "Sigmoid", "HardSigmoid", "Tanh", "Add"}
-#: Cheap ops that follow a compute node; a float region extends through them so that the
-#: switch back to int8 quantizes the smallest tensor (after pooling) and the float part keeps
-#: its fused, blocked-layout kernels.
-_FOLLOWERS = {"Relu", "Clip", "LeakyRelu", "Sigmoid", "HardSigmoid", "Tanh", "MaxPool",
-              "AveragePool"}
 _COMPUTE = {"Conv", "MatMul", "Gemm", "ConvTranspose"}
 
 
@@ -224,25 +220,6 @@ def _attribute_fp32(profile: dict[str, float], graph: Any) -> dict[str, float]:
         if node is not None and node.op_type in _COMPUTE:
             out[node.name] += us
     return dict(out)
-
-
-def float_region(graph: Any, names: Sequence[str]) -> list[str]:
-    """``names`` plus the chain of single-consumer followers (activations, pooling) of each."""
-    by_name = {n.name: n for n in graph.node}
-    consumers: dict[str, list[Any]] = collections.defaultdict(list)
-    for n in graph.node:
-        for i in n.input:
-            consumers[i].append(n)
-    region = list(names)
-    for name in names:
-        node = by_name.get(name)
-        while node is not None and node.output:
-            users = consumers.get(node.output[0], [])
-            if len(users) != 1 or users[0].op_type not in _FOLLOWERS:
-                break
-            node = users[0]
-            region.append(node.name)
-    return list(dict.fromkeys(region))
 
 
 def _attribute_int8(profile: dict[str, float], names: set[str]) -> dict[str, float]:
@@ -343,6 +320,7 @@ def _try_quant(ctx: _Context, name: str, desc: str, overrides: dict[str, Any],
     cand = Candidate(name, stage, desc)
     outdir = ctx.tmp / name
     outdir.mkdir(parents=True, exist_ok=True)
+    overrides.setdefault("stem_in_float", False)  # the stem is a candidate of its own
     qcfg = QuantizationConfig.from_preset(
         overrides.pop("preset", None),
         mode="int8",
@@ -404,20 +382,6 @@ def _float_overrides(best: Candidate, region: Sequence[str]) -> dict[str, Any]:
     overrides["nodes_to_exclude"] = sorted(set(quant.get("nodes_to_exclude") or [])
                                            | set(region))
     return overrides
-
-
-def stem_and_depthwise(graph: Any) -> tuple[list[str], list[str]]:
-    """``([stem], depthwise)``: the first Conv of the graph and the depthwise Convs (``group``
-    equal to the input channels, i.e. weights of shape ``(C, 1, kH, kW)`` with ``group > 1``)."""
-    weights = {t.name: list(t.dims) for t in graph.initializer}
-    convs = [n for n in graph.node if n.op_type == "Conv"]
-    depthwise = []
-    for n in convs:
-        group = next((a.i for a in n.attribute if a.name == "group"), 1)
-        w = weights.get(n.input[1]) if len(n.input) > 1 else None
-        if group > 1 and w is not None and len(w) > 1 and w[1] == 1:
-            depthwise.append(n.name)
-    return [convs[0].name] if convs else [], depthwise
 
 
 def _region_candidates(ctx: _Context, best: Candidate) -> list[tuple[str, str, list[str]]]:
