@@ -14,6 +14,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import json
+import logging
 import os
 import secrets
 import shutil
@@ -23,8 +24,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from edgekit.errors import OutputError, OutputExistsError, fs_fault, output_error
+from edgekit.errors import OutputError, OutputExistsError, SchemaError, fs_fault, output_error
 from edgekit.io.tempdirs import register, unregister
+from edgekit.schema import Fields, list_of, read_json, string
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "ArtifactSet",
@@ -328,7 +332,8 @@ class ArtifactSet:
 def recover(outdir: str | os.PathLike[str]) -> list[Path]:
     """Finish the commits that a killed edgekit process left half-done in ``outdir`` (staging
     folders with a journal) and remove the staging folders of dead processes; folders of
-    processes still running are left alone. Returns the folders handled."""
+    processes still running, and folders whose journal is not one edgekit wrote (a warning),
+    are left alone. Returns the folders handled."""
     out = Path(outdir)
     handled = []
     for folder in (out, out.parent):
@@ -342,17 +347,34 @@ def recover(outdir: str | os.PathLike[str]) -> list[Path]:
                 continue
             journal = stage / _JOURNAL
             if journal.is_file():
-                _roll_forward(stage, json.loads(journal.read_text()))
+                try:
+                    out_dir, names = _read_journal(stage)
+                except (OSError, SchemaError) as exc:
+                    logger.warning("left %s alone: its journal is unusable (%s)", stage, exc)
+                    continue
+                _roll_forward(stage, out_dir, names)
             shutil.rmtree(stage, ignore_errors=True)
             handled.append(stage)
     return handled
 
 
-def _roll_forward(stage: Path, journal: dict[str, Any]) -> None:
-    out = Path(journal["outdir"])
+def _read_journal(stage: Path) -> tuple[Path, list[str]]:
+    """The output folder and names of ``stage``'s journal: plain names, and a folder that is
+    the stage's own or a sibling (:class:`SchemaError` otherwise)."""
+    f = Fields(read_json(stage / _JOURNAL, 1 << 20))
+    out = Path(f.get("outdir", string()))
+    names = f.get("names", list_of(string(max_len=255), 1 << 16))
+    if any(n in ("", ".", "..") or "/" in n or os.sep in n for n in names):
+        raise SchemaError("names must be plain file names")
+    if stage.parent.resolve() not in (out.resolve(), out.resolve().parent):
+        raise SchemaError(f"outdir {out} is not beside the staging folder")
+    return out, names
+
+
+def _roll_forward(stage: Path, out: Path, names: list[str]) -> None:
     previous = stage / _PREVIOUS
     previous.mkdir(exist_ok=True)
-    for name in journal["names"]:
+    for name in names:
         if os.path.lexists(stage / name):
             dst = out / name
             if os.path.lexists(dst):

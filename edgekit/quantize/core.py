@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from edgekit.errors import InputError, require
+from edgekit.errors import InputError, SchemaError, require
 from edgekit.inputs.data import Dataset
 from edgekit.inputs.prepare import onnx_input_specs
 from edgekit.io.artifacts import to_json
@@ -71,6 +71,7 @@ from edgekit.quantize.config import (
 )
 from edgekit.quantize.ort_format import convert_to_ort
 from edgekit.quantize.qdq import output_activation_nodes
+from edgekit.schema import Fields, read_json
 from edgekit.validate import accuracy, run_onnx
 
 __all__ = [
@@ -327,16 +328,24 @@ def quantize_file(
     if result.written:
         result.path = artifacts.final(names["model"])
     report_path = out / f"{stem}.report.json"
-    report: dict[str, Any] = {}
-    if report_path.is_file():
-        try:
-            report = json.loads(report_path.read_text())
-        except ValueError:
-            report = {}
+    report = _existing_report(report_path)
     report.setdefault("source", {"path": str(path)})
     report.setdefault("variants", {})[result.mode] = result.to_dict()
     atomic_write_json(report_path, report, force=True)
     return result, report_path
+
+
+def _existing_report(path: Path) -> dict[str, Any]:
+    """The report at ``path`` to add a variant to, or a new one when there is none or it is not
+    an edgekit report (an object whose ``variants`` is an object; at most 64 MiB)."""
+    if not path.is_file():
+        return {}
+    try:
+        report = Fields(read_json(path, 64 << 20))
+        report.sub("variants", required=False)
+    except (OSError, SchemaError):
+        return {}
+    return report.data
 
 
 def _check_paths(*paths: Any) -> None:
