@@ -11,6 +11,7 @@ from __future__ import annotations
 __all__ = [
     "EdgekitError",
     "InputError",
+    "SchemaError",
     "ModelLoadError",
     "ConversionError",
     "ValidationError",
@@ -54,6 +55,12 @@ class EdgekitError(Exception):
 
 class InputError(EdgekitError):
     """A path, option or input array is wrong (missing file, wrong shape/dtype, NaN ...)."""
+
+
+class SchemaError(InputError):
+    """A file edgekit reads back (a check baseline, model metadata, stored settings ...) holds
+    a value of the wrong type or out of bounds; the message names the field (see
+    :mod:`edgekit.schema`)."""
 
 
 class ModelLoadError(EdgekitError):

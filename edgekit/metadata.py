@@ -23,7 +23,9 @@ from typing import Any
 
 import numpy as np
 
-from edgekit.errors import InputError
+from edgekit.contract import OutputKind
+from edgekit.errors import InputError, SchemaError
+from edgekit.schema import Fields, integer, list_of, number, parse_json, scalar_map, string
 
 __all__ = [
     "PREFIX",
@@ -37,6 +39,12 @@ __all__ = [
 
 PREFIX = "edgekit."
 _KERAS_MEMBER = "edgekit.json"
+_KINDS = ("image", "tabular", "text", "none")
+_OUTPUT_KINDS = tuple(k.value for k in OutputKind)
+#: bounds of what metadata may hold: features (mean/std), labels, image side in pixels
+_MAX_FEATURES = 1 << 20
+_MAX_LABELS = 1 << 20
+_MAX_IMAGE_SIDE = 16384
 
 
 @dataclass
@@ -66,12 +74,15 @@ class Preprocessing:
     raw_dtype: str | None = None
 
     def __post_init__(self) -> None:
-        if self.kind not in ("image", "tabular", "text", "none"):
+        if self.kind not in _KINDS:
             raise InputError(f"unknown preprocessing kind {self.kind!r}")
         if (self.mean is None) != (self.std is None):
             raise InputError("preprocessing needs both mean and std, or neither")
         if self.std is not None and any(s == 0 for s in self.std):
             raise InputError("preprocessing std contains zeros")
+        if self.mean is not None and self.std is not None and len(self.mean) != len(self.std):
+            raise InputError(f"preprocessing has {len(self.mean)} means but {len(self.std)} "
+                             "standard deviations")
 
     @property
     def is_identity(self) -> bool:
@@ -93,9 +104,27 @@ class Preprocessing:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Preprocessing:
-        known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
+    def from_dict(cls, d: Any, where: str = "preprocessing") -> Preprocessing:
+        """Rebuild from :meth:`to_dict` output, every field checked (:class:`SchemaError`
+        naming ``where``); unknown keys are ignored."""
+        f = Fields(d, where)
+        floats = list_of(number(), _MAX_FEATURES, 1)
+        side = integer(1, _MAX_IMAGE_SIDE)
+        kwargs: dict[str, Any] = dict(
+            kind=f.get("kind", string(_KINDS), "none"),
+            scale=f.get("scale", number(), 1.0),
+            offset=f.get("offset", number(), 0.0),
+            mean=f.get("mean", floats, None),
+            std=f.get("std", floats, None),
+            layout=f.get("layout", string(("NHWC", "NCHW"), fold=True), "NHWC"),
+            image_size=f.get("image_size", list_of(side, 2, 2), None),
+            color=f.get("color", string(("grayscale", "rgb")), None),
+            raw_dtype=f.get("raw_dtype", string(max_len=32), None),
+        )
+        try:
+            return cls(**kwargs)
+        except InputError as exc:  # a rule across fields (mean and std ...)
+            raise SchemaError(f"{where}: {exc.message}") from None
 
 
 @dataclass
@@ -138,16 +167,26 @@ class ModelMetadata:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> ModelMetadata:
-        pre = d.get("preprocessing")
+    def from_dict(cls, d: Any) -> ModelMetadata:
+        """Rebuild from :meth:`to_dict` output, every field checked (:class:`SchemaError`)."""
+        f = Fields(d)
+        meta = cls._checked(f, f.get("extra", scalar_map(), {}))
+        meta.output_kinds = meta.output_kinds or None
+        return meta
+
+    @classmethod
+    def _checked(cls, f: Fields, extra: dict[str, str]) -> ModelMetadata:
+        """The metadata in ``f`` (parsed JSON values), each field checked."""
+        pre = f.data.get("preprocessing")
         return cls(
-            labels=list(d["labels"]) if d.get("labels") is not None else None,
-            preprocessing=Preprocessing.from_dict(pre) if pre else None,
-            tokenizer=d.get("tokenizer"),
-            task=d.get("task") or "classification",
-            recipe=d.get("recipe"),
-            output_kinds=list(d["output_kinds"]) if d.get("output_kinds") else None,
-            extra={str(k): str(v) for k, v in (d.get("extra") or {}).items()},
+            labels=f.get("labels", list_of(string(), _MAX_LABELS), None),
+            preprocessing=None if pre is None or pre == {} else Preprocessing.from_dict(
+                pre, f.path("preprocessing")),
+            tokenizer=f.get("tokenizer", _tokenizer, None),
+            task=f.get("task", string(max_len=64), None) or "classification",
+            recipe=f.get("recipe", string(max_len=256), None),
+            output_kinds=f.get("output_kinds", list_of(string(_OUTPUT_KINDS), 1 << 16), None),
+            extra=extra,
         )
 
     # -- ONNX metadata_props -------------------------------------------------------------
@@ -170,30 +209,23 @@ class ModelMetadata:
 
     @classmethod
     def from_props(cls, props: dict[str, str]) -> ModelMetadata:
-        """Read back what :meth:`to_props` wrote; other ``edgekit.*`` keys go to ``extra``."""
-        own = {"task", "labels", "preprocessing", "tokenizer", "recipe", "output_kinds"}
-        get = props.get
-        pre = get(PREFIX + "preprocessing")
-        tok = get(PREFIX + "tokenizer")
-        labels = get(PREFIX + "labels")
-        kinds = get(PREFIX + "output_kinds")
+        """Read back what :meth:`to_props` wrote, every value checked (:class:`SchemaError`
+        naming the key); other ``edgekit.*`` keys go to ``extra``."""
+        own = {"labels", "preprocessing", "tokenizer", "output_kinds"}  # JSON values
+        values: dict[str, Any] = {k: props.get(PREFIX + k) for k in ("task", "recipe")}
+        for k in own:
+            text = props.get(PREFIX + k)
+            values[k] = parse_json(text, PREFIX + k) if text else None
+        own |= {"task", "recipe"}
         extra = {
             k: v for k, v in props.items() if k.startswith(PREFIX) and k[len(PREFIX):] not in own
         }
-        return cls(
-            labels=json.loads(labels) if labels else None,
-            preprocessing=Preprocessing.from_dict(json.loads(pre)) if pre else None,
-            tokenizer=json.loads(tok) if tok else None,
-            task=get(PREFIX + "task") or "classification",
-            recipe=get(PREFIX + "recipe"),
-            output_kinds=json.loads(kinds) if kinds else None,
-            extra=extra,
-        )
+        return cls._checked(Fields(values, PREFIX.rstrip(".")), extra)
 
     def get_json(self, key: str) -> Any:
         """Parse ``extra[edgekit.<key>]`` as JSON; None when absent."""
         v = self.extra.get(PREFIX + key)
-        return json.loads(v) if v else None
+        return parse_json(v, PREFIX + key) if v else None
 
 
 def keras_metadata_path(model_path: str | os.PathLike[str]) -> Path:
@@ -219,9 +251,9 @@ def load_keras_metadata(model_path: str | os.PathLike[str]) -> ModelMetadata | N
     if text is None:
         return None
     try:
-        return ModelMetadata.from_dict(json.loads(text))
-    except (ValueError, TypeError, KeyError) as exc:
-        raise InputError(f"edgekit metadata of {p} is malformed: {exc}") from exc
+        return ModelMetadata.from_dict(parse_json(text, _KERAS_MEMBER))
+    except InputError as exc:
+        raise InputError(f"edgekit metadata of {p} is malformed: {exc.message}") from exc
 
 
 def save_keras_metadata(model_path: str | os.PathLike[str], meta: ModelMetadata) -> Path:
@@ -257,3 +289,11 @@ def set_props(model_proto: Any, props: dict[str, str]) -> None:
         else:
             entry = model_proto.metadata_props.add()
             entry.key, entry.value = k, v
+
+
+def _tokenizer(value: Any, where: str) -> dict[str, Any]:
+    """``value`` when :class:`~edgekit.inputs.text.TextTokenizer` can be rebuilt from it."""
+    from edgekit.inputs.text import TextTokenizer
+
+    TextTokenizer.from_dict(value, where)  # checks every field
+    return dict(value)

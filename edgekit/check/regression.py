@@ -14,7 +14,6 @@ The baseline JSON stores the accuracy, the reference description and the ratio.
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import os
 import tempfile
 from collections.abc import Callable
@@ -24,6 +23,12 @@ from typing import Any
 
 import numpy as np
 
+from edgekit.check.baseline import (
+    BASELINE_VERSION,
+    MAX_REFERENCE_DEPTH,
+    REFERENCE_WIDTH,
+    load_baseline,
+)
 from edgekit.errors import DataError, InputError
 from edgekit.io.artifacts import atomic_write_json, sha256_file
 from edgekit.measure.bench import Backend, load_backend, machine_info, make_inputs, measure
@@ -41,8 +46,7 @@ __all__ = [
     "BASELINE_VERSION",
 ]
 
-BASELINE_VERSION = 1
-_WIDTH = 256
+_WIDTH = REFERENCE_WIDTH
 
 
 @dataclass
@@ -204,14 +208,15 @@ def latency_ratio(model: Backend, reference: Backend, config: CheckConfig | None
 
 
 def _auto_depth(model: Backend, threads: int | None, batch: int, tmp: Path) -> int:
-    """Reference depth whose latency is about the model's (1..512, a power of two)."""
+    """Reference depth whose latency is about the model's (1..:data:`MAX_REFERENCE_DEPTH`, a
+    power of two)."""
     probe = load_backend(reference_model(4, tmp / "probe.onnx"), "probe", threads=threads)
     tm, tr = measure([model.bind(make_inputs(model.inputs, batch)),
                       probe.bind(make_inputs(probe.inputs, 1))], runs=None, duration=0.5,
                      warmup=5)
     per_layer = float(np.median(tr)) / 4
     want = float(np.median(tm)) / max(per_layer, 1.0)
-    return int(min(512, max(1, 2 ** round(np.log2(max(want, 1.0))))))
+    return int(min(MAX_REFERENCE_DEPTH, max(1, 2 ** round(np.log2(max(want, 1.0))))))
 
 
 def model_accuracy(model: Backend, eval_data: str | os.PathLike[str],
@@ -232,26 +237,6 @@ def model_accuracy(model: Backend, eval_data: str | os.PathLike[str],
 # ---------------------------------------------------------------------------------------------
 # the gate
 # ---------------------------------------------------------------------------------------------
-def _read_baseline(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise InputError(f"cannot read baseline {path}: {exc}") from exc
-    if not isinstance(data, dict) or "latency" not in data:
-        raise InputError(f"{path} is not an edgekit check baseline",
-                         hint="make one with: edgekit check MODEL --baseline FILE "
-                         "--update-baseline")
-    return data
-
-
-def _load_baseline(path: Path) -> dict[str, Any]:
-    """The baseline at ``path`` (an :class:`InputError` when it is missing or not one)."""
-    if not path.exists():
-        raise InputError(f"baseline {path} does not exist",
-                         hint="make it with --update-baseline (and commit it)")
-    return _read_baseline(path)
-
-
 def _baseline_settings(cfg: CheckConfig, base: dict[str, Any] | None,
                        notes: list[str]) -> CheckConfig:
     """``cfg`` with the baseline's batch and threads (a check times as the baseline did)."""
@@ -320,7 +305,7 @@ def check_model(
     ``exit_code`` is 1 when a limit is exceeded.
     """
     base_path = Path(baseline)
-    base = None if update_baseline else _load_baseline(base_path)
+    base = None if update_baseline else load_baseline(base_path)
     notes: list[str] = []
     cfg = _baseline_settings(config or CheckConfig(), base, notes)
     with tempfile.TemporaryDirectory(prefix="edgekit-check-") as tmp_s:
@@ -335,9 +320,10 @@ def check_model(
         return CheckResult(current["model"], str(base_path), [], current, True, notes)
     current["latency"]["reference"] = base["latency"]["reference"]
     findings = _compare(base, current, cfg, notes)
-    if base.get("machine", {}).get("cpu") not in (None, current["machine"]["cpu"]):
-        notes.append(f"baseline made on {base['machine']['cpu']}; ratios carry over between "
-                     "machines only roughly")
+    base_cpu = (base.get("machine") or {}).get("cpu")
+    if base_cpu not in (None, current["machine"]["cpu"]):
+        notes.append(f"baseline made on {base_cpu}; ratios carry over between machines only "
+                     "roughly")
     return CheckResult(current["model"], str(base_path), findings, current, False, notes)
 
 

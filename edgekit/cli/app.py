@@ -19,6 +19,7 @@ import click
 
 from edgekit import __version__
 from edgekit.errors import EdgekitError
+from edgekit.schema import MAX_BATCH, MAX_THREADS
 
 __all__ = [
     "cli",
@@ -42,14 +43,12 @@ __all__ = [
     "MAX_BATCH",
 ]
 
-#: the largest batch size any command accepts (bigger ones only exhaust memory)
-MAX_BATCH = 65536
 F = Callable[..., Any]
 
 
 def max_threads() -> int:
-    """Largest accepted ``--threads``: 4 x the logical cores, at most 1024."""
-    return min(1024, 4 * (os.cpu_count() or 1))
+    """Largest accepted ``--threads``: 4 x the logical cores, at most :data:`MAX_THREADS`."""
+    return min(MAX_THREADS, 4 * (os.cpu_count() or 1))
 
 
 class _Group(click.Group):

@@ -35,6 +35,7 @@ from edgekit.inputs.prepare import load_model_data
 from edgekit.inputs.synthetic import InputRange, draw_inputs, keras_input_ranges, probe_length
 from edgekit.io.artifacts import ArtifactSet, file_entry, sha256_file
 from edgekit.metadata import PREFIX, ModelMetadata, load_keras_metadata, set_props
+from edgekit.schema import parse_json
 from edgekit.validate import (
     ValidationResult,
     compare_outputs,
@@ -640,10 +641,7 @@ def read_labels(path: str | os.PathLike[str]) -> list[str]:
         raise InputError(f"labels file {p} does not exist", hint="check the --labels path")
     text = p.read_text().strip()
     if text.startswith("["):
-        try:
-            labels = [str(x) for x in json.loads(text)]
-        except ValueError as exc:
-            raise InputError(f"labels file {p} is not a valid JSON list: {exc}") from exc
+        labels = [str(x) for x in parse_json(text, f"labels file {p}")]
     else:
         labels = [line.strip() for line in text.splitlines() if line.strip()]
     if not labels:

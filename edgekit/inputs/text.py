@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from edgekit.errors import InputError
+from edgekit.schema import Fields, integer, list_of, string
 
 __all__ = ["TextTokenizer", "PUNCTUATION_REGEX", "standardize", "split_whitespace"]
 
@@ -37,6 +38,10 @@ _ASCII_WS = re.compile(r"[ \t\n\x0b\x0c\r]+")
 _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 _STANDARDIZE = ("lower_and_strip_punctuation", "lower", "strip_punctuation", None)
 _FORMAT = "edgekit.TextTokenizer/1"
+#: bounds of a stored tokenizer: vocabulary size, ids per text (a request allocates
+#: batch x sequence_length of them)
+MAX_VOCABULARY = 1 << 22
+MAX_SEQUENCE_LENGTH = 1 << 16
 
 
 def standardize(text: str, mode: str | None = "lower_and_strip_punctuation") -> str:
@@ -137,18 +142,22 @@ class TextTokenizer:
         }
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> TextTokenizer:
-        """Rebuild from :meth:`to_dict` output."""
-        if not isinstance(d, dict) or "vocabulary" not in d:
-            raise InputError("tokenizer metadata is malformed (no vocabulary)")
+    def from_dict(cls, d: Any, where: str = "tokenizer") -> TextTokenizer:
+        """Rebuild from :meth:`to_dict` output, every field checked
+        (:class:`~edgekit.errors.SchemaError` naming ``where``)."""
+        f = Fields(d, where)
+        vocab = f.get("vocabulary", list_of(string(), MAX_VOCABULARY, 2))
+        ids = integer(0, len(vocab) - 1, "an index into the vocabulary")
+        mode = f.data.get("standardize", "lower_and_strip_punctuation")  # null: none
+        modes = [m for m in _STANDARDIZE if m is not None]
         return cls(
-            vocabulary=[str(t) for t in d["vocabulary"]],
-            sequence_length=int(d.get("sequence_length", 100)),
-            standardize=d.get("standardize", "lower_and_strip_punctuation"),
-            split=d.get("split", "whitespace"),
-            max_tokens=d.get("max_tokens"),
-            pad_id=int(d.get("pad_id", 0)),
-            oov_id=int(d.get("oov_id", 1)),
+            vocabulary=vocab,
+            sequence_length=f.get("sequence_length", integer(1, MAX_SEQUENCE_LENGTH), 100),
+            standardize=None if mode is None else string(modes)(mode, f.path("standardize")),
+            split=f.get("split", string(("whitespace",)), "whitespace"),
+            max_tokens=f.get("max_tokens", integer(1, MAX_VOCABULARY), None),
+            pad_id=f.get("pad_id", ids, 0),
+            oov_id=f.get("oov_id", ids, 1),
         )
 
     @classmethod

@@ -14,6 +14,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import json
+import logging
 import os
 import secrets
 import shutil
@@ -23,8 +24,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from edgekit.errors import OutputError, OutputExistsError, fs_fault, output_error
+from edgekit.errors import OutputError, OutputExistsError, SchemaError, fs_fault, output_error
 from edgekit.io.tempdirs import register, unregister
+from edgekit.schema import Fields, list_of, read_json, string
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "ArtifactSet",
@@ -342,7 +346,8 @@ class ArtifactSet:
 def recover(outdir: str | os.PathLike[str]) -> list[Path]:
     """Finish the commits that a killed edgekit process left half-done in ``outdir`` (staging
     folders with a journal) and remove the staging folders of dead processes; folders of
-    processes still running are left alone. Returns the folders handled."""
+    processes still running, and folders whose journal is not one edgekit wrote (a warning),
+    are left alone. Returns the folders handled."""
     out = Path(outdir)
     handled = []
     for folder in (out, out.parent):
@@ -354,35 +359,37 @@ def recover(outdir: str | os.PathLike[str]) -> list[Path]:
             pid = stage.name[len(_STAGE_PREFIX):].split("-", 1)[0]
             if not pid.isdigit() or _alive(int(pid)):
                 continue
-            commit = _read_journal(stage)
-            if commit is not None:
-                _roll_forward(stage, *commit)
+            journal = stage / _JOURNAL
+            if journal.is_file():
+                try:
+                    commit = _read_journal(stage)
+                except (OSError, SchemaError) as exc:
+                    logger.warning("left %s alone: its journal is unusable (%s)", stage, exc)
+                    continue
+                if commit is not None:
+                    _roll_forward(stage, *commit)
             shutil.rmtree(stage, ignore_errors=True)
             handled.append(stage)
     return handled
 
 
 def _read_journal(stage: Path) -> tuple[Path, list[str]] | None:
-    """The output folder and names of the commit a staging folder's journal records, or None
-    when there is none to finish. The journal is synced before the first rename, so one that
-    is unreadable (the process died writing it) means that no rename happened; names that
-    are not plain file names, or an outdir that is not where the stage lies, are not edgekit's
-    and are not followed."""
+    """The output folder and names of ``stage``'s journal: plain names, and a folder that is
+    the stage's own or a sibling (:class:`SchemaError` otherwise, and the stage is left
+    alone). None when the journal is torn: it is synced before the first rename, so a
+    process that died while writing it had moved nothing, and its stage holds only new files."""
     try:
-        data = json.loads((stage / _JOURNAL).read_text())
-    except (OSError, ValueError):
+        json.loads((stage / _JOURNAL).read_bytes())
+    except ValueError:
         return None
-    if not isinstance(data, dict):
-        return None
-    outdir, names = data.get("outdir"), data.get("names")
-    if not isinstance(outdir, str) or not isinstance(names, list):
-        return None
-    out, here = Path(outdir).resolve(), stage.parent.resolve()
-    if here not in (out, out.parent):  # the stage lies in the output folder or beside it
-        return None
-    plain = [n for n in names if isinstance(n, str) and n and Path(n).name == n
-             and n not in (".", "..")]
-    return out, plain
+    f = Fields(read_json(stage / _JOURNAL, 1 << 20))
+    out = Path(f.get("outdir", string()))
+    names = f.get("names", list_of(string(max_len=255), 1 << 16))
+    if any(n in ("", ".", "..") or "/" in n or os.sep in n for n in names):
+        raise SchemaError("names must be plain file names")
+    if stage.parent.resolve() not in (out.resolve(), out.resolve().parent):
+        raise SchemaError(f"outdir {out} is not beside the staging folder")
+    return out, names
 
 
 def _roll_forward(stage: Path, out: Path, names: list[str]) -> None:

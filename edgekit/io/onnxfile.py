@@ -117,7 +117,7 @@ def _value_info(v: Any) -> dict[str, Any]:
 def _decode(v: str) -> Any:
     try:
         return json.loads(v)
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or absurdly nested: shown as it is
         return v
 
 

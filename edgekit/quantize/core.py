@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from edgekit.errors import InputError, require
+from edgekit.errors import InputError, SchemaError, require
 from edgekit.inputs.data import Dataset
 from edgekit.inputs.prepare import onnx_input_specs
 from edgekit.io.artifacts import file_entry, to_json
@@ -72,6 +72,7 @@ from edgekit.quantize.config import (
 from edgekit.quantize.ort_format import convert_to_ort
 from edgekit.quantize.qdq import output_activation_nodes
 from edgekit.quantize.regions import stem_float_region
+from edgekit.schema import Fields, read_json
 from edgekit.validate import accuracy, run_onnx
 
 __all__ = [
@@ -348,20 +349,21 @@ def quantize_file(
 
 def _previous_report(path: Path, force: bool) -> dict[str, Any]:
     """The report a variant's section is added to: a new one when there is none, or (with
-    ``force``) when the one there is not an edgekit report; without ``force`` that is an
-    :class:`InputError`, so nobody's file is replaced unasked."""
+    ``force``) when the one there is not an edgekit report (an object whose ``variants`` is
+    an object; at most 64 MiB); without ``force`` that is an :class:`InputError`, so nobody's
+    file is replaced unasked."""
     if not path.exists():
         return {}
     try:
-        report = json.loads(path.read_text())
-    except (OSError, ValueError):
-        report = None
-    if isinstance(report, dict) and isinstance(report.get("variants", {}), dict):
-        return report
-    if force:
-        return {}
-    raise InputError(f"{path} is not an edgekit report, so no variant section can be added to it",
-                     hint="move it aside, or pass --force to replace it")
+        report = Fields(read_json(path, 64 << 20))
+        report.sub("variants", required=False)
+    except (OSError, SchemaError) as exc:
+        if force:
+            return {}
+        raise InputError(f"{path} is not an edgekit report, so no variant section can be added "
+                         f"to it ({exc})", hint="move it aside, or pass --force to replace it"
+                         ) from exc
+    return dict(report.data)
 
 
 def _check_paths(*paths: Any) -> None:

@@ -26,7 +26,6 @@ onnxruntime otherwise. Providers (onnxruntime only) are chosen by short, case-in
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 from collections.abc import Mapping, Sequence
@@ -57,6 +56,7 @@ from edgekit.runtime.session import (
     short_provider_name,
 )
 from edgekit.runtime.specs import InputSpec, read_onnx_props
+from edgekit.schema import parse_json
 
 __all__ = [
     "EdgeModel",
@@ -92,7 +92,7 @@ def _stored_session(props: Mapping[str, str] | None, path: Path) -> tuple[dict[s
     if not raw:
         return {}, None
     try:
-        d = json.loads(raw)
+        d = parse_json(raw, PREFIX + "session")
         if not isinstance(d, dict):
             raise ValueError(f"a JSON object is needed, got {type(d).__name__}")
         engine = d.pop("engine", None)
@@ -258,14 +258,13 @@ class EdgeModel:
     def _read_metadata(self, props: Mapping[str, str]) -> None:
         try:
             self.metadata = ModelMetadata.from_props(dict(props))
-        except (ValueError, TypeError, KeyError, InputError) as exc:
-            raise ModelLoadError(f"edgekit metadata of {self.path} is malformed: {exc}") from exc
+        except InputError as exc:  # a value of the wrong type or out of bounds
+            raise ModelLoadError(f"edgekit metadata of {self.path} is malformed: {exc.message}",
+                                 hint="export the model again with edgekit, or correct its "
+                                 "edgekit.* metadata_props") from exc
         # the output contract written at export decides what predict() returns; no guessing
-        kinds = self.metadata.output_kinds or []
-        try:
-            self.output_kind: OutputKind | None = OutputKind(kinds[0]) if kinds else None
-        except ValueError as exc:
-            raise ModelLoadError(f"edgekit metadata of {self.path} is malformed: {exc}") from exc
+        kinds = self.metadata.output_kinds or []  # checked: OutputKind values
+        self.output_kind: OutputKind | None = OutputKind(kinds[0]) if kinds else None
         if kinds == [] and self.metadata.task == "classification" and PREFIX + "task" in props:
             logger.warning(
                 "%s has no output contract (exported by an older edgekit): predict() "

@@ -18,6 +18,7 @@ from typing import Any
 import onnxruntime as ort
 
 from edgekit.errors import InputError, ProviderError
+from edgekit.schema import MAX_THREADS, boolean, integer, list_of, scalar_map, string
 
 __all__ = [
     "SessionOptionsConfig",
@@ -169,10 +170,7 @@ class SessionOptionsConfig:
                     f"{self.intra_op_num_threads!r}; give one of them"
                 )
             self.intra_op_num_threads = threads
-        for name in ("intra_op_num_threads", "inter_op_num_threads"):
-            v = getattr(self, name)
-            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 0):
-                raise InputError(f"{name} must be an integer >= 0, got {v!r}")
+        self._check_types()
         if self.execution_mode is not None:
             self.execution_mode = _choice(
                 self.execution_mode, "execution mode", list(_EXEC_MODES), {}
@@ -190,9 +188,21 @@ class SessionOptionsConfig:
             self.performance_hint = _choice(
                 self.performance_hint, "performance hint", PERFORMANCE_HINTS, {}
             )
-        self.session_config = {str(k): str(v) for k, v in (self.session_config or {}).items()}
-        self.openvino_config = {str(k): str(v) for k, v in (self.openvino_config or {}).items()}
-        self.disabled_optimizers = [str(o) for o in (self.disabled_optimizers or [])]
+
+    def _check_types(self) -> None:
+        """Types and bounds of the fields that are not choices (:class:`SchemaError`): stored
+        ``edgekit.session`` settings may hold anything."""
+        for name in ("intra_op_num_threads", "inter_op_num_threads"):
+            if getattr(self, name) is not None:
+                integer(0, MAX_THREADS)(getattr(self, name), name)
+        for name in ("allow_spinning", "enable_mem_pattern", "enable_cpu_mem_arena"):
+            if getattr(self, name) is not None:
+                boolean()(getattr(self, name), name)
+        self.session_config = scalar_map()(self.session_config or {}, "session_config")
+        self.openvino_config = scalar_map()(self.openvino_config or {}, "openvino_config")
+        names = self.disabled_optimizers or []
+        self.disabled_optimizers = list_of(string(max_len=256), 1024)(
+            list(names) if isinstance(names, tuple) else names, "disabled_optimizers")
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any] | None) -> SessionOptionsConfig:
