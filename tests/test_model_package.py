@@ -289,8 +289,12 @@ def test_export_refusals_write_nothing(exported: dict[str, Path], tmp_path: Path
     assert code == 1 and "already exists" in err and not out.exists()
     code, _, err = invoke("export", MODEL, "-o", out, "--calibration", CALIB, "--package", out)
     assert code == 1 and "is the output folder itself" in err and not out.exists()
+    with pytest.raises(InputError, match="is the output folder itself"):  # before any work
+        PackageTarget(out, outdir=out)
     with pytest.raises(OutputExistsError):
         PackageTarget(exported["pkg"])
+    with pytest.raises(InputError, match="is not a model package folder"):
+        read_package(exported["onnx"])
     assert _leftovers(tmp_path) == []
 
 

@@ -81,8 +81,9 @@ def export_cmd(model: Path, outdir: Path, opset: int, validation_data: Path | No
     if package is not None:
         from edgekit.packaging import PackageTarget, export_package_hook
 
+        target = PackageTarget(package, force, outdir)  # checked before the slow export
         hooks.append(export_package_hook(
-            PackageTarget(package, force), config_from_options(**{**qopts, "quantize": "int8"}),
+            target, config_from_options(**{**qopts, "quantize": "int8"}),
             qopts["calibration"], qopts["eval_data"], status))
 
     def hook(*args: Any) -> None:

@@ -39,19 +39,24 @@ Data = str | os.PathLike[str] | Dataset | None
 
 
 class PackageTarget:
-    """The package folder ``path`` of a run, checked now (before any slow work).
+    """The package folder ``path`` of a run writing to ``outdir`` (default: not known yet),
+    checked now, before any slow work.
 
     Raises:
         OutputExistsError: ``path`` exists and ``force`` is off.
+        InputError: ``path`` is ``outdir`` itself.
         MissingDependencyError: this onnxruntime cannot write model packages.
     """
 
-    def __init__(self, path: str | os.PathLike[str], force: bool = False) -> None:
+    def __init__(self, path: str | os.PathLike[str], force: bool = False,
+                 outdir: str | os.PathLike[str] | None = None) -> None:
         require_model_packages()
         self.path = Path(path)
         self.force = force
         if self.path.name in ("", ".", ".."):
             raise InputError(f"--package {path}: name a new folder for the package")
+        if outdir is not None:
+            self.check_outdir(outdir)
         ArtifactSet(self.path.parent, [self.path.name], force=force).check()
 
     def check_outdir(self, outdir: str | os.PathLike[str]) -> None:

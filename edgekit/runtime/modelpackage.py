@@ -245,6 +245,7 @@ def read_package(path: str | os.PathLike[str]) -> PackageContents:
     if not is_model_package(root):
         raise InputError(
             f"{root} is not a model package (no {MANIFEST})" if root.is_dir()
+            else f"{root} is not a model package folder" if root.exists()
             else f"model package folder {root} does not exist",
             hint="pass a folder written by edgekit export/tune --package, or an .onnx file")
     require_model_packages()

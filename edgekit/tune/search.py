@@ -906,9 +906,7 @@ def _package_target(package: str | os.PathLike[str] | None, outdir: str | os.Pat
         return None
     from edgekit.packaging import PackageTarget
 
-    target = PackageTarget(package, force)
-    target.check_outdir(outdir)
-    return target
+    return PackageTarget(package, force, outdir)
 
 
 def _package(target: Any, artifacts: ArtifactSet, fp32_path: Path, winner: Candidate,
