@@ -135,6 +135,14 @@ def test_edge_model_selects_cpu_int8_here_and_says_so(exported: dict[str, Path],
     assert fp32.path.name == "fashion_cnn.onnx"
 
 
+def test_openvino_engine_runs_the_openvino_variant(exported: dict[str, Path],
+                                                   images: np.ndarray) -> None:
+    pytest.importorskip("openvino")
+    m = EdgeModel(exported["pkg"], engine="openvino")
+    assert m.package is not None and m.package.variant.name == "openvino-int8"
+    assert m.engine_name == "openvino" and m.predict(images).shape == (8, 10)
+
+
 @pytest.mark.parametrize(("providers", "devices", "variant", "session"), [
     ([CUDA, CPU], None, "cuda-fp16", [CUDA, CPU]),
     (["TensorrtExecutionProvider", CUDA, CPU], None, "tensorrt-fp16",
