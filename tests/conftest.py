@@ -20,7 +20,8 @@ SMS_FILE = SHARED_DATA / "sms-spam" / "SMSSpamCollection.tsv"
 #: included: marked ``slow`` so that ``-m "not slow"`` is a quick loop (the default run, what
 #: CI runs, still runs them all)
 #: files whose module fixtures export or train real models (every test in them waits for one)
-SLOW_FILES = {"test_coverage.py", "test_export_fixes.py", "test_portable.py", "test_notebook.py"}
+SLOW_FILES = {"test_coverage.py", "test_export_fixes.py", "test_portable.py", "test_notebook.py",
+              "test_model_package.py"}
 SLOW_TESTS: dict[str, set[str]] = {
     "test_bench.py": {
         "test_bench_onnx_models",

@@ -5,7 +5,7 @@ Layers (lowest first); a module may import its own package and anything in a low
 0. shared: ``errors``, ``schema``, ``metadata``, ``contract``, ``agreement``, ``validate``,
    ``progress``, ``io/``, ``inputs/``
 1. stages: ``runtime/``, ``convert/``, ``quantize/``
-2. ``measure/``, ``recipes/``
+2. ``measure/``, ``recipes/``, ``packaging/``
 3. workflows: ``tune/``, ``check/``, ``serve/``
 4. ``cli/``
 """
@@ -23,7 +23,7 @@ LAYERS = {
     "progress": 0,
     "io": 0, "inputs": 0, "logs": 0, "__init__": 0,
     "runtime": 1, "convert": 1, "quantize": 1,
-    "measure": 2, "recipes": 2,
+    "measure": 2, "recipes": 2, "packaging": 2,
     "tune": 3, "check": 3, "serve": 3,
     "cli": 4,
 }

@@ -28,6 +28,8 @@ __all__ = [
     "Verbosity",
     "verbosity",
     "echo_json",
+    "echo_package",
+    "package_option",
     "status",
     "progress_bar",
     "bar_updater",
@@ -228,6 +230,22 @@ def json_option(help: str = "Print the result as JSON on stdout.") -> Callable[[
 def force_option(help: str = "Overwrite existing output files.") -> Callable[[F], F]:
     """``--force``: overwrite what the command would write (refused without it)."""
     return click.option("--force", is_flag=True, help=help)
+
+
+def package_option(command: str) -> Callable[[F], F]:
+    """``--package DIR``: also write an ONNX Runtime model package (``edgekit.packaging``)."""
+    what = ("fp32, int8 (static QDQ; needs --calibration) and fp16" if command == "export"
+            else "fp32, the tuned int8 and fp16")
+    return click.option(
+        "--package", "package", type=click.Path(path_type=Path), default=None,
+        help=f"Also write an ONNX Runtime model package folder: the {what} variants, one per "
+        "execution provider and device (manifest.json, read with onnxruntime.ModelPackage).")
+
+
+def echo_package(section: dict[str, Any]) -> None:
+    """Print a report's ``package`` section for people."""
+    names = ", ".join(f"{v['name']} ({v['precision']})" for v in section["variants"])
+    click.echo(f"package: {section['path']} (variants {names})")
 
 
 def batch_option(default: int = 1, help: str = "Batch size of the timed calls.",

@@ -7,7 +7,16 @@ from typing import Any
 
 import click
 
-from edgekit.cli.app import command, echo_json, existing_path, force_option, json_option, status
+from edgekit.cli.app import (
+    command,
+    echo_json,
+    echo_package,
+    existing_path,
+    force_option,
+    json_option,
+    package_option,
+    status,
+)
 from edgekit.cli.quantize_options import config_from_options, echo_variant, quantization_options
 
 __all__ = ["export_cmd", "inspect_cmd", "quantize_cmd"]
@@ -42,12 +51,13 @@ __all__ = ["export_cmd", "inspect_cmd", "quantize_cmd"]
               "for most samples) instead of warning.")
 @click.option("--no-simplify", "no_simplify", is_flag=True,
               help="Keep the graph exactly as tf2onnx made it (no edgekit clean-ups).")
+@package_option("export")
 @force_option()
 @quantization_options
 def export_cmd(model: Path, outdir: Path, opset: int, validation_data: Path | None,
                validation_samples: int, atol: float, labels_file: Path | None, seed: int,
                output_kinds: tuple[str, ...], custom_objects: tuple[str, ...], strict: bool,
-               no_simplify: bool, force: bool, **qopts: Any) -> None:
+               no_simplify: bool, package: Path | None, force: bool, **qopts: Any) -> None:
     """Export a Keras MODEL (.keras, .h5 or SavedModel folder) to validated ONNX.
 
     Validation runs on --validation-data, else on --calibration data, else on seeded
@@ -63,13 +73,26 @@ def export_cmd(model: Path, outdir: Path, opset: int, validation_data: Path | No
     if validation_data is None and qopts.get("calibration") is not None:
         validation_data = qopts["calibration"]
     qconfig = config_from_options(**qopts)
-    hook = None
+    hooks = []
     if qconfig is not None:
         from edgekit.quantize.core import export_hook
 
-        hook = export_hook(qconfig, qopts["calibration"], qopts["eval_data"], status)
+        hooks.append(export_hook(qconfig, qopts["calibration"], qopts["eval_data"], status))
+    if package is not None:
+        from edgekit.packaging import PackageTarget, export_package_hook
+
+        target = PackageTarget(package, force, outdir)  # checked before the slow export
+        hooks.append(export_package_hook(
+            target, config_from_options(**{**qopts, "quantize": "int8"}),
+            qopts["calibration"], qopts["eval_data"], status))
+
+    def hook(*args: Any) -> None:
+        for h in hooks:
+            h(*args)
+
     result = export_model(model, outdir, config, validation_data=validation_data,
-                          extra_outputs=hook, custom_objects=list(custom_objects) or None)
+                          extra_outputs=hook if hooks else None,
+                          custom_objects=list(custom_objects) or None)
     _echo_export(result, outdir, atol)
 
 
@@ -81,6 +104,8 @@ def _echo_export(result: Any, outdir: Path, atol: float) -> None:
                    "(validate on real data with --validation-data; --strict fails here)", err=True)
     for variant in result.report.get("variants", {}).values():
         echo_variant(variant, outdir)
+    if "package" in result.report:
+        echo_package(result.report["package"])
     click.echo(f"report: {result.report_path}")
 
 

@@ -20,6 +20,8 @@ __all__ = ["run_cmd", "package_cmd"]
     "--provider", default="auto", show_default=True, help="cpu, cuda, coreml, ... or auto."
 )
 @click.option("--fallback", is_flag=True, help="Fall back to the next provider if unavailable.")
+@click.option("--variant", default=None,
+              help="Model packages: the variant to run (default: the one for the providers).")
 @click.option("--top-k", type=click.IntRange(min=1), default=3, show_default=True)
 @json_option()
 def run_cmd(
@@ -28,18 +30,22 @@ def run_cmd(
     text: str | None,
     provider: str,
     fallback: bool,
+    variant: str | None,
     top_k: int,
     as_json: bool,
 ) -> None:
-    """Predict with MODEL (.onnx/.ort) on INPUT: a .npy/.npz array or an image file.
+    """Predict with MODEL (.onnx/.ort, or a model package folder) on INPUT: a .npy/.npz array
+    or an image file.
 
     Images are resized and greyscaled as the model's metadata says; the stored
-    preprocessing is applied. Prints the top-k labels and probabilities.
+    preprocessing is applied. Prints the top-k labels and probabilities (and, for a model
+    package, the variant that ran and why).
     """
     from edgekit.runtime.model import format_predictions, predict_input
 
     report = predict_input(
-        model, input_path, text=text, provider=provider, fallback=fallback, top_k=top_k
+        model, input_path, text=text, provider=provider, fallback=fallback, top_k=top_k,
+        variant=variant,
     )
     if as_json:
         echo_json(report)

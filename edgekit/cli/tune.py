@@ -12,11 +12,13 @@ from edgekit.cli.app import (
     batch_option,
     command,
     echo_json,
+    echo_package,
     eval_data_option,
     existing_path,
     force_option,
     json_option,
     max_accuracy_drop_option,
+    package_option,
     progress_bar,
     threads_option,
     verbosity,
@@ -41,10 +43,12 @@ __all__ = ["tune_cmd"]
               help="Minutes after which no new candidate is started.")
 @click.option("--calibration-samples", type=click.IntRange(1), default=256, show_default=True)
 @json_option("Print the tune report as JSON on stdout (instead of the table).")
+@package_option("tune")
 @force_option()
 def tune_cmd(model: Path, outdir: Path, calibration: Path, eval_data: Path | None,
              max_accuracy_drop: float, threads: int, batch: int, budget_minutes: float,
-             calibration_samples: int, as_json: bool, force: bool) -> None:
+             calibration_samples: int, as_json: bool, package: Path | None,
+             force: bool) -> None:
     """Search quantization/graph/session settings for the fastest MODEL within the accuracy
     budget; latency is measured as a ratio against fp32 in the same run."""
     from edgekit.tune.search import TuneConfig, format_candidates, tune_model
@@ -67,10 +71,12 @@ def tune_cmd(model: Path, outdir: Path, calibration: Path, eval_data: Path | Non
                 click.echo(message, err=True)
 
         result = tune_model(model, outdir, calibration, eval_data, config, progress=say,
-                            on_progress=bar_updater(bar))
+                            on_progress=bar_updater(bar), package=package)
     if as_json:
         echo_json(result.report)
         return
     click.echo(format_candidates(result.candidates, result.winner))
     click.echo(f"\n{result.report['why']}")
     click.echo(f"wrote {result.model_path} and {result.report_path}")
+    if "package" in result.report:
+        echo_package(result.report["package"])

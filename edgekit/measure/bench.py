@@ -297,6 +297,8 @@ class OnnxBackend(Backend):
             super().__init__(path, name)
             self.model = _open_edge_model(self.path, provider, threads, graph_optimization,
                                           engine, precision)
+        if getattr(self.model, "package", None) is not None:  # the variant file that runs
+            self.path = self.model.path
         self.engine = str(getattr(self.model, "engine_name", engine))
         if self.engine == "openvino":
             self.kind = "openvino"
@@ -484,21 +486,24 @@ def load_backend(path: str | os.PathLike[str], name: str | None = None, *,
                  threads: int | None = None, provider: str = "cpu",
                  graph_optimization: str | None = None, engine: str = "auto",
                  precision: str | None = None) -> Backend:
-    """A backend for ``path`` chosen by suffix: .onnx/.ort (on ``engine``, default ``"auto"``:
-    the engine stored by ``edgekit tune``, else onnxruntime; ``precision`` see
-    :class:`OnnxBackend`), .tflite, .keras/.h5/SavedModel."""
+    """A backend for ``path`` chosen by suffix: .onnx/.ort or an ONNX Runtime model package
+    folder (on ``engine``, default ``"auto"``: the engine stored by ``edgekit tune``, else
+    onnxruntime; ``precision`` see :class:`OnnxBackend`), .tflite, .keras/.h5/SavedModel."""
+    from edgekit.runtime.modelpackage import is_model_package
+
     p = Path(path)
     if not p.exists():
         raise InputError(f"model {p} does not exist", hint="check the path")
     suffix = p.suffix.lower()
-    keras = suffix in (".keras", ".h5") or p.is_dir()
+    package = is_model_package(p)
+    keras = not package and (suffix in (".keras", ".h5") or p.is_dir())
     if keras:  # import TensorFlow (or LiteRT) outside of the load time
         require("tensorflow", "export", "tensorflow-cpu")
     elif suffix == ".tflite":
         tflite_interpreter_class()
     t0 = time.perf_counter()
     b: Backend
-    if suffix in (".onnx", ".ort"):
+    if suffix in (".onnx", ".ort") or package:
         b = OnnxBackend(p, name, provider=provider, threads=threads,
                         graph_optimization=graph_optimization, engine=engine,
                         precision=precision)

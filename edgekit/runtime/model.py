@@ -45,6 +45,7 @@ from edgekit.runtime.engines import (
     open_engine,
     openvino_available,
 )
+from edgekit.runtime.modelpackage import PackageSelection, is_model_package, open_package
 from edgekit.runtime.prepare import FeedChecker, InputPreparer
 from edgekit.runtime.session import (
     AUTO_ORDER,
@@ -152,7 +153,8 @@ def _check_path(p: Path) -> None:
     if not p.exists():
         raise InputError(f"model file {p} does not exist")
     if p.is_dir():
-        raise InputError(f"{p} is a folder, not a model file", hint="pass the .onnx file")
+        raise InputError(f"{p} is a folder but not a model package (no manifest.json)",
+                         hint="pass the .onnx file, or a folder of edgekit export --package")
     if p.suffix.lower() not in (".onnx", ".ort"):
         raise InputError(
             f"{p} is not an .onnx or .ort file",
@@ -164,12 +166,15 @@ def _check_path(p: Path) -> None:
 # the model
 # ---------------------------------------------------------------------------------------------
 class EdgeModel:
-    """A loaded ``.onnx`` / ``.ort`` model: checked raw :meth:`run` and metadata-aware
+    """A loaded ``.onnx`` / ``.ort`` model or model package: checked raw :meth:`run` and
+    metadata-aware
     :meth:`predict`, the same whichever engine runs it. Thread-safe: one instance may be used
     from many threads at once.
 
     Args:
-        path: the model file (``.onnx`` or ``.ort``).
+        path: the model file (``.onnx`` or ``.ort``), or an ONNX Runtime model package folder:
+            the variant for the providers present runs (see
+            :mod:`edgekit.runtime.modelpackage`; ``package`` says which and why).
         provider: onnxruntime provider: ``"auto"`` (default), a short name (``cpu``, ``cuda``,
             ``tensorrt``, ``coreml``, ``nnapi``, ``xnnpack``, ``qnn``, ``openvino``, ``dml``)
             or a list. OpenVINO runs on CPU and ignores it.
@@ -190,6 +195,7 @@ class EdgeModel:
             serve`` refuse them, :meth:`run` (the hot path, model-ready inputs) leaves them to
             the engine like a bare session; True: :meth:`run` refuses them too (one scan of
             the input per call, 5-10 us in context on a 28x28 image); False: nothing refuses them.
+        variant: the variant of a model package to run, by name; default None (selected).
     """
 
     def __init__(
@@ -206,9 +212,14 @@ class EdgeModel:
         use_stored_session: bool = True,
         provider_options: Mapping[str, Mapping[str, Any]] | None = None,
         check_nan: bool | None = None,
+        variant: str | None = None,
     ) -> None:
         self.path = Path(path)
-        _check_path(self.path)
+        is_package = is_model_package(self.path)
+        if not is_package:
+            _check_path(self.path)
+            if variant is not None:
+                raise InputError(f"variant={variant!r} needs a model package folder, not a file")
         if session is not None and session_options is not None:
             raise InputError("give session or session_options, not both")
         given = session if session is not None else session_options
@@ -222,6 +233,9 @@ class EdgeModel:
             engine=engine,
         ))  # fmt: skip
         self.requested_providers = resolve_providers(provider, fallback=fallback)
+        self.package: PackageSelection | None = None
+        if is_package:
+            self._select_variant(explicit.engine, variant)
         self._provider_options = {
             PROVIDER_NAMES[short_provider_name(k)]: dict(v)
             for k, v in (provider_options or {}).items()
@@ -234,6 +248,15 @@ class EdgeModel:
         self._bind(check_nan)
 
     # -- loading -------------------------------------------------------------------------
+    def _select_variant(self, engine: str | None, variant: str | None) -> None:
+        """The package's variant for the requested providers (for the OpenVINO engine: the
+        OpenVINO EP's, else CPU's), run from its EP on."""
+        ov = [PROVIDER_NAMES[n] for n in ("openvino", "cpu")] if engine == "openvino" else None
+        self.package = open_package(self.path, ov or self.requested_providers, variant)
+        self.path = self.package.model_file
+        if ov is None:
+            self.requested_providers = self.package.providers
+
     def _open(self, stored: Mapping[str, Any], engine_raw: Any,
               explicit: SessionOptionsConfig) -> Engine:  # fmt: skip
         name, applies = choose_engine(explicit.engine, engine_raw, self.path)
@@ -351,6 +374,7 @@ class EdgeModel:
             "text": self.is_text,
             "sequence_length": tok.get("sequence_length") if tok else None,
             "session": self.session_config.to_dict(),
+            "package": self.package.to_dict() if self.package else None,
         }
 
     # -- raw path ------------------------------------------------------------------------

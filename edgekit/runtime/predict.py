@@ -119,19 +119,20 @@ def predict_input(
     fallback: bool = False,
     top_k: int = 3,
     engine: str = "auto",
+    variant: str | None = None,
 ) -> dict[str, Any]:
     """What ``edgekit run`` does: load the input, predict, return a JSON-ready report.
 
     ``input_path`` is a ``.npy``/``.npz`` file or an image file; ``text`` is raw text for text
-    models (exactly one of them). ``top_k`` defaults to 3; ``engine`` to ``"auto"`` (see
-    :class:`EdgeModel`).
+    models (exactly one of them). ``top_k`` defaults to 3; ``engine`` to ``"auto"``;
+    ``variant`` (model packages) to None: the selected one (see :class:`EdgeModel`).
     """
     if (input_path is None) == (text is None):
         raise InputError("give exactly one input: a file, or --text for text models")
     em = (
         model
         if isinstance(model, EdgeModel)
-        else EdgeModel(model, provider, fallback=fallback, engine=engine)
+        else EdgeModel(model, provider, fallback=fallback, engine=engine, variant=variant)
     )
     x, source = _read_input(em, input_path, text)
     probs = em.predict(x)
@@ -143,6 +144,9 @@ def predict_input(
         "providers": em.providers,
         "task": em.metadata.task,
     }
+    if em.package is not None:
+        report["package"] = em.package.to_dict()
+        report["package"]["why"] = em.package.reason()
     if em.metadata.task == "classification":
         report["predictions"] = [
             [{"label": lab, "probability": prob} for lab, prob in row]
@@ -179,6 +183,8 @@ def _read_input(
 def format_predictions(report: dict[str, Any]) -> str:
     """Human-readable table of a :func:`predict_input` report."""
     lines = [f"model: {report['model']}  ({', '.join(report['providers'])})"]
+    if report.get("package"):
+        lines.append(f"package: {report['package']['path']}: {report['package']['why']}")
     if "outputs" in report:
         lines += [f"sample {i}: {row}" for i, row in enumerate(report["outputs"])]
         return "\n".join(lines)

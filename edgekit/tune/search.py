@@ -790,6 +790,7 @@ def tune_model(
     config: TuneConfig | None = None,
     progress: StatusFn | None = None,
     on_progress: FractionFn | None = None,
+    package: str | os.PathLike[str] | None = None,
 ) -> TuneResult:
     """Search for the fastest int8 variant of ``model`` whose accuracy holds.
 
@@ -803,6 +804,9 @@ def tune_model(
         config: options (default :class:`TuneConfig()`).
         progress: called with one-line status messages (default: none).
         on_progress: called with the fraction of the search done, 0..1 (default: none).
+        package: also write an ONNX Runtime model package folder there (default none): the
+            tuned file as its int8 (or fp32) variant, fp32 and fp16 (see
+            :func:`edgekit.packaging.tune_package`); checked before the search starts.
     """
     from edgekit.io.onnxfile import load_onnx
 
@@ -817,6 +821,7 @@ def tune_model(
     _require_calibration(calibration)
     src = Path(model)
     artifacts, names = _artifacts(src, outdir, config.force)
+    target = _package_target(package, outdir, config.force)
     t_start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="edgekit-tune-") as tmpdir:
         fp32_path = _fp32_model(src, Path(tmpdir), say)
@@ -837,6 +842,9 @@ def tune_model(
         say(report["why"])
         report["log"] = log
         with artifacts.open():
+            if target is not None:
+                report["package"] = _package(target, artifacts, fp32_path, winner, tuned,
+                                             (calibration, eval_data), say)
             artifacts.write_bytes(names[0], tuned)
             artifacts.write_json(names[1], report)
     return TuneResult(artifacts.final(names[0]), artifacts.final(names[1]), winner,
@@ -853,6 +861,25 @@ def _artifacts(src: Path, outdir: str | os.PathLike[str],
     artifacts = ArtifactSet(outdir, names, force=force)
     artifacts.check()
     return artifacts, names
+
+
+def _package_target(package: str | os.PathLike[str] | None, outdir: str | os.PathLike[str],
+                    force: bool) -> Any:
+    """The checked :class:`edgekit.packaging.PackageTarget` of ``--package`` (None without)."""
+    if package is None:
+        return None
+    from edgekit.packaging import PackageTarget
+
+    return PackageTarget(package, force, outdir)
+
+
+def _package(target: Any, artifacts: ArtifactSet, fp32_path: Path, winner: Candidate,
+             tuned: bytes, data: tuple[Any, Any], say: StatusFn) -> dict[str, Any]:
+    """The model package of the tune (the tuned file as int8 when quantized, else as fp32)."""
+    from edgekit.packaging import tune_package
+
+    precision = "int8" if winner.quantization is not None else "fp32"
+    return tune_package(target, artifacts, fp32_path, tuned, precision, data[0], data[1], say)
 
 
 def _why(winner: Candidate, fp32: Candidate, cands: Sequence[Candidate], cfg: TuneConfig) -> str:
