@@ -10,7 +10,10 @@
   ``503``. The cap stays below the process's file-descriptor limit (raised to the hard limit at
   start-up by :func:`raise_fd_limit`), so ``accept()`` never fails with "Too many open files";
 - ``TCP_NODELAY`` on every accepted socket (uvicorn's ``--workers`` sockets lack it, which
-  costs a 40 ms delayed ACK per response).
+  costs a 40 ms delayed ACK per response);
+- a **graceful shutdown** (:mod:`edgekit.serve.shutdown`): once the server is closing, a
+  connection accepted meanwhile is closed at once and the response in flight on each
+  connection says ``Connection: close``.
 
 Settings come from :class:`ProtocolLimits` on the uvicorn config (:class:`EdgekitUvicornConfig`).
 :class:`RateLimitFilter` bounds repeated log records (one flood of errors cannot fill a disk).
@@ -31,6 +34,7 @@ from typing import Any
 
 import h11
 from uvicorn import Config
+from uvicorn.protocols.http.flow_control import CLOSE_HEADER
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 __all__ = [
@@ -43,6 +47,7 @@ __all__ = [
     "raise_fd_limit",
     "auto_max_connections",
     "accept_backlog",
+    "is_closing",
 ]
 
 logger = logging.getLogger("edgekit.serve")
@@ -70,11 +75,21 @@ class ProtocolLimits:
 
 class EdgekitUvicornConfig(Config):
     """A uvicorn :class:`~uvicorn.Config` that carries :class:`ProtocolLimits` to the protocols
-    (it is pickled to each ``--workers`` process along with the rest of the config)."""
+    (it is pickled to each ``--workers`` process along with the rest of the config).
+
+    ``edgekit_closing`` turns True when the server begins to shut down
+    (:mod:`edgekit.serve.shutdown`).
+    """
 
     def __init__(self, *args: Any, limits: ProtocolLimits | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.edgekit_limits = limits or ProtocolLimits()
+        self.edgekit_closing = False
+
+
+def is_closing(config: Any) -> bool:
+    """True once the server of ``config`` has begun to shut down."""
+    return bool(getattr(config, "edgekit_closing", False))
 
 
 def _raw_response(status: int, reason: str, message: str) -> bytes:
@@ -130,6 +145,7 @@ class _GuardMixin:
     transport: asyncio.Transport
     connections: set[Any]
     cycle: Any
+    shutdown: Callable[[], None]  # uvicorn's: close if idle, else after the response in flight
 
     _ek_phase: int = _IDLE
     _ek_since: float = 0.0
@@ -143,6 +159,9 @@ class _GuardMixin:
 
     def connection_made(self, transport: asyncio.Transport) -> None:
         super().connection_made(transport)  # type: ignore[misc]
+        if is_closing(self.config):  # accepted as the server began to shut down: refuse it
+            self.shutdown()
+            return
         self.transport = _CoalescingTransport(transport, self.loop)  # type: ignore[assignment]
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
@@ -281,6 +300,17 @@ class GuardedH11Protocol(_GuardMixin, H11Protocol):  # type: ignore[misc]
         # a pipelined request may already be complete; else wait for the next one's headers
         if self.conn.their_state is not h11.IDLE:
             self._ek_phase = _DONE
+
+    def shutdown(self) -> None:
+        """uvicorn's graceful shutdown (close if idle, else after the response in flight), and
+        that response says ``Connection: close``: uvicorn's h11 cycle adds the header only when
+        the request carried it, so it is added to the request's headers."""
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_started:
+            headers = cycle.scope["headers"]
+            if CLOSE_HEADER not in headers:
+                headers.append(CLOSE_HEADER)
+        super().shutdown()
 
 
 def _httptools_class() -> type[Any] | None:

@@ -71,10 +71,9 @@ def serve(
     :func:`app_factory`. The soft open-file limit is raised to the hard limit first.
     """
     require("uvicorn", "serve")
-    from uvicorn import Server
-
     from edgekit.serve.app import create_app, resolve_config
     from edgekit.serve.protocol import EdgekitUvicornConfig, install_log_rate_limit
+    from edgekit.serve.shutdown import EdgekitServer
 
     cfg = _worker_threads(resolve_config(config, settings))
     if not cfg.secure_bind:
@@ -87,7 +86,7 @@ def serve(
     uv = _uvicorn_settings(cfg)
     if cfg.workers == 1:
         app = create_app(model_path, cfg)
-        Server(EdgekitUvicornConfig(app, **uv)).run()
+        EdgekitServer(EdgekitUvicornConfig(app, **uv)).run()
         return
     EdgeModel(model_path, cfg.provider, fallback=cfg.fallback).close()  # fail early, here
     env = {"model": str(Path(model_path).resolve()), **cfg.to_dict()}
@@ -105,6 +104,7 @@ def _uvicorn_settings(cfg: ServeConfig) -> dict[str, Any]:
         guarded_protocol_class,
         raise_fd_limit,
     )
+    from edgekit.serve.shutdown import GRACEFUL_TIMEOUT
 
     fd_limit = raise_fd_limit()
     limits = ProtocolLimits(
@@ -123,7 +123,7 @@ def _uvicorn_settings(cfg: ServeConfig) -> dict[str, Any]:
         "ssl_keyfile": cfg.ssl_keyfile,
         "server_header": False,
         "proxy_headers": False,  # edgekit does not use client addresses: one layer less
-        "timeout_graceful_shutdown": 10,
+        "timeout_graceful_shutdown": GRACEFUL_TIMEOUT,
         "limits": limits,
         "backlog": accept_backlog(fd_limit),
     }
@@ -142,11 +142,11 @@ def _reuse_port_socket(host: str, port: int) -> socket.socket:
 
 def _worker_main(config: Any) -> None:
     """One ``--workers`` process: its own ``SO_REUSEPORT`` socket, one uvicorn server."""
-    from uvicorn import Server
+    from edgekit.serve.shutdown import EdgekitServer
 
     config.configure_logging()
     sock = _reuse_port_socket(config.host, config.port)
-    Server(config).run(sockets=[sock])
+    EdgekitServer(config).run(sockets=[sock])
 
 
 def _run_workers(config: Any, workers: int) -> None:
