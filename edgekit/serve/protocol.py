@@ -15,6 +15,9 @@
   connection accepted meanwhile is closed at once and the response in flight on each
   connection says ``Connection: close``.
 
+With HTTPS, each connection is a :class:`edgekit.serve.tls.TLSAcceptor` until its handshake
+completes (under the header timeout and the connection cap), then one of these protocols.
+
 Settings come from :class:`ProtocolLimits` on the uvicorn config (:class:`EdgekitUvicornConfig`).
 :class:`RateLimitFilter` bounds repeated log records (one flood of errors cannot fill a disk).
 """
@@ -47,13 +50,19 @@ __all__ = [
     "raise_fd_limit",
     "auto_max_connections",
     "accept_backlog",
+    "limits_of",
+    "evict_oldest",
     "is_closing",
+    "WAITING",
 ]
 
 logger = logging.getLogger("edgekit.serve")
 
 _FD_RESERVE = 64  # descriptors kept free for model files, logs, pipes, the listening socket
 _IDLE, _HEADERS, _BODY, _DONE = 0, 1, 2, 3
+#: the phase of a connection waiting for the client (a TLS handshake, a request's headers): no
+#: request in progress, so the connection cap may evict it
+WAITING = _HEADERS
 
 
 @dataclass(frozen=True)
@@ -77,19 +86,58 @@ class EdgekitUvicornConfig(Config):
     """A uvicorn :class:`~uvicorn.Config` that carries :class:`ProtocolLimits` to the protocols
     (it is pickled to each ``--workers`` process along with the rest of the config).
 
-    ``edgekit_closing`` turns True when the server begins to shut down
-    (:mod:`edgekit.serve.shutdown`).
+    ``tls``: (certificate, key) PEM paths: edgekit runs the TLS itself
+    (:mod:`edgekit.serve.tls`; uvicorn's own listener stays plain TCP). ``edgekit_closing``
+    turns True when the server begins to shut down (:mod:`edgekit.serve.shutdown`).
     """
 
-    def __init__(self, *args: Any, limits: ProtocolLimits | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        limits: ProtocolLimits | None = None,
+        tls: tuple[str, str] | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.edgekit_limits = limits or ProtocolLimits()
+        self.edgekit_tls = tls
         self.edgekit_closing = False
+
+    def load(self) -> None:
+        super().load()
+        if self.edgekit_tls is not None:
+            from edgekit.serve.tls import server_context, tls_protocol_factory
+
+            context = server_context(*self.edgekit_tls)
+            factory = tls_protocol_factory(self.http_protocol_class, context)
+            self.http_protocol_class = factory  # type: ignore[assignment]  # called like a class
+
+
+def limits_of(config: Any) -> ProtocolLimits:
+    """The :class:`ProtocolLimits` of a uvicorn config (defaults for a plain uvicorn one)."""
+    return getattr(config, "edgekit_limits", None) or _DEFAULT_LIMITS
 
 
 def is_closing(config: Any) -> bool:
     """True once the server of ``config`` has begun to shut down."""
     return bool(getattr(config, "edgekit_closing", False))
+
+
+def evict_oldest(connections: set[Any], keep: Any) -> bool:
+    """Close the longest-waiting connection (other than ``keep``) with no request in progress
+    (phase :data:`WAITING`); False if there is none."""
+    victim, oldest = None, float("inf")
+    for conn in connections:
+        if conn is keep or getattr(conn, "_ek_phase", _DONE) != WAITING:
+            continue
+        if conn._ek_since < oldest and not conn.transport.is_closing():
+            victim, oldest = conn, conn._ek_since
+    if victim is None:
+        return False
+    victim._ek_cancel()
+    victim.transport.close()
+    connections.discard(victim)
+    return True
 
 
 def _raw_response(status: int, reason: str, message: str) -> bytes:
@@ -155,7 +203,7 @@ class _GuardMixin:
     _ek_header_bytes: int = 0
 
     def _ek_limits(self) -> ProtocolLimits:
-        return getattr(self.config, "edgekit_limits", None) or _DEFAULT_LIMITS
+        return limits_of(self.config)
 
     def connection_made(self, transport: asyncio.Transport) -> None:
         super().connection_made(transport)  # type: ignore[misc]
@@ -170,7 +218,8 @@ class _GuardMixin:
             except OSError:  # pragma: no cover - a socket closed meanwhile
                 pass
         limits = self._ek_limits()
-        if len(self.connections) > limits.max_connections and not self._ek_evict():
+        over = len(self.connections) > limits.max_connections
+        if over and not evict_oldest(self.connections, self):
             _log_limited("connection cap of %d reached: refusing one", limits.max_connections)
             transport.write(_raw_response(503, "Service Unavailable", "too many connections"))
             transport.close()
@@ -252,21 +301,6 @@ class _GuardMixin:
             msg = f"the request headers are over the limit of {limit} bytes"
             self.transport.write(_raw_response(431, "Request Header Fields Too Large", msg))
             self.transport.close()
-
-    def _ek_evict(self) -> bool:
-        """Close the longest-waiting connection with no request in progress; False if none."""
-        victim, oldest = None, float("inf")
-        for conn in self.connections:
-            if conn is self or getattr(conn, "_ek_phase", _DONE) != _HEADERS:
-                continue
-            if conn._ek_since < oldest and not conn.transport.is_closing():
-                victim, oldest = conn, conn._ek_since
-        if victim is None:
-            return False
-        victim._ek_cancel()
-        victim.transport.close()
-        victim.connections.discard(victim)
-        return True
 
     def on_response_complete(self) -> None:
         self.transport.flush()  # type: ignore[attr-defined]

@@ -15,7 +15,10 @@ shutdown; each response in flight says ``Connection: close``.
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
+from collections.abc import Sequence
+from typing import Any
 
 from uvicorn import Server
 
@@ -23,12 +26,15 @@ from edgekit.serve.protocol import EdgekitUvicornConfig
 
 __all__ = ["GRACEFUL_TIMEOUT", "EdgekitServer"]
 
+logger = logging.getLogger("uvicorn.error")
+
 #: seconds requests in flight get to finish after SIGTERM/SIGINT before they are cancelled
 GRACEFUL_TIMEOUT = 10.0
 
 
 class EdgekitServer(Server):
-    """uvicorn's server with the graceful shutdown above."""
+    """uvicorn's server with the graceful shutdown above (and ``https`` in its start-up line
+    when edgekit runs the TLS)."""
 
     def __init__(self, config: EdgekitUvicornConfig) -> None:
         super().__init__(config)
@@ -41,3 +47,11 @@ class EdgekitServer(Server):
         for _ in range(2):  # the reads polled in the first loop turn run before the second
             await asyncio.sleep(0)
         await super().shutdown(sockets)
+
+    def _log_started_message(self, listeners: Sequence[Any]) -> None:
+        if self.edgekit_config.edgekit_tls is None:
+            super()._log_started_message(listeners)
+            return
+        host, port = listeners[0].getsockname()[:2]
+        url = "https://[%s]:%d" if ":" in host else "https://%s:%d"
+        logger.info(f"Uvicorn running on {url} (Press CTRL+C to quit)", host, port)
