@@ -114,6 +114,15 @@ SLOW_TESTS: dict[str, set[str]] = {
         "test_1100_stalled_connections_under_ulimit_1024",
         "test_slow_and_silent_clients_are_closed_within_the_timeouts",
     },
+    "test_serve_shutdown.py": {
+        "test_sigterm_under_load_answers_every_accepted_request",
+    },
+    "test_serve_tls.py": {
+        "test_1100_stalled_tls_handshakes_under_ulimit_1024",
+        "test_bad_certificate_or_key_is_a_clear_start_up_error",
+        "test_silent_and_partial_tls_handshakes_close_within_the_header_timeout",
+        "test_silent_client_after_the_handshake_is_closed_at_the_header_timeout",
+    },
     "test_serve_props.py": {
         "test_predict_never_answers_5xx",
         "test_v2_infer_never_answers_5xx",
@@ -135,7 +144,8 @@ FILE_SECONDS = {
     "test_coverage.py": 170, "test_portable.py": 65, "test_readme.py": 50, "test_check.py": 35,
     "test_recipes.py": 30, "test_export.py": 30, "test_tune.py": 25, "test_cli.py": 20,
     "test_export_fixes.py": 20, "test_notebook.py": 20, "test_faults.py": 15,
-    "test_quantize.py": 15, "test_serve_props.py": 15, "test_serve_hostile.py": 12,
+    "test_quantize.py": 15, "test_serve_props.py": 15, "test_serve_tls.py": 30,
+    "test_serve_shutdown.py": 25, "test_serve_hostile.py": 12,
     "test_compare.py": 12, "test_readback.py": 12, "test_bench.py": 10,
 }
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import logging
 import resource
-import select
 import socket
 import time
 from pathlib import Path
@@ -14,6 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 from _runtime_models import make_image_model
+from _serve_sockets import open_sockets, port_of, wait_closed
 
 from edgekit.serve import server_process
 from edgekit.serve.protocol import RateLimitFilter, accept_backlog, auto_max_connections
@@ -30,59 +30,22 @@ def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_image_model(tmp_path_factory.mktemp("hostile") / "image.onnx")
 
 
-def _port(url: str) -> int:
-    return int(url.rsplit(":", 1)[1])
-
-
-def _open(port: int, n: int, payload: bytes) -> list[socket.socket]:
-    socks = []
-    for _ in range(n):
-        s = socket.create_connection(("127.0.0.1", port), timeout=10)
-        if payload:
-            s.sendall(payload)
-        socks.append(s)
-    return socks
-
-
-def _wait_closed(socks: list[socket.socket], limit: float) -> tuple[list[float], list[bytes]]:
-    """Seconds until the server closed each socket (bounded by ``limit``) and what it sent."""
-    t0 = time.monotonic()
-    pending = {s.fileno(): s for s in socks}
-    closed: list[float] = []
-    replies: dict[int, bytes] = {}
-    while pending and time.monotonic() - t0 < limit:
-        ready, _, _ = select.select(list(pending), [], [], 0.2)
-        for fd in ready:
-            try:
-                data = pending[fd].recv(65536)
-            except OSError:
-                data = b""
-            if data:
-                replies[fd] = replies.get(fd, b"") + data
-                continue
-            closed.append(time.monotonic() - t0)
-            pending.pop(fd).close()
-    for s in pending.values():
-        s.close()
-    return closed, list(replies.values())
-
-
 def test_slow_and_silent_clients_are_closed_within_the_timeouts(model: Path) -> None:
     """The issue's battery, scaled: partial headers, a 100 kB body announced and 10 bytes
     sent, and silent connections are all closed within the (1 s) timeouts, with a 408 for the
     clients that started a request; the server keeps answering meanwhile."""
     args = ["--header-timeout", "1", "--body-timeout", "1", "--keep-alive-timeout", "1"]
     with server_process(model, args=args) as url:
-        port = _port(url)
+        port = port_of(url)
         groups = {
-            "partial headers": _open(port, 50, PARTIAL_HEADERS),
-            "partial body": _open(port, 20, PARTIAL_BODY),
-            "silent": _open(port, 10, b""),
+            "partial headers": open_sockets(port, 50, PARTIAL_HEADERS),
+            "partial body": open_sockets(port, 20, PARTIAL_BODY),
+            "silent": open_sockets(port, 10, b""),
         }
         health = httpx.get(url + "/health", timeout=5)
         assert health.status_code == 200
         for name, socks in groups.items():
-            closed, replies = _wait_closed(socks, limit=6)
+            closed, replies = wait_closed(socks, limit=6)
             assert len(closed) == len(socks), f"{name}: {len(socks) - len(closed)} still open"
             assert max(closed) < 3.0, f"{name}: closed after {max(closed):.1f} s"
             if name != "silent":
@@ -90,8 +53,8 @@ def test_slow_and_silent_clients_are_closed_within_the_timeouts(model: Path) -> 
                 assert all(r.startswith(b"HTTP/1.1 408 ") for r in replies), replies[0]
                 assert b"did not arrive in time" in replies[0]
         # an idle keep-alive connection is closed after --keep-alive-timeout too
-        s = _open(port, 1, b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
-        closed, replies = _wait_closed(s, limit=6)
+        s = open_sockets(port, 1, b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        closed, replies = wait_closed(s, limit=6)
         assert closed and replies[0].startswith(b"HTTP/1.1 200 ")
 
 
@@ -115,7 +78,7 @@ def test_1100_stalled_connections_under_ulimit_1024(model: Path, tmp_path: Path)
     try:
         with server_process(model, fd_limit=1024, log_path=log) as url:
             for _ in range(11):
-                socks += _open(_port(url), 100, b"GET /health HTTP/1.1\r\nHo")
+                socks += open_sockets(port_of(url), 100, b"GET /health HTTP/1.1\r\nHo")
             times = []
             for _ in range(5):
                 t0 = time.monotonic()
@@ -138,7 +101,7 @@ def test_in_flight_limit_answers_503_with_retry_after(model: Path) -> None:
     """A request whose body is still arriving holds the only in-flight slot: the next request
     gets 503 + Retry-After, probes (/health) still answer, and after it the slot is free."""
     with server_process(model, args=["--max-in-flight", "1"]) as url:
-        (slow,) = _open(_port(url), 1, PARTIAL_BODY)
+        (slow,) = open_sockets(port_of(url), 1, PARTIAL_BODY)
         time.sleep(0.3)
         with httpx.Client(base_url=url, timeout=10) as c:
             r = c.get("/metadata")
@@ -156,20 +119,21 @@ def test_connection_cap_evicts_stalled_connections(model: Path) -> None:
     """Over --max-connections, the longest-waiting connection without a request in progress
     is closed, so a new client is served."""
     with server_process(model, args=["--max-connections", "20"]) as url:
-        stalled = _open(_port(url), 40, b"GET /health HTTP/1.1\r\nHo")
+        stalled = open_sockets(port_of(url), 40, b"GET /health HTTP/1.1\r\nHo")
         r = httpx.get(url + "/health", timeout=5)
         assert r.status_code == 200
-        closed, _ = _wait_closed(stalled, limit=1.0)
+        closed, _ = wait_closed(stalled, limit=1.0)
         assert len(closed) >= 20  # the oldest ones were evicted
 
 
 def test_malformed_http_gets_400_and_huge_headers_are_refused(model: Path) -> None:
     with server_process(model) as url:
-        (s,) = _open(_port(url), 1, b"NOT HTTP AT ALL\r\n\r\n")
-        _, replies = _wait_closed([s], limit=5)
+        (s,) = open_sockets(port_of(url), 1, b"NOT HTTP AT ALL\r\n\r\n")
+        _, replies = wait_closed([s], limit=5)
         assert replies and replies[0].startswith(b"HTTP/1.1 400 ")
-        (s,) = _open(_port(url), 1, b"GET /health HTTP/1.1\r\nX: " + b"a" * 200_000 + b"\r\n\r\n")
-        closed, replies = _wait_closed([s], limit=5)
+        huge = b"GET /health HTTP/1.1\r\nX: " + b"a" * 200_000 + b"\r\n\r\n"
+        (s,) = open_sockets(port_of(url), 1, huge)
+        closed, replies = wait_closed([s], limit=5)
         assert closed  # refused, not buffered forever
         assert replies[0][:12] in (b"HTTP/1.1 431", b"HTTP/1.1 400"), replies[0][:100]
 

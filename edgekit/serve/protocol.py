@@ -10,7 +10,13 @@
   ``503``. The cap stays below the process's file-descriptor limit (raised to the hard limit at
   start-up by :func:`raise_fd_limit`), so ``accept()`` never fails with "Too many open files";
 - ``TCP_NODELAY`` on every accepted socket (uvicorn's ``--workers`` sockets lack it, which
-  costs a 40 ms delayed ACK per response).
+  costs a 40 ms delayed ACK per response);
+- a **graceful shutdown** (:mod:`edgekit.serve.shutdown`): once the server is closing, a
+  connection accepted meanwhile is closed at once and the response in flight on each
+  connection says ``Connection: close``.
+
+With HTTPS, each connection is a :class:`edgekit.serve.tls.TLSAcceptor` until its handshake
+completes (under the header timeout and the connection cap), then one of these protocols.
 
 Settings come from :class:`ProtocolLimits` on the uvicorn config (:class:`EdgekitUvicornConfig`).
 :class:`RateLimitFilter` bounds repeated log records (one flood of errors cannot fill a disk).
@@ -31,6 +37,7 @@ from typing import Any
 
 import h11
 from uvicorn import Config
+from uvicorn.protocols.http.flow_control import CLOSE_HEADER
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 __all__ = [
@@ -43,12 +50,19 @@ __all__ = [
     "raise_fd_limit",
     "auto_max_connections",
     "accept_backlog",
+    "limits_of",
+    "evict_oldest",
+    "is_closing",
+    "WAITING",
 ]
 
 logger = logging.getLogger("edgekit.serve")
 
 _FD_RESERVE = 64  # descriptors kept free for model files, logs, pipes, the listening socket
 _IDLE, _HEADERS, _BODY, _DONE = 0, 1, 2, 3
+#: the phase of a connection waiting for the client (a TLS handshake, a request's headers): no
+#: request in progress, so the connection cap may evict it
+WAITING = _HEADERS
 
 
 @dataclass(frozen=True)
@@ -70,11 +84,60 @@ class ProtocolLimits:
 
 class EdgekitUvicornConfig(Config):
     """A uvicorn :class:`~uvicorn.Config` that carries :class:`ProtocolLimits` to the protocols
-    (it is pickled to each ``--workers`` process along with the rest of the config)."""
+    (it is pickled to each ``--workers`` process along with the rest of the config).
 
-    def __init__(self, *args: Any, limits: ProtocolLimits | None = None, **kwargs: Any) -> None:
+    ``tls``: (certificate, key) PEM paths: edgekit runs the TLS itself
+    (:mod:`edgekit.serve.tls`; uvicorn's own listener stays plain TCP). ``edgekit_closing``
+    turns True when the server begins to shut down (:mod:`edgekit.serve.shutdown`).
+    """
+
+    def __init__(
+        self,
+        *args: Any,
+        limits: ProtocolLimits | None = None,
+        tls: tuple[str, str] | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.edgekit_limits = limits or ProtocolLimits()
+        self.edgekit_tls = tls
+        self.edgekit_closing = False
+
+    def load(self) -> None:
+        super().load()
+        if self.edgekit_tls is not None:
+            from edgekit.serve.tls import server_context, tls_protocol_factory
+
+            context = server_context(*self.edgekit_tls)
+            factory = tls_protocol_factory(self.http_protocol_class, context)
+            self.http_protocol_class = factory  # type: ignore[assignment]  # called like a class
+
+
+def limits_of(config: Any) -> ProtocolLimits:
+    """The :class:`ProtocolLimits` of a uvicorn config (defaults for a plain uvicorn one)."""
+    return getattr(config, "edgekit_limits", None) or _DEFAULT_LIMITS
+
+
+def is_closing(config: Any) -> bool:
+    """True once the server of ``config`` has begun to shut down."""
+    return bool(getattr(config, "edgekit_closing", False))
+
+
+def evict_oldest(connections: set[Any], keep: Any) -> bool:
+    """Close the longest-waiting connection (other than ``keep``) with no request in progress
+    (phase :data:`WAITING`); False if there is none."""
+    victim, oldest = None, float("inf")
+    for conn in connections:
+        if conn is keep or getattr(conn, "_ek_phase", _DONE) != WAITING:
+            continue
+        if conn._ek_since < oldest and not conn.transport.is_closing():
+            victim, oldest = conn, conn._ek_since
+    if victim is None:
+        return False
+    victim._ek_cancel()
+    victim.transport.close()
+    connections.discard(victim)
+    return True
 
 
 def _raw_response(status: int, reason: str, message: str) -> bytes:
@@ -130,6 +193,7 @@ class _GuardMixin:
     transport: asyncio.Transport
     connections: set[Any]
     cycle: Any
+    shutdown: Callable[[], None]  # uvicorn's: close if idle, else after the response in flight
 
     _ek_phase: int = _IDLE
     _ek_since: float = 0.0
@@ -139,10 +203,13 @@ class _GuardMixin:
     _ek_header_bytes: int = 0
 
     def _ek_limits(self) -> ProtocolLimits:
-        return getattr(self.config, "edgekit_limits", None) or _DEFAULT_LIMITS
+        return limits_of(self.config)
 
     def connection_made(self, transport: asyncio.Transport) -> None:
         super().connection_made(transport)  # type: ignore[misc]
+        if is_closing(self.config):  # accepted as the server began to shut down: refuse it
+            self.shutdown()
+            return
         self.transport = _CoalescingTransport(transport, self.loop)  # type: ignore[assignment]
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
@@ -151,7 +218,8 @@ class _GuardMixin:
             except OSError:  # pragma: no cover - a socket closed meanwhile
                 pass
         limits = self._ek_limits()
-        if len(self.connections) > limits.max_connections and not self._ek_evict():
+        over = len(self.connections) > limits.max_connections
+        if over and not evict_oldest(self.connections, self):
             _log_limited("connection cap of %d reached: refusing one", limits.max_connections)
             transport.write(_raw_response(503, "Service Unavailable", "too many connections"))
             transport.close()
@@ -234,21 +302,6 @@ class _GuardMixin:
             self.transport.write(_raw_response(431, "Request Header Fields Too Large", msg))
             self.transport.close()
 
-    def _ek_evict(self) -> bool:
-        """Close the longest-waiting connection with no request in progress; False if none."""
-        victim, oldest = None, float("inf")
-        for conn in self.connections:
-            if conn is self or getattr(conn, "_ek_phase", _DONE) != _HEADERS:
-                continue
-            if conn._ek_since < oldest and not conn.transport.is_closing():
-                victim, oldest = conn, conn._ek_since
-        if victim is None:
-            return False
-        victim._ek_cancel()
-        victim.transport.close()
-        victim.connections.discard(victim)
-        return True
-
     def on_response_complete(self) -> None:
         self.transport.flush()  # type: ignore[attr-defined]
         super().on_response_complete()  # type: ignore[misc]
@@ -281,6 +334,17 @@ class GuardedH11Protocol(_GuardMixin, H11Protocol):  # type: ignore[misc]
         # a pipelined request may already be complete; else wait for the next one's headers
         if self.conn.their_state is not h11.IDLE:
             self._ek_phase = _DONE
+
+    def shutdown(self) -> None:
+        """uvicorn's graceful shutdown (close if idle, else after the response in flight), and
+        that response says ``Connection: close``: uvicorn's h11 cycle adds the header only when
+        the request carried it, so it is added to the request's headers."""
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_started:
+            headers = cycle.scope["headers"]
+            if CLOSE_HEADER not in headers:
+                headers.append(CLOSE_HEADER)
+        super().shutdown()
 
 
 def _httptools_class() -> type[Any] | None:

@@ -68,15 +68,19 @@ def serve(
         settings: :class:`ServeConfig` fields overriding ``config``.
 
     With ``workers > 1`` uvicorn starts that many processes, each loading the model through
-    :func:`app_factory`. The soft open-file limit is raised to the hard limit first.
+    :func:`app_factory`. The soft open-file limit is raised to the hard limit first. A
+    certificate/key pair that does not load (not PEM, not a pair) is an :class:`InputError`
+    before anything starts.
     """
     require("uvicorn", "serve")
-    from uvicorn import Server
-
     from edgekit.serve.app import create_app, resolve_config
     from edgekit.serve.protocol import EdgekitUvicornConfig, install_log_rate_limit
+    from edgekit.serve.shutdown import EdgekitServer
+    from edgekit.serve.tls import server_context
 
     cfg = _worker_threads(resolve_config(config, settings))
+    if cfg.ssl_certfile and cfg.ssl_keyfile:
+        server_context(cfg.ssl_certfile, cfg.ssl_keyfile)  # a bad pair fails here, clearly
     if not cfg.secure_bind:
         sys.stderr.write(
             f"warning: serving on {cfg.host}, reachable from other machines, without an API "
@@ -87,7 +91,7 @@ def serve(
     uv = _uvicorn_settings(cfg)
     if cfg.workers == 1:
         app = create_app(model_path, cfg)
-        Server(EdgekitUvicornConfig(app, **uv)).run()
+        EdgekitServer(EdgekitUvicornConfig(app, **uv)).run()
         return
     EdgeModel(model_path, cfg.provider, fallback=cfg.fallback).close()  # fail early, here
     env = {"model": str(Path(model_path).resolve()), **cfg.to_dict()}
@@ -105,8 +109,10 @@ def _uvicorn_settings(cfg: ServeConfig) -> dict[str, Any]:
         guarded_protocol_class,
         raise_fd_limit,
     )
+    from edgekit.serve.shutdown import GRACEFUL_TIMEOUT
 
     fd_limit = raise_fd_limit()
+    tls = (cfg.ssl_certfile, cfg.ssl_keyfile) if cfg.ssl_certfile and cfg.ssl_keyfile else None
     limits = ProtocolLimits(
         header_timeout=cfg.header_timeout or None,
         body_timeout=cfg.body_timeout or None,
@@ -119,11 +125,10 @@ def _uvicorn_settings(cfg: ServeConfig) -> dict[str, Any]:
         "access_log": cfg.access_log,
         "timeout_keep_alive": cfg.keep_alive_timeout,
         "http": guarded_protocol_class(),
-        "ssl_certfile": cfg.ssl_certfile,
-        "ssl_keyfile": cfg.ssl_keyfile,
+        "tls": tls,
         "server_header": False,
         "proxy_headers": False,  # edgekit does not use client addresses: one layer less
-        "timeout_graceful_shutdown": 10,
+        "timeout_graceful_shutdown": GRACEFUL_TIMEOUT,
         "limits": limits,
         "backlog": accept_backlog(fd_limit),
     }
@@ -142,11 +147,11 @@ def _reuse_port_socket(host: str, port: int) -> socket.socket:
 
 def _worker_main(config: Any) -> None:
     """One ``--workers`` process: its own ``SO_REUSEPORT`` socket, one uvicorn server."""
-    from uvicorn import Server
+    from edgekit.serve.shutdown import EdgekitServer
 
     config.configure_logging()
     sock = _reuse_port_socket(config.host, config.port)
-    Server(config).run(sockets=[sock])
+    EdgekitServer(config).run(sockets=[sock])
 
 
 def _run_workers(config: Any, workers: int) -> None:
