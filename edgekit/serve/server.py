@@ -125,6 +125,9 @@ def _uvicorn_settings(cfg: ServeConfig) -> dict[str, Any]:
         "access_log": cfg.access_log,
         "timeout_keep_alive": cfg.keep_alive_timeout,
         "http": guarded_protocol_class(),
+        # the same event loop whatever else is installed: uvicorn[standard] (pulled in by
+        # other packages) would switch to uvloop, under which the guards are not tested
+        "loop": "asyncio",
         "tls": tls,
         "server_header": False,
         "proxy_headers": False,  # edgekit does not use client addresses: one layer less
