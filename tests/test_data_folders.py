@@ -279,3 +279,19 @@ def test_export_refuses_bad_folders(tmp_path: Path) -> None:
         out.parent.mkdir(exist_ok=True)
         quant = ["--quantize", "int8"] if option == "--calibration" else []
         _refused(["export", str(model), "-o", str(out), *quant, option, str(folder)], out, match)
+
+
+def test_only_the_images_drawn_are_decoded(tmp_path: Path, data: dict[str, Path]) -> None:
+    """A limit (calibration samples, --eval-samples ...) picks files before decoding: a broken
+    file that is not drawn is never opened; all of them are read without a limit."""
+    from edgekit.inputs.folders import subset_index
+
+    specs, meta = _model_data(data["model"])
+    for i in range(20):
+        PIL.fromarray(np.full((28, 28), i, np.uint8)).save(tmp_path / f"{i:02d}.png")
+    skipped = sorted(set(range(20)) - set(subset_index(20, 5, seed=0).tolist()))[0]
+    (tmp_path / f"{skipped:02d}.png").write_bytes(b"broken")
+    ds = read_data(tmp_path, specs, meta, "calibration data", limit=5, seed=0)
+    assert len(ds) == 5 and skipped not in ds.inputs["image"][:, 0, 0, 0].tolist()
+    with pytest.raises(DataError, match=f"cannot read image .*{skipped:02d}.png"):
+        read_data(tmp_path, specs, meta, "calibration data")

@@ -109,9 +109,12 @@ def calibration_split(calibration: Any, specs: Sequence[TensorSpecInfo], meta: M
         test = load_model_data(calibration, specs, meta, "calibration data", "test",
                                CHECK_SAMPLES, cfg.seed)
         held: tuple[Any, ...] | None = (test[0], test[1], test[3])
-    else:
+    else:  # a folder (images, ONNX test sets) is read only as far as it is used
+        folder = isinstance(calibration, str | os.PathLike) and Path(calibration).is_dir()
+        read = cfg.calibration_samples + CHECK_SAMPLES if folder else 0
         all_feeds, labels, notes, desc = load_model_data(calibration, specs, meta,
-                                                         "calibration data", "train", 0, cfg.seed)
+                                                         "calibration data", "train", read,
+                                                         cfg.seed)
         n_all = len(next(iter(all_feeds.values())))
         order = np.random.default_rng(cfg.seed).permutation(n_all)
         cal_idx = np.sort(order[:cfg.calibration_samples])
