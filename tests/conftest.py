@@ -46,6 +46,10 @@ SLOW_TESTS: dict[str, set[str]] = {
         "test_application_family_exports",
         "test_light_family_exports",
     },
+    "test_data_folders.py": {
+        "test_export_validates_on_images_and_quantizes_with_test_sets",
+        "test_tune_accepts_both_layouts",
+    },
     "test_engines.py": {
         "test_both_engines_give_the_same_values",
     },
@@ -145,7 +149,7 @@ FILE_SECONDS = {
     "test_recipes.py": 30, "test_export.py": 30, "test_tune.py": 25, "test_cli.py": 20,
     "test_export_fixes.py": 20, "test_notebook.py": 20, "test_faults.py": 15,
     "test_quantize.py": 15, "test_serve_props.py": 15, "test_serve_tls.py": 30,
-    "test_serve_shutdown.py": 25, "test_serve_hostile.py": 12,
+    "test_serve_shutdown.py": 25, "test_serve_hostile.py": 12, "test_data_folders.py": 25,
     "test_compare.py": 12, "test_readback.py": 12, "test_bench.py": 10,
 }
 

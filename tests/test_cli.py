@@ -40,7 +40,7 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 # -- one option set on every command -----------------------------------------------------------
 def test_every_command_is_listed() -> None:
     assert set(COMMANDS) >= {"export", "quantize", "tune", "inspect", "run", "serve", "package",
-                             "bench", "compare", "check", "train"}
+                             "bench", "compare", "check", "train", "doctor"}
 
 
 @pytest.mark.parametrize("command", COMMANDS)

@@ -6,7 +6,7 @@ Layers (lowest first); a module may import its own package and anything in a low
    ``progress``, ``io/``, ``inputs/``
 1. stages: ``runtime/``, ``convert/``, ``quantize/``
 2. ``measure/``, ``recipes/``, ``packaging/``
-3. workflows: ``tune/``, ``check/``, ``serve/``
+3. workflows: ``tune/``, ``check/``, ``serve/``, ``doctor/``
 4. ``cli/``
 """
 
@@ -24,7 +24,7 @@ LAYERS = {
     "io": 0, "inputs": 0, "logs": 0, "__init__": 0,
     "runtime": 1, "convert": 1, "quantize": 1,
     "measure": 2, "recipes": 2, "packaging": 2,
-    "tune": 3, "check": 3, "serve": 3,
+    "tune": 3, "check": 3, "serve": 3, "doctor": 3,
     "cli": 4,
 }
 MAX_FUNCTION_LINES = 80

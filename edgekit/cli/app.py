@@ -209,7 +209,8 @@ def threads_option(default: int | None = None, min_threads: int = 1,
 
 
 def eval_data_option(help: str = "Labelled evaluation data: .npz/.npy with y, an IDX folder "
-                     "(its test split) or a text table (text models).") -> Callable[[F], F]:
+                     "(its test split), an image folder (class sub-folders) or a text table "
+                     "(text models).") -> Callable[[F], F]:
     """``--eval-data`` (must exist)."""
     return click.option("--eval-data", type=existing_path(), default=None, help=help)
 

@@ -29,8 +29,9 @@ __all__ = ["export_cmd", "inspect_cmd", "quantize_cmd"]
 @click.option("--opset", type=click.IntRange(1), default=17, show_default=True,
               help="ONNX opset (13..18; tf2onnx 1.17 stops at 18).")
 @click.option("--validation-data", type=existing_path(), default=None,
-              help="NPZ/NPY inputs to validate on (arrays named after the model inputs, or x; "
-              "optional y). Default: seeded synthetic inputs.")
+              help="Inputs to validate on: NPZ/NPY (arrays named after the model inputs, or "
+              "x; optional y), an IDX folder (test split), ONNX test_data_set_N folders or an "
+              "image folder. Default: --calibration, else seeded synthetic inputs.")
 @click.option("--validation-samples", type=click.IntRange(0), default=256, show_default=True,
               help="Synthetic samples, or cap on samples read from --validation-data (0 = all).")
 @click.option("--atol", type=float, default=1e-4, show_default=True,

@@ -107,7 +107,8 @@ def bench_cmd(models: tuple[Path, ...], provider: str, engine: str, threads: int
 @click.argument("model", type=existing_path())
 @click.option("--calibration", type=existing_path(), default=None,
               help="Calibration data for the int8 variants: .npz/.npy, an IDX folder (its "
-              "train split) or a text table (default: the evaluation samples).")
+              "train split), ONNX test_data_set_N folders, an image folder or a text table "
+              "(default: the evaluation samples).")
 @eval_data_option()
 @max_accuracy_drop_option(1.0, help="Largest accepted accuracy drop vs Keras, in points.")
 @deprecated_alias("--accuracy-budget", "max_accuracy_drop", type=click.FloatRange(0))

@@ -22,7 +22,8 @@ _OPTIONS: list[Callable[[Any], Any]] = [
                  "printed). Files are standard ONNX (QDQ, ai.onnx ops)."),
     click.option("--calibration", type=click.Path(exists=True, path_type=Path), default=None,
                  help="Calibration data: NPZ/NPY (x, optional y), a folder of IDX gz files "
-                 "(train split), or a label/text TSV for text models."),
+                 "(train split), ONNX test_data_set_N folders, an image folder (class "
+                 "sub-folders), or a label/text TSV for text models."),
     click.option("--calibration-method", type=click.Choice(["minmax", "entropy", "percentile"]),
                  default=None, help="Activation range estimation (default percentile)."),
     click.option("--calibration-samples", type=click.IntRange(1), default=None,
@@ -41,7 +42,9 @@ _OPTIONS: list[Callable[[Any], Any]] = [
                  "it holds, else the command fails and writes no variant (needs --eval-data)."),
     click.option("--eval-data", type=click.Path(exists=True, path_type=Path), default=None,
                  help="Labelled data for accuracy figures: NPZ with x and y, an IDX folder "
-                 "(test split) or a label/text TSV (the text recipe's 20% test split)."),
+                 "(test split), an image folder (labels from its sorted class sub-folders), "
+                 "ONNX test_data_set_N folders (agreement only) or a label/text TSV (the text "
+                 "recipe's 20% test split)."),
     click.option("--format", "output_format", type=click.Choice(["onnx", "ort"]), default="onnx",
                  show_default=True, help="ort: also the ORT-format model (onnxruntime's "
                  "converter, Runtime optimization style), its required_operators.config and a "

@@ -32,7 +32,8 @@ __all__ = ["tune_cmd"]
 @click.option("-o", "--output", "outdir", type=click.Path(path_type=Path), required=True,
               help="Output folder; gets <stem>.tuned.onnx and <stem>.tune.json.")
 @click.option("--calibration", type=existing_path(), required=True,
-              help="Calibration data: .npz/.npy, an IDX folder, or a label/text table.")
+              help="Calibration data: .npz/.npy, an IDX folder, ONNX test_data_set_N "
+              "folders, an image folder, or a label/text table.")
 @eval_data_option(help="Labelled data for the accuracy gate (default: top-1 agreement with "
                   "fp32 on the calibration data).")
 @max_accuracy_drop_option(0.5, help="Accuracy budget in points vs fp32.")

@@ -43,21 +43,28 @@ class TensorSpecInfo:
 
 @dataclass
 class Dataset:
-    """Model inputs by name (equal first dimensions) and optional integer labels."""
+    """Model inputs by name (equal first dimensions), optional integer labels and optional
+    reference outputs (``output_M`` -> array, e.g. from ONNX test data sets)."""
 
     inputs: dict[str, np.ndarray]
     labels: np.ndarray | None = None
     source: str = ""
+    outputs: dict[str, np.ndarray] | None = None
 
     def __len__(self) -> int:
         return len(next(iter(self.inputs.values())))
 
     def take(self, n: int) -> Dataset:
         """The first ``n`` samples."""
+        return self.select(slice(0, n))
+
+    def select(self, index: slice | np.ndarray) -> Dataset:
+        """The samples at ``index`` (a slice or an index array), labels and outputs too."""
         return Dataset(
-            {k: v[:n] for k, v in self.inputs.items()},
-            None if self.labels is None else self.labels[:n],
+            {k: v[index] for k, v in self.inputs.items()},
+            None if self.labels is None else self.labels[index],
             self.source,
+            None if self.outputs is None else {k: v[index] for k, v in self.outputs.items()},
         )
 
 

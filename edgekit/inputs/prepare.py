@@ -1,8 +1,9 @@
 """Data for a model: read, check and bring to the model's inputs (every stage uses this).
 
 :func:`load_model_data` is the one entry point for calibration, validation and evaluation data:
-an ``.npz``/``.npy`` file, a folder of IDX gz files, a label/text table (models with tokenizer
-metadata) or an in-memory :class:`~edgekit.inputs.data.Dataset`. :func:`prepare_inputs` checks
+an ``.npz``/``.npy`` file, a data folder (IDX gz files, ONNX ``test_data_set_N`` folders or
+images: :mod:`edgekit.inputs.folders`), a label/text table (models with tokenizer metadata)
+or an in-memory :class:`~edgekit.inputs.data.Dataset`. :func:`prepare_inputs` checks
 shapes and applies the model's preprocessing metadata to integer data.
 """
 
@@ -17,6 +18,7 @@ import numpy as np
 
 from edgekit.errors import DataError, InputError
 from edgekit.inputs.data import Dataset, TensorSpecInfo, format_shape, load_dataset
+from edgekit.inputs.folders import read_folder, subset_index
 from edgekit.metadata import ModelMetadata
 
 __all__ = ["load_model_data", "read_data", "prepare_dataset", "prepare_inputs", "onnx_input_specs"]
@@ -61,11 +63,12 @@ def load_model_data(
 ) -> tuple[dict[str, np.ndarray], np.ndarray | None, list[str], str]:
     """Load and check data for a model: ``(feeds, labels, notes, description)``.
 
-    ``data`` is an ``.npz``/``.npy`` file, a folder of IDX gz files (its ``split``: ``train``
-    for calibration, ``test`` for evaluation), a label/text table for models with tokenizer
-    metadata (the text recipe's 80/20 split), or a :class:`Dataset`. ``limit`` (0 = all) keeps a
-    seeded random subset; integer images for float inputs are scaled by the model's
-    preprocessing metadata, with a note.
+    ``data`` is an ``.npz``/``.npy`` file, a data folder (:mod:`edgekit.inputs.folders`: IDX gz
+    files, of which ``split`` is read: ``train`` for calibration, ``test`` for evaluation; ONNX
+    ``test_data_set_N`` folders; images, in class folders for labels), a label/text table for
+    models with tokenizer metadata (the text recipe's 80/20 split), or a :class:`Dataset`.
+    ``limit`` (0 = all) keeps a seeded random subset; integer images for float inputs are
+    scaled by the model's preprocessing metadata, with a note.
     """
     ds = read_data(data, specs, meta, what, split, limit, seed)
     notes = _scaling_notes(ds, specs, meta, what)
@@ -79,11 +82,9 @@ def read_data(data: str | os.PathLike[str] | Dataset, specs: Sequence[TensorSpec
     """The raw data for a model (not yet preprocessed), as :func:`load_model_data` reads it:
     arrays named after the model's inputs (by position when the names differ), ``limit``
     samples at most (a seeded random subset; 0 = all)."""
-    ds = _read(data, [s.name for s in specs], meta, what, split)
+    ds = _read(data, specs, meta, what, split, limit, seed)
     if limit and len(ds) > limit:
-        idx = np.sort(np.random.default_rng(seed).permutation(len(ds))[:limit])
-        ds = Dataset({k: v[idx] for k, v in ds.inputs.items()},
-                     None if ds.labels is None else ds.labels[idx], ds.source)
+        ds = ds.select(subset_index(len(ds), limit, seed))
     return ds
 
 
@@ -98,9 +99,10 @@ def prepare_dataset(ds: Dataset, specs: Sequence[TensorSpecInfo], meta: ModelMet
     return feeds, notes + [f"{what}: {n}" for n in more]
 
 
-def _read(data: str | os.PathLike[str] | Dataset, names: list[str], meta: ModelMetadata,
-          what: str, split: str) -> Dataset:
+def _read(data: str | os.PathLike[str] | Dataset, specs: Sequence[TensorSpecInfo],
+          meta: ModelMetadata, what: str, split: str, limit: int, seed: int) -> Dataset:
     """The data as a non-empty :class:`Dataset` with an array for every input name."""
+    names = [s.name for s in specs]
     if isinstance(data, Dataset):
         ds = data
     else:
@@ -108,17 +110,14 @@ def _read(data: str | os.PathLike[str] | Dataset, names: list[str], meta: ModelM
         if not p.exists():
             raise InputError(f"{what} file {p} does not exist", hint="check the path")
         if p.is_dir():
-            from edgekit.inputs.datasets import load_image_data
-
-            img = load_image_data(p)
-            x, y = (img.x_train, img.y_train) if split == "train" else (img.x_test, img.y_test)
-            ds = Dataset({names[0]: x}, y, f"{p} ({split} split)")
+            ds = read_folder(p, specs, meta, what, split, limit, seed)
         elif p.suffix.lower() in (".tsv", ".csv", ".txt"):
             ds = _text_split(p, meta, split)
         else:
             ds = load_dataset(p, names, what)
     if not all(n in ds.inputs for n in names) and len(ds.inputs) == len(names):
-        ds = Dataset(dict(zip(names, ds.inputs.values(), strict=True)), ds.labels, ds.source)
+        ds = Dataset(dict(zip(names, ds.inputs.values(), strict=True)), ds.labels, ds.source,
+                     ds.outputs)
     missing = [n for n in names if n not in ds.inputs]
     if missing:
         raise DataError(f"{what} has no array for input(s) {missing}")
@@ -159,7 +158,7 @@ def _standardise_floats(ds: Dataset, specs: Sequence[TensorSpecInfo], meta: Mode
         if np.dtype(s.dtype).kind == "f" and a.dtype.kind == "f":
             inputs[s.name] = pre.apply(a, np.dtype(s.dtype))
             notes.append(f"{what}: {s.name} standardised with the model's preprocessing metadata")
-    return Dataset(inputs, ds.labels, ds.source)
+    return Dataset(inputs, ds.labels, ds.source, ds.outputs)
 
 
 def prepare_inputs(
@@ -188,9 +187,9 @@ def prepare_inputs(
             )
         if np.issubdtype(want, np.floating) and np.issubdtype(a.dtype, np.integer):
             if pre is not None and not pre.is_identity:
-                a = pre.apply(a, want)
+                raw, a = a.dtype, pre.apply(a, want)
                 notes.append(
-                    f"{s.name}: {a.dtype} data preprocessed with the model's metadata "
+                    f"{s.name}: {raw} data preprocessed with the model's metadata "
                     f"(scale {pre.scale:g}{', standardised' if pre.mean else ''})"
                 )
             else:

@@ -16,6 +16,8 @@ __all__ = [
     "peak_rss_mb",
     "reset_peak_rss",
     "cpu_model",
+    "cpu_flags",
+    "cpu_features",
     "instruction_set",
     "machine_info",
 ]
@@ -99,11 +101,41 @@ _ISA_LEVELS = [
 ]
 
 
+#: single instruction-set features that inference engines use: (name, cpuinfo flag), x86 then ARM
+_ISA_FEATURES = {
+    "x86": [("AVX2", "avx2"), ("FMA", "fma"), ("AVX-VNNI", "avx_vnni"), ("AVX-512", "avx512f"),
+            ("AVX-512 VNNI", "avx512_vnni"), ("AVX-512 BF16", "avx512_bf16"),
+            ("AVX-512 FP16", "avx512_fp16"), ("AMX", "amx_tile"), ("AMX-INT8", "amx_int8"),
+            ("AMX-BF16", "amx_bf16"), ("AMX-FP16", "amx_fp16")],
+    "arm": [("NEON", "asimd"), ("dot product", "asimddp"), ("FP16", "asimdhp"),
+            ("I8MM", "i8mm"), ("BF16", "bf16"), ("SVE", "sve"), ("SVE2", "sve2"), ("SME", "sme")],
+}
+
+
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags from /proc/cpuinfo (``flags`` on x86, ``Features`` on ARM);
+    empty where there is no /proc/cpuinfo."""
+    return {f for line in _cpuinfo_lines() if line.lower().startswith(("flags", "features"))
+            for f in line.split(":", 1)[1].split()}
+
+
+def cpu_features() -> dict[str, bool]:
+    """Inference-relevant instruction-set features of this CPU's family (AVX2, AVX-512 VNNI,
+    BF16, AMX ... on x86; NEON, dot product, I8MM ... on ARM): name -> present. Empty where
+    the flags cannot be read."""
+    flags = cpu_flags()
+    if not flags:
+        return {}
+    import platform
+
+    arm = platform.machine().lower().startswith(("aarch64", "arm"))
+    return {name: flag in flags for name, flag in _ISA_FEATURES["arm" if arm else "x86"]}
+
+
 def instruction_set() -> str:
     """The CPU's int8-relevant instruction-set level from /proc/cpuinfo flags, e.g.
     ``AVX-512 VNNI`` or ``AVX2 (no VNNI)`` (``unknown`` elsewhere)."""
-    flags = {f for line in _cpuinfo_lines() if line.lower().startswith(("flags", "features"))
-             for f in line.split(":", 1)[1].split()}
+    flags = cpu_flags()
     return next((name for name, need in _ISA_LEVELS if need <= flags), "unknown")
 
 

@@ -13,6 +13,7 @@ import numpy as np
 
 from edgekit.errors import DataError
 from edgekit.inputs.data import TensorSpecInfo
+from edgekit.inputs.folders import has_splits
 from edgekit.inputs.prepare import load_model_data
 from edgekit.inputs.synthetic import synthetic_feeds
 from edgekit.metadata import ModelMetadata
@@ -97,19 +98,23 @@ def calibration_split(calibration: Any, specs: Sequence[TensorSpecInfo], meta: M
                        cfg: QuantizationConfig) -> tuple[dict[str, np.ndarray], dict[str, Any],
                                                          tuple[Any, ...] | None, list[str]]:
     """Calibration feeds, their report section, the held-out part (feeds, labels, desc) when
-    the data has one, and notes. Folders and text tables hold out their test split; arrays
-    hold out the samples not drawn for calibration."""
-    split_data = isinstance(calibration, str | os.PathLike) and (
-        Path(calibration).is_dir() or Path(calibration).suffix.lower() in (".tsv", ".csv", ".txt"))
+    the data has one, and notes. IDX folders and text tables hold out their test split; arrays,
+    ONNX test data and image folders hold out the samples not drawn for calibration."""
+    split_data = has_splits(calibration) or (isinstance(calibration, str | os.PathLike) and
+                                             Path(calibration).suffix.lower() in (".tsv", ".csv",
+                                                                                   ".txt"))
     if split_data:
         feeds, _, notes, desc = load_model_data(calibration, specs, meta, "calibration data",
                                                 "train", cfg.calibration_samples, cfg.seed)
         test = load_model_data(calibration, specs, meta, "calibration data", "test",
                                CHECK_SAMPLES, cfg.seed)
         held: tuple[Any, ...] | None = (test[0], test[1], test[3])
-    else:
+    else:  # a folder (images, ONNX test sets) is read only as far as it is used
+        folder = isinstance(calibration, str | os.PathLike) and Path(calibration).is_dir()
+        read = cfg.calibration_samples + CHECK_SAMPLES if folder else 0
         all_feeds, labels, notes, desc = load_model_data(calibration, specs, meta,
-                                                         "calibration data", "train", 0, cfg.seed)
+                                                         "calibration data", "train", read,
+                                                         cfg.seed)
         n_all = len(next(iter(all_feeds.values())))
         order = np.random.default_rng(cfg.seed).permutation(n_all)
         cal_idx = np.sort(order[:cfg.calibration_samples])
