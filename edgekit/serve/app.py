@@ -8,7 +8,8 @@ Routes (``{name}`` is :attr:`ServeConfig.model_name`, default the model file's s
   ``{"predictions": [[...]], "labels": [...], "top_k": [...]}``.
 - ``GET /health``, ``GET /metadata``, ``GET /metrics`` (Prometheus text format).
 - Open Inference Protocol (KServe V2): ``GET /v2``, ``GET /v2/health/live``,
-  ``GET /v2/health/ready``, ``GET /v2/models/{name}[/versions/1]``, ``GET .../ready``,
+  ``GET /v2/health/ready``, ``GET /v2/models`` (KServe's listing: ``{"models": [name]}``),
+  ``GET /v2/models/{name}[/versions/1]``, ``GET .../ready``,
   ``POST /v2/models/{name}[/versions/1]/infer`` (typed tensors, JSON or binary data).
 
 Errors are ``{"error": message, "hint": hint}``: 400 malformed request (and every V2 input
@@ -349,7 +350,8 @@ class _Service:
             Route("/metrics", self.metrics_endpoint, methods=["GET"]),
             Route("/v2", self.v2_server, methods=["GET"]),
             Route("/v2/health/live", self.v2_live, methods=["GET"]),
-            Route("/v2/health/ready", self.v2_live, methods=["GET"]),
+            Route("/v2/health/ready", self.v2_ready, methods=["GET"]),
+            Route("/v2/models", self.v2_models, methods=["GET"]),
         ]
         for base in ("/v2/models/{name}", "/v2/models/{name}/versions/{version}"):
             routes += [
@@ -485,6 +487,12 @@ class _Service:
 
     async def v2_live(self, request: Any) -> Any:
         return self.JSONResponse({"live": True})
+
+    async def v2_ready(self, request: Any) -> Any:
+        return self.JSONResponse({"ready": True})
+
+    async def v2_models(self, request: Any) -> Any:
+        return self.JSONResponse({"models": [self.name]})
 
     async def v2_model(self, request: Any) -> Any:
         return self.v2_model_error(request) or self.JSONResponse(
