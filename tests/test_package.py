@@ -3,23 +3,41 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
+import tritonclient
 import yaml
 from _runtime_models import FASHION_LABELS, make_image_model, make_text_model, make_two_input_model
 from _serve_models import shipped_cnn  # noqa: F401  (fixture)
 from click.testing import CliRunner
 from google.protobuf import text_format
 from onnx import TensorProto, helper
-from tritonclient.grpc import model_config_pb2 as mc
 
 from edgekit.cli.main import cli
 from edgekit.errors import InputError, OutputExistsError
 from edgekit.runtime.model import EdgeModel
 from edgekit.serve.package import PackageConfig, package_triton
+
+
+def _triton_model_config() -> Any:
+    """tritonclient's ``grpc/model_config_pb2`` alone: importing it through the
+    ``tritonclient.grpc`` package also registers Triton's gRPC service protos, whose
+    ``inference.*`` names clash with kserve's in protobuf's default pool, and pytest imports
+    kserve in the same process (tests/test_serve_kserve.py)."""
+    path = Path(tritonclient.__file__).parent / "grpc" / "model_config_pb2.py"
+    spec = importlib.util.spec_from_file_location("triton_model_config_pb2", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+mc = _triton_model_config()
 
 _NP_TO_TRITON = {
     np.dtype("float32"): mc.TYPE_FP32,

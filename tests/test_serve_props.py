@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _kserve_models import make_kserve_models
 from _runtime_models import make_image_model, make_tabular_model, make_text_model
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -75,7 +76,10 @@ predict_bodies = st.one_of(
 tensors = st.fixed_dictionaries(
     {},
     optional={
-        "name": st.one_of(st.sampled_from(["image", "features", "tokens"]), json_values),
+        "name": st.one_of(
+            st.sampled_from(["image", "features", "tokens", "str_input", "fp16_input"]),
+            json_values,
+        ),
         "shape": st.one_of(
             st.lists(st.integers(min_value=-2, max_value=30), max_size=4), json_values
         ),
@@ -141,6 +145,7 @@ def clients(tmp_path_factory: pytest.TempPathFactory) -> Any:
         make_image_model(d / "image.onnx"),
         make_tabular_model(d / "tabular.onnx"),
         make_text_model(d / "text.onnx"),
+        make_kserve_models(d)["FP16InputModel"],  # BYTES and FP16 inputs
     ]
     with asyncio.Runner() as runner:
         yield [_Client(create_app(p, max_batch=64, warmup=False), runner) for p in paths]
@@ -153,13 +158,13 @@ def _check(status: int, body: bytes) -> None:
 
 
 @SETTINGS
-@given(body=predict_bodies, which=st.integers(0, 2))
+@given(body=predict_bodies, which=st.integers(0, 3))
 def test_predict_never_answers_5xx(clients: Any, body: bytes, which: int) -> None:
     _check(*clients[which].post("/predict", body, {"content-type": "application/json"}))
 
 
 @SETTINGS
-@given(body=v2_bodies, which=st.integers(0, 2), header=st.one_of(st.none(), st.integers(-3, 200)))
+@given(body=v2_bodies, which=st.integers(0, 3), header=st.one_of(st.none(), st.integers(-3, 200)))
 def test_v2_infer_never_answers_5xx(clients: Any, body: bytes, which: int, header: Any) -> None:
     c = clients[which]
     headers = {} if header is None else {"inference-header-content-length": str(header)}

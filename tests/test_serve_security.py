@@ -41,7 +41,7 @@ def test_api_key_required_except_for_probes(model: Path) -> None:
             assert r.status_code == 401, r.text
             assert r.headers["www-authenticate"].startswith("Bearer")
             assert "API key" in r.json()["error"]
-        for path in ("/metadata", "/metrics", "/v2/models/image"):
+        for path in ("/metadata", "/metrics", "/v2/models", "/v2/models/image"):
             assert c.get(path).status_code == 401
         ok = {"Authorization": f"Bearer {KEY}"}
         assert c.post("/predict", json=body, headers=ok).status_code == 200

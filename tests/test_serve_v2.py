@@ -15,6 +15,7 @@ from _serve_models import shipped_cnn  # noqa: F401  (fixture)
 
 from edgekit.runtime.model import EdgeModel
 from edgekit.serve import create_app, server_process
+from edgekit.serve.v2 import HEADER_LENGTH as HEADER
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
@@ -177,3 +178,96 @@ def test_v2_integer_inputs(tmp_path: Path) -> None:
             bad_body = {"inputs": [_tensor(bad, [1, 8], "INT32", "tokens")]}
             r = c.post("/v2/models/text/infer", json=bad_body)
             assert r.status_code == 400 and msg in r.json()["error"], r.text
+
+
+
+@pytest.fixture(scope="module")
+def strings(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """KServe's FP16InputModel (FP16 [2, 4] + BYTES [2, 4] inputs) in-process."""
+    from _kserve_models import make_kserve_models
+
+    path = make_kserve_models(tmp_path_factory.mktemp("kserve"))["FP16InputModel"]
+    with TestClient(create_app(path)) as c:
+        yield c
+
+
+FP16_2x4 = np.arange(8, dtype=np.float16).reshape(2, 4)
+
+
+def _packed(*items: bytes) -> bytes:
+    """BYTES elements as binary tensor data: a 4-byte little-endian length before each."""
+    return b"".join(len(b).to_bytes(4, "little") + b for b in items)
+
+
+def _post_strings(c: Any, elements: bytes | list[Any], count: int = 8, outputs: Any = None,
+                  **fp16: Any) -> Any:  # fmt: skip
+    """POST to FP16InputModel: FP16 as binary data, then BYTES as JSON ``elements`` (a list)
+    or as binary data (bytes, said to hold ``count`` elements of shape [2, 4])."""
+    f16 = {"name": "fp16_input", "shape": [2, 4], "datatype": "FP16",
+           "parameters": {"binary_data_size": 16}, **fp16}  # fmt: skip
+    words: dict[str, Any] = {"name": "str_input", "shape": [2, 4], "datatype": "BYTES"}
+    tail = FP16_2x4.tobytes()
+    if isinstance(elements, list):
+        words["data"] = elements
+    else:
+        words["shape"] = [count // 4, 4] if count % 4 == 0 else [2, count]
+        words["parameters"] = {"binary_data_size": len(elements)}
+        tail += elements
+    req: dict[str, Any] = {"inputs": [f16, words]}
+    if outputs is not None:
+        req["outputs"] = outputs
+    head = json.dumps(req).encode()
+    return c.post("/v2/models/FP16InputModel/infer", content=head + tail,
+                  headers={HEADER: str(len(head))})  # fmt: skip
+
+
+WORDS = ["é", "", "a\x00b", "🙂", "x" * 300, "b", "c", "d"]
+
+
+def test_v2_bytes_tensors_in_json_and_binary(strings: Any) -> None:
+    """BYTES inputs as flat or nested JSON strings and as binary data; BYTES outputs as JSON
+    strings and as binary data (length-prefixed UTF-8), all the same strings."""
+    packed = _packed(*(w.encode() for w in WORDS))
+    for elements in (WORDS, [WORDS[:4], WORDS[4:]], packed):
+        r = _post_strings(strings, elements)
+        assert r.status_code == 200, r.text
+        assert r.json()["outputs"][0] == {"name": "str_output", "datatype": "BYTES",
+                                          "shape": [8], "data": WORDS}  # fmt: skip
+    r = _post_strings(strings, WORDS, outputs=[{"name": "str_output",
+                                                "parameters": {"binary_data": True}}])
+    assert r.status_code == 200, r.text
+    json_len = int(r.headers[HEADER])
+    assert json.loads(r.content[:json_len])["outputs"][0]["parameters"] == {
+        "binary_data_size": len(packed)}  # fmt: skip
+    assert r.content[json_len:] == packed
+
+
+BYTES_ERRORS: list[tuple[Any, int, str]] = [
+    (["a"] * 7, 8, "do not fit shape"),
+    ([1] * 8, 8, "BYTES data must be strings"),
+    (["\ud800"] * 8, 8, "unpaired surrogates"),
+    (_packed(b"a") * 7, 8, "runs past"),
+    (_packed(b"a") * 8 + b"\x00", 8, "follow its 8"),
+    (_packed(b"a") * 7 + b"\x05\x00\x00\x00ab", 8, "runs past"),
+    (_packed(b"\xff\xfe") * 8, 8, "not UTF-8"),
+    (b"", 8, "cannot hold 8 elements"),
+    (b"\x00" * 16, 4 * (2**30 - 1), "cannot hold"),  # refused before allocating
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("elements", "count", "message"), BYTES_ERRORS)
+def test_v2_bytes_errors(strings: Any, elements: Any, count: int, message: str) -> None:
+    r = _post_strings(strings, elements, count)
+    assert r.status_code == 400 and message in r.json()["error"], r.text
+
+
+def test_v2_fp16_only_as_binary_and_data_xor_binary(strings: Any) -> None:
+    """FP16 data in JSON is refused (as KServe and Triton do); so is an input carrying both
+    'data' and 'binary_data_size'."""
+    r = _post_strings(strings, ["a"] * 8, data=FP16_2x4.tolist())
+    assert r.status_code == 400 and "both 'data' and binary data" in r.json()["error"]
+    r = _post_strings(strings, ["a"] * 8, data=FP16_2x4.tolist(), parameters={})
+    assert r.status_code == 400 and "travels only as binary data" in r.json()["error"]
+    assert "binary_data_size" in r.json()["hint"]
+    assert strings.get("/v2/models").json() == {"models": ["FP16InputModel"]}
+    assert strings.get("/v2/health/ready").json() == {"ready": True}

@@ -86,8 +86,8 @@ def serve_cmd(
 
     \b
     POST /predict, GET /health, GET /metadata, GET /metrics (Prometheus), and the
-    Open Inference Protocol (KServe V2): GET /v2/health/ready, GET /v2/models/NAME,
-    POST /v2/models/NAME/infer (e.g. with tritonclient).
+    Open Inference Protocol (KServe V2): GET /v2/health/ready, GET /v2/models,
+    GET /v2/models/NAME, POST /v2/models/NAME/infer (tritonclient, kserve).
     """
     from edgekit.serve import ServeConfig, serve
 

@@ -469,15 +469,19 @@ class EdgeModel:
 
     # -- lifecycle -----------------------------------------------------------------------
     def warmup(self, runs: int = 3, batch: int = 1) -> None:
-        """Run ``runs`` (default 3) inferences on zeros (dynamic dims set to ``batch``/1)."""
+        """Run ``runs`` (default 3) inferences on zeros (empty strings for string inputs;
+        dynamic dims set to ``batch``/1)."""
         feeds = {}
         for spec in self.inputs:
             shape = [
                 d if d is not None else (batch if j == 0 else 1) for j, d in enumerate(spec.shape)
             ]
-            if spec.dtype is None:
+            if spec.is_string:
+                feeds[spec.name] = np.full(shape, "", dtype=object)
+            elif spec.dtype is None:
                 raise InputError(f"cannot warm up input {spec.name!r} of type {spec.type}")
-            feeds[spec.name] = np.zeros(shape, dtype=spec.dtype)
+            else:
+                feeds[spec.name] = np.zeros(shape, dtype=spec.dtype)
         for _ in range(max(0, runs)):
             self.run(feeds)
 

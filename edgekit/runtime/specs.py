@@ -18,8 +18,8 @@ import numpy as np
 
 from edgekit.errors import InputError, PredictionError
 
-__all__ = ["InputSpec", "read_onnx_props", "ORT_DTYPES", "type_string", "NUMERIC_KINDS",
-           "check_outputs_finite"]
+__all__ = ["InputSpec", "read_onnx_props", "ORT_DTYPES", "STRING_TYPE", "type_string",
+           "NUMERIC_KINDS", "check_outputs_finite"]
 
 #: onnxruntime type strings -> numpy dtypes.
 ORT_DTYPES: dict[str, np.dtype[Any]] = {
@@ -32,6 +32,9 @@ ORT_DTYPES: dict[str, np.dtype[Any]] = {
     ]
 }  # fmt: skip
 _TYPE_STRINGS = {dt: name for name, dt in ORT_DTYPES.items()}
+#: onnxruntime's type string of string tensors: numpy arrays of Python ``str`` (dtype object),
+#: which :meth:`InputSpec.check` passes as they are (no numeric dtype, no cast).
+STRING_TYPE = "tensor(string)"
 #: numpy dtype kinds accepted as model inputs (bool, int, uint, float).
 NUMERIC_KINDS = frozenset("biuf")
 _vdot = getattr(np.vdot, "_implementation", np.vdot)  # without the __array_function__ hop
@@ -123,7 +126,8 @@ class InputSpec:
     """One model input: name, numpy dtype, shape (None for dynamic dims), precomputed checks."""
 
     __slots__ = (
-        "name", "type", "dtype", "shape", "ndim", "fixed", "is_float", "tail_start", "tail", "head"
+        "name", "type", "dtype", "shape", "ndim", "fixed", "is_float", "is_string", "tail_start",
+        "tail", "head",
     )  # fmt: skip
 
     def __init__(self, name: str, type_str: str, shape: Sequence[Any]) -> None:
@@ -138,6 +142,7 @@ class InputSpec:
             (i, d) for i, d in enumerate(self.shape) if d is not None
         )
         self.is_float = self.dtype is not None and self.dtype.kind == "f"
+        self.is_string = type_str == STRING_TYPE
         # fast shape check: the fixed trailing dims compare as one tuple; fixed dims before
         # the last dynamic one ("head") take the slow path
         dyn = [i for i, d in enumerate(self.shape) if d is None]

@@ -8,7 +8,8 @@ Routes (``{name}`` is :attr:`ServeConfig.model_name`, default the model file's s
   ``{"predictions": [[...]], "labels": [...], "top_k": [...]}``.
 - ``GET /health``, ``GET /metadata``, ``GET /metrics`` (Prometheus text format).
 - Open Inference Protocol (KServe V2): ``GET /v2``, ``GET /v2/health/live``,
-  ``GET /v2/health/ready``, ``GET /v2/models/{name}[/versions/1]``, ``GET .../ready``,
+  ``GET /v2/health/ready``, ``GET /v2/models`` (KServe's listing: ``{"models": [name]}``),
+  ``GET /v2/models/{name}[/versions/1]``, ``GET .../ready``,
   ``POST /v2/models/{name}[/versions/1]/infer`` (typed tensors, JSON or binary data).
 
 Errors are ``{"error": message, "hint": hint}``: 400 malformed request (and every V2 input
@@ -40,6 +41,7 @@ from edgekit.runtime.model import EdgeModel
 from edgekit.runtime.specs import check_outputs_finite
 from edgekit.serve.batching import MicroBatcher
 from edgekit.serve.config import ServeConfig
+from edgekit.serve.metrics import Metrics, endpoint_of
 from edgekit.serve.v2 import (
     HEADER_LENGTH,
     default_model_name,
@@ -54,13 +56,6 @@ logger = logging.getLogger("edgekit.serve")
 
 #: Paths answered without an API key and outside the in-flight limit (health probes).
 PUBLIC_PATHS = frozenset({"/health", "/v2/health/live", "/v2/health/ready"})
-_ENDPOINTS = {
-    "/predict": "predict", "/health": "health", "/metadata": "metadata", "/metrics": "metrics",
-}  # fmt: skip
-_LATENCY_BUCKETS = (
-    0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0
-)  # fmt: skip
-_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 _INLINE_BYTES = 64 * 1024  # bodies up to this size are decoded on the event loop
 
 
@@ -179,58 +174,6 @@ def public_metadata(model: EdgeModel, cfg: ServeConfig, name: str) -> dict[str, 
     return meta
 
 
-# ---------------------------------------------------------------------------------------------
-# metrics
-# ---------------------------------------------------------------------------------------------
-class _Metrics:
-    """Prometheus metrics of one app (own registry, so several apps can live in one process)."""
-
-    def __init__(self) -> None:
-        prom: Any = require("prometheus_client", "serve", "prometheus-client")
-        self.prom = prom
-        self.registry = prom.CollectorRegistry()
-        r = self.registry
-        self.requests = prom.Counter(
-            "edgekit_requests", "HTTP requests by endpoint and status code",
-            ["endpoint", "code"], registry=r,
-        )  # fmt: skip
-        self.latency = prom.Histogram(
-            "edgekit_request_duration_seconds", "Request latency by endpoint",
-            ["endpoint"], buckets=_LATENCY_BUCKETS, registry=r,
-        )  # fmt: skip
-        self.batch = prom.Histogram(
-            "edgekit_batch_size", "Samples per model call (micro-batches merged)",
-            buckets=_BATCH_BUCKETS, registry=r,
-        )  # fmt: skip
-        self.in_flight = prom.Gauge(
-            "edgekit_requests_in_flight", "Requests being handled", registry=r
-        )
-        self.rejected = prom.Counter(
-            "edgekit_rejected_requests", "Requests refused before handling", ["reason"], registry=r
-        )
-        self._children: dict[tuple[str, int], tuple[Any, Any]] = {}
-
-    def observe(self, endpoint: str, code: int, seconds: float) -> None:
-        pair = self._children.get((endpoint, code))
-        if pair is None:
-            pair = (self.requests.labels(endpoint, str(code)), self.latency.labels(endpoint))
-            self._children[(endpoint, code)] = pair
-        pair[0].inc()
-        pair[1].observe(seconds)
-
-    def render(self) -> tuple[bytes, str]:
-        return self.prom.generate_latest(self.registry), self.prom.CONTENT_TYPE_LATEST
-
-
-def _endpoint(path: str) -> str:
-    ep = _ENDPOINTS.get(path)
-    if ep is not None:
-        return ep
-    if path.startswith("/v2"):
-        return "v2_infer" if path.endswith("/infer") else "v2"
-    return "other"
-
-
 def _messages(
     status: int, body: bytes, content_type: bytes, headers: Sequence[tuple[bytes, bytes]] = ()
 ) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -269,7 +212,7 @@ class _Guard:
     (logged at a bounded rate) for bugs, and the hot POST routes served directly."""
 
     def __init__(
-        self, app: Any, cfg: ServeConfig, metrics: _Metrics, fast: dict[str, Any] | None = None
+        self, app: Any, cfg: ServeConfig, metrics: Metrics, fast: dict[str, Any] | None = None
     ) -> None:
         self.app, self.metrics, self.max_in_flight = app, metrics, cfg.max_in_flight
         self.fast = fast or {}  # POST path -> raw ASGI handler, bypassing Starlette's routing
@@ -292,7 +235,7 @@ class _Guard:
         if scope["type"] != "http" or scope["path"] in PUBLIC_PATHS:
             await self.app(scope, receive, send)
             return
-        endpoint = _endpoint(scope["path"])
+        endpoint = endpoint_of(scope["path"])
         if self.key is not None and not self._authorized(scope):
             self.metrics.rejected.labels("unauthorized").inc()
             await self._reply(
@@ -383,7 +326,7 @@ class _Service:
         responses: Any = require("starlette.responses", "serve")
         self.em, self.cfg = em, cfg
         self.name = cfg.model_name or default_model_name(em.path)
-        self.metrics = _Metrics()
+        self.metrics = Metrics()
         self.JSONResponse, self.Response = responses.JSONResponse, responses.Response
         self.run_in_threadpool = concurrency.run_in_threadpool
         self.max_body, self.max_batch = cfg.max_body_bytes, cfg.max_batch
@@ -407,7 +350,8 @@ class _Service:
             Route("/metrics", self.metrics_endpoint, methods=["GET"]),
             Route("/v2", self.v2_server, methods=["GET"]),
             Route("/v2/health/live", self.v2_live, methods=["GET"]),
-            Route("/v2/health/ready", self.v2_live, methods=["GET"]),
+            Route("/v2/health/ready", self.v2_ready, methods=["GET"]),
+            Route("/v2/models", self.v2_models, methods=["GET"]),
         ]
         for base in ("/v2/models/{name}", "/v2/models/{name}/versions/{version}"):
             routes += [
@@ -543,6 +487,12 @@ class _Service:
 
     async def v2_live(self, request: Any) -> Any:
         return self.JSONResponse({"live": True})
+
+    async def v2_ready(self, request: Any) -> Any:
+        return self.JSONResponse({"ready": True})
+
+    async def v2_models(self, request: Any) -> Any:
+        return self.JSONResponse({"models": [self.name]})
 
     async def v2_model(self, request: Any) -> Any:
         return self.v2_model_error(request) or self.JSONResponse(

@@ -4,6 +4,12 @@ binary tensor data extension that ``tritonclient`` uses by default.
 Pure numpy: parses ``POST /v2/models/{name}/infer`` bodies into model feeds and encodes the
 outputs; the HTTP routes live in :mod:`edgekit.serve.app`. Inputs must have the model's exact
 datatype (as on Triton); no preprocessing is applied (the outputs are :meth:`EdgeModel.run`'s).
+
+Datatypes as KServe and Triton read them: ``BYTES`` (onnxruntime string tensors) is a JSON list
+of strings, or in binary each element as a 4-byte little-endian length and its UTF-8 bytes;
+``FP16`` travels only as binary data (JSON has no half-precision numbers), so FP16 ``data`` in
+JSON and FP16 outputs asked for as JSON are refused with 400. An input carries either ``data``
+or ``binary_data_size``, not both.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from edgekit.errors import InputError
 
 __all__ = [
     "V2_DTYPES",
+    "BYTES",
     "HEADER_LENGTH",
     "InferRequest",
     "v2_datatype",
@@ -42,6 +49,8 @@ V2_DTYPES: dict[str, np.dtype[Any]] = {
     "FP16": np.dtype("<f2"), "FP32": np.dtype("<f4"), "FP64": np.dtype("<f8"),
 }  # fmt: skip
 _BY_NUMPY = {dt.newbyteorder("="): name for name, dt in V2_DTYPES.items()}
+#: The datatype of string tensors (not in :data:`V2_DTYPES`: elements vary in size).
+BYTES = "BYTES"
 #: Header giving the length of the JSON part of a body carrying binary tensor data.
 HEADER_LENGTH = "inference-header-content-length"
 
@@ -49,8 +58,8 @@ HEADER_LENGTH = "inference-header-content-length"
 def v2_datatype(dtype: np.dtype[Any] | None) -> str:
     """The V2 datatype name of a numpy dtype (``"BYTES"`` for anything else)."""
     if dtype is None:
-        return "BYTES"
-    return _BY_NUMPY.get(np.dtype(dtype).newbyteorder("="), "BYTES")
+        return BYTES
+    return _BY_NUMPY.get(np.dtype(dtype).newbyteorder("="), BYTES)
 
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
@@ -129,6 +138,34 @@ def _flatten(data: Any) -> list[Any]:
     return out
 
 
+def _input_datatype(spec: Any) -> str:
+    """The V2 datatype an input is sent as (:class:`InputError` for types it cannot carry)."""
+    if spec.dtype is not None:
+        return v2_datatype(spec.dtype)
+    if spec.is_string:
+        return BYTES
+    raise InputError(
+        f"input {spec.name!r} has type {spec.type}, which the Open Inference Protocol route "
+        "does not carry",
+        hint="serve a model with numeric or string inputs",
+    )
+
+
+def _fp16_as_json(kind: str, name: str) -> InputError:
+    """The refusal of FP16 ``data`` in JSON (``kind`` "input" or "output"), as on KServe."""
+    hint = (
+        "send it as binary tensor data ('binary_data_size', binary_data=True in the clients)"
+        if kind == "input"
+        else 'ask for it as binary data: "parameters": {"binary_data": true} on the output, '
+        'or the request parameter "binary_data_output": true'
+    )
+    return InputError(
+        f"{kind} {name!r} is FP16, which travels only as binary data (JSON has no "
+        "half-precision numbers)",
+        hint=hint,
+    )
+
+
 def _tensor(
     raw: Any, binary: memoryview, offset: int, specs: dict[str, Any]
 ) -> tuple[str, np.ndarray, int]:
@@ -144,9 +181,8 @@ def _tensor(
         )
     shape = _shape(t.get("shape"), name)
     datatype = t.get("datatype")
-    dtype = V2_DTYPES.get(datatype) if isinstance(datatype, str) else None
-    want = v2_datatype(spec.dtype)
-    if dtype is None or datatype != want:
+    want = _input_datatype(spec)
+    if datatype != want:
         raise InputError(f"input {name!r} needs datatype {want}, got {datatype!r}")
     count = math.prod(shape)
     params = t.get("parameters") or {}
@@ -154,20 +190,83 @@ def _tensor(
     if size is not None:
         if isinstance(size, bool) or not isinstance(size, int) or size < 0:
             raise _bad(f"input {name!r}: 'binary_data_size' must be a non-negative integer")
+        if "data" in t:
+            raise _bad(f"input {name!r} has both 'data' and binary data ('binary_data_size')")
+        arr = _binary_tensor(name, want, count, shape, binary[offset:], size)
+        return name, arr.reshape(shape), offset + size
+    if "data" not in t:
+        raise _bad(f"input {name!r} has neither 'data' nor binary data")
+    if want == "FP16":
+        raise _fp16_as_json("input", name)
+    flat = _flatten(t["data"])
+    if len(flat) != count:
+        raise _bad(f"input {name!r}: {len(flat)} values do not fit shape {list(shape)}")
+    arr = _strings(name, flat) if want == BYTES else _numbers(name, datatype, flat)
+    return name, arr.reshape(shape), offset
+
+
+def _binary_tensor(
+    name: str, datatype: str, count: int, shape: tuple[int, ...], rest: memoryview, size: int
+) -> np.ndarray:
+    """An input's ``size`` bytes of binary data from the start of ``rest`` as a flat array."""
+    if datatype != BYTES:
+        dtype = V2_DTYPES[datatype]
         if size != count * dtype.itemsize:
             raise _bad(
                 f"input {name!r}: {size} bytes of binary data do not hold shape {list(shape)} "
                 f"of {datatype} ({count * dtype.itemsize} bytes)"
             )
-        if offset + size > len(binary):
-            raise _bad(f"input {name!r}: the body ends inside its binary data")
-        arr = np.frombuffer(binary[offset : offset + size], dtype=dtype)
-        return name, arr.reshape(shape), offset + size
-    if "data" not in t:
-        raise _bad(f"input {name!r} has neither 'data' nor binary data")
-    flat = _flatten(t["data"])
-    if len(flat) != count:
-        raise _bad(f"input {name!r}: {len(flat)} values do not fit shape {list(shape)}")
+    if size > len(rest):
+        raise _bad(f"input {name!r}: the body ends inside its binary data")
+    if datatype == BYTES:
+        return _binary_strings(name, count, rest[:size])
+    return np.frombuffer(rest[:size], dtype=V2_DTYPES[datatype])
+
+
+def _binary_strings(name: str, count: int, buf: memoryview) -> np.ndarray:
+    """``count`` BYTES elements (4-byte little-endian length, then the bytes) filling ``buf``,
+    as UTF-8 text (onnxruntime's string tensors hold text)."""
+    if count * 4 > len(buf):  # every element needs its length: refused before allocating
+        raise _bad(f"input {name!r}: {len(buf)} bytes of BYTES data cannot hold {count} "
+                   "elements")  # fmt: skip
+    out = np.empty(count, dtype=object)
+    pos, end = 0, len(buf)
+    for i in range(count):
+        n = int.from_bytes(buf[pos : pos + 4], "little") if pos + 4 <= end else -1
+        pos += 4
+        if n < 0 or pos + n > end:
+            raise _bad(f"input {name!r}: BYTES element {i} runs past its binary data")
+        try:
+            out[i] = str(buf[pos : pos + n], "utf-8")
+        except UnicodeDecodeError:
+            raise InputError(
+                f"input {name!r}: BYTES element {i} is not UTF-8 text",
+                hint="onnxruntime string tensors hold text; encode it as UTF-8",
+            ) from None
+        pos += n
+    if pos != end:
+        raise _bad(f"input {name!r}: {end - pos} bytes of its binary data follow its {count} "
+                   "BYTES elements")  # fmt: skip
+    return out
+
+
+def _strings(name: str, flat: list[Any]) -> np.ndarray:
+    """JSON BYTES data: a (nested) list of strings, as a flat object array of ``str``."""
+    if not all(isinstance(v, str) for v in flat):
+        raise InputError(f"input {name!r}: BYTES data must be strings")
+    try:
+        "".join(flat).encode()
+    except UnicodeEncodeError:
+        raise InputError(f"input {name!r}: BYTES data holds unpaired surrogates (\\ud800 ...)",
+                         hint="send valid Unicode text") from None  # fmt: skip
+    arr = np.empty(len(flat), dtype=object)
+    arr[:] = flat
+    return arr
+
+
+def _numbers(name: str, datatype: str, flat: list[Any]) -> np.ndarray:
+    """JSON numeric data as a flat array of ``datatype`` (no silent float -> int or bool)."""
+    dtype = V2_DTYPES[datatype]
     numeric = (int, float)
     if dtype.kind != "b" and any(isinstance(v, bool) or not isinstance(v, numeric) for v in flat):
         raise InputError(f"input {name!r}: {datatype} data must be numbers")
@@ -176,10 +275,9 @@ def _tensor(
     if dtype.kind in "iu" and any(isinstance(v, float) for v in flat):
         raise InputError(f"input {name!r}: {datatype} data must be integers")
     try:
-        arr = np.asarray(flat, dtype=dtype)
+        return np.asarray(flat, dtype=dtype)
     except (ValueError, TypeError, OverflowError) as exc:
         raise InputError(f"input {name!r}: values do not fit {datatype}: {exc}") from None
-    return name, arr.reshape(shape), offset
 
 
 def parse_infer_request(
@@ -234,6 +332,10 @@ def parse_infer_request(
                 )
             oparams = _obj(o.get("parameters") or {}, f"output {out_name!r} 'parameters'")
             wanted.append((str(out_name), oparams.get("binary_data", binary_default) is True))
+    fp16 = {s.name for s in outputs if s.dtype is not None and v2_datatype(s.dtype) == "FP16"}
+    for out_name, as_binary in wanted:
+        if not as_binary and out_name in fp16:
+            raise _fp16_as_json("output", out_name)
     return InferRequest(rid, feeds, wanted)
 
 
@@ -254,10 +356,12 @@ def encode_infer_response(
             "shape": list(arr.shape),
         }
         if binary:
-            blob = arr.astype(arr.dtype.newbyteorder("<"), copy=False).tobytes()
+            blob = _blob(arr)
             t["parameters"] = {"binary_data_size": len(blob)}
             blobs.append(blob)
         else:
+            if t["datatype"] == "FP16":
+                raise _fp16_as_json("output", name)
             if arr.dtype.kind == "f" and not np.isfinite(arr).all():
                 raise InputError(
                     f"output {name!r} holds NaN or infinite values for these inputs",
@@ -272,3 +376,15 @@ def encode_infer_response(
     if not blobs:
         return head, None
     return head + b"".join(blobs), len(head)
+
+
+def _blob(arr: np.ndarray) -> bytes:
+    """An output's binary tensor data: little-endian values, or for BYTES (object arrays of
+    ``str``) each element's 4-byte little-endian length and UTF-8 bytes."""
+    if arr.dtype.kind != "O":
+        return arr.astype(arr.dtype.newbyteorder("<"), copy=False).tobytes()
+    parts = []
+    for v in arr.ravel().tolist():
+        b = v if isinstance(v, bytes) else str(v).encode()
+        parts += [len(b).to_bytes(4, "little"), b]
+    return b"".join(parts)
