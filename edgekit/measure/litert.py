@@ -22,6 +22,7 @@ than ``TensorBuffer.read``.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import functools
 import gc
 import os
@@ -65,11 +66,15 @@ def tflite_interpreter_class() -> tuple[Any, str]:
 
 
 def import_litert() -> None:
-    """Import what :class:`TFLiteBackend` runs on (so that load times leave the import out)."""
+    """Import what :class:`TFLiteBackend` runs on and make LiteRT's environment (once per
+    process), so that load times leave both out."""
     try:
         import ai_edge_litert.compiled_model  # noqa: F401
     except ImportError:
         tflite_interpreter_class()
+        return
+    with contextlib.suppress(RuntimeError):  # LiteRT's C++ status: the backend falls back then
+        _environment()
 
 
 @functools.cache
