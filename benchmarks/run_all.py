@@ -21,7 +21,9 @@ chose (stored in its metadata), ``onnx-tuned-b32`` (``--engines``) is tuned for 
 way (a deployment at batch 32 tunes for it), ``openvino-tuned`` is the batch-1 tuned QDQ file
 run by OpenVINO and
 ``openvino-fp32`` the fp32 file in OpenVINO with ``INFERENCE_PRECISION_HINT=f32`` pinned.
-TFLite files run in LiteRT's standalone interpreter (``ai-edge-litert``, XNNPACK).
+TFLite files run through LiteRT's ``CompiledModel`` API (``ai-edge-litert``, CPU/XNNPACK;
+:mod:`edgekit.measure.litert`), its Interpreter only as the fallback; each model's table says
+which API ran its TFLite rows (and the raw results hold ``runtime`` per row).
 
 Writes ``benchmarks/results/latest.json`` and ``benchmarks/results/latest.md``.
 """
@@ -298,6 +300,7 @@ def markdown(result: dict[str, Any]) -> str:
         errs = entry.get("errors", {})
         for var, e in errs.items():
             lines.append(f"\n{var}: not measured ({e})")
+        lines += _tflite_api_lines(entry)
         for key, info in (entry.get("tune") or {}).items():
             t, b = key.split("/b")[0], info.get("batch", 1)
             lines.append(f"\n{_tuned_row(int(t), b)[0]}, {t} thread(s): `edgekit tune --threads "
@@ -308,6 +311,16 @@ def markdown(result: dict[str, Any]) -> str:
                          "and Dense-only models; static QDQ int8 for convnets).")
         lines.append("")
     return "\n".join(lines)
+
+
+def _tflite_api_lines(entry: dict[str, Any]) -> list[str]:
+    """Which LiteRT API ran the TFLite rows: ``CompiledModel``, else the Interpreter and why."""
+    runtimes = {(mm["name"], mm["runtime"]) for bench in entry.get("raw", {}).values()
+                for mm in bench["models"] if mm.get("runtime")}
+    compiled = sorted({n for n, r in runtimes if r.startswith("LiteRT CompiledModel")})
+    lines = [f"\n{', '.join(compiled)}: LiteRT CompiledModel (CPU, XNNPACK)"] if compiled else []
+    return lines + sorted(f"\n{n}: {r}" for n, r in runtimes
+                          if not r.startswith("LiteRT CompiledModel"))
 
 
 def _engine_versions() -> dict[str, str]:

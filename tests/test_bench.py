@@ -122,35 +122,6 @@ def test_peak_rss_positive() -> None:
     assert np.isfinite(peak_rss_mb())
 
 
-def test_tflite_backend_runs_litert_like_tf_lite(bench_models_dir: BenchModels) -> None:  # noqa: F811
-    """LiteRT's standalone interpreter (XNNPACK) gives tf.lite's values on fp32 and int8."""
-    import warnings
-
-    import keras
-    import tensorflow as tf
-
-    from edgekit.measure.bench import TFLiteBackend
-    from edgekit.measure.compare import tflite_bytes
-
-    km = keras.models.load_model(bench_models_dir.keras, compile=False)
-    x = [np.random.default_rng(3).random((5, 28, 28, 1), dtype=np.float32)]
-    for content in (tflite_bytes(km), tflite_bytes(km, [x[0][:4]])):
-        b = TFLiteBackend("m.tflite", content=content, threads=1)
-        assert b.interpreter == "litert" and type(b.interp).__module__.startswith("ai_edge_litert")
-        got = b.infer(x)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            ref = tf.lite.Interpreter(model_content=content, num_threads=1)
-        ref.resize_tensor_input(ref.get_input_details()[0]["index"], list(x[0].shape))
-        ref.allocate_tensors()
-        ref.set_tensor(ref.get_input_details()[0]["index"], x[0])
-        ref.invoke()
-        want = ref.get_tensor(ref.get_output_details()[0]["index"])
-        assert got.shape == want.shape == (5, 10)
-        np.testing.assert_allclose(got, want, atol=1e-5)
-        assert np.allclose(got.sum(1), 1.0, atol=0.02)
-
-
 def test_bench_engine_all_gives_a_row_per_engine(bench_models_dir: BenchModels,  # noqa: F811
                                                  tmp_path) -> None:
     """--engine all: each ONNX file once per installed engine; OpenVINO (f32 pinned) computes

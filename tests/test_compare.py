@@ -28,6 +28,10 @@ def test_compare_cli(bench_models_dir: BenchModels, tmp_path) -> None:  # noqa: 
         assert row["size_bytes"] > 0 and row["p50_ms"] > 0 and row["ratio"] > 0
         assert 0 <= row["accuracy"] <= 100 and 0 <= row["agreement"] <= 100
     assert rows["keras"]["agreement"] == 100.0
+    for v in ("tflite-fp32", "tflite-int8"):  # which LiteRT API ran the row: table and JSON
+        assert rows[v]["runtime"] == "LiteRT CompiledModel (CPU, XNNPACK, 1 thread)"
+        assert f"{v}: LiteRT CompiledModel (CPU, XNNPACK, 1 thread)" in r.output
+    assert rows["onnx-fp32"]["runtime"] is None
     assert rows["onnx-fp32"]["agreement"] == 100.0
     assert rows["onnx-int8"]["size_bytes"] < rows["onnx-fp32"]["size_bytes"]
     assert data["recommended"] in VARIANTS and data["recommended"] != "keras"

@@ -12,7 +12,8 @@ almost every call. Each call is timed with :func:`time.perf_counter_ns`.
 
 Backends (chosen by file suffix, see :func:`load_backend`): ``.onnx``/``.ort`` through
 :class:`edgekit.runtime.model.EdgeModel` (onnxruntime, or OpenVINO with ``engine="openvino"``);
-``.tflite`` through LiteRT's interpreter (``ai-edge-litert``); ``.keras``,
+``.tflite`` through LiteRT's ``CompiledModel`` API, its Interpreter as the fallback
+(:mod:`edgekit.measure.litert`); ``.keras``,
 ``.h5`` and SavedModel folders through TensorFlow (the model's ``tf.function``, i.e. graph
 mode, not eager). This module imports numpy only; TensorFlow, onnxruntime and matplotlib are
 imported when a backend or the plot needs them.
@@ -54,9 +55,7 @@ __all__ = [
     "OpenVinoBackend",
     "ENGINES",
     "installed_engines",
-    "tflite_interpreter_class",
     "KerasBackend",
-    "TFLiteBackend",
     "LatencyStats",
     "ModelResult",
     "BenchResult",
@@ -175,12 +174,14 @@ class ModelResult:
     peak_rss_mb: float
     latency: dict[int, LatencyStats] = field(default_factory=dict)
     error: str | None = None
+    runtime: str | None = None  # Backend.runtime after the measurement
 
     def to_dict(self, samples: bool = False) -> dict[str, Any]:
         return {
             "name": self.name,
             "path": self.path,
             "kind": self.kind,
+            "runtime": self.runtime,
             "size_bytes": self.size_bytes,
             "load_time_ms": self.load_time_ms,
             "load_rss_mb": self.load_rss_mb,
@@ -208,8 +209,10 @@ class BenchResult:
         }
 
     def table(self, baseline: int = 0) -> str:
-        """The Markdown-ish table (see :func:`format_table`)."""
-        return format_table(self.models, baseline)
+        """The Markdown-ish table (see :func:`format_table`), then which API ran the models
+        that have a choice (TFLite)."""
+        notes = [f"{m.name}: {m.runtime}" for m in self.models if m.runtime]
+        return "\n".join([format_table(self.models, baseline), *notes])
 
 
 def _size_bytes(path: Path) -> int:
@@ -254,6 +257,12 @@ class Backend:
         """A callable running one inference on ``arrays`` (default: :meth:`infer`)."""
         arrays = list(arrays)
         return lambda: self.infer(arrays)
+
+    @property
+    def runtime(self) -> str | None:
+        """Which API runs the model, in words, where a backend has a choice (TFLite:
+        ``CompiledModel`` or the Interpreter fallback and why); None otherwise."""
+        return None
 
     def close(self) -> None:
         """Free the session / interpreter."""
@@ -413,75 +422,6 @@ class KerasBackend(Backend):
         return lambda: fn(*tensors)[0].numpy()
 
 
-def tflite_interpreter_class() -> tuple[Any, str]:
-    """The TFLite interpreter class and its name: LiteRT's standalone
-    ``ai_edge_litert.interpreter.Interpreter`` (XNNPACK default delegate), else the deprecated
-    ``tf.lite.Interpreter`` when ``ai-edge-litert`` is not installed."""
-    try:
-        from ai_edge_litert.interpreter import Interpreter
-
-        return Interpreter, "litert"
-    except ImportError:
-        tf: Any = require("tensorflow", "export", "tensorflow-cpu")
-        return tf.lite.Interpreter, "tf.lite"
-
-
-class TFLiteBackend(Backend):
-    """A ``.tflite`` file (or bytes) through LiteRT's interpreter (``ai-edge-litert``, XNNPACK
-    default delegate, ``num_threads=threads``; default None: LiteRT's default), else through
-    the deprecated ``tf.lite.Interpreter`` when LiteRT is missing (``self.interpreter`` says
-    which)."""
-
-    kind = "tflite"
-
-    def __init__(self, path: str | os.PathLike[str], name: str | None = None, *,
-                 threads: int | None = None, content: bytes | None = None,
-                 metadata: Any = None) -> None:
-        super().__init__(path, name)
-        cls, self.interpreter = tflite_interpreter_class()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            if content is None:
-                self.interp = cls(model_path=str(self.path), num_threads=threads)
-            else:
-                self.interp = cls(model_content=content, num_threads=threads)
-        self.metadata = metadata
-        self._in = self.interp.get_input_details()
-        self._out = self.interp.get_output_details()[0]["index"]
-        self._shape: list[tuple[int, ...]] = [tuple(d["shape"]) for d in self._in]
-        self.interp.allocate_tensors()
-        self.inputs = [
-            InputInfo(d["name"], tuple(None if int(s) < 0 else int(s)
-                                       for s in d["shape_signature"]),
-                      np.dtype(d["dtype"]).name)
-            for d in self._in
-        ]
-
-    def _resize(self, arrays: Sequence[np.ndarray]) -> None:
-        shapes = [tuple(a.shape) for a in arrays]
-        if shapes != self._shape:
-            for d, s in zip(self._in, shapes, strict=True):
-                self.interp.resize_tensor_input(d["index"], list(s))
-            self.interp.allocate_tensors()
-            self._shape = shapes
-
-    def infer(self, arrays: Sequence[np.ndarray]) -> np.ndarray:
-        self._resize(arrays)
-        for d, a in zip(self._in, arrays, strict=True):
-            self.interp.set_tensor(d["index"], np.ascontiguousarray(a, dtype=d["dtype"]))
-        self.interp.invoke()
-        return self.interp.get_tensor(self._out)
-
-    def bind(self, arrays: Sequence[np.ndarray]) -> Callable[[], Any]:
-        arrays = [np.ascontiguousarray(a, dtype=d["dtype"]) for d, a in zip(self._in, arrays,
-                                                                            strict=True)]
-        infer = self.infer
-        return lambda: infer(arrays)
-
-    def close(self) -> None:
-        self.interp = None
-
-
 def load_backend(path: str | os.PathLike[str], name: str | None = None, *,
                  threads: int | None = None, provider: str = "cpu",
                  graph_optimization: str | None = None, engine: str = "auto",
@@ -489,6 +429,7 @@ def load_backend(path: str | os.PathLike[str], name: str | None = None, *,
     """A backend for ``path`` chosen by suffix: .onnx/.ort or an ONNX Runtime model package
     folder (on ``engine``, default ``"auto"``: the engine stored by ``edgekit tune``, else
     onnxruntime; ``precision`` see :class:`OnnxBackend`), .tflite, .keras/.h5/SavedModel."""
+    from edgekit.measure.litert import TFLiteBackend, import_litert
     from edgekit.runtime.modelpackage import is_model_package
 
     p = Path(path)
@@ -500,7 +441,7 @@ def load_backend(path: str | os.PathLike[str], name: str | None = None, *,
     if keras:  # import TensorFlow (or LiteRT) outside of the load time
         require("tensorflow", "export", "tensorflow-cpu")
     elif suffix == ".tflite":
-        tflite_interpreter_class()
+        import_litert()
     t0 = time.perf_counter()
     b: Backend
     if suffix in (".onnx", ".ort") or package:
@@ -663,6 +604,8 @@ def bench_models(
         base = results[0].latency[batch].p50_ms
         for res in results:
             res.latency[batch].ratio = res.latency[batch].p50_ms / base if base > 0 else 1.0
+    for res, b in zip(results, backends, strict=True):
+        res.runtime = b.runtime
     return BenchResult(config, results, machine_info())
 
 

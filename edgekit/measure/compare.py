@@ -124,6 +124,7 @@ class VariantRow:
     ratio: float | None = None
     within_budget: bool | None = None
     error: str | None = None
+    runtime: str | None = None  # which API ran a TFLite row (CompiledModel or Interpreter, why)
 
 
 @dataclass
@@ -192,6 +193,7 @@ class CompareResult:
                             if self.smallest and self.smallest != self.recommended else ""))
         else:
             lines.append("recommended: none of the TFLite/ONNX variants is within the budget")
+        lines += [f"{r.name}: {r.runtime}" for r in self.rows if r.runtime and not r.error]
         lines += [f"note: {n}" for n in self.notes]
         return "\n".join(lines)
 
@@ -560,6 +562,7 @@ def _result(src: Path, config: CompareConfig, paths: dict[str, Path], errors: di
         if v in paths:
             row.path = str(paths[v])
             row.size_bytes = lat[v].size_bytes if v in lat else None
+            row.runtime = lat[v].runtime if v in lat else None
         if v in preds:
             if labelled:
                 row.accuracy = accuracy(preds[v], eval_ds.labels)  # type: ignore[arg-type]
