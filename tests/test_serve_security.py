@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 import warnings
 from pathlib import Path
 from typing import Any
@@ -14,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 from _runtime_models import make_image_model
+from _serve_sockets import self_signed
 from click.testing import CliRunner
 
 from edgekit.cli.main import cli
@@ -61,13 +61,7 @@ def test_api_key_from_environment_on_a_real_server(model: Path) -> None:
 
 @pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
 def test_https_with_a_self_signed_certificate(model: Path, tmp_path: Path) -> None:
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-         "-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1",
-         "-addext", "subjectAltName=IP:127.0.0.1"],
-        check=True, capture_output=True,
-    )  # fmt: skip
+    cert, key = self_signed(tmp_path, "server")
     args = ["--ssl-certfile", str(cert), "--ssl-keyfile", str(key), "--api-key", KEY]
     with server_process(model, args=args) as url:
         assert url.startswith("https://")

@@ -35,6 +35,7 @@ __all__ = [
     "atomic_write_bytes",
     "atomic_write_json",
     "file_entry",
+    "fsync_files",
     "recover",
     "sha256_file",
     "to_json",
@@ -431,15 +432,19 @@ def _write_synced(path: Path, text: str) -> None:
 
 def _fsync(folder: Path, names: Iterable[str]) -> None:
     """Flush staged files (top level) and the folder to disk before they are published."""
-    for name in names:
-        p = folder / name
+    fsync_files(folder / name for name in names)
+    _fsync_dir(folder)
+
+
+def fsync_files(paths: Iterable[Path]) -> None:
+    """Flush each regular file of ``paths`` to disk (folders and missing paths are skipped)."""
+    for p in paths:
         if p.is_file():
             fd = os.open(p, os.O_RDONLY)
             try:
                 os.fsync(fd)
             finally:
                 os.close(fd)
-    _fsync_dir(folder)
 
 
 def _fsync_dir(folder: Path) -> None:

@@ -22,7 +22,7 @@ from typing import Any
 import onnxruntime as ort
 
 from edgekit.errors import ModelLoadError, OutputError, fs_fault, output_error
-from edgekit.io.artifacts import sha256_file
+from edgekit.io.artifacts import fsync_files, sha256_file
 from edgekit.runtime.modelpackage import (
     COMPONENT,
     EXECUTOR,
@@ -99,17 +99,6 @@ def _check_with_onnxruntime(dest: Path, eps: list[str | None]) -> None:
         ctx.select_component(COMPONENT, ort.ModelPackageOptions(ort.SessionOptions()))
 
 
-def _fsync_tree(root: Path) -> None:
-    """Flush every file of the package to disk before it is published."""
-    for f in sorted(root.rglob("*")):
-        if f.is_file():
-            fd = os.open(f, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-
-
 def write_package(
     dest: str | os.PathLike[str],
     files: Mapping[str, str | os.PathLike[str]],
@@ -142,7 +131,7 @@ def write_package(
                        variant_info or {}, metadata or {})
         contents = read_package(root)
         _check_with_onnxruntime(root, [v.ep for v in contents.variants])
-        _fsync_tree(root)
+        fsync_files(sorted(root.rglob("*")))  # every file, before it is published
     except (OSError, ValueError, RuntimeError, ModelLoadError) as exc:
         if isinstance(exc, OSError) and fs_fault(exc) is not None:
             raise output_error(exc, shown) from exc
