@@ -307,7 +307,10 @@ def main(argv: list[str] | None = None) -> int:
         args.work.with_name(args.work.name.replace(".plan", ".out")).write_text(
             json.dumps(out, indent=1))
         return 0
+    from edgekit.measure.machine import cpu_model, instruction_set
+
     t0 = time.perf_counter()
+    log(f"CPU: {cpu_model()}, {instruction_set()} ({os.cpu_count()} logical cores)")
     log(f"zoo: {len(args.models)} model(s) at {args.size}x{args.size}, batches {args.batches}, "
         f"threads {args.threads}, tune budget {args.budget:g} min; cache {args.cache}")
     models = {}
