@@ -1,0 +1,111 @@
+"""``benchmarks/zoo.py``: the quick run end to end, resuming from its cache, and the targets.
+
+Structure only: every timing must be finite and positive, no timing threshold (tests must
+not depend on the machine's speed).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import zoo_bench  # noqa: E402
+import zoo_report  # noqa: E402
+
+STATS = ("p50_ms", "p90_ms", "p99_ms", "warm_p50_ms", "ratio_vs_fp32", "speedup")
+
+
+def _zoo(tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "zoo.py"), "--quick", "--models",
+           "conv1d_text", "--seconds", "0.3", "--out", str(tmp_path / "out"), "--cache",
+           str(tmp_path / "cache")]
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=900)
+
+
+def _check_rows(model: dict[str, Any]) -> None:
+    bench = model["bench"]["1"]
+    assert bench["rc"] == 0, bench.get("error")
+    batch = bench["batches"]["1"]
+    rows = batch["rows"]
+    for r in zoo_report.ROWS:  # every row is timed or says why not
+        assert r in rows or r in batch["errors"] or r in bench["missing"], r
+    assert {"ort-fp32", "int8", "tuned", "litert-int8"} <= set(rows)
+    for name, s in rows.items():
+        for k in STATS:
+            assert math.isfinite(s[k]) and s[k] > 0, (name, k, s[k])
+        assert s["runs"] >= 3 and s["warm_runs"] >= zoo_bench.BLOCK
+    assert rows["ort-fp32"]["ratio_vs_fp32"] == 1.0
+    assert set(rows["tuned"]["vs_rows"]) == set(rows) - {"tuned"}
+
+
+@pytest.mark.slow
+def test_quick_run_writes_json_markdown_plot_and_resumes(tmp_path: Path) -> None:
+    proc = _zoo(tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = tmp_path / "out"
+    res = json.loads((out / "zoo.json").read_text())
+    md = (out / "zoo.md").read_text()
+    assert (out / "zoo.png").stat().st_size > 0
+    m = res["models"]["conv1d_text"]
+    assert m["zoo"] and "calibration_desc" in m["prepare"]
+    for step in [m["export"], *m["tune"].values()]:
+        assert step["rc"] == 0 and step["wall_s"] > 0 and step["peak_rss_mb"] > 0
+    assert m["export"]["int8"].endswith(".onnx")
+    assert m["tune"]["t1_b1"]["engine"] in ("onnxruntime", "openvino")
+    _check_rows(m)
+    machine = res["machine"]
+    for text in (md, proc.stdout):
+        assert machine["cpu"] in text and machine["instruction_set"] in text
+        assert "| conv1d_text | 1 | 1 |" in text and "## Targets" in text
+    assert [t["status"] for t in res["targets"]].count("incomplete") >= 2  # a quick run
+    assert all(t["status"] in ("pass", "fail", "incomplete") for t in res["targets"])
+
+    again = _zoo(tmp_path)  # everything cached: no step runs again, same figures
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "edgekit export" not in again.stderr and "timing" not in again.stderr
+    res2 = json.loads((out / "zoo.json").read_text())
+    assert res2["models"]["conv1d_text"]["bench"] == m["bench"]
+
+
+def _fake(tuned_vs: dict[str, float], int8: float) -> dict[str, Any]:
+    rows = {"ort-fp32": {"p50_ms": 1.0, "ratio_vs_fp32": 1.0, "speedup": 1.0},
+            "int8": {"p50_ms": int8, "ratio_vs_fp32": int8, "speedup": 1 / int8},
+            "tuned": {"p50_ms": 0.5, "ratio_vs_fp32": 0.5, "speedup": 2.0,
+                      "vs_rows": tuned_vs}}
+    if "litert-int8" in tuned_vs:
+        rows["litert-int8"] = {"p50_ms": 0.5, "ratio_vs_fp32": 0.5, "speedup": 2.0}
+    batches = {b: {"rows": rows, "errors": {}} for b in ("1", "32")}
+    return {"bench": {"1": {"batches": batches, "missing": {}}},
+            "export": {"rc": 0, "wall_s": 1.0, "peak_rss_mb": 100.0},
+            "tune": {"t1_b1": {"rc": 0, "wall_s": 1.0, "peak_rss_mb": 4000.0, "engine":
+                               "onnxruntime", "winner": "int8"}}}
+
+
+def test_targets_name_the_failing_models() -> None:
+    models = {f"m{i}": {"name": f"m{i}", "title": "t", "zoo": True,
+                        **_fake({"ort-fp32": 0.5, "int8": 0.9, "litert-int8": 0.95}, 0.8)}
+              for i in range(12)}
+    models["m0"].update(_fake({"ort-fp32": 0.5, "int8": 1.2, "litert-int8": 1.05}, 1.1))
+    models["m1"].update(_fake({"ort-fp32": 0.5, "int8": 0.9}, 0.8))  # no LiteRT int8 file
+    result = {"options": {"batches": [1, 32], "threads": [1], "size": 224, "seconds": 1,
+                          "budget": 1, "quick": False},
+              "models": models}
+    checks = {i: c for i, c in enumerate(zoo_report.targets(result))}
+    assert checks[0]["status"] == "pass" and len(checks[0]["passing"]) == 11
+    assert checks[0]["failing"][0].startswith("m0 (b1 t1: tuned/LiteRT 1.05")
+    assert checks[1]["status"] == "fail" and checks[1]["failing"][0].startswith("m0")
+    assert checks[2]["status"] == "fail" and "tuned/int8 1.20" in checks[2]["failing"][0]
+    assert checks[3]["status"] == "fail" and len(checks[3]["failing"]) == 12  # 4000 MiB tunes
+    lines = "\n".join(zoo_report.target_lines(list(checks.values())))
+    assert "[PASS]" in lines and "[FAIL]" in lines and "incomplete" not in lines
