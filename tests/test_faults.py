@@ -379,6 +379,35 @@ def _popen_export(out: Path) -> subprocess.Popen[str]:
     )
 
 
+#: a SIGTERM that lands between a staging folder's mkdir and its registration (the window the
+#: test below hit under load): held back until the folder is registered, then raised
+_SIGTERM_IN_THE_WINDOW = """
+import os, signal, sys, time
+from pathlib import Path
+from edgekit.io.tempdirs import Terminated, interruptible, register, uninterrupted
+made = Path(sys.argv[1])
+try:
+    with interruptible(message=False):
+        with uninterrupted():
+            made.mkdir()
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.2)  # the handler runs here, and holds the signal back
+            print("still running after the signal", flush=True)
+            register(made)
+        print("not reached", flush=True)
+except Terminated as exc:
+    print("terminated", exc.code, flush=True)
+"""
+
+
+def test_a_sigterm_between_mkdir_and_register_still_removes_the_folder(tmp_path: Path) -> None:
+    made = tmp_path / ".edgekit-tmp-window"
+    r = subprocess.run([sys.executable, "-c", _SIGTERM_IN_THE_WINDOW, str(made)],
+                       capture_output=True, text=True, timeout=60)
+    assert r.stdout.split("\n")[:2] == ["still running after the signal", "terminated 143"], r
+    assert not made.exists()
+
+
 @pytest.mark.parametrize("previous", [False, True])
 def test_sigterm_during_export_removes_staging(tmp_path: Path, previous: bool) -> None:
     out = tmp_path / "out"

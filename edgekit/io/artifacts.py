@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from edgekit.errors import OutputError, OutputExistsError, SchemaError, fs_fault, output_error
-from edgekit.io.tempdirs import register, unregister
+from edgekit.io.tempdirs import register, uninterrupted, unregister
 from edgekit.schema import Fields, list_of, read_json, string
 
 logger = logging.getLogger(__name__)
@@ -255,10 +255,11 @@ class ArtifactSet:
         while True:  # os.mkdir, not mkdtemp: the folder may become outdir, with umask modes
             stage = parent / f"{prefix}{secrets.token_hex(4)}"
             try:
-                stage.mkdir()
+                with uninterrupted():  # a SIGTERM right after mkdir still finds it registered
+                    stage.mkdir()
+                    return register(stage)
             except FileExistsError:
                 continue
-            return register(stage)
 
     def _drop_stage(self) -> None:
         if self._stage is not None:

@@ -33,11 +33,13 @@ __all__ = [
     "register",
     "remove_registered",
     "temp_dir",
+    "uninterrupted",
     "unregister",
 ]
 
 _LIVE: dict[Path, None] = {}  # insertion-ordered set of the folders to remove on the way out
 _LOCK = threading.Lock()
+_DEFER = {"depth": 0, "pending": 0}  # uninterrupted() nesting, and a signal it held back
 
 
 class Terminated(SystemExit):
@@ -68,9 +70,33 @@ def remove_registered() -> list[Path]:
     return paths
 
 
+@contextmanager
+def uninterrupted() -> Iterator[None]:
+    """Hold back a SIGTERM/SIGINT that :func:`interruptible` would raise until the block ends:
+    for creating a folder and registering it, so that an interruption between the two cannot
+    leave an unregistered folder behind (it is raised right after, with the folder known)."""
+    _DEFER["depth"] += 1
+    try:
+        yield
+    finally:
+        _DEFER["depth"] -= 1
+        signum = _DEFER["pending"]
+        if _DEFER["depth"] == 0 and signum:
+            _DEFER["pending"] = 0
+            _raise_for(signum)
+
+
+def _raise_for(signum: int) -> None:
+    if signum == signal.SIGINT:
+        raise KeyboardInterrupt
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # let the clean-up finish
+    raise Terminated(128 + signum)
+
+
 def _mkdtemp(prefix: str, dir: str | os.PathLike[str] | None) -> Path:
     try:
-        return register(tempfile.mkdtemp(prefix=prefix, dir=dir))
+        with uninterrupted():
+            return register(tempfile.mkdtemp(prefix=prefix, dir=dir))
     except OSError as exc:
         if fs_fault(exc) is None:
             raise
@@ -131,11 +157,14 @@ def interruptible(message: bool = True) -> Iterator[None]:
             remove_registered()
         return
 
-    def on_term(signum: int, frame: FrameType | None) -> None:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # let the clean-up finish
-        raise Terminated(128 + signum)
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        if _DEFER["depth"]:
+            _DEFER["pending"] = _DEFER["pending"] or signum
+            return
+        _raise_for(signum)
 
-    previous = signal.signal(signal.SIGTERM, on_term)
+    previous = signal.signal(signal.SIGTERM, on_signal)
+    previous_int = signal.signal(signal.SIGINT, on_signal)
     try:
         yield
     except (Terminated, KeyboardInterrupt) as exc:
@@ -147,4 +176,5 @@ def interruptible(message: bool = True) -> Iterator[None]:
         raise
     finally:
         signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGINT, previous_int)
         remove_registered()
