@@ -144,8 +144,9 @@ def _node_groups(pre: Path, qdq: Path, reader: ArrayCalibrationReader,
                  tmp: Path, quantizable: set[str]) -> list[tuple[float, list[str]]]:
     """Groups of float-model node names, worst first, from per-tensor errors between the fp32
     and QDQ graphs (:func:`~edgekit.quantize.explain.tensor_losses`, the statistic of
-    ``--explain``): a group is the node that produces a tensor plus the quantized nodes that
-    consume it, scored by the SQNR (dB) the tensor loses locally."""
+    ``--explain``): a group is the region that computes a tensor (its producer and the nodes back
+    to the nearest measured tensors: a MatMul and the Relu fused after it) plus the quantized
+    nodes that consume it, scored by the SQNR (dB) the tensor loses in that region."""
     import onnx
 
     errors = activation_errors(pre, qdq, reader, tmp)
@@ -156,7 +157,7 @@ def _node_groups(pre: Path, qdq: Path, reader: ArrayCalibrationReader,
             consumers.setdefault(i, []).append(n)
     groups: list[tuple[float, list[str]]] = []
     for t in tensor_losses(model, errors):
-        members = [t.producer.name] if t.producer is not None and t.producer.name else []
+        members = [n for n in reversed(t.region) if n]
         members += [c.name for c in consumers.get(t.tensor, []) if c.name]
         members = [m for m in dict.fromkeys(members) if m in quantizable]
         if members:
