@@ -20,7 +20,7 @@ pytest.importorskip("sympy")
 from edgekit.cli.quantize_options import config_from_options  # noqa: E402
 from edgekit.errors import InputError  # noqa: E402
 from edgekit.quantize import QuantizationConfig, quantize_model  # noqa: E402
-from edgekit.quantize.explain import explain_lines  # noqa: E402
+from edgekit.quantize.explain import explain_lines, explain_samples  # noqa: E402
 
 
 def _mlp(weights: list[np.ndarray], path: Path) -> Path:
@@ -140,3 +140,9 @@ def test_explain_table_shows_the_top_ten() -> None:
     assert len(lines) == 12 and "top 10 of 15" in lines[0]
     assert lines[2].split() == ["n0", "Conv", "30.0", "15.0", "yes", "step", "1:", "+2.50", "pt"]
     assert explain_lines([]) == ["explain: no quantized activation was measured"]
+
+
+def test_explain_samples_shrink_with_activation_memory() -> None:
+    assert explain_samples(4096) == 64  # a small model: the default
+    assert explain_samples(30 << 20) == 11  # 30 MiB a sample: within 1 GiB, x3
+    assert explain_samples(1 << 30) == 4  # never fewer than 4

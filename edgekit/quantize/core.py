@@ -58,6 +58,7 @@ from edgekit.quantize.build import (
 from edgekit.quantize.calibration import (
     ArrayCalibrationReader,
     CheckData,
+    activation_bytes,
     bound_histogram_memory,
     load_check_data,
 )
@@ -70,7 +71,7 @@ from edgekit.quantize.config import (
     resolve_mode,
     variant_names,
 )
-from edgekit.quantize.explain import EXPLAIN_SAMPLES, explain_nodes
+from edgekit.quantize.explain import explain_nodes, explain_samples
 from edgekit.quantize.ort_format import convert_to_ort
 from edgekit.quantize.qdq import output_activation_nodes
 from edgekit.quantize.regions import stem_float_region
@@ -248,8 +249,9 @@ class _Job:
     def _explain(self, pre: Path, first: Build, tmp: Path, exclude: list[str],
                  gate_info: dict[str, Any] | None) -> list[dict[str, Any]] | None:
         """The ``explain`` section (:mod:`edgekit.quantize.explain`) of the first int8 build,
-        before the gate kept any node in float, on at most :data:`EXPLAIN_SAMPLES` check
-        samples; None when not asked for (a note when ``auto`` chose another mode)."""
+        before the gate kept any node in float, on at most
+        :data:`~edgekit.quantize.explain.EXPLAIN_SAMPLES` check samples (fewer for large
+        activations); None when not asked for (a note when ``auto`` chose another mode)."""
         if not self.cfg.explain:
             return None
         if self.mode is not QuantMode.INT8:
@@ -257,7 +259,8 @@ class _Job:
                               "static int8 QDQ: pass --quantize int8)")
             return None
         report_progress(self.progress, "explain: per-node int8 vs fp32 (qdq_loss_debug)")
-        feeds = {k: v[:EXPLAIN_SAMPLES] for k, v in self.data.check_feeds.items()}
+        n = explain_samples(activation_bytes(pre))
+        feeds = {k: v[:n] for k, v in self.data.check_feeds.items()}
         reader = ArrayCalibrationReader(feeds, self.cfg.calibration_batch_size)
         with self._timed("explain"):
             entries = explain_nodes(pre, first.path, reader, tmp, exclude, gate_info)

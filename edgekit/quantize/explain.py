@@ -21,6 +21,8 @@ import numpy as np
 __all__ = [
     "EXPLAIN_SAMPLES",
     "EXPLAIN_LINES",
+    "EXPLAIN_MEMORY_BYTES",
+    "explain_samples",
     "activation_errors",
     "sqnr_db",
     "TensorLoss",
@@ -32,8 +34,18 @@ __all__ = [
 #: held-out samples the per-node statistic is computed on (every activation of every sample is
 #: kept in memory by ``collect_activations``, twice)
 EXPLAIN_SAMPLES = 64
+#: memory the activations kept by ``collect_activations`` may take (the fp32 graph's, and the
+#: QDQ graph's at about twice that: each quantized tensor also before its Q/DQ pair)
+EXPLAIN_MEMORY_BYTES = 1 << 30
 #: rows of the table ``edgekit quantize --explain`` prints
 EXPLAIN_LINES = 10
+
+
+def explain_samples(activation_bytes: int) -> int:
+    """How many samples to measure on when one sample's float activations take
+    ``activation_bytes``: :data:`EXPLAIN_SAMPLES`, fewer (at least 4) to stay within
+    :data:`EXPLAIN_MEMORY_BYTES`."""
+    return int(min(EXPLAIN_SAMPLES, max(4, EXPLAIN_MEMORY_BYTES // (3 * max(activation_bytes, 1)))))
 
 
 def activation_errors(float_model: Path, qdq_model: Path, reader: Any, tmp: Path
