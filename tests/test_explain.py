@@ -80,8 +80,8 @@ def test_explain_ranks_the_damaged_node_first(damaged: dict[str, Path], tmp_path
     output, v = _quantize(damaged, tmp_path, "--quantize", "int8", "--per-tensor", "--explain")
     ex = v["explain"]
     assert isinstance(ex, list) and len(ex) >= 3
-    assert set(ex[0]) == {"node", "op_type", "tensor", "region", "sqnr_db", "loss_db",
-                          "kept_in_float", "gate"}
+    assert set(ex[0]) == {"node", "op_type", "tensor", "region", "region_ops", "sqnr_db",
+                          "loss_db", "kept_in_float", "gate"}
     worst = ex[0]
     assert "dense2" in worst["region"] and "dense1" not in worst["region"]
     assert worst["loss_db"] > ex[1]["loss_db"] + 10  # by far the worst
@@ -92,8 +92,9 @@ def test_explain_ranks_the_damaged_node_first(damaged: dict[str, Path], tmp_path
     assert d3["sqnr_db"] < 5 and d3["loss_db"] < 5
     lines = output.splitlines()
     head = next(i for i, line in enumerate(lines) if line.startswith("explain: int8 vs fp32"))
-    assert lines[head + 1].split()[:4] == ["nodes", "op", "SQNR", "dB"]
-    assert lines[head + 2].split()[0] == "+".join(reversed(worst["region"]))
+    assert lines[head + 1].split()[:4] == ["node", "ops", "SQNR", "dB"]
+    assert lines[head + 2].split()[:3] == ["dense2", "(+1)", "MatMul+Relu"]
+    assert worst["region"] == ["relu2", "dense2"] and worst["region_ops"] == ["Relu", "MatMul"]
     assert any("explain: SQNR of int8 vs fp32 activations on 64 samples" in n
                for n in v["notes"])
 
@@ -133,13 +134,17 @@ def test_explain_needs_static_int8(damaged: dict[str, Path], tmp_path: Path) -> 
 
 def test_explain_table_shows_the_top_ten() -> None:
     entries = [{"node": f"n{i}", "op_type": "Conv", "tensor": f"t{i}", "region": [f"n{i}"],
-                "sqnr_db": 30.0 - i, "loss_db": 15.0 - i, "kept_in_float": i == 0,
+                "region_ops": ["Conv"], "sqnr_db": 30.0 - i, "loss_db": 15.0 - i,
+                "kept_in_float": i == 0,
                 "gate": {"step": 1, "accuracy_gain_pt": 2.5} if i == 0 else None}
                for i in range(15)]
     lines = explain_lines(entries)
     assert len(lines) == 12 and "top 10 of 15" in lines[0]
     assert lines[2].split() == ["n0", "Conv", "30.0", "15.0", "yes", "step", "1:", "+2.50", "pt"]
     assert explain_lines([]) == ["explain: no quantized activation was measured"]
+    long = {**entries[1], "region": ["b/" * 40 + "relu", "a/" * 40 + "conv"]}
+    cell = explain_lines([long])[2].split()[0]
+    assert cell.startswith("...") and cell.endswith("a/conv") and len(cell) == 56
 
 
 def test_explain_samples_shrink_with_activation_memory() -> None:

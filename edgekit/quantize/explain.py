@@ -144,13 +144,15 @@ def explain_nodes(float_model: Path, qdq_model: Path, reader: Any, tmp: Path,
     kept = set(kept_in_float)
     effects = _gate_effects(gate)
     out = []
+    op_of = {n.name: n.op_type for n in model.graph.node}
     for t in tensor_losses(model, errors):
         node = t.producer
         name = node.name if node is not None else None
         in_float = [n for n in t.region if n in kept]
         entry: dict[str, Any] = {
             "node": name, "op_type": node.op_type if node is not None else None,
-            "tensor": t.tensor, "region": t.region, "sqnr_db": _db(t.sqnr_db),
+            "tensor": t.tensor, "region": t.region,
+            "region_ops": [op_of.get(n, "") for n in t.region], "sqnr_db": _db(t.sqnr_db),
             "loss_db": _db(t.loss_db), "kept_in_float": bool(in_float),
             "gate": next((effects[n] for n in in_float if n in effects), None)}
         out.append(entry)
@@ -181,12 +183,11 @@ def explain_lines(entries: Sequence[Mapping[str, Any]], limit: int = EXPLAIN_LIN
     """The top ``limit`` entries of an ``explain`` section as a small table for people."""
     if not entries:
         return ["explain: no quantized activation was measured"]
-    rows = [("nodes", "op", "SQNR dB", "lost dB", "float", "gate")]
+    rows = [("node", "ops", "SQNR dB", "lost dB", "float", "gate")]
     for e in entries[:limit]:
         g = e.get("gate") or {}
         gain = g.get("accuracy_gain_pt")
-        region = "+".join(reversed(e.get("region") or [])) or e["tensor"]
-        rows.append((region, str(e.get("op_type") or "-"),
+        rows.append((_node_cell(e), "+".join(reversed(e.get("region_ops") or [])) or "input",
                      _fmt(e.get("sqnr_db")), _fmt(e.get("loss_db")),
                      "yes" if e.get("kept_in_float") else "no",
                      f"step {g['step']}: {gain:+.2f} pt" if g and gain is not None else ""))
@@ -197,6 +198,15 @@ def explain_lines(entries: Sequence[Mapping[str, Any]], limit: int = EXPLAIN_LIN
     return [head] + ["  " + "  ".join(c.rjust(w) if 2 <= i <= 3 else c.ljust(w)
                                        for i, (c, w) in enumerate(zip(r, widths, strict=True))
                                        ).rstrip() for r in rows]
+
+
+def _node_cell(entry: Mapping[str, Any], width: int = 56) -> str:
+    """The first node of an entry's region (where its loss starts), ``(+N)`` more, or the
+    tensor for a graph input; long names keep their tail."""
+    region = list(entry.get("region") or [])
+    name = str(region[-1]) if region else str(entry["tensor"])
+    name = name if len(name) <= width else "..." + name[-(width - 3):]
+    return name + (f" (+{len(region) - 1})" if len(region) > 1 else "")
 
 
 def _fmt(x: Any) -> str:
