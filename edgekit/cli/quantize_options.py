@@ -40,6 +40,10 @@ _OPTIONS: list[Callable[[Any], Any]] = [
     click.option("--max-accuracy-drop", type=float, default=None, metavar="PT",
                  help="Accuracy budget in points: nodes that lose most are kept in float until "
                  "it holds, else the command fails and writes no variant (needs --eval-data)."),
+    click.option("--explain", is_flag=True, default=False,
+                 help="int8: rank the nodes by the accuracy int8 costs them (SQNR of int8 vs "
+                 "fp32 activations on held-out samples, onnxruntime's qdq_loss_debug), with "
+                 "what the gate kept in float; the top 10 are printed, all go in the report."),
     click.option("--eval-data", type=click.Path(exists=True, path_type=Path), default=None,
                  help="Labelled data for accuracy figures: NPZ with x and y, an IDX folder "
                  "(test split), an image folder (labels from its sorted class sub-folders), "
@@ -66,13 +70,15 @@ def config_from_options(quantize: str | None, calibration_method: str | None,
                         calibration_samples: int | None, per_channel: bool | None,
                         preset: str | None, max_accuracy_drop: float | None,
                         output_format: str, mobile_batch: int = 1, default_mode: str = "none",
-                        stem_in_float: bool | None = None, **_: Any) -> Any:
+                        stem_in_float: bool | None = None, explain: bool = False,
+                        **_: Any) -> Any:
     """A :class:`edgekit.quantize.core.QuantizationConfig` from parsed options (None when no
     variant is asked for)."""
     mode = quantize or default_mode
     if mode == "none":
-        if output_format == "ort" or max_accuracy_drop is not None:
-            raise click.UsageError("--format ort and --max-accuracy-drop need --quantize")
+        if output_format == "ort" or max_accuracy_drop is not None or explain:
+            raise click.UsageError("--format ort, --max-accuracy-drop and --explain need "
+                                   "--quantize")
         return None
     from edgekit.quantize import QuantizationConfig
 
@@ -80,7 +86,7 @@ def config_from_options(quantize: str | None, calibration_method: str | None,
         preset, mode=mode, calibration_method=calibration_method,
         calibration_samples=calibration_samples, per_channel=per_channel,
         max_accuracy_drop=max_accuracy_drop, output_format=output_format,
-        mobile_batch=mobile_batch, stem_in_float=stem_in_float,
+        mobile_batch=mobile_batch, stem_in_float=stem_in_float, explain=explain or None,
     )
 
 

@@ -25,6 +25,7 @@ from edgekit.quantize.config import (
     QuantizationConfig,
     QuantMode,
 )
+from edgekit.quantize.explain import activation_errors, tensor_losses
 from edgekit.quantize.ort_format import OptimizeLevel, optimize_model
 from edgekit.quantize.qdq import commute_relu_maxpool, nonstandard_ops
 from edgekit.validate import accuracy, run_onnx
@@ -142,43 +143,25 @@ def _finish_graph(raw: Path, out: Path, mode: QuantMode) -> list[str]:
 def _node_groups(pre: Path, qdq: Path, reader: ArrayCalibrationReader,
                  tmp: Path, quantizable: set[str]) -> list[tuple[float, list[str]]]:
     """Groups of float-model node names, worst first, from per-tensor errors between the fp32
-    and QDQ graphs (``qdq_loss_debug``): a group is the node that produces a tensor plus the
-    quantized nodes that consume it, scored by the SQNR (dB) the tensor loses locally."""
+    and QDQ graphs (:func:`~edgekit.quantize.explain.tensor_losses`, the statistic of
+    ``--explain``): a group is the region that computes a tensor (its producer and the nodes back
+    to the nearest measured tensors: a MatMul and the Relu fused after it) plus the quantized
+    nodes that consume it, scored by the SQNR (dB) the tensor loses in that region."""
     import onnx
-    from onnxruntime.quantization import qdq_loss_debug as dbg
 
-    fa, qa = tmp / "float_aug.onnx", tmp / "qdq_aug.onnx"
-    dbg.modify_model_output_intermediate_tensors(str(pre), str(fa))
-    dbg.modify_model_output_intermediate_tensors(str(qdq), str(qa))
-    reader.rewind()
-    float_acts = dbg.collect_activations(str(fa), reader)
-    reader.rewind()
-    qdq_acts = dbg.collect_activations(str(qa), reader)
-    errors = dbg.compute_activation_error(dbg.create_activation_matching(qdq_acts, float_acts))
+    errors = activation_errors(pre, qdq, reader, tmp)
     model = onnx.load(str(pre))
-    producer = {o: n for n in model.graph.node for o in n.output}
     consumers: dict[str, list[Any]] = {}
     for n in model.graph.node:
         for i in n.input:
             consumers.setdefault(i, []).append(n)
-
-    def sqnr(t: str) -> float:
-        e = errors.get(t, {})
-        return float(e.get("xmodel_err", e.get("qdq_err", np.inf)))
-
     groups: list[tuple[float, list[str]]] = []
-    for tensor in errors:
-        node = producer.get(tensor)
-        members = [node.name] if node is not None and node.name else []
-        members += [c.name for c in consumers.get(tensor, []) if c.name]
+    for t in tensor_losses(model, errors):
+        members = [n for n in reversed(t.region) if n]
+        members += [c.name for c in consumers.get(t.tensor, []) if c.name]
         members = [m for m in dict.fromkeys(members) if m in quantizable]
-        if not members:
-            continue
-        ins = [sqnr(i) for i in (node.input if node is not None else []) if i in errors]
-        upstream = min(ins) if ins else float(errors[tensor].get("qdq_err", np.inf))
-        loss = (upstream - sqnr(tensor)) if np.isfinite(upstream) else -sqnr(tensor)
-        groups.append((float(loss), members))
-    groups.sort(key=lambda g: -g[0])
+        if members:
+            groups.append((t.loss_db, members))
     return groups
 
 

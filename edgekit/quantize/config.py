@@ -141,6 +141,8 @@ class QuantizationConfig:
         gate_group_size: node groups kept in float per gate step (default 1).
         gate_max_steps: gate steps before giving up (default 12).
         seed: seed of the calibration subset (default 0).
+        explain: static int8 only: add the per-node accuracy evidence (``explain`` section of
+            the report, :mod:`edgekit.quantize.explain`; default False).
     """
 
     mode: QuantMode = QuantMode.INT8
@@ -165,6 +167,7 @@ class QuantizationConfig:
     gate_group_size: int = 1
     gate_max_steps: int = 12
     seed: int = 0
+    explain: bool = False
 
     def __post_init__(self) -> None:
         self.mode = _enum(QuantMode, self.mode, "quantization mode")
@@ -245,6 +248,7 @@ class VariantResult:
     calibration: dict[str, Any] | None = None
     evaluation: dict[str, Any] | None = None
     gate: dict[str, Any] | None = None
+    explain: list[dict[str, Any]] | None = None
     mobile: list[dict[str, Any]] | None = None
     notes: list[str] = field(default_factory=list)
     op_histogram: dict[str, int] = field(default_factory=dict)
@@ -283,6 +287,7 @@ class VariantResult:
             "calibration": self.calibration,
             "evaluation": self.evaluation,
             "gate": self.gate,
+            "explain": self.explain,
             "mobile": self.mobile,
             "notes": self.notes,
             "op_histogram": self.op_histogram,
@@ -325,6 +330,10 @@ def variant_lines(variant: Mapping[str, Any], outdir: Path) -> list[str]:
         if f in variant.get("files", {}):
             lines.append(f"wrote {outdir / variant['files'][f]}")
     lines.extend(f"note: {n}" for n in variant.get("notes") or [])
+    if variant.get("explain") is not None:
+        from edgekit.quantize.explain import explain_lines
+
+        lines.extend(explain_lines(variant["explain"]))
     return lines
 
 # ---------------------------------------------------------------------------------------------

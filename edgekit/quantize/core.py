@@ -56,7 +56,9 @@ from edgekit.quantize.build import (
     working_dir,
 )
 from edgekit.quantize.calibration import (
+    ArrayCalibrationReader,
     CheckData,
+    activation_bytes,
     bound_histogram_memory,
     load_check_data,
 )
@@ -69,6 +71,7 @@ from edgekit.quantize.config import (
     resolve_mode,
     variant_names,
 )
+from edgekit.quantize.explain import explain_nodes, explain_samples
 from edgekit.quantize.ort_format import convert_to_ort
 from edgekit.quantize.qdq import output_activation_nodes
 from edgekit.quantize.regions import stem_float_region
@@ -92,6 +95,16 @@ def _check_options(mode: QuantMode, cfg: QuantizationConfig, calibration: Any,
         raise InputError("static int8 quantization needs calibration data",
                          hint="pass --calibration FILE (npz/npy or an IDX folder), or use "
                          "--quantize dynamic")
+    _check_explain(cfg)
+
+
+def _check_explain(cfg: QuantizationConfig) -> None:
+    """``--explain`` with ``dynamic`` or ``fp16`` is an error (``auto`` gets a note when it
+    chooses one of them): only static QDQ models have quantized activations to compare."""
+    if cfg.explain and cfg.mode in (QuantMode.DYNAMIC, QuantMode.FP16):
+        raise InputError(f"--explain needs static int8 (QDQ): {cfg.mode.value} models have no "
+                         "quantized activations to compare with fp32",
+                         hint="use --quantize int8 --calibration FILE --explain")
 
 
 def _load_proto(model: Any, stem: str | None) -> tuple[Any, str]:
@@ -176,7 +189,8 @@ class _Job:
             pre = prepare_float(fp32_path, tmp, self.mode, self.notes)
             bound_histogram_memory(self.data, pre, self.cfg, self.notes)
         with self._timed("quantize"):
-            final, gate_info, exclude = self._quantize(pre, tmp, fp32_out)
+            first, final, gate_info, exclude = self._quantize(pre, tmp, fp32_out)
+        explained = self._explain(pre, first, tmp, exclude, gate_info)
         fp32_size, size = fp32_path.stat().st_size, final.path.stat().st_size
         self.notes.extend(_size_notes(size, fp32_size, final.nonstandard, self.mode))
         used = self.cfg.replace(nodes_to_exclude=exclude, mode=self.mode)
@@ -190,7 +204,7 @@ class _Job:
             mode=self.mode.value, requested_mode=self.cfg.mode.value, path=self.outdir / name,
             size_bytes=size, fp32_size_bytes=fp32_size, config=used,
             calibration=self.data.calibration, evaluation=final.evaluation(self.data, fp32_acc),
-            gate=gate_info, notes=self.notes, timings_s=self.timings,
+            gate=gate_info, explain=explained, notes=self.notes, timings_s=self.timings,
             portable=not final.nonstandard, nonstandard_ops=final.nonstandard)
         _write_variant(result, final.path, tmp, self.stem, self.progress)
         return result
@@ -219,16 +233,41 @@ class _Job:
         return region
 
     def _quantize(self, pre: Path, tmp: Path, fp32_out: np.ndarray
-                  ) -> tuple[Build, dict[str, Any] | None, list[str]]:
-        """The quantized build that meets the gate, the gate report and the float nodes.
+                  ) -> tuple[Build, Build, dict[str, Any] | None, list[str]]:
+        """The first quantized build, the one that meets the gate, the gate report and the
+        float nodes.
 
         int8 keeps the output softmax/sigmoid float, so probabilities stay exact (fp16 keeps
         them in fp16: blocking the output node breaks the converter's float32 outputs)."""
         keep = output_activation_nodes(self.proto) if self.mode is QuantMode.INT8 else []
         exclude = list(dict.fromkeys([*self.cfg.nodes_to_exclude, *keep, *self._stem()]))
         builder = Builder(self.mode, self.cfg, pre, tmp, self.data, fp32_out, self.progress)
-        final, gate_info = check_gate(builder, builder.build(exclude), exclude)
-        return final, gate_info, exclude
+        first = builder.build(exclude)
+        final, gate_info = check_gate(builder, first, exclude)
+        return first, final, gate_info, exclude
+
+    def _explain(self, pre: Path, first: Build, tmp: Path, exclude: list[str],
+                 gate_info: dict[str, Any] | None) -> list[dict[str, Any]] | None:
+        """The ``explain`` section (:mod:`edgekit.quantize.explain`) of the first int8 build,
+        before the gate kept any node in float, on at most
+        :data:`~edgekit.quantize.explain.EXPLAIN_SAMPLES` check samples (fewer for large
+        activations); None when not asked for (a note when ``auto`` chose another mode)."""
+        if not self.cfg.explain:
+            return None
+        if self.mode is not QuantMode.INT8:
+            self.notes.append(f"explain: no per-node report for {self.mode.value} (it needs "
+                              "static int8 QDQ: pass --quantize int8)")
+            return None
+        report_progress(self.progress, "explain: per-node int8 vs fp32 (qdq_loss_debug)")
+        n = explain_samples(activation_bytes(pre))
+        feeds = {k: v[:n] for k, v in self.data.check_feeds.items()}
+        reader = ArrayCalibrationReader(feeds, self.cfg.calibration_batch_size)
+        with self._timed("explain"):
+            entries = explain_nodes(pre, first.path, reader, tmp, exclude, gate_info)
+        self.notes.append(f"explain: SQNR of int8 vs fp32 activations on {reader.n} "
+                          f"{'held-out ' if self.data.held_out else ''}samples, of the int8 "
+                          "model before any gate step; nodes ranked by the dB they lose")
+        return entries
 
 
 def _size_notes(size: int, fp32_size: int, odd: list[str], mode: QuantMode) -> list[str]:
@@ -287,6 +326,7 @@ def export_hook(
     """An ``extra_outputs`` hook for :func:`edgekit.convert.export_model` that stages the variant
     of ``config.mode`` next to the fp32 model and adds ``report["variants"][mode]``."""
     _check_paths(calibration, eval_data)  # before the slow export starts
+    _check_explain(config)
     if config.mode is QuantMode.INT8 and calibration is None:
         raise InputError("static int8 quantization needs calibration data",
                          hint="pass --calibration FILE (npz/npy or an IDX folder), or use "
