@@ -35,7 +35,14 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from edgekit.contract import OutputKind, to_probabilities
+from edgekit.contract import (
+    DEFAULT_THRESHOLD,
+    OutputKind,
+    graph_kind,
+    is_multi_label,
+    to_probabilities,
+    top_k_rows,
+)
 from edgekit.errors import InputError, ModelLoadError
 from edgekit.metadata import PREFIX, ModelMetadata, Preprocessing
 from edgekit.runtime.engines import (
@@ -46,6 +53,7 @@ from edgekit.runtime.engines import (
     openvino_available,
 )
 from edgekit.runtime.modelpackage import PackageSelection, is_model_package, open_package
+from edgekit.runtime.output_ops import output_ops
 from edgekit.runtime.prepare import FeedChecker, InputPreparer
 from edgekit.runtime.session import (
     AUTO_ORDER,
@@ -246,6 +254,7 @@ class EdgeModel:
         self._engine = self._load(explicit, use_stored_session)
         self._read_metadata(self._engine.props)
         self._bind(check_nan)
+        self._read_graph()
 
     # -- loading -------------------------------------------------------------------------
     def _select_variant(self, engine: str | None, variant: str | None) -> None:
@@ -294,6 +303,16 @@ class EdgeModel:
                 "returns its raw first output; export it again",
                 self.path.name,
             )
+
+    def _read_graph(self) -> None:
+        """Correct a ``probabilities`` contract from the op ending the graph (files exported
+        before ``independent`` existed; see :func:`edgekit.contract.graph_kind`)."""
+        if self.output_kind is not OutputKind.PROBABILITIES:
+            return
+        ends = output_ops(self.path)
+        if ends:
+            rank = self.outputs[0].ndim if self.outputs else None
+            self.output_kind = graph_kind(self.output_kind, ends[0].op, ends[0].axis, rank)
 
     def _bind(self, check_nan: bool | None) -> None:
         eng = self._engine
@@ -428,44 +447,46 @@ class EdgeModel:
     def predict(self, x: Any, *, preprocess: bool | None = None) -> np.ndarray:
         """The first output for raw ``x`` (see :meth:`prepare`), read by the output contract.
 
-        ``probabilities`` are returned as they are (softmax rows renormalised to sum to 1,
-        absorbing fp16/int8 rounding), ``logits`` get a softmax (a sigmoid for one column),
-        ``regression``/``other`` outputs and models without a contract are returned unchanged
-        (see :mod:`edgekit.contract`).
+        ``probabilities`` (a softmax over the last axis) are renormalised to sum to 1 over that
+        axis (absorbing fp16/int8 rounding), ``logits`` get a softmax (a sigmoid for one
+        column); ``independent`` (sigmoid) probabilities, ``regression``/``other`` outputs and
+        models without a contract are returned unchanged (see :mod:`edgekit.contract`).
         """
         y = np.asarray(self.run(self.prepare(x, preprocess=preprocess))[0])
         return to_probabilities(y, self.output_kind)
 
-    def top_k(self, probs: np.ndarray, k: int = 3) -> list[list[tuple[str, float]]]:
-        """The ``k`` (default 3) most likely ``(label, probability)`` pairs of each row.
+    def top_k(self, probs: np.ndarray, k: int | None = None, *,
+              threshold: float = DEFAULT_THRESHOLD) -> list[list[tuple[str, float]]]:
+        """The most likely ``(label, probability)`` pairs of each row, most likely first.
 
-        A single sigmoid column with two labels is read as ``[1 - p, p]``. Without stored labels
-        the class index is the label.
+        A distribution gives its ``k`` (default 3) first classes; a single sigmoid column with
+        two labels is read as ``[1 - p, p]``. A multi-label model (sigmoid outputs, several
+        classes) gives every label whose probability is at or over ``threshold`` (default 0.5;
+        at most ``k`` when given), possibly none. Without stored labels the class index is the
+        label. Per-pixel or per-step outputs have no rows: :class:`InputError`.
         """
-        p = np.asarray(probs, dtype=np.float64)
-        if p.ndim == 1:
-            p = p[None]
-        p = p.reshape(p.shape[0], -1)
-        labels = self.metadata.labels
-        if p.shape[1] == 1 and labels is not None and len(labels) == 2:
-            p = np.concatenate([1.0 - p, p], axis=1)
-        k = max(1, min(int(k), p.shape[1]))
-        order = np.argsort(-p, axis=1, kind="stable")[:, :k]
-        names = labels if labels is not None and len(labels) == p.shape[1] else None
-        return [
-            [(names[j] if names else str(j), float(row[j])) for j in idx]
-            for row, idx in zip(p, order, strict=True)
-        ]
+        return top_k_rows(probs, self.output_kind, self.metadata.labels, k, threshold)
 
-    def predict_labels(self, x: Any, *, preprocess: bool | None = None) -> list[str]:
-        """The most likely stored label of each sample of ``x``."""
-        return [row[0][0] for row in self.top_k(self.predict(x, preprocess=preprocess), 1)]
+    def predict_labels(self, x: Any, *, preprocess: bool | None = None,
+                       threshold: float = DEFAULT_THRESHOLD) -> list[str] | list[list[str]]:
+        """The most likely stored label of each sample of ``x``; for a multi-label model the
+        list of labels at or over ``threshold`` (default 0.5) of each sample (see
+        :meth:`top_k`)."""
+        probs = self.predict(x, preprocess=preprocess)
+        rows = self.top_k(probs, None, threshold=threshold)
+        if self.multi_label(probs):
+            return [[name for name, _ in row] for row in rows]
+        return [row[0][0] for row in rows]
 
-    def predict_top_k(
-        self, x: Any, k: int = 3, *, preprocess: bool | None = None
-    ) -> list[list[tuple[str, float]]]:
-        """``k`` (default 3) most likely ``(label, probability)`` pairs per sample."""
-        return self.top_k(self.predict(x, preprocess=preprocess), k)
+    def multi_label(self, probs: np.ndarray) -> bool:
+        """True when ``probs`` (from :meth:`predict`) are independent probabilities of several
+        classes: labels and top-k are then chosen by threshold."""
+        return is_multi_label(probs, self.output_kind)
+
+    def predict_top_k(self, x: Any, k: int | None = None, *, preprocess: bool | None = None,
+                      threshold: float = DEFAULT_THRESHOLD) -> list[list[tuple[str, float]]]:
+        """The most likely ``(label, probability)`` pairs per sample (see :meth:`top_k`)."""
+        return self.top_k(self.predict(x, preprocess=preprocess), k, threshold=threshold)
 
     # -- lifecycle -----------------------------------------------------------------------
     def warmup(self, runs: int = 3, batch: int = 1) -> None:
