@@ -25,7 +25,6 @@ onnxruntime otherwise. Providers (onnxruntime only) are chosen by short, case-in
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 from collections.abc import Mapping, Sequence
@@ -48,9 +47,10 @@ from edgekit.metadata import PREFIX, ModelMetadata, Preprocessing
 from edgekit.runtime.engines import (
     Engine,
     OnnxruntimeEngine,
-    load_openvino,
+    choose_engine,
     open_engine,
-    openvino_available,
+    session_settings,
+    stored_session,
 )
 from edgekit.runtime.modelpackage import PackageSelection, is_model_package, open_package
 from edgekit.runtime.output_ops import output_ops
@@ -65,7 +65,6 @@ from edgekit.runtime.session import (
     short_provider_name,
 )
 from edgekit.runtime.specs import InputSpec, read_onnx_props
-from edgekit.schema import parse_json
 
 __all__ = [
     "EdgeModel",
@@ -80,7 +79,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-_ENGINE_ONLY: dict[str, Any] = {"precision": None, "performance_hint": None, "openvino_config": {}}
 
 
 def __getattr__(name: str) -> Any:
@@ -90,71 +88,6 @@ def __getattr__(name: str) -> Any:
 
         return getattr(predict, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-# ---------------------------------------------------------------------------------------------
-# choosing the engine and its settings
-# ---------------------------------------------------------------------------------------------
-def _stored_session(props: Mapping[str, str] | None, path: Path) -> tuple[dict[str, Any], Any]:
-    """The ``edgekit.session`` metadata as (settings without the engine, stored engine)."""
-    raw = (props or {}).get(PREFIX + "session")
-    if not raw:
-        return {}, None
-    try:
-        d = parse_json(raw, PREFIX + "session")
-        if not isinstance(d, dict):
-            raise ValueError(f"a JSON object is needed, got {type(d).__name__}")
-        engine = d.pop("engine", None)
-        SessionOptionsConfig.from_dict(d)  # validate here, so a bad value is ignored here
-        return d, engine
-    except (ValueError, TypeError, InputError) as exc:
-        logger.warning("ignoring malformed edgekit.session metadata in %s: %s", path, exc)
-        return {}, None
-
-
-def choose_engine(explicit: str | None, stored: Any, path: Path) -> tuple[str, bool]:
-    """The engine to run ``path`` with, and whether its stored engine-specific settings apply.
-
-    ``explicit`` (a canonical name, or None for auto) wins; an unavailable explicit OpenVINO
-    raises :class:`~edgekit.errors.MissingDependencyError`. Otherwise the ``stored`` engine is
-    used when it is known and installed, else onnxruntime with a warning.
-    """
-    is_ort = path.suffix.lower() == ".ort"
-    stored_name = str(stored).strip().lower() if stored else "onnxruntime"
-    if explicit is not None:
-        if explicit == "openvino":
-            if is_ort:
-                raise InputError(
-                    f"{path.name} is in onnxruntime's ORT format, which OpenVINO cannot run",
-                    hint='use the .onnx file with engine="openvino", or engine="onnxruntime"',
-                )
-            load_openvino()
-        return explicit, explicit == stored_name
-    if stored_name == "onnxruntime":
-        return "onnxruntime", True
-    if stored_name not in ENGINE_NAMES:
-        why = f"is not known to this edgekit (known: {', '.join(ENGINE_NAMES)})"
-    elif is_ort:
-        why = "cannot run an .ort file"
-    elif not openvino_available():
-        why = 'is not installed (pip install "edgekit[openvino]")'
-    else:
-        return stored_name, True
-    logger.warning(
-        "%s: its stored engine %r %s; falling back to onnxruntime", path.name, stored, why
-    )
-    return "onnxruntime", False
-
-
-def _settings(
-    stored: Mapping[str, Any], explicit: SessionOptionsConfig, engine: str, applies: bool
-) -> SessionOptionsConfig:
-    """Stored settings (without the engine-specific ones unless they ``applies``) overridden by
-    the ``explicit`` ones, for ``engine``."""
-    base = SessionOptionsConfig.from_dict(stored)
-    if not applies:
-        base = dataclasses.replace(base, **_ENGINE_ONLY)
-    return dataclasses.replace(base.merged(explicit), engine=engine)
 
 
 def _check_path(p: Path) -> None:
@@ -269,7 +202,7 @@ class EdgeModel:
     def _open(self, stored: Mapping[str, Any], engine_raw: Any,
               explicit: SessionOptionsConfig) -> Engine:  # fmt: skip
         name, applies = choose_engine(explicit.engine, engine_raw, self.path)
-        self.session_config = _settings(stored, explicit, name, applies)
+        self.session_config = session_settings(stored, explicit, name, applies)
         return open_engine(name, self.path, self.session_config, self.requested_providers,
                            self._provider_options, self._fallback)  # fmt: skip
 
@@ -278,10 +211,10 @@ class EdgeModel:
         which only onnxruntime reads, after a first load)."""
         is_ort = self.path.suffix.lower() == ".ort"
         props = None if is_ort or not use_stored else read_onnx_props(self.path)
-        stored, engine_raw = _stored_session(props, self.path)
+        stored, engine_raw = stored_session(props, self.path)
         engine = self._open(stored, engine_raw, explicit)
         if is_ort and use_stored:
-            stored, engine_raw = _stored_session(engine.props, self.path)
+            stored, engine_raw = stored_session(engine.props, self.path)
             if stored or engine_raw:
                 engine.close()
                 engine = self._open(stored, engine_raw, explicit)
