@@ -46,6 +46,7 @@ __all__ = [
     "to_probabilities",
     "graph_kind",
     "class_rows",
+    "has_class_rows",
     "predicted_classes",
     "top_k_rows",
     "is_multi_label",
@@ -167,6 +168,13 @@ def graph_kind(kind: OutputKind | None, op: str | None, axis: int | None,
     return kind
 
 
+def has_class_rows(probs: np.ndarray) -> bool:
+    """True when ``probs`` is one row of classes per sample (``[N, C]``, ``[C]`` or
+    ``[N, 1, ..., 1, C]``), False for a scalar or an output per pixel or step."""
+    shape = np.shape(probs)
+    return len(shape) >= 1 and int(np.prod(shape[1:-1])) == 1
+
+
 def class_rows(probs: np.ndarray) -> np.ndarray:
     """``probs`` as classification rows ``[N, C]`` (float64), or :class:`InputError` for an
     output with one value per pixel or step (see the module docstring)."""
@@ -175,7 +183,7 @@ def class_rows(probs: np.ndarray) -> np.ndarray:
         raise InputError("a scalar output has no classes")
     if p.ndim == 1:
         return p[None]
-    if p.ndim > 2 and int(np.prod(p.shape[1:-1])) != 1:
+    if not has_class_rows(p):
         raise InputError(
             f"an output of shape {list(p.shape)} holds one value per pixel or step, not one row "
             "of class probabilities per sample: it has no labels or top-k",
