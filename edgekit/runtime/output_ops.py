@@ -161,6 +161,8 @@ def _end(producers: dict[str, _Node], name: str, opset: int) -> OutputOp:
 def output_ops(path: Path) -> list[OutputOp] | None:
     """The op ending each graph output of the ONNX file ``path`` (None when it is no ONNX
     protobuf, e.g. ``.ort``, or cannot be parsed)."""
+    if path.suffix.lower() == ".ort":  # a flatbuffer: its bytes are no protobuf fields
+        return None
     try:
         with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as buf:
             graph, opset = None, 0
