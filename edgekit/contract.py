@@ -1,17 +1,31 @@
 """The output contract: what each model output means, decided at export and stored in metadata.
 
-Pure Python + numpy (Keras is imported lazily by :func:`keras_output_kinds` only), so the
-runtime can read the contract on a device. The runtime never guesses from values: an output is
-turned into probabilities only when the contract says it holds logits.
+Pure Python + numpy (Keras is imported lazily by :func:`keras_output_activations` only), so
+the runtime can read the contract on a device. The runtime never guesses from values: an output
+is turned into probabilities only when the contract says it holds logits.
 
 Kinds (:class:`OutputKind`):
 
-- ``probabilities``: the model ends in softmax or sigmoid; returned as they are (softmax rows
-  renormalised to sum to 1, which absorbs fp16/int8 rounding);
+- ``probabilities``: the model ends in a softmax over its last axis: each row (each pixel or
+  step for rank > 2) is a distribution, renormalised to sum to 1 (absorbs fp16/int8 rounding);
+- ``independent``: the model ends in a sigmoid: every value is its own probability (multi-label
+  classes, pixels ...), returned unchanged, never renormalised;
 - ``logits``: a classifier without a final activation; ``predict`` applies softmax (sigmoid for
   one column);
 - ``regression``: real-valued outputs, returned unchanged;
-- ``other``: anything else (embeddings, feature maps ...), returned unchanged.
+- ``other``: anything else (embeddings, feature maps, a softmax over another axis than the last
+  ...), returned unchanged.
+
+Files exported before ``independent`` existed say ``probabilities`` for sigmoid outputs too;
+:func:`graph_kind` corrects the kind from the op that ends the ONNX graph (Sigmoid ->
+``independent``, a Softmax over another axis -> ``other``), never from values.
+
+Classification rows (:func:`class_rows`, :func:`predicted_classes`, :func:`top_k_rows`): an
+output of shape ``[N, C]`` (or ``[C]``; ``[N, 1, ..., 1, C]`` is read as ``[N, C]``). Outputs
+with more dimensions (per pixel, per step) are not rows: :class:`InputError`. Top-1 is the
+arg-max; a single column is a binary classifier (``[1 - p, p]``, class 1 when ``p >= 0.5``);
+an ``independent`` output with several columns is multi-label: every class whose probability
+is at or over a threshold (default 0.5), most likely first, possibly none.
 """
 
 from __future__ import annotations
@@ -30,9 +44,17 @@ __all__ = [
     "keras_output_activations",
     "output_kind",
     "to_probabilities",
+    "graph_kind",
+    "class_rows",
+    "has_class_rows",
+    "predicted_classes",
+    "top_k_rows",
+    "is_multi_label",
+    "DEFAULT_THRESHOLD",
 ]
 
-_PROBABILITY_ACTIVATIONS = frozenset({"softmax", "sigmoid"})
+#: the multi-label threshold: a class is predicted when its probability is at or over it
+DEFAULT_THRESHOLD = 0.5
 #: softmax(log_softmax(x)) == softmax(x), so log-probabilities are read as logits
 _LINEAR = frozenset({"linear", "identity", "none", "log_softmax"})
 
@@ -41,6 +63,7 @@ class OutputKind(StrEnum):
     """What one model output holds."""
 
     PROBABILITIES = "probabilities"
+    INDEPENDENT = "independent"
     LOGITS = "logits"
     REGRESSION = "regression"
     OTHER = "other"
@@ -60,12 +83,16 @@ def parse_output_kinds(values: Sequence[str | OutputKind] | None) -> list[Output
     return out
 
 
-def _activation_name(layer: Any) -> str:
-    """Name of the activation a Keras layer applies last (``linear`` when it has none)."""
+def _activation_name(layer: Any, rank: int | None) -> str:
+    """Name of the activation a Keras layer applies last (``linear`` when it has none); a
+    ``Softmax`` layer over another axis than the last (of an output of ``rank``) is
+    ``softmax_axis``."""
     import keras
 
     if isinstance(layer, keras.layers.Softmax):
-        return "softmax"
+        axes = layer.axis if isinstance(layer.axis, list | tuple) else [layer.axis]
+        last = all(int(a) == -1 or (rank is not None and int(a) == rank - 1) for a in axes)
+        return "softmax" if last else "softmax_axis"
     act = getattr(layer, "activation", None)
     if act is None:
         return "linear"
@@ -78,19 +105,26 @@ def keras_output_activations(model: Any) -> list[str]:
     for t in getattr(model, "outputs", None) or []:
         hist = getattr(t, "_keras_history", None)
         layer = getattr(hist, "operation", None) if hist is not None else None
-        names.append("unknown" if layer is None else _activation_name(layer))
+        shape = getattr(t, "shape", None)
+        rank = None if shape is None else len(shape)
+        names.append("unknown" if layer is None else _activation_name(layer, rank))
     return names
 
 
 def output_kind(activation: str, task: str, classifier: bool) -> OutputKind:
     """The kind of an output whose last activation is ``activation``.
 
-    Softmax/sigmoid give ``probabilities``; for a regression ``task`` anything else is
-    ``regression``; a linear end is ``logits`` only for a known ``classifier`` (labels or a
-    stored classification task), else ``other``; ``unknown`` (a SavedModel) is ``other``.
+    Softmax (over the last axis) gives ``probabilities``, sigmoid ``independent``, a softmax
+    over another axis ``other``; for a regression ``task`` anything else is ``regression``; a
+    linear end is ``logits`` only for a known ``classifier`` (labels or a stored classification
+    task), else ``other``; ``unknown`` (a SavedModel) is ``other``.
     """
-    if activation in _PROBABILITY_ACTIVATIONS:
+    if activation == "softmax":
         return OutputKind.PROBABILITIES
+    if activation == "sigmoid":
+        return OutputKind.INDEPENDENT
+    if activation == "softmax_axis":
+        return OutputKind.OTHER
     if task == "regression":
         return OutputKind.REGRESSION
     if classifier and activation in _LINEAR:
@@ -99,7 +133,8 @@ def output_kind(activation: str, task: str, classifier: bool) -> OutputKind:
 
 
 def to_probabilities(y: np.ndarray, kind: OutputKind | str | None) -> np.ndarray:
-    """Probabilities from an output of ``kind`` (unchanged for regression/other/None)."""
+    """Probabilities from an output of ``kind`` (unchanged for independent/regression/other/
+    None)."""
     if kind is None or y.size == 0 or y.dtype.kind != "f":
         return y
     kind = OutputKind(kind)
@@ -114,3 +149,87 @@ def to_probabilities(y: np.ndarray, kind: OutputKind | str | None) -> np.ndarray
         e = np.exp(y - y.max(axis=-1, keepdims=True))
         return (e / e.sum(axis=-1, keepdims=True)).astype(y.dtype)
     return y
+
+
+def graph_kind(kind: OutputKind | None, op: str | None, axis: int | None,
+               rank: int | None) -> OutputKind | None:
+    """``kind`` corrected by the op that ends the graph (see :mod:`edgekit.runtime.graph`).
+
+    Only ``probabilities`` is corrected, for files exported before ``independent`` existed
+    (or a forced ``--output-kind``): a ``Sigmoid`` end is ``independent``; a ``Softmax`` whose
+    ``axis`` (of an output of ``rank``) is not the last is ``other``. Unknown ops change nothing.
+    """
+    if kind is not OutputKind.PROBABILITIES or op is None:
+        return kind
+    if op == "Sigmoid":
+        return OutputKind.INDEPENDENT
+    if op == "Softmax" and axis is not None and rank and axis % rank != rank - 1:
+        return OutputKind.OTHER
+    return kind
+
+
+def has_class_rows(probs: np.ndarray) -> bool:
+    """True when ``probs`` is one row of classes per sample (``[N, C]``, ``[C]`` or
+    ``[N, 1, ..., 1, C]``), False for a scalar or an output per pixel or step."""
+    shape = np.shape(probs)
+    return len(shape) >= 1 and int(np.prod(shape[1:-1])) == 1
+
+
+def class_rows(probs: np.ndarray) -> np.ndarray:
+    """``probs`` as classification rows ``[N, C]`` (float64), or :class:`InputError` for an
+    output with one value per pixel or step (see the module docstring)."""
+    p = np.asarray(probs, dtype=np.float64)
+    if p.ndim == 0:
+        raise InputError("a scalar output has no classes")
+    if p.ndim == 1:
+        return p[None]
+    if not has_class_rows(p):
+        raise InputError(
+            f"an output of shape {list(p.shape)} holds one value per pixel or step, not one row "
+            "of class probabilities per sample: it has no labels or top-k",
+            hint="use predict() and read the array")
+    return p.reshape(p.shape[0], p.shape[-1])
+
+
+def predicted_classes(probabilities: np.ndarray, *, multi_label: bool = False,
+                      threshold: float = DEFAULT_THRESHOLD) -> np.ndarray:
+    """Class ids: arg-max, or a single sigmoid column at or over ``threshold`` (default 0.5);
+    ``multi_label``: a boolean ``[N, C]`` mask of every class at or over ``threshold``."""
+    p = np.asarray(probabilities)
+    if multi_label:
+        return p >= threshold
+    if p.ndim == 1 or p.shape[-1] == 1:
+        return (p.reshape(-1) >= threshold).astype(np.int64)
+    return p.argmax(-1)
+
+
+def is_multi_label(probs: np.ndarray, kind: OutputKind | str | None) -> bool:
+    """True for an ``independent`` output of several classes (see the module docstring)."""
+    return kind == OutputKind.INDEPENDENT and np.ndim(probs) >= 1 and np.shape(probs)[-1] > 1
+
+
+def top_k_rows(probs: np.ndarray, kind: OutputKind | str | None, labels: Sequence[str] | None,
+               k: int | None = None, threshold: float = DEFAULT_THRESHOLD,
+               ) -> list[list[tuple[str, float]]]:
+    """The most likely ``(label, probability)`` pairs of each row, most likely first.
+
+    A distribution gives its ``k`` (default 3) first classes; a single column with two labels
+    is read as ``[1 - p, p]``; a multi-label output (:func:`is_multi_label`) gives every class
+    at or over ``threshold`` (at most ``k`` when given), possibly none. Without labels (or
+    with a count that does not match) the class index is the label.
+    """
+    p = class_rows(probs)
+    multi = is_multi_label(p, kind)
+    if p.shape[1] == 1 and labels is not None and len(labels) == 2:
+        p = np.concatenate([1.0 - p, p], axis=1)
+    names = labels if labels is not None and len(labels) == p.shape[1] else None
+    order = np.argsort(-p, axis=1, kind="stable")
+    if multi:
+        over = predicted_classes(p, multi_label=True, threshold=threshold)
+        picked = [[j for j in idx if over[i, j]] for i, idx in enumerate(order)]
+        cut = None if k is None else max(1, int(k))
+    else:
+        picked = [list(idx) for idx in order]
+        cut = max(1, min(3 if k is None else int(k), p.shape[1]))
+    return [[(names[j] if names else str(j), float(row[j])) for j in idx[:cut]]
+            for row, idx in zip(p, picked, strict=True)]

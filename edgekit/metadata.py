@@ -138,8 +138,11 @@ class ModelMetadata:
         task: ``"classification"`` (default) or ``"regression"``.
         recipe: the training recipe that made the model, if any.
         output_kinds: the output contract, one :class:`edgekit.contract.OutputKind` value per
-            model output (``probabilities``, ``logits``, ``regression``, ``other``), written at
-            export; default none (``predict`` then returns outputs unchanged).
+            model output (``probabilities``, ``independent``, ``logits``, ``regression``,
+            ``other``), written at export; default none (``predict`` then returns outputs
+            unchanged). Files written before ``independent`` existed say ``probabilities`` for
+            sigmoid outputs too: the runtime reads those from the graph (see
+            :func:`edgekit.contract.graph_kind`).
         extra: free-form string properties kept as they are (e.g. export provenance).
     """
 

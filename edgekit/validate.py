@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from edgekit.contract import predicted_classes  # the one top-1/threshold rule
 from edgekit.inputs.data import run_in_batches
 
 __all__ = ["ValidationResult", "compare_outputs", "run_onnx", "accuracy", "predicted_classes",
@@ -151,14 +152,6 @@ def degenerate_warnings(saturation: dict[str, dict[str, float | None]], n: int) 
             out.append(f"output {name!r} is degenerate on the validation inputs: "
                        + "; ".join(why))
     return out
-
-
-def predicted_classes(probabilities: np.ndarray) -> np.ndarray:
-    """Class ids: arg-max, or a single sigmoid column thresholded at 0.5."""
-    p = np.asarray(probabilities)
-    if p.ndim == 1 or p.shape[-1] == 1:
-        return (p.reshape(-1) >= 0.5).astype(np.int64)
-    return p.argmax(-1)
 
 
 def accuracy(probabilities: np.ndarray, labels: np.ndarray) -> float:

@@ -21,7 +21,7 @@ SMS_FILE = SHARED_DATA / "sms-spam" / "SMSSpamCollection.tsv"
 #: CI runs, still runs them all)
 #: files whose module fixtures export or train real models (every test in them waits for one)
 SLOW_FILES = {"test_coverage.py", "test_export_fixes.py", "test_portable.py", "test_notebook.py",
-              "test_model_package.py"}
+              "test_model_package.py", "test_output_contract.py"}
 SLOW_TESTS: dict[str, set[str]] = {
     "test_bench.py": {
         "test_bench_onnx_models",
@@ -151,7 +151,7 @@ FILE_SECONDS = {
     "test_quantize.py": 15, "test_serve_props.py": 15, "test_serve_tls.py": 30,
     "test_serve_shutdown.py": 25, "test_serve_hostile.py": 12, "test_data_folders.py": 25,
     "test_compare.py": 12, "test_readback.py": 12, "test_bench.py": 10, "test_zoo.py": 30,
-    "test_explain.py": 5,
+    "test_explain.py": 5, "test_output_contract.py": 30,
 }
 
 

@@ -254,7 +254,7 @@ def test_output_kinds_from_keras_and_override(tmp_path: Path) -> None:
 
 def test_output_kind_rules() -> None:
     assert output_kind("softmax", "classification", False) is OutputKind.PROBABILITIES
-    assert output_kind("sigmoid", "regression", False) is OutputKind.PROBABILITIES
+    assert output_kind("sigmoid", "regression", False) is OutputKind.INDEPENDENT
     assert output_kind("linear", "classification", True) is OutputKind.LOGITS
     assert output_kind("log_softmax", "classification", True) is OutputKind.LOGITS
     assert output_kind("linear", "regression", True) is OutputKind.REGRESSION

@@ -40,10 +40,12 @@ __all__ = ["export_cmd", "inspect_cmd", "quantize_cmd"]
               help="Class labels: a text file with one label per line, or a JSON list.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of synthetic inputs.")
 @click.option("--output-kind", "output_kinds", multiple=True,
-              type=click.Choice(["probabilities", "logits", "regression", "other"]),
+              type=click.Choice(  # edgekit.contract.OutputKind (the CLI imports no numpy)
+                  ["probabilities", "independent", "logits", "regression", "other"]),
               help="What each output holds (repeat once per output). Default: read from the "
-              "final Keras activation (softmax/sigmoid = probabilities; a linear end = logits "
-              "when labels or an edgekit recipe say it classifies, else other).")
+              "final Keras activation (softmax over the last axis = probabilities; sigmoid = "
+              "independent; a linear end = logits when labels or an edgekit recipe say it "
+              "classifies, else other).")
 @click.option("--custom-objects", "custom_objects", multiple=True, metavar="MODULE.py",
               help="Python file (or module name) defining the model's custom layers; "
               "imported before loading (repeatable).")

@@ -22,7 +22,12 @@ __all__ = ["run_cmd", "package_cmd"]
 @click.option("--fallback", is_flag=True, help="Fall back to the next provider if unavailable.")
 @click.option("--variant", default=None,
               help="Model packages: the variant to run (default: the one for the providers).")
-@click.option("--top-k", type=click.IntRange(min=1), default=3, show_default=True)
+@click.option("--top-k", type=click.IntRange(min=1), default=None,
+              help="Labels to print per sample [default: 3; multi-label models: every label "
+              "at or over --threshold].")
+@click.option("--threshold", type=click.FloatRange(0.0, 1.0), default=0.5,  # DEFAULT_THRESHOLD
+              show_default=True, help="Multi-label (sigmoid) models: the probability a label "
+              "needs to be predicted.")
 @json_option()
 def run_cmd(
     model: Path,
@@ -31,21 +36,23 @@ def run_cmd(
     provider: str,
     fallback: bool,
     variant: str | None,
-    top_k: int,
+    top_k: int | None,
+    threshold: float,
     as_json: bool,
 ) -> None:
     """Predict with MODEL (.onnx/.ort, or a model package folder) on INPUT: a .npy/.npz array
     or an image file.
 
     Images are resized and greyscaled as the model's metadata says; the stored
-    preprocessing is applied. Prints the top-k labels and probabilities (and, for a model
-    package, the variant that ran and why).
+    preprocessing is applied. Prints the top-k labels and probabilities (a multi-label model:
+    every label at or over the threshold; a model with an output per pixel or step: the
+    output), and, for a model package, the variant that ran and why.
     """
     from edgekit.runtime.model import format_predictions, predict_input
 
     report = predict_input(
         model, input_path, text=text, provider=provider, fallback=fallback, top_k=top_k,
-        variant=variant,
+        variant=variant, threshold=threshold,
     )
     if as_json:
         echo_json(report)

@@ -80,9 +80,9 @@ class ExportConfig:
         strict: fail when validation ran on degenerate reference outputs (default False: warn).
         batch_size: batch size of Keras and onnxruntime during validation (default 8); peak
             memory grows with it and the model, not with the sample count.
-        output_kinds: the output contract, one of ``probabilities``, ``logits``,
-            ``regression``, ``other`` per output (default None: read from each output's final
-            Keras activation, see :mod:`edgekit.contract`).
+        output_kinds: the output contract, one of ``probabilities``, ``independent``,
+            ``logits``, ``regression``, ``other`` per output (default None: read from each
+            output's final Keras activation, see :mod:`edgekit.contract`).
     """
 
     opset: int = 17

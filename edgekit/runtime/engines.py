@@ -27,6 +27,7 @@ the same whichever engine runs.
 from __future__ import annotations
 
 import abc
+import dataclasses
 import logging
 import threading
 from collections.abc import Mapping
@@ -37,8 +38,10 @@ import numpy as np
 import onnxruntime as ort
 
 from edgekit.errors import InputError, ModelLoadError, ProviderError, require
-from edgekit.runtime.session import SessionOptionsConfig
+from edgekit.metadata import PREFIX
+from edgekit.runtime.session import ENGINE_NAMES, SessionOptionsConfig
 from edgekit.runtime.specs import InputSpec, read_onnx_props, type_string
+from edgekit.schema import parse_json
 
 __all__ = [
     "Engine",
@@ -48,9 +51,13 @@ __all__ = [
     "open_engine",
     "openvino_available",
     "load_openvino",
+    "choose_engine",
+    "stored_session",
+    "session_settings",
 ]
 
 logger = logging.getLogger(__name__)
+_ENGINE_ONLY: dict[str, Any] = {"precision": None, "performance_hint": None, "openvino_config": {}}
 
 #: Input shapes an :class:`OpenVinoEngine` compiles statically before it compiles dynamically.
 MAX_STATIC_SHAPES = 8
@@ -410,3 +417,68 @@ def open_engine(
     if name == "openvino":
         return OpenVinoEngine(path, config)
     return OnnxruntimeEngine(path, config, providers, provider_options, fallback)
+
+
+# ---------------------------------------------------------------------------------------------
+# choosing the engine and its settings
+# ---------------------------------------------------------------------------------------------
+def stored_session(props: Mapping[str, str] | None, path: Path) -> tuple[dict[str, Any], Any]:
+    """The ``edgekit.session`` metadata as (settings without the engine, stored engine)."""
+    raw = (props or {}).get(PREFIX + "session")
+    if not raw:
+        return {}, None
+    try:
+        d = parse_json(raw, PREFIX + "session")
+        if not isinstance(d, dict):
+            raise ValueError(f"a JSON object is needed, got {type(d).__name__}")
+        engine = d.pop("engine", None)
+        SessionOptionsConfig.from_dict(d)  # validate here, so a bad value is ignored here
+        return d, engine
+    except (ValueError, TypeError, InputError) as exc:
+        logger.warning("ignoring malformed edgekit.session metadata in %s: %s", path, exc)
+        return {}, None
+
+
+def choose_engine(explicit: str | None, stored: Any, path: Path) -> tuple[str, bool]:
+    """The engine to run ``path`` with, and whether its stored engine-specific settings apply.
+
+    ``explicit`` (a canonical name, or None for auto) wins; an unavailable explicit OpenVINO
+    raises :class:`~edgekit.errors.MissingDependencyError`. Otherwise the ``stored`` engine is
+    used when it is known and installed, else onnxruntime with a warning.
+    """
+    is_ort = path.suffix.lower() == ".ort"
+    stored_name = str(stored).strip().lower() if stored else "onnxruntime"
+    if explicit is not None:
+        if explicit == "openvino":
+            if is_ort:
+                raise InputError(
+                    f"{path.name} is in onnxruntime's ORT format, which OpenVINO cannot run",
+                    hint='use the .onnx file with engine="openvino", or engine="onnxruntime"',
+                )
+            load_openvino()
+        return explicit, explicit == stored_name
+    if stored_name == "onnxruntime":
+        return "onnxruntime", True
+    if stored_name not in ENGINE_NAMES:
+        why = f"is not known to this edgekit (known: {', '.join(ENGINE_NAMES)})"
+    elif is_ort:
+        why = "cannot run an .ort file"
+    elif not openvino_available():
+        why = 'is not installed (pip install "edgekit[openvino]")'
+    else:
+        return stored_name, True
+    logger.warning(
+        "%s: its stored engine %r %s; falling back to onnxruntime", path.name, stored, why
+    )
+    return "onnxruntime", False
+
+
+def session_settings(
+    stored: Mapping[str, Any], explicit: SessionOptionsConfig, engine: str, applies: bool
+) -> SessionOptionsConfig:
+    """Stored settings (without the engine-specific ones unless they ``applies``) overridden by
+    the ``explicit`` ones, for ``engine``."""
+    base = SessionOptionsConfig.from_dict(stored)
+    if not applies:
+        base = dataclasses.replace(base, **_ENGINE_ONLY)
+    return dataclasses.replace(base.merged(explicit), engine=engine)

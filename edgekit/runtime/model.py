@@ -25,7 +25,6 @@ onnxruntime otherwise. Providers (onnxruntime only) are chosen by short, case-in
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 from collections.abc import Mapping, Sequence
@@ -35,17 +34,26 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from edgekit.contract import OutputKind, to_probabilities
+from edgekit.contract import (
+    DEFAULT_THRESHOLD,
+    OutputKind,
+    graph_kind,
+    is_multi_label,
+    to_probabilities,
+    top_k_rows,
+)
 from edgekit.errors import InputError, ModelLoadError
 from edgekit.metadata import PREFIX, ModelMetadata, Preprocessing
 from edgekit.runtime.engines import (
     Engine,
     OnnxruntimeEngine,
-    load_openvino,
+    choose_engine,
     open_engine,
-    openvino_available,
+    session_settings,
+    stored_session,
 )
 from edgekit.runtime.modelpackage import PackageSelection, is_model_package, open_package
+from edgekit.runtime.output_ops import output_ops
 from edgekit.runtime.prepare import FeedChecker, InputPreparer
 from edgekit.runtime.session import (
     AUTO_ORDER,
@@ -57,7 +65,6 @@ from edgekit.runtime.session import (
     short_provider_name,
 )
 from edgekit.runtime.specs import InputSpec, read_onnx_props
-from edgekit.schema import parse_json
 
 __all__ = [
     "EdgeModel",
@@ -72,7 +79,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-_ENGINE_ONLY: dict[str, Any] = {"precision": None, "performance_hint": None, "openvino_config": {}}
 
 
 def __getattr__(name: str) -> Any:
@@ -82,71 +88,6 @@ def __getattr__(name: str) -> Any:
 
         return getattr(predict, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-# ---------------------------------------------------------------------------------------------
-# choosing the engine and its settings
-# ---------------------------------------------------------------------------------------------
-def _stored_session(props: Mapping[str, str] | None, path: Path) -> tuple[dict[str, Any], Any]:
-    """The ``edgekit.session`` metadata as (settings without the engine, stored engine)."""
-    raw = (props or {}).get(PREFIX + "session")
-    if not raw:
-        return {}, None
-    try:
-        d = parse_json(raw, PREFIX + "session")
-        if not isinstance(d, dict):
-            raise ValueError(f"a JSON object is needed, got {type(d).__name__}")
-        engine = d.pop("engine", None)
-        SessionOptionsConfig.from_dict(d)  # validate here, so a bad value is ignored here
-        return d, engine
-    except (ValueError, TypeError, InputError) as exc:
-        logger.warning("ignoring malformed edgekit.session metadata in %s: %s", path, exc)
-        return {}, None
-
-
-def choose_engine(explicit: str | None, stored: Any, path: Path) -> tuple[str, bool]:
-    """The engine to run ``path`` with, and whether its stored engine-specific settings apply.
-
-    ``explicit`` (a canonical name, or None for auto) wins; an unavailable explicit OpenVINO
-    raises :class:`~edgekit.errors.MissingDependencyError`. Otherwise the ``stored`` engine is
-    used when it is known and installed, else onnxruntime with a warning.
-    """
-    is_ort = path.suffix.lower() == ".ort"
-    stored_name = str(stored).strip().lower() if stored else "onnxruntime"
-    if explicit is not None:
-        if explicit == "openvino":
-            if is_ort:
-                raise InputError(
-                    f"{path.name} is in onnxruntime's ORT format, which OpenVINO cannot run",
-                    hint='use the .onnx file with engine="openvino", or engine="onnxruntime"',
-                )
-            load_openvino()
-        return explicit, explicit == stored_name
-    if stored_name == "onnxruntime":
-        return "onnxruntime", True
-    if stored_name not in ENGINE_NAMES:
-        why = f"is not known to this edgekit (known: {', '.join(ENGINE_NAMES)})"
-    elif is_ort:
-        why = "cannot run an .ort file"
-    elif not openvino_available():
-        why = 'is not installed (pip install "edgekit[openvino]")'
-    else:
-        return stored_name, True
-    logger.warning(
-        "%s: its stored engine %r %s; falling back to onnxruntime", path.name, stored, why
-    )
-    return "onnxruntime", False
-
-
-def _settings(
-    stored: Mapping[str, Any], explicit: SessionOptionsConfig, engine: str, applies: bool
-) -> SessionOptionsConfig:
-    """Stored settings (without the engine-specific ones unless they ``applies``) overridden by
-    the ``explicit`` ones, for ``engine``."""
-    base = SessionOptionsConfig.from_dict(stored)
-    if not applies:
-        base = dataclasses.replace(base, **_ENGINE_ONLY)
-    return dataclasses.replace(base.merged(explicit), engine=engine)
 
 
 def _check_path(p: Path) -> None:
@@ -246,6 +187,7 @@ class EdgeModel:
         self._engine = self._load(explicit, use_stored_session)
         self._read_metadata(self._engine.props)
         self._bind(check_nan)
+        self._read_graph()
 
     # -- loading -------------------------------------------------------------------------
     def _select_variant(self, engine: str | None, variant: str | None) -> None:
@@ -260,7 +202,7 @@ class EdgeModel:
     def _open(self, stored: Mapping[str, Any], engine_raw: Any,
               explicit: SessionOptionsConfig) -> Engine:  # fmt: skip
         name, applies = choose_engine(explicit.engine, engine_raw, self.path)
-        self.session_config = _settings(stored, explicit, name, applies)
+        self.session_config = session_settings(stored, explicit, name, applies)
         return open_engine(name, self.path, self.session_config, self.requested_providers,
                            self._provider_options, self._fallback)  # fmt: skip
 
@@ -269,10 +211,10 @@ class EdgeModel:
         which only onnxruntime reads, after a first load)."""
         is_ort = self.path.suffix.lower() == ".ort"
         props = None if is_ort or not use_stored else read_onnx_props(self.path)
-        stored, engine_raw = _stored_session(props, self.path)
+        stored, engine_raw = stored_session(props, self.path)
         engine = self._open(stored, engine_raw, explicit)
         if is_ort and use_stored:
-            stored, engine_raw = _stored_session(engine.props, self.path)
+            stored, engine_raw = stored_session(engine.props, self.path)
             if stored or engine_raw:
                 engine.close()
                 engine = self._open(stored, engine_raw, explicit)
@@ -294,6 +236,16 @@ class EdgeModel:
                 "returns its raw first output; export it again",
                 self.path.name,
             )
+
+    def _read_graph(self) -> None:
+        """Correct a ``probabilities`` contract from the op ending the graph (files exported
+        before ``independent`` existed; see :func:`edgekit.contract.graph_kind`)."""
+        if self.output_kind is not OutputKind.PROBABILITIES:
+            return
+        ends = output_ops(self.path)
+        if ends:
+            rank = self.outputs[0].ndim if self.outputs else None
+            self.output_kind = graph_kind(self.output_kind, ends[0].op, ends[0].axis, rank)
 
     def _bind(self, check_nan: bool | None) -> None:
         eng = self._engine
@@ -428,44 +380,46 @@ class EdgeModel:
     def predict(self, x: Any, *, preprocess: bool | None = None) -> np.ndarray:
         """The first output for raw ``x`` (see :meth:`prepare`), read by the output contract.
 
-        ``probabilities`` are returned as they are (softmax rows renormalised to sum to 1,
-        absorbing fp16/int8 rounding), ``logits`` get a softmax (a sigmoid for one column),
-        ``regression``/``other`` outputs and models without a contract are returned unchanged
-        (see :mod:`edgekit.contract`).
+        ``probabilities`` (a softmax over the last axis) are renormalised to sum to 1 over that
+        axis (absorbing fp16/int8 rounding), ``logits`` get a softmax (a sigmoid for one
+        column); ``independent`` (sigmoid) probabilities, ``regression``/``other`` outputs and
+        models without a contract are returned unchanged (see :mod:`edgekit.contract`).
         """
         y = np.asarray(self.run(self.prepare(x, preprocess=preprocess))[0])
         return to_probabilities(y, self.output_kind)
 
-    def top_k(self, probs: np.ndarray, k: int = 3) -> list[list[tuple[str, float]]]:
-        """The ``k`` (default 3) most likely ``(label, probability)`` pairs of each row.
+    def top_k(self, probs: np.ndarray, k: int | None = None, *,
+              threshold: float = DEFAULT_THRESHOLD) -> list[list[tuple[str, float]]]:
+        """The most likely ``(label, probability)`` pairs of each row, most likely first.
 
-        A single sigmoid column with two labels is read as ``[1 - p, p]``. Without stored labels
-        the class index is the label.
+        A distribution gives its ``k`` (default 3) first classes; a single sigmoid column with
+        two labels is read as ``[1 - p, p]``. A multi-label model (sigmoid outputs, several
+        classes) gives every label whose probability is at or over ``threshold`` (default 0.5;
+        at most ``k`` when given), possibly none. Without stored labels the class index is the
+        label. Per-pixel or per-step outputs have no rows: :class:`InputError`.
         """
-        p = np.asarray(probs, dtype=np.float64)
-        if p.ndim == 1:
-            p = p[None]
-        p = p.reshape(p.shape[0], -1)
-        labels = self.metadata.labels
-        if p.shape[1] == 1 and labels is not None and len(labels) == 2:
-            p = np.concatenate([1.0 - p, p], axis=1)
-        k = max(1, min(int(k), p.shape[1]))
-        order = np.argsort(-p, axis=1, kind="stable")[:, :k]
-        names = labels if labels is not None and len(labels) == p.shape[1] else None
-        return [
-            [(names[j] if names else str(j), float(row[j])) for j in idx]
-            for row, idx in zip(p, order, strict=True)
-        ]
+        return top_k_rows(probs, self.output_kind, self.metadata.labels, k, threshold)
 
-    def predict_labels(self, x: Any, *, preprocess: bool | None = None) -> list[str]:
-        """The most likely stored label of each sample of ``x``."""
-        return [row[0][0] for row in self.top_k(self.predict(x, preprocess=preprocess), 1)]
+    def predict_labels(self, x: Any, *, preprocess: bool | None = None,
+                       threshold: float = DEFAULT_THRESHOLD) -> list[str] | list[list[str]]:
+        """The most likely stored label of each sample of ``x``; for a multi-label model the
+        list of labels at or over ``threshold`` (default 0.5) of each sample (see
+        :meth:`top_k`)."""
+        probs = self.predict(x, preprocess=preprocess)
+        rows = self.top_k(probs, None, threshold=threshold)
+        if self.multi_label(probs):
+            return [[name for name, _ in row] for row in rows]
+        return [row[0][0] for row in rows]
 
-    def predict_top_k(
-        self, x: Any, k: int = 3, *, preprocess: bool | None = None
-    ) -> list[list[tuple[str, float]]]:
-        """``k`` (default 3) most likely ``(label, probability)`` pairs per sample."""
-        return self.top_k(self.predict(x, preprocess=preprocess), k)
+    def multi_label(self, probs: np.ndarray) -> bool:
+        """True when ``probs`` (from :meth:`predict`) are independent probabilities of several
+        classes: labels and top-k are then chosen by threshold."""
+        return is_multi_label(probs, self.output_kind)
+
+    def predict_top_k(self, x: Any, k: int | None = None, *, preprocess: bool | None = None,
+                      threshold: float = DEFAULT_THRESHOLD) -> list[list[tuple[str, float]]]:
+        """The most likely ``(label, probability)`` pairs per sample (see :meth:`top_k`)."""
+        return self.top_k(self.predict(x, preprocess=preprocess), k, threshold=threshold)
 
     # -- lifecycle -----------------------------------------------------------------------
     def warmup(self, runs: int = 3, batch: int = 1) -> None:

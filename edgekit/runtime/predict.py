@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from edgekit.contract import DEFAULT_THRESHOLD, has_class_rows
 from edgekit.errors import InputError
 from edgekit.inputs.images import IMAGE_SUFFIXES, MAX_IMAGE_PIXELS, load_image
 from edgekit.runtime.model import EdgeModel
@@ -56,15 +57,19 @@ def predict_input(
     text: str | None = None,
     provider: str = "auto",
     fallback: bool = False,
-    top_k: int = 3,
+    top_k: int | None = None,
     engine: str = "auto",
     variant: str | None = None,
+    threshold: float = DEFAULT_THRESHOLD,
 ) -> dict[str, Any]:
     """What ``edgekit run`` does: load the input, predict, return a JSON-ready report.
 
     ``input_path`` is a ``.npy``/``.npz`` file or an image file; ``text`` is raw text for text
-    models (exactly one of them). ``top_k`` defaults to 3; ``engine`` to ``"auto"``;
-    ``variant`` (model packages) to None: the selected one (see :class:`EdgeModel`).
+    models (exactly one of them). ``top_k`` defaults to 3 labels per sample, for a multi-label
+    model to every label at or over ``threshold`` (default 0.5; the report then says
+    ``multi_label`` and the threshold, see :meth:`EdgeModel.top_k`); outputs per pixel or step
+    are reported as ``outputs``. ``engine`` defaults to ``"auto"``; ``variant`` (model
+    packages) to None: the selected one (see :class:`EdgeModel`).
     """
     if (input_path is None) == (text is None):
         raise InputError("give exactly one input: a file, or --text for text models")
@@ -86,10 +91,12 @@ def predict_input(
     if em.package is not None:
         report["package"] = em.package.to_dict()
         report["package"]["why"] = em.package.reason()
-    if em.metadata.task == "classification":
+    if em.metadata.task == "classification" and has_class_rows(probs):
+        if em.multi_label(probs):
+            report["multi_label"], report["threshold"] = True, threshold
         report["predictions"] = [
             [{"label": lab, "probability": prob} for lab, prob in row]
-            for row in em.top_k(probs, top_k)
+            for row in em.top_k(probs, top_k, threshold=threshold)
         ]
     else:
         report["outputs"] = probs.tolist()
@@ -134,4 +141,6 @@ def format_predictions(report: dict[str, Any]) -> str:
             lines.append(f"sample {i}:")
         lines.append(f"  {'label':<{width}}  probability")
         lines += [f"  {p['label']:<{width}}  {p['probability']:.4f}" for p in row]
+        if not row:  # multi-label: none at or over the threshold
+            lines.append(f"  (no label at or over {report.get('threshold')})")
     return "\n".join(lines)

@@ -5,7 +5,10 @@ Routes (``{name}`` is :attr:`ServeConfig.model_name`, default the model file's s
 - ``POST /predict``: ``{"inputs": [...]}`` (one sample or a batch of raw data: the model's
   preprocessing applies), ``{"inputs": {"name": [...]}}`` (the same, by input name),
   ``{"text": ...}`` for text models; optional ``"top_k": k``. Answers
-  ``{"predictions": [[...]], "labels": [...], "top_k": [...]}``.
+  ``{"predictions": [[...]], "labels": [...], "top_k": [...]}`` (``predictions`` by the output
+  contract: :meth:`~edgekit.runtime.model.EdgeModel.predict`). A multi-label model's ``labels``
+  are one list per sample: every label at or over 0.5, most likely first (``top_k``: at most k
+  of them); per-pixel or per-step outputs get no ``labels`` (``top_k`` is refused, 422).
 - ``GET /health``, ``GET /metadata``, ``GET /metrics`` (Prometheus text format).
 - Open Inference Protocol (KServe V2): ``GET /v2``, ``GET /v2/health/live``,
   ``GET /v2/health/ready``, ``GET /v2/models`` (KServe's listing: ``{"models": [name]}``),
@@ -36,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from edgekit import __version__
+from edgekit.contract import has_class_rows
 from edgekit.errors import EdgekitError, InputError, PredictionError, require
 from edgekit.runtime.model import EdgeModel
 from edgekit.runtime.specs import check_outputs_finite
@@ -132,14 +136,22 @@ def _answer(model: EdgeModel, probs: np.ndarray, top_k: int | None) -> dict[str,
     if model.metadata.task != "classification":
         return out
     labels = model.labels
-    if top_k is None and labels and probs.ndim == 2 and probs.shape[1] == len(labels) > 1:
+    multi = model.multi_label(probs)
+    if top_k is None and labels and probs.ndim == 2 and probs.shape[1] == len(labels) > 1 \
+            and not multi:
         # the common case, top_k(probs, 1) without its per-row sorting: the first maximum
         out["labels"] = [labels[i] for i in probs.argmax(axis=1).tolist()]
+        return out
+    if top_k is None and not has_class_rows(probs):
+        return out  # per pixel or per step: no classification rows, so no labels
+    rows = model.top_k(probs, None if multi else top_k or 1)  # multi-label: by threshold
+    if multi:
+        out["labels"] = [[lab for lab, _ in row] for row in rows]
+        rows = rows if top_k is None else [row[:top_k] for row in rows]
     else:
-        rows = model.top_k(probs, top_k or 1)
         out["labels"] = [row[0][0] for row in rows]
-        if top_k is not None:
-            out["top_k"] = [[{"label": lab, "probability": p} for lab, p in row] for row in rows]
+    if top_k is not None:
+        out["top_k"] = [[{"label": lab, "probability": p} for lab, p in row] for row in rows]
     return out
 
 
