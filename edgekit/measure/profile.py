@@ -78,13 +78,14 @@ class NodeTime:
 
 @dataclass
 class OpProfile:
-    """One model on one engine: milliseconds per call of each op kind, unfused Q/DQ nodes
-    (onnxruntime; None on OpenVINO) and the profiled calls."""
+    """One model on one engine: milliseconds per call and profiled nodes (kernels, layers) of
+    each op kind, unfused Q/DQ nodes (onnxruntime; None on OpenVINO), the profiled calls."""
 
     name: str
     path: str
     engine: str
     ms: dict[str, float]
+    nodes: dict[str, int]
     unfused_qdq: int | None
     calls: int
 
@@ -101,7 +102,8 @@ class OpProfile:
         shares = self.shares()
         return {"name": self.name, "path": self.path, "engine": self.engine,
                 "calls": self.calls, "total_ms": self.total_ms, "unfused_qdq": self.unfused_qdq,
-                "kinds": {k: {"ms": v, "share": shares[k]} for k, v in self.ms.items()}}
+                "kinds": {k: {"ms": v, "share": shares[k], "nodes": self.nodes[k]}
+                          for k, v in self.ms.items()}}
 
 
 @dataclass
@@ -338,11 +340,17 @@ class _OvProfiler:
         return [NodeTime(k[0], k[1], k[2], v) for k, v in us.items()], self.calls
 
 
-def ov_kind(node: NodeTime) -> str:
-    """The kind of an OpenVINO layer (by layer type, and kernel for 1x1 convs)."""
+def ov_kind(node: NodeTime, by_name: dict[str, Any] | None = None) -> str:
+    """The kind of an OpenVINO layer: by layer type; a conv's shape from the ONNX node its name
+    starts with (``<node>/WithoutBiases``), else from its kernel (``..._1x1_...``)."""
     if node.op == "GroupConvolution":
         return "conv depthwise"
     if node.op == "Convolution":
+        parts = node.name.split("/")
+        conv = next((by_name[n] for n in ("/".join(parts[:i]) for i in range(len(parts), 0, -1))
+                     if by_name and n in by_name and by_name[n].op_type == "Conv"), None)
+        if conv is not None:
+            return _conv_kind(conv)
         return "conv 1x1" if "1x1" in node.kernel else "conv kxk"
     if node.op.startswith(("FullyConnected", "MatMul")):
         return "matmul/gemm"
@@ -363,17 +371,18 @@ def _open(row: ProfileRow) -> _OrtProfiler | _OvProfiler:
 
 
 def _summarize(row: ProfileRow, nodes: list[NodeTime], calls: int) -> OpProfile:
-    ms = dict.fromkeys(KINDS, 0.0)
+    ms, count = dict.fromkeys(KINDS, 0.0), dict.fromkeys(KINDS, 0)
     unfused: int | None = None
+    by_name, producer = _graph_index(row.path)
     if row.engine == "onnxruntime":
-        by_name, producer = _graph_index(row.path)
-        for n in nodes:
-            ms[ort_kind(n, by_name, producer)] += n.us / 1000.0
+        kinds = [ort_kind(n, by_name, producer) for n in nodes]
         unfused = sum(1 for n in nodes if n.op in QDQ_OPS)
     else:
-        for n in nodes:
-            ms[ov_kind(n)] += n.us / 1000.0
-    return OpProfile(row.name, os.fspath(row.path), row.engine, ms, unfused, calls)
+        kinds = [ov_kind(n, by_name) for n in nodes]
+    for n, kind in zip(nodes, kinds, strict=True):
+        ms[kind] += n.us / 1000.0
+        count[kind] += 1
+    return OpProfile(row.name, os.fspath(row.path), row.engine, ms, count, unfused, calls)
 
 
 def profile_models(rows: Sequence[ProfileRow], arrays: Sequence[np.ndarray], runs: int = RUNS,
@@ -483,11 +492,13 @@ def format_profile(report: ProfileReport) -> str:
            f"OpenVINO's performance counters); CPU: {report.instruction_set}"]
     for p in report.profiles:
         shares = p.shares()
-        rows = [[k, _fmt_ms(p.ms[k]), f"{shares[k]:.1f} %"] for k in KINDS if p.ms.get(k)]
-        rows.append(["total", _fmt_ms(p.total_ms), "100.0 %" if p.total_ms > 0 else "0.0 %"])
+        rows = [[k, str(p.nodes[k]), _fmt_ms(p.ms[k]), f"{shares[k]:.1f} %"]
+                for k in KINDS if p.nodes[k]]
+        rows.append(["total", str(sum(p.nodes.values())), _fmt_ms(p.total_ms),
+                     "100.0 %" if p.total_ms > 0 else "0.0 %"])
         qdq = "n/a (onnxruntime only)" if p.unfused_qdq is None else str(p.unfused_qdq)
         out += ["", f"{_label(p)}: unfused Q/DQ {qdq}",
-                render_table(["op kind", "per call", "share"], rows)]
+                render_table(["op kind", "nodes", "per call", "share"], rows)]
     if report.skipped:
         out += ["", f"not profiled (not ONNX): {', '.join(report.skipped)}"]
     if report.why:
