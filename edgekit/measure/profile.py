@@ -1,25 +1,18 @@
 """Per-op-kind profiles of ONNX models: where each engine's time goes (``bench --profile``).
 
-onnxruntime: its profiler (one session per model, CPU provider), the kernel time of every
-node; the kernel's op type comes from the event (``op_name``), and convs are classified from
-the ONNX graph (``group``, ``kernel_shape``) by the node a fused kernel is named after
-(``<node>_token_N`` or ``<output tensor>_nchwc``). OpenVINO: ``PERF_COUNT``, the real time of
-every executed layer; convs are classified by layer type (``GroupConvolution``) and kernel
-(``..._1x1_...``). Kinds: :data:`KINDS`.
+onnxruntime: its profiler (CPU provider), each node's kernel time, its op type from the event
+(``op_name``); OpenVINO: ``PERF_COUNT``, each executed layer's time and type. Convs are
+classified (:data:`KINDS`) from the ONNX node a kernel is named after (onnxruntime:
+``<node>_token_N``, ``<output>_nchwc``; OpenVINO: ``<node>/WithoutBiases``). Models are loaded
+once and profiled interleaved (rounds of ``runs`` calls in the balanced orders of
+:func:`edgekit.measure.bench.balanced_orders`); times are medians over the calls. They are
+kernel times: the engine's time between kernels is not in them.
 
-Unfused Q/DQ (onnxruntime): the QuantizeLinear/DequantizeLinear nodes that still run as their
-own kernels in the optimized graph, i.e. were not fused into an integer kernel (QLinearConv,
-QGemm ...). A QDQ file has at least its float boundaries (the input's Q, the output's DQ).
-
-Why line: a variant (``x.int8.onnx``) profiled next to its fp32 model (``x.onnx``, same stem) on
-the same engine gets one line comparing them per op kind: the kind with the largest share of
-the fp32 time, its variant/fp32 time ratio, and what the variant adds, on this CPU's
-instruction set (:func:`edgekit.measure.machine.instruction_set`).
-
-Profiles run interleaved: every model is loaded once, then each round runs ``runs`` calls of
-every model in the balanced orders of :func:`edgekit.measure.bench.balanced_orders`, so machine
-noise hits all models alike. Times are kernel times (framework overhead between kernels is not
-in them), so a profile's total is below the latency ``bench`` measures.
+Unfused Q/DQ (onnxruntime): QuantizeLinear/DequantizeLinear nodes that still run as their own
+kernels, not fused into an integer kernel (QLinearConv, QGemm ...); a QDQ file keeps at least
+its float boundaries. Why line: a variant (``x.int8.onnx``) profiled with its fp32 model
+(``x.onnx``) on the same engine: the kind with the largest share of the fp32 time, its
+variant/fp32 ratio and what the variant adds, on this CPU's instruction set.
 """
 
 from __future__ import annotations
@@ -61,9 +54,6 @@ _COMPUTE = {"Conv", "MatMul", "Gemm", "ConvTranspose"}
 RUNS, ROUNDS, WARMUP = 20, 5, 3
 
 
-# ---------------------------------------------------------------------------------------------
-# results
-# ---------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class NodeTime:
     """One profiled node: name, op (onnxruntime kernel op type / OpenVINO layer type), kernel
@@ -156,7 +146,7 @@ class _OrtProfiler:
             self.sess = ort.InferenceSession(
                 os.fspath(path), so, providers=["CPUExecutionProvider"],
                 disabled_optimizers=session.disabled_optimizers or None)
-        except BaseException:
+        except BaseException:  # the temp folder goes, the error (or interrupt) propagates
             shutil.rmtree(self._tmp, ignore_errors=True)
             raise
         self.input_names = [i.name for i in self.sess.get_inputs()]
