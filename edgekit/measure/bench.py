@@ -615,7 +615,9 @@ def bench_models(
     if config.profile:
         from edgekit.measure.profile import profile_backends
 
-        result.profile = profile_backends(backends, config.batches[0], config.seed)
+        b0 = config.batches[0]
+        result.profile = profile_backends(backends, b0, config.seed,
+                                          [r.latency[b0].p50_ms for r in results])
     return result
 
 

@@ -4,16 +4,14 @@ onnxruntime: its profiler (CPU provider), each node's kernel time, its op type f
 (``op_name``); OpenVINO: ``PERF_COUNT``, each executed layer's time and type. Convs are
 classified (:data:`KINDS`) from the ONNX node a kernel is named after (onnxruntime:
 ``<node>_token_N``, ``<output>_nchwc``; OpenVINO: ``<node>/WithoutBiases``). Models are loaded
-once and profiled interleaved (rounds of ``runs`` calls in the balanced orders of
-:func:`edgekit.measure.bench.balanced_orders`); times are medians over the calls on
-onnxruntime, means on OpenVINO (its counters are means); kernel times: the engine's time
-between kernels is not in them.
+once and profiled interleaved (rounds of ``runs`` calls in balanced orders, as ``bench``
+times); kernel times per call (the engine's time between kernels is not in them),
+medians over the calls on onnxruntime, means on OpenVINO (its counters are means).
 
 Unfused Q/DQ (onnxruntime): QuantizeLinear/DequantizeLinear nodes that still run as their own
 kernels, not fused into an integer kernel (QLinearConv, QGemm ...); a QDQ file keeps at least
-its float boundaries. Why line: a variant (``x.int8.onnx``) profiled with its fp32 model
-(``x.onnx``) on the same engine: the kind with the largest share of the fp32 time, its
-variant/fp32 ratio and what the variant adds, on this CPU's instruction set.
+its float boundaries. Why line: a variant (``x.int8.onnx``) next to its fp32 model (``x.onnx``)
+on the same engine, per op kind (:func:`why_line`).
 """
 
 from __future__ import annotations
@@ -57,9 +55,8 @@ RUNS, ROUNDS, WARMUP = 20, 5, 3
 
 @dataclass(frozen=True)
 class NodeTime:
-    """One profiled node: name, op (onnxruntime kernel op type / OpenVINO layer type), kernel
-    (OpenVINO's implementation, e.g. ``brgconv_avx512_1x1_I8``; "" on onnxruntime), median
-    microseconds per call."""
+    """One profiled node: name, op (kernel op type / OpenVINO layer type), kernel (OpenVINO's
+    implementation, e.g. ``brgconv_avx512_1x1_I8``; "" on onnxruntime), microseconds per call."""
 
     name: str
     op: str
@@ -70,7 +67,8 @@ class NodeTime:
 @dataclass
 class OpProfile:
     """One model on one engine: milliseconds per call and profiled nodes (kernels, layers) of
-    each op kind, unfused Q/DQ nodes (onnxruntime; None on OpenVINO), the profiled calls."""
+    each op kind, unfused Q/DQ nodes (onnxruntime; None on OpenVINO), the profiled calls and,
+    from ``bench``, the measured p50 latency."""
 
     name: str
     path: str
@@ -79,6 +77,7 @@ class OpProfile:
     nodes: dict[str, int]
     unfused_qdq: int | None
     calls: int
+    p50_ms: float | None = None
 
     @property
     def total_ms(self) -> float:
@@ -93,6 +92,7 @@ class OpProfile:
         shares = self.shares()
         return {"name": self.name, "path": self.path, "engine": self.engine,
                 "calls": self.calls, "total_ms": self.total_ms, "unfused_qdq": self.unfused_qdq,
+                "p50_ms": self.p50_ms,
                 "kinds": {k: {"ms": v, "share": shares[k], "nodes": self.nodes[k]}
                           for k, v in self.ms.items()}}
 
@@ -218,14 +218,8 @@ def attribute_fp32(profile: dict[str, float], graph: Any) -> dict[str, float]:
     out: dict[str, float] = collections.defaultdict(float)
     for name, us in profile.items():
         base = re.sub(r"(_nchwc|_token_\d+)$", "", name)
-        node = by_name.get(base) or producer.get(base)
-        hops = 0
-        while node is not None and node.op_type not in _COMPUTE and hops < 3:
-            if node.op_type not in _ACTIVATIONS or not node.input:
-                break
-            node = producer.get(node.input[0])
-            hops += 1
-        if node is not None and node.op_type in _COMPUTE:
+        node = _compute_behind(by_name.get(base) or producer.get(base), producer)
+        if node is not None:
             out[node.name] += us
     return dict(out)
 
@@ -257,15 +251,15 @@ def _conv_kind(node: Any) -> str:
     return "conv 1x1" if kernel and all(k == 1 for k in kernel) else "conv kxk"
 
 
-def _conv_behind(node: Any, producer: dict[str, Any]) -> Any:
-    """The Conv a fused kernel ends with (through up to 3 activations or adds)."""
+def _compute_behind(node: Any, producer: dict[str, Any]) -> Any:
+    """The compute node (Conv/MatMul/Gemm) a fused kernel ends with, through up to 3
+    activations or adds (a compute input first: the conv of a residual add), or None."""
     for _ in range(3):
-        if node is None or node.op_type == "Conv":
+        if node is None or node.op_type in _COMPUTE or node.op_type not in _ACTIVATIONS:
             break
-        convs = [producer.get(i) for i in node.input]
-        node = next((n for n in convs if n is not None and n.op_type == "Conv"),
-                    producer.get(node.input[0]) if node.input else None)
-    return node
+        ins = [producer.get(i) for i in node.input] or [None]
+        node = next((n for n in ins if n is not None and n.op_type in _COMPUTE), ins[0])
+    return node if node is not None and node.op_type in _COMPUTE else None
 
 
 def ort_kind(node: NodeTime, by_name: dict[str, Any], producer: dict[str, Any]) -> str:
@@ -275,7 +269,7 @@ def ort_kind(node: NodeTime, by_name: dict[str, Any], producer: dict[str, Any]) 
     graph_node = by_name.get(base) or producer.get(base)
     op = node.op or (graph_node.op_type if graph_node is not None else "")
     if op in _CONV:
-        conv = _conv_behind(graph_node, producer)
+        conv = _compute_behind(graph_node, producer)
         return _conv_kind(conv) if conv is not None and conv.op_type == "Conv" else "conv kxk"
     if op in _MATMUL:
         return "matmul/gemm"
@@ -379,8 +373,7 @@ def _summarize(row: ProfileRow, nodes: list[NodeTime], calls: int) -> OpProfile:
 def profile_models(rows: Sequence[ProfileRow], arrays: Sequence[np.ndarray], runs: int = RUNS,
                    rounds: int = ROUNDS, warmup: int = WARMUP) -> list[OpProfile]:
     """Profile ``rows`` interleaved on the inputs ``arrays`` (model input order): ``warmup``
-    unprofiled calls each, then ``rounds`` rounds of ``runs`` calls of every row in balanced
-    orders. Returns one :class:`OpProfile` per row, in order."""
+    unprofiled calls each, then ``rounds`` rounds of ``runs`` calls of every row."""
     if runs < 1 or rounds < 1:
         raise InputError(f"runs and rounds must be >= 1, got {runs} and {rounds}")
     profilers: list[_OrtProfiler | _OvProfiler] = []
@@ -400,27 +393,29 @@ def profile_models(rows: Sequence[ProfileRow], arrays: Sequence[np.ndarray], run
     return [_summarize(row, *res) for row, res in zip(rows, results, strict=True)]
 
 
-def profile_backends(backends: Sequence[Any], batch: int, seed: int = 0, runs: int = RUNS,
+def profile_backends(backends: Sequence[Any], batch: int, seed: int = 0,
+                     p50_ms: Sequence[float | None] | None = None, runs: int = RUNS,
                      rounds: int = ROUNDS) -> ProfileReport:
     """``bench --profile``: profile every ONNX row of a benchmark (its file, engine and session
-    settings) at ``batch`` on the inputs ``bench`` timed; other rows are listed as skipped."""
-    rows, skipped = [], []
-    for b in backends:
+    settings) at ``batch`` on the inputs ``bench`` timed; other rows are listed as skipped.
+    ``p50_ms``: the rows' measured latencies (the why lines' verdicts), in backend order."""
+    rows, skipped, p50 = [], [], []
+    for b, t in zip(backends, p50_ms or [None] * len(backends), strict=True):
         model = getattr(b, "model", None)
         engine = getattr(b, "engine", None)
         if model is None or engine not in ("onnxruntime", "openvino"):
             skipped.append(b.name)
             continue
         rows.append(ProfileRow(b.name, Path(b.path), engine, model.session_config))
+        p50.append(t)
     arrays = make_inputs(backends[0].inputs, batch, seed)
     profiles = profile_models(rows, arrays, runs, rounds) if rows else []
+    for prof, t in zip(profiles, p50, strict=True):
+        prof.p50_ms = t
     isa = instruction_set()
     return ProfileReport(batch, runs, rounds, isa, profiles, why_lines(profiles, isa), skipped)
 
 
-# ---------------------------------------------------------------------------------------------
-# why, and the tables
-# ---------------------------------------------------------------------------------------------
 def _onnx_stem(path: str) -> str:
     name = Path(path).name
     return name[: -len(".onnx")] if name.lower().endswith(".onnx") else Path(path).stem
@@ -445,9 +440,15 @@ def _label(p: OpProfile) -> str:
 
 
 def why_line(variant: OpProfile, fp32: OpProfile, isa: str) -> str:
-    """One line on why ``variant`` is or is not faster than ``fp32`` on this engine and CPU."""
+    """One line on why ``variant`` is or is not faster than ``fp32`` on this engine and CPU
+    (faster: by its p50 where ``bench`` measured it, else by its kernel time)."""
     label = _onnx_stem(variant.path)[len(_onnx_stem(fp32.path)) + 1:]
-    ratio = variant.total_ms / fp32.total_ms if fp32.total_ms > 0 else float("nan")
+    kernels = variant.total_ms / fp32.total_ms if fp32.total_ms > 0 else float("nan")
+    basis = f"{kernels:.2f}x its kernel time"
+    ratio = kernels
+    if variant.p50_ms is not None and fp32.p50_ms:  # measured by bench: the verdict's basis
+        ratio = variant.p50_ms / fp32.p50_ms
+        basis = f"{ratio:.2f}x its p50, {basis}"
     verdict = ("faster than" if ratio < 0.95 else "slower than" if ratio > 1.05
                else "no faster than")
     top = max(KINDS, key=lambda k: fp32.ms.get(k, 0.0))
@@ -455,8 +456,8 @@ def why_line(variant: OpProfile, fp32: OpProfile, isa: str) -> str:
     share = 100.0 * f / fp32.total_ms if fp32.total_ms > 0 else 0.0
     how = (f"takes {v / f:.2f}x its fp32 time in {label}" if f > 0 and v > 0
            else f"does not run in {label}")
-    line = (f"why: {_label(variant)} is {verdict} {fp32.name} ({ratio:.2f}x the fp32 kernel "
-            f"time, {isa}): {top} is {share:.0f} % of the fp32 time and {how}")
+    line = (f"why: {_label(variant)} is {verdict} {fp32.name} ({basis}; {isa}): {top} is "
+            f"{share:.0f} % of the fp32 time and {how}")
     added = {k: variant.ms.get(k, 0.0) - fp32.ms.get(k, 0.0) for k in KINDS if k != top}
     worst = max(added, key=lambda k: added[k])
     if added[worst] > 0:
@@ -478,9 +479,9 @@ def format_profile(report: ProfileReport) -> str:
     then the why lines."""
     from edgekit.measure.bench import render_table
 
-    out = [f"op profile: median kernel time per call at batch {report.batch} over "
-           f"{report.rounds} interleaved rounds of {report.runs} calls (onnxruntime's profiler, "
-           f"OpenVINO's performance counters); CPU: {report.instruction_set}"]
+    out = [f"op profile: kernel time per call at batch {report.batch}, {report.rounds} "
+           f"interleaved rounds of {report.runs} calls (onnxruntime's profiler: medians; "
+           f"OpenVINO's performance counters: means); CPU: {report.instruction_set}"]
     for p in report.profiles:
         shares = p.shares()
         rows = [[k, str(p.nodes[k]), _fmt_ms(p.ms[k]), f"{shares[k]:.1f} %"]
