@@ -21,6 +21,8 @@ from edgekit.measure.profile import (
     NodeTime,
     OpProfile,
     ProfileRow,
+    attribute_fp32,
+    attribute_int8,
     node_profile,
     node_times,
     ort_kind,
@@ -121,6 +123,7 @@ def test_bench_profile_prints_both_engines_and_the_why_line(models: Models, tmp_
     assert [p["name"] for p in prof["profiles"]] == names
     for p in prof["profiles"]:
         assert set(p["kinds"]) == set(KINDS) and p["calls"] == prof["runs"] * prof["rounds"]
+        assert p["p50_ms"] > 0  # the bench row's latency, the why line's verdict
         if p["total_ms"] > 0:
             assert sum(k["share"] for k in p["kinds"].values()) == pytest.approx(100.0)
         assert all(p["kinds"][k]["nodes"] == 1 for k in ("conv 1x1", "conv depthwise",
@@ -158,6 +161,11 @@ def test_ort_kinds_follow_the_graph_through_fusions(models: Models) -> None:
     prof = node_profile(models.int8, feeds, SessionOptionsConfig(threads=1), runs=2)
     assert any(name.startswith("conv_dw_token_") for name in prof)
     assert all(v >= 0 for v in prof.values())
+    # the tune's attribution of profile names to the graph's compute nodes
+    compute = {"conv_kxk", "conv_dw", "conv_1x1", "fc"}
+    assert set(attribute_int8(prof, compute)) == compute
+    fp32 = node_profile(models.fp32, feeds, SessionOptionsConfig(threads=1), runs=2)
+    assert set(attribute_fp32(fp32, onnx.load(models.fp32).graph)) == compute
 
 
 def test_parse_ort_events_leaves_out_warmup_and_takes_medians() -> None:
@@ -187,9 +195,13 @@ def test_why_line_pairs_by_stem_and_engine() -> None:
                 prof("x.int8.onnx", "onnxruntime", 3.0, 0.5), prof("y.int8.onnx", "onnxruntime",
                                                                    1.0, 0.0)]
     (line,) = why_lines(profiles, "AVX2 (no VNNI)")
-    assert line == ("why: x.int8.onnx @ onnxruntime is slower than x.onnx (1.12x the fp32 kernel "
-                    "time, AVX2 (no VNNI)): conv depthwise is 75 % of the fp32 time and takes "
+    assert line == ("why: x.int8.onnx @ onnxruntime is slower than x.onnx (1.12x its kernel "
+                    "time; AVX2 (no VNNI)): conv depthwise is 75 % of the fp32 time and takes "
                     "1.00x its fp32 time in int8; quantize adds 500.0 µs (3 unfused Q/DQ)")
+    profiles[0].p50_ms, profiles[2].p50_ms = 2.0, 1.0  # measured by bench: the verdict's basis
+    assert why_lines(profiles, "AVX2")[0].startswith(
+        "why: x.int8.onnx @ onnxruntime is faster than x.onnx (0.50x its p50, 1.12x its kernel "
+        "time; AVX2): ")
 
 
 def test_profile_models_rejects_bad_input(models: Models) -> None:
