@@ -90,6 +90,9 @@ SLOW_TESTS: dict[str, set[str]] = {
         "test_quantize_leaves_no_stray_files_in_the_working_dir",
         "test_runtime_only_install_can_inspect_run_and_check",
     },
+    "test_profile.py": {
+        "test_bench_profile_prints_both_engines_and_the_why_line",
+    },
     "test_quantize.py": {
         "test_dynamic_lstm_and_auto",
         "test_export_int8_ort",
@@ -151,7 +154,7 @@ FILE_SECONDS = {
     "test_quantize.py": 15, "test_serve_props.py": 15, "test_serve_tls.py": 30,
     "test_serve_shutdown.py": 25, "test_serve_hostile.py": 12, "test_data_folders.py": 25,
     "test_compare.py": 12, "test_readback.py": 12, "test_bench.py": 10, "test_zoo.py": 30,
-    "test_explain.py": 5, "test_output_contract.py": 30,
+    "test_explain.py": 5, "test_output_contract.py": 30, "test_profile.py": 8,
 }
 
 

@@ -72,10 +72,15 @@ def _echo_written(what: str, path: Path, as_json: bool) -> None:
 @click.option("--warmup", type=click.IntRange(0), default=10, show_default=True,
               help="Untimed calls per model and batch size.")
 @_timing_options
+@click.option("--profile", is_flag=True,
+              help="Then profile each ONNX row at the first batch size: time per op kind "
+              "(onnxruntime's profiler, OpenVINO's performance counters), unfused Q/DQ nodes, "
+              "and why a variant is or is not faster than its fp32 model (x.int8.onnx vs "
+              "x.onnx).")
 @_output_options
 def bench_cmd(models: tuple[Path, ...], provider: str, engine: str, threads: int | None,
               batches: tuple[int, ...], warmup: int, runs: int | None, duration: float | None,
-              as_json: bool, report_path: Path | None, plot_path: Path | None,
+              profile: bool, as_json: bool, report_path: Path | None, plot_path: Path | None,
               force: bool) -> None:
     """Measure MODELS (.onnx, .ort, .tflite, .keras) interleaved; ratios vs the first one."""
     from edgekit.io.artifacts import atomic_write_json
@@ -86,7 +91,8 @@ def bench_cmd(models: tuple[Path, ...], provider: str, engine: str, threads: int
         raise click.UsageError("give --runs or --duration, not both")
     refuse_overwrite(force, report_path, plot_path)
     config = BenchConfig(batches=batches, warmup=warmup, runs=runs, duration=duration,
-                         threads=threads, provider=provider, engine=engine)
+                         threads=threads, provider=provider, engine=engine,
+                         profile=profile)
     with progress_bar("benchmarking") as bar:
         result = bench_models(list(models), config, on_progress=bar_updater(bar))
     if as_json:
@@ -96,6 +102,8 @@ def bench_cmd(models: tuple[Path, ...], provider: str, engine: str, threads: int
         click.echo(f"\n{result.machine['cpu']}, {result.machine['logical_cores']} logical "
                    f"cores; ratios are p50 / p50 of {result.models[0].name}, measured "
                    "interleaved")
+        if result.profile is not None:
+            click.echo(f"\n{result.profile.table()}")
     if report_path:
         atomic_write_json(report_path, result.to_dict(samples=True), force=True)
         _echo_written("report", report_path, as_json)

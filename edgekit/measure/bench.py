@@ -103,6 +103,8 @@ class BenchConfig:
         engine: engine of ONNX models, ``"onnxruntime"`` (default), ``"openvino"``,
             ``"auto"`` (the engine a tuned model stores, else onnxruntime), or ``"all"``: each
             ONNX model once per installed engine, as separate rows.
+        profile: after the timing, profile every ONNX row per op kind at the first batch size
+            (:func:`edgekit.measure.profile.profile_backends`; default False).
     """
 
     batches: tuple[int, ...] = (1,)
@@ -115,6 +117,7 @@ class BenchConfig:
     graph_optimization: str | None = None
     seed: int = 0
     engine: str = "onnxruntime"
+    profile: bool = False
 
     def __post_init__(self) -> None:
         if self.engine not in (*ENGINES, "auto", "all"):
@@ -198,6 +201,7 @@ class BenchResult:
     config: BenchConfig
     models: list[ModelResult]
     machine: dict[str, Any]
+    profile: Any = None  # edgekit.measure.profile.ProfileReport with BenchConfig.profile
 
     def to_dict(self, samples: bool = False) -> dict[str, Any]:
         cfg = asdict(self.config)
@@ -206,6 +210,7 @@ class BenchResult:
             "config": cfg,
             "machine": self.machine,
             "models": [m.to_dict(samples) for m in self.models],
+            **({"profile": self.profile.to_dict()} if self.profile is not None else {}),
         }
 
     def table(self, baseline: int = 0) -> str:
@@ -606,7 +611,14 @@ def bench_models(
             res.latency[batch].ratio = res.latency[batch].p50_ms / base if base > 0 else 1.0
     for res, b in zip(results, backends, strict=True):
         res.runtime = b.runtime
-    return BenchResult(config, results, machine_info())
+    result = BenchResult(config, results, machine_info())
+    if config.profile:
+        from edgekit.measure.profile import profile_backends
+
+        b0 = config.batches[0]
+        result.profile = profile_backends(backends, b0, config.seed,
+                                          [r.latency[b0].p50_ms for r in results])
+    return result
 
 
 def _expand_engines(models: Sequence[str | os.PathLike[str] | Backend],

@@ -24,11 +24,8 @@ onnxruntime where the engine is missing).
 
 from __future__ import annotations
 
-import collections
 import json
 import os
-import re
-import shutil
 import tempfile
 import time
 from collections.abc import Sequence
@@ -44,6 +41,7 @@ from edgekit.errors import DataError, InputError
 from edgekit.inputs.data import Dataset, run_in_batches
 from edgekit.io.artifacts import ArtifactSet, file_entry
 from edgekit.measure.bench import ENGINES, cpu_model, installed_engines, instruction_set, measure
+from edgekit.measure.profile import attribute_fp32, attribute_int8, node_profile
 from edgekit.measure.ratio import RatioConfig, measure_ratio, paired_ratio
 from edgekit.metadata import PREFIX, ModelMetadata, set_props
 from edgekit.progress import FractionFn, StatusFn
@@ -170,69 +168,6 @@ class TuneResult:
 
 
 # ---------------------------------------------------------------------------------------------
-# Measurement
-# ---------------------------------------------------------------------------------------------
-def node_profile(
-    path: str | os.PathLike[str], feeds: dict[str, np.ndarray], session: SessionOptionsConfig,
-    runs: int = 30,
-) -> dict[str, float]:
-    """Mean kernel time per profiled node in microseconds (onnxruntime's profiler)."""
-    import onnxruntime as ort
-
-    so = session.to_ort()
-    so.enable_profiling = True
-    tmp = tempfile.mkdtemp(prefix="edgekit-prof-")
-    so.profile_file_prefix = os.path.join(tmp, "prof")
-    try:
-        sess = ort.InferenceSession(os.fspath(path), so, providers=["CPUExecutionProvider"],
-                                    disabled_optimizers=session.disabled_optimizers or None)
-        for _ in range(runs):
-            sess.run(None, feeds)
-        events = json.loads(Path(sess.end_profiling()).read_text())
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    times: dict[str, float] = collections.defaultdict(float)
-    for e in events:
-        if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time"):
-            times[e["name"][: -len("_kernel_time")]] += e["dur"] / runs
-    return dict(times)
-
-
-_ACTIVATIONS = {"Relu", "Clip", "LeakyRelu", "Sigmoid", "HardSigmoid", "Tanh", "Add"}
-_COMPUTE = {"Conv", "MatMul", "Gemm", "ConvTranspose"}
-
-
-def _attribute_fp32(profile: dict[str, float], graph: Any) -> dict[str, float]:
-    """Map fp32 profile names (node names, or fused outputs ``<tensor>_nchwc``) to the
-    original compute nodes (Conv/MatMul/Gemm)."""
-    producer = {o: n for n in graph.node for o in n.output}
-    by_name = {n.name: n for n in graph.node}
-    out: dict[str, float] = collections.defaultdict(float)
-    for name, us in profile.items():
-        base = re.sub(r"(_nchwc|_token_\d+)$", "", name)
-        node = by_name.get(base) or producer.get(base)
-        hops = 0
-        while node is not None and node.op_type not in _COMPUTE and hops < 3:
-            if node.op_type not in _ACTIVATIONS or not node.input:
-                break
-            node = producer.get(node.input[0])
-            hops += 1
-        if node is not None and node.op_type in _COMPUTE:
-            out[node.name] += us
-    return dict(out)
-
-
-def _attribute_int8(profile: dict[str, float], names: set[str]) -> dict[str, float]:
-    """Map int8 profile names (fused QDQ nodes ``<node>_token_N``) to original node names."""
-    out: dict[str, float] = collections.defaultdict(float)
-    for name, us in profile.items():
-        base = re.sub(r"_token_\d+$", "", name)
-        if base in names:
-            out[base] += us
-    return dict(out)
-
-
-# ---------------------------------------------------------------------------------------------
 # The search
 # ---------------------------------------------------------------------------------------------
 #: evaluation batch: memory grows with the model, not with the sample count (224x224 at 256
@@ -345,9 +280,9 @@ def _latency_aware(ctx: _Context, best: Candidate) -> tuple[Candidate | None, li
     """Profile fp32 and ``best`` per node; keep in float the nodes where int8 is not faster."""
     assert best.path is not None and best.quantization is not None
     feeds = ctx.bench_feeds
-    fp32_prof = _attribute_fp32(node_profile(ctx.fp32_path, feeds, ctx.base_session), ctx.graph)
+    fp32_prof = attribute_fp32(node_profile(ctx.fp32_path, feeds, ctx.base_session), ctx.graph)
     names = {n.name for n in ctx.graph.node}
-    int8_prof = _attribute_int8(node_profile(best.path, feeds, ctx.base_session), names)
+    int8_prof = attribute_int8(node_profile(best.path, feeds, ctx.base_session), names)
     rows = []
     slower = []
     for node in ctx.graph.node:

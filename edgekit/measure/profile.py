@@ -1,0 +1,498 @@
+"""Per-op-kind profiles of ONNX models: where each engine's time goes (``bench --profile``).
+
+onnxruntime: its profiler (CPU provider), each node's kernel time, its op type from the event
+(``op_name``); OpenVINO: ``PERF_COUNT``, each executed layer's time and type. Convs are
+classified (:data:`KINDS`) from the ONNX node a kernel is named after (onnxruntime:
+``<node>_token_N``, ``<output>_nchwc``; OpenVINO: ``<node>/WithoutBiases``). Models are loaded
+once and profiled interleaved (rounds of ``runs`` calls in balanced orders, as ``bench``
+times); kernel times per call (the engine's time between kernels is not in them),
+medians over the calls on onnxruntime, means on OpenVINO (its counters are means).
+
+Unfused Q/DQ (onnxruntime): QuantizeLinear/DequantizeLinear nodes that still run as their own
+kernels, not fused into an integer kernel (QLinearConv, QGemm ...); a QDQ file keeps at least
+its float boundaries. Why line: a variant (``x.int8.onnx``) next to its fp32 model (``x.onnx``)
+on the same engine, per op kind (:func:`why_line`).
+"""
+
+from __future__ import annotations
+
+import bisect
+import collections
+import json
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgekit.errors import InputError
+from edgekit.measure.bench import balanced_orders, make_inputs
+from edgekit.measure.machine import instruction_set
+
+__all__ = ["KINDS", "NodeTime", "OpProfile", "ProfileRow", "ProfileReport", "node_profile",
+           "node_times", "attribute_fp32", "attribute_int8", "ort_kind", "ov_kind",
+           "profile_models", "profile_backends", "why_lines", "format_profile"]
+
+KINDS = ("conv 1x1", "conv depthwise", "conv kxk", "matmul/gemm", "quantize", "layout", "other")
+#: the Q/DQ kernels that count as unfused in an onnxruntime profile
+QDQ_OPS = frozenset({"QuantizeLinear", "DequantizeLinear"})
+_CONV = {"Conv", "QLinearConv", "ConvInteger", "FusedConv", "NhwcFusedConv", "NhwcConv"}
+_MATMUL = {"MatMul", "Gemm", "QGemm", "QLinearMatMul", "MatMulInteger", "FusedMatMul",
+           "FusedGemm", "MatMulIntegerToFloat", "DynamicQuantizeMatMul", "MatMulNBits"}
+_QUANT = {*QDQ_OPS, "DynamicQuantizeLinear", "FakeQuantize", "Convert"}
+_LAYOUT = {"Transpose", "Reorder", "ReorderInput", "ReorderOutput", "Reshape", "Squeeze",
+           "Unsqueeze", "Flatten"}
+_ACTIVATIONS = {"Relu", "Clip", "LeakyRelu", "Sigmoid", "HardSigmoid", "Tanh", "Add"}
+_COMPUTE = {"Conv", "MatMul", "Gemm", "ConvTranspose"}
+#: profiled calls per round and rounds of ``bench --profile``
+RUNS, ROUNDS, WARMUP = 20, 5, 3
+
+
+@dataclass(frozen=True)
+class NodeTime:
+    """One profiled node: name, op (kernel op type / OpenVINO layer type), kernel (OpenVINO's
+    implementation, e.g. ``brgconv_avx512_1x1_I8``; "" on onnxruntime), microseconds per call."""
+
+    name: str
+    op: str
+    kernel: str
+    us: float
+
+
+@dataclass
+class OpProfile:
+    """One model on one engine: milliseconds per call and profiled nodes (kernels, layers) of
+    each op kind, unfused Q/DQ nodes (onnxruntime; None on OpenVINO), the profiled calls and,
+    from ``bench``, the measured p50 latency."""
+
+    name: str
+    path: str
+    engine: str
+    ms: dict[str, float]
+    nodes: dict[str, int]
+    unfused_qdq: int | None
+    calls: int
+    p50_ms: float | None = None
+
+    @property
+    def total_ms(self) -> float:
+        return sum(self.ms.values())
+
+    def shares(self) -> dict[str, float]:
+        """Each kind's percentage of the kernel time (they sum to 100 unless nothing ran)."""
+        total = self.total_ms
+        return {k: 100.0 * v / total if total > 0 else 0.0 for k, v in self.ms.items()}
+
+    def to_dict(self) -> dict[str, Any]:
+        shares = self.shares()
+        return {"name": self.name, "path": self.path, "engine": self.engine,
+                "calls": self.calls, "total_ms": self.total_ms, "unfused_qdq": self.unfused_qdq,
+                "p50_ms": self.p50_ms,
+                "kinds": {k: {"ms": v, "share": shares[k], "nodes": self.nodes[k]}
+                          for k, v in self.ms.items()}}
+
+
+@dataclass
+class ProfileRow:
+    """What to profile: display name, ONNX file, engine, ``SessionOptionsConfig``."""
+
+    name: str
+    path: Path
+    engine: str
+    session: Any
+
+
+@dataclass
+class ProfileReport:
+    """Profiles of ``bench --profile`` (rows in bench order) and the why lines."""
+
+    batch: int
+    runs: int
+    rounds: int
+    instruction_set: str
+    profiles: list[OpProfile]
+    why: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # rows that are not ONNX
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"batch": self.batch, "runs": self.runs, "rounds": self.rounds,
+                "instruction_set": self.instruction_set,
+                "profiles": [p.to_dict() for p in self.profiles], "why": self.why,
+                "skipped": self.skipped}
+
+    def table(self) -> str:
+        return format_profile(self)
+
+
+# ---------------------------------------------------------------------------------------------
+# onnxruntime
+# ---------------------------------------------------------------------------------------------
+class _OrtProfiler:
+    """An onnxruntime CPU session with profiling on; :meth:`finish` parses the profile."""
+
+    def __init__(self, path: Path, session: Any) -> None:
+        import onnxruntime as ort
+
+        so = session.to_ort()
+        so.enable_profiling = True
+        self._tmp = tempfile.mkdtemp(prefix="edgekit-prof-")
+        so.profile_file_prefix = os.path.join(self._tmp, "prof")
+        try:
+            self.sess = ort.InferenceSession(
+                os.fspath(path), so, providers=["CPUExecutionProvider"],
+                disabled_optimizers=session.disabled_optimizers or None)
+        except BaseException:  # the temp folder goes, the error (or interrupt) propagates
+            shutil.rmtree(self._tmp, ignore_errors=True)
+            raise
+        self.input_names = [i.name for i in self.sess.get_inputs()]
+        self.skip = 0  # leading calls left out of the profile (warm-up)
+
+    def run(self, arrays: Sequence[np.ndarray], n: int) -> None:
+        feeds = dict(zip(self.input_names, arrays, strict=True))
+        for _ in range(n):
+            self.sess.run(None, feeds)
+
+    def finish(self) -> tuple[list[NodeTime], int]:
+        try:
+            events = json.loads(Path(self.sess.end_profiling()).read_text())
+        finally:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+        return parse_ort_events(events, self.skip)
+
+
+def parse_ort_events(events: Sequence[dict[str, Any]], skip: int = 0,
+                     ) -> tuple[list[NodeTime], int]:
+    """Kernel time per call of each node of an onnxruntime profile (the median over the calls,
+    robust to the calls a busy machine slows; a node's kernels within one call summed, 0 in
+    calls without it) and the calls counted; the first ``skip`` calls (``model_run``) left out."""
+    runs = sorted(e["ts"] for e in events
+                  if e.get("cat") == "Session" and e.get("name") == "model_run")
+    counted = max(0, len(runs) - skip)
+    per_call: dict[str, dict[int, float]] = collections.defaultdict(dict)
+    ops: dict[str, str] = {}
+    for e in events:
+        name = e.get("name", "")
+        if e.get("cat") != "Node" or not name.endswith("_kernel_time"):
+            continue
+        call = bisect.bisect_right(runs, e.get("ts", 0)) - 1  # the model_run it falls in
+        if call < skip:
+            continue
+        node = name[: -len("_kernel_time")]
+        per_call[node][call] = per_call[node].get(call, 0.0) + e.get("dur", 0)
+        ops[node] = str(e.get("args", {}).get("op_name", ""))
+    us = {n: float(np.median([*t.values(), *[0.0] * (counted - len(t))]))
+          for n, t in per_call.items()} if counted else {}
+    return [NodeTime(n, ops[n], "", v) for n, v in us.items()], counted
+
+
+def node_times(path: str | os.PathLike[str], feeds: dict[str, np.ndarray], session: Any,
+               runs: int = 30, warmup: int = 0) -> list[NodeTime]:
+    """Kernel time per call of each profiled node on onnxruntime (its profiler; the median
+    over ``runs`` calls after ``warmup`` calls)."""
+    prof = _OrtProfiler(Path(path), session)
+    prof.skip = warmup
+    try:
+        prof.run([feeds[n] for n in prof.input_names], warmup + runs)
+    finally:
+        nodes, _ = prof.finish()
+    return nodes
+
+
+def node_profile(path: str | os.PathLike[str], feeds: dict[str, np.ndarray], session: Any,
+                 runs: int = 30) -> dict[str, float]:
+    """Median kernel time per call of each profiled node in microseconds (onnxruntime's
+    profiler), by the profile's node name (``edgekit tune``'s latency-aware stage)."""
+    return {n.name: n.us for n in node_times(path, feeds, session, runs)}
+
+
+def attribute_fp32(profile: dict[str, float], graph: Any) -> dict[str, float]:
+    """Map fp32 profile names (node names, or fused outputs ``<tensor>_nchwc``) to the
+    original compute nodes (Conv/MatMul/Gemm)."""
+    producer = {o: n for n in graph.node for o in n.output}
+    by_name = {n.name: n for n in graph.node}
+    out: dict[str, float] = collections.defaultdict(float)
+    for name, us in profile.items():
+        base = re.sub(r"(_nchwc|_token_\d+)$", "", name)
+        node = _compute_behind(by_name.get(base) or producer.get(base), producer)
+        if node is not None:
+            out[node.name] += us
+    return dict(out)
+
+
+def attribute_int8(profile: dict[str, float], names: set[str]) -> dict[str, float]:
+    """Map int8 profile names (fused QDQ nodes ``<node>_token_N``) to original node names."""
+    out: dict[str, float] = collections.defaultdict(float)
+    for name, us in profile.items():
+        base = re.sub(r"_token_\d+$", "", name)
+        if base in names:
+            out[base] += us
+    return dict(out)
+
+
+def _graph_index(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The ONNX graph's nodes by name and by output."""
+    import onnx
+
+    graph = onnx.load(os.fspath(path), load_external_data=False).graph
+    return {n.name: n for n in graph.node}, {o: n for n in graph.node for o in n.output}
+
+
+def _conv_kind(node: Any) -> str:
+    attrs = {a.name: a for a in node.attribute}
+    group = attrs["group"].i if "group" in attrs else 1
+    kernel = list(attrs["kernel_shape"].ints) if "kernel_shape" in attrs else []
+    if group > 1:
+        return "conv depthwise"
+    return "conv 1x1" if kernel and all(k == 1 for k in kernel) else "conv kxk"
+
+
+def _compute_behind(node: Any, producer: dict[str, Any]) -> Any:
+    """The compute node (Conv/MatMul/Gemm) a fused kernel ends with, through up to 3
+    activations or adds (a compute input first: the conv of a residual add), or None."""
+    for _ in range(3):
+        if node is None or node.op_type in _COMPUTE or node.op_type not in _ACTIVATIONS:
+            break
+        ins = [producer.get(i) for i in node.input] or [None]
+        node = next((n for n in ins if n is not None and n.op_type in _COMPUTE), ins[0])
+    return node if node is not None and node.op_type in _COMPUTE else None
+
+
+def ort_kind(node: NodeTime, by_name: dict[str, Any], producer: dict[str, Any]) -> str:
+    """The kind of an onnxruntime profile entry: its kernel's op type; a conv's shape from the
+    graph node it is named after (a conv not found there counts as ``conv kxk``)."""
+    base = re.sub(r"(_nchwc|_token_\d+)$", "", node.name)
+    graph_node = by_name.get(base) or producer.get(base)
+    op = node.op or (graph_node.op_type if graph_node is not None else "")
+    if op in _CONV:
+        conv = _compute_behind(graph_node, producer)
+        return _conv_kind(conv) if conv is not None and conv.op_type == "Conv" else "conv kxk"
+    if op in _MATMUL:
+        return "matmul/gemm"
+    if op in _QUANT:
+        return "quantize"
+    return "layout" if op in _LAYOUT else "other"
+
+
+# ---------------------------------------------------------------------------------------------
+# OpenVINO
+# ---------------------------------------------------------------------------------------------
+class _OvProfiler:
+    """An OpenVINO CPU infer request with ``PERF_COUNT``, compiled static for the input
+    ``shapes`` as edgekit's OpenVINO engine does (dynamic where the model cannot be).
+
+    OpenVINO's counters are each layer's mean over every call since compilation (the first
+    call's weight packing included), in whole microseconds; the profile is the mean over the
+    calls after the warm-up (a ``run`` while ``skip`` is set), from the counters' totals at the
+    warm-up's end and at :meth:`finish` (error under 1 us per layer with 3 warm-up calls)."""
+
+    def __init__(self, path: Path, session: Any, shapes: Sequence[tuple[int, ...]]) -> None:
+        import openvino as ov
+
+        core = ov.Core()
+        model = core.read_model(os.fspath(path))
+        try:
+            model.reshape({i: list(s) for i, s in enumerate(shapes)})
+        except Exception:  # noqa: BLE001 - not static at these shapes: profile it dynamic
+            model = core.read_model(os.fspath(path))
+        props = {**session.to_openvino(), "PERF_COUNT": "YES"}
+        self.req = core.compile_model(model, "CPU", props).create_infer_request()
+        self.skip = 0
+        self._infers = self._base_n = 0
+        self._base: dict[tuple[str, str, str], float] = {}
+
+    def _totals(self) -> dict[tuple[str, str, str], float]:
+        """Each executed layer's total microseconds over every call so far."""
+        return {(p.node_name, p.node_type, p.exec_type):
+                p.real_time.total_seconds() * 1e6 * self._infers
+                for p in self.req.profiling_info if p.status.name == "EXECUTED"}
+
+    def run(self, arrays: Sequence[np.ndarray], n: int) -> None:
+        for _ in range(n):
+            self.req.infer(list(arrays))
+        self._infers += n
+        if self.skip > 0:  # the warm-up: the profile starts here
+            self.skip = 0
+            self._base, self._base_n = self._totals(), self._infers
+
+    def finish(self) -> tuple[list[NodeTime], int]:
+        """Each executed layer's mean time per call after the warm-up."""
+        calls = self._infers - self._base_n
+        if calls < 1:
+            return [], 0
+        return [NodeTime(*k, max(0.0, (us - self._base.get(k, 0.0)) / calls))
+                for k, us in self._totals().items()], calls
+
+
+def ov_kind(node: NodeTime, by_name: dict[str, Any] | None = None) -> str:
+    """The kind of an OpenVINO layer: by layer type; a conv's shape from the ONNX node its name
+    starts with (``<node>/WithoutBiases``), else from its kernel (``..._1x1_...``)."""
+    if node.op == "GroupConvolution":
+        return "conv depthwise"
+    if node.op == "Convolution":
+        parts = node.name.split("/")
+        conv = next((by_name[n] for n in ("/".join(parts[:i]) for i in range(len(parts), 0, -1))
+                     if by_name and n in by_name and by_name[n].op_type == "Conv"), None)
+        if conv is not None:
+            return _conv_kind(conv)
+        return "conv 1x1" if "1x1" in node.kernel else "conv kxk"
+    if node.op.startswith(("FullyConnected", "MatMul")):
+        return "matmul/gemm"
+    if node.op in _QUANT:
+        return "quantize"
+    return "layout" if node.op in _LAYOUT else "other"
+
+
+def _open(row: ProfileRow, arrays: Sequence[np.ndarray]) -> _OrtProfiler | _OvProfiler:
+    if row.engine == "onnxruntime":
+        return _OrtProfiler(row.path, row.session)
+    if row.engine == "openvino":
+        return _OvProfiler(row.path, row.session, [a.shape for a in arrays])
+    raise InputError(f"cannot profile engine {row.engine!r}", hint="use onnxruntime or openvino")
+
+
+def _summarize(row: ProfileRow, nodes: list[NodeTime], calls: int) -> OpProfile:
+    ms, count = dict.fromkeys(KINDS, 0.0), dict.fromkeys(KINDS, 0)
+    unfused: int | None = None
+    by_name, producer = _graph_index(row.path)
+    if row.engine == "onnxruntime":
+        kinds = [ort_kind(n, by_name, producer) for n in nodes]
+        unfused = sum(1 for n in nodes if n.op in QDQ_OPS)
+    else:
+        kinds = [ov_kind(n, by_name) for n in nodes]
+    for n, kind in zip(nodes, kinds, strict=True):
+        ms[kind] += n.us / 1000.0
+        count[kind] += 1
+    return OpProfile(row.name, os.fspath(row.path), row.engine, ms, count, unfused, calls)
+
+
+def profile_models(rows: Sequence[ProfileRow], arrays: Sequence[np.ndarray], runs: int = RUNS,
+                   rounds: int = ROUNDS, warmup: int = WARMUP) -> list[OpProfile]:
+    """Profile ``rows`` interleaved on the inputs ``arrays`` (model input order): ``warmup``
+    unprofiled calls each, then ``rounds`` rounds of ``runs`` calls of every row."""
+    if runs < 1 or rounds < 1:
+        raise InputError(f"runs and rounds must be >= 1, got {runs} and {rounds}")
+    profilers: list[_OrtProfiler | _OvProfiler] = []
+    results: list[tuple[list[NodeTime], int]] = []
+    try:
+        for row in rows:
+            profilers.append(_open(row, arrays))
+            profilers[-1].skip = warmup
+            profilers[-1].run(arrays, warmup)
+        orders = balanced_orders(len(rows))
+        for r in range(rounds):
+            for i in orders[r % len(orders)]:
+                profilers[i].run(arrays, runs)
+    finally:
+        for p in profilers:  # every onnxruntime profile is ended (its temporary file removed)
+            results.append(p.finish())
+    return [_summarize(row, *res) for row, res in zip(rows, results, strict=True)]
+
+
+def profile_backends(backends: Sequence[Any], batch: int, seed: int = 0,
+                     p50_ms: Sequence[float | None] | None = None, runs: int = RUNS,
+                     rounds: int = ROUNDS) -> ProfileReport:
+    """``bench --profile``: profile every ONNX row of a benchmark (its file, engine and session
+    settings) at ``batch`` on the inputs ``bench`` timed; other rows are listed as skipped.
+    ``p50_ms``: the rows' measured latencies (the why lines' verdicts), in backend order."""
+    rows, skipped, p50 = [], [], []
+    for b, t in zip(backends, p50_ms or [None] * len(backends), strict=True):
+        model = getattr(b, "model", None)
+        engine = getattr(b, "engine", None)
+        if model is None or engine not in ("onnxruntime", "openvino"):
+            skipped.append(b.name)
+            continue
+        rows.append(ProfileRow(b.name, Path(b.path), engine, model.session_config))
+        p50.append(t)
+    arrays = make_inputs(backends[0].inputs, batch, seed)
+    profiles = profile_models(rows, arrays, runs, rounds) if rows else []
+    for prof, t in zip(profiles, p50, strict=True):
+        prof.p50_ms = t
+    isa = instruction_set()
+    return ProfileReport(batch, runs, rounds, isa, profiles, why_lines(profiles, isa), skipped)
+
+
+def _onnx_stem(path: str) -> str:
+    name = Path(path).name
+    return name[: -len(".onnx")] if name.lower().endswith(".onnx") else Path(path).stem
+
+
+def _fp32_of(p: OpProfile, profiles: Sequence[OpProfile]) -> OpProfile | None:
+    """The profile of ``p``'s fp32 model: same engine, the longest stem ``s`` with ``p``'s stem
+    ``s.<variant>`` (``x.onnx`` for ``x.int8.onnx``)."""
+    stem = _onnx_stem(p.path)
+    cands = [f for f in profiles if f.engine == p.engine and f is not p
+             and stem.startswith(_onnx_stem(f.path) + ".")]
+    return max(cands, key=lambda f: len(_onnx_stem(f.path)), default=None)
+
+
+def _fmt_ms(ms: float) -> str:
+    return f"{ms * 1000:.1f} µs" if ms < 1.0 else f"{ms:.3f} ms"
+
+
+def _label(p: OpProfile) -> str:
+    """``name @ engine`` (the name alone when it names the engine: ``bench --engine all``)."""
+    return p.name if p.name.endswith(f"@{p.engine}") else f"{p.name} @ {p.engine}"
+
+
+def why_line(variant: OpProfile, fp32: OpProfile, isa: str) -> str:
+    """One line on why ``variant`` is or is not faster than ``fp32`` on this engine and CPU
+    (faster: by its p50 where ``bench`` measured it, else by its kernel time)."""
+    label = _onnx_stem(variant.path)[len(_onnx_stem(fp32.path)) + 1:]
+    kernels = variant.total_ms / fp32.total_ms if fp32.total_ms > 0 else float("nan")
+    basis = f"{kernels:.2f}x its kernel time"
+    ratio = kernels
+    if variant.p50_ms is not None and fp32.p50_ms:  # measured by bench: the verdict's basis
+        ratio = variant.p50_ms / fp32.p50_ms
+        basis = f"{ratio:.2f}x its p50, {basis}"
+    verdict = ("faster than" if ratio < 0.95 else "slower than" if ratio > 1.05
+               else "no faster than")
+    top = max(KINDS, key=lambda k: fp32.ms.get(k, 0.0))
+    f, v = fp32.ms.get(top, 0.0), variant.ms.get(top, 0.0)
+    share = 100.0 * f / fp32.total_ms if fp32.total_ms > 0 else 0.0
+    how = (f"takes {v / f:.2f}x its fp32 time in {label}" if f > 0 and v > 0
+           else f"does not run in {label}")
+    line = (f"why: {_label(variant)} is {verdict} {fp32.name} ({basis}; {isa}): {top} is "
+            f"{share:.0f} % of the fp32 time and {how}")
+    added = {k: variant.ms.get(k, 0.0) - fp32.ms.get(k, 0.0) for k in KINDS if k != top}
+    worst = max(added, key=lambda k: added[k])
+    if added[worst] > 0:
+        qdq = (f" ({variant.unfused_qdq} unfused Q/DQ)"
+               if worst == "quantize" and variant.unfused_qdq is not None else "")
+        line += f"; {worst} adds {_fmt_ms(added[worst])}{qdq}"
+    return line
+
+
+def why_lines(profiles: Sequence[OpProfile], isa: str | None = None) -> list[str]:
+    """A :func:`why_line` for every profile whose fp32 model was profiled too."""
+    isa = isa or instruction_set()
+    pairs = [(p, _fp32_of(p, profiles)) for p in profiles]
+    return [why_line(p, f, isa) for p, f in pairs if f is not None]
+
+
+def format_profile(report: ProfileReport) -> str:
+    """Per profiled row: the op kinds' ms per call and share, the total and the unfused Q/DQ;
+    then the why lines."""
+    from edgekit.measure.bench import render_table
+
+    out = [f"op profile: kernel time per call at batch {report.batch}, {report.rounds} "
+           f"interleaved rounds of {report.runs} calls (onnxruntime's profiler: medians; "
+           f"OpenVINO's performance counters: means); CPU: {report.instruction_set}"]
+    for p in report.profiles:
+        shares = p.shares()
+        rows = [[k, str(p.nodes[k]), _fmt_ms(p.ms[k]), f"{shares[k]:.1f} %"]
+                for k in KINDS if p.nodes[k]]
+        rows.append(["total", str(sum(p.nodes.values())), _fmt_ms(p.total_ms),
+                     "100.0 %" if p.total_ms > 0 else "0.0 %"])
+        qdq = "n/a (onnxruntime only)" if p.unfused_qdq is None else str(p.unfused_qdq)
+        out += ["", f"{_label(p)}: unfused Q/DQ {qdq}",
+                render_table(["op kind", "nodes", "per call", "share"], rows)]
+    if report.skipped:
+        out += ["", f"not profiled (not ONNX): {', '.join(report.skipped)}"]
+    if report.why:
+        out += ["", *report.why]
+    return "\n".join(out)
