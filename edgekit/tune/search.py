@@ -24,382 +24,49 @@ onnxruntime where the engine is missing).
 
 from __future__ import annotations
 
-import collections
 import json
 import os
-import re
-import shutil
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from edgekit import __version__
-from edgekit.agreement import compare_predictions, gate
 from edgekit.errors import DataError, InputError
 from edgekit.inputs.data import Dataset, run_in_batches
 from edgekit.io.artifacts import ArtifactSet, file_entry
-from edgekit.measure.bench import ENGINES, cpu_model, installed_engines, instruction_set, measure
-from edgekit.measure.ratio import RatioConfig, measure_ratio, paired_ratio
+from edgekit.measure.bench import cpu_model, installed_engines, instruction_set
 from edgekit.metadata import PREFIX, ModelMetadata, set_props
 from edgekit.progress import FractionFn, StatusFn
-from edgekit.quantize.regions import float_region, stem_and_depthwise
-from edgekit.runtime.model import EdgeModel, SessionOptionsConfig
+from edgekit.runtime.model import SessionOptionsConfig
+from edgekit.tune.candidates import (
+    _float_overrides,
+    _latency_aware,
+    _quant_space,
+    _region_candidates,
+    _try_quant,
+    node_profile,
+)
+from edgekit.tune.core import (
+    _EVAL_BATCH,
+    Candidate,
+    TuneConfig,
+    TuneResult,
+    _check_accuracy,
+    _Context,
+    _measure,
+    _open,
+)
+from edgekit.tune.engines import _FINALISTS, _bf16_skip_reason, _engine_candidate, _runoff
+from edgekit.tune.report import _pareto, _why, format_candidates
 from edgekit.validate import accuracy
 
 __all__ = ["TuneConfig", "Candidate", "TuneResult", "tune_model", "node_profile",
            "format_candidates"]
-
-
-
-@dataclass
-class TuneConfig:
-    """Options of :func:`tune_model`.
-
-    Attributes:
-        max_accuracy_drop: accuracy budget in points vs fp32 (default 0.5); without labels,
-            the budget on top-1 disagreement with fp32, in percent (both with a
-            tolerance of one standard error, see :mod:`edgekit.agreement`).
-        threads: intra-op threads the model will run with (default 1).
-        batch: batch size latency is measured at (default 1).
-        budget_minutes: stop starting new candidates after this long (default 10).
-        calibration_samples: calibration samples per candidate (default 256).
-        eval_samples: cap on evaluation samples (default 2000; 0 = all).
-        min_pairs / max_pairs: interleaved fp32/candidate pairs per latency ratio
-            (defaults 40 / 20000); measurement stops earlier once the ratio is stable.
-        min_seconds / max_seconds: interleaved timing per candidate before the ratio may be
-            called stable, and the most it takes (defaults 1.0 / 30.0 seconds).
-        rel_tol: the ratio is stable when two successive estimates differ by less than this
-            fraction (default 0.02).
-        seed: seed of calibration/evaluation subsets (default 0).
-        force: overwrite existing outputs (default False).
-        engines: engines candidates run on (default None: every installed one, see
-            :func:`edgekit.measure.bench.installed_engines`); onnxruntime is always searched.
-    """
-
-    max_accuracy_drop: float = 0.5
-    threads: int = 1
-    batch: int = 1
-    budget_minutes: float = 10.0
-    calibration_samples: int = 256
-    eval_samples: int = 2000
-    min_pairs: int = 40
-    max_pairs: int = 20000
-    min_seconds: float = 1.0
-    max_seconds: float = 30.0
-    rel_tol: float = 0.02
-    seed: int = 0
-    force: bool = False
-    engines: tuple[str, ...] | None = None
-
-    def __post_init__(self) -> None:
-        if self.engines is not None:
-            self.engines = tuple(dict.fromkeys(("onnxruntime", *self.engines)))
-            unknown = [e for e in self.engines if e not in ENGINES]
-            if unknown:
-                raise InputError(f"unknown engine(s) {unknown}", hint=f"use {', '.join(ENGINES)}")
-        if self.max_accuracy_drop < 0:
-            raise InputError("max_accuracy_drop must be >= 0")
-        if self.threads < 1 or self.batch < 1:
-            raise InputError("threads and batch must be >= 1")
-        if self.budget_minutes <= 0:
-            raise InputError("budget_minutes must be > 0")
-        if not 0 < self.min_pairs <= self.max_pairs:
-            raise InputError("need 0 < min_pairs <= max_pairs")
-        if not 0 <= self.min_seconds <= self.max_seconds:
-            raise InputError("need 0 <= min_seconds <= max_seconds")
-
-    def ratio_config(self) -> RatioConfig:
-        """How each candidate's latency ratio is measured (:mod:`edgekit.measure.ratio`)."""
-        return RatioConfig(tolerance=self.rel_tol, min_rounds=self.min_pairs,
-                           max_rounds=self.max_pairs, min_seconds=self.min_seconds,
-                           max_seconds=self.max_seconds)
-
-
-@dataclass
-class Candidate:
-    """One configuration tried and what it measured."""
-
-    name: str
-    stage: str
-    description: str
-    quantization: dict[str, Any] | None = None
-    session: dict[str, Any] = field(default_factory=dict)
-    path: str | None = None
-    size_bytes: int = 0
-    latency_ratio: float | None = None
-    latency_ms: float | None = None
-    fp32_latency_ms: float | None = None
-    pairs: int = 0
-    accuracy: float | None = None
-    accuracy_drop: float | None = None
-    agreement: float | None = None
-    accepted: bool = False
-    reason: str = ""
-    pareto: bool = False
-    first_ratio: float | None = None
-    finalist: bool = False
-    engine: str = "onnxruntime"
-
-    def to_dict(self) -> dict[str, Any]:
-        d = dict(self.__dict__)
-        d.pop("path", None)
-        return d
-
-    @property
-    def loss(self) -> float:
-        """Accuracy drop in points, or disagreement with fp32 in percent without labels."""
-        if self.accuracy_drop is not None:
-            return self.accuracy_drop
-        return 100.0 - (self.agreement or 0.0)
-
-
-@dataclass
-class TuneResult:
-    """What :func:`tune_model` chose and wrote."""
-
-    model_path: Path
-    report_path: Path
-    winner: Candidate
-    candidates: list[Candidate]
-    report: dict[str, Any]
-
-
-# ---------------------------------------------------------------------------------------------
-# Measurement
-# ---------------------------------------------------------------------------------------------
-def node_profile(
-    path: str | os.PathLike[str], feeds: dict[str, np.ndarray], session: SessionOptionsConfig,
-    runs: int = 30,
-) -> dict[str, float]:
-    """Mean kernel time per profiled node in microseconds (onnxruntime's profiler)."""
-    import onnxruntime as ort
-
-    so = session.to_ort()
-    so.enable_profiling = True
-    tmp = tempfile.mkdtemp(prefix="edgekit-prof-")
-    so.profile_file_prefix = os.path.join(tmp, "prof")
-    try:
-        sess = ort.InferenceSession(os.fspath(path), so, providers=["CPUExecutionProvider"],
-                                    disabled_optimizers=session.disabled_optimizers or None)
-        for _ in range(runs):
-            sess.run(None, feeds)
-        events = json.loads(Path(sess.end_profiling()).read_text())
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    times: dict[str, float] = collections.defaultdict(float)
-    for e in events:
-        if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time"):
-            times[e["name"][: -len("_kernel_time")]] += e["dur"] / runs
-    return dict(times)
-
-
-_ACTIVATIONS = {"Relu", "Clip", "LeakyRelu", "Sigmoid", "HardSigmoid", "Tanh", "Add"}
-_COMPUTE = {"Conv", "MatMul", "Gemm", "ConvTranspose"}
-
-
-def _attribute_fp32(profile: dict[str, float], graph: Any) -> dict[str, float]:
-    """Map fp32 profile names (node names, or fused outputs ``<tensor>_nchwc``) to the
-    original compute nodes (Conv/MatMul/Gemm)."""
-    producer = {o: n for n in graph.node for o in n.output}
-    by_name = {n.name: n for n in graph.node}
-    out: dict[str, float] = collections.defaultdict(float)
-    for name, us in profile.items():
-        base = re.sub(r"(_nchwc|_token_\d+)$", "", name)
-        node = by_name.get(base) or producer.get(base)
-        hops = 0
-        while node is not None and node.op_type not in _COMPUTE and hops < 3:
-            if node.op_type not in _ACTIVATIONS or not node.input:
-                break
-            node = producer.get(node.input[0])
-            hops += 1
-        if node is not None and node.op_type in _COMPUTE:
-            out[node.name] += us
-    return dict(out)
-
-
-def _attribute_int8(profile: dict[str, float], names: set[str]) -> dict[str, float]:
-    """Map int8 profile names (fused QDQ nodes ``<node>_token_N``) to original node names."""
-    out: dict[str, float] = collections.defaultdict(float)
-    for name, us in profile.items():
-        base = re.sub(r"_token_\d+$", "", name)
-        if base in names:
-            out[base] += us
-    return dict(out)
-
-
-# ---------------------------------------------------------------------------------------------
-# The search
-# ---------------------------------------------------------------------------------------------
-#: evaluation batch: memory grows with the model, not with the sample count (224x224 at 256
-#: would be gigabytes of activations)
-_EVAL_BATCH = 16
-
-
-def _quant_space() -> list[tuple[str, str, dict[str, Any]]]:
-    """(name, description, QuantizationConfig overrides) of the quantization stage."""
-    return [
-        ("int8-u8s8-pc", "QDQ, u8 activations, s8 per-channel weights (avx512_vnni preset)",
-         {"preset": "avx512_vnni"}),
-        ("int8-u8s8-pc-rr", "as above with 7-bit weights (avx2 preset, reduce_range)",
-         {"preset": "avx2"}),
-        ("int8-u8s8-pt", "QDQ, u8 activations, s8 per-tensor weights",
-         {"preset": "avx512_vnni", "per_channel": False}),
-        ("int8-s8s8-pc", "QDQ, s8 symmetric activations, s8 per-channel weights",
-         {"preset": "avx512_vnni", "activation_type": "QInt8", "activation_symmetric": True}),
-        ("int8-u8s8-pc-rr-minmax", "avx2 preset with minmax calibration",
-         {"preset": "avx2", "calibration_method": "minmax"}),
-    ]
-
-
-@dataclass
-class _Context:
-    config: TuneConfig
-    fp32_path: Path
-    graph: Any
-    eval_feeds: dict[str, np.ndarray]
-    eval_labels: np.ndarray | None
-    fp32_probs: np.ndarray
-    fp32_accuracy: float | None
-    bench_feeds: dict[str, np.ndarray]
-    calibration: Dataset
-    reference: EdgeModel
-    base_session: SessionOptionsConfig
-    tmp: Path
-    progress: StatusFn
-
-
-def _check_accuracy(ctx: _Context, cand: Candidate, model: EdgeModel) -> None:
-    """Accept ``cand`` unless it is over the budget by more than one standard error (paired
-    accuracy drop with labels, top-1 disagreement without; see :mod:`edgekit.agreement`)."""
-    probs = run_in_batches(model.run, ctx.eval_feeds, _EVAL_BATCH)[0]
-    agree = compare_predictions(ctx.fp32_probs, probs, ctx.eval_labels)
-    cand.agreement = 100.0 * (agree.top1_agreement if agree.top1_agreement is not None else 1.0)
-    if ctx.eval_labels is not None and ctx.fp32_accuracy is not None:
-        cand.accuracy = accuracy(probs, ctx.eval_labels)
-        cand.accuracy_drop = ctx.fp32_accuracy - cand.accuracy
-    cand.accepted, _, cand.reason = gate(agree, ctx.config.max_accuracy_drop)
-
-
-def _open(path: Path, session: SessionOptionsConfig) -> EdgeModel:
-    """``path`` on the CPU with exactly ``session`` (its engine; not the settings stored in
-    the file)."""
-    engine = getattr(session, "engine", None)
-    extra: dict[str, Any] = {"engine": engine} if engine else {}
-    return EdgeModel(path, "cpu", session_options=session, use_stored_session=False,
-                     check_nan=False, **extra)
-
-
-def _measure(ctx: _Context, cand: Candidate, path: Path,
-             session: SessionOptionsConfig) -> EdgeModel:
-    model = _open(path, session)
-    feeds_ref = ctx.bench_feeds
-    ref_run, cand_run = ctx.reference.run, model.run
-    cfg = ctx.config
-    lr = measure_ratio(lambda: ref_run(feeds_ref), lambda: cand_run(feeds_ref), cfg.ratio_config())
-    cand.latency_ratio, cand.latency_ms = lr.ratio, lr.candidate_ms
-    cand.fp32_latency_ms, cand.pairs = lr.reference_ms, lr.rounds
-    cand.session = session.to_dict()
-    cand.engine = str(getattr(model, "engine_name", "onnxruntime"))
-    cand.path = str(path)
-    cand.size_bytes = path.stat().st_size
-    return model
-
-
-def _try_quant(ctx: _Context, name: str, desc: str, overrides: dict[str, Any],
-               stage: str = "quantization", session: SessionOptionsConfig | None = None,
-               ) -> Candidate:
-    """Quantize with ``overrides``, then measure latency (``session``, default the base
-    settings) and accuracy. Files are plain QDQ: onnxruntime optimizes them at load."""
-    from edgekit.quantize import QuantizationConfig, quantize_model
-
-    cand = Candidate(name, stage, desc)
-    outdir = ctx.tmp / name
-    outdir.mkdir(parents=True, exist_ok=True)
-    overrides.setdefault("stem_in_float", False)  # the stem is a candidate of its own
-    qcfg = QuantizationConfig.from_preset(
-        overrides.pop("preset", None),
-        mode="int8",
-        calibration_samples=ctx.config.calibration_samples,
-        seed=ctx.config.seed,
-        **overrides,
-    )
-    cand.quantization = qcfg.to_dict()
-    try:
-        variant = quantize_model(ctx.fp32_path, outdir, stem=ctx.fp32_path.stem, config=qcfg,
-                                 calibration=ctx.calibration)
-    except Exception as exc:  # a config onnxruntime rejects is a failed candidate, not a crash
-        cand.reason = f"quantization failed: {str(exc).splitlines()[0][:160]}"
-        return cand
-    model = _measure(ctx, cand, variant.path, session or ctx.base_session)
-    _check_accuracy(ctx, cand, model)
-    model.close()
-    return cand
-
-
-def _latency_aware(ctx: _Context, best: Candidate) -> tuple[Candidate | None, list[dict[str, Any]]]:
-    """Profile fp32 and ``best`` per node; keep in float the nodes where int8 is not faster."""
-    assert best.path is not None and best.quantization is not None
-    feeds = ctx.bench_feeds
-    fp32_prof = _attribute_fp32(node_profile(ctx.fp32_path, feeds, ctx.base_session), ctx.graph)
-    names = {n.name for n in ctx.graph.node}
-    int8_prof = _attribute_int8(node_profile(best.path, feeds, ctx.base_session), names)
-    rows = []
-    slower = []
-    for node in ctx.graph.node:
-        if node.name in fp32_prof and node.name in int8_prof:
-            f, q = fp32_prof[node.name], int8_prof[node.name]
-            rows.append({"node": node.name, "op": node.op_type, "fp32_us": round(f, 2),
-                         "int8_us": round(q, 2), "speedup": round(f / q, 3) if q else None})
-            if q >= 0.95 * f:
-                slower.append(node.name)
-    rows.sort(key=lambda r: -r["fp32_us"])
-    if not slower:
-        return None, rows
-    region = float_region(ctx.graph, slower)
-    overrides = _float_overrides(best, region)
-    cand = _try_quant(
-        ctx, "int8-latency-aware",
-        f"{best.name} with {len(slower)} node(s) where int8 was not faster kept in float "
-        f"({len(region)} with their activations/pooling); the float regions stay float in a "
-        "plain onnxruntime session (no session setting needed)",
-        overrides, stage="mixed precision",
-    )
-    return cand, rows
-
-
-def _float_overrides(best: Candidate, region: Sequence[str]) -> dict[str, Any]:
-    """``best``'s quantization settings with the nodes of ``region`` kept in float."""
-    assert best.quantization is not None
-    quant = dict(best.quantization)
-    overrides = {k: quant[k] for k in ("per_channel", "activation_type", "weight_type",
-                                       "activation_symmetric", "weight_symmetric",
-                                       "reduce_range", "calibration_method")}
-    overrides["nodes_to_exclude"] = sorted(set(quant.get("nodes_to_exclude") or [])
-                                           | set(region))
-    return overrides
-
-
-def _region_candidates(ctx: _Context, best: Candidate) -> list[tuple[str, str, list[str]]]:
-    """(name, description, float region) of the stem / depthwise-in-float candidates; skipped
-    ones are logged with their reason."""
-    stem, dw = stem_and_depthwise(ctx.graph)
-    out: list[tuple[str, str, list[str]]] = []
-    if stem:
-        out.append(("int8-stem-float", f"{best.name} with the stem conv ({stem[0]}) and its "
-                    "activation/pooling kept in float", float_region(ctx.graph, stem)))
-    else:
-        ctx.progress("    no Conv: no stem-in-float candidate")
-    if dw:
-        out.append(("int8-stem-dw-float", f"{best.name} with the stem conv and the {len(dw)} "
-                    "depthwise conv(s) kept in float", float_region(ctx.graph, stem + dw)))
-    else:
-        ctx.progress("    no depthwise Conv: no depthwise-in-float candidate")
-    return out
 
 
 #: onnxruntime moves Quantize/Dequantize nodes across pooling/reshape at load (the session
@@ -418,111 +85,6 @@ def _session_space() -> list[tuple[str, str, SessionOptionsConfig]]:
          SessionOptionsConfig(graph_optimization_level="extended")),
     ]
 
-
-def _engine_candidate(ctx: _Context, base: Candidate, engine: str, precision: str,
-                      name: str, desc: str) -> Candidate:
-    """``base``'s file run by ``engine`` at ``precision`` (base session threads), measured and
-    gated on accuracy like every candidate."""
-    assert base.path is not None
-    cand = Candidate(name, "engine", desc, quantization=base.quantization, engine=engine)
-    session = ctx.base_session.merged(
-        SessionOptionsConfig(engine=engine, precision=precision))
-    try:
-        model = _measure(ctx, cand, Path(base.path), session)
-    except Exception as exc:  # an engine that rejects the file is a failed candidate
-        cand.reason = f"{engine} failed: {str(exc).strip().splitlines()[0][:160]}"
-        return cand
-    _check_accuracy(ctx, cand, model)
-    model.close()
-    return cand
-
-
-def _bf16_skip_reason() -> str | None:
-    """None when OpenVINO can compute in bf16 on this CPU (``BF16`` in its optimization
-    capabilities: the avx512_bf16 / amx_bf16 flags), else why the bf16 candidate is skipped."""
-    try:
-        import openvino as ov
-
-        caps = ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
-    except Exception as exc:  # no openvino, or no CPU plugin
-        return f"no bf16 candidate: OpenVINO's CPU plugin is unavailable ({exc})"
-    if "BF16" in caps:
-        return None
-    return ("no bf16 candidate: this CPU has no bf16 instructions (no avx512_bf16/amx_bf16; "
-            f"OpenVINO capabilities {', '.join(caps)})")
-
-
-_FINALISTS = 3
-#: simpler settings first: a more complex candidate wins only when it is faster by more than
-#: the measurement noise (``rel_tol``)
-_STAGE_ORDER = {"baseline": 0, "quantization": 1, "mixed precision": 2, "session": 3,
-                "engine": 4}
-
-
-def _runoff(ctx: _Context, cands: Sequence[Candidate]) -> Candidate:
-    """Re-time the fastest accepted candidates interleaved with fp32 and each other (one
-    measurement, so they share the machine's state); returns the winner."""
-    cfg = ctx.config
-    timed = [c for c in cands if c.accepted and c.latency_ratio is not None and c.path]
-    finalists = sorted(timed, key=lambda c: c.latency_ratio)[:_FINALISTS]  # type: ignore[arg-type, return-value]
-    if len(finalists) > 1:
-        models = [_open(Path(c.path), SessionOptionsConfig.from_dict(c.session))  # type: ignore[arg-type]
-                  for c in finalists]
-        feeds = ctx.bench_feeds
-        calls = [lambda: ctx.reference.run(feeds)] + [
-            (lambda m=m: m.run(feeds)) for m in models]
-        times = measure(calls, runs=None, duration=min(2 * cfg.min_seconds, cfg.max_seconds),
-                        min_runs=min(cfg.min_pairs, 20), warmup=3)
-        ref_ms = float(np.median(times[0])) / 1e6
-        for c, t in zip(finalists, times[1:], strict=True):
-            c.first_ratio, c.finalist = c.latency_ratio, True
-            c.latency_ratio = paired_ratio(t, times[0])  # the estimator of measure_ratio
-            c.latency_ms, c.fp32_latency_ms = float(np.median(t)) / 1e6, ref_ms
-            c.pairs += len(t)
-        for m in models:
-            m.close()
-    winner: Candidate | None = None
-    for c in sorted(finalists, key=lambda c: (_STAGE_ORDER.get(c.stage, 9), c.latency_ratio)):
-        if winner is None or c.latency_ratio < winner.latency_ratio * (1 - cfg.rel_tol):  # type: ignore[operator]
-            winner = c
-    return winner or cands[0]
-
-
-def _pareto(cands: Sequence[Candidate]) -> None:
-    pts = [c for c in cands if c.latency_ratio is not None]
-    for c in pts:
-        c.pareto = not any(
-            o is not c
-            and o.latency_ratio <= c.latency_ratio  # type: ignore[operator]
-            and o.loss <= c.loss
-            and o.size_bytes <= c.size_bytes
-            and (o.latency_ratio, o.size_bytes) != (c.latency_ratio, c.size_bytes)
-            for o in pts
-        )
-
-
-def format_candidates(cands: Sequence[Candidate], winner: Candidate | None = None) -> str:
-    """The candidates table (latency ratio vs fp32, accuracy, size)."""
-    from edgekit.measure.bench import render_table
-
-    rows = []
-    for c in cands:
-        rows.append([
-            ("* " if c is winner else "  ") + c.name,
-            c.stage,
-            c.engine,
-            "-" if c.latency_ratio is None else f"{c.latency_ratio:.3f}",
-            "-" if c.latency_ms is None else f"{c.latency_ms:.3f}",
-            "-" if c.accuracy is None else f"{c.accuracy:.2f}",
-            "-" if c.agreement is None else f"{c.agreement:.2f}",
-            f"{c.size_bytes / 1024:.0f}" if c.size_bytes else "-",
-            ("yes" if c.accepted else "no") + (" P" if c.pareto else "")
-            + (" R" if c.finalist else ""),
-        ])
-    header = ["candidate", "stage", "engine", "ratio vs fp32", "median ms", "acc %", "agree %",
-              "KiB",
-              "ok (P=pareto, R=run-off)"]
-    return render_table(header, rows)
 
 
 @dataclass
@@ -880,36 +442,6 @@ def _package(target: Any, artifacts: ArtifactSet, fp32_path: Path, winner: Candi
 
     precision = "int8" if winner.quantization is not None else "fp32"
     return tune_package(target, artifacts, fp32_path, tuned, precision, data[0], data[1], say)
-
-
-def _why(winner: Candidate, fp32: Candidate, cands: Sequence[Candidate], cfg: TuneConfig) -> str:
-    if winner is fp32 or (winner.quantization is None and winner.stage != "engine"):
-        int8 = [c for c in cands if c.quantization is not None and c.latency_ratio is not None]
-        accepted = [c for c in int8 if c.accepted]
-        if not accepted:
-            return (f"no int8 candidate met the accuracy budget ({cfg.max_accuracy_drop:g} pt); "
-                    f"keeping fp32 ({winner.name})")
-        fastest = min(accepted, key=lambda c: c.latency_ratio)  # type: ignore[arg-type, return-value]
-        return (f"fp32 ({winner.name}) is fastest: the fastest int8 candidate within the "
-                f"accuracy budget, {fastest.name}, takes {fastest.latency_ratio:.2f}x the fp32 "
-                f"latency here ({cfg.threads} thread(s), batch {cfg.batch}); see node_profile "
-                "for where the time goes")
-    faster = 1 / winner.latency_ratio if winner.latency_ratio else float("nan")
-    acc = (f"accuracy drop {winner.accuracy_drop:+.2f} pt" if winner.accuracy_drop is not None
-           else f"top-1 agreement {winner.agreement:.2f}%")
-    return (f"{winner.name} ({winner.engine}) is the fastest candidate within the accuracy "
-            "budget: "
-            f"{faster:.2f}x faster than fp32 ({winner.latency_ms:.3f} ms vs "
-            f"{winner.fp32_latency_ms:.3f} ms, {cfg.threads} thread(s), batch {cfg.batch}), "
-            f"{acc}, {winner.size_bytes / 1024:.0f} KiB{_runoff_note(winner, cands)}")
-
-
-def _runoff_note(winner: Candidate, cands: Sequence[Candidate]) -> str:
-    others = [f"{c.name} {c.latency_ratio:.3f}" for c in cands if c.finalist and c is not winner]
-    if not winner.finalist or not others:
-        return ""
-    return (f"; run-off ratio {winner.latency_ratio:.3f} vs " + ", ".join(others)
-            + " (a more complex setting must win by more than the noise)")
 
 
 def _require_calibration(calibration: Any) -> None:

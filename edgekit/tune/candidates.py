@@ -1,0 +1,194 @@
+"""The tune's int8 candidates: the quantization space (from :class:`QuantizationConfig`
+fields), float regions (stem, depthwise convs) and latency-aware mixed precision (per-node
+profiles of fp32 and int8)."""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgekit.quantize.regions import float_region, stem_and_depthwise
+from edgekit.runtime.model import SessionOptionsConfig
+from edgekit.tune.core import Candidate, _check_accuracy, _Context, _measure
+
+__all__ = ["node_profile"]
+
+
+def node_profile(
+    path: str | os.PathLike[str], feeds: dict[str, np.ndarray], session: SessionOptionsConfig,
+    runs: int = 30,
+) -> dict[str, float]:
+    """Mean kernel time per profiled node in microseconds (onnxruntime's profiler)."""
+    import onnxruntime as ort
+
+    so = session.to_ort()
+    so.enable_profiling = True
+    tmp = tempfile.mkdtemp(prefix="edgekit-prof-")
+    so.profile_file_prefix = os.path.join(tmp, "prof")
+    try:
+        sess = ort.InferenceSession(os.fspath(path), so, providers=["CPUExecutionProvider"],
+                                    disabled_optimizers=session.disabled_optimizers or None)
+        for _ in range(runs):
+            sess.run(None, feeds)
+        events = json.loads(Path(sess.end_profiling()).read_text())
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    times: dict[str, float] = collections.defaultdict(float)
+    for e in events:
+        if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time"):
+            times[e["name"][: -len("_kernel_time")]] += e["dur"] / runs
+    return dict(times)
+
+
+_ACTIVATIONS = {"Relu", "Clip", "LeakyRelu", "Sigmoid", "HardSigmoid", "Tanh", "Add"}
+_COMPUTE = {"Conv", "MatMul", "Gemm", "ConvTranspose"}
+
+
+def _attribute_fp32(profile: dict[str, float], graph: Any) -> dict[str, float]:
+    """Map fp32 profile names (node names, or fused outputs ``<tensor>_nchwc``) to the
+    original compute nodes (Conv/MatMul/Gemm)."""
+    producer = {o: n for n in graph.node for o in n.output}
+    by_name = {n.name: n for n in graph.node}
+    out: dict[str, float] = collections.defaultdict(float)
+    for name, us in profile.items():
+        base = re.sub(r"(_nchwc|_token_\d+)$", "", name)
+        node = by_name.get(base) or producer.get(base)
+        hops = 0
+        while node is not None and node.op_type not in _COMPUTE and hops < 3:
+            if node.op_type not in _ACTIVATIONS or not node.input:
+                break
+            node = producer.get(node.input[0])
+            hops += 1
+        if node is not None and node.op_type in _COMPUTE:
+            out[node.name] += us
+    return dict(out)
+
+
+def _attribute_int8(profile: dict[str, float], names: set[str]) -> dict[str, float]:
+    """Map int8 profile names (fused QDQ nodes ``<node>_token_N``) to original node names."""
+    out: dict[str, float] = collections.defaultdict(float)
+    for name, us in profile.items():
+        base = re.sub(r"_token_\d+$", "", name)
+        if base in names:
+            out[base] += us
+    return dict(out)
+
+
+
+def _quant_space() -> list[tuple[str, str, dict[str, Any]]]:
+    """(name, description, QuantizationConfig overrides) of the quantization stage."""
+    return [
+        ("int8-u8s8-pc", "QDQ, u8 activations, s8 per-channel weights (avx512_vnni preset)",
+         {"preset": "avx512_vnni"}),
+        ("int8-u8s8-pc-rr", "as above with 7-bit weights (avx2 preset, reduce_range)",
+         {"preset": "avx2"}),
+        ("int8-u8s8-pt", "QDQ, u8 activations, s8 per-tensor weights",
+         {"preset": "avx512_vnni", "per_channel": False}),
+        ("int8-s8s8-pc", "QDQ, s8 symmetric activations, s8 per-channel weights",
+         {"preset": "avx512_vnni", "activation_type": "QInt8", "activation_symmetric": True}),
+        ("int8-u8s8-pc-rr-minmax", "avx2 preset with minmax calibration",
+         {"preset": "avx2", "calibration_method": "minmax"}),
+    ]
+
+
+def _try_quant(ctx: _Context, name: str, desc: str, overrides: dict[str, Any],
+               stage: str = "quantization", session: SessionOptionsConfig | None = None,
+               ) -> Candidate:
+    """Quantize with ``overrides``, then measure latency (``session``, default the base
+    settings) and accuracy. Files are plain QDQ: onnxruntime optimizes them at load."""
+    from edgekit.quantize import QuantizationConfig, quantize_model
+
+    cand = Candidate(name, stage, desc)
+    outdir = ctx.tmp / name
+    outdir.mkdir(parents=True, exist_ok=True)
+    overrides.setdefault("stem_in_float", False)  # the stem is a candidate of its own
+    qcfg = QuantizationConfig.from_preset(
+        overrides.pop("preset", None),
+        mode="int8",
+        calibration_samples=ctx.config.calibration_samples,
+        seed=ctx.config.seed,
+        **overrides,
+    )
+    cand.quantization = qcfg.to_dict()
+    try:
+        variant = quantize_model(ctx.fp32_path, outdir, stem=ctx.fp32_path.stem, config=qcfg,
+                                 calibration=ctx.calibration)
+    except Exception as exc:  # a config onnxruntime rejects is a failed candidate, not a crash
+        cand.reason = f"quantization failed: {str(exc).splitlines()[0][:160]}"
+        return cand
+    model = _measure(ctx, cand, variant.path, session or ctx.base_session)
+    _check_accuracy(ctx, cand, model)
+    model.close()
+    return cand
+
+
+def _latency_aware(ctx: _Context, best: Candidate) -> tuple[Candidate | None, list[dict[str, Any]]]:
+    """Profile fp32 and ``best`` per node; keep in float the nodes where int8 is not faster."""
+    assert best.path is not None and best.quantization is not None
+    feeds = ctx.bench_feeds
+    fp32_prof = _attribute_fp32(node_profile(ctx.fp32_path, feeds, ctx.base_session), ctx.graph)
+    names = {n.name for n in ctx.graph.node}
+    int8_prof = _attribute_int8(node_profile(best.path, feeds, ctx.base_session), names)
+    rows = []
+    slower = []
+    for node in ctx.graph.node:
+        if node.name in fp32_prof and node.name in int8_prof:
+            f, q = fp32_prof[node.name], int8_prof[node.name]
+            rows.append({"node": node.name, "op": node.op_type, "fp32_us": round(f, 2),
+                         "int8_us": round(q, 2), "speedup": round(f / q, 3) if q else None})
+            if q >= 0.95 * f:
+                slower.append(node.name)
+    rows.sort(key=lambda r: -r["fp32_us"])
+    if not slower:
+        return None, rows
+    region = float_region(ctx.graph, slower)
+    overrides = _float_overrides(best, region)
+    cand = _try_quant(
+        ctx, "int8-latency-aware",
+        f"{best.name} with {len(slower)} node(s) where int8 was not faster kept in float "
+        f"({len(region)} with their activations/pooling); the float regions stay float in a "
+        "plain onnxruntime session (no session setting needed)",
+        overrides, stage="mixed precision",
+    )
+    return cand, rows
+
+
+def _float_overrides(best: Candidate, region: Sequence[str]) -> dict[str, Any]:
+    """``best``'s quantization settings with the nodes of ``region`` kept in float."""
+    assert best.quantization is not None
+    quant = dict(best.quantization)
+    overrides = {k: quant[k] for k in ("per_channel", "activation_type", "weight_type",
+                                       "activation_symmetric", "weight_symmetric",
+                                       "reduce_range", "calibration_method")}
+    overrides["nodes_to_exclude"] = sorted(set(quant.get("nodes_to_exclude") or [])
+                                           | set(region))
+    return overrides
+
+
+def _region_candidates(ctx: _Context, best: Candidate) -> list[tuple[str, str, list[str]]]:
+    """(name, description, float region) of the stem / depthwise-in-float candidates; skipped
+    ones are logged with their reason."""
+    stem, dw = stem_and_depthwise(ctx.graph)
+    out: list[tuple[str, str, list[str]]] = []
+    if stem:
+        out.append(("int8-stem-float", f"{best.name} with the stem conv ({stem[0]}) and its "
+                    "activation/pooling kept in float", float_region(ctx.graph, stem)))
+    else:
+        ctx.progress("    no Conv: no stem-in-float candidate")
+    if dw:
+        out.append(("int8-stem-dw-float", f"{best.name} with the stem conv and the {len(dw)} "
+                    "depthwise conv(s) kept in float", float_region(ctx.graph, stem + dw)))
+    else:
+        ctx.progress("    no depthwise Conv: no depthwise-in-float candidate")
+    return out
+
+
