@@ -84,40 +84,62 @@ def _attribute_int8(profile: dict[str, float], names: set[str]) -> dict[str, flo
 
 
 
-def _quant_space() -> list[tuple[str, str, dict[str, Any]]]:
-    """(name, description, QuantizationConfig overrides) of the quantization stage."""
-    return [
-        ("int8-u8s8-pc", "QDQ, u8 activations, s8 per-channel weights (avx512_vnni preset)",
-         {"preset": "avx512_vnni"}),
-        ("int8-u8s8-pc-rr", "as above with 7-bit weights (avx2 preset, reduce_range)",
-         {"preset": "avx2"}),
-        ("int8-u8s8-pt", "QDQ, u8 activations, s8 per-tensor weights",
-         {"preset": "avx512_vnni", "per_channel": False}),
-        ("int8-s8s8-pc", "QDQ, s8 symmetric activations, s8 per-channel weights",
-         {"preset": "avx512_vnni", "activation_type": "QInt8", "activation_symmetric": True}),
-        ("int8-u8s8-pc-rr-minmax", "avx2 preset with minmax calibration",
-         {"preset": "avx2", "calibration_method": "minmax"}),
+#: the quantization stage's plain static candidates: named settings of :class:`QuantizationConfig`
+#: (the stem is a float-region candidate of its own, so these quantize it)
+_PLAIN: tuple[tuple[str, str, dict[str, Any]], ...] = (
+    ("int8-u8s8-pc", "QDQ, u8 activations, s8 per-channel weights (avx512_vnni preset)",
+     {"preset": "avx512_vnni"}),
+    ("int8-u8s8-pc-rr", "as above with 7-bit weights (avx2 preset, reduce_range)",
+     {"preset": "avx2"}),
+    ("int8-u8s8-pt", "QDQ, u8 activations, s8 per-tensor weights",
+     {"preset": "avx512_vnni", "per_channel": False}),
+    ("int8-s8s8-pc", "QDQ, s8 symmetric activations, s8 per-channel weights",
+     {"preset": "avx512_vnni", "activation_type": "QInt8", "activation_symmetric": True}),
+    ("int8-u8s8-pc-rr-minmax", "avx2 preset with minmax calibration",
+     {"preset": "avx2", "calibration_method": "minmax"}),
+)
+
+
+def _quant_space(model: Any) -> list[tuple[str, str, dict[str, Any]]]:
+    """(name, description, :class:`QuantizationConfig` settings) of the quantization stage,
+    the likeliest winners first: the export's default variant first (static int8 with every
+    default, the small stem kept in float; for models where ``auto`` picks dynamic int8 --
+    recurrent or Dense-heavy ones, see :func:`resolve_mode` -- dynamic int8 first), then the
+    other settings."""
+    from edgekit.quantize.config import QuantMode, resolve_mode
+
+    Space = list[tuple[str, str, dict[str, Any]]]
+    default: Space = [("int8-default", "the export's default static int8 (QuantizationConfig "
+               "defaults: 7-bit per-channel weights, u8 activations, percentile calibration, "
+               "a stem conv on few channels kept in float)", {"mode": "int8"})]
+    plain: Space = [(n, d, {"mode": "int8", "stem_in_float": False, **o}) for n, d, o in _PLAIN]
+    mode, why = resolve_mode(model, QuantMode.AUTO)
+    if mode is not QuantMode.DYNAMIC:
+        return default + plain
+    dynamic: Space = [
+        ("int8-dynamic", f"dynamic int8, the export's default for this model ({why})",
+         {"mode": "dynamic"}),
+        ("int8-dynamic-full", "dynamic int8 with full-range 8-bit weights",
+         {"mode": "dynamic", "reduce_range": False}),
     ]
+    return dynamic + default + plain
 
 
 def _try_quant(ctx: _Context, name: str, desc: str, overrides: dict[str, Any],
                stage: str = "quantization", session: SessionOptionsConfig | None = None,
                ) -> Candidate:
-    """Quantize with ``overrides``, then measure latency (``session``, default the base
-    settings) and accuracy. Files are plain QDQ: onnxruntime optimizes them at load."""
+    """Quantize with ``overrides`` (:class:`QuantizationConfig` settings; static int8 unless
+    they name a mode), then measure latency (``session``, default the base settings) and
+    accuracy. Static files are plain QDQ: onnxruntime optimizes them at load; dynamic ones may
+    use onnxruntime's own ops (``cand.nonstandard_ops``)."""
     from edgekit.quantize import QuantizationConfig, quantize_model
 
     cand = Candidate(name, stage, desc)
     outdir = ctx.tmp / name
     outdir.mkdir(parents=True, exist_ok=True)
-    overrides.setdefault("stem_in_float", False)  # the stem is a candidate of its own
-    qcfg = QuantizationConfig.from_preset(
-        overrides.pop("preset", None),
-        mode="int8",
-        calibration_samples=ctx.config.calibration_samples,
-        seed=ctx.config.seed,
-        **overrides,
-    )
+    settings = {"mode": "int8", "calibration_samples": ctx.config.calibration_samples,
+                "seed": ctx.config.seed, **overrides}
+    qcfg = QuantizationConfig.from_preset(settings.pop("preset", None), **settings)
     cand.quantization = qcfg.to_dict()
     try:
         variant = quantize_model(ctx.fp32_path, outdir, stem=ctx.fp32_path.stem, config=qcfg,
@@ -125,6 +147,7 @@ def _try_quant(ctx: _Context, name: str, desc: str, overrides: dict[str, Any],
     except Exception as exc:  # a config onnxruntime rejects is a failed candidate, not a crash
         cand.reason = f"quantization failed: {str(exc).splitlines()[0][:160]}"
         return cand
+    cand.nonstandard_ops = list(variant.nonstandard_ops)
     model = _measure(ctx, cand, variant.path, session or ctx.base_session)
     _check_accuracy(ctx, cand, model)
     model.close()
@@ -163,15 +186,13 @@ def _latency_aware(ctx: _Context, best: Candidate) -> tuple[Candidate | None, li
 
 
 def _float_overrides(best: Candidate, region: Sequence[str]) -> dict[str, Any]:
-    """``best``'s quantization settings with the nodes of ``region`` kept in float."""
+    """``best``'s quantization settings (every field) with the nodes of ``region`` kept in
+    float."""
     assert best.quantization is not None
-    quant = dict(best.quantization)
-    overrides = {k: quant[k] for k in ("per_channel", "activation_type", "weight_type",
-                                       "activation_symmetric", "weight_symmetric",
-                                       "reduce_range", "calibration_method")}
-    overrides["nodes_to_exclude"] = sorted(set(quant.get("nodes_to_exclude") or [])
-                                           | set(region))
-    return overrides
+    settings = dict(best.quantization)
+    settings["nodes_to_exclude"] = sorted(set(settings.get("nodes_to_exclude") or [])
+                                          | set(region))
+    return settings
 
 
 def _region_candidates(ctx: _Context, best: Candidate) -> list[tuple[str, str, list[str]]]:

@@ -87,7 +87,9 @@ class TuneConfig:
 
 @dataclass
 class Candidate:
-    """One configuration tried and what it measured."""
+    """One configuration tried and what it measured: ``batch`` is the batch size its latency
+    was measured at (0: not measured); ``nonstandard_ops`` the ops of its file outside ai.onnx
+    (dynamic int8 of LSTMs: onnxruntime only)."""
 
     name: str
     stage: str
@@ -109,6 +111,8 @@ class Candidate:
     first_ratio: float | None = None
     finalist: bool = False
     engine: str = "onnxruntime"
+    batch: int = 0
+    nonstandard_ops: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         d = dict(self.__dict__)
@@ -155,6 +159,7 @@ class _Context:
     base_session: SessionOptionsConfig
     tmp: Path
     progress: StatusFn
+    model: Any = None  #: the fp32 ModelProto (``graph`` is its graph)
 
 
 def _check_accuracy(ctx: _Context, cand: Candidate, model: EdgeModel) -> None:
@@ -189,7 +194,18 @@ def _measure(ctx: _Context, cand: Candidate, path: Path,
     cand.fp32_latency_ms, cand.pairs = lr.reference_ms, lr.rounds
     cand.session = session.to_dict()
     cand.engine = str(getattr(model, "engine_name", "onnxruntime"))
+    cand.batch = _batch_of(feeds_ref)
     cand.path = str(path)
     cand.size_bytes = path.stat().st_size
     return model
 
+
+
+def _batch_of(feeds: dict[str, np.ndarray]) -> int:
+    """The batch size of ``feeds`` (their first dimension)."""
+    return int(len(next(iter(feeds.values()))))
+
+
+def runs_on(cand: Candidate, engine: str) -> bool:
+    """Whether ``cand``'s file can run on ``engine`` (ops outside ai.onnx are onnxruntime's)."""
+    return cand.path is not None and (engine == "onnxruntime" or not cand.nonstandard_ops)

@@ -11,7 +11,14 @@ import numpy as np
 from edgekit.measure.bench import measure
 from edgekit.measure.ratio import paired_ratio
 from edgekit.runtime.model import SessionOptionsConfig
-from edgekit.tune.core import Candidate, _check_accuracy, _Context, _measure, _open
+from edgekit.tune.core import (
+    Candidate,
+    _batch_of,
+    _check_accuracy,
+    _Context,
+    _measure,
+    _open,
+)
 
 
 def _engine_candidate(ctx: _Context, base: Candidate, engine: str, precision: str,
@@ -19,7 +26,8 @@ def _engine_candidate(ctx: _Context, base: Candidate, engine: str, precision: st
     """``base``'s file run by ``engine`` at ``precision`` (base session threads), measured and
     gated on accuracy like every candidate."""
     assert base.path is not None
-    cand = Candidate(name, "engine", desc, quantization=base.quantization, engine=engine)
+    cand = Candidate(name, "engine", desc, quantization=base.quantization, engine=engine,
+                     nonstandard_ops=list(base.nonstandard_ops))
     session = ctx.base_session.merged(
         SessionOptionsConfig(engine=engine, precision=precision))
     try:
@@ -54,12 +62,25 @@ _STAGE_ORDER = {"baseline": 0, "quantization": 1, "mixed precision": 2, "session
                 "engine": 4}
 
 
+def _finalists(cands: Sequence[Candidate]) -> list[Candidate]:
+    """The run-off's candidates: the :data:`_FINALISTS` fastest accepted ones, and the fastest
+    accepted one of every engine (so every engine's best is compared side by side)."""
+    timed = sorted((c for c in cands if c.accepted and c.latency_ratio is not None and c.path),
+                   key=lambda c: c.latency_ratio or 0.0)
+    finalists = timed[:_FINALISTS]
+    for engine in dict.fromkeys(c.engine for c in timed):
+        best = next(c for c in timed if c.engine == engine)
+        if all(best is not f for f in finalists):
+            finalists.append(best)
+    return finalists
+
+
 def _runoff(ctx: _Context, cands: Sequence[Candidate]) -> Candidate:
-    """Re-time the fastest accepted candidates interleaved with fp32 and each other (one
-    measurement, so they share the machine's state); returns the winner."""
+    """Re-time the finalists (:func:`_finalists`) interleaved with fp32 and each other at the
+    requested batch (one measurement, so they share the machine's state); returns the
+    winner."""
     cfg = ctx.config
-    timed = [c for c in cands if c.accepted and c.latency_ratio is not None and c.path]
-    finalists = sorted(timed, key=lambda c: c.latency_ratio)[:_FINALISTS]  # type: ignore[arg-type, return-value]
+    finalists = _finalists(cands)
     if len(finalists) > 1:
         models = [_open(Path(c.path), SessionOptionsConfig.from_dict(c.session))  # type: ignore[arg-type]
                   for c in finalists]
@@ -74,6 +95,7 @@ def _runoff(ctx: _Context, cands: Sequence[Candidate]) -> Candidate:
             c.latency_ratio = paired_ratio(t, times[0])  # the estimator of measure_ratio
             c.latency_ms, c.fp32_latency_ms = float(np.median(t)) / 1e6, ref_ms
             c.pairs += len(t)
+            c.batch = _batch_of(feeds)
         for m in models:
             m.close()
     winner: Candidate | None = None

@@ -1,10 +1,20 @@
-"""The tune's report pieces: the Pareto front, the candidates table and the reason for the
-winner."""
+"""The tune's report and outputs: the Pareto front, the candidates table, the reason for the
+winner, the tuned file's bytes and the checked output paths."""
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
+from edgekit import __version__
+from edgekit.errors import InputError
+from edgekit.io.artifacts import ArtifactSet
+from edgekit.metadata import PREFIX, set_props
+from edgekit.progress import StatusFn
+from edgekit.runtime.model import SessionOptionsConfig
 from edgekit.tune.core import Candidate, TuneConfig
 
 __all__ = ["format_candidates"]
@@ -75,3 +85,47 @@ def _runoff_note(winner: Candidate, cands: Sequence[Candidate]) -> str:
         return ""
     return (f"; run-off ratio {winner.latency_ratio:.3f} vs " + ", ".join(others)
             + " (a more complex setting must win by more than the noise)")
+
+
+def _tuned_bytes(winner: Candidate, config: TuneConfig) -> bytes:
+    """The winner's file with its session settings and the search summary in metadata."""
+    import onnx
+
+    tuned = onnx.load(winner.path)  # type: ignore[arg-type]
+    session = SessionOptionsConfig.from_dict(winner.session)
+    summary = {"winner": winner.name, "latency_ratio": winner.latency_ratio,
+               "threads": config.threads, "batch": config.batch, "edgekit": __version__}
+    set_props(tuned, {PREFIX + "session": json.dumps(session.to_dict()),
+                      PREFIX + "tune": json.dumps(summary)})
+    return bytes(tuned.SerializeToString())
+
+
+def _artifacts(src: Path, outdir: str | os.PathLike[str],
+               force: bool) -> tuple[ArtifactSet, list[str]]:
+    """The checked outputs ``<stem>.tuned.onnx`` and ``<stem>.tune.json`` of ``src``."""
+    if not src.exists():
+        raise InputError(f"model path {src} does not exist", hint="check the path")
+    stem = src.stem if not src.is_dir() else src.name
+    names = [f"{stem}.tuned.onnx", f"{stem}.tune.json"]
+    artifacts = ArtifactSet(outdir, names, force=force)
+    artifacts.check()
+    return artifacts, names
+
+
+def _package_target(package: str | os.PathLike[str] | None, outdir: str | os.PathLike[str],
+                    force: bool) -> Any:
+    """The checked :class:`edgekit.packaging.PackageTarget` of ``--package`` (None without)."""
+    if package is None:
+        return None
+    from edgekit.packaging import PackageTarget
+
+    return PackageTarget(package, force, outdir)
+
+
+def _package(target: Any, artifacts: ArtifactSet, fp32_path: Path, winner: Candidate,
+             tuned: bytes, data: tuple[Any, Any], say: StatusFn) -> dict[str, Any]:
+    """The model package of the tune (the tuned file as int8 when quantized, else as fp32)."""
+    from edgekit.packaging import tune_package
+
+    precision = "int8" if winner.quantization is not None else "fp32"
+    return tune_package(target, artifacts, fp32_path, tuned, precision, data[0], data[1], say)

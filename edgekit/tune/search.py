@@ -3,28 +3,37 @@ model whose accuracy holds.
 
 Every candidate's latency is a *ratio* against the fp32 model, measured interleaved in the same
 process (A B A B ...) and repeated until the ratio is stable, so the search holds on a shared,
-noisy machine. The search runs in stages:
+noisy machine, and every one at ``TuneConfig.batch`` (``Candidate.batch`` records it). The
+search runs in stages, the likeliest winners first (:func:`edgekit.tune.candidates._quant_space`):
 
+0. defaults: the export's default variant (static int8 with every
+   :class:`~edgekit.quantize.QuantizationConfig` default; dynamic int8 where ``auto`` picks it:
+   recurrent and Dense-heavy models), then fp32 and it on every other installed engine. This
+   stage runs whatever the budget, so the tune is never worse than the default and never
+   misses an engine;
 1. quantization: static QDQ int8 with u8/s8 activations, per-channel or per-tensor weights,
-   full or reduced weight range, and the calibration method;
+   full or reduced weight range, and the calibration method (and full-range dynamic int8);
 2. mixed precision: the stem conv (the first Conv) and the depthwise convs kept in float;
    and latency-aware: the fp32 and int8 graphs are profiled per node (onnxruntime's
    profiler); nodes where int8 is not faster than fp32 are kept in float;
-3. engine: when ``openvino`` is installed, fp32 (pinned to f32), the best int8 file of stages
-   1 and 2, and bf16 (only on CPUs with bf16) run by OpenVINO;
+3. engine: when ``openvino`` is installed, fp32 (pinned to f32), the best int8 file of every
+   stage, and bf16 (only on CPUs with bf16) run by OpenVINO (files with ops outside ai.onnx,
+   such as dynamic int8 of LSTMs, are onnxruntime-only and stay there);
 4. session: onnxruntime's intra-op spinning, graph optimization level, denormals as zero.
+
+The run-off re-times the three fastest accepted candidates and the fastest accepted one of
+every engine together, at the requested batch.
 
 Accuracy gate: a candidate is rejected only when it is over ``max_accuracy_drop`` by more than
 one standard error: its paired accuracy drop with labelled evaluation data, else its top-1
 disagreement with fp32 on held-out calibration samples (see :mod:`edgekit.agreement`). The
-winner is the fastest accepted candidate. Its file is a plain QDQ file; its engine and session
-settings go into its metadata (``edgekit.session``), which the runtime applies (falling back to
-onnxruntime where the engine is missing).
+winner is the fastest accepted candidate. Its file is a QDQ (or dynamic int8) file; its engine
+and session settings go into its metadata (``edgekit.session``), which the runtime applies
+(falling back to onnxruntime where the engine is missing).
 """
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 import time
@@ -36,11 +45,11 @@ from typing import Any
 import numpy as np
 
 from edgekit import __version__
-from edgekit.errors import DataError, InputError
+from edgekit.errors import DataError
 from edgekit.inputs.data import Dataset, run_in_batches
-from edgekit.io.artifacts import ArtifactSet, file_entry
+from edgekit.io.artifacts import file_entry
 from edgekit.measure.bench import cpu_model, installed_engines, instruction_set
-from edgekit.metadata import PREFIX, ModelMetadata, set_props
+from edgekit.metadata import ModelMetadata
 from edgekit.progress import FractionFn, StatusFn
 from edgekit.runtime.model import SessionOptionsConfig
 from edgekit.tune.candidates import (
@@ -60,9 +69,18 @@ from edgekit.tune.core import (
     _Context,
     _measure,
     _open,
+    runs_on,
 )
 from edgekit.tune.engines import _FINALISTS, _bf16_skip_reason, _engine_candidate, _runoff
-from edgekit.tune.report import _pareto, _why, format_candidates
+from edgekit.tune.report import (
+    _artifacts,
+    _package,
+    _package_target,
+    _pareto,
+    _tuned_bytes,
+    _why,
+    format_candidates,
+)
 from edgekit.validate import accuracy
 
 __all__ = ["TuneConfig", "Candidate", "TuneResult", "tune_model", "node_profile",
@@ -133,7 +151,7 @@ def _load_tune_data(proto: Any, calibration: Any, eval_data: Any, config: TuneCo
     return _Data(Dataset(feeds, None, desc), ev, labels, ev_desc, bench, notes)
 
 
-def _context(config: TuneConfig, fp32_path: Path, graph: Any, data: _Data, tmp: Path,
+def _context(config: TuneConfig, fp32_path: Path, proto: Any, data: _Data, tmp: Path,
              say: StatusFn) -> _Context:
     base_session = SessionOptionsConfig(
         intra_op_num_threads=config.threads, inter_op_num_threads=1,
@@ -144,8 +162,9 @@ def _context(config: TuneConfig, fp32_path: Path, graph: Any, data: _Data, tmp: 
     fp32_probs = run_in_batches(reference.run, data.eval_feeds, _EVAL_BATCH)[0]
     labels = data.eval_labels
     fp32_acc = accuracy(fp32_probs, labels) if labels is not None else None
-    return _Context(config, fp32_path, graph, data.eval_feeds, labels, fp32_probs, fp32_acc,
-                    data.bench_feeds, data.calibration, reference, base_session, tmp, say)
+    return _Context(config, fp32_path, proto.graph, data.eval_feeds, labels, fp32_probs,
+                    fp32_acc, data.bench_feeds, data.calibration, reference, base_session, tmp,
+                    say, proto)
 
 
 class _Search:
@@ -156,11 +175,13 @@ class _Search:
         self.deadline = t_start + 60 * ctx.config.budget_minutes
         self.engines = [e for e in (ctx.config.engines or installed_engines())
                         if e != "onnxruntime"]
-        self.total = len(_quant_space()) + len(_session_space()) + 3 + 4 * len(self.engines)
+        self.space = _quant_space(ctx.model)
+        self.total = len(self.space) + len(_session_space()) + 3 + 6 * len(self.engines)
         self.done = 0
         self.fp32 = self._baseline()
         self.cands: list[Candidate] = [self.fp32]
         self.profile: list[dict[str, Any]] = []
+        self.notes: set[str] = set()
         self.advance()
 
     def _baseline(self) -> Candidate:
@@ -187,22 +208,44 @@ class _Search:
         ok = [c for c in pool if c.accepted and c.latency_ratio is not None]
         return min(ok, key=lambda c: c.latency_ratio or 0.0) if ok else self.fp32
 
+    def static_int8(self, stage: str | None = None) -> list[Candidate]:
+        """The static int8 candidates run by onnxruntime (of ``stage``; default every stage):
+        what float regions and per-node profiles start from."""
+        return [c for c in self.cands if c.engine == "onnxruntime" and c.quantization
+                and c.quantization.get("mode") == "int8" and c.stage != "session"
+                and (stage is None or c.stage == stage)]
+
+    def _quant(self, i: int) -> Candidate:
+        name, desc, overrides = self.space[i]
+        self.ctx.progress(f"[{i + 1}/{len(self.space)}] {name}: {desc}")
+        c = _try_quant(self.ctx, name, desc, dict(overrides))
+        self.ctx.progress(f"    ratio {c.latency_ratio or float('nan'):.3f}, {c.reason}")
+        self.cands.append(c)
+        self.advance()
+        return c
+
+    def defaults(self) -> None:
+        """The first quantization candidate (the export's default variant), then fp32 and it on
+        every other engine at the requested batch: measured whatever the budget, so the search
+        never ends worse than the default nor without having timed every engine."""
+        first = self._quant(0)
+        for engine in self._installed():
+            for base in (self.fp32, first):
+                self._run_engine(engine, base)
+
     def quantization(self) -> None:
-        space, say = _quant_space(), self.ctx.progress
-        for i, (name, desc, overrides) in enumerate(space):
-            if i and self.over_budget():
+        """The rest of the quantization space, in order, while the budget lasts."""
+        for i in range(1, len(self.space)):
+            if self.over_budget():
                 break
-            say(f"[{i + 1}/{len(space)}] {name}: {desc}")
-            c = _try_quant(self.ctx, name, desc, dict(overrides))
-            say(f"    ratio {c.latency_ratio or float('nan'):.3f}, {c.reason}")
-            self.cands.append(c)
-            self.advance()
+            self._quant(i)
 
     def mixed_precision(self) -> None:
         say = self.ctx.progress
-        if any(c.accepted for c in self.cands[1:]) and not self.over_budget():
+        static = self.static_int8()
+        if any(c.accepted for c in static) and not self.over_budget():
             say("profiling fp32 and int8 per node (latency-aware mixed precision)")
-            mixed, self.profile = _latency_aware(self.ctx, self.best_of(self.cands[1:]))
+            mixed, self.profile = _latency_aware(self.ctx, self.best_of(static))
             if mixed is not None:
                 say(f"    ratio {mixed.latency_ratio or float('nan'):.3f}, {mixed.reason}")
                 self.cands.append(mixed)
@@ -211,8 +254,8 @@ class _Search:
         self.advance()
 
     def float_regions(self) -> None:
-        """Stem conv, and stem plus depthwise convs, kept in float (from the best int8)."""
-        best = self.best_of([c for c in self.cands if c.stage == "quantization"])
+        """Stem conv, and stem plus depthwise convs, kept in float (from the best static int8)."""
+        best = self.best_of(self.static_int8("quantization"))
         if best is not self.fp32:
             for name, desc, region in _region_candidates(self.ctx, best):
                 if self.over_budget():
@@ -224,38 +267,66 @@ class _Search:
                 self.cands.append(c)
         self.advance()
 
-    def engine(self) -> None:
-        """The fp32 file, the best int8 files and bf16 on every other installed engine."""
+    def _installed(self) -> list[str]:
+        """The other engines searched that are installed (the others are logged)."""
+        out = []
         for engine in self.engines:
-            if engine not in installed_engines():
+            if engine in installed_engines():
+                out.append(engine)
+            else:
                 self.ctx.progress(f"engine {engine} is not installed: skipped")
-                continue
-            for base, precision, name, desc in self._engine_space(engine):
-                self.advance()
+        return out
+
+    def engine(self) -> None:
+        """The best file of every stage (and bf16) on every other installed engine, at the
+        requested batch; pairs measured already (:meth:`defaults`) are not measured again."""
+        for engine in self._installed():
+            for base in self._engine_bases(engine):
                 if self.over_budget():
                     return
-                self.ctx.progress(f"engine: {name}")
-                c = _engine_candidate(self.ctx, base, engine, precision, name, desc)
-                self.ctx.progress(f"    ratio {c.latency_ratio or float('nan'):.3f}, {c.reason}")
-                self.cands.append(c)
+                self._run_engine(engine, base)
+            reason = _bf16_skip_reason() if engine == "openvino" else "bf16 is OpenVINO's only"
+            if reason is not None:
+                if engine == "openvino":
+                    self.ctx.progress(reason)
+            elif not self.over_budget():
+                self._run_engine(engine, self.fp32, "bf16")
 
-    def _engine_space(self, engine: str) -> list[tuple[Candidate, str, str, str]]:
-        """(base candidate, precision, name, description) of ``engine``'s candidates."""
-        space = [(self.fp32, "f32", f"fp32@{engine}", f"fp32 file on {engine}, f32 pinned")]
-        seen = {self.fp32.name}
+    def _engine_bases(self, engine: str) -> list[Candidate]:
+        """fp32, the default variant and the best accepted onnxruntime candidate of each stage
+        whose file ``engine`` can run (ops outside ai.onnx are onnxruntime's: logged)."""
+        ort = [c for c in self.cands if c.engine == "onnxruntime"]
+        bases = [self.fp32, *[c for c in ort if c.name == self.space[0][0]]]
         for stage in ("quantization", "mixed precision"):
-            best = self.best_of([c for c in self.cands if c.stage == stage])
-            if best.name not in seen:
-                seen.add(best.name)
-                space.append((best, "f32", f"{best.name}@{engine}",
-                              f"{best.name}'s QDQ file run by {engine}"))
-        reason = _bf16_skip_reason() if engine == "openvino" else "bf16 is OpenVINO's only"
-        if reason is None:
-            space.append((self.fp32, "bf16", f"bf16@{engine}",
-                          f"fp32 file on {engine} computed in bf16 (gated like any variant)"))
-        elif engine == "openvino":
-            self.ctx.progress(reason)
-        return space
+            pool = [c for c in ort if c.stage == stage]
+            best = self.best_of(pool)
+            if not runs_on(best, engine):
+                bases.append(best)  # logged by _run_engine
+                best = self.best_of([c for c in pool if runs_on(c, engine)])
+            bases.append(best)
+        return list({id(b): b for b in bases}.values())
+
+    def _run_engine(self, engine: str, base: Candidate, precision: str = "f32") -> None:
+        """``base``'s file on ``engine`` at ``precision``, unless measured already, not
+        runnable there, or not accepted (a file over the accuracy budget stays over it)."""
+        name = f"{base.name}@{engine}" if precision == "f32" else f"{precision}@{engine}"
+        if any(c.name == name for c in self.cands) or not base.accepted:
+            return
+        if not runs_on(base, engine):
+            note = (f"    {base.name} uses {', '.join(base.nonstandard_ops)} (onnxruntime only): "
+                    f"not run on {engine}")
+            if note not in self.notes:
+                self.notes.add(note)
+                self.ctx.progress(note)
+            return
+        self.advance()
+        desc = (f"fp32 file on {engine}, f32 pinned" if base is self.fp32 and precision == "f32"
+                else f"fp32 file on {engine} computed in bf16 (gated like any variant)"
+                if precision == "bf16" else f"{base.name}'s file run by {engine}")
+        self.ctx.progress(f"engine: {name}")
+        c = _engine_candidate(self.ctx, base, engine, precision, name, desc)
+        self.ctx.progress(f"    ratio {c.latency_ratio or float('nan'):.3f}, {c.reason}")
+        self.cands.append(c)
 
     def session(self) -> None:
         """onnxruntime session settings on the best onnxruntime candidate."""
@@ -287,8 +358,9 @@ class _Search:
 
     def finish(self) -> Candidate:
         """The run-off winner; marks the Pareto front."""
-        self.ctx.progress(f"run-off: the {_FINALISTS} fastest candidates re-timed together "
-                          "with fp32")
+        self.ctx.progress(f"run-off: the {_FINALISTS} fastest candidates and the fastest of "
+                          f"each engine re-timed together with fp32 at batch "
+                          f"{self.ctx.config.batch}")
         winner = _runoff(self.ctx, self.cands)
         self.ctx.reference.close()
         if self.on_progress is not None:
@@ -329,19 +401,6 @@ def _report(search: _Search, winner: Candidate, src: Path, data: _Data, log: lis
         "elapsed_s": round(time.perf_counter() - t_start, 1),
         "log": log,
     }
-
-
-def _tuned_bytes(winner: Candidate, config: TuneConfig) -> bytes:
-    """The winner's file with its session settings and the search summary in metadata."""
-    import onnx
-
-    tuned = onnx.load(winner.path)  # type: ignore[arg-type]
-    session = SessionOptionsConfig.from_dict(winner.session)
-    summary = {"winner": winner.name, "latency_ratio": winner.latency_ratio,
-               "threads": config.threads, "batch": config.batch, "edgekit": __version__}
-    set_props(tuned, {PREFIX + "session": json.dumps(session.to_dict()),
-                      PREFIX + "tune": json.dumps(summary)})
-    return bytes(tuned.SerializeToString())
 
 
 def tune_model(
@@ -389,8 +448,9 @@ def tune_model(
         fp32_path = _fp32_model(src, Path(tmpdir), say)
         proto = load_onnx(fp32_path)
         data = _load_tune_data(proto, calibration, eval_data, config)
-        search = _Search(_context(config, fp32_path, proto.graph, data, Path(tmpdir), say),
+        search = _Search(_context(config, fp32_path, proto, data, Path(tmpdir), say),
                          on_progress, t_start)
+        search.defaults()
         search.quantization()
         search.float_regions()
         search.mixed_precision()
@@ -411,37 +471,6 @@ def tune_model(
             artifacts.write_json(names[1], report)
     return TuneResult(artifacts.final(names[0]), artifacts.final(names[1]), winner,
                       search.cands, report)
-
-
-def _artifacts(src: Path, outdir: str | os.PathLike[str],
-               force: bool) -> tuple[ArtifactSet, list[str]]:
-    """The checked outputs ``<stem>.tuned.onnx`` and ``<stem>.tune.json`` of ``src``."""
-    if not src.exists():
-        raise InputError(f"model path {src} does not exist", hint="check the path")
-    stem = src.stem if not src.is_dir() else src.name
-    names = [f"{stem}.tuned.onnx", f"{stem}.tune.json"]
-    artifacts = ArtifactSet(outdir, names, force=force)
-    artifacts.check()
-    return artifacts, names
-
-
-def _package_target(package: str | os.PathLike[str] | None, outdir: str | os.PathLike[str],
-                    force: bool) -> Any:
-    """The checked :class:`edgekit.packaging.PackageTarget` of ``--package`` (None without)."""
-    if package is None:
-        return None
-    from edgekit.packaging import PackageTarget
-
-    return PackageTarget(package, force, outdir)
-
-
-def _package(target: Any, artifacts: ArtifactSet, fp32_path: Path, winner: Candidate,
-             tuned: bytes, data: tuple[Any, Any], say: StatusFn) -> dict[str, Any]:
-    """The model package of the tune (the tuned file as int8 when quantized, else as fp32)."""
-    from edgekit.packaging import tune_package
-
-    precision = "int8" if winner.quantization is not None else "fp32"
-    return tune_package(target, artifacts, fp32_path, tuned, precision, data[0], data[1], say)
 
 
 def _require_calibration(calibration: Any) -> None:
