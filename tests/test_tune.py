@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -53,8 +54,8 @@ def digits(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {"model": path, "calib": d / "calib.npz", "eval": d / "eval.npz"}
 
 
-_FAST = dict(min_pairs=20, max_pairs=60, min_seconds=0.0, budget_minutes=2.0,
-             calibration_samples=64)
+_FAST: dict[str, Any] = dict(min_pairs=20, max_pairs=60, min_seconds=0.0, budget_minutes=2.0,
+                         calibration_samples=64)
 
 
 @pytest.fixture(scope="module")
@@ -230,9 +231,13 @@ def _check_engines(report: dict, messages: list[str], path: Path, stored: dict) 
     for c in ov:  # gated on accuracy like every candidate
         assert c["latency_ratio"] is not None and "lower bound" in c["reason"], c
     # stem conv kept in float (the digits CNN has no depthwise conv: that one is skipped)
-    stem = cands["int8-stem-float"]
-    assert stem["stage"] == "mixed precision"
-    assert len(stem["quantization"]["nodes_to_exclude"]) >= 3  # conv, relu, max pool
+    # (unless the best int8 file, e.g. the default, keeps the 1-channel stem in float already)
+    stem = cands.get("int8-stem-float")
+    if stem is None:
+        assert any("keeps the stem conv in float already" in m for m in messages)
+    else:
+        assert stem["stage"] == "mixed precision"
+        assert len(stem["quantization"]["nodes_to_exclude"]) >= 3  # conv, relu, max pool
     assert any("no depthwise Conv" in m for m in messages)
     # a bf16 candidate exactly on CPUs with avx512_bf16/amx_bf16, else the reason is logged
     assert ("bf16@openvino" in cands) != any("no bf16 candidate" in m for m in messages)
@@ -347,6 +352,26 @@ def test_float_region_candidates_keep_every_quantization_setting() -> None:
     best = Candidate("b", "quantization", "", quantization=cfg.to_dict())
     settings = _float_overrides(best, ["c", "a"])
     assert QuantizationConfig.from_dict(settings) == cfg.replace(nodes_to_exclude=["a", "c"])
+
+
+def test_no_stem_candidate_when_the_stem_is_float_already(digits: dict[str, Path],
+                                                          tmp_path: Path) -> None:
+    """The default int8 keeps a 1-channel stem in float (stem_in_float auto): a stem-in-float
+    candidate built on it would repeat it."""
+    from types import SimpleNamespace
+
+    from edgekit.quantize import QuantizationConfig
+    from edgekit.tune.candidates import _region_candidates
+    from edgekit.tune.search import Candidate
+
+    graph = onnx.load(str(export_model(digits["model"], tmp_path).onnx_path)).graph
+    messages: list[str] = []
+    ctx = SimpleNamespace(graph=graph, progress=messages.append)
+    for stem_in_float, names in ((None, []), (True, []), (False, ["int8-stem-float"])):
+        cfg = QuantizationConfig(stem_in_float=stem_in_float)
+        best = Candidate("b", "quantization", "", quantization=cfg.to_dict())
+        assert [n for n, _, _ in _region_candidates(ctx, best)] == names  # type: ignore[arg-type]
+    assert any("keeps the stem conv in float already" in m for m in messages)
 
 
 def test_runoff_holds_the_fastest_accepted_candidate_of_every_engine() -> None:

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from edgekit.quantize.regions import float_region, stem_and_depthwise
+from edgekit.quantize.regions import float_region, stem_and_depthwise, stem_float_region
 from edgekit.runtime.model import SessionOptionsConfig
 from edgekit.tune.core import Candidate, _check_accuracy, _Context, _measure
 
@@ -200,7 +200,13 @@ def _region_candidates(ctx: _Context, best: Candidate) -> list[tuple[str, str, l
     ones are logged with their reason."""
     stem, dw = stem_and_depthwise(ctx.graph)
     out: list[tuple[str, str, list[str]]] = []
-    if stem:
+    assert best.quantization is not None
+    auto = best.quantization.get("stem_in_float")
+    kept = stem_float_region(ctx.graph, always=auto is True)[0] if auto is not False else []
+    if stem and kept:
+        ctx.progress(f"    {best.name} keeps the stem conv in float already: no stem-in-float "
+                     "candidate")
+    elif stem:
         out.append(("int8-stem-float", f"{best.name} with the stem conv ({stem[0]}) and its "
                     "activation/pooling kept in float", float_region(ctx.graph, stem)))
     else:
