@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -53,8 +54,28 @@ def digits(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {"model": path, "calib": d / "calib.npz", "eval": d / "eval.npz"}
 
 
-_FAST = dict(min_pairs=20, max_pairs=60, min_seconds=0.0, budget_minutes=2.0,
-             calibration_samples=64)
+_FAST: dict[str, Any] = dict(min_pairs=20, max_pairs=60, min_seconds=0.0, budget_minutes=2.0,
+                         calibration_samples=64)
+
+
+@pytest.fixture(scope="module")
+def lstm(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A tiny LSTM classifier on random sequences (auto quantization picks dynamic int8)."""
+    d = tmp_path_factory.mktemp("lstm")
+    rng = np.random.default_rng(0)
+    x = rng.random((300, 12, 4), dtype=np.float32)
+    y = (x[:, :, 0].mean(1) > 0.5).astype(np.int64) + (x[:, :, 1].mean(1) > 0.5)
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((12, 4), name="seq"), keras.layers.LSTM(16),
+                              keras.layers.Dense(3, activation="softmax")])
+    model.compile("adam", "sparse_categorical_crossentropy")
+    model.fit(x, y, epochs=2, verbose=0)
+    model.save(d / "lstm.keras")
+    np.savez(d / "calib.npz", x=x[:200], y=y[:200])
+    np.savez(d / "eval.npz", x=x[200:], y=y[200:])
+    onnx_path = export_model(d / "lstm.keras", d / "export").onnx_path
+    return {"model": d / "lstm.keras", "onnx": onnx_path, "calib": d / "calib.npz",
+            "eval": d / "eval.npz"}
 
 
 def test_simplify_removes_dynamic_flatten_and_keeps_outputs(digits: dict[str, Path],
@@ -124,7 +145,8 @@ def test_tune_writes_the_winner_with_session_settings(digits: dict[str, Path],
     messages: list[str] = []
     fractions: list[float] = []
     result = tune_model(digits["model"], out, digits["calib"], digits["eval"],
-                        TuneConfig(max_accuracy_drop=1.0, **_FAST), progress=messages.append,
+                        TuneConfig(max_accuracy_drop=1.0, batch=3, **_FAST),
+                        progress=messages.append,
                         on_progress=fractions.append)
     assert result.model_path == out / "digits.tuned.onnx"
     assert result.report_path == out / "digits.tune.json"
@@ -144,7 +166,8 @@ def test_tune_writes_the_winner_with_session_settings(digits: dict[str, Path],
             assert "lower bound" in c["reason"], c
     assert any("[1/" in m for m in messages)
     finalists = [c for c in report["candidates"] if c["finalist"]]
-    assert 2 <= len(finalists) <= 3 and winner["finalist"]
+    engines = report["machine"]["engines"]
+    assert 2 <= len(finalists) <= 2 + len(engines) and winner["finalist"]
     assert all(c["first_ratio"] is not None for c in finalists)
     assert report["log"] == messages
     # the progress bar's fraction climbs monotonically to 1
@@ -165,6 +188,35 @@ def test_tune_writes_the_winner_with_session_settings(digits: dict[str, Path],
     acc = float(np.mean(model.predict(data["x"]).argmax(1) == data["y"]))
     assert acc > 0.8
     _check_engines(report, messages, result.model_path, stored)
+    _check_plan(report)
+
+
+def _check_plan(report: dict) -> None:
+    """The measurement plan, whichever candidate wins: the export's default int8 is the first
+    candidate; every candidate is timed at the requested batch; every other engine runs fp32,
+    the default int8 and the best int8 file of every stage; the run-off holds the fastest
+    accepted candidate of every engine."""
+    batch, cands = report["config"]["batch"], report["candidates"]
+    assert batch == 3
+    assert all(c["batch"] == batch for c in cands if c["latency_ratio"] is not None), cands
+    assert [c["name"] for c in cands if c["stage"] == "quantization"][0] == "int8-default"
+    names = {c["name"] for c in cands}
+
+    def first(c: dict) -> float:  # the ratio the search saw before the run-off
+        return c["first_ratio"] if c["finalist"] else c["latency_ratio"]
+
+    timed = [c for c in cands if c["accepted"] and c["latency_ratio"] is not None]
+    ort = [c for c in timed if c["engine"] == "onnxruntime"]
+    for engine in set(report["machine"]["engines"]) - {"onnxruntime"}:
+        assert f"fp32@{engine}" in names
+        for stage in ("quantization", "mixed precision"):
+            pool = [c for c in ort if c["stage"] == stage]
+            if pool:
+                assert f"{min(pool, key=first)['name']}@{engine}" in names, stage
+        if any(c["name"] == "int8-default" for c in ort):
+            assert f"int8-default@{engine}" in names
+    for engine in {c["engine"] for c in timed}:
+        assert min((c for c in timed if c["engine"] == engine), key=first)["finalist"], engine
 
 
 def _check_engines(report: dict, messages: list[str], path: Path, stored: dict) -> None:
@@ -179,9 +231,13 @@ def _check_engines(report: dict, messages: list[str], path: Path, stored: dict) 
     for c in ov:  # gated on accuracy like every candidate
         assert c["latency_ratio"] is not None and "lower bound" in c["reason"], c
     # stem conv kept in float (the digits CNN has no depthwise conv: that one is skipped)
-    stem = cands["int8-stem-float"]
-    assert stem["stage"] == "mixed precision"
-    assert len(stem["quantization"]["nodes_to_exclude"]) >= 3  # conv, relu, max pool
+    # (unless the best int8 file, e.g. the default, keeps the 1-channel stem in float already)
+    stem = cands.get("int8-stem-float")
+    if stem is None:
+        assert any("keeps the stem conv in float already" in m for m in messages)
+    else:
+        assert stem["stage"] == "mixed precision"
+        assert len(stem["quantization"]["nodes_to_exclude"]) >= 3  # conv, relu, max pool
     assert any("no depthwise Conv" in m for m in messages)
     # a bf16 candidate exactly on CPUs with avx512_bf16/amx_bf16, else the reason is logged
     assert ("bf16@openvino" in cands) != any("no bf16 candidate" in m for m in messages)
@@ -251,8 +307,103 @@ def test_tune_cli_writes_the_model_and_prints_the_table(digits: dict[str, Path],
                                    "--max-accuracy-drop", "2"])
     assert res.exit_code == 0, res.output
     # not a terminal: the progress is plain status lines; then the table and the reason
-    assert "[1/5] int8-u8s8-pc" in res.output and "time budget reached" in res.output
+    assert "[1/6] int8-default" in res.output and "time budget reached" in res.output
     assert "| candidate" in res.output and "ratio vs fp32" in res.output
     assert f"wrote {out / 'digits.tuned.onnx'}" in res.output
     report = json.loads((out / "digits.tune.json").read_text())
     assert report["config"]["budget_minutes"] == 0.02 and report["why"] in res.output
+    # over the budget, every engine still ran fp32 and the default int8 (the first candidate)
+    cands = {c["name"]: c for c in report["candidates"]}
+    for engine in set(report["machine"]["engines"]) - {"onnxruntime"}:
+        assert f"fp32@{engine}" in cands
+        assert (f"int8-default@{engine}" in cands) == cands["int8-default"]["accepted"]
+
+
+def test_quant_space_starts_with_the_export_default(digits: dict[str, Path],
+                                                    lstm: dict[str, Path], tmp_path: Path) -> None:
+    from edgekit.quantize import QuantizationConfig
+    from edgekit.tune.candidates import _quant_space
+
+    def config(settings: dict) -> QuantizationConfig:
+        settings = dict(settings)
+        return QuantizationConfig.from_preset(settings.pop("preset", None), **settings)
+
+    cnn = onnx.load(str(export_model(digits["model"], tmp_path).onnx_path))
+    space = _quant_space(cnn)
+    assert space[0][0] == "int8-default" and config(space[0][2]) == QuantizationConfig()
+    assert config(space[0][2]).stem_in_float is None  # auto, as the export does
+    for _, _, settings in space[1:]:  # the stem is a float-region candidate of its own
+        assert config(settings).stem_in_float is False and config(settings).mode.value == "int8"
+    # auto picks dynamic int8 for recurrent models: dynamic first, then the static ones
+    space = _quant_space(onnx.load(str(lstm["onnx"])))
+    modes = [(name, config(settings).mode.value) for name, _, settings in space]
+    assert modes[:3] == [("int8-dynamic", "dynamic"), ("int8-dynamic-full", "dynamic"),
+                         ("int8-default", "int8")]
+
+
+def test_float_region_candidates_keep_every_quantization_setting() -> None:
+    from edgekit.quantize import QuantizationConfig
+    from edgekit.tune.candidates import _float_overrides
+    from edgekit.tune.search import Candidate
+
+    cfg = QuantizationConfig.from_preset(
+        "avx2", calibration_method="minmax", op_types_to_quantize=["Conv"], stem_in_float=False,
+        extra_options={"CalibMovingAverage": True}, nodes_to_exclude=["a"], calibration_samples=7)
+    best = Candidate("b", "quantization", "", quantization=cfg.to_dict())
+    settings = _float_overrides(best, ["c", "a"])
+    assert QuantizationConfig.from_dict(settings) == cfg.replace(nodes_to_exclude=["a", "c"])
+
+
+def test_no_stem_candidate_when_the_stem_is_float_already(digits: dict[str, Path],
+                                                          tmp_path: Path) -> None:
+    """The default int8 keeps a 1-channel stem in float (stem_in_float auto): a stem-in-float
+    candidate built on it would repeat it."""
+    from types import SimpleNamespace
+
+    from edgekit.quantize import QuantizationConfig
+    from edgekit.tune.candidates import _region_candidates
+    from edgekit.tune.search import Candidate
+
+    graph = onnx.load(str(export_model(digits["model"], tmp_path).onnx_path)).graph
+    messages: list[str] = []
+    ctx = SimpleNamespace(graph=graph, progress=messages.append)
+    for stem_in_float, names in ((None, []), (True, []), (False, ["int8-stem-float"])):
+        cfg = QuantizationConfig(stem_in_float=stem_in_float)
+        best = Candidate("b", "quantization", "", quantization=cfg.to_dict())
+        assert [n for n, _, _ in _region_candidates(ctx, best)] == names  # type: ignore[arg-type]
+    assert any("keeps the stem conv in float already" in m for m in messages)
+
+
+def test_runoff_holds_the_fastest_accepted_candidate_of_every_engine() -> None:
+    from edgekit.tune.engines import _finalists
+    from edgekit.tune.search import Candidate
+
+    def cand(name: str, engine: str, ratio: float, accepted: bool = True) -> Candidate:
+        return Candidate(name, "engine", "", path="x", latency_ratio=ratio, accepted=accepted,
+                         engine=engine)
+
+    cands = [cand(f"ort{i}", "onnxruntime", 0.5 + 0.01 * i) for i in range(5)]
+    cands += [cand("ov-rejected", "openvino", 0.1, False), cand("ov-slow", "openvino", 0.9),
+              cand("ov", "openvino", 0.8)]
+    names = [c.name for c in _finalists(cands)]
+    assert names == ["ort0", "ort1", "ort2", "ov"]
+
+
+def test_tune_tries_dynamic_int8_on_a_recurrent_model(lstm: dict[str, Path],
+                                                      tmp_path: Path) -> None:
+    """The export's default for an LSTM (dynamic int8) is the first candidate, gated like the
+    others; a file with onnxruntime-only ops is never given to another engine."""
+    messages: list[str] = []
+    result = tune_model(lstm["model"], tmp_path / "out", lstm["calib"], lstm["eval"],
+                        TuneConfig(**{**_FAST, "budget_minutes": 0.01}),
+                        progress=messages.append)
+    dyn = result.candidates[1]
+    assert dyn.name == "int8-dynamic" and dyn.stage == "quantization"
+    assert dyn.quantization is not None and dyn.quantization["mode"] == "dynamic"
+    assert dyn.latency_ratio is not None and "lower bound" in dyn.reason  # gated
+    assert dyn.batch == 1
+    others = [c for c in result.candidates if c.engine != "onnxruntime"]
+    if dyn.nonstandard_ops:  # com.microsoft.DynamicQuantizeLSTM: onnxruntime only
+        assert not any(c.quantization and c.quantization["mode"] == "dynamic" for c in others)
+        if others:
+            assert any("(onnxruntime only): not run on" in m for m in messages)

@@ -41,7 +41,8 @@ __all__ = ["tune_cmd"]
 @batch_option(help="Batch size latency is measured at.")
 @click.option("--budget", "budget_minutes", type=click.FloatRange(0, min_open=True),
               default=10.0, show_default=True,
-              help="Minutes after which no new candidate is started.")
+              help="Minutes after which no new candidate is started (the export's default "
+              "variant and fp32 on every engine are always measured).")
 @click.option("--calibration-samples", type=click.IntRange(1), default=256, show_default=True)
 @json_option("Print the tune report as JSON on stdout (instead of the table).")
 @package_option("tune")
@@ -50,8 +51,8 @@ def tune_cmd(model: Path, outdir: Path, calibration: Path, eval_data: Path | Non
              max_accuracy_drop: float, threads: int, batch: int, budget_minutes: float,
              calibration_samples: int, as_json: bool, package: Path | None,
              force: bool) -> None:
-    """Search quantization/graph/session settings for the fastest MODEL within the accuracy
-    budget; latency is measured as a ratio against fp32 in the same run."""
+    """Search engine/quantization/graph/session settings for the fastest MODEL within the
+    accuracy budget; latency is measured at --batch as a ratio against fp32 in the same run."""
     from edgekit.tune.search import TuneConfig, format_candidates, tune_model
 
     config = TuneConfig(max_accuracy_drop=max_accuracy_drop, threads=threads, batch=batch,

@@ -1,0 +1,152 @@
+"""The tune's int8 candidates: the quantization space (from :class:`QuantizationConfig`
+fields), float regions (stem, depthwise convs) and latency-aware mixed precision (per-node
+profiles of fp32 and int8)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from edgekit.measure.profile import attribute_fp32, attribute_int8, node_profile
+from edgekit.quantize.regions import float_region, stem_and_depthwise, stem_float_region
+from edgekit.runtime.model import SessionOptionsConfig
+from edgekit.tune.core import Candidate, _check_accuracy, _Context, _measure
+
+__all__ = ["node_profile"]
+
+
+#: the quantization stage's plain static candidates: named settings of :class:`QuantizationConfig`
+#: (the stem is a float-region candidate of its own, so these quantize it)
+_PLAIN: tuple[tuple[str, str, dict[str, Any]], ...] = (
+    ("int8-u8s8-pc", "QDQ, u8 activations, s8 per-channel weights (avx512_vnni preset)",
+     {"preset": "avx512_vnni"}),
+    ("int8-u8s8-pc-rr", "as above with 7-bit weights (avx2 preset, reduce_range)",
+     {"preset": "avx2"}),
+    ("int8-u8s8-pt", "QDQ, u8 activations, s8 per-tensor weights",
+     {"preset": "avx512_vnni", "per_channel": False}),
+    ("int8-s8s8-pc", "QDQ, s8 symmetric activations, s8 per-channel weights",
+     {"preset": "avx512_vnni", "activation_type": "QInt8", "activation_symmetric": True}),
+    ("int8-u8s8-pc-rr-minmax", "avx2 preset with minmax calibration",
+     {"preset": "avx2", "calibration_method": "minmax"}),
+)
+
+
+def _quant_space(model: Any) -> list[tuple[str, str, dict[str, Any]]]:
+    """(name, description, :class:`QuantizationConfig` settings) of the quantization stage,
+    the likeliest winners first: the export's default variant first (static int8 with every
+    default, the small stem kept in float; for models where ``auto`` picks dynamic int8 --
+    recurrent or Dense-heavy ones, see :func:`resolve_mode` -- dynamic int8 first), then the
+    other settings."""
+    from edgekit.quantize.config import QuantMode, resolve_mode
+
+    Space = list[tuple[str, str, dict[str, Any]]]
+    default: Space = [("int8-default", "the export's default static int8 (QuantizationConfig "
+               "defaults: 7-bit per-channel weights, u8 activations, percentile calibration, "
+               "a stem conv on few channels kept in float)", {"mode": "int8"})]
+    plain: Space = [(n, d, {"mode": "int8", "stem_in_float": False, **o}) for n, d, o in _PLAIN]
+    mode, why = resolve_mode(model, QuantMode.AUTO)
+    if mode is not QuantMode.DYNAMIC:
+        return default + plain
+    dynamic: Space = [
+        ("int8-dynamic", f"dynamic int8, the export's default for this model ({why})",
+         {"mode": "dynamic"}),
+        ("int8-dynamic-full", "dynamic int8 with full-range 8-bit weights",
+         {"mode": "dynamic", "reduce_range": False}),
+    ]
+    return dynamic + default + plain
+
+
+def _try_quant(ctx: _Context, name: str, desc: str, overrides: dict[str, Any],
+               stage: str = "quantization", session: SessionOptionsConfig | None = None,
+               ) -> Candidate:
+    """Quantize with ``overrides`` (:class:`QuantizationConfig` settings; static int8 unless
+    they name a mode), then measure latency (``session``, default the base settings) and
+    accuracy. Static files are plain QDQ: onnxruntime optimizes them at load; dynamic ones may
+    use onnxruntime's own ops (``cand.nonstandard_ops``)."""
+    from edgekit.quantize import QuantizationConfig, quantize_model
+
+    cand = Candidate(name, stage, desc)
+    outdir = ctx.tmp / name
+    outdir.mkdir(parents=True, exist_ok=True)
+    settings = {"mode": "int8", "calibration_samples": ctx.config.calibration_samples,
+                "seed": ctx.config.seed, **overrides}
+    qcfg = QuantizationConfig.from_preset(settings.pop("preset", None), **settings)
+    cand.quantization = qcfg.to_dict()
+    try:
+        variant = quantize_model(ctx.fp32_path, outdir, stem=ctx.fp32_path.stem, config=qcfg,
+                                 calibration=ctx.calibration)
+    except Exception as exc:  # a config onnxruntime rejects is a failed candidate, not a crash
+        cand.reason = f"quantization failed: {str(exc).splitlines()[0][:160]}"
+        return cand
+    cand.nonstandard_ops = list(variant.nonstandard_ops)
+    model = _measure(ctx, cand, variant.path, session or ctx.base_session)
+    _check_accuracy(ctx, cand, model)
+    model.close()
+    return cand
+
+
+def _latency_aware(ctx: _Context, best: Candidate) -> tuple[Candidate | None, list[dict[str, Any]]]:
+    """Profile fp32 and ``best`` per node; keep in float the nodes where int8 is not faster."""
+    assert best.path is not None and best.quantization is not None
+    feeds = ctx.bench_feeds
+    fp32_prof = attribute_fp32(node_profile(ctx.fp32_path, feeds, ctx.base_session), ctx.graph)
+    names = {n.name for n in ctx.graph.node}
+    int8_prof = attribute_int8(node_profile(best.path, feeds, ctx.base_session), names)
+    rows = []
+    slower = []
+    for node in ctx.graph.node:
+        if node.name in fp32_prof and node.name in int8_prof:
+            f, q = fp32_prof[node.name], int8_prof[node.name]
+            rows.append({"node": node.name, "op": node.op_type, "fp32_us": round(f, 2),
+                         "int8_us": round(q, 2), "speedup": round(f / q, 3) if q else None})
+            if q >= 0.95 * f:
+                slower.append(node.name)
+    rows.sort(key=lambda r: -r["fp32_us"])
+    if not slower:
+        return None, rows
+    region = float_region(ctx.graph, slower)
+    overrides = _float_overrides(best, region)
+    cand = _try_quant(
+        ctx, "int8-latency-aware",
+        f"{best.name} with {len(slower)} node(s) where int8 was not faster kept in float "
+        f"({len(region)} with their activations/pooling); the float regions stay float in a "
+        "plain onnxruntime session (no session setting needed)",
+        overrides, stage="mixed precision",
+    )
+    return cand, rows
+
+
+def _float_overrides(best: Candidate, region: Sequence[str]) -> dict[str, Any]:
+    """``best``'s quantization settings (every field) with the nodes of ``region`` kept in
+    float."""
+    assert best.quantization is not None
+    settings = dict(best.quantization)
+    settings["nodes_to_exclude"] = sorted(set(settings.get("nodes_to_exclude") or [])
+                                          | set(region))
+    return settings
+
+
+def _region_candidates(ctx: _Context, best: Candidate) -> list[tuple[str, str, list[str]]]:
+    """(name, description, float region) of the stem / depthwise-in-float candidates; skipped
+    ones are logged with their reason."""
+    stem, dw = stem_and_depthwise(ctx.graph)
+    out: list[tuple[str, str, list[str]]] = []
+    assert best.quantization is not None
+    auto = best.quantization.get("stem_in_float")
+    kept = stem_float_region(ctx.graph, always=auto is True)[0] if auto is not False else []
+    if stem and kept:
+        ctx.progress(f"    {best.name} keeps the stem conv in float already: no stem-in-float "
+                     "candidate")
+    elif stem:
+        out.append(("int8-stem-float", f"{best.name} with the stem conv ({stem[0]}) and its "
+                    "activation/pooling kept in float", float_region(ctx.graph, stem)))
+    else:
+        ctx.progress("    no Conv: no stem-in-float candidate")
+    if dw:
+        out.append(("int8-stem-dw-float", f"{best.name} with the stem conv and the {len(dw)} "
+                    "depthwise conv(s) kept in float", float_region(ctx.graph, stem + dw)))
+    else:
+        ctx.progress("    no depthwise Conv: no depthwise-in-float candidate")
+    return out
+
+

@@ -1,0 +1,107 @@
+"""The tune's engine candidates (files run by OpenVINO) and the run-off that picks the
+winner among the fastest candidates, timed together."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from edgekit.measure.bench import measure
+from edgekit.measure.ratio import paired_ratio
+from edgekit.runtime.model import SessionOptionsConfig
+from edgekit.tune.core import (
+    Candidate,
+    _batch_of,
+    _check_accuracy,
+    _Context,
+    _measure,
+    _open,
+)
+
+
+def _engine_candidate(ctx: _Context, base: Candidate, engine: str, precision: str,
+                      name: str, desc: str) -> Candidate:
+    """``base``'s file run by ``engine`` at ``precision`` (base session threads), measured and
+    gated on accuracy like every candidate."""
+    assert base.path is not None
+    cand = Candidate(name, "engine", desc, quantization=base.quantization, engine=engine,
+                     nonstandard_ops=list(base.nonstandard_ops))
+    session = ctx.base_session.merged(
+        SessionOptionsConfig(engine=engine, precision=precision))
+    try:
+        model = _measure(ctx, cand, Path(base.path), session)
+    except Exception as exc:  # an engine that rejects the file is a failed candidate
+        cand.reason = f"{engine} failed: {str(exc).strip().splitlines()[0][:160]}"
+        return cand
+    _check_accuracy(ctx, cand, model)
+    model.close()
+    return cand
+
+
+def _bf16_skip_reason() -> str | None:
+    """None when OpenVINO can compute in bf16 on this CPU (``BF16`` in its optimization
+    capabilities: the avx512_bf16 / amx_bf16 flags), else why the bf16 candidate is skipped."""
+    try:
+        import openvino as ov
+
+        caps = ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    except Exception as exc:  # no openvino, or no CPU plugin
+        return f"no bf16 candidate: OpenVINO's CPU plugin is unavailable ({exc})"
+    if "BF16" in caps:
+        return None
+    return ("no bf16 candidate: this CPU has no bf16 instructions (no avx512_bf16/amx_bf16; "
+            f"OpenVINO capabilities {', '.join(caps)})")
+
+
+_FINALISTS = 3
+#: simpler settings first: a more complex candidate wins only when it is faster by more than
+#: the measurement noise (``rel_tol``)
+_STAGE_ORDER = {"baseline": 0, "quantization": 1, "mixed precision": 2, "session": 3,
+                "engine": 4}
+
+
+def _finalists(cands: Sequence[Candidate]) -> list[Candidate]:
+    """The run-off's candidates: the :data:`_FINALISTS` fastest accepted ones, and the fastest
+    accepted one of every engine (so every engine's best is compared side by side)."""
+    timed = sorted((c for c in cands if c.accepted and c.latency_ratio is not None and c.path),
+                   key=lambda c: c.latency_ratio or 0.0)
+    finalists = timed[:_FINALISTS]
+    for engine in dict.fromkeys(c.engine for c in timed):
+        best = next(c for c in timed if c.engine == engine)
+        if all(best is not f for f in finalists):
+            finalists.append(best)
+    return finalists
+
+
+def _runoff(ctx: _Context, cands: Sequence[Candidate]) -> Candidate:
+    """Re-time the finalists (:func:`_finalists`) interleaved with fp32 and each other at the
+    requested batch (one measurement, so they share the machine's state); returns the
+    winner."""
+    cfg = ctx.config
+    finalists = _finalists(cands)
+    if len(finalists) > 1:
+        models = [_open(Path(c.path), SessionOptionsConfig.from_dict(c.session))  # type: ignore[arg-type]
+                  for c in finalists]
+        feeds = ctx.bench_feeds
+        calls = [lambda: ctx.reference.run(feeds)] + [
+            (lambda m=m: m.run(feeds)) for m in models]
+        times = measure(calls, runs=None, duration=min(2 * cfg.min_seconds, cfg.max_seconds),
+                        min_runs=min(cfg.min_pairs, 20), warmup=3)
+        ref_ms = float(np.median(times[0])) / 1e6
+        for c, t in zip(finalists, times[1:], strict=True):
+            c.first_ratio, c.finalist = c.latency_ratio, True
+            c.latency_ratio = paired_ratio(t, times[0])  # the estimator of measure_ratio
+            c.latency_ms, c.fp32_latency_ms = float(np.median(t)) / 1e6, ref_ms
+            c.pairs += len(t)
+            c.batch = _batch_of(feeds)
+        for m in models:
+            m.close()
+    winner: Candidate | None = None
+    for c in sorted(finalists, key=lambda c: (_STAGE_ORDER.get(c.stage, 9), c.latency_ratio)):
+        if winner is None or c.latency_ratio < winner.latency_ratio * (1 - cfg.rel_tol):  # type: ignore[operator]
+            winner = c
+    return winner or cands[0]
+
+

@@ -1,0 +1,131 @@
+"""The tune's report and outputs: the Pareto front, the candidates table, the reason for the
+winner, the tuned file's bytes and the checked output paths."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from edgekit import __version__
+from edgekit.errors import InputError
+from edgekit.io.artifacts import ArtifactSet
+from edgekit.metadata import PREFIX, set_props
+from edgekit.progress import StatusFn
+from edgekit.runtime.model import SessionOptionsConfig
+from edgekit.tune.core import Candidate, TuneConfig
+
+__all__ = ["format_candidates"]
+
+
+def _pareto(cands: Sequence[Candidate]) -> None:
+    pts = [c for c in cands if c.latency_ratio is not None]
+    for c in pts:
+        c.pareto = not any(
+            o is not c
+            and o.latency_ratio <= c.latency_ratio  # type: ignore[operator]
+            and o.loss <= c.loss
+            and o.size_bytes <= c.size_bytes
+            and (o.latency_ratio, o.size_bytes) != (c.latency_ratio, c.size_bytes)
+            for o in pts
+        )
+
+
+def format_candidates(cands: Sequence[Candidate], winner: Candidate | None = None) -> str:
+    """The candidates table (latency ratio vs fp32, accuracy, size)."""
+    from edgekit.measure.bench import render_table
+
+    rows = []
+    for c in cands:
+        rows.append([
+            ("* " if c is winner else "  ") + c.name,
+            c.stage,
+            c.engine,
+            "-" if c.latency_ratio is None else f"{c.latency_ratio:.3f}",
+            "-" if c.latency_ms is None else f"{c.latency_ms:.3f}",
+            "-" if c.accuracy is None else f"{c.accuracy:.2f}",
+            "-" if c.agreement is None else f"{c.agreement:.2f}",
+            f"{c.size_bytes / 1024:.0f}" if c.size_bytes else "-",
+            ("yes" if c.accepted else "no") + (" P" if c.pareto else "")
+            + (" R" if c.finalist else ""),
+        ])
+    header = ["candidate", "stage", "engine", "ratio vs fp32", "median ms", "acc %", "agree %",
+              "KiB",
+              "ok (P=pareto, R=run-off)"]
+    return render_table(header, rows)
+
+
+def _why(winner: Candidate, fp32: Candidate, cands: Sequence[Candidate], cfg: TuneConfig) -> str:
+    if winner is fp32 or (winner.quantization is None and winner.stage != "engine"):
+        int8 = [c for c in cands if c.quantization is not None and c.latency_ratio is not None]
+        accepted = [c for c in int8 if c.accepted]
+        if not accepted:
+            return (f"no int8 candidate met the accuracy budget ({cfg.max_accuracy_drop:g} pt); "
+                    f"keeping fp32 ({winner.name})")
+        fastest = min(accepted, key=lambda c: c.latency_ratio)  # type: ignore[arg-type, return-value]
+        return (f"fp32 ({winner.name}) is fastest: the fastest int8 candidate within the "
+                f"accuracy budget, {fastest.name}, takes {fastest.latency_ratio:.2f}x the fp32 "
+                f"latency here ({cfg.threads} thread(s), batch {cfg.batch}); see node_profile "
+                "for where the time goes")
+    faster = 1 / winner.latency_ratio if winner.latency_ratio else float("nan")
+    acc = (f"accuracy drop {winner.accuracy_drop:+.2f} pt" if winner.accuracy_drop is not None
+           else f"top-1 agreement {winner.agreement:.2f}%")
+    return (f"{winner.name} ({winner.engine}) is the fastest candidate within the accuracy "
+            "budget: "
+            f"{faster:.2f}x faster than fp32 ({winner.latency_ms:.3f} ms vs "
+            f"{winner.fp32_latency_ms:.3f} ms, {cfg.threads} thread(s), batch {cfg.batch}), "
+            f"{acc}, {winner.size_bytes / 1024:.0f} KiB{_runoff_note(winner, cands)}")
+
+
+def _runoff_note(winner: Candidate, cands: Sequence[Candidate]) -> str:
+    others = [f"{c.name} {c.latency_ratio:.3f}" for c in cands if c.finalist and c is not winner]
+    if not winner.finalist or not others:
+        return ""
+    return (f"; run-off ratio {winner.latency_ratio:.3f} vs " + ", ".join(others)
+            + " (a more complex setting must win by more than the noise)")
+
+
+def _tuned_bytes(winner: Candidate, config: TuneConfig) -> bytes:
+    """The winner's file with its session settings and the search summary in metadata."""
+    import onnx
+
+    tuned = onnx.load(winner.path)  # type: ignore[arg-type]
+    session = SessionOptionsConfig.from_dict(winner.session)
+    summary = {"winner": winner.name, "latency_ratio": winner.latency_ratio,
+               "threads": config.threads, "batch": config.batch, "edgekit": __version__}
+    set_props(tuned, {PREFIX + "session": json.dumps(session.to_dict()),
+                      PREFIX + "tune": json.dumps(summary)})
+    return bytes(tuned.SerializeToString())
+
+
+def _artifacts(src: Path, outdir: str | os.PathLike[str],
+               force: bool) -> tuple[ArtifactSet, list[str]]:
+    """The checked outputs ``<stem>.tuned.onnx`` and ``<stem>.tune.json`` of ``src``."""
+    if not src.exists():
+        raise InputError(f"model path {src} does not exist", hint="check the path")
+    stem = src.stem if not src.is_dir() else src.name
+    names = [f"{stem}.tuned.onnx", f"{stem}.tune.json"]
+    artifacts = ArtifactSet(outdir, names, force=force)
+    artifacts.check()
+    return artifacts, names
+
+
+def _package_target(package: str | os.PathLike[str] | None, outdir: str | os.PathLike[str],
+                    force: bool) -> Any:
+    """The checked :class:`edgekit.packaging.PackageTarget` of ``--package`` (None without)."""
+    if package is None:
+        return None
+    from edgekit.packaging import PackageTarget
+
+    return PackageTarget(package, force, outdir)
+
+
+def _package(target: Any, artifacts: ArtifactSet, fp32_path: Path, winner: Candidate,
+             tuned: bytes, data: tuple[Any, Any], say: StatusFn) -> dict[str, Any]:
+    """The model package of the tune (the tuned file as int8 when quantized, else as fp32)."""
+    from edgekit.packaging import tune_package
+
+    precision = "int8" if winner.quantization is not None else "fp32"
+    return tune_package(target, artifacts, fp32_path, tuned, precision, data[0], data[1], say)
