@@ -142,7 +142,8 @@ def output_errors(
     n_fail = int(failing.sum())
     out.update(failing=n_fail, failing_share=n_fail / max(size, 1), worst=None)
     if n_fail:
-        ratio = np.where(failing, diff / np.where(allowed > 0, allowed, np.inf), -1.0)
+        with np.errstate(invalid="ignore", divide="ignore"):  # NaN, inf: infinitely worse
+            ratio = np.where(failing, diff / allowed, -1.0)
         ratio = np.where(np.isnan(ratio), np.inf, ratio)
         i = np.unravel_index(int(np.argmax(ratio)), diff.shape)
         out["worst"] = {"index": [int(k) for k in i], "reference": float(r[i]),

@@ -112,10 +112,8 @@ class ExportConfig:
                 f"opset {self.opset} is too old for edgekit (needs {MIN_OPSET}..{MAX_OPSET})",
                 hint="use the default --opset 17",
             )
-        if not self.atol > 0:
-            raise InputError(f"atol must be positive, got {self.atol}")
-        if not self.rtol >= 0:
-            raise InputError(f"rtol must be >= 0, got {self.rtol}")
+        if not (self.atol > 0 and self.rtol >= 0):
+            raise InputError(f"atol must be > 0 and rtol >= 0, got {self.atol} and {self.rtol}")
         if self.validation_samples < 0:
             raise InputError("validation_samples must be >= 0")
         if self.batch_size < 1:
@@ -748,14 +746,12 @@ def validate_source(
     atol: float | None,
     batch_size: int = 8,
     opset: int | None = None,
-    *,
     rtol: float = DEFAULT_RTOL,
 ) -> ValidationResult:
     """Compare Keras (reference) and onnxruntime on ``feeds`` in batches of ``batch_size``
     (default 8: memory bounded by the batch, not the sample count), then at batch 1.
 
-    ``onnx_model``: a path, serialized bytes or an ``onnxruntime.InferenceSession``. An
-    element fails beyond ``atol + rtol * |keras|`` (see :func:`edgekit.validate.output_errors`).
+    ``onnx_model``: a path, bytes or an onnxruntime session; tolerance: see :func:`compare_outputs`.
     The result carries the reference outputs' saturation and warnings when they are degenerate.
     """
     n = len(next(iter(feeds.values())))
