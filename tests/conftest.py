@@ -154,7 +154,7 @@ FILE_SECONDS = {
     "test_quantize.py": 15, "test_serve_props.py": 15, "test_serve_tls.py": 30,
     "test_serve_shutdown.py": 25, "test_serve_hostile.py": 12, "test_data_folders.py": 25,
     "test_compare.py": 12, "test_readback.py": 12, "test_bench.py": 10, "test_zoo.py": 30,
-    "test_tolerance.py": 10,
+    "test_tolerance.py": 20,
 }
 
 
