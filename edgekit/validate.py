@@ -8,7 +8,9 @@ onnxruntime on the CPU.
 Tolerance (the ``numpy.isclose`` / Polygraphy convention, per element of each output): an
 element fails when ``|candidate - reference| > atol + rtol * |reference|``, or when either side
 is NaN. An absolute tolerance alone cannot fit every depth and output scale: float rounding
-grows with the magnitude of the values, so ``rtol`` scales the tolerance with them.
+grows with the magnitude of the values, so ``rtol`` scales the tolerance with them. Top-1
+agreement is reported, not gated: a class that flips while every score is within tolerance is
+a tie in the reference.
 """
 
 from __future__ import annotations
@@ -71,6 +73,8 @@ class ValidationResult:
 
     def tolerance(self) -> str:
         """The tolerance checked, for people: ``atol 0.0001 + rtol 0.001 x |reference|``."""
+        if self.atol is None:
+            return "no tolerance"
         return f"atol {self.atol:g} + rtol {self.rtol or 0:g} x |reference|"
 
     def failures(self) -> str:
@@ -91,16 +95,19 @@ class ValidationResult:
         return "; ".join(parts)
 
     def include(self, other: ValidationResult) -> None:
-        """Fold in a second run of the same outputs (a subset of the samples at batch 1):
-        its failing elements count, its worst element wins when worse, ``passed`` updates."""
+        """Fold in a second run of the same outputs (a subset of the samples at batch 1): its
+        elements and failing elements add up, its worst element wins when worse, its max abs
+        error counts, ``passed`` updates (the percentiles stay those of the first run)."""
         for name, e in self.per_output.items():
             o = other.per_output.get(name)
             if o is None:
                 continue
             e["max_abs_error"] = max(e["max_abs_error"], o["max_abs_error"])
-            if o.get("failing"):
-                e["failing"] = e.get("failing", 0) + o["failing"]
+            e["elements"] += o["elements"]
+            if "failing" in e and "failing" in o:
+                e["failing"] += o["failing"]
                 e["failing_share"] = e["failing"] / max(e["elements"], 1)
+            if o.get("failing"):
                 if not e.get("worst") or o["worst"]["ratio"] > e["worst"]["ratio"]:
                     e["worst"] = {**o["worst"], "batch1": True}
         self.max_abs_error = max(self.max_abs_error, other.max_abs_error)

@@ -83,7 +83,8 @@ def test_compare_outputs_per_output_and_message() -> None:
     assert "p50" in text and "p99" in text
     assert res.tolerance() == f"atol {DEFAULT_ATOL:g} + rtol {DEFAULT_RTOL:g} x |reference|"
     # without a tolerance nothing is checked
-    assert compare_outputs([ref], [bad]).passed
+    unchecked = compare_outputs([ref], [bad])
+    assert unchecked.passed and unchecked.tolerance() == "no tolerance"
 
 
 def test_a_second_run_at_batch_1_is_folded_in() -> None:
@@ -94,6 +95,7 @@ def test_a_second_run_at_batch_1_is_folded_in() -> None:
     res.include(compare_outputs([ref[:1]], [bad], ["y"], 1e-4))
     e = res.per_output["y"]
     assert not res.passed and e["failing"] == 1 and e["worst"]["batch1"]
+    assert e["elements"] == 6 + 3 and e["failing_share"] == pytest.approx(1 / 9)
     assert res.max_abs_error == pytest.approx(1.0)
     assert "(batch 1)" in res.failures()
 
