@@ -100,6 +100,17 @@ def test_a_second_run_at_batch_1_is_folded_in() -> None:
     assert "(batch 1)" in res.failures()
 
 
+def test_export_config_takes_the_defaults_and_refuses_negative_rtol() -> None:
+    from edgekit.convert.export import ExportConfig
+    from edgekit.errors import InputError
+
+    config = ExportConfig()
+    assert (config.atol, config.rtol) == (DEFAULT_ATOL, DEFAULT_RTOL)
+    assert ExportConfig(rtol=0).rtol == 0
+    with pytest.raises(InputError, match="rtol >= 0"):
+        ExportConfig(rtol=-1e-3)
+
+
 def test_cli_help_states_the_defaults() -> None:
     from click.testing import CliRunner
 
