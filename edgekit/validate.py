@@ -33,8 +33,8 @@ DEFAULT_ATOL = 1e-4
 #: default relative tolerance (times |reference|) of fp32 validation against Keras. Measured
 #: float noise needs up to 2.2e-4 beyond atol (InceptionV3 96x96, weights=None, BatchNorm from
 #: one batch, TensorFlow's oneDNN on) and 4.5e-4 (16 x Conv+BatchNorm, outputs in the
-#: hundreds); one weight x 1.5 in the latter puts 593 of its 640 output elements beyond this
-#: tolerance, the worst 270 times over (tests/test_tolerance.py)
+#: hundreds; 12 of them, tests/test_tolerance.py, need 2.2e-5 where one weight x 1.5 puts 593
+#: of the 640 output elements beyond this tolerance, the worst 270 times over)
 DEFAULT_RTOL = 1e-3
 
 
