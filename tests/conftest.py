@@ -134,6 +134,9 @@ SLOW_TESTS: dict[str, set[str]] = {
         "test_predict_never_answers_5xx",
         "test_v2_infer_never_answers_5xx",
     },
+    "test_tolerance.py": {
+        "test_deep_model_with_float_noise_passes_and_a_changed_weight_fails",
+    },
     "test_tune.py": {
         "test_float_region_extends_through_activation_and_pooling",
         "test_measure_ratio_of_a_model_against_itself_is_near_one",
@@ -155,6 +158,7 @@ FILE_SECONDS = {
     "test_serve_shutdown.py": 25, "test_serve_hostile.py": 12, "test_data_folders.py": 25,
     "test_compare.py": 12, "test_readback.py": 12, "test_bench.py": 10, "test_zoo.py": 30,
     "test_explain.py": 5, "test_output_contract.py": 30, "test_profile.py": 8,
+    "test_tolerance.py": 20,
 }
 
 

@@ -294,10 +294,11 @@ def test_error_validation_above_atol_writes_nothing(
 ) -> None:
     out = tmp_path / "out"
     _expect_error(
-        ["export", str(models["cnn"]), "-o", str(out), "--atol", "1e-12"], out, "differ from Keras"
+        ["export", str(models["cnn"]), "-o", str(out), "--atol", "1e-12", "--rtol", "0"], out,
+        "differ from Keras beyond atol 1e-12 + rtol 0 x |reference|",
     )
-    with pytest.raises(ValidationError):
-        export_model(models["cnn"], out, ExportConfig(atol=1e-12))
+    with pytest.raises(ValidationError, match="elements .* fail, worst at"):
+        export_model(models["cnn"], out, ExportConfig(atol=1e-12, rtol=0))
     assert not out.exists()
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +35,11 @@ __all__ = ["export_cmd", "inspect_cmd", "quantize_cmd"]
               "image folder. Default: --calibration, else seeded synthetic inputs.")
 @click.option("--validation-samples", type=click.IntRange(0), default=256, show_default=True,
               help="Synthetic samples, or cap on samples read from --validation-data (0 = all).")
-@click.option("--atol", type=float, default=1e-4, show_default=True,
-              help="Largest max-abs difference from Keras that passes validation.")
+@click.option("--atol", type=float, default=None,
+              help="Absolute tolerance (default 1e-4): validation fails when an output element "
+              "differs from Keras by more than atol + rtol x |keras value|.")
+@click.option("--rtol", type=float, default=None,
+              help="Relative tolerance (default 1e-3), see --atol; 0 = absolute only.")
 @click.option("--labels", "labels_file", type=existing_path(), default=None,
               help="Class labels: a text file with one label per line, or a JSON list.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of synthetic inputs.")
@@ -58,8 +62,9 @@ __all__ = ["export_cmd", "inspect_cmd", "quantize_cmd"]
 @force_option()
 @quantization_options
 def export_cmd(model: Path, outdir: Path, opset: int, validation_data: Path | None,
-               validation_samples: int, atol: float, labels_file: Path | None, seed: int,
-               output_kinds: tuple[str, ...], custom_objects: tuple[str, ...], strict: bool,
+               validation_samples: int, atol: float | None, rtol: float | None,
+               labels_file: Path | None, seed: int, output_kinds: tuple[str, ...],
+               custom_objects: tuple[str, ...], strict: bool,
                no_simplify: bool, package: Path | None, force: bool, **qopts: Any) -> None:
     """Export a Keras MODEL (.keras, .h5 or SavedModel folder) to validated ONNX.
 
@@ -69,10 +74,13 @@ def export_cmd(model: Path, outdir: Path, opset: int, validation_data: Path | No
     from edgekit.convert.export import ExportConfig, export_model, read_labels
 
     labels = read_labels(labels_file) if labels_file else None
-    config = ExportConfig(opset=opset, atol=atol, validation_samples=validation_samples,
+    config = ExportConfig(opset=opset, validation_samples=validation_samples,
                           labels=labels, seed=seed, force=force,
                           output_kinds=list(output_kinds) or None, strict=strict,
                           simplify=not no_simplify)
+    if atol is not None or rtol is not None:  # unset options keep ExportConfig's defaults
+        config = replace(config, atol=config.atol if atol is None else atol,
+                         rtol=config.rtol if rtol is None else rtol)
     if validation_data is None and qopts.get("calibration") is not None:
         validation_data = qopts["calibration"]
     qconfig = config_from_options(**qopts)
@@ -96,12 +104,13 @@ def export_cmd(model: Path, outdir: Path, opset: int, validation_data: Path | No
     result = export_model(model, outdir, config, validation_data=validation_data,
                           extra_outputs=hook if hooks else None,
                           custom_objects=list(custom_objects) or None)
-    _echo_export(result, outdir, atol)
+    _echo_export(result, outdir)
 
 
-def _echo_export(result: Any, outdir: Path, atol: float) -> None:
+def _echo_export(result: Any, outdir: Path) -> None:
     click.echo(f"wrote {result.onnx_path} ({result.onnx_path.stat().st_size / 1024:.1f} KiB)")
-    click.echo(f"validation: {result.validation.summary()} (atol {atol:g}) - passed")
+    v = result.validation
+    click.echo(f"validation: {v.summary()} (within {v.tolerance()}) - passed")
     for warning in result.validation.warnings:
         click.echo(f"warning: {warning}; agreement on such inputs proves little "
                    "(validate on real data with --validation-data; --strict fails here)", err=True)

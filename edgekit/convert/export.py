@@ -37,6 +37,8 @@ from edgekit.io.artifacts import ArtifactSet, file_entry, sha256_file
 from edgekit.metadata import PREFIX, ModelMetadata, load_keras_metadata, set_props
 from edgekit.schema import parse_json
 from edgekit.validate import (
+    DEFAULT_ATOL,
+    DEFAULT_RTOL,
     ValidationResult,
     compare_outputs,
     degenerate_warnings,
@@ -69,7 +71,8 @@ class ExportConfig:
 
     Attributes:
         opset: ONNX opset to target, 13..18 (default 17).
-        atol: largest max-abs difference from Keras that passes validation (default 1e-4).
+        atol / rtol: validation fails when any output element differs from Keras by more
+            than ``atol + rtol * |keras|`` (defaults 1e-4 and 1e-3, see :mod:`edgekit.validate`).
         validation_samples: synthetic samples when no validation data is given (default 256);
             also the cap on samples read from validation data (0 = all).
         labels: class names stored in the model (default: the Keras model's own metadata).
@@ -86,7 +89,8 @@ class ExportConfig:
     """
 
     opset: int = 17
-    atol: float = 1e-4
+    atol: float = DEFAULT_ATOL
+    rtol: float = DEFAULT_RTOL
     validation_samples: int = 256
     labels: list[str] | None = None
     seed: int = 0
@@ -108,8 +112,8 @@ class ExportConfig:
                 f"opset {self.opset} is too old for edgekit (needs {MIN_OPSET}..{MAX_OPSET})",
                 hint="use the default --opset 17",
             )
-        if not self.atol > 0:
-            raise InputError(f"atol must be positive, got {self.atol}")
+        if not (self.atol > 0 and self.rtol >= 0):
+            raise InputError(f"atol must be > 0 and rtol >= 0, got {self.atol} and {self.rtol}")
         if self.validation_samples < 0:
             raise InputError("validation_samples must be >= 0")
         if self.batch_size < 1:
@@ -742,12 +746,13 @@ def validate_source(
     atol: float | None,
     batch_size: int = 8,
     opset: int | None = None,
+    rtol: float = DEFAULT_RTOL,
 ) -> ValidationResult:
     """Compare Keras (reference) and onnxruntime on ``feeds`` in batches of ``batch_size``
     (default 8: memory bounded by the batch, not the sample count), then at batch 1.
 
-    ``onnx_model``: a path, serialized bytes or an ``onnxruntime.InferenceSession``. The
-    result carries the reference outputs' saturation and warnings when they are degenerate.
+    ``onnx_model``: a path, bytes or an onnxruntime session; tolerance: see :func:`compare_outputs`.
+    The result carries the reference outputs' saturation and warnings when they are degenerate.
     """
     n = len(next(iter(feeds.values())))
     names = [o.name for o in source.outputs]
@@ -759,11 +764,8 @@ def validate_source(
         one = run_in_batches(lambda f: sess.run(None, f), {a: v[:k] for a, v in feeds.items()}, 1)
     except Exception as exc:
         raise _onnx_run_error(exc, feeds, opset) from exc
-    result = compare_outputs(ref, got, names, atol)
-    single = compare_outputs([r[:k] for r in ref], one, None, atol)
-    if single.max_abs_error > result.max_abs_error:
-        result.max_abs_error = single.max_abs_error
-        result.passed = atol is None or result.max_abs_error <= atol
+    result = compare_outputs(ref, got, names, atol, rtol)
+    result.include(compare_outputs([r[:k] for r in ref], one, names, atol, rtol))
     result.saturation = output_saturation(ref, names)
     result.warnings = degenerate_warnings(result.saturation, n)
     return result
@@ -839,23 +841,22 @@ def _check_labels(source: KerasSource, config: ExportConfig) -> None:
 
 def _validate(source: KerasSource, session: Any, feeds: dict[str, np.ndarray],
               config: ExportConfig) -> ValidationResult:
-    """Validate and enforce ``atol`` and ``strict``; raises ValidationError."""
+    """Validate and enforce the tolerance and ``strict``; raises ValidationError."""
     result = validate_source(source, session, feeds, config.atol, config.batch_size,
-                             config.opset)
+                             config.opset, rtol=config.rtol)
+    differ = (f"ONNX outputs differ from Keras beyond {result.tolerance()}: "
+              f"{result.failures()} ({result.summary()})")
     if not result.passed and result.warnings:
         raise ValidationError(
-            f"ONNX outputs differ from Keras by up to {result.max_abs_error:.3g} "
-            f"(> atol {config.atol:g}; {result.summary()}), on inputs where "
-            f"{'; '.join(result.warnings)}; no model was written",
+            f"{differ}, on inputs where {'; '.join(result.warnings)}; no model was written",
             hint="saturated outputs turn float rounding into flipped classes: validate on "
             "real inputs with --validation-data (or --calibration)",
         )
     if not result.passed:
         raise ValidationError(
-            f"ONNX outputs differ from Keras by up to {result.max_abs_error:.3g} "
-            f"(> atol {config.atol:g}; {result.summary()}); no model was written",
-            hint="check the model for non-deterministic layers, or raise --atol if this "
-            "difference is acceptable",
+            f"{differ}; no model was written",
+            hint="check the model for non-deterministic layers, or raise --atol/--rtol if "
+            "this difference is acceptable",
         )
     if config.strict and result.warnings:
         raise ValidationError(
