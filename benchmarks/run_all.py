@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -420,7 +421,9 @@ def main(argv: list[str] | None = None) -> int:
     result["wall_s"] = round(time.perf_counter() - t_start, 1)
     out = args.out or RESULTS
     out.mkdir(parents=True, exist_ok=True)
-    stem = "engines" if args.engines else "latest"
+    # the engines comparison is kept per instruction set (each CPU gets its best engine)
+    isa = re.sub(r"[^a-z0-9]+", "_", result["machine"]["instruction_set"].lower()).strip("_")
+    stem = f"engines_{isa.removesuffix('_no_vnni')}" if args.engines else "latest"
     (out / f"{stem}.json").write_text(json.dumps(result, indent=1) + "\n")
     md = markdown(result)
     (out / f"{stem}.md").write_text(md + "\n")
