@@ -153,7 +153,7 @@ def to_probabilities(y: np.ndarray, kind: OutputKind | str | None) -> np.ndarray
 
 def graph_kind(kind: OutputKind | None, op: str | None, axis: int | None,
                rank: int | None) -> OutputKind | None:
-    """``kind`` corrected by the op that ends the graph (see :mod:`edgekit.runtime.graph`).
+    """``kind`` corrected by the op that ends the graph (see :mod:`edgekit.runtime.output_ops`).
 
     Only ``probabilities`` is corrected, for files exported before ``independent`` existed
     (or a forced ``--output-kind``): a ``Sigmoid`` end is ``independent``; a ``Softmax`` whose

@@ -233,6 +233,9 @@ def test_serve_runs_the_selected_variant(exported: dict[str, Path], images: np.n
     with testclient.TestClient(create_app(exported["pkg"])) as client:
         meta = client.get("/metadata").json()
         assert meta["package"]["variant"]["name"] == "cpu-int8"
+        # served under the package's name, not the file of the variant this machine runs
+        name = exported["pkg"].name.removesuffix(".pkg")
+        assert client.get("/v2/models").json()["models"] == [name] == [meta["name"]]
         r = client.post("/predict", json={"inputs": images[:2].tolist()})
         assert r.status_code == 200 and len(r.json()["labels"]) == 2
 

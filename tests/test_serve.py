@@ -204,3 +204,4 @@ def test_outputs_that_are_not_numbers_get_422(paths: dict[str, Path], tmp_path: 
         r = c.post("/predict", json={"inputs": img.tolist()})
         assert r.status_code == 422, r.text
         assert "NaN or infinite outputs" in r.json()["error"]
+        assert "preprocessing" in r.json()["hint"]

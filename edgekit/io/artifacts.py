@@ -26,7 +26,7 @@ from typing import Any
 
 from edgekit.errors import OutputError, OutputExistsError, SchemaError, fs_fault, output_error
 from edgekit.io.tempdirs import register, uninterrupted, unregister
-from edgekit.schema import Fields, list_of, read_json, string
+from edgekit.schema import Fields, list_of, string
 
 logger = logging.getLogger(__name__)
 
@@ -380,11 +380,19 @@ def _read_journal(stage: Path) -> tuple[Path, list[str]] | None:
     the stage's own or a sibling (:class:`SchemaError` otherwise, and the stage is left
     alone). None when the journal is torn: it is synced before the first rename, so a
     process that died while writing it had moved nothing, and its stage holds only new files."""
+    limit = 1 << 20
+    with open(stage / _JOURNAL, "rb") as fh:
+        raw = fh.read(limit + 1)
+    if len(raw) > limit:
+        raise SchemaError(f"the journal is larger than {limit >> 10} KiB, far more than edgekit "
+                          "writes there")
     try:
-        json.loads((stage / _JOURNAL).read_bytes())
-    except ValueError:
+        data = json.loads(raw)
+    except RecursionError:
+        raise SchemaError("the journal is nested too deeply to be edgekit's") from None
+    except ValueError:  # cut short: nothing was moved
         return None
-    f = Fields(read_json(stage / _JOURNAL, 1 << 20))
+    f = Fields(data)
     out = Path(f.get("outdir", string()))
     names = f.get("names", list_of(string(max_len=255), 1 << 16))
     if any(n in ("", ".", "..") or "/" in n or os.sep in n for n in names):

@@ -28,7 +28,9 @@ from edgekit.errors import fs_fault, output_error
 
 __all__ = [
     "Terminated",
+    "drop_temp_dir",
     "interruptible",
+    "new_temp_dir",
     "private_tempdir",
     "register",
     "remove_registered",
@@ -74,7 +76,11 @@ def remove_registered() -> list[Path]:
 def uninterrupted() -> Iterator[None]:
     """Hold back a SIGTERM/SIGINT that :func:`interruptible` would raise until the block ends:
     for creating a folder and registering it, so that an interruption between the two cannot
-    leave an unregistered folder behind (it is raised right after, with the folder known)."""
+    leave an unregistered folder behind (it is raised right after, with the folder known).
+    Signals are handled in the main thread only, so other threads hold nothing back."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
     _DEFER["depth"] += 1
     try:
         yield
@@ -104,6 +110,18 @@ def _mkdtemp(prefix: str, dir: str | os.PathLike[str] | None) -> Path:
         raise output_error(exc, where, "create a temporary folder in", temp=True) from exc
 
 
+def new_temp_dir(prefix: str = "edgekit-", dir: str | os.PathLike[str] | None = None) -> Path:
+    """A fresh folder, registered (removed if the process is interrupted), for an owner that
+    outlives a ``with`` block; the owner removes it with :func:`drop_temp_dir`."""
+    return _mkdtemp(prefix, dir)
+
+
+def drop_temp_dir(path: str | os.PathLike[str]) -> None:
+    """Remove a folder of :func:`new_temp_dir` and forget it."""
+    shutil.rmtree(path, ignore_errors=True)
+    unregister(path)
+
+
 @contextmanager
 def temp_dir(prefix: str = "edgekit-", dir: str | os.PathLike[str] | None = None
              ) -> Iterator[Path]:
@@ -117,8 +135,7 @@ def temp_dir(prefix: str = "edgekit-", dir: str | os.PathLike[str] | None = None
             raise
         raise output_error(exc, exc.filename or path, temp=dir is None) from exc
     finally:
-        shutil.rmtree(path, ignore_errors=True)
-        unregister(path)
+        drop_temp_dir(path)
 
 
 def _inside(filename: Any, folder: Path) -> bool:

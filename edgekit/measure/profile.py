@@ -21,8 +21,6 @@ import collections
 import json
 import os
 import re
-import shutil
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from edgekit.errors import InputError
+from edgekit.io.tempdirs import drop_temp_dir, new_temp_dir
 from edgekit.measure.bench import balanced_orders, make_inputs
 from edgekit.measure.machine import instruction_set
 
@@ -140,14 +139,14 @@ class _OrtProfiler:
 
         so = session.to_ort()
         so.enable_profiling = True
-        self._tmp = tempfile.mkdtemp(prefix="edgekit-prof-")
+        self._tmp = new_temp_dir("edgekit-prof-")  # registered: a SIGTERM removes it too
         so.profile_file_prefix = os.path.join(self._tmp, "prof")
         try:
             self.sess = ort.InferenceSession(
                 os.fspath(path), so, providers=["CPUExecutionProvider"],
                 disabled_optimizers=session.disabled_optimizers or None)
         except BaseException:  # the temp folder goes, the error (or interrupt) propagates
-            shutil.rmtree(self._tmp, ignore_errors=True)
+            drop_temp_dir(self._tmp)
             raise
         self.input_names = [i.name for i in self.sess.get_inputs()]
         self.skip = 0  # leading calls left out of the profile (warm-up)
@@ -161,7 +160,7 @@ class _OrtProfiler:
         try:
             events = json.loads(Path(self.sess.end_profiling()).read_text())
         finally:
-            shutil.rmtree(self._tmp, ignore_errors=True)
+            drop_temp_dir(self._tmp)
         return parse_ort_events(events, self.skip)
 
 

@@ -40,7 +40,7 @@ import numpy as np
 
 from edgekit import __version__
 from edgekit.contract import has_class_rows
-from edgekit.errors import EdgekitError, InputError, PredictionError, require
+from edgekit.errors import EdgekitError, InputError, require
 from edgekit.runtime.model import EdgeModel
 from edgekit.runtime.specs import check_outputs_finite
 from edgekit.serve.batching import MicroBatcher
@@ -128,10 +128,7 @@ def _prepare(model: EdgeModel, req: _PredictRequest, max_batch: int) -> dict[str
 
 
 def _answer(model: EdgeModel, probs: np.ndarray, top_k: int | None) -> dict[str, Any]:
-    try:
-        check_outputs_finite(probs)
-    except PredictionError as exc:
-        raise _HTTPError(422, exc.message) from exc
+    check_outputs_finite(probs)  # a PredictionError: 422 with its hint, like every user error
     out: dict[str, Any] = {"predictions": probs.tolist()}
     if model.metadata.task != "classification":
         return out
@@ -337,7 +334,9 @@ class _Service:
         concurrency: Any = require("starlette.concurrency", "serve")
         responses: Any = require("starlette.responses", "serve")
         self.em, self.cfg = em, cfg
-        self.name = cfg.model_name or default_model_name(em.path)
+        # a package is served under its folder's name, whichever variant this machine runs
+        self.name = cfg.model_name or default_model_name(
+            em.package.package.root if em.package else em.path)
         self.metrics = Metrics()
         self.JSONResponse, self.Response = responses.JSONResponse, responses.Response
         self.run_in_threadpool = concurrency.run_in_threadpool

@@ -80,8 +80,10 @@ def _try_quant(ctx: _Context, name: str, desc: str, overrides: dict[str, Any],
         return cand
     cand.nonstandard_ops = list(variant.nonstandard_ops)
     model = _measure(ctx, cand, variant.path, session or ctx.base_session)
-    _check_accuracy(ctx, cand, model)
-    model.close()
+    try:
+        _check_accuracy(ctx, cand, model)
+    finally:
+        model.close()
     return cand
 
 

@@ -10,7 +10,7 @@ import numpy as np
 
 from edgekit.measure.bench import measure
 from edgekit.measure.ratio import paired_ratio
-from edgekit.runtime.model import SessionOptionsConfig
+from edgekit.runtime.model import EdgeModel, SessionOptionsConfig
 from edgekit.tune.core import (
     Candidate,
     _batch_of,
@@ -30,13 +30,16 @@ def _engine_candidate(ctx: _Context, base: Candidate, engine: str, precision: st
                      nonstandard_ops=list(base.nonstandard_ops))
     session = ctx.base_session.merged(
         SessionOptionsConfig(engine=engine, precision=precision))
+    model = None
     try:
         model = _measure(ctx, cand, Path(base.path), session)
-    except Exception as exc:  # an engine that rejects the file is a failed candidate
+        _check_accuracy(ctx, cand, model)
+    except Exception as exc:  # an engine that rejects or fails to run the file: a failed candidate
+        cand.accepted = False
         cand.reason = f"{engine} failed: {str(exc).strip().splitlines()[0][:160]}"
-        return cand
-    _check_accuracy(ctx, cand, model)
-    model.close()
+    finally:
+        if model is not None:
+            model.close()
     return cand
 
 
@@ -82,13 +85,19 @@ def _runoff(ctx: _Context, cands: Sequence[Candidate]) -> Candidate:
     cfg = ctx.config
     finalists = _finalists(cands)
     if len(finalists) > 1:
-        models = [_open(Path(c.path), SessionOptionsConfig.from_dict(c.session))  # type: ignore[arg-type]
-                  for c in finalists]
-        feeds = ctx.bench_feeds
-        calls = [lambda: ctx.reference.run(feeds)] + [
-            (lambda m=m: m.run(feeds)) for m in models]
-        times = measure(calls, runs=None, duration=min(2 * cfg.min_seconds, cfg.max_seconds),
-                        min_runs=min(cfg.min_pairs, 20), warmup=3)
+        models: list[EdgeModel] = []
+        try:
+            for c in finalists:
+                models.append(_open(Path(c.path), SessionOptionsConfig.from_dict(c.session)))  # type: ignore[arg-type]
+            feeds = ctx.bench_feeds
+            calls = [lambda: ctx.reference.run(feeds)] + [
+                (lambda m=m: m.run(feeds)) for m in models]
+            times = measure(calls, runs=None,
+                            duration=min(2 * cfg.min_seconds, cfg.max_seconds),
+                            min_runs=min(cfg.min_pairs, 20), warmup=3)
+        finally:
+            for m in models:
+                m.close()
         ref_ms = float(np.median(times[0])) / 1e6
         for c, t in zip(finalists, times[1:], strict=True):
             c.first_ratio, c.finalist = c.latency_ratio, True
@@ -96,8 +105,6 @@ def _runoff(ctx: _Context, cands: Sequence[Candidate]) -> Candidate:
             c.latency_ms, c.fp32_latency_ms = float(np.median(t)) / 1e6, ref_ms
             c.pairs += len(t)
             c.batch = _batch_of(feeds)
-        for m in models:
-            m.close()
     winner: Candidate | None = None
     for c in sorted(finalists, key=lambda c: (_STAGE_ORDER.get(c.stage, 9), c.latency_ratio)):
         if winner is None or c.latency_ratio < winner.latency_ratio * (1 - cfg.rel_tol):  # type: ignore[operator]
