@@ -157,14 +157,18 @@ class ArtifactSet:
         self._made: list[Path] = []  # parent folders this run created (removed on failure)
         self._keep_stage = False
         self.written: list[Path] = []
+        self._recovered = False  # recover() ran for outdir (once per set is enough)
 
     def check(self) -> None:
         """Raise :class:`OutputExistsError` if a target exists and ``force`` is off (or
         :class:`OutputError` if a file stands where ``outdir`` or one of its parents should).
 
         A commit that a killed process left half-done in ``outdir`` is finished first
-        (:func:`recover`), so what is checked is a complete set, never a partial one."""
-        recover(self.outdir)
+        (:func:`recover`, once per set), so what is checked is a complete set, never a partial
+        one."""
+        if not self._recovered:
+            recover(self.outdir)
+            self._recovered = True
         if self.outdir.exists() and not self.outdir.is_dir():
             raise OutputExistsError(
                 f"output path {self.outdir} exists and is not a folder",

@@ -140,17 +140,15 @@ def _finish_graph(raw: Path, out: Path, mode: QuantMode) -> list[str]:
     return odd
 
 
-def _node_groups(pre: Path, qdq: Path, reader: ArrayCalibrationReader,
+def _node_groups(pre: Path, model: Any, qdq: Path, reader: ArrayCalibrationReader,
                  tmp: Path, quantizable: set[str]) -> list[tuple[float, list[str]]]:
     """Groups of float-model node names, worst first, from per-tensor errors between the fp32
     and QDQ graphs (:func:`~edgekit.quantize.explain.tensor_losses`, the statistic of
     ``--explain``): a group is the region that computes a tensor (its producer and the nodes back
     to the nearest measured tensors: a MatMul and the Relu fused after it) plus the quantized
-    nodes that consume it, scored by the SQNR (dB) the tensor loses in that region."""
-    import onnx
-
+    nodes that consume it, scored by the SQNR (dB) the tensor loses in that region. ``model``
+    is the float model at ``pre``, already loaded."""
     errors = activation_errors(pre, qdq, reader, tmp)
-    model = onnx.load(str(pre))
     consumers: dict[str, list[Any]] = {}
     for n in model.graph.node:
         for i in n.input:
@@ -233,7 +231,8 @@ def _run_gate(builder: Builder, first: Build, exclude: list[str],
     float_model = onnx.load(str(builder.pre))
     quantizable = {n.name for n in float_model.graph.node
                    if cfg.op_types_to_quantize is None or n.op_type in cfg.op_types_to_quantize}
-    groups = _node_groups(builder.pre, first.path, builder.data.reader, builder.tmp, quantizable)
+    groups = _node_groups(builder.pre, float_model, first.path, builder.data.reader, builder.tmp,
+                          quantizable)
     gate_info["ranking"] = [{"nodes": g, "sqnr_loss_db": round(s, 2)} for s, g in groups[:20]]
     for step in range(cfg.gate_max_steps):
         start = step * cfg.gate_group_size

@@ -374,8 +374,7 @@ def quantize_file(
     report_name = f"{stem}.report.json"  # committed with the variant: never one without the other
     artifacts = ArtifactSet(out, [*names.values(), report_name], force=force,
                             updates=[report_name])
-    artifacts.check()
-    with artifacts.open():
+    with artifacts.open():  # checks what exists first
         result = quantize_model(proto, artifacts.stage_dir, stem, cfg, calibration, eval_data,
                                 progress)
         report = _previous_report(out / report_name, force)

@@ -46,31 +46,32 @@ def float_region(graph: Any, names: Sequence[str]) -> list[str]:
     return list(dict.fromkeys(region))
 
 
+def _convs(graph: Any) -> list[tuple[Any, int, list[int] | None]]:
+    """Each Conv node with its ``group`` and its weight's dims (None when not an initializer)."""
+    weights = {t.name: list(t.dims) for t in graph.initializer}
+    return [(n, next((a.i for a in n.attribute if a.name == "group"), 1),
+             weights.get(n.input[1]) if len(n.input) > 1 else None)
+            for n in graph.node if n.op_type == "Conv"]
+
+
 def stem_and_depthwise(graph: Any) -> tuple[list[str], list[str]]:
     """``([stem], depthwise)``: the first Conv of the graph and the depthwise Convs (``group``
     equal to the input channels, i.e. weights of shape ``(C, 1, kH, kW)`` with ``group > 1``)."""
-    weights = {t.name: list(t.dims) for t in graph.initializer}
-    convs = [n for n in graph.node if n.op_type == "Conv"]
-    depthwise = []
-    for n in convs:
-        group = next((a.i for a in n.attribute if a.name == "group"), 1)
-        w = weights.get(n.input[1]) if len(n.input) > 1 else None
-        if group > 1 and w is not None and len(w) > 1 and w[1] == 1:
-            depthwise.append(n.name)
-    return [convs[0].name] if convs else [], depthwise
+    convs = _convs(graph)
+    depthwise = [n.name for n, group, w in convs
+                 if group > 1 and w is not None and len(w) > 1 and w[1] == 1]
+    return [convs[0][0].name] if convs else [], depthwise
 
 
 def stem_float_region(graph: Any, always: bool = False) -> tuple[list[str], str | None]:
     """The float region of the stem conv when it reads at most
     :data:`STEM_FLOAT_MAX_CHANNELS` channels (or ``always``), with a note saying so; else
     ``([], None)``."""
-    stem, _ = stem_and_depthwise(graph)
-    if not stem:
+    convs = _convs(graph)
+    if not convs:
         return [], None
-    node = next(n for n in graph.node if n.name == stem[0])
-    weights = {t.name: list(t.dims) for t in graph.initializer}
-    w = weights.get(node.input[1]) if len(node.input) > 1 else None
-    group = next((a.i for a in node.attribute if a.name == "group"), 1)
+    node, group, w = convs[0]
+    stem = [node.name]
     channels = w[1] * group if w is not None and len(w) > 1 else None
     if not always and (channels is None or channels > STEM_FLOAT_MAX_CHANNELS):
         return [], None
