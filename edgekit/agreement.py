@@ -11,6 +11,9 @@ budget from below would reject every variant on them):
   wrong, ``c`` the reverse; ``se = sqrt(b + c - (b - c)^2 / n) / n``;
 - without labels, the disagreement rate ``k / n`` of top-1 classes gets a Wilson lower bound.
 
+Top-1 classes follow :func:`edgekit.contract.top1`; a single column is read as logits when
+either side holds values outside ``[0, 1]``.
+
 Pure numpy.
 """
 
@@ -21,6 +24,8 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
+
+from edgekit.contract import DEFAULT_THRESHOLD, LOGIT_THRESHOLD, top1
 
 __all__ = ["Z_GATE", "Agreement", "compare_predictions", "wilson_lower", "gate"]
 
@@ -53,12 +58,11 @@ class Agreement:
         return asdict(self)
 
 
-def _classes(y: np.ndarray) -> np.ndarray | None:
-    if y.ndim != 2:
-        return None
-    if y.shape[1] == 1:
-        return (y[:, 0] > (0.5 if y.min() >= 0 and y.max() <= 1 else 0.0)).astype(np.int64)
-    return y.argmax(axis=1)
+def _threshold(*outputs: np.ndarray) -> float:
+    """The threshold of a single column: the outputs compared are raw (their kind is not known
+    here), so values outside ``[0, 1]`` on either side mean logits."""
+    probs = all(y.size == 0 or (y.min() >= 0 and y.max() <= 1) for y in outputs)
+    return DEFAULT_THRESHOLD if probs else LOGIT_THRESHOLD
 
 
 def compare_predictions(fp32: np.ndarray, variant: np.ndarray,
@@ -66,8 +70,10 @@ def compare_predictions(fp32: np.ndarray, variant: np.ndarray,
     """:class:`Agreement` of the first outputs ``fp32`` and ``variant`` (same samples)."""
     a, b = np.asarray(fp32, np.float64), np.asarray(variant, np.float64)
     diff = np.abs(a - b)
-    ca, cb = _classes(a), _classes(b)
     n = len(a)
+    rows = a.ndim == 2 and b.ndim == 2  # one row of class scores per sample
+    t = _threshold(a, b)
+    ca, cb = (top1(a, t), top1(b, t)) if rows else (None, None)
     same = None if ca is None or cb is None else ca == cb
     out = Agreement(samples=n, top1_agreement=None if same is None else float(same.mean()),
                     disagreements=0 if same is None else int((~same).sum()),

@@ -22,10 +22,15 @@ Files exported before ``independent`` existed say ``probabilities`` for sigmoid 
 
 Classification rows (:func:`class_rows`, :func:`predicted_classes`, :func:`top_k_rows`): an
 output of shape ``[N, C]`` (or ``[C]``; ``[N, 1, ..., 1, C]`` is read as ``[N, C]``). Outputs
-with more dimensions (per pixel, per step) are not rows: :class:`InputError`. Top-1 is the
-arg-max; a single column is a binary classifier (``[1 - p, p]``, class 1 when ``p >= 0.5``);
-an ``independent`` output with several columns is multi-label: every class whose probability
-is at or over a threshold (default 0.5), most likely first, possibly none.
+with more dimensions (per pixel, per step) are not rows: :class:`InputError`. An
+``independent`` output with several columns is multi-label: every class whose probability is at
+or over a threshold (default 0.5), most likely first, possibly none.
+
+The top-1 rule (:func:`top1`, the one place it is written): the arg-max over the last axis; a
+single column (or a 1-D array of per-sample scores) is a binary classifier, ``[1 - p, p]``,
+class 1 when ``p >= 0.5`` (:data:`DEFAULT_THRESHOLD`). The threshold applies to
+probabilities; a single *logit* column is class 1 when ``x >= 0`` (:data:`LOGIT_THRESHOLD`,
+``sigmoid(x) >= 0.5``), so outputs of the ``logits`` kind pass that threshold instead.
 """
 
 from __future__ import annotations
@@ -48,13 +53,17 @@ __all__ = [
     "class_rows",
     "has_class_rows",
     "predicted_classes",
+    "top1",
     "top_k_rows",
     "is_multi_label",
     "DEFAULT_THRESHOLD",
+    "LOGIT_THRESHOLD",
 ]
 
 #: the multi-label threshold: a class is predicted when its probability is at or over it
 DEFAULT_THRESHOLD = 0.5
+#: the same threshold for a single logit column: ``sigmoid(x) >= 0.5`` exactly when ``x >= 0``
+LOGIT_THRESHOLD = 0.0
 #: softmax(log_softmax(x)) == softmax(x), so log-probabilities are read as logits
 _LINEAR = frozenset({"linear", "identity", "none", "log_softmax"})
 
@@ -191,16 +200,34 @@ def class_rows(probs: np.ndarray) -> np.ndarray:
     return p.reshape(p.shape[0], p.shape[-1])
 
 
+def top1(p: np.ndarray, threshold: float = DEFAULT_THRESHOLD) -> np.ndarray:
+    """The predicted class of each row (the top-1 rule of the module docstring).
+
+    Args:
+        p: scores with the classes on the last axis (``[N, C]``, or per pixel/step
+            ``[N, ..., C]``); a 1-D array is one binary score per sample.
+        threshold: class 1 of a single column is ``p >= threshold``; default 0.5 for
+            probabilities, :data:`LOGIT_THRESHOLD` for logits.
+
+    Returns:
+        int64 class ids of shape ``p.shape[:-1]`` (``[N]`` for a 1-D ``p``): the arg-max, or
+        0 / 1 for one column.
+    """
+    p = np.asarray(p)
+    if p.ndim <= 1:
+        return (p.reshape(-1) >= threshold).astype(np.int64)
+    if p.shape[-1] == 1:
+        return (p[..., 0] >= threshold).astype(np.int64)
+    return p.argmax(-1).astype(np.int64, copy=False)
+
+
 def predicted_classes(probabilities: np.ndarray, *, multi_label: bool = False,
                       threshold: float = DEFAULT_THRESHOLD) -> np.ndarray:
-    """Class ids: arg-max, or a single sigmoid column at or over ``threshold`` (default 0.5);
-    ``multi_label``: a boolean ``[N, C]`` mask of every class at or over ``threshold``."""
-    p = np.asarray(probabilities)
+    """Class ids by :func:`top1`; ``multi_label``: a boolean ``[N, C]`` mask of every class at
+    or over ``threshold`` (default 0.5)."""
     if multi_label:
-        return p >= threshold
-    if p.ndim == 1 or p.shape[-1] == 1:
-        return (p.reshape(-1) >= threshold).astype(np.int64)
-    return p.argmax(-1)
+        return np.asarray(probabilities) >= threshold
+    return top1(probabilities, threshold)
 
 
 def is_multi_label(probs: np.ndarray, kind: OutputKind | str | None) -> bool:

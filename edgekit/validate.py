@@ -22,11 +22,11 @@ from typing import Any
 
 import numpy as np
 
-from edgekit.contract import predicted_classes  # the one top-1/threshold rule
+from edgekit.contract import top1
 from edgekit.inputs.data import run_in_batches
 
 __all__ = ["DEFAULT_ATOL", "DEFAULT_RTOL", "ValidationResult", "compare_outputs",
-           "output_errors", "run_onnx", "accuracy", "predicted_classes",
+           "output_errors", "run_onnx", "accuracy",
            "output_saturation", "degenerate_warnings", "onnx_session"]
 
 #: default absolute tolerance of fp32 validation against Keras
@@ -184,7 +184,7 @@ def compare_outputs(
             raise ValueError(f"output {name!r}: shape {c64.shape} != reference {r64.shape}")
         e = output_errors(r64, c64, atol, rtol)
         e["top1"] = (
-            float(np.mean(r64.argmax(1) == c64.argmax(1))) if _is_classifier_output(r64) else None
+            float(np.mean(top1(r64) == top1(c64))) if _is_classifier_output(r64) else None
         )
         if e["top1"] is not None:
             agree.append(e["top1"])
@@ -224,7 +224,7 @@ def output_saturation(
         entry: dict[str, float | None] = {"constant_share": constant, "same_class_share": None,
                                           "saturated_share": None}
         if _is_classifier_output(np.asarray(r)):
-            counts = np.bincount(a.argmax(1), minlength=a.shape[1])
+            counts = np.bincount(top1(a), minlength=a.shape[1])
             entry["same_class_share"] = float(counts.max() / len(a))
             if a.min() >= 0 and np.allclose(a.sum(1), 1.0, atol=1e-3):
                 entry["saturated_share"] = float(np.mean(a.max(1) >= 0.999))
@@ -257,9 +257,9 @@ def degenerate_warnings(saturation: dict[str, dict[str, float | None]], n: int) 
 
 
 def accuracy(probabilities: np.ndarray, labels: np.ndarray) -> float:
-    """Top-1 accuracy in percent (see :func:`predicted_classes`)."""
+    """Top-1 accuracy in percent (see :func:`edgekit.contract.top1`)."""
     truth = np.asarray(labels).reshape(-1)
-    return 100.0 * float(np.mean(predicted_classes(probabilities) == truth))
+    return 100.0 * float(np.mean(top1(probabilities) == truth))
 
 
 def onnx_session(
