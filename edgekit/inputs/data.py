@@ -1,9 +1,11 @@
 """Loading arrays for validation, calibration and evaluation (numpy only).
 
-File format (the same for ``--validation-data``, ``--calibration`` and ``--eval-data``):
-an ``.npz`` whose arrays are named after the model's inputs, or, for a single-input model,
-one array named ``x`` (or the file's only array, or a plain ``.npy``). An optional array ``y``
-holds integer class labels (or one-hot rows) for accuracy figures.
+File format (the same for ``--validation-data``, ``--calibration``, ``--eval-data`` and the
+arrays ``edgekit run`` reads), the one array-name rule of :func:`read_inputs`: an ``.npz`` whose
+arrays are named after the model's inputs; or, for a single-input model, the array named ``x``
+(or ``inputs``, ``input``, ``images``, in that order), or the file's only array besides the
+labels; or a plain ``.npy``. An optional array ``y`` (unless a model input has that name) holds
+integer class labels (or one-hot rows) for accuracy figures.
 """
 
 from __future__ import annotations
@@ -17,10 +19,17 @@ from pathlib import Path
 
 import numpy as np
 
-from edgekit.errors import DataError, InputError
+from edgekit.contract import top1
+from edgekit.errors import DataError, EdgekitError, InputError
 
-__all__ = ["TensorSpecInfo", "Dataset", "read_arrays", "load_dataset", "check_finite", "batches",
-           "run_in_batches", "format_shape"]
+__all__ = ["TensorSpecInfo", "Dataset", "INPUT_ALIASES", "LABELS", "read_arrays", "pick_inputs",
+           "read_inputs", "load_dataset", "check_finite", "batches", "run_in_batches",
+           "format_shape"]
+
+#: the names a single-input model's array may have besides its input's name, preferred first
+INPUT_ALIASES = ("x", "inputs", "input", "images")
+#: the name of the labels array
+LABELS = "y"
 
 
 def format_shape(shape: object) -> str:
@@ -78,10 +87,12 @@ def check_finite(name: str, x: np.ndarray, where: str = "") -> None:
         )
 
 
-def read_arrays(path: Path, what: str = "data") -> dict[str, np.ndarray]:
+def read_arrays(path: Path, what: str = "data",
+                error: type[EdgekitError] = DataError) -> dict[str, np.ndarray]:
     """The arrays of an ``.npz`` file (a ``.npy`` file gives ``{"x": array}``); no pickles.
 
-    Raises DataError naming ``what`` and the path when the file is truncated or not numpy's.
+    Raises ``error`` (default :class:`DataError`) naming ``what`` and the path when the file is
+    truncated or not numpy's, or holds a complex array.
     """
     try:
         if path.suffix == ".npy":
@@ -90,16 +101,71 @@ def read_arrays(path: Path, what: str = "data") -> dict[str, np.ndarray]:
             with np.load(path, allow_pickle=False) as npz:
                 arrays = {k: npz[k] for k in npz.files}
     except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
-        raise DataError(
-            f"{what} file {path} is not a readable .npz/.npy file ({exc})",
+        raise error(
+            f"cannot read {what} file {path}: not a readable .npz/.npy file ({exc})",
             hint="save arrays with numpy.savez(path, x=inputs, y=labels)",
         ) from exc
     for name, a in arrays.items():  # a cast would silently drop the imaginary part
         if np.iscomplexobj(a):
-            raise DataError(f"{what} file {path}: array {name!r} is complex ({a.dtype})",
+            raise error(f"{what} file {path}: array {name!r} is complex ({a.dtype})",
                             hint="models take real inputs: pass np.real(x), np.abs(x) or "
                             "both parts as separate channels")
     return arrays
+
+
+def pick_inputs(arrays: Mapping[str, np.ndarray],
+                input_names: Sequence[str]) -> dict[str, np.ndarray] | None:
+    """The model inputs among a file's arrays (labels removed), by the module's array-name rule.
+
+    Args:
+        arrays: the file's arrays by name, without the labels.
+        input_names: the model's input names, in order (empty when not known).
+
+    Returns:
+        ``{input name: array}`` (``{file's name: array}`` when ``input_names`` is empty), or
+        None when no array fits.
+    """
+    names = list(input_names)
+    if names and all(n in arrays for n in names):
+        return {n: arrays[n] for n in names}
+    if len(names) > 1:
+        return None
+    key = next((k for k in INPUT_ALIASES if k in arrays), None)
+    if key is None and len(arrays) == 1:
+        key = next(iter(arrays))
+    if key is None:
+        return None
+    return {names[0] if names else key: arrays[key]}
+
+
+def read_inputs(path: Path, input_names: Sequence[str], what: str = "data",
+                error: type[EdgekitError] = DataError,
+                ) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
+    """The one ``.npz``/``.npy`` reader: ``(inputs, labels)`` of a data file.
+
+    Args:
+        path: the file.
+        input_names: the model's input names, in order (empty when not known).
+        what: how the data is called in error messages.
+        error: the error class raised (default :class:`DataError`).
+
+    Returns:
+        The inputs by :func:`pick_inputs`, and the raw ``y`` array (None without one).
+    """
+    arrays = read_arrays(path, what, error)
+    names = list(input_names)
+    labels = None if LABELS in names else arrays.pop(LABELS, None)
+    inputs = pick_inputs(arrays, names)
+    if inputs is None:
+        held = (f"several arrays ({', '.join(sorted(arrays))})" if len(arrays) > 1
+                else f"the arrays {sorted(arrays)}")
+        raise error(
+            f"{what} file {path} holds {held} and none is named after the model's inputs "
+            f"{names}",
+            hint="name the arrays after the model's inputs (a single-input model's may be "
+            "named 'x' or be the only one)",
+        )
+    return inputs, labels
 
 
 def load_dataset(
@@ -117,18 +183,7 @@ def load_dataset(
         raise InputError(f"{what} file {p} does not exist", hint="check the path")
     if p.is_dir():
         raise InputError(f"{what} path {p} is a folder, expected a .npz or .npy file")
-    arrays = read_arrays(p, what)
-    labels = arrays.pop("y", None)
-    names = list(input_names)
-    if all(n in arrays for n in names):
-        inputs = {n: arrays[n] for n in names}
-    elif len(names) == 1 and ("x" in arrays or len(arrays) == 1):
-        inputs = {names[0]: arrays["x"] if "x" in arrays else next(iter(arrays.values()))}
-    else:
-        raise DataError(
-            f"{what} file {p} has arrays {sorted(arrays)} but the model's inputs are {names}",
-            hint="name the arrays after the model inputs (single-input models may use 'x')",
-        )
+    inputs, labels = read_inputs(p, input_names, what)
     lengths = {n: (len(a) if a.ndim else 0) for n, a in inputs.items()}
     if any(n == 0 for n in lengths.values()):
         raise DataError(f"{what} file {p} is empty (no samples)", hint="add samples")
@@ -140,8 +195,8 @@ def load_dataset(
             raise DataError(f"{what}: array {name!r} has non-numeric dtype {a.dtype}")
         check_finite(name, a, what)
     if labels is not None:
-        if labels.ndim == 2 and labels.shape[1] > 1:
-            labels = labels.argmax(axis=1)
+        if labels.ndim == 2 and labels.shape[1] > 1:  # one-hot rows
+            labels = top1(labels)
         labels = labels.reshape(-1)
         if len(labels) != n:
             raise DataError(f"{what} file {p}: {len(labels)} labels for {n} samples")

@@ -14,6 +14,7 @@ import numpy as np
 
 from edgekit.contract import DEFAULT_THRESHOLD, has_class_rows
 from edgekit.errors import InputError
+from edgekit.inputs.data import read_inputs
 from edgekit.inputs.images import IMAGE_SUFFIXES, MAX_IMAGE_PIXELS, load_image
 from edgekit.runtime.model import EdgeModel
 from edgekit.runtime.specs import check_outputs_finite
@@ -24,30 +25,14 @@ __all__ = ["MAX_IMAGE_PIXELS", "load_image", "load_array", "predict_input", "for
 def load_array(
     path: str | os.PathLike[str], input_names: Iterable[str] = ()
 ) -> np.ndarray | dict[str, np.ndarray]:
-    """Array from a ``.npy`` file, or from a ``.npz`` file (one array, or one per input name)."""
+    """The input array of a ``.npy``/``.npz`` file (a dict by input name for a multi-input
+    model), by the array-name rule of :func:`edgekit.inputs.data.read_inputs`."""
     p = Path(path)
     if not p.is_file():
         raise InputError(f"input file {p} does not exist")
     names = list(input_names)
-    try:
-        data = np.load(p, allow_pickle=False)
-        if isinstance(data, np.ndarray):
-            return data
-        with data:
-            keys = list(data.keys())
-            if names and set(names) <= set(keys):
-                return {n: data[n] for n in names}
-            if len(keys) == 1:
-                return data[keys[0]]
-            for k in ("x", "inputs", "input", "images"):
-                if k in keys:
-                    return data[k]
-    except (OSError, ValueError, EOFError) as exc:
-        raise InputError(f"cannot read {p} as a numpy file: {exc}") from exc
-    raise InputError(
-        f"{p} holds several arrays ({', '.join(keys)}) and none is named after the model input",
-        hint=f"store one array, or name it {', '.join(names) or 'x'}",
-    )
+    inputs, _ = read_inputs(p, names, "input", InputError)
+    return inputs if len(names) > 1 else next(iter(inputs.values()))
 
 
 def predict_input(
