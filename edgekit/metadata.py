@@ -89,6 +89,16 @@ class Preprocessing:
         """True when :meth:`apply` changes nothing but the dtype."""
         return self.scale == 1.0 and self.offset == 0.0 and self.mean is None
 
+    def applies_to(self, raw: np.dtype[Any]) -> bool:
+        """The preprocessing rule: whether raw data of dtype ``raw`` for a float input is
+        preprocessed by :meth:`apply` (else it is taken as already preprocessed and only cast).
+
+        Never for an identity; when a ``raw_dtype`` is named (``"uint8"`` images), to integer
+        (and boolean) data only, float data being already scaled; when none is named (tabular
+        standardisation), always.
+        """
+        return not self.is_identity and (self.raw_dtype is None or raw.kind in "iub")
+
     def apply(self, x: np.ndarray, dtype: Any = np.float32) -> np.ndarray:
         """Apply scale/offset/standardisation to a raw numeric array, returning ``dtype``."""
         y: np.ndarray = np.asarray(x, dtype=np.float32)

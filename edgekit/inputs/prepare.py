@@ -19,7 +19,7 @@ import numpy as np
 from edgekit.errors import DataError, InputError
 from edgekit.inputs.data import Dataset, TensorSpecInfo, format_shape, load_dataset
 from edgekit.inputs.folders import read_folder, subset_index
-from edgekit.metadata import ModelMetadata
+from edgekit.metadata import ModelMetadata, Preprocessing
 
 __all__ = ["load_model_data", "read_data", "prepare_dataset", "prepare_inputs", "onnx_input_specs"]
 
@@ -90,13 +90,10 @@ def read_data(data: str | os.PathLike[str] | Dataset, specs: Sequence[TensorSpec
 
 def prepare_dataset(ds: Dataset, specs: Sequence[TensorSpecInfo], meta: ModelMetadata,
                     what: str = "data") -> tuple[dict[str, np.ndarray], list[str]]:
-    """Model-ready feeds from raw data and notes: the model's preprocessing applies to integer
-    data, and to float data too when the metadata names no raw dtype (tabular
-    standardisation), the rule :meth:`edgekit.runtime.EdgeModel.predict` follows."""
-    notes: list[str] = []
-    ds = _standardise_floats(ds, specs, meta, what, notes)
-    feeds, more = prepare_inputs(list(specs), ds, meta)
-    return feeds, notes + [f"{what}: {n}" for n in more]
+    """Model-ready feeds from raw data and notes (:func:`prepare_inputs`), each note naming
+    ``what``."""
+    feeds, notes = prepare_inputs(list(specs), ds, meta)
+    return feeds, [f"{what}: {n}" for n in notes]
 
 
 def _read(data: str | os.PathLike[str] | Dataset, specs: Sequence[TensorSpecInfo],
@@ -145,29 +142,16 @@ def _scaling_notes(ds: Dataset, specs: Sequence[TensorSpecInfo], meta: ModelMeta
     return notes
 
 
-def _standardise_floats(ds: Dataset, specs: Sequence[TensorSpecInfo], meta: ModelMetadata,
-                        what: str, notes: list[str]) -> Dataset:
-    """Apply the model's preprocessing to float data when it names no raw dtype (tabular
-    standardisation): the rule :meth:`edgekit.runtime.model.EdgeModel.predict` follows."""
-    pre = meta.preprocessing
-    if pre is None or pre.is_identity or pre.raw_dtype is not None:
-        return ds
-    inputs = dict(ds.inputs)
-    for s in specs:
-        a = inputs[s.name]
-        if np.dtype(s.dtype).kind == "f" and a.dtype.kind == "f":
-            inputs[s.name] = pre.apply(a, np.dtype(s.dtype))
-            notes.append(f"{what}: {s.name} standardised with the model's preprocessing metadata")
-    return Dataset(inputs, ds.labels, ds.source, ds.outputs)
-
-
 def prepare_inputs(
     source_inputs: list[TensorSpecInfo], data: Dataset, meta: ModelMetadata
 ) -> tuple[dict[str, np.ndarray], list[str]]:
     """Check ``data`` against the model's inputs and bring it to the model's dtypes.
 
-    Integer image data (e.g. uint8) for a float input is scaled by the model's preprocessing
-    metadata; the notes returned say so. Wrong rank or fixed dimensions raise DataError.
+    Data for a float input is preprocessed by the model's metadata where
+    :meth:`edgekit.metadata.Preprocessing.applies_to` says so (integer images such as uint8;
+    float data too when the metadata names no raw dtype: tabular standardisation), the rule
+    :meth:`edgekit.runtime.EdgeModel.predict` follows; the notes returned say so. Wrong rank
+    or fixed dimensions raise DataError.
     """
     notes: list[str] = []
     feeds: dict[str, np.ndarray] = {}
@@ -185,16 +169,10 @@ def prepare_inputs(
                 f"{format_shape(s.shape)}",
                 hint="reshape the data to the model's input shape",
             )
-        if np.issubdtype(want, np.floating) and np.issubdtype(a.dtype, np.integer):
-            if pre is not None and not pre.is_identity:
-                raw, a = a.dtype, pre.apply(a, want)
-                notes.append(
-                    f"{s.name}: {raw} data preprocessed with the model's metadata "
-                    f"(scale {pre.scale:g}{', standardised' if pre.mean else ''})"
-                )
-            else:
-                a = a.astype(want)
-        elif np.issubdtype(want, np.integer) and np.issubdtype(a.dtype, np.floating):
+        if want.kind == "f" and pre is not None and pre.applies_to(a.dtype):
+            notes.append(_preprocessed_note(s.name, a.dtype, pre))
+            a = pre.apply(a, want)
+        elif want.kind in "iu" and a.dtype.kind == "f":
             if not np.all(a == np.round(a)):
                 raise DataError(f"{data.source}: input {s.name!r} needs integer ids, got floats")
             a = a.astype(want)
@@ -202,3 +180,10 @@ def prepare_inputs(
             a = a.astype(want, copy=False)
         feeds[s.name] = a
     return feeds, notes
+
+
+def _preprocessed_note(name: str, raw: np.dtype[Any], pre: Preprocessing) -> str:
+    if raw.kind == "f":
+        return f"{name} standardised with the model's preprocessing metadata"
+    return (f"{name}: {raw} data preprocessed with the model's metadata "
+            f"(scale {pre.scale:g}{', standardised' if pre.mean else ''})")

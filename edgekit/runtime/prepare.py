@@ -1,11 +1,10 @@
 """Bring inputs to a model: checked raw feeds (:class:`FeedChecker`) and metadata-aware
 preparation of raw samples (:class:`InputPreparer`).
 
-Preprocessing rule of :meth:`InputPreparer.prepare` (and so of ``EdgeModel.predict``): when the
-metadata names a ``raw_dtype`` (e.g. ``"uint8"`` for images), scale/offset/standardisation are
-applied to *integer* inputs only; floating-point inputs are taken as already preprocessed and
-only cast. When the metadata names no ``raw_dtype`` (e.g. tabular standardisation),
-preprocessing is always applied. Pass ``preprocess=True`` / ``False`` to force either way.
+Preprocessing rule of :meth:`InputPreparer.prepare` (and so of ``EdgeModel.predict``):
+:meth:`edgekit.metadata.Preprocessing.applies_to` (with a ``raw_dtype`` such as ``"uint8"``,
+integer inputs only; without one, always). Pass ``preprocess=True`` / ``False`` to force either
+way.
 """
 
 from __future__ import annotations
@@ -174,7 +173,7 @@ class InputPreparer:
             return a
         apply = preprocess
         if apply is None:
-            apply = pre is not None and (pre.raw_dtype is None or a.dtype.kind in "iub")
+            apply = pre is not None and pre.applies_to(a.dtype)
         if apply and pre is not None and not pre.is_identity:
             try:
                 return pre.apply(a, dtype=want)
