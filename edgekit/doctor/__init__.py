@@ -2,11 +2,29 @@
 
 from __future__ import annotations
 
-from edgekit.doctor import machine as _machine
-from edgekit.doctor import model as _model
-from edgekit.doctor import report as _report
-from edgekit.doctor.machine import *  # noqa: F403
-from edgekit.doctor.model import *  # noqa: F403
-from edgekit.doctor.report import *  # noqa: F403
+from edgekit.doctor.machine import (
+    Gpu,
+    MachineReport,
+    machine_notes,
+    machine_report,
+    parse_plugin_ep,
+    pci_gpus,
+)
+from edgekit.doctor.model import ModelReport, check_provider, model_report
+from edgekit.doctor.report import DoctorReport, doctor, format_doctor, provider_names
 
-__all__ = [*_machine.__all__, *_model.__all__, *_report.__all__]
+__all__ = [
+    "doctor",
+    "format_doctor",
+    "provider_names",
+    "parse_plugin_ep",
+    "DoctorReport",
+    "machine_report",
+    "machine_notes",
+    "MachineReport",
+    "Gpu",
+    "pci_gpus",
+    "model_report",
+    "ModelReport",
+    "check_provider",
+]

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
-from edgekit.io import artifacts as _artifacts
-from edgekit.io import onnxfile as _onnxfile
-from edgekit.io import tempdirs as _tempdirs
-from edgekit.io.artifacts import *  # noqa: F403
-from edgekit.io.onnxfile import *  # noqa: F403
-from edgekit.io.tempdirs import *  # noqa: F403
+from edgekit.io.artifacts import ArtifactSet, atomic_write_bytes, atomic_write_json
+from edgekit.io.onnxfile import ModelInfo, inspect_model, load_onnx
+from edgekit.io.tempdirs import temp_dir
 
-__all__ = [*_artifacts.__all__, *_onnxfile.__all__, *_tempdirs.__all__]
+__all__ = [
+    "ArtifactSet",
+    "atomic_write_bytes",
+    "atomic_write_json",
+    "temp_dir",
+    "load_onnx",
+    "inspect_model",
+    "ModelInfo",
+]

@@ -3,9 +3,7 @@ variant table and the selection live in :mod:`edgekit.runtime.modelpackage`)."""
 
 from __future__ import annotations
 
-from edgekit.packaging import build as _build
-from edgekit.packaging import write as _write
-from edgekit.packaging.build import *  # noqa: F403
-from edgekit.packaging.write import *  # noqa: F403
+from edgekit.packaging.build import PackageTarget, export_package_hook, tune_package
+from edgekit.packaging.write import write_package
 
-__all__ = [*_build.__all__, *_write.__all__]
+__all__ = ["PackageTarget", "export_package_hook", "tune_package", "write_package"]
