@@ -157,11 +157,11 @@ def read_inputs(path: Path, input_names: Sequence[str], what: str = "data",
     labels = None if LABELS in names else arrays.pop(LABELS, None)
     inputs = pick_inputs(arrays, names)
     if inputs is None:
-        held = (f"several arrays ({', '.join(sorted(arrays))})" if len(arrays) > 1
-                else f"the arrays {sorted(arrays)}")
+        keys = sorted(arrays)
+        held = (f"several arrays ({', '.join(keys)})" if len(keys) > 1
+                else f"only the array {keys[0]!r}" if keys else "no input array")
         raise error(
-            f"{what} file {path} holds {held} and none is named after the model's inputs "
-            f"{names}",
+            f"{what} file {path} holds {held}, not one array per model input {names}",
             hint="name the arrays after the model's inputs (a single-input model's may be "
             "named 'x' or be the only one)",
         )
