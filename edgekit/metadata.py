@@ -89,7 +89,7 @@ class Preprocessing:
         """True when :meth:`apply` changes nothing but the dtype."""
         return self.scale == 1.0 and self.offset == 0.0 and self.mean is None
 
-    def applies_to(self, raw: np.dtype[Any]) -> bool:
+    def applies_to(self, raw: np.dtype[np.generic]) -> bool:
         """The preprocessing rule: whether raw data of dtype ``raw`` for a float input is
         preprocessed by :meth:`apply` (else it is taken as already preprocessed and only cast).
 

@@ -182,7 +182,7 @@ def prepare_inputs(
     return feeds, notes
 
 
-def _preprocessed_note(name: str, raw: np.dtype[Any], pre: Preprocessing) -> str:
+def _preprocessed_note(name: str, raw: np.dtype[np.generic], pre: Preprocessing) -> str:
     if raw.kind == "f":
         return f"{name} standardised with the model's preprocessing metadata"
     return (f"{name}: {raw} data preprocessed with the model's metadata "
