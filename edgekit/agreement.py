@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Z_GATE", "Agreement", "compare_predictions", "wilson_lower", "gate"]
+__all__ = ["Z_GATE", "Agreement", "compare_predictions", "wilson_lower", "gate", "top1"]
 
 #: standard errors of tolerance (one-sided 84 % confidence)
 Z_GATE = 1.0
@@ -53,12 +53,16 @@ class Agreement:
         return asdict(self)
 
 
-def _classes(y: np.ndarray) -> np.ndarray | None:
-    if y.ndim != 2:
-        return None
+def top1(y: np.ndarray) -> np.ndarray:
+    """The class each row of a 2-D class output predicts: a single column is a sigmoid
+    probability (> 0.5) or a logit (> 0) when it leaves 0..1, else the argmax."""
     if y.shape[1] == 1:
         return (y[:, 0] > (0.5 if y.min() >= 0 and y.max() <= 1 else 0.0)).astype(np.int64)
     return y.argmax(axis=1)
+
+
+def _classes(y: np.ndarray) -> np.ndarray | None:
+    return top1(y) if y.ndim == 2 else None
 
 
 def compare_predictions(fp32: np.ndarray, variant: np.ndarray,

@@ -234,7 +234,8 @@ class VariantResult:
     """What :func:`quantize_model` wrote and measured (``to_dict`` is the report section).
 
     ``written`` is False when ``auto`` decided no variant is worth writing (``notes`` say why);
-    ``portable`` is False when the file uses ops outside ai.onnx (dynamic int8 of LSTMs).
+    ``portable`` is False when the file uses ops outside ai.onnx (dynamic int8 of LSTMs);
+    ``engines`` is the per-engine proof of the file (:mod:`edgekit.runtime.proof`).
     """
 
     mode: str
@@ -256,6 +257,7 @@ class VariantResult:
     written: bool = True
     portable: bool = True
     nonstandard_ops: list[str] = field(default_factory=list)
+    engines: dict[str, dict[str, object]] = field(default_factory=dict)
 
     @classmethod
     def skipped(cls, config: QuantizationConfig, fp32_path: Path,
@@ -281,6 +283,7 @@ class VariantResult:
             "size_ratio": round(self.size_ratio, 4),
             "portable": self.portable,
             "nonstandard_ops": self.nonstandard_ops,
+            "engines": self.engines,
             "files": self.files,
             "artifacts": self.artifacts,
             "config": self.config.to_dict(),
