@@ -2,8 +2,9 @@
 
 - :func:`nonstandard_ops`: ops outside the ``ai.onnx`` domain (an artifact with any is not
   portable: OpenVINO, the mobile execution providers, TensorRT and QNN refuse them).
-- :func:`output_activation_nodes`: the Softmax/Sigmoid nodes that produce graph outputs; the
-  quantizer keeps them in float so probabilities stay exact (rows sum to 1).
+- :func:`output_activation_nodes`: the Softmax/Sigmoid nodes that end the model (and the
+  Transpose/Reshape-like nodes between them and the output); the quantizer keeps them in float
+  so probabilities stay exact (rows sum to 1).
 - :func:`commute_relu_maxpool`: in float regions ``Relu -> MaxPool`` becomes ``MaxPool -> Relu``
   (equal, since Relu is monotonic). onnxruntime's QDQ propagation at load moves a boundary
   QuantizeLinear backwards across MaxPool/Reshape but not across Relu, so after the swap a float
@@ -44,11 +45,27 @@ def nonstandard_ops(model: Any) -> list[str]:
                    if n.domain not in _STANDARD_DOMAINS})
 
 
+#: ops that only move or relabel values: an output activation seen through them still ends the
+#: model (a softmax over a non-last axis is exported as Transpose -> Softmax -> Transpose)
+_PASS_THROUGH = frozenset({"Transpose", "Reshape", "Identity", "Squeeze", "Unsqueeze",
+                           "Flatten", "Cast"})
+
+
 def output_activation_nodes(model: Any) -> list[str]:
-    """Names of the Softmax/Sigmoid nodes whose output is a graph output."""
-    outputs = {o.name for o in model.graph.output}
-    return [n.name for n in model.graph.node
-            if n.op_type in ("Softmax", "Sigmoid") and n.name and set(n.output) & outputs]
+    """Names of the Softmax/Sigmoid nodes that end the model (their output is a graph output,
+    or reaches one through :data:`_PASS_THROUGH` ops only) and of those pass-through nodes:
+    quantized, probabilities would come in 1/255 steps."""
+    graph = model.graph
+    producers = _producers(graph)
+    found: list[str] = []
+    for out in (o.name for o in graph.output):
+        chain, node = [], producers.get(out)
+        while node is not None and node.op_type in _PASS_THROUGH and node.input:
+            chain.append(node)
+            node = producers.get(node.input[0])
+        if node is not None and node.op_type in ("Softmax", "Sigmoid") and node.name:
+            found += [node.name, *(n.name for n in chain if n.name)]
+    return list(dict.fromkeys(found))
 
 
 def _consumers(graph: Any) -> dict[str, list[Any]]:
