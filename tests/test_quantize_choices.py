@@ -3,11 +3,21 @@ output activation stays float whatever relabelling ops follow it."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from edgekit.quantize.config import AUTO_MIN_DENSE_WEIGHT_BYTES, QuantMode, resolve_mode
+from edgekit.quantize import quantize_model
+from edgekit.quantize.config import (
+    AUTO_MIN_DENSE_WEIGHT_BYTES,
+    CalibrationMethod,
+    QuantizationConfig,
+    QuantMode,
+    resolve_mode,
+)
 from edgekit.quantize.qdq import output_activation_nodes
 
 
@@ -69,3 +79,30 @@ def test_an_activation_followed_by_arithmetic_is_not_an_output_activation() -> N
     model.graph.node.append(helper.make_node("Neg", ["y"], ["z"], name="neg"))
     model.graph.output[0].name = "z"
     assert output_activation_nodes(model) == []
+
+
+def test_a_degenerate_range_falls_back_to_minmax_calibration(tmp_path: Path) -> None:
+    """numpy cannot make 2048 histogram bins over a denormal range (ConvNeXt's layer scales
+    with random weights): percentile calibration fails there, minmax works, and says so."""
+    graph = helper.make_graph(
+        [helper.make_node("Mul", ["x", "tiny"], ["t"]),
+         helper.make_node("MatMul", ["t", "w"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])],
+        [numpy_helper.from_array(np.array(1e-42, np.float32), "tiny"),
+         numpy_helper.from_array(np.ones((8, 4), np.float32), "w")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(tmp_path / "m.onnx"))
+    x = np.random.default_rng(0).uniform(-1, 1, (64, 8)).astype(np.float32)
+    np.savez(tmp_path / "cal.npz", x=x)
+    out = tmp_path / "out"
+    out.mkdir()
+    result = quantize_model(tmp_path / "m.onnx", out, "m", QuantizationConfig(),
+                            calibration=tmp_path / "cal.npz")
+    assert result.config.calibration_method is CalibrationMethod.MINMAX
+    assert any("percentile calibration failed" in n and "minmax instead" in n
+               for n in result.notes)
+    saved = json.loads((out / "m.int8.quant.json").read_text())
+    assert saved["calibration_method"] == "minmax"  # the file says how it was calibrated
+    assert result.path.exists()

@@ -249,9 +249,11 @@ class _Job:
         them in fp16: blocking the output node breaks the converter's float32 outputs)."""
         keep = output_activation_nodes(self.proto) if self.mode is QuantMode.INT8 else []
         exclude = list(dict.fromkeys([*self.cfg.nodes_to_exclude, *keep, *self._stem()]))
-        builder = Builder(self.mode, self.cfg, pre, tmp, self.data, fp32_out, self.progress)
+        builder = Builder(self.mode, self.cfg, pre, tmp, self.data, fp32_out, self.progress,
+                          notes=self.notes)
         first = builder.build(exclude)
         final, gate_info = check_gate(builder, first, exclude)
+        self.cfg = builder.cfg  # as calibrated (a histogram that failed falls back to minmax)
         return first, final, gate_info, exclude
 
     def _explain(self, pre: Path, first: Build, tmp: Path, exclude: list[str],
