@@ -20,6 +20,7 @@ __all__ = [
     "DataError",
     "ProviderError",
     "AccuracyGateError",
+    "EngineCheckError",
     "OutputError",
     "PredictionError",
     "fs_fault",
@@ -97,6 +98,11 @@ class AccuracyGateError(EdgekitError):
 
 class PredictionError(EdgekitError):
     """A model ran but its outputs are not numbers (NaN or infinite values)."""
+
+
+class EngineCheckError(EdgekitError):
+    """A model file failed its check on the engine asked for (its answers there differ from
+    onnxruntime's, or the engine cannot read it): see :mod:`edgekit.runtime.proof`."""
 
 
 class OutputError(EdgekitError):

@@ -7,7 +7,7 @@ import contextlib
 import io
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,12 +22,13 @@ from edgekit.quantize.calibration import (
     CheckData,
 )
 from edgekit.quantize.config import (
+    CalibrationMethod,
     QuantizationConfig,
     QuantMode,
 )
 from edgekit.quantize.explain import activation_errors, tensor_losses
 from edgekit.quantize.ort_format import OptimizeLevel, optimize_model
-from edgekit.quantize.qdq import commute_relu_maxpool, nonstandard_ops
+from edgekit.quantize.qdq import commute_relu_maxpool, float_mean_inputs, nonstandard_ops
 from edgekit.validate import accuracy, run_onnx
 
 __all__ = [
@@ -126,6 +127,7 @@ def _finish_graph(raw: Path, out: Path, mode: QuantMode) -> list[str]:
     model = onnx.load(str(raw))
     if mode is QuantMode.INT8:
         commute_relu_maxpool(model)
+        float_mean_inputs(model)
     odd = nonstandard_ops(model)
     used = {n.domain for n in model.graph.node} | {""}
     keep = [o for o in model.opset_import if o.domain in used]  # the quantizer adds all domains
@@ -197,6 +199,7 @@ class Builder:
     fp32_out: np.ndarray
     progress: StatusFn | None
     count: int = 0
+    notes: list[str] = field(default_factory=list)
 
     def build(self, exclude: list[str]) -> Build:
         self.count += 1
@@ -205,12 +208,31 @@ class Builder:
         report_progress(self.progress, f"{self.mode.value}: quantizing"
                   + (f" ({len(exclude)} node(s) kept in float)" if exclude else "")
                   + (f", calibrating on {reader.n} samples" if reader is not None else ""))
-        _quantize_raw(self.pre, raw, self.mode, self.cfg, reader, exclude)
+        try:
+            _quantize_raw(self.pre, raw, self.mode, self.cfg, reader, exclude)
+        except ConversionError as exc:
+            if not self._histogram_failed(exc):
+                raise
+            _quantize_raw(self.pre, raw, self.mode, self.cfg, reader, exclude)
         odd = _finish_graph(raw, final, self.mode)
         got = run_onnx(final, self.data.check_feeds, batch_size=256)[0]
         labels = self.data.check_labels
         acc = accuracy(got, labels) if labels is not None else None
         return Build(final, compare_predictions(self.fp32_out, got, labels), acc, odd)
+
+    def _histogram_failed(self, exc: ConversionError) -> bool:
+        """Whether ``exc`` is numpy refusing a histogram calibrator's bins for a tensor whose
+        range is degenerate (ConvNeXt's layer scales); then this builder calibrates with
+        min/max from now on and says so."""
+        if "Too many bins" not in exc.message or \
+                self.cfg.calibration_method is CalibrationMethod.MINMAX:
+            return False
+        self.notes.append(
+            f"{self.cfg.calibration_method.value} calibration failed on a tensor with a "
+            f"degenerate value range ({exc.message.split(': ', 1)[-1]}): calibrated with "
+            "minmax instead")
+        self.cfg = self.cfg.replace(calibration_method=CalibrationMethod.MINMAX)
+        return True
 
 
 def _gate_ok(build: Build, budget: float | None) -> bool:

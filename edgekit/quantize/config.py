@@ -234,7 +234,8 @@ class VariantResult:
     """What :func:`quantize_model` wrote and measured (``to_dict`` is the report section).
 
     ``written`` is False when ``auto`` decided no variant is worth writing (``notes`` say why);
-    ``portable`` is False when the file uses ops outside ai.onnx (dynamic int8 of LSTMs).
+    ``portable`` is False when the file uses ops outside ai.onnx (dynamic int8 of LSTMs);
+    ``engines`` is the per-engine proof of the file (:mod:`edgekit.runtime.proof`).
     """
 
     mode: str
@@ -256,6 +257,7 @@ class VariantResult:
     written: bool = True
     portable: bool = True
     nonstandard_ops: list[str] = field(default_factory=list)
+    engines: dict[str, dict[str, object]] = field(default_factory=dict)
 
     @classmethod
     def skipped(cls, config: QuantizationConfig, fp32_path: Path,
@@ -281,6 +283,7 @@ class VariantResult:
             "size_ratio": round(self.size_ratio, 4),
             "portable": self.portable,
             "nonstandard_ops": self.nonstandard_ops,
+            "engines": self.engines,
             "files": self.files,
             "artifacts": self.artifacts,
             "config": self.config.to_dict(),
@@ -340,12 +343,15 @@ def variant_lines(variant: Mapping[str, Any], outdir: Path) -> list[str]:
 # Modes and names
 # ---------------------------------------------------------------------------------------------
 def _weight_bytes(model_proto: Any) -> int:
-    """Bytes of float initializers read by MatMul/Gemm/Conv nodes (what int8 would shrink)."""
+    """Bytes of float initializers read by MatMul/Gemm/Conv nodes and of the tables Gather
+    nodes look up (Keras Embeddings): what int8 would shrink."""
     from onnx import numpy_helper
 
     inits = {i.name: i for i in model_proto.graph.initializer}
     names = {x for n in model_proto.graph.node if n.op_type in DENSE_OPS | CONV_OPS
              for x in n.input if x in inits}
+    names |= {n.input[0] for n in model_proto.graph.node
+              if n.op_type == "Gather" and n.input and n.input[0] in inits}
     return sum(numpy_helper.to_array(inits[x]).nbytes for x in names
                if inits[x].data_type == 1)  # float32
 
@@ -359,8 +365,9 @@ def resolve_mode(model_proto: Any, mode: QuantMode | str) -> tuple[QuantMode, st
     """The concrete mode for ``mode`` and, for ``auto``, the reason for the choice.
 
     ``auto``: dynamic int8 for recurrent models (static QDQ leaves LSTM/GRU in float), static
-    int8 for convolutional ones, dynamic int8 for Dense-only models with at least
-    :data:`AUTO_MIN_DENSE_WEIGHT_BYTES` of weights, and ``none`` (no variant) for smaller ones.
+    int8 for convolutional ones, dynamic int8 for other models with at least
+    :data:`AUTO_MIN_DENSE_WEIGHT_BYTES` of Dense and Embedding weights (an Embedding table is a
+    weight like a Dense kernel: int8 shrinks it 4x), and ``none`` (no variant) for smaller ones.
     """
     mode = _enum(QuantMode, mode, "quantization mode")
     if mode is not QuantMode.AUTO:
@@ -376,10 +383,12 @@ def resolve_mode(model_proto: Any, mode: QuantMode | str) -> tuple[QuantMode, st
     kib = _weight_bytes(model_proto) / 1024
     if kib * 1024 < AUTO_MIN_DENSE_WEIGHT_BYTES:
         return QuantMode.NONE, (
-            f"auto: no quantized variant: the model has only {kib:.1f} KiB of Dense weights, so "
+            f"auto: no quantized variant: the model has only {kib:.1f} KiB of Dense and "
+            "Embedding weights, so "
             "int8 would save a few KiB at most while adding per-call quantization work and "
             "Q/DQ overhead (fp32 is the better artifact; ask --quantize dynamic to build one)")
-    return QuantMode.DYNAMIC, f"auto: dynamic int8 (Dense-only model, {kib:.0f} KiB of weights)"
+    return QuantMode.DYNAMIC, (f"auto: dynamic int8 (no conv or recurrent layers, {kib:.0f} KiB "
+                               "of Dense and Embedding weights)")
 
 
 def variant_names(

@@ -75,6 +75,8 @@ from edgekit.quantize.explain import explain_nodes, explain_samples
 from edgekit.quantize.ort_format import convert_to_ort
 from edgekit.quantize.qdq import output_activation_nodes
 from edgekit.quantize.regions import stem_float_region
+from edgekit.runtime.engine_record import engines_prop
+from edgekit.runtime.proof import check_engines
 from edgekit.schema import Fields, read_json
 from edgekit.validate import accuracy, run_onnx
 
@@ -206,6 +208,12 @@ class _Job:
             calibration=self.data.calibration, evaluation=final.evaluation(self.data, fp32_acc),
             gate=gate_info, explain=explained, notes=self.notes, timings_s=self.timings,
             portable=not final.nonstandard, nonstandard_ops=final.nonstandard)
+        with self._timed("engines"):
+            report_progress(self.progress, f"{self.mode.value}: checking it on every engine")
+            checks = check_engines(final.path, self.data.check_feeds, self.data.check_labels,
+                                   fp32=fp32_out)
+        result.engines = {name: c.to_dict() for name, c in checks.items()}
+        self.notes.extend(f"warning: {c.summary()}" for c in checks.values() if not c.passed)
         _write_variant(result, final.path, tmp, self.stem, self.progress)
         return result
 
@@ -241,9 +249,11 @@ class _Job:
         them in fp16: blocking the output node breaks the converter's float32 outputs)."""
         keep = output_activation_nodes(self.proto) if self.mode is QuantMode.INT8 else []
         exclude = list(dict.fromkeys([*self.cfg.nodes_to_exclude, *keep, *self._stem()]))
-        builder = Builder(self.mode, self.cfg, pre, tmp, self.data, fp32_out, self.progress)
+        builder = Builder(self.mode, self.cfg, pre, tmp, self.data, fp32_out, self.progress,
+                          notes=self.notes)
         first = builder.build(exclude)
         final, gate_info = check_gate(builder, first, exclude)
+        self.cfg = builder.cfg  # as calibrated (a histogram that failed falls back to minmax)
         return first, final, gate_info, exclude
 
     def _explain(self, pre: Path, first: Build, tmp: Path, exclude: list[str],
@@ -289,7 +299,8 @@ def _write_variant(result: VariantResult, built: Path, tmp: Path, stem: str,
     cfg, mode = result.config, result.config.mode
     names = variant_names(stem, mode, cfg.output_format)
     qmodel = onnx.load(str(built))
-    set_props(qmodel, {METADATA_KEY: json.dumps(cfg.to_dict()), PREFIX + "variant": mode.value})
+    set_props(qmodel, {METADATA_KEY: json.dumps(cfg.to_dict()), PREFIX + "variant": mode.value,
+                       **engines_prop(result.engines)})
     data = qmodel.SerializeToString()
     result.size_bytes = len(data)  # the file as written, its metadata included
     outdir = result.path.parent

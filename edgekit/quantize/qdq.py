@@ -2,12 +2,19 @@
 
 - :func:`nonstandard_ops`: ops outside the ``ai.onnx`` domain (an artifact with any is not
   portable: OpenVINO, the mobile execution providers, TensorRT and QNN refuse them).
-- :func:`output_activation_nodes`: the Softmax/Sigmoid nodes that produce graph outputs; the
-  quantizer keeps them in float so probabilities stay exact (rows sum to 1).
+- :func:`output_activation_nodes`: the Softmax/Sigmoid nodes that end the model (and the
+  Transpose/Reshape-like nodes between them and the output); the quantizer keeps them in float
+  so probabilities stay exact (rows sum to 1).
 - :func:`commute_relu_maxpool`: in float regions ``Relu -> MaxPool`` becomes ``MaxPool -> Relu``
   (equal, since Relu is monotonic). onnxruntime's QDQ propagation at load moves a boundary
   QuantizeLinear backwards across MaxPool/Reshape but not across Relu, so after the swap a float
   region stays float in a plain ``InferenceSession`` instead of becoming a slow uint8 MaxPool.
+- :func:`float_mean_inputs`: mean reductions (``ReduceMean``; ``GlobalAveragePool`` on tensors
+  that are not 4-D images) read the float tensor instead of its ``DequantizeLinear``. OpenVINO
+  2026.4 computes ``DequantizeLinear -> ReduceMean`` over a middle axis wrongly (and, inside a
+  Transformer block, ``DequantizeLinear -> GlobalAveragePool`` on a sequence), which took a
+  Fashion-MNIST ViT from 74 % to 26 % in OpenVINO while onnxruntime kept 74 %. onnxruntime has
+  no int8 kernel for either there (it dequantizes first), so the rewiring costs it nothing.
 - :func:`float_qdq_pairs`: Q->DQ pairs whose producer and consumer are both float nodes (a
   mixed-precision file should have none).
 
@@ -25,6 +32,7 @@ __all__ = [
     "output_activation_nodes",
     "commute_relu_maxpool",
     "float_qdq_pairs",
+    "float_mean_inputs",
     "topological_sort",
 ]
 
@@ -37,11 +45,27 @@ def nonstandard_ops(model: Any) -> list[str]:
                    if n.domain not in _STANDARD_DOMAINS})
 
 
+#: ops that only move or relabel values: an output activation seen through them still ends the
+#: model (a softmax over a non-last axis is exported as Transpose -> Softmax -> Transpose)
+_PASS_THROUGH = frozenset({"Transpose", "Reshape", "Identity", "Squeeze", "Unsqueeze",
+                           "Flatten", "Cast"})
+
+
 def output_activation_nodes(model: Any) -> list[str]:
-    """Names of the Softmax/Sigmoid nodes whose output is a graph output."""
-    outputs = {o.name for o in model.graph.output}
-    return [n.name for n in model.graph.node
-            if n.op_type in ("Softmax", "Sigmoid") and n.name and set(n.output) & outputs]
+    """Names of the Softmax/Sigmoid nodes that end the model (their output is a graph output,
+    or reaches one through :data:`_PASS_THROUGH` ops only) and of those pass-through nodes:
+    quantized, probabilities would come in 1/255 steps."""
+    graph = model.graph
+    producers = _producers(graph)
+    found: list[str] = []
+    for out in (o.name for o in graph.output):
+        chain, node = [], producers.get(out)
+        while node is not None and node.op_type in _PASS_THROUGH and node.input:
+            chain.append(node)
+            node = producers.get(node.input[0])
+        if node is not None and node.op_type in ("Softmax", "Sigmoid") and node.name:
+            found += [node.name, *(n.name for n in chain if n.name)]
+    return list(dict.fromkeys(found))
 
 
 def _consumers(graph: Any) -> dict[str, list[Any]]:
@@ -81,6 +105,71 @@ def commute_relu_maxpool(model: Any) -> list[str]:
     if swapped:
         topological_sort(graph)
     return swapped
+
+
+_MEAN_OPS = ("ReduceMean", "GlobalAveragePool")
+
+
+def _image_rank(model: Any) -> dict[str, int]:
+    """Rank of every tensor onnx's shape inference can tell (empty when it fails)."""
+    import onnx
+
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model)
+    except Exception:  # a graph the reference inference cannot read: rewire every mean op
+        return {}
+    infos = [*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output]
+    return {v.name: len(v.type.tensor_type.shape.dim) for v in infos
+            if v.type.tensor_type.HasField("shape")}
+
+
+def float_mean_inputs(model: Any) -> list[str]:
+    """Make mean reductions read the float tensor a ``QuantizeLinear -> DequantizeLinear`` pair
+    was made from, in place; returns the names of the rewired nodes.
+
+    ``GlobalAveragePool`` on a 4-D tensor (a CNN's head, which onnxruntime and OpenVINO both run
+    right in int8) is left alone. The Q/DQ pair stays for its other consumers.
+    """
+    graph = model.graph
+    producers = _producers(graph)
+    ranks: dict[str, int] | None = None
+    rewired: list[str] = []
+    for node in graph.node:
+        if node.op_type not in _MEAN_OPS or not node.input:
+            continue
+        dq = producers.get(node.input[0])
+        q = producers.get(dq.input[0]) if dq is not None and dq.op_type == "DequantizeLinear" \
+            else None
+        if q is None or q.op_type != "QuantizeLinear":
+            continue
+        if node.op_type == "GlobalAveragePool":
+            ranks = _image_rank(model) if ranks is None else ranks
+            if ranks.get(q.input[0]) == 4:
+                continue
+        node.input[0] = q.input[0]
+        rewired.append(node.name)
+    if rewired:
+        _drop_unused(graph, ("DequantizeLinear", "QuantizeLinear"))
+    return rewired
+
+
+def _drop_unused(graph: Any, op_types: tuple[str, ...]) -> None:
+    """Remove nodes of ``op_types`` whose outputs nothing reads (in that order: a DQ left
+    without readers, then its Q)."""
+    outputs = {o.name for o in graph.output}
+    dropped: set[str] = set()
+    for op in op_types:
+        used = set(_consumers(graph)) | outputs
+        keep = [n for n in graph.node
+                if n.op_type != op or any(o in used for o in n.output)]
+        kept = {id(n) for n in keep}
+        dropped.update(i for n in graph.node if id(n) not in kept for i in n.input)
+        del graph.node[:]
+        graph.node.extend(keep)
+    still = set(_consumers(graph))
+    inits = [t for t in graph.initializer if t.name not in dropped or t.name in still]
+    del graph.initializer[:]
+    graph.initializer.extend(inits)
 
 
 def _drop_value_info(graph: Any, names: Iterable[str]) -> None:

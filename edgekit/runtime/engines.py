@@ -29,6 +29,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 import logging
+import re
 import threading
 from collections.abc import Mapping
 from pathlib import Path
@@ -265,10 +266,7 @@ class OpenVinoEngine(Engine):
         try:
             self._model = self._core.read_model(str(path))
         except Exception as exc:
-            raise ModelLoadError(
-                f"cannot load {path} with openvino: {str(exc).strip().splitlines()[-1]}",
-                hint="the file may be truncated or not a model; re-export it",
-            ) from exc
+            raise openvino_read_error(path, exc) from exc
         self.props = read_onnx_props(path) or {}
         self.inputs = tuple(_spec(p) for p in self._model.inputs)
         self.outputs = tuple(_spec(p) for p in self._model.outputs)
@@ -392,6 +390,26 @@ class OpenVinoEngine(Engine):
             super().close()
             self._by_shape = {}
             self._dynamic = None
+
+
+#: how OpenVINO's ONNX reader names the ops it has no rule for
+_UNREAD = re.compile(r"(?:No conversion rule found for operations|Conversion is failed for):?"
+                     r"\s*([^\n]+)")
+
+
+def openvino_read_error(path: Path, exc: BaseException) -> ModelLoadError:
+    """The error for a file OpenVINO's reader refused: the ops it cannot read when it names
+    them (a valid file, an engine gap), else its last message line."""
+    text = str(exc)
+    found = _UNREAD.search(text)
+    if found:
+        ops = found.group(1).strip().rstrip(".")
+        return ModelLoadError(
+            f"OpenVINO cannot read {ops} in {path.name} (its ONNX reader has no rule for it)",
+            hint='run it on onnxruntime (engine="onnxruntime"), which reads every standard op')
+    last = text.strip().splitlines()[-1] if text.strip() else type(exc).__name__
+    return ModelLoadError(f"cannot load {path} with openvino: {last}",
+                          hint="the file may be truncated or not a model; re-export it")
 
 
 def _spec(port: Any) -> InputSpec:

@@ -44,6 +44,7 @@ from edgekit.contract import (
 )
 from edgekit.errors import InputError, ModelLoadError
 from edgekit.metadata import PREFIX, ModelMetadata, Preprocessing
+from edgekit.runtime.engine_record import proven_engine
 from edgekit.runtime.engines import (
     Engine,
     OnnxruntimeEngine,
@@ -137,6 +138,10 @@ class EdgeModel:
             the engine like a bare session; True: :meth:`run` refuses them too (one scan of
             the input per call, 5-10 us in context on a 28x28 image); False: nothing refuses them.
         variant: the variant of a model package to run, by name; default None (selected).
+        check_engine: honour the file's per-engine record (``edgekit.engines``, written by
+            export/quantize/tune: :mod:`edgekit.runtime.proof`): an engine the file failed on
+            is refused when named and skipped by ``"auto"``; default True. False runs it
+            anyway.
     """
 
     def __init__(
@@ -154,6 +159,7 @@ class EdgeModel:
         provider_options: Mapping[str, Mapping[str, Any]] | None = None,
         check_nan: bool | None = None,
         variant: str | None = None,
+        check_engine: bool = True,
     ) -> None:
         self.path = Path(path)
         is_package = is_model_package(self.path)
@@ -184,6 +190,7 @@ class EdgeModel:
         wanted = [provider] if isinstance(provider, str) else list(provider)
         auto = any(str(w).strip().lower() == "auto" for w in wanted)
         self._fallback = fallback or auto  # "auto" means: the best that works
+        self._check_engine = check_engine
         self._engine = self._load(explicit, use_stored_session)
         self._read_metadata(self._engine.props)
         self._bind(check_nan)
@@ -202,6 +209,9 @@ class EdgeModel:
     def _open(self, stored: Mapping[str, Any], engine_raw: Any,
               explicit: SessionOptionsConfig) -> Engine:  # fmt: skip
         name, applies = choose_engine(explicit.engine, engine_raw, self.path)
+        if self._check_engine:
+            proven = proven_engine(name, explicit.engine is not None, self._props, self.path)
+            applies, name = applies and proven == name, proven
         self.session_config = session_settings(stored, explicit, name, applies)
         return open_engine(name, self.path, self.session_config, self.requested_providers,
                            self._provider_options, self._fallback)  # fmt: skip
@@ -210,8 +220,8 @@ class EdgeModel:
         """The engine, with the stored settings (read from the file, or for ``.ort`` files,
         which only onnxruntime reads, after a first load)."""
         is_ort = self.path.suffix.lower() == ".ort"
-        props = None if is_ort or not use_stored else read_onnx_props(self.path)
-        stored, engine_raw = stored_session(props, self.path)
+        self._props = None if is_ort else read_onnx_props(self.path)
+        stored, engine_raw = stored_session(self._props if use_stored else None, self.path)
         engine = self._open(stored, engine_raw, explicit)
         if is_ort and use_stored:
             stored, engine_raw = stored_session(engine.props, self.path)

@@ -1,0 +1,148 @@
+"""Per-engine proof of a model file: does each engine load it and give onnxruntime's answers?
+
+An artifact is only as portable as the engines that were shown to run it right. OpenVINO reads
+the same standard ONNX file through its own importer and its own low-precision passes, and
+those can be wrong where onnxruntime is right (a Fashion-MNIST ViT's int8 file: 74 % in
+onnxruntime, 26 % in OpenVINO before :func:`edgekit.quantize.qdq.float_mean_inputs`), or not
+read a file at all (OpenVINO has no ONNX ``Loop``). :func:`check_engines` runs one file on
+every engine on the same held-out samples and compares each engine's outputs with
+onnxruntime's on that file (so quantization loss, which the accuracy gate judges, is not
+counted against an engine):
+
+- class outputs: the engine may lose at most :data:`BUDGET_POINTS` of accuracy (with labels)
+  or top-1 agreement (without) against onnxruntime, judged by the accuracy gate's rule;
+- every output: the mean absolute difference must stay within :data:`MAX_REL_MEAN_DIFF` of
+  the mean absolute value of onnxruntime's output (garbage, NaN and swapped layouts fail).
+
+The result is stored in the file's ``edgekit.engines`` metadata (:func:`engines_prop`) and in
+the reports; :class:`~edgekit.runtime.model.EdgeModel` refuses an engine a file failed on and
+``engine="auto"`` never picks one. Pure numpy + the engines.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from edgekit.agreement import compare_predictions, gate
+from edgekit.contract import top1
+from edgekit.runtime.engine_record import EngineCheck
+from edgekit.runtime.engines import openvino_available
+from edgekit.runtime.model import EdgeModel
+
+__all__ = ["BUDGET_POINTS", "MAX_REL_MEAN_DIFF", "check_engines", "installed_engines"]
+#: accuracy (with labels) or top-1 agreement (without) an engine may lose against onnxruntime
+#: on the same file, in percentage points, judged like the accuracy gate
+#: (:func:`edgekit.agreement.gate`: a one-sided bound that accounts for the sample count)
+BUDGET_POINTS = 1.0
+#: mean |engine - onnxruntime| allowed, relative to mean |onnxruntime| per output
+MAX_REL_MEAN_DIFF = 0.02
+
+
+def _run_all(model: EdgeModel, feeds: Mapping[str, np.ndarray], batch: int
+             ) -> list[np.ndarray]:
+    """Every output of ``model`` on all samples, run in batches."""
+    n = len(next(iter(feeds.values())))
+    chunks: list[list[np.ndarray]] = []
+    for start in range(0, n, batch):
+        chunks.append(model.run({k: v[start:start + batch] for k, v in feeds.items()}))
+    return [np.concatenate([c[i] for c in chunks]) for i in range(len(chunks[0]))]
+
+
+def _compare(engine: str, ref: list[np.ndarray], got: list[np.ndarray],
+             labels: np.ndarray | None, fp32: np.ndarray | None) -> EngineCheck:
+    n = len(ref[0])
+    diffs = [np.abs(np.asarray(g, np.float64) - np.asarray(r, np.float64))
+             for r, g in zip(ref, got, strict=True)]
+    reasons = []
+    for i, (r, d) in enumerate(zip(ref, diffs, strict=True)):
+        scale = float(np.abs(np.asarray(r, np.float64)).mean()) or 1.0
+        if not np.isfinite(d).all():
+            reasons.append(f"output {i} holds NaN or infinite values where onnxruntime's does not")
+        elif d.mean() > MAX_REL_MEAN_DIFF * scale:
+            reasons.append(f"output {i} differs by {float(d.mean()):.3g} on average "
+                           f"(> {MAX_REL_MEAN_DIFF:.0%} of its mean magnitude {scale:.3g})")
+    vs_ort = compare_predictions(ref[0], got[0], labels)
+    if vs_ort.top1_agreement is not None:
+        ok, _, why = gate(vs_ort, BUDGET_POINTS)
+        if not ok:
+            reasons.append(f"against onnxruntime: {why}")
+    vs_fp32 = compare_predictions(fp32, got[0]) if fp32 is not None else None
+    accuracy = None
+    if labels is not None and vs_ort.fp32_correct_variant_wrong is not None:
+        accuracy = float((top1(np.asarray(got[0])) == np.asarray(labels).reshape(-1)[:n]).mean())
+    return EngineCheck(
+        engine, loads=True, passed=not reasons, samples=n,
+        top1_agreement=vs_ort.top1_agreement,
+        fp32_top1_agreement=None if vs_fp32 is None else vs_fp32.top1_agreement,
+        mean_abs_diff=_finite(float(np.mean([d.mean() for d in diffs]))),
+        max_abs_diff=_finite(float(max(d.max() for d in diffs))) if all(
+            d.size for d in diffs) else 0.0,
+        accuracy=accuracy, reason="; ".join(reasons))
+
+
+def _finite(v: float) -> float | None:
+    """``v``, or None when it is NaN/infinite (the record is strict JSON)."""
+    return v if math.isfinite(v) else None
+
+
+def _load(path: Path, engine: str) -> EdgeModel:
+    return EdgeModel(path, engine=engine, check_engine=False)
+
+
+def check_engines(
+    path: str | Path,
+    feeds: Mapping[str, np.ndarray],
+    labels: np.ndarray | None = None,
+    engines: Sequence[str] | None = None,
+    fp32: np.ndarray | None = None,
+    batch: int = 64,
+) -> dict[str, EngineCheck]:
+    """Run ``path`` on onnxruntime and each of ``engines`` (default: every installed engine) on
+    the samples ``feeds`` (input name -> all samples) and check each against onnxruntime.
+
+    Returns one :class:`EngineCheck` per engine, onnxruntime first (it is the reference: it
+    passes when it loads). ``fp32``: the fp32 model's first output on the same samples, for a
+    variant: each engine's top-1 agreement with it is recorded too. An engine that fails to
+    load or run is a failed check with the engine's own first error line as the reason, never
+    an exception.
+    """
+    path = Path(path)
+    ref_model = _load(path, "onnxruntime")
+    try:
+        ref = _run_all(ref_model, feeds, batch)
+    finally:
+        ref_model.close()
+    checks = {"onnxruntime": _compare("onnxruntime", ref, ref, labels, fp32)}
+    for engine in installed_engines() if engines is None else engines:
+        if engine == "onnxruntime":
+            continue
+        try:
+            model = _load(path, engine)
+        except Exception as exc:  # the engine refuses the file: a failed check, with its words
+            checks[engine] = EngineCheck(engine, loads=False, passed=False, reason=_first(exc))
+            continue
+        try:
+            got = _run_all(model, feeds, batch)
+        except Exception as exc:
+            checks[engine] = EngineCheck(engine, loads=False, passed=False, reason=_first(exc))
+            continue
+        finally:
+            model.close()
+        checks[engine] = _compare(engine, ref, got, labels, fp32)
+    return checks
+
+
+def installed_engines() -> list[str]:
+    """The engines installed here, onnxruntime first."""
+    return ["onnxruntime", *(["openvino"] if openvino_available() else [])]
+
+
+def _first(exc: BaseException) -> str:
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    return (lines[0] if lines else type(exc).__name__)[:300]
+
+

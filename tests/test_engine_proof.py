@@ -1,0 +1,195 @@
+"""Per-engine proof of a file (edgekit.runtime.proof): an engine that gives other answers than
+onnxruntime, or cannot read the file, is detected, recorded in the file, and refused by
+EdgeModel; the QDQ pattern OpenVINO computes wrongly is written so that both engines agree."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from edgekit.errors import EngineCheckError, ModelLoadError
+from edgekit.metadata import PREFIX, set_props
+from edgekit.quantize.qdq import float_mean_inputs
+from edgekit.runtime import EdgeModel
+from edgekit.runtime.engine_record import EngineCheck, engines_prop, read_engine_checks
+from edgekit.runtime.proof import check_engines
+
+pytest.importorskip("openvino")
+
+
+def _qdq_mean_model(axis: int, rank4: bool = False) -> onnx.ModelProto:
+    """x -> QuantizeLinear -> DequantizeLinear -> ReduceMean(axis) (or a 4-D
+    GlobalAveragePool): the pattern OpenVINO 2026.4 computes wrongly over a middle axis."""
+    shape: list[int | str] = ["N", 8, 4, 4] if rank4 else ["N", 16, 32]
+    last = (helper.make_node("GlobalAveragePool", ["dq"], ["y"]) if rank4 else
+            helper.make_node("ReduceMean", ["dq"], ["y"], axes=[axis], keepdims=0))
+    graph = helper.make_graph(
+        [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"]),
+         helper.make_node("DequantizeLinear", ["q", "s", "z"], ["dq"]), last],
+        "qdq_mean",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(np.array(0.05, np.float32), "s"),
+         numpy_helper.from_array(np.array(3, np.uint8), "z")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
+
+
+def _det_model() -> onnx.ModelProto:
+    """y = det(x) for 3x3 matrices: standard ONNX that onnxruntime runs and OpenVINO 2026.4's
+    ONNX reader has no rule for (as it has none for the Loop of a Keras GRU)."""
+    graph = helper.make_graph(
+        [helper.make_node("Det", ["x"], ["y"])], "det",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N"])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
+
+
+def _float_mean_model() -> onnx.ModelProto:
+    model = _qdq_mean_model(axis=1)
+    float_mean_inputs(model)
+    return model
+
+
+def _save(model: onnx.ModelProto, path: Path) -> Path:
+    onnx.save(model, str(path))
+    return path
+
+
+def _feeds(shape: tuple[int, ...], n: int = 64) -> dict[str, np.ndarray]:
+    return {"x": np.random.default_rng(0).uniform(-3, 3, (n, *shape)).astype(np.float32)}
+
+
+def test_an_engine_that_disagrees_with_onnxruntime_fails_its_check(tmp_path: Path) -> None:
+    path = _save(_qdq_mean_model(axis=1), tmp_path / "m.onnx")
+    checks = check_engines(path, _feeds((16, 32)), engines=["onnxruntime", "openvino"])
+    assert list(checks) == ["onnxruntime", "openvino"]
+    ort_check, ov = checks["onnxruntime"], checks["openvino"]
+    assert ort_check.passed and ort_check.loads and ort_check.mean_abs_diff == 0.0
+    assert ov.loads and not ov.passed
+    assert ov.top1_agreement is not None and ov.top1_agreement < 0.5
+    assert "onnxruntime" in ov.reason
+    assert "FAILED" in ov.summary()
+
+
+def test_an_engine_that_agrees_passes_with_its_figures(tmp_path: Path) -> None:
+    path = _save(_float_mean_model(), tmp_path / "m.onnx")
+    checks = check_engines(path, _feeds((16, 32)), engines=["openvino"])
+    ov = checks["openvino"]
+    assert ov.passed and ov.reason == "" and ov.samples == 64
+    assert ov.top1_agreement == 1.0
+    assert ov.max_abs_diff is not None and ov.max_abs_diff < 1e-5
+    assert ov.summary().endswith("passed")
+
+
+def test_mean_reductions_read_float_and_then_both_engines_agree(tmp_path: Path) -> None:
+    model = _qdq_mean_model(axis=1)
+    assert float_mean_inputs(model) == [model.graph.node[-1].name]
+    ops = [n.op_type for n in model.graph.node]
+    assert ops == ["ReduceMean"]  # the Q/DQ pair had no other reader: removed
+    assert model.graph.node[0].input[0] == "x"
+    assert not model.graph.initializer  # its scale and zero point went with it
+    path = _save(model, tmp_path / "m.onnx")
+    feeds = _feeds((16, 32))
+    checks = check_engines(path, feeds, engines=["openvino"])
+    assert checks["openvino"].passed, checks["openvino"].reason
+    got = EdgeModel(path).run(feeds)[0]
+    np.testing.assert_allclose(got, feeds["x"].mean(axis=1), rtol=1e-5, atol=1e-6)
+
+
+def test_a_cnn_head_pool_keeps_its_int8_input() -> None:
+    model = _qdq_mean_model(axis=1, rank4=True)
+    assert float_mean_inputs(model) == []
+    assert [n.op_type for n in model.graph.node] == [
+        "QuantizeLinear", "DequantizeLinear", "GlobalAveragePool"]
+
+
+def test_an_engine_that_cannot_read_the_file_is_a_failed_check(tmp_path: Path) -> None:
+    path = _save(_det_model(), tmp_path / "det.onnx")
+    feeds = _feeds((3, 3))
+    np.testing.assert_allclose(EdgeModel(path).run(feeds)[0], np.linalg.det(feeds["x"]),
+                               rtol=1e-4, atol=1e-4)
+    checks = check_engines(path, feeds, engines=["openvino"])
+    assert checks["onnxruntime"].passed
+    ov = checks["openvino"]
+    assert not ov.loads and not ov.passed and ov.samples == 0
+    assert "OpenVINO cannot read Det-17" in ov.reason
+
+
+def test_the_load_error_names_the_missing_op_not_a_truncated_file(tmp_path: Path) -> None:
+    path = _save(_det_model(), tmp_path / "det.onnx")
+    with pytest.raises(ModelLoadError) as info:
+        EdgeModel(path, engine="openvino")
+    assert "OpenVINO cannot read Det-17" in info.value.message
+    assert "truncated" not in (info.value.hint or "")
+    assert "onnxruntime" in (info.value.hint or "")
+
+
+def _recorded(folder: Path, openvino_passed: bool, stored_engine: str | None = None) -> Path:
+    folder.mkdir(exist_ok=True)
+    model = _float_mean_model()
+    record = {"onnxruntime": EngineCheck("onnxruntime", True, True, samples=8).to_dict(),
+              "openvino": EngineCheck("openvino", True, openvino_passed, samples=8,
+                                      reason="" if openvino_passed else "it differs").to_dict()}
+    props = engines_prop(record)
+    if stored_engine:
+        props[PREFIX + "session"] = json.dumps({"engine": stored_engine})
+    set_props(model, props)
+    return _save(model, folder / "rec.onnx")
+
+
+def test_the_record_reads_back() -> None:
+    record = {"openvino": EngineCheck("openvino", False, False, reason="no Loop").to_dict()}
+    back = read_engine_checks(engines_prop(record))
+    assert back == {"openvino": EngineCheck("openvino", False, False, reason="no Loop")}
+    assert read_engine_checks({}) == {}
+    with pytest.raises(ValueError, match="boolean"):
+        read_engine_checks({PREFIX + "engines": json.dumps({"openvino": {"passed": "yes"}})})
+
+
+def test_edge_model_refuses_an_engine_the_file_failed_on(tmp_path: Path) -> None:
+    path = _recorded(tmp_path, openvino_passed=False)
+    with pytest.raises(EngineCheckError, match="wrong answers on openvino: it differs") as info:
+        EdgeModel(path, engine="openvino")
+    assert "check_engine=False" in (info.value.hint or "")
+    with EdgeModel(path, engine="openvino", check_engine=False) as model:
+        assert model.engine_name == "openvino"
+    with EdgeModel(path, engine="openvino", check_engine=False) as model:
+        feeds = _feeds((16, 32), 2)
+        np.testing.assert_allclose(model.run(feeds)[0], feeds["x"].mean(axis=1), rtol=1e-5)
+
+
+def test_auto_never_picks_an_engine_the_file_failed_on(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    failed = _recorded(tmp_path / "a", openvino_passed=False, stored_engine="openvino")
+    with caplog.at_level(logging.WARNING), EdgeModel(failed) as model:
+        assert model.engine_name == "onnxruntime"
+    assert "failed the engine check" in caplog.text
+    passed = _recorded(tmp_path / "b", openvino_passed=True, stored_engine="openvino")
+    with EdgeModel(passed) as model:
+        assert model.engine_name == "openvino"
+
+
+def test_an_engine_never_checked_runs_with_a_warning(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = _save(_float_mean_model(), tmp_path / "m.onnx")
+    with caplog.at_level(logging.WARNING), EdgeModel(path, engine="openvino") as model:
+        assert model.engine_name == "openvino"
+    assert "never checked on openvino" in caplog.text
+
+
+def test_a_malformed_record_is_a_load_error(tmp_path: Path) -> None:
+    model = _float_mean_model()
+    set_props(model, {PREFIX + "engines": "[1, 2]"})
+    path = _save(model, tmp_path / "m.onnx")
+    with pytest.raises(ModelLoadError, match="edgekit.engines metadata"):
+        EdgeModel(path, engine="openvino")
