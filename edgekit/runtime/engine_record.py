@@ -152,8 +152,9 @@ def proven_engine(name: str, explicit: bool, props: Mapping[str, str] | None,
     if check.passed:
         return name
     if explicit:
+        what = "gives wrong answers on" if check.loads else "does not load in"
         raise EngineCheckError(
-            f"{path.name} gives wrong answers on {name}: {check.reason}",
+            f"{path.name} {what} {name}: {check.reason}",
             hint="run it with engine='onnxruntime' (the reference it was checked against), or "
                  "pass check_engine=False (--no-engine-check) to run it anyway")
     logger.warning("%s: its stored engine %s failed the engine check (%s); running it on "
