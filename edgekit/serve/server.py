@@ -102,13 +102,13 @@ def serve(
 
 def _uvicorn_settings(cfg: ServeConfig) -> dict[str, Any]:
     """uvicorn's settings for ``cfg`` (raises the soft open-file limit to the hard one)."""
-    from edgekit.serve.protocol import (
+    from edgekit.serve.connections import (
         ProtocolLimits,
         accept_backlog,
         auto_max_connections,
-        guarded_protocol_class,
         raise_fd_limit,
     )
+    from edgekit.serve.protocol import guarded_protocol_class
     from edgekit.serve.shutdown import GRACEFUL_TIMEOUT
 
     fd_limit = raise_fd_limit()
