@@ -57,7 +57,6 @@ class ProtocolLimits:
     max_header_bytes: int = 64 * 1024
 
 
-
 _DEFAULT_LIMITS = ProtocolLimits()
 
 

@@ -8,7 +8,8 @@
   has no request in progress is closed (idle keep-alive or stalled headers), so a flood of
   stalled sockets cannot starve ``/health``; when every connection is busy the new one gets
   ``503``. The cap stays below the process's file-descriptor limit (raised to the hard limit at
-  start-up by :func:`raise_fd_limit`), so ``accept()`` never fails with "Too many open files";
+  start-up by :func:`edgekit.serve.connections.raise_fd_limit`), so ``accept()`` never fails
+  with "Too many open files";
 - ``TCP_NODELAY`` on every accepted socket (uvicorn's ``--workers`` sockets lack it, which
   costs a 40 ms delayed ACK per response);
 - a **graceful shutdown** (:mod:`edgekit.serve.shutdown`): once the server is closing, a
@@ -90,8 +91,6 @@ class EdgekitUvicornConfig(Config):
             context = server_context(*self.edgekit_tls)
             factory = tls_protocol_factory(self.http_protocol_class, context)
             self.http_protocol_class = factory  # type: ignore[assignment]  # called like a class
-
-
 
 
 def _raw_response(status: int, reason: str, message: str) -> bytes:
@@ -381,8 +380,6 @@ def guarded_protocol_class(http: str = "auto") -> type[Any]:
 
         raise MissingDependencyError("httptools is not installed", hint="pip install httptools")
     return GuardedHttpToolsProtocol
-
-
 
 
 # ---------------------------------------------------------------------------------------------
