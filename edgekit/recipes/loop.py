@@ -32,7 +32,7 @@ class FitProgress:
     """Where a fit reports its epochs, by the protocol of :mod:`edgekit.progress`.
 
     Attributes:
-        progress: called with one status line per epoch (``"epoch 2/10: loss 0.3120, ..."``).
+        progress: called with one status line per epoch (``"epoch 2/10: accuracy 0.91, ..."``).
         on_progress: called with the fraction of the epochs done.
     """
 
