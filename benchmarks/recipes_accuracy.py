@@ -35,7 +35,7 @@ def _shipped(path: Path, x_raw: np.ndarray, y: np.ndarray) -> dict[str, Any]:
     import keras
 
     from edgekit.metadata import load_keras_metadata
-    from edgekit.recipes.train import accuracy
+    from edgekit.recipes.evaluate import accuracy
 
     meta = load_keras_metadata(path)
     assert meta is not None and meta.preprocessing is not None, f"{path} has no metadata"

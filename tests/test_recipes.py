@@ -63,6 +63,23 @@ def test_model_architectures() -> None:
     assert lstm.units == 32 and lstm.use_cudnn is False and lstm.go_backwards
 
 
+def test_training_and_grid_search_follow_the_progress_protocol(tmp_path: Path) -> None:
+    lines: list[str] = []
+    fractions: list[float] = []
+    cfg = TrainConfig(epochs=2, limit=100)
+    train_recipe("tabular_mlp", cfg, progress=lines.append, on_progress=fractions.append)
+    assert fractions == [0.5, 1.0]
+    assert any(line.startswith("epoch 2/2: ") and " loss " in line for line in lines), lines
+    lines.clear()
+    fractions.clear()
+    grid = {"optimizer": ["adam", "sgd"]}
+    train_recipe("tabular_mlp", TrainConfig(epochs=1, limit=100), grid=grid,
+                 grid_json=tmp_path / "grid.json", progress=lines.append,
+                 on_progress=fractions.append)
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0 and len(fractions) == 3
+    assert lines[0].startswith("[1/3] ") and lines[-1].startswith("[3/3] final model")
+
+
 def test_image_cnn_small(tmp_path: Path, fashion_dir: Path) -> None:
     out = tmp_path / "fashion.keras"
     r = get_recipe("image_cnn").train(TrainConfig(limit=2000, epochs=1), fashion_dir, out)

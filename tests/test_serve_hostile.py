@@ -20,7 +20,8 @@ from _serve_sockets import (
 )
 
 from edgekit.serve import server_process
-from edgekit.serve.protocol import RateLimitFilter, accept_backlog, auto_max_connections
+from edgekit.serve.connections import accept_backlog, auto_max_connections
+from edgekit.serve.protocol import RateLimitFilter
 
 PARTIAL_HEADERS = b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-"
 PARTIAL_BODY = (

@@ -6,7 +6,14 @@ from pathlib import Path
 
 import click
 
-from edgekit.cli.app import command, existing_path, force_option, verbosity
+from edgekit.cli.app import (
+    bar_updater,
+    command,
+    existing_path,
+    force_option,
+    progress_bar,
+    verbosity,
+)
 
 __all__ = ["train_cmd"]
 
@@ -64,14 +71,11 @@ def train_cmd(recipe: str, output: Path, data: Path | None, label: str | None,
         click.echo(result.summary())
         return
     from edgekit.recipes import parse_grid
-    from edgekit.recipes.train import n_fits
 
     table = parse_grid(grid)
-    with click.progressbar(length=n_fits(table, cv), label="grid search",
-                           hidden=verbosity.quiet, show_pos=True, file=sys.stderr) as bar:
+    with progress_bar("grid search") as bar:
         res = train_recipe(recipe, config, data=data, output=output, force=force, label=label,
-                           grid=table, cv=cv, grid_json=grid_json,
-                           on_step=lambda _p: bar.update(1))
+                           grid=table, cv=cv, grid_json=grid_json, on_progress=bar_updater(bar))
     assert isinstance(res, GridResult) and res.final is not None
     click.echo(res.table())
     click.echo(f"best: {res.best}  (table: {res.json_path})")

@@ -6,20 +6,16 @@
 
 from __future__ import annotations
 
-import importlib
-from types import ModuleType
-
-from edgekit.errors import InputError
-from edgekit.recipes.train import (
+from edgekit.recipes.config import (
     ACTIVATIONS,
     OPTIMIZERS,
     GridResult,
     TrainConfig,
     TrainResult,
-    grid_search,
-    parse_grid,
-    train_recipe,
 )
+from edgekit.recipes.grid import grid_search, parse_grid
+from edgekit.recipes.registry import RECIPES, get_recipe
+from edgekit.recipes.train import train_recipe
 
 __all__ = [
     "RECIPES",
@@ -33,17 +29,3 @@ __all__ = [
     "parse_grid",
     "train_recipe",
 ]
-
-#: recipe name -> one-line description
-RECIPES: dict[str, str] = {
-    "image_cnn": "Conv2D/MaxPool convnet for 28x28 grey images (MNIST, Fashion-MNIST)",
-    "tabular_mlp": "one-hidden-layer MLP for CSV tables (default: breast cancer)",
-    "text_lstm": "Embedding + LSTM text classifier (label/text TSV or CSV)",
-}
-
-
-def get_recipe(name: str) -> ModuleType:
-    """The recipe module ``name`` (with ``build_model``, ``load_data``, ``train``, ``RECIPE``)."""
-    if name not in RECIPES:
-        raise InputError(f"unknown recipe {name!r}", hint=f"use one of {', '.join(RECIPES)}")
-    return importlib.import_module(f"{__name__}.{name}")

@@ -8,21 +8,18 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from edgekit.inputs.datasets import load_image_data
+from edgekit.inputs.datasets import DataSplit, load_image_data
 from edgekit.metadata import Preprocessing
-from edgekit.recipes.train import (
-    DataSplit,
-    Fitted,
-    Recipe,
-    TrainConfig,
-    TrainResult,
-    require_keras,
-    run_training,
-)
+from edgekit.recipes.config import TrainConfig, TrainResult
+from edgekit.recipes.loop import run_training
+from edgekit.recipes.recipe import Fitted, Recipe, require_keras
+
+if TYPE_CHECKING:
+    import keras
 
 __all__ = ["RECIPE", "ImageCNN", "build_model", "load_data", "train"]
 
@@ -34,9 +31,10 @@ class ImageCNN(Recipe):
     defaults = {"epochs": 10, "batch_size": 64, "activation": "relu"}
 
     def load_split(
-        self, path: str | os.PathLike[str] | None, config: TrainConfig, **options: Any
+        self, path: str | os.PathLike[str] | None, config: TrainConfig, **options: object
     ) -> DataSplit:
-        return load_image_data(path, labels=options.get("labels"))
+        labels = options.get("labels")
+        return load_image_data(path, labels=labels if isinstance(labels, list) else None)
 
     def fit_preprocessing(self, x_train: np.ndarray, config: TrainConfig) -> Fitted:
         h, w = int(x_train.shape[1]), int(x_train.shape[2])
@@ -50,7 +48,9 @@ class ImageCNN(Recipe):
         )
         return Fitted(pre, pre.apply)
 
-    def build_model(self, config: TrainConfig, input_shape: Sequence[int], n_classes: int) -> Any:
+    def build_model(
+        self, config: TrainConfig, input_shape: Sequence[int], n_classes: int
+    ) -> keras.Model:
         keras = require_keras()
         L = keras.layers
         act = config.activation or "relu"
@@ -73,7 +73,7 @@ RECIPE = ImageCNN()
 
 def build_model(
     config: TrainConfig | None = None, input_shape: Sequence[int] = (28, 28, 1), n_classes: int = 10
-) -> Any:
+) -> keras.Model:
     """The uncompiled convnet (default input 28x28x1, 10 classes)."""
     return RECIPE.build_model(
         (config or TrainConfig()).resolved(RECIPE.defaults), input_shape, n_classes
@@ -93,7 +93,8 @@ def train(
     data: str | os.PathLike[str] | None = None,
     output: str | os.PathLike[str] | None = None,
     force: bool = False,
-    **options: Any,
+    **options: object,
 ) -> TrainResult:
     """Train on ``data`` (see :func:`load_data`) and save to ``output`` when given."""
-    return run_training(RECIPE, config, data_path=data, output=output, force=force, **options)
+    return run_training(RECIPE, config, data_path=data, output=output, force=force,
+                        options=options)

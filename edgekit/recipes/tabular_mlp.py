@@ -9,23 +9,19 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from edgekit.errors import InputError
-from edgekit.inputs.datasets import load_breast_cancer, load_csv
+from edgekit.inputs.datasets import DataSplit, holdout_split, load_breast_cancer, load_csv
 from edgekit.metadata import Preprocessing
-from edgekit.recipes.train import (
-    DataSplit,
-    Fitted,
-    Recipe,
-    TrainConfig,
-    TrainResult,
-    holdout_split,
-    require_keras,
-    run_training,
-)
+from edgekit.recipes.config import TrainConfig, TrainResult
+from edgekit.recipes.loop import run_training
+from edgekit.recipes.recipe import Fitted, Recipe, require_keras
+
+if TYPE_CHECKING:
+    import keras
 
 __all__ = ["RECIPE", "TabularMLP", "build_model", "load_data", "train"]
 
@@ -37,9 +33,10 @@ class TabularMLP(Recipe):
     defaults = {"epochs": 60, "batch_size": 32, "activation": "relu"}
 
     def load_split(
-        self, path: str | os.PathLike[str] | None, config: TrainConfig, **options: Any
+        self, path: str | os.PathLike[str] | None, config: TrainConfig, **options: object
     ) -> DataSplit:
         label = options.get("label")
+        label = label if isinstance(label, str) else None
         if path is None:
             d = load_breast_cancer()
         elif not label:
@@ -59,7 +56,9 @@ class TabularMLP(Recipe):
         )  # no raw_dtype: the runtime then standardises float inputs too
         return Fitted(pre, pre.apply)
 
-    def build_model(self, config: TrainConfig, input_shape: Sequence[int], n_classes: int) -> Any:
+    def build_model(
+        self, config: TrainConfig, input_shape: Sequence[int], n_classes: int
+    ) -> keras.Model:
         keras = require_keras()
         L = keras.layers
         binary = n_classes == 2
@@ -81,7 +80,7 @@ RECIPE = TabularMLP()
 
 def build_model(
     config: TrainConfig | None = None, input_shape: Sequence[int] = (30,), n_classes: int = 2
-) -> Any:
+) -> keras.Model:
     """The uncompiled MLP (default 30 features, 2 classes -> one sigmoid output)."""
     return RECIPE.build_model(
         (config or TrainConfig()).resolved(RECIPE.defaults), input_shape, n_classes
@@ -106,4 +105,5 @@ def train(
     label: str | None = None,
 ) -> TrainResult:
     """Train on a CSV (``label`` = class column) or breast cancer; save to ``output``."""
-    return run_training(RECIPE, config, data_path=data, output=output, force=force, label=label)
+    return run_training(RECIPE, config, data_path=data, output=output, force=force,
+                        options={"label": label})

@@ -12,24 +12,20 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from edgekit.errors import require
-from edgekit.inputs.datasets import load_text_table
+from edgekit.inputs.datasets import DataSplit, holdout_split, load_text_table
 from edgekit.inputs.text import TextTokenizer
 from edgekit.metadata import Preprocessing
-from edgekit.recipes.train import (
-    DataSplit,
-    Fitted,
-    Recipe,
-    TrainConfig,
-    TrainResult,
-    holdout_split,
-    require_keras,
-    run_training,
-)
+from edgekit.recipes.config import TrainConfig, TrainResult
+from edgekit.recipes.loop import run_training
+from edgekit.recipes.recipe import Fitted, Recipe, require_keras
+
+if TYPE_CHECKING:
+    import keras
 
 __all__ = [
     "RECIPE",
@@ -46,7 +42,7 @@ MAX_TOKENS = 10_000
 SEQUENCE_LENGTH = 100
 
 
-def make_vectorizer(texts: Sequence[str] | np.ndarray) -> Any:
+def make_vectorizer(texts: Sequence[str] | np.ndarray) -> keras.layers.TextVectorization:
     """A Keras ``TextVectorization`` layer adapted on ``texts`` (the edgekit rules)."""
     keras = require_keras()
     tf = require("tensorflow", "export", "tensorflow-cpu")
@@ -61,7 +57,9 @@ def make_vectorizer(texts: Sequence[str] | np.ndarray) -> Any:
     return layer
 
 
-def vectorize(layer: Any, texts: Sequence[str] | np.ndarray) -> np.ndarray:
+def vectorize(
+    layer: keras.layers.TextVectorization, texts: Sequence[str] | np.ndarray
+) -> np.ndarray:
     """int32 ids ``(n, 100)`` from an adapted ``TextVectorization`` layer."""
     tf = require("tensorflow", "export", "tensorflow-cpu")
     if len(texts) == 0:
@@ -77,7 +75,7 @@ class TextLSTM(Recipe):
     defaults = {"epochs": 5, "batch_size": 32, "activation": "tanh"}
 
     def load_split(
-        self, path: str | os.PathLike[str] | None, config: TrainConfig, **options: Any
+        self, path: str | os.PathLike[str] | None, config: TrainConfig, **options: object
     ) -> DataSplit:
         if path is None:
             from edgekit.errors import InputError
@@ -95,7 +93,9 @@ class TextLSTM(Recipe):
         tok = TextTokenizer.from_text_vectorization(layer)
         return Fitted(Preprocessing(kind="text"), lambda x: vectorize(layer, x), tok.to_dict())
 
-    def build_model(self, config: TrainConfig, input_shape: Sequence[int], n_classes: int) -> Any:
+    def build_model(
+        self, config: TrainConfig, input_shape: Sequence[int], n_classes: int
+    ) -> keras.Model:
         keras = require_keras()
         L = keras.layers
         tokens = keras.Input((SEQUENCE_LENGTH,), dtype="int32", name="tokens")
@@ -113,7 +113,7 @@ class TextLSTM(Recipe):
 RECIPE = TextLSTM()
 
 
-def build_model(config: TrainConfig | None = None, n_classes: int = 2) -> Any:
+def build_model(config: TrainConfig | None = None, n_classes: int = 2) -> keras.Model:
     """The uncompiled model (input int32 ``(batch, 100)``; default 2 classes)."""
     return RECIPE.build_model(
         (config or TrainConfig()).resolved(RECIPE.defaults), (SEQUENCE_LENGTH,), n_classes

@@ -8,7 +8,8 @@
   has no request in progress is closed (idle keep-alive or stalled headers), so a flood of
   stalled sockets cannot starve ``/health``; when every connection is busy the new one gets
   ``503``. The cap stays below the process's file-descriptor limit (raised to the hard limit at
-  start-up by :func:`raise_fd_limit`), so ``accept()`` never fails with "Too many open files";
+  start-up by :func:`edgekit.serve.connections.raise_fd_limit`), so ``accept()`` never fails
+  with "Too many open files";
 - ``TCP_NODELAY`` on every accepted socket (uvicorn's ``--workers`` sockets lack it, which
   costs a 40 ms delayed ACK per response);
 - a **graceful shutdown** (:mod:`edgekit.serve.shutdown`): once the server is closing, a
@@ -18,7 +19,9 @@
 With HTTPS, each connection is a :class:`edgekit.serve.tls.TLSAcceptor` until its handshake
 completes (under the header timeout and the connection cap), then one of these protocols.
 
-Settings come from :class:`ProtocolLimits` on the uvicorn config (:class:`EdgekitUvicornConfig`).
+Settings come from :class:`~edgekit.serve.connections.ProtocolLimits` on the uvicorn config
+(:class:`EdgekitUvicornConfig`); the connection cap and file-descriptor limits live in
+:mod:`edgekit.serve.connections`.
 :class:`RateLimitFilter` bounds repeated log records (one flood of errors cannot fill a disk).
 """
 
@@ -27,12 +30,10 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import resource
 import socket
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import h11
@@ -40,46 +41,27 @@ from uvicorn import Config
 from uvicorn.protocols.http.flow_control import CLOSE_HEADER
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from edgekit.serve.connections import (
+    BODY,
+    DONE,
+    HEADERS,
+    IDLE,
+    ProtocolLimits,
+    evict_oldest,
+    is_closing,
+    limits_of,
+)
+from edgekit.serve.tls import server_context, tls_protocol_factory
+
 __all__ = [
-    "ProtocolLimits",
     "EdgekitUvicornConfig",
     "GuardedH11Protocol",
     "guarded_protocol_class",
     "RateLimitFilter",
     "install_log_rate_limit",
-    "raise_fd_limit",
-    "auto_max_connections",
-    "accept_backlog",
-    "limits_of",
-    "evict_oldest",
-    "is_closing",
-    "WAITING",
 ]
 
 logger = logging.getLogger("edgekit.serve")
-
-_FD_RESERVE = 64  # descriptors kept free for model files, logs, pipes, the listening socket
-_IDLE, _HEADERS, _BODY, _DONE = 0, 1, 2, 3
-#: the phase of a connection waiting for the client (a TLS handshake, a request's headers): no
-#: request in progress, so the connection cap may evict it
-WAITING = _HEADERS
-
-
-@dataclass(frozen=True)
-class ProtocolLimits:
-    """Per-connection limits of the guarded protocols (seconds; None disables a timeout).
-
-    Attributes:
-        header_timeout: headers must be complete within this; default 10 s.
-        body_timeout: the body must be complete within this after the headers; default 30 s.
-        max_connections: open connections per process; default 1000.
-        max_header_bytes: a request whose headers grow past this gets 431; default 64 KiB.
-    """
-
-    header_timeout: float | None = 10.0
-    body_timeout: float | None = 30.0
-    max_connections: int = 1000
-    max_header_bytes: int = 64 * 1024
 
 
 class EdgekitUvicornConfig(Config):
@@ -106,38 +88,9 @@ class EdgekitUvicornConfig(Config):
     def load(self) -> None:
         super().load()
         if self.edgekit_tls is not None:
-            from edgekit.serve.tls import server_context, tls_protocol_factory
-
             context = server_context(*self.edgekit_tls)
             factory = tls_protocol_factory(self.http_protocol_class, context)
             self.http_protocol_class = factory  # type: ignore[assignment]  # called like a class
-
-
-def limits_of(config: Any) -> ProtocolLimits:
-    """The :class:`ProtocolLimits` of a uvicorn config (defaults for a plain uvicorn one)."""
-    return getattr(config, "edgekit_limits", None) or _DEFAULT_LIMITS
-
-
-def is_closing(config: Any) -> bool:
-    """True once the server of ``config`` has begun to shut down."""
-    return bool(getattr(config, "edgekit_closing", False))
-
-
-def evict_oldest(connections: set[Any], keep: Any) -> bool:
-    """Close the longest-waiting connection (other than ``keep``) with no request in progress
-    (phase :data:`WAITING`); False if there is none."""
-    victim, oldest = None, float("inf")
-    for conn in connections:
-        if conn is keep or getattr(conn, "_ek_phase", _DONE) != WAITING:
-            continue
-        if conn._ek_since < oldest and not conn.transport.is_closing():
-            victim, oldest = conn, conn._ek_since
-    if victim is None:
-        return False
-    victim._ek_cancel()
-    victim.transport.close()
-    connections.discard(victim)
-    return True
 
 
 def _raw_response(status: int, reason: str, message: str) -> bytes:
@@ -151,19 +104,21 @@ def _raw_response(status: int, reason: str, message: str) -> bytes:
     return head.encode() + b"\r\n" + body
 
 
-class _CoalescingTransport:
+class _CoalescingTransport(asyncio.Transport):
     """Joins the writes of one response (uvicorn writes the head and the body separately: with
     ``TCP_NODELAY`` that is two syscalls and two packets) into one, flushed when the response
-    completes or, at the latest, on the next event-loop iteration."""
+    completes or, at the latest, on the next event-loop iteration. The other calls uvicorn
+    makes go to the socket's transport."""
 
     __slots__ = ("_transport", "_loop", "_buf", "_scheduled")
 
     def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__()
         self._transport, self._loop = transport, loop
-        self._buf: list[bytes] = []
+        self._buf: list[bytes | bytearray | memoryview] = []
         self._scheduled = False
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes | bytearray | memoryview) -> None:
         self._buf.append(data)
         if not self._scheduled:
             self._scheduled = True
@@ -181,8 +136,43 @@ class _CoalescingTransport:
         self.flush()
         self._transport.close()
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._transport, name)
+    def abort(self) -> None:
+        self._buf.clear()
+        self._transport.abort()
+
+    def is_closing(self) -> bool:
+        return self._transport.is_closing()
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return self._transport.get_extra_info(name, default)
+
+    def pause_reading(self) -> None:
+        self._transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        self._transport.resume_reading()
+
+    def is_reading(self) -> bool:
+        return self._transport.is_reading()
+
+    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
+        self._transport.set_protocol(protocol)
+
+    def get_protocol(self) -> asyncio.BaseProtocol:
+        return self._transport.get_protocol()
+
+    def get_write_buffer_size(self) -> int:
+        return self._transport.get_write_buffer_size()
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        self._transport.set_write_buffer_limits(high, low)
+
+    def can_write_eof(self) -> bool:
+        return self._transport.can_write_eof()
+
+    def write_eof(self) -> None:
+        self.flush()
+        self._transport.write_eof()
 
 
 class _GuardMixin:
@@ -195,7 +185,7 @@ class _GuardMixin:
     cycle: Any
     shutdown: Callable[[], None]  # uvicorn's: close if idle, else after the response in flight
 
-    _ek_phase: int = _IDLE
+    _ek_phase: int = IDLE
     _ek_since: float = 0.0
     _ek_timer: asyncio.TimerHandle | None = None
     _ek_deadline: float | None = None
@@ -210,7 +200,7 @@ class _GuardMixin:
         if is_closing(self.config):  # accepted as the server began to shut down: refuse it
             self.shutdown()
             return
-        self.transport = _CoalescingTransport(transport, self.loop)  # type: ignore[assignment]
+        self.transport = _CoalescingTransport(transport, self.loop)
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             try:
@@ -224,7 +214,7 @@ class _GuardMixin:
             transport.write(_raw_response(503, "Service Unavailable", "too many connections"))
             transport.close()
             return
-        self._ek_enter(_HEADERS)
+        self._ek_enter(HEADERS)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._ek_cancel()
@@ -246,9 +236,9 @@ class _GuardMixin:
         limits = self._ek_limits()
         timeout = (
             limits.header_timeout
-            if phase == _HEADERS
+            if phase == HEADERS
             else limits.body_timeout
-            if phase == _BODY
+            if phase == BODY
             else None
         )
         if timeout is None:
@@ -279,20 +269,20 @@ class _GuardMixin:
 
     def _ek_expired(self, phase: int) -> None:
         self._ek_deadline = None
-        what = "headers" if phase == _HEADERS else "body"
+        what = "headers" if phase == HEADERS else "body"
         _log_limited("closing a connection whose request %s did not arrive in time", what)
         started = self.cycle is not None and getattr(self.cycle, "response_started", False)
-        if not started and (phase == _BODY or self._ek_has_bytes()):
+        if not started and (phase == BODY or self._ek_has_bytes()):
             msg = f"the request {what} did not arrive in time"
             self.transport.write(_raw_response(408, "Request Timeout", msg))
         self.transport.close()
 
     def _ek_has_bytes(self) -> bool:
-        return self._ek_phase == _HEADERS and self._ek_got_bytes
+        return self._ek_phase == HEADERS and self._ek_got_bytes
 
     def _ek_count(self, n: int) -> None:
         """Count bytes that arrived while the headers are incomplete (after the parser ran)."""
-        if self._ek_phase != _HEADERS:
+        if self._ek_phase != HEADERS:
             return
         self._ek_header_bytes += n
         limit = self._ek_limits().max_header_bytes
@@ -307,7 +297,7 @@ class _GuardMixin:
         super().on_response_complete()  # type: ignore[misc]
         # waiting for the next request: uvicorn's keep-alive timer guards the idle time; the
         # connection may be evicted meanwhile
-        self._ek_phase, self._ek_since, self._ek_got_bytes = _HEADERS, self.loop.time(), False
+        self._ek_phase, self._ek_since, self._ek_got_bytes = HEADERS, self.loop.time(), False
         self._ek_deadline = None
         self._ek_header_bytes = 0
 
@@ -322,18 +312,18 @@ class GuardedH11Protocol(_GuardMixin, H11Protocol):  # type: ignore[misc]
             return
         state = self.conn.their_state
         if state is h11.IDLE:
-            self._ek_enter(_HEADERS)
+            self._ek_enter(HEADERS)
             self._ek_count(len(data))
         elif state is h11.SEND_BODY:
-            self._ek_enter(_BODY)
+            self._ek_enter(BODY)
         else:
-            self._ek_enter(_DONE)
+            self._ek_enter(DONE)
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
         # a pipelined request may already be complete; else wait for the next one's headers
         if self.conn.their_state is not h11.IDLE:
-            self._ek_phase = _DONE
+            self._ek_phase = DONE
 
     def shutdown(self) -> None:
         """uvicorn's graceful shutdown (close if idle, else after the response in flight), and
@@ -363,15 +353,15 @@ def _httptools_class() -> type[Any] | None:
 
         def on_message_begin(self) -> None:
             super().on_message_begin()
-            self._ek_enter(_HEADERS)
+            self._ek_enter(HEADERS)
 
         def on_headers_complete(self) -> None:
             super().on_headers_complete()
-            self._ek_enter(_BODY)
+            self._ek_enter(BODY)
 
         def on_message_complete(self) -> None:
             super().on_message_complete()
-            self._ek_enter(_DONE)
+            self._ek_enter(DONE)
 
     GuardedHttpToolsProtocol.__module__ = __name__
     GuardedHttpToolsProtocol.__qualname__ = "GuardedHttpToolsProtocol"
@@ -379,7 +369,6 @@ def _httptools_class() -> type[Any] | None:
 
 
 GuardedHttpToolsProtocol = _httptools_class()
-_DEFAULT_LIMITS = ProtocolLimits()
 
 
 def guarded_protocol_class(http: str = "auto") -> type[Any]:
@@ -391,41 +380,6 @@ def guarded_protocol_class(http: str = "auto") -> type[Any]:
 
         raise MissingDependencyError("httptools is not installed", hint="pip install httptools")
     return GuardedHttpToolsProtocol
-
-
-# ---------------------------------------------------------------------------------------------
-# file descriptors
-# ---------------------------------------------------------------------------------------------
-def raise_fd_limit(want: int = 65536) -> int:
-    """Raise the soft open-file limit towards ``want`` (default 65536, at most the hard limit);
-    returns the soft limit now in force."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    target = want if hard == resource.RLIM_INFINITY else min(want, hard)
-    if target > soft:
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-            soft = target
-        except (ValueError, OSError):  # pragma: no cover - a sandbox refusing it
-            pass
-    return soft
-
-
-def accept_backlog(fd_limit: int) -> int:
-    """The listen backlog for ``fd_limit``: asyncio accepts up to this many sockets in one go,
-    before any connection is counted, so it must fit below the limit with the cap."""
-    return max(16, min(2048, (fd_limit - _FD_RESERVE) // 8))
-
-
-def auto_max_connections(requested: int | None, fd_limit: int) -> int:
-    """``requested`` (default 1000 per process), kept below ``fd_limit`` minus a reserve and
-    the sockets asyncio may accept before counting them (a few :func:`accept_backlog`)."""
-    ceiling = max(16, fd_limit - _FD_RESERVE - 3 * accept_backlog(fd_limit))
-    want = 1000 if requested is None else requested
-    if requested is not None and want > ceiling:
-        logger.warning(
-            "max connections lowered from %d to %d (open-file limit %d)", want, ceiling, fd_limit
-        )
-    return min(want, ceiling)
 
 
 # ---------------------------------------------------------------------------------------------

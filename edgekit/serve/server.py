@@ -18,11 +18,14 @@ import time
 import urllib.request
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgekit.errors import InputError, require
 from edgekit.runtime.model import EdgeModel
 from edgekit.serve.config import ServeConfig
+
+if TYPE_CHECKING:
+    from starlette.applications import Starlette
 
 __all__ = ["ENV_CONFIG", "serve", "app_factory", "free_port", "server_process"]
 
@@ -43,7 +46,7 @@ def _worker_threads(cfg: ServeConfig) -> ServeConfig:
     return cfg
 
 
-def app_factory() -> Any:
+def app_factory() -> Starlette:
     """App of one ``--workers`` process: the config comes from ``$EDGEKIT_SERVE_CONFIG``."""
     from edgekit.serve.app import create_app
     from edgekit.serve.protocol import install_log_rate_limit
@@ -58,7 +61,7 @@ def app_factory() -> Any:
 
 
 def serve(
-    model_path: str | os.PathLike[str], config: ServeConfig | None = None, **settings: Any
+    model_path: str | os.PathLike[str], config: ServeConfig | None = None, **settings: object
 ) -> None:
     """Serve ``model_path`` with uvicorn until interrupted.
 
@@ -102,13 +105,13 @@ def serve(
 
 def _uvicorn_settings(cfg: ServeConfig) -> dict[str, Any]:
     """uvicorn's settings for ``cfg`` (raises the soft open-file limit to the hard one)."""
-    from edgekit.serve.protocol import (
+    from edgekit.serve.connections import (
         ProtocolLimits,
         accept_backlog,
         auto_max_connections,
-        guarded_protocol_class,
         raise_fd_limit,
     )
+    from edgekit.serve.protocol import guarded_protocol_class
     from edgekit.serve.shutdown import GRACEFUL_TIMEOUT
 
     fd_limit = raise_fd_limit()

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from typing import Any
 
 from edgekit.errors import InputError
-from edgekit.serve.protocol import WAITING, evict_oldest, is_closing, limits_of
+from edgekit.serve.connections import WAITING, evict_oldest, is_closing, limits_of
 
 __all__ = ["SHUTDOWN_TIMEOUT", "server_context", "TLSAcceptor", "tls_protocol_factory"]
 

@@ -2,7 +2,7 @@
 binary tensor data extension that ``tritonclient`` uses by default.
 
 Pure numpy: parses ``POST /v2/models/{name}/infer`` bodies into model feeds and encodes the
-outputs; the HTTP routes live in :mod:`edgekit.serve.app`. Inputs must have the model's exact
+outputs; the HTTP routes live in :mod:`edgekit.serve.v2_routes`. Inputs must have the model's exact
 datatype (as on Triton); no preprocessing is applied (the outputs are :meth:`EdgeModel.run`'s).
 
 Datatypes as KServe and Triton read them: ``BYTES`` (onnxruntime string tensors) is a JSON list
