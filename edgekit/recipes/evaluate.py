@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from edgekit.contract import top1
 from edgekit.errors import InputError, OutputExistsError
 from edgekit.metadata import ModelMetadata
 
@@ -18,17 +19,12 @@ if TYPE_CHECKING:
 __all__ = ["accuracy", "check_output", "save_model"]
 
 
-def _top1(p: np.ndarray) -> np.ndarray:
-    """The predicted class of each row of ``p``; a single sigmoid output is P(class 1)."""
-    return (p[:, 0] > 0.5).astype(np.int64) if p.shape[-1] == 1 else p.argmax(-1)
-
-
 def accuracy(model: keras.Model, x: np.ndarray, y: np.ndarray, batch_size: int = 512) -> float:
     """Top-1 accuracy; a single sigmoid output counts as P(class 1)."""
     if len(y) == 0:
         return float("nan")
     p = np.asarray(model.predict(x, batch_size=batch_size, verbose=0))
-    return float((_top1(p) == y).mean())
+    return float((top1(p) == y).mean())
 
 
 def check_output(output: str | os.PathLike[str] | None, force: bool) -> Path | None:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from edgekit.contract import has_class_rows
+from edgekit.contract import has_class_rows, top1
 from edgekit.errors import EdgekitError
 from edgekit.runtime.model import EdgeModel
 from edgekit.runtime.specs import check_outputs_finite
@@ -71,12 +71,6 @@ def parse_predict(model: EdgeModel, body: bytes) -> PredictRequest:
     return PredictRequest(x, top_k, preprocess)
 
 
-def _top1(probs: np.ndarray) -> list[int]:
-    """The class of each row: its first maximum (``top_k(probs, 1)`` without the sorting)."""
-    top: list[int] = probs.argmax(axis=1).tolist()
-    return top
-
-
 def answer(model: EdgeModel, probs: np.ndarray, top_k: int | None) -> dict[str, object]:
     """The /predict answer for the model's outputs ``probs``."""
     check_outputs_finite(probs)  # a PredictionError: 422 with its hint, like every user error
@@ -88,7 +82,7 @@ def answer(model: EdgeModel, probs: np.ndarray, top_k: int | None) -> dict[str, 
     if top_k is None and labels and probs.ndim == 2 and probs.shape[1] == len(labels) > 1 \
             and not multi:
         # the common case, top_k(probs, 1) without its per-row sorting: the first maximum
-        out["labels"] = [labels[i] for i in _top1(probs)]
+        out["labels"] = [labels[i] for i in top1(probs).tolist()]
         return out
     if top_k is None and not has_class_rows(probs):
         return out  # per pixel or per step: no classification rows, so no labels
