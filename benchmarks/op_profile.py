@@ -26,9 +26,9 @@ from typing import Any
 import numpy as np
 
 from edgekit.inputs.prepare import onnx_input_specs
-from edgekit.measure.bench import make_inputs
 from edgekit.measure.machine import cpu_model, instruction_set
 from edgekit.measure.profile import KINDS, ProfileRow, profile_models, why_lines
+from edgekit.measure.timing import make_inputs
 from edgekit.runtime import SessionOptionsConfig
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -34,9 +34,9 @@ from typing import Any
 import numpy as np
 from _runtime_common import add_model_args, model_path
 
-from edgekit.measure.bench import make_inputs
-from edgekit.measure.bench import measure as time_interleaved
 from edgekit.measure.machine import cpu_model, instruction_set
+from edgekit.measure.timing import make_inputs
+from edgekit.measure.timing import measure as time_interleaved
 
 RESULTS = Path(__file__).resolve().parent / "results" / "runtime_overhead.json"
 

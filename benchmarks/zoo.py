@@ -275,8 +275,8 @@ def run_model(name: str, args: argparse.Namespace) -> dict[str, Any]:
 def worker_prepare(name: str, size: int, work: Path, samples: int) -> None:
     """Model, calibration data (prepare.out.json), then the LiteRT int8 file
     (litert.out.json) by :func:`edgekit.measure.compare.build_variants`."""
-    from edgekit.measure.bench import KerasBackend
-    from edgekit.measure.compare import build_variants
+    from edgekit.measure.backends import KerasBackend
+    from edgekit.measure.compare_variants import build_variants
 
     if zoo_models.MODELS[name].custom_objects:
         import zoo_layers  # noqa: F401 - registers the layers the saved model names
@@ -286,7 +286,8 @@ def worker_prepare(name: str, size: int, work: Path, samples: int) -> None:
     ds = kb.load_data(info["calibration"], "calibration data", "train", samples)
     cal = dict(zip([i.name for i in kb.inputs], kb.prepare(ds), strict=True))
     t0 = time.perf_counter()
-    paths, errors, _ = build_variants(info["keras"], work / "litert", cal, ("tflite-int8",))
+    made = build_variants(info["keras"], work / "litert", cal, ("tflite-int8",))
+    paths, errors = made.paths, made.errors
     lite: dict[str, Any] = {"convert_s": round(time.perf_counter() - t0, 1)}
     if "tflite-int8" in paths:
         lite["path"] = str(paths["tflite-int8"])

@@ -20,15 +20,10 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from edgekit.measure.bench import (
-    Backend,
-    balanced_orders,
-    latency_stats,
-    load_backend,
-    make_inputs,
-    measure,
-)
+from edgekit.measure.backend import Backend
+from edgekit.measure.backends import load_backend
 from edgekit.measure.ratio import paired_ratio
+from edgekit.measure.timing import balanced_orders, latency_stats, make_inputs, measure
 
 __all__ = ["bench_plan", "warm_blocks", "BLOCK"]
 

@@ -101,7 +101,7 @@ def measure_ratio(reference: Callable[[], Any], candidate: Callable[[], Any],
 
     ``on_progress`` gets the fraction of ``max_seconds`` used, in [0, 1].
     """
-    from edgekit.measure.bench import measure
+    from edgekit.measure.timing import measure
 
     cfg = config or RatioConfig()
     ref_ns: list[int] = []

@@ -239,5 +239,3 @@ class InputSpec:
             hint=hint or f"convert the data to {want} first",
         )
 
-
-_read_onnx_props = read_onnx_props  # the name before the runtime was split
