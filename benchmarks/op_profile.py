@@ -2,7 +2,7 @@
 
 For every file and engine (onnxruntime's profiler; OpenVINO's ``PERF_COUNT``), 1 thread, batch
 1, profiled in interleaved rounds (each round profiles every row, in the balanced orders of
-``edgekit.measure.bench.balanced_orders``, so machine noise hits all rows alike), the kernel
+``edgekit.measure.timing.balanced_orders``, so machine noise hits all rows alike), the kernel
 time per call (onnxruntime: median; OpenVINO: mean) of each kind of op: 1x1 convs, depthwise
 convs, other (k x k) convs, MatMul/Gemm, quantize/dequantize, layout (transpose/reorder) and the
 rest, the unfused Q/DQ nodes on onnxruntime, and a "why" line per variant whose fp32 file is

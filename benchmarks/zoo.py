@@ -1,7 +1,7 @@
 """Model-zoo benchmark (issue 25): 12 architectures nobody here wrote, plus the 3 recipes.
 
 For each model of ``benchmarks/zoo_models.py``, at batch 1 and 32 and with 1 and 2 threads,
-five rows timed interleaved (balanced orders, :func:`edgekit.measure.bench.measure`): ORT fp32,
+five rows timed interleaved (balanced orders, :func:`edgekit.measure.timing.measure`): ORT fp32,
 edgekit's default int8 (``edgekit export --quantize auto``; or the reason auto wrote none),
 edgekit tuned (``edgekit tune --threads T --batch B``, run on the engine it stored), LiteRT int8
 (TensorFlow's full-integer converter with float I/O and the model's calibration data, as
@@ -274,7 +274,7 @@ def run_model(name: str, args: argparse.Namespace) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------
 def worker_prepare(name: str, size: int, work: Path, samples: int) -> None:
     """Model, calibration data (prepare.out.json), then the LiteRT int8 file
-    (litert.out.json) by :func:`edgekit.measure.compare.build_variants`."""
+    (litert.out.json) by :func:`edgekit.measure.compare_variants.build_variants`."""
     from edgekit.measure.backends import KerasBackend
     from edgekit.measure.compare_variants import build_variants
 

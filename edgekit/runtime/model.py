@@ -248,7 +248,7 @@ class EdgeModel:
     # -- properties ----------------------------------------------------------------------
     @property
     def engine(self) -> Engine:
-        """The :class:`~edgekit.runtime.engines.Engine` running the model."""
+        """The :class:`~edgekit.runtime.engine_base.Engine` running the model."""
         return self._engine
 
     @property
