@@ -38,8 +38,8 @@ def build_int8(out: Path, samples: int = 200) -> Path:
     """The shipped CNN as int8 TFLite, calibrated like ``edgekit compare`` calibrates it."""
     import keras
 
-    from edgekit.measure.bench import KerasBackend
-    from edgekit.measure.compare import tflite_bytes
+    from edgekit.measure.backends import KerasBackend
+    from edgekit.measure.compare_variants import tflite_bytes
 
     src = ROOT / "models" / "fashion_cnn.keras"
     kb = KerasBackend(src)
@@ -59,9 +59,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=str(RESULTS), help="JSON results")
     args = ap.parse_args(argv)
 
-    from edgekit.measure.bench import BenchConfig, bench_models, make_inputs
+    from edgekit.measure.bench import BenchConfig, bench_models
     from edgekit.measure.litert import API_COMPILED, TFLiteBackend
     from edgekit.measure.machine import cpu_model, instruction_set
+    from edgekit.measure.timing import make_inputs
 
     batches = tuple(int(b) for b in args.batch.split(","))
     with tempfile.TemporaryDirectory() as tmp:

@@ -117,8 +117,8 @@ def prepare(names: list[str], calibration_samples: int, threads: tuple[int, ...]
     """Build every variant file; returns the manifest (paths and build errors per model). The
     tuned rows are tuned for each thread setting and each batch of ``tune_batches``."""
     from edgekit.convert.export import synthetic_inputs
-    from edgekit.measure.bench import KerasBackend
-    from edgekit.measure.compare import build_variants
+    from edgekit.measure.backends import KerasBackend
+    from edgekit.measure.compare_variants import build_variants
 
     manifest: dict[str, Any] = {}
     for name in names:
@@ -133,7 +133,8 @@ def prepare(names: list[str], calibration_samples: int, threads: tuple[int, ...]
         else:
             cal = synthetic_inputs(kb.source, n)
         log(f"{name}: building variants")
-        paths, errors, modes = build_variants(keras_path, work, cal, built)
+        made = build_variants(keras_path, work, cal, built)
+        paths, errors, modes = made.paths, made.errors, made.modes
         tune_info: dict[str, Any] | None = None
         if name in TUNED and "onnx-fp32" in paths:
             tune_info = {}
@@ -197,7 +198,9 @@ def _variant_path(entry: dict[str, Any], v: str, threads: int) -> str | None:
 def worker(manifest: dict[str, Any], threads: int, batches: tuple[int, ...],
            scale: float, variants: tuple[str, ...] = VARIANTS) -> dict[str, Any]:
     """Benchmark every model's ``variants`` interleaved with ``threads`` threads."""
-    from edgekit.measure.bench import BenchConfig, bench_models, load_backend, make_inputs
+    from edgekit.measure.backends import load_backend
+    from edgekit.measure.bench import BenchConfig, bench_models
+    from edgekit.measure.timing import make_inputs
 
     out: dict[str, Any] = {}
     for name, entry in manifest.items():
@@ -405,7 +408,7 @@ def main(argv: list[str] | None = None) -> int:
         log(f"measuring with {t} thread(s)")
         parts[t] = run_worker(manifest_path, t, batches, scale, variants)
 
-    from edgekit.measure.bench import machine_info
+    from edgekit.measure.machine import machine_info
 
     result = {
         "quick": args.quick,

@@ -1,7 +1,7 @@
 """Model-zoo benchmark (issue 25): 12 architectures nobody here wrote, plus the 3 recipes.
 
 For each model of ``benchmarks/zoo_models.py``, at batch 1 and 32 and with 1 and 2 threads,
-five rows timed interleaved (balanced orders, :func:`edgekit.measure.bench.measure`): ORT fp32,
+five rows timed interleaved (balanced orders, :func:`edgekit.measure.timing.measure`): ORT fp32,
 edgekit's default int8 (``edgekit export --quantize auto``; or the reason auto wrote none),
 edgekit tuned (``edgekit tune --threads T --batch B``, run on the engine it stored), LiteRT int8
 (TensorFlow's full-integer converter with float I/O and the model's calibration data, as
@@ -274,9 +274,9 @@ def run_model(name: str, args: argparse.Namespace) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------
 def worker_prepare(name: str, size: int, work: Path, samples: int) -> None:
     """Model, calibration data (prepare.out.json), then the LiteRT int8 file
-    (litert.out.json) by :func:`edgekit.measure.compare.build_variants`."""
-    from edgekit.measure.bench import KerasBackend
-    from edgekit.measure.compare import build_variants
+    (litert.out.json) by :func:`edgekit.measure.compare_variants.build_variants`."""
+    from edgekit.measure.backends import KerasBackend
+    from edgekit.measure.compare_variants import build_variants
 
     if zoo_models.MODELS[name].custom_objects:
         import zoo_layers  # noqa: F401 - registers the layers the saved model names
@@ -286,7 +286,8 @@ def worker_prepare(name: str, size: int, work: Path, samples: int) -> None:
     ds = kb.load_data(info["calibration"], "calibration data", "train", samples)
     cal = dict(zip([i.name for i in kb.inputs], kb.prepare(ds), strict=True))
     t0 = time.perf_counter()
-    paths, errors, _ = build_variants(info["keras"], work / "litert", cal, ("tflite-int8",))
+    made = build_variants(info["keras"], work / "litert", cal, ("tflite-int8",))
+    paths, errors = made.paths, made.errors
     lite: dict[str, Any] = {"convert_s": round(time.perf_counter() - t0, 1)}
     if "tflite-int8" in paths:
         lite["path"] = str(paths["tflite-int8"])

@@ -1,13 +1,13 @@
 """Timing worker of ``benchmarks/zoo.py``: one model's rows with one thread setting.
 
 Runs in its own process (LiteRT and OpenVINO fix their thread pools when they load). Every
-row is loaded through :func:`edgekit.measure.bench.load_backend` (ONNX on onnxruntime,
+row is loaded through :func:`edgekit.measure.backends.load_backend` (ONNX on onnxruntime,
 OpenVINO or the engine a tuned file stores; ``.tflite`` in LiteRT's interpreter) and run once
 at each batch. Per batch:
 
-- interleaved rounds by :func:`edgekit.measure.bench.measure` (one call per row and round,
+- interleaved rounds by :func:`edgekit.measure.timing.measure` (one call per row and round,
   balanced orders) for ``seconds`` x rows (at least ``min_rounds`` rounds): p50/p90/p99 by
-  :func:`~edgekit.measure.bench.latency_stats` and the median of per-round paired ratios
+  :func:`~edgekit.measure.timing.latency_stats` and the median of per-round paired ratios
   against ORT fp32 (:func:`edgekit.measure.ratio.paired_ratio`), and of the tuned row against
   every other row;
 - warm-cache blocks: 20 consecutive calls of one row (``measure`` on that row alone), the rows
@@ -20,15 +20,10 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from edgekit.measure.bench import (
-    Backend,
-    balanced_orders,
-    latency_stats,
-    load_backend,
-    make_inputs,
-    measure,
-)
+from edgekit.measure.backend import Backend
+from edgekit.measure.backends import load_backend
 from edgekit.measure.ratio import paired_ratio
+from edgekit.measure.timing import balanced_orders, latency_stats, make_inputs, measure
 
 __all__ = ["bench_plan", "warm_blocks", "BLOCK"]
 

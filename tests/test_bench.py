@@ -12,15 +12,10 @@ from click.testing import CliRunner
 
 from edgekit.cli.main import cli
 from edgekit.errors import InputError
-from edgekit.measure.bench import (
-    BenchConfig,
-    balanced_orders,
-    bench_models,
-    latency_stats,
-    measure,
-    peak_rss_mb,
-    plot_latencies,
-)
+from edgekit.measure.bench import BenchConfig, bench_models
+from edgekit.measure.machine import peak_rss_mb
+from edgekit.measure.plots import plot_latencies
+from edgekit.measure.timing import balanced_orders, latency_stats, measure
 
 
 def test_measure_interleaves_and_counts() -> None:
@@ -126,7 +121,8 @@ def test_bench_engine_all_gives_a_row_per_engine(bench_models_dir: BenchModels, 
                                                  tmp_path) -> None:
     """--engine all: each ONNX file once per installed engine; OpenVINO (f32 pinned) computes
     what onnxruntime computes."""
-    from edgekit.measure.bench import OpenVinoBackend, installed_engines, load_backend
+    from edgekit.measure.backends import OnnxBackend, load_backend
+    from edgekit.runtime.engine_registry import installed_engines
 
     assert installed_engines() == ["onnxruntime", "openvino"]
     out_json = tmp_path / "b.json"
@@ -138,7 +134,7 @@ def test_bench_engine_all_gives_a_row_per_engine(bench_models_dir: BenchModels, 
     assert [(m["name"], m["kind"]) for m in rows] == [
         ("small.onnx@onnxruntime", "onnx"), ("small.onnx@openvino", "openvino")]
     assert "| small.onnx@openvino" in r.output
-    ov = OpenVinoBackend(bench_models_dir.onnx, threads=1)
+    ov = OnnxBackend(bench_models_dir.onnx, threads=1, engine="openvino")
     ort_b = load_backend(bench_models_dir.onnx, engine="onnxruntime", threads=1)
     assert ov.kind == "openvino" and ov.engine == "openvino" and ort_b.kind == "onnx"
     assert ov.model.session_config.precision in (None, "f32")

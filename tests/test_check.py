@@ -178,7 +178,7 @@ def test_check_and_plugin_read_an_idx_folder(fashion_dir, tmp_path) -> None:  # 
     import numpy as np
 
     from edgekit.check.regression import model_accuracy
-    from edgekit.measure.bench import load_backend
+    from edgekit.measure.backends import load_backend
     from edgekit.runtime import EdgeModel
 
     path, d = _idx_linear_model(tmp_path / "linear.onnx", fashion_dir)

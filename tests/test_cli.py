@@ -184,7 +184,7 @@ def test_latency_figure_contents(bench_result: object, tmp_path: Path) -> None:
 
 
 def test_compare_figure_marks_recommendation_and_budget(bench_result: object) -> None:
-    from edgekit.measure.compare import CompareResult, VariantRow
+    from edgekit.measure.compare_report import CompareResult, VariantRow
     from edgekit.measure.plots import compare_figure
 
     rows = [VariantRow("keras", "keras", "fp32", size_bytes=4096, accuracy=90.0,

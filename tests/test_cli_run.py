@@ -16,8 +16,9 @@ from onnx import numpy_helper
 
 from edgekit.cli import cli
 from edgekit.errors import InputError
-from edgekit.runtime.model import PROVIDER_NAMES, EdgeModel, available_providers, load_image
-from edgekit.runtime.predict import MAX_IMAGE_PIXELS
+from edgekit.runtime.model import EdgeModel
+from edgekit.runtime.predict import MAX_IMAGE_PIXELS, load_image
+from edgekit.runtime.session import PROVIDER_NAMES, available_providers
 
 RNG = np.random.default_rng(0)
 

@@ -22,7 +22,7 @@ from edgekit.doctor import (
     machine_report,
     pci_gpus,
 )
-from edgekit.runtime.engines import openvino_available
+from edgekit.runtime.engine_openvino import openvino_available
 
 CPU = "CPUExecutionProvider"
 

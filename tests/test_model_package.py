@@ -19,7 +19,7 @@ from click.testing import CliRunner
 from edgekit.cli.main import cli
 from edgekit.errors import InputError, ModelLoadError, OutputExistsError, ProviderError
 from edgekit.io.artifacts import sha256_file
-from edgekit.measure.bench import load_backend
+from edgekit.measure.backends import load_backend
 from edgekit.packaging import PackageTarget, write_package
 from edgekit.runtime.model import EdgeModel
 from edgekit.runtime.modelpackage import (

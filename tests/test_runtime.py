@@ -27,14 +27,13 @@ from _runtime_models import (
 
 from edgekit.errors import InputError, ModelLoadError, ProviderError
 from edgekit.metadata import Preprocessing
-from edgekit.runtime.model import (
+from edgekit.runtime.model import EdgeModel
+from edgekit.runtime.predict import load_array, load_image
+from edgekit.runtime.session import (
     AUTO_ORDER,
     PROVIDER_NAMES,
-    EdgeModel,
     SessionOptionsConfig,
     available_providers,
-    load_array,
-    load_image,
     resolve_providers,
 )
 from edgekit.runtime.specs import read_onnx_props as _read_onnx_props

@@ -143,7 +143,8 @@ def assert_latency_ratio(model: Any, reference: Any, max_ratio: float, *, batch:
     Returns the ratio.
     """
     from edgekit.check.regression import CheckConfig, latency_ratio
-    from edgekit.measure.bench import Backend, OnnxBackend, load_backend
+    from edgekit.measure.backend import Backend
+    from edgekit.measure.backends import OnnxBackend, load_backend
     from edgekit.runtime.model import EdgeModel
 
     def backend(m: Any) -> Backend:

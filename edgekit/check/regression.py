@@ -31,8 +31,11 @@ from edgekit.check.baseline import (
 )
 from edgekit.errors import DataError, InputError
 from edgekit.io.artifacts import atomic_write_json, sha256_file
-from edgekit.measure.bench import Backend, load_backend, machine_info, make_inputs, measure
+from edgekit.measure.backend import Backend
+from edgekit.measure.backends import load_backend
+from edgekit.measure.machine import machine_info
 from edgekit.measure.ratio import LatencyRatio, RatioConfig, measure_ratio
+from edgekit.measure.timing import make_inputs, measure
 from edgekit.progress import FractionFn
 
 __all__ = [
@@ -222,7 +225,7 @@ def _auto_depth(model: Backend, threads: int | None, batch: int, tmp: Path) -> i
 def model_accuracy(model: Backend, eval_data: str | os.PathLike[str],
                    eval_samples: int = 0) -> float:
     """Top-1 accuracy in percent on labelled ``eval_data`` (``y`` required)."""
-    from edgekit.measure.bench import evaluate
+    from edgekit.measure.backend import evaluate
     from edgekit.validate import accuracy
 
     ds = model.load_data(eval_data, "evaluation data", "test", eval_samples)

@@ -41,6 +41,8 @@ __all__ = [
     "max_accuracy_drop_option",
     "existing_path",
     "parse_batches",
+    "engine_option",
+    "engines_option",
     "max_threads",
     "MAX_BATCH",
 ]
@@ -254,6 +256,50 @@ def batch_option(default: int = 1, help: str = "Batch size of the timed calls.",
     """``--batch N`` limited to 1..:data:`MAX_BATCH`."""
     return click.option("--batch", type=click.IntRange(1, MAX_BATCH), default=default,
                         show_default=True, help=help, **kwargs)
+
+
+def engine_option(default: str, extra: tuple[str, ...] = ("auto",),
+                  help: str = "Engine of the model.") -> Callable[[F], F]:
+    """``--engine NAME``: a registered engine or one of ``extra`` (e.g. ``auto``), checked
+    against the engine registry when the command runs (so an engine registered after import
+    counts); the value is the canonical name."""
+    def check(ctx: click.Context, param: click.Parameter, value: str) -> str:
+        from edgekit.errors import InputError
+        from edgekit.runtime.engine_registry import engine_names, normalize_engine
+
+        key = value.strip().lower()
+        if key in extra:
+            return key
+        try:
+            name = normalize_engine(key)
+        except InputError:
+            name = None
+        if name is None:
+            raise click.BadParameter(
+                f"unknown engine {value!r}; use {', '.join([*engine_names(), *extra])}",
+                ctx, param)
+        return name
+
+    return click.option("--engine", default=default, show_default=True, metavar="NAME",
+                        callback=check, help=help)
+
+
+def engines_option(help: str) -> Callable[[F], F]:
+    """``--engines A,B``: comma-separated registered engines (checked against the registry
+    when the command runs; aliases accepted), as a tuple of canonical names; default None."""
+    def check(ctx: click.Context, param: click.Parameter,
+              value: str | None) -> tuple[str, ...] | None:
+        from edgekit.errors import InputError
+        from edgekit.runtime.engine_registry import parse_engines
+
+        if value is None:
+            return None
+        try:
+            return parse_engines(value)
+        except InputError as exc:
+            raise click.BadParameter(str(exc), ctx, param) from None
+
+    return click.option("--engines", default=None, metavar="A,B", callback=check, help=help)
 
 
 def parse_batches(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int, ...]:

@@ -19,6 +19,7 @@ from edgekit.cli.app import (
     command,
     deprecated_alias,
     echo_json,
+    engine_option,
     eval_data_option,
     existing_path,
     force_option,
@@ -62,10 +63,9 @@ def _echo_written(what: str, path: Path, as_json: bool) -> None:
 @click.argument("models", nargs=-1, required=True, type=existing_path())
 @click.option("--provider", default="cpu", show_default=True,
               help="onnxruntime execution provider of .onnx models (auto, cpu, cuda ...).")
-@click.option("--engine", type=click.Choice(["onnxruntime", "openvino", "auto", "all"]),
-              default="onnxruntime", show_default=True,
-              help="Engine of .onnx models (auto: the one a tuned model stores); all: one row "
-              "per installed engine.")
+@engine_option("onnxruntime", ("auto", "all"),
+               help="Engine of .onnx models: a registered one (onnxruntime, openvino ...); "
+               "auto: the one a tuned model stores; all: one row per installed engine.")
 @threads_option()
 @click.option("--batch", "batches", default="1", show_default=True, callback=parse_batches,
               help="Comma-separated batch sizes, e.g. 1,8,32.")
@@ -145,7 +145,7 @@ def compare_cmd(model: Path, calibration: Path | None, eval_data: Path | None,
                            workdir=keep)
 
     with progress_bar("timing", hidden=not sys.stderr.isatty()) as bar:
-        result = compare_model(model, calibration, eval_data, config, on_step=status,
+        result = compare_model(model, calibration, eval_data, config, progress=status,
                                on_progress=bar_updater(bar))
     if as_json:
         echo_json(result.to_dict())

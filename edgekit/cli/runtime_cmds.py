@@ -7,7 +7,14 @@ from typing import Any
 
 import click
 
-from edgekit.cli.app import command, echo_json, existing_path, force_option, json_option
+from edgekit.cli.app import (
+    command,
+    echo_json,
+    engine_option,
+    existing_path,
+    force_option,
+    json_option,
+)
 
 __all__ = ["run_cmd", "package_cmd"]
 
@@ -20,6 +27,8 @@ __all__ = ["run_cmd", "package_cmd"]
     "--provider", default="auto", show_default=True, help="cpu, cuda, coreml, ... or auto."
 )
 @click.option("--fallback", is_flag=True, help="Fall back to the next provider if unavailable.")
+@engine_option("auto", help="A registered engine (onnxruntime, openvino ...); auto: the one a "
+               "tuned model stores, else onnxruntime.")
 @click.option("--variant", default=None,
               help="Model packages: the variant to run (default: the one for the providers).")
 @click.option("--top-k", type=click.IntRange(min=1), default=None,
@@ -35,6 +44,7 @@ def run_cmd(
     text: str | None,
     provider: str,
     fallback: bool,
+    engine: str,
     variant: str | None,
     top_k: int | None,
     threshold: float,
@@ -48,11 +58,11 @@ def run_cmd(
     every label at or over the threshold; a model with an output per pixel or step: the
     output), and, for a model package, the variant that ran and why.
     """
-    from edgekit.runtime.model import format_predictions, predict_input
+    from edgekit.runtime.predict import format_predictions, predict_input
 
     report = predict_input(
         model, input_path, text=text, provider=provider, fallback=fallback, top_k=top_k,
-        variant=variant, threshold=threshold,
+        engine=engine, variant=variant, threshold=threshold,
     )
     if as_json:
         echo_json(report)

@@ -13,6 +13,7 @@ from edgekit.cli.app import (
     command,
     echo_json,
     echo_package,
+    engines_option,
     eval_data_option,
     existing_path,
     force_option,
@@ -44,20 +45,22 @@ __all__ = ["tune_cmd"]
               help="Minutes after which no new candidate is started (the export's default "
               "variant and fp32 on every engine are always measured).")
 @click.option("--calibration-samples", type=click.IntRange(1), default=256, show_default=True)
+@engines_option("Comma-separated engines the tune measures (onnxruntime is always one) "
+                "[default: every installed engine].")
 @json_option("Print the tune report as JSON on stdout (instead of the table).")
 @package_option("tune")
 @force_option()
 def tune_cmd(model: Path, outdir: Path, calibration: Path, eval_data: Path | None,
              max_accuracy_drop: float, threads: int, batch: int, budget_minutes: float,
-             calibration_samples: int, as_json: bool, package: Path | None,
-             force: bool) -> None:
+             calibration_samples: int, engines: tuple[str, ...] | None, as_json: bool,
+             package: Path | None, force: bool) -> None:
     """Search engine/quantization/graph/session settings for the fastest MODEL within the
     accuracy budget; latency is measured at --batch as a ratio against fp32 in the same run."""
     from edgekit.tune.search import TuneConfig, format_candidates, tune_model
 
     config = TuneConfig(max_accuracy_drop=max_accuracy_drop, threads=threads, batch=batch,
                         budget_minutes=budget_minutes, calibration_samples=calibration_samples,
-                        force=force)
+                        engines=engines, force=force)
     with progress_bar("tuning") as bar:
         bar.item_show_func = lambda item: item
         interactive = sys.stderr.isatty()

@@ -22,7 +22,8 @@ from edgekit.measure.machine import cpu_features, cpu_model, instruction_set
 
 __all__ = ["EpDevice", "PluginEp", "OnnxruntimeInfo", "OpenVinoDevice", "OpenVinoInfo", "Gpu",
            "MachineReport", "machine_report", "machine_notes", "register_plugin_eps",
-           "parse_plugin_ep", "onnxruntime_info", "openvino_info", "find_gpus", "pci_gpus"]
+           "parse_plugin_ep", "onnxruntime_info", "openvino_info", "find_gpus", "pci_gpus",
+           "engine_versions"]
 
 #: PCI vendor ids of GPU makers (display controllers of other vendors are server BMC consoles)
 _GPU_VENDORS = {"0x10de": "NVIDIA", "0x1002": "AMD", "0x8086": "Intel"}
@@ -236,7 +237,7 @@ def find_gpus(ov: OpenVinoInfo | None = None) -> list[Gpu]:
 
 def machine_notes(r: MachineReport) -> list[str]:
     """Plain-language findings: GPUs without a provider, missing engines, ISA hints."""
-    notes = []
+    notes = _engine_notes()
     avail = set(r.onnxruntime.available_providers)
     if not r.gpus:
         notes.append("no GPU found (nvidia-smi, OpenVINO and the PCI list show none)")
@@ -248,8 +249,6 @@ def machine_notes(r: MachineReport) -> list[str]:
     if "CUDAExecutionProvider" in avail and not any(g.vendor == "NVIDIA" for g in r.gpus):
         notes.append("onnxruntime offers CUDAExecutionProvider but no NVIDIA GPU was found: "
                      "sessions fall back to CPU")
-    if not r.openvino.installed:
-        notes.append(f"OpenVINO {r.openvino.error}")
     f = r.cpu_features
     if f.get("AVX-512 VNNI") or f.get("AMX-INT8"):
         notes.append("int8: the CPU has VNNI; `edgekit quantize --preset avx512_vnni` uses "
@@ -262,6 +261,32 @@ def machine_notes(r: MachineReport) -> list[str]:
     return notes
 
 
+def engine_versions() -> dict[str, str | None]:
+    """Every registered engine (:mod:`edgekit.runtime.engine_registry`) and the version of its
+    library here (None: not installed)."""
+    from edgekit.runtime.engine_registry import engine_class, engine_names
+
+    out = {}
+    for name in engine_names():
+        cls = engine_class(name)
+        out[name] = cls.version() if cls.available() else None
+    return out
+
+
+def _engine_notes() -> list[str]:
+    """Why each registered engine that cannot run here cannot (e.g. ``OpenVINO is not
+    installed (pip install ...)``)."""
+    from edgekit.runtime.engine_registry import engine_class, engine_names
+
+    notes = []
+    for name in engine_names():
+        cls = engine_class(name)
+        why = cls.unavailable_reason()
+        if why is not None:
+            notes.append(f"{cls.display_name()} {why}")
+    return notes
+
+
 def machine_report(plugin_eps: list[tuple[str, str]] | None = None) -> MachineReport:
     """What this machine offers (see the module doc); ``plugin_eps`` (name, library) are
     registered with onnxruntime first."""
@@ -271,7 +296,7 @@ def machine_report(plugin_eps: list[tuple[str, str]] | None = None) -> MachineRe
     report = MachineReport(
         cpu=cpu_model(), arch=platform.machine(), logical_cores=os.cpu_count(),
         instruction_set=instruction_set(), cpu_features=cpu_features(),
-        engines={"onnxruntime": ort_info.version, "openvino": ov.version},
+        engines=engine_versions(),
         onnxruntime=ort_info, openvino=ov, gpus=find_gpus(ov), notes=[])
     report.notes = machine_notes(report)
     return report

@@ -237,7 +237,7 @@ def check_provider(path: Path, provider: str, feeds: dict[str, np.ndarray],
 
 def openvino_support(path: Path) -> list[OpenVinoSupport]:
     """Per OpenVINO device, the model operations it supports (empty without OpenVINO)."""
-    from edgekit.runtime.engines import openvino_available
+    from edgekit.runtime.engine_openvino import openvino_available
 
     if not openvino_available() or path.suffix.lower() == ".ort":
         return []

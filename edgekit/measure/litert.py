@@ -36,7 +36,7 @@ import numpy as np
 
 from edgekit.errors import InputError, ModelLoadError, exception_reason, require
 from edgekit.logs import library_logs_silenced
-from edgekit.measure.bench import Backend, InputInfo
+from edgekit.measure.backend import Backend, InputInfo
 
 __all__ = ["API_COMPILED", "API_INTERPRETER", "TFLiteBackend", "import_litert",
            "tflite_interpreter_class"]

@@ -19,7 +19,7 @@ from edgekit.errors import InputError, require
 
 if TYPE_CHECKING:
     from edgekit.measure.bench import ModelResult
-    from edgekit.measure.compare import CompareResult
+    from edgekit.measure.compare_report import CompareResult
 
 __all__ = ["latency_figure", "plot_latencies", "compare_figure", "plot_compare", "save_figure"]
 
@@ -135,7 +135,7 @@ def _score_panel(ax: Any, result: CompareResult) -> None:
 
 def compare_figure(result: CompareResult) -> Any:
     """Latency boxes (ms, ratio to Keras) and accuracy bars with the budget line of a
-    :class:`edgekit.measure.compare.CompareResult`; the recommended variant is marked in
+    :class:`edgekit.measure.compare_report.CompareResult`; the recommended variant is marked in
     both. Returns the matplotlib Figure."""
     if result.bench is None:
         raise InputError("no latency results to plot")

@@ -30,8 +30,9 @@ import numpy as np
 
 from edgekit.errors import InputError
 from edgekit.io.tempdirs import drop_temp_dir, new_temp_dir
-from edgekit.measure.bench import balanced_orders, make_inputs
 from edgekit.measure.machine import instruction_set
+from edgekit.measure.tables import render_table
+from edgekit.measure.timing import balanced_orders, make_inputs
 
 __all__ = ["KINDS", "NodeTime", "OpProfile", "ProfileRow", "ProfileReport", "node_profile",
            "node_times", "attribute_fp32", "attribute_int8", "ort_kind", "ov_kind",
@@ -346,6 +347,10 @@ def ov_kind(node: NodeTime, by_name: dict[str, Any] | None = None) -> str:
     return "layout" if node.op in _LAYOUT else "other"
 
 
+#: the engines with a profiler (others' rows are listed as not profiled)
+PROFILED_ENGINES = ("onnxruntime", "openvino")
+
+
 def _open(row: ProfileRow, arrays: Sequence[np.ndarray]) -> _OrtProfiler | _OvProfiler:
     if row.engine == "onnxruntime":
         return _OrtProfiler(row.path, row.session)
@@ -402,7 +407,7 @@ def profile_backends(backends: Sequence[Any], batch: int, seed: int = 0,
     for b, t in zip(backends, p50_ms or [None] * len(backends), strict=True):
         model = getattr(b, "model", None)
         engine = getattr(b, "engine", None)
-        if model is None or engine not in ("onnxruntime", "openvino"):
+        if model is None or engine not in PROFILED_ENGINES:
             skipped.append(b.name)
             continue
         rows.append(ProfileRow(b.name, Path(b.path), engine, model.session_config))
@@ -476,8 +481,6 @@ def why_lines(profiles: Sequence[OpProfile], isa: str | None = None) -> list[str
 def format_profile(report: ProfileReport) -> str:
     """Per profiled row: the op kinds' ms per call and share, the total and the unfused Q/DQ;
     then the why lines."""
-    from edgekit.measure.bench import render_table
-
     out = [f"op profile: kernel time per call at batch {report.batch}, {report.rounds} "
            f"interleaved rounds of {report.runs} calls (onnxruntime's profiler: medians; "
            f"OpenVINO's performance counters: means); CPU: {report.instruction_set}"]
@@ -491,7 +494,7 @@ def format_profile(report: ProfileReport) -> str:
         out += ["", f"{_label(p)}: unfused Q/DQ {qdq}",
                 render_table(["op kind", "nodes", "per call", "share"], rows)]
     if report.skipped:
-        out += ["", f"not profiled (not ONNX): {', '.join(report.skipped)}"]
+        out += ["", f"not profiled (no profiler for it): {', '.join(report.skipped)}"]
     if report.why:
         out += ["", *report.why]
     return "\n".join(out)

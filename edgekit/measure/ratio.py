@@ -1,6 +1,6 @@
 """The one latency-ratio estimator (used by ``tune``, ``check`` and the pytest plugin).
 
-Two calls are timed interleaved, round by round (:func:`edgekit.measure.bench.measure`
+Two calls are timed interleaved, round by round (:func:`edgekit.measure.timing.measure`
 alternates which goes first), so a busy machine slows both alike. The estimate is the **median
 of the per-round ratios** ``candidate / reference``: each ratio pairs two timings taken
 microseconds apart, which cancels drift that a ratio of two medians would keep. Rounds are
@@ -101,7 +101,7 @@ def measure_ratio(reference: Callable[[], Any], candidate: Callable[[], Any],
 
     ``on_progress`` gets the fraction of ``max_seconds`` used, in [0, 1].
     """
-    from edgekit.measure.bench import measure
+    from edgekit.measure.timing import measure
 
     cfg = config or RatioConfig()
     ref_ns: list[int] = []

@@ -16,10 +16,11 @@ Typical use::
     EdgeModel("model.int8.onnx", engine="openvino",
               session=SessionOptionsConfig(threads=1, precision="f32"))
 
-Engines (:mod:`edgekit.runtime.engines`): ``engine="auto"`` (default) uses the engine a tuned
-model's stored settings name when it is installed (else onnxruntime, with a warning), and
-onnxruntime otherwise. Providers (onnxruntime only) are chosen by short, case-insensitive names
-(see :mod:`edgekit.runtime.session`). ``predict`` preprocesses by the rule in
+Engines (:mod:`edgekit.runtime.engines`, registered in :mod:`edgekit.runtime.engine_registry`):
+``engine="auto"`` (default) uses the engine a tuned model's stored settings name when it is
+installed (else onnxruntime, with a warning), and onnxruntime otherwise. Providers
+(onnxruntime only) are chosen by short, case-insensitive names (see
+:mod:`edgekit.runtime.session`). ``predict`` preprocesses by the rule in
 :mod:`edgekit.runtime.prepare`.
 """
 
@@ -29,9 +30,10 @@ import logging
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
+import numpy.typing as npt
 import onnxruntime as ort
 
 from edgekit.contract import (
@@ -44,51 +46,34 @@ from edgekit.contract import (
 )
 from edgekit.errors import InputError, ModelLoadError
 from edgekit.metadata import PREFIX, ModelMetadata, Preprocessing
+from edgekit.runtime.engine_base import Engine, Placement, ProviderOptions
+from edgekit.runtime.engine_ort import OnnxruntimeEngine
 from edgekit.runtime.engine_record import proven_engine
-from edgekit.runtime.engines import (
-    Engine,
-    OnnxruntimeEngine,
-    choose_engine,
-    open_engine,
-    session_settings,
-    stored_session,
-)
+from edgekit.runtime.engine_registry import engine_class
+from edgekit.runtime.engines import choose_engine, open_engine, session_settings, stored_session
 from edgekit.runtime.modelpackage import PackageSelection, is_model_package, open_package
 from edgekit.runtime.output_ops import output_ops
 from edgekit.runtime.prepare import FeedChecker, InputPreparer
 from edgekit.runtime.session import (
-    AUTO_ORDER,
-    ENGINE_NAMES,
     PROVIDER_NAMES,
     SessionOptionsConfig,
-    available_providers,
     resolve_providers,
     short_provider_name,
 )
 from edgekit.runtime.specs import InputSpec, read_onnx_props
 
-__all__ = [
-    "EdgeModel",
-    "SessionOptionsConfig",
-    "InputSpec",
-    "PROVIDER_NAMES",
-    "AUTO_ORDER",
-    "ENGINE_NAMES",
-    "available_providers",
-    "resolve_providers",
-    "choose_engine",
-]
+if TYPE_CHECKING:
+    from edgekit.inputs.text import TextTokenizer
+
+__all__ = ["EdgeModel", "RawInput", "Feeds"]
+
+#: what :meth:`EdgeModel.predict` takes: one sample or a batch (array-like), text for text
+#: models, or input name -> array-like for multi-input models
+RawInput = npt.ArrayLike | Mapping[str, npt.ArrayLike]
+#: what :meth:`EdgeModel.run` takes: input name -> array, or one array for one input
+Feeds = Mapping[str, npt.ArrayLike] | np.ndarray
 
 logger = logging.getLogger(__name__)
-
-
-def __getattr__(name: str) -> Any:
-    """The file-input helpers moved to :mod:`edgekit.runtime.predict` (which imports this)."""
-    if name in ("load_image", "load_array", "predict_input", "format_predictions"):
-        from edgekit.runtime import predict
-
-        return getattr(predict, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _check_path(p: Path) -> None:
@@ -121,13 +106,13 @@ class EdgeModel:
             ``tensorrt``, ``coreml``, ``nnapi``, ``xnnpack``, ``qnn``, ``openvino``, ``dml``)
             or a list. OpenVINO runs on CPU and ignores it.
         engine: ``"auto"`` (default: the stored engine when installed, else onnxruntime),
-            ``"onnxruntime"`` or ``"openvino"``.
+            or a registered engine (:mod:`edgekit.runtime.engine_registry`: ``"onnxruntime"``,
+            ``"openvino"`` ...).
         fallback: skip unavailable providers with a warning instead of raising; default False.
         threads: intra-op threads; default None (the stored setting, else the engine's).
         graph_optimization: ``"disable"``/``"basic"``/``"extended"``/``"all"`` (onnxruntime);
             default None.
         session: more settings (a :class:`SessionOptionsConfig` or dict); default None.
-        session_options: the older name of ``session``; default None.
         use_stored_session: apply the ``edgekit.session`` metadata a tuned model stores;
             default True. Explicit arguments override stored settings.
         provider_options: per-provider options keyed by short name, e.g.
@@ -153,10 +138,9 @@ class EdgeModel:
         fallback: bool = False,
         threads: int | None = None,
         graph_optimization: str | None = None,
-        session: SessionOptionsConfig | Mapping[str, Any] | None = None,
-        session_options: SessionOptionsConfig | Mapping[str, Any] | None = None,
+        session: SessionOptionsConfig | Mapping[str, object] | None = None,
         use_stored_session: bool = True,
-        provider_options: Mapping[str, Mapping[str, Any]] | None = None,
+        provider_options: ProviderOptions | None = None,
         check_nan: bool | None = None,
         variant: str | None = None,
         check_engine: bool = True,
@@ -167,13 +151,10 @@ class EdgeModel:
             _check_path(self.path)
             if variant is not None:
                 raise InputError(f"variant={variant!r} needs a model package folder, not a file")
-        if session is not None and session_options is not None:
-            raise InputError("give session or session_options, not both")
-        given = session if session is not None else session_options
         explicit = (
-            given
-            if isinstance(given, SessionOptionsConfig)
-            else (SessionOptionsConfig.from_dict(given))
+            session
+            if isinstance(session, SessionOptionsConfig)
+            else SessionOptionsConfig.from_dict(session)
         )
         explicit = explicit.merged(SessionOptionsConfig(
             intra_op_num_threads=threads, graph_optimization_level=graph_optimization,
@@ -183,13 +164,12 @@ class EdgeModel:
         self.package: PackageSelection | None = None
         if is_package:
             self._select_variant(explicit.engine, variant)
-        self._provider_options = {
-            PROVIDER_NAMES[short_provider_name(k)]: dict(v)
-            for k, v in (provider_options or {}).items()
-        }
+        options = {PROVIDER_NAMES[short_provider_name(k)]: dict(v)
+                   for k, v in (provider_options or {}).items()}
         wanted = [provider] if isinstance(provider, str) else list(provider)
         auto = any(str(w).strip().lower() == "auto" for w in wanted)
-        self._fallback = fallback or auto  # "auto" means: the best that works
+        # "auto" means: the best that works
+        self._placement = Placement(self.requested_providers, options, fallback or auto)
         self._check_engine = check_engine
         self._engine = self._load(explicit, use_stored_session)
         self._read_metadata(self._engine.props)
@@ -198,23 +178,25 @@ class EdgeModel:
 
     # -- loading -------------------------------------------------------------------------
     def _select_variant(self, engine: str | None, variant: str | None) -> None:
-        """The package's variant for the requested providers (for the OpenVINO engine: the
-        OpenVINO EP's, else CPU's), run from its EP on."""
-        ov = [PROVIDER_NAMES[n] for n in ("openvino", "cpu")] if engine == "openvino" else None
-        self.package = open_package(self.path, ov or self.requested_providers, variant)
+        """The package's variant for the requested providers (for an engine that does not use
+        onnxruntime's providers, such as OpenVINO: the variant of its ``package_providers``,
+        e.g. the OpenVINO EP's, else CPU's), run from its EP on."""
+        cls = engine_class(engine) if engine is not None else None
+        own = None if cls is None or cls.uses_providers else [
+            PROVIDER_NAMES[n] for n in cls.package_providers]
+        self.package = open_package(self.path, own or self.requested_providers, variant)
         self.path = self.package.model_file
-        if ov is None:
+        if own is None:
             self.requested_providers = self.package.providers
 
-    def _open(self, stored: Mapping[str, Any], engine_raw: Any,
+    def _open(self, stored: Mapping[str, object], engine_raw: object,
               explicit: SessionOptionsConfig) -> Engine:  # fmt: skip
         name, applies = choose_engine(explicit.engine, engine_raw, self.path)
         if self._check_engine:
             proven = proven_engine(name, explicit.engine is not None, self._props, self.path)
             applies, name = applies and proven == name, proven
         self.session_config = session_settings(stored, explicit, name, applies)
-        return open_engine(name, self.path, self.session_config, self.requested_providers,
-                           self._provider_options, self._fallback)  # fmt: skip
+        return open_engine(name, self.path, self.session_config, self._placement)
 
     def _load(self, explicit: SessionOptionsConfig, use_stored: bool) -> Engine:
         """The engine, with the stored settings (read from the file, or for ``.ort`` files,
@@ -276,12 +258,12 @@ class EdgeModel:
     # -- properties ----------------------------------------------------------------------
     @property
     def engine(self) -> Engine:
-        """The :class:`~edgekit.runtime.engines.Engine` running the model."""
+        """The :class:`~edgekit.runtime.engine_base.Engine` running the model."""
         return self._engine
 
     @property
     def engine_name(self) -> str:
-        """``"onnxruntime"`` or ``"openvino"``."""
+        """The engine's name (``"onnxruntime"``, ``"openvino"`` ...)."""
         return self._engine.name
 
     @property
@@ -316,11 +298,11 @@ class EdgeModel:
         return self.metadata.tokenizer is not None
 
     @property
-    def tokenizer(self) -> Any:
+    def tokenizer(self) -> TextTokenizer:
         """The :class:`edgekit.inputs.text.TextTokenizer` of a text model (built on first use)."""
         return self._preparer.tokenizer
 
-    def describe(self) -> dict[str, Any]:
+    def describe(self) -> dict[str, object]:
         """JSON-ready summary: inputs, outputs, engine, providers, labels, preprocessing, task."""
         pre = self.metadata.preprocessing
         tok = self.metadata.tokenizer or {}
@@ -340,7 +322,7 @@ class EdgeModel:
         }
 
     # -- raw path ------------------------------------------------------------------------
-    def run(self, feeds: Mapping[str, Any] | np.ndarray) -> list[np.ndarray]:
+    def run(self, feeds: Feeds) -> list[np.ndarray]:
         """Run the model on model-ready inputs (no preprocessing); outputs in model order.
 
         ``feeds`` maps input names to arrays, or is one array for a single-input model. Names,
@@ -367,7 +349,7 @@ class EdgeModel:
         return self._engine_run(feeds)
 
     # -- metadata-aware path -------------------------------------------------------------
-    def prepare(self, x: Any, *, preprocess: bool | None = None) -> dict[str, np.ndarray]:
+    def prepare(self, x: RawInput, *, preprocess: bool | None = None) -> dict[str, np.ndarray]:
         """Model-ready feeds for raw ``x``: tokenising, preprocessing, batching; NaN/Inf are
         refused (:meth:`check_values`) unless the model was loaded with ``check_nan=False``.
 
@@ -387,7 +369,7 @@ class EdgeModel:
         for spec in self._finite_raw:
             spec.check_finite(feeds[spec.name])
 
-    def predict(self, x: Any, *, preprocess: bool | None = None) -> np.ndarray:
+    def predict(self, x: RawInput, *, preprocess: bool | None = None) -> np.ndarray:
         """The first output for raw ``x`` (see :meth:`prepare`), read by the output contract.
 
         ``probabilities`` (a softmax over the last axis) are renormalised to sum to 1 over that
@@ -410,7 +392,7 @@ class EdgeModel:
         """
         return top_k_rows(probs, self.output_kind, self.metadata.labels, k, threshold)
 
-    def predict_labels(self, x: Any, *, preprocess: bool | None = None,
+    def predict_labels(self, x: RawInput, *, preprocess: bool | None = None,
                        threshold: float = DEFAULT_THRESHOLD) -> list[str] | list[list[str]]:
         """The most likely stored label of each sample of ``x``; for a multi-label model the
         list of labels at or over ``threshold`` (default 0.5) of each sample (see
@@ -426,7 +408,8 @@ class EdgeModel:
         classes: labels and top-k are then chosen by threshold."""
         return is_multi_label(probs, self.output_kind)
 
-    def predict_top_k(self, x: Any, k: int | None = None, *, preprocess: bool | None = None,
+    def predict_top_k(self, x: RawInput, k: int | None = None, *,
+                      preprocess: bool | None = None,
                       threshold: float = DEFAULT_THRESHOLD) -> list[list[tuple[str, float]]]:
         """The most likely ``(label, probability)`` pairs per sample (see :meth:`top_k`)."""
         return self.top_k(self.predict(x, preprocess=preprocess), k, threshold=threshold)

@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +46,7 @@ def predict_input(
     engine: str = "auto",
     variant: str | None = None,
     threshold: float = DEFAULT_THRESHOLD,
-) -> dict[str, Any]:
+) -> dict[str, object]:
     """What ``edgekit run`` does: load the input, predict, return a JSON-ready report.
 
     ``input_path`` is a ``.npy``/``.npz`` file or an image file; ``text`` is raw text for text
@@ -111,15 +111,16 @@ def _read_input(
     return x, source
 
 
-def format_predictions(report: dict[str, Any]) -> str:
+def format_predictions(report: Mapping[str, object]) -> str:
     """Human-readable table of a :func:`predict_input` report."""
-    lines = [f"model: {report['model']}  ({', '.join(report['providers'])})"]
-    if report.get("package"):
-        lines.append(f"package: {report['package']['path']}: {report['package']['why']}")
-    if "outputs" in report:
-        lines += [f"sample {i}: {row}" for i, row in enumerate(report["outputs"])]
+    data: Mapping[str, Any] = report
+    lines = [f"model: {data['model']}  ({', '.join(data['providers'])})"]
+    if data.get("package"):
+        lines.append(f"package: {data['package']['path']}: {data['package']['why']}")
+    if "outputs" in data:
+        lines += [f"sample {i}: {row}" for i, row in enumerate(data["outputs"])]
         return "\n".join(lines)
-    rows = report["predictions"]
+    rows = data["predictions"]
     width = max([5] + [len(p["label"]) for row in rows for p in row])
     for i, row in enumerate(rows):
         if len(rows) > 1:
@@ -127,5 +128,5 @@ def format_predictions(report: dict[str, Any]) -> str:
         lines.append(f"  {'label':<{width}}  probability")
         lines += [f"  {p['label']:<{width}}  {p['probability']:.4f}" for p in row]
         if not row:  # multi-label: none at or over the threshold
-            lines.append(f"  (no label at or over {report.get('threshold')})")
+            lines.append(f"  (no label at or over {data.get('threshold')})")
     return "\n".join(lines)

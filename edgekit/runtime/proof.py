@@ -30,7 +30,7 @@ import numpy as np
 from edgekit.agreement import compare_predictions, gate
 from edgekit.contract import top1
 from edgekit.runtime.engine_record import EngineCheck
-from edgekit.runtime.engines import openvino_available
+from edgekit.runtime.engine_registry import installed_engines as _installed
 from edgekit.runtime.model import EdgeModel
 
 __all__ = ["BUDGET_POINTS", "MAX_REL_MEAN_DIFF", "check_engines", "installed_engines"]
@@ -137,8 +137,8 @@ def check_engines(
 
 
 def installed_engines() -> list[str]:
-    """The engines installed here, onnxruntime first."""
-    return ["onnxruntime", *(["openvino"] if openvino_available() else [])]
+    """The engines installed here (the registry's), onnxruntime first."""
+    return ["onnxruntime", *(e for e in _installed() if e != "onnxruntime")]
 
 
 def _first(exc: BaseException) -> str:

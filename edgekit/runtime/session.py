@@ -18,19 +18,18 @@ from typing import Any
 import onnxruntime as ort
 
 from edgekit.errors import InputError, ProviderError
+from edgekit.runtime.engine_registry import normalize_engine
 from edgekit.schema import MAX_THREADS, boolean, integer, list_of, scalar_map, string
 
 __all__ = [
     "SessionOptionsConfig",
     "PROVIDER_NAMES",
     "AUTO_ORDER",
-    "ENGINE_NAMES",
     "PRECISIONS",
     "PERFORMANCE_HINTS",
     "available_providers",
     "resolve_providers",
     "short_provider_name",
-    "normalize_engine",
 ]
 
 logger = logging.getLogger(__name__)
@@ -63,9 +62,6 @@ AUTO_ORDER: tuple[str, ...] = (
     "cpu",
 )
 
-#: Inference engines :class:`~edgekit.runtime.model.EdgeModel` can run a model with.
-ENGINE_NAMES: tuple[str, ...] = ("onnxruntime", "openvino")
-_ENGINE_ALIASES = {"ort": "onnxruntime", "ov": "openvino"}
 #: Float precisions (OpenVINO's ``INFERENCE_PRECISION_HINT``); None means ``"f32"``.
 PRECISIONS: tuple[str, ...] = ("f32", "bf16")
 _PRECISION_ALIASES = {"fp32": "f32", "float32": "f32", "bfloat16": "bf16"}
@@ -86,23 +82,6 @@ _EXEC_MODES = {
     "sequential": ort.ExecutionMode.ORT_SEQUENTIAL,
     "parallel": ort.ExecutionMode.ORT_PARALLEL,
 }
-
-
-def normalize_engine(name: str | None) -> str | None:
-    """Canonical engine name (``"ort"`` -> ``"onnxruntime"``, ``"ov"`` -> ``"openvino"``);
-    None and ``"auto"`` give None. Unknown names raise :class:`InputError` listing the valid."""
-    if name is None:
-        return None
-    key = str(name).strip().lower()
-    key = _ENGINE_ALIASES.get(key, key)
-    if key == "auto":
-        return None
-    if key not in ENGINE_NAMES:
-        raise InputError(
-            f"unknown engine {name!r}",
-            hint=f"use auto or one of {', '.join(ENGINE_NAMES)}",
-        )
-    return key
 
 
 def _choice(value: Any, what: str, allowed: Sequence[str], aliases: Mapping[str, str]) -> str:
@@ -137,8 +116,10 @@ class SessionOptionsConfig:
         disabled_optimizers: onnxruntime graph transformers to skip at load (e.g.
             ``"QDQPropagationTransformer"``, which ``edgekit tune`` disables for
             mixed-precision models); default none.
-        engine: ``"onnxruntime"`` or ``"openvino"``; default None (auto: onnxruntime unless the
-            model's stored settings name another engine that is installed).
+        engine: a registered engine (:func:`~edgekit.runtime.engine_registry.engine_names`:
+            ``"onnxruntime"``, ``"openvino"`` ...; aliases such as ``"ort"``/``"ov"`` are
+            accepted); default None (auto: onnxruntime unless the model's stored settings name
+            another engine that is installed).
         precision: float precision, ``"f32"`` or ``"bf16"``; default None (f32). OpenVINO's
             ``INFERENCE_PRECISION_HINT`` is pinned to it (OpenVINO would otherwise compute in
             bf16 on CPUs that have it); onnxruntime refuses ``"bf16"``.
@@ -205,7 +186,7 @@ class SessionOptionsConfig:
             list(names) if isinstance(names, tuple) else names, "disabled_optimizers")
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any] | None) -> SessionOptionsConfig:
+    def from_dict(cls, d: Mapping[str, object] | None) -> SessionOptionsConfig:
         """Build from a dict (e.g. ``edgekit.session`` metadata); unknown keys are ignored."""
         if d is None:
             return cls()
@@ -215,9 +196,10 @@ class SessionOptionsConfig:
         unknown = sorted(set(d) - known)
         if unknown:
             logger.debug("ignoring unknown session settings %s", unknown)
-        return cls(**{k: v for k, v in d.items() if k in known})
+        kwargs: dict[str, Any] = {k: v for k, v in d.items() if k in known}
+        return cls(**kwargs)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, object]:
         """JSON-ready dict without the unset (None / empty) fields."""
         return {k: v for k, v in dataclasses.asdict(self).items() if v not in (None, {}, [])}
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from edgekit.errors import InputError, PredictionError
 
@@ -130,7 +131,7 @@ class InputSpec:
         "tail", "head",
     )  # fmt: skip
 
-    def __init__(self, name: str, type_str: str, shape: Sequence[Any]) -> None:
+    def __init__(self, name: str, type_str: str, shape: Sequence[object]) -> None:
         self.name = name
         self.type = type_str
         self.dtype: np.dtype[Any] | None = ORT_DTYPES.get(type_str)
@@ -150,14 +151,14 @@ class InputSpec:
         self.tail: tuple[int | None, ...] = self.shape[self.tail_start :]
         self.head = any(d is not None for d in self.shape[: self.tail_start])
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, object]:
         return {"name": self.name, "type": self.type, "shape": list(self.shape)}
 
     def describe(self) -> str:
         dims = ", ".join("N" if d is None else str(d) for d in self.shape)
         return f"{self.name!r} ({self.type}, shape [{dims}])"
 
-    def check(self, x: Any) -> np.ndarray:
+    def check(self, x: npt.ArrayLike) -> np.ndarray:
         """Return ``x`` as an array this input accepts (numeric, castable dtype, rank, fixed
         dims), or raise :class:`InputError`. Finiteness is :meth:`check_finite`'s job."""
         if type(x) is not np.ndarray:
@@ -239,5 +240,3 @@ class InputSpec:
             hint=hint or f"convert the data to {want} first",
         )
 
-
-_read_onnx_props = read_onnx_props  # the name before the runtime was split

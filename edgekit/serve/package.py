@@ -25,7 +25,8 @@ from typing import Any
 
 from edgekit.errors import InputError
 from edgekit.io.artifacts import ArtifactSet
-from edgekit.runtime.model import EdgeModel, InputSpec
+from edgekit.runtime.model import EdgeModel
+from edgekit.runtime.specs import InputSpec
 from edgekit.serve.v2 import check_model_name, default_model_name, v2_datatype
 
 __all__ = [

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 
 from edgekit.contract import has_class_rows, top1
 from edgekit.errors import EdgekitError
-from edgekit.runtime.model import EdgeModel
+from edgekit.runtime.model import EdgeModel, RawInput
 from edgekit.runtime.specs import check_outputs_finite
 from edgekit.serve.responses import HTTPError, RawASGI, send_error, send_json
 from edgekit.serve.service import Service
@@ -113,7 +113,8 @@ class PredictRoutes:
 
     def decode_predict(self, body: bytes) -> PredictRequest:
         req = parse_predict(self.em, body)
-        req.feeds = self.em.prepare(req.x, preprocess=req.preprocess)
+        # JSON lists/objects/strings: numpy and the preprocessing read them as arrays
+        req.feeds = self.em.prepare(cast(RawInput, req.x), preprocess=req.preprocess)
         self.service.check_batch(req.feeds)
         return req
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from edgekit.measure.profile import attribute_fp32, attribute_int8, node_profile
 from edgekit.quantize.regions import float_region, stem_and_depthwise, stem_float_region
-from edgekit.runtime.model import SessionOptionsConfig
+from edgekit.runtime.session import SessionOptionsConfig
 from edgekit.tune.core import Candidate, _check_accuracy, _Context, _measure
 
 __all__ = ["node_profile"]

@@ -12,10 +12,11 @@ import numpy as np
 from edgekit.agreement import compare_predictions, gate
 from edgekit.errors import InputError
 from edgekit.inputs.data import Dataset, run_in_batches
-from edgekit.measure.bench import ENGINES
 from edgekit.measure.ratio import RatioConfig, measure_ratio
 from edgekit.progress import StatusFn
-from edgekit.runtime.model import EdgeModel, SessionOptionsConfig
+from edgekit.runtime.engine_registry import engine_class, parse_engines
+from edgekit.runtime.model import EdgeModel
+from edgekit.runtime.session import SessionOptionsConfig
 from edgekit.validate import accuracy
 
 __all__ = ["TuneConfig", "Candidate", "TuneResult"]
@@ -42,8 +43,9 @@ class TuneConfig:
             fraction (default 0.02).
         seed: seed of calibration/evaluation subsets (default 0).
         force: overwrite existing outputs (default False).
-        engines: engines candidates run on (default None: every installed one, see
-            :func:`edgekit.measure.bench.installed_engines`); onnxruntime is always searched.
+        engines: registered engines candidates run on (default None: every installed one,
+            see :func:`edgekit.runtime.engine_registry.installed_engines`); onnxruntime is
+            always searched. Names are checked against the registry (aliases are accepted).
     """
 
     max_accuracy_drop: float = 0.5
@@ -63,10 +65,7 @@ class TuneConfig:
 
     def __post_init__(self) -> None:
         if self.engines is not None:
-            self.engines = tuple(dict.fromkeys(("onnxruntime", *self.engines)))
-            unknown = [e for e in self.engines if e not in ENGINES]
-            if unknown:
-                raise InputError(f"unknown engine(s) {unknown}", hint=f"use {', '.join(ENGINES)}")
+            self.engines = parse_engines(("onnxruntime", *self.engines))
         if self.max_accuracy_drop < 0:
             raise InputError("max_accuracy_drop must be >= 0")
         if self.threads < 1 or self.batch < 1:
@@ -177,10 +176,8 @@ def _check_accuracy(ctx: _Context, cand: Candidate, model: EdgeModel) -> None:
 def _open(path: Path, session: SessionOptionsConfig) -> EdgeModel:
     """``path`` on the CPU with exactly ``session`` (its engine; not the settings stored in
     the file)."""
-    engine = getattr(session, "engine", None)
-    extra: dict[str, Any] = {"engine": engine} if engine else {}
-    return EdgeModel(path, "cpu", session_options=session, use_stored_session=False,
-                     check_nan=False, **extra)
+    return EdgeModel(path, "cpu", engine=session.engine or "auto", session=session,
+                     use_stored_session=False, check_nan=False)
 
 
 def _measure(ctx: _Context, cand: Candidate, path: Path,
@@ -207,5 +204,7 @@ def _batch_of(feeds: dict[str, np.ndarray]) -> int:
 
 
 def runs_on(cand: Candidate, engine: str) -> bool:
-    """Whether ``cand``'s file can run on ``engine`` (ops outside ai.onnx are onnxruntime's)."""
-    return cand.path is not None and (engine == "onnxruntime" or not cand.nonstandard_ops)
+    """Whether ``cand``'s file can run on ``engine`` (ops outside ai.onnx run only on engines
+    that say so: onnxruntime)."""
+    return cand.path is not None and (
+        engine_class(engine).runs_nonstandard_ops or not cand.nonstandard_ops)

@@ -1,5 +1,5 @@
-"""The tune's engine candidates (files run by OpenVINO) and the run-off that picks the
-winner among the fastest candidates, timed together."""
+"""The tune's engine candidates (files run by the other registered engines: OpenVINO ...) and
+the run-off that picks the winner among the fastest candidates, timed together."""
 
 from __future__ import annotations
 
@@ -8,9 +8,11 @@ from pathlib import Path
 
 import numpy as np
 
-from edgekit.measure.bench import measure
 from edgekit.measure.ratio import paired_ratio
-from edgekit.runtime.model import EdgeModel, SessionOptionsConfig
+from edgekit.measure.timing import measure
+from edgekit.runtime.engine_registry import engine_class
+from edgekit.runtime.model import EdgeModel
+from edgekit.runtime.session import SessionOptionsConfig
 from edgekit.tune.core import (
     Candidate,
     _batch_of,
@@ -43,19 +45,11 @@ def _engine_candidate(ctx: _Context, base: Candidate, engine: str, precision: st
     return cand
 
 
-def _bf16_skip_reason() -> str | None:
-    """None when OpenVINO can compute in bf16 on this CPU (``BF16`` in its optimization
-    capabilities: the avx512_bf16 / amx_bf16 flags), else why the bf16 candidate is skipped."""
-    try:
-        import openvino as ov
-
-        caps = ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
-    except Exception as exc:  # no openvino, or no CPU plugin
-        return f"no bf16 candidate: OpenVINO's CPU plugin is unavailable ({exc})"
-    if "BF16" in caps:
-        return None
-    return ("no bf16 candidate: this CPU has no bf16 instructions (no avx512_bf16/amx_bf16; "
-            f"OpenVINO capabilities {', '.join(caps)})")
+def _bf16_skip_reason(engine: str) -> str | None:
+    """None when ``engine`` computes in bf16 here (:meth:`Engine.precision_problem`: OpenVINO
+    on CPUs with avx512_bf16 / amx_bf16), else why its bf16 candidate is skipped."""
+    why = engine_class(engine).precision_problem("bf16")
+    return None if why is None else f"no bf16 candidate on {engine}: {why}"
 
 
 _FINALISTS = 3

@@ -14,7 +14,7 @@ from edgekit.errors import InputError
 from edgekit.io.artifacts import ArtifactSet
 from edgekit.metadata import PREFIX, set_props
 from edgekit.progress import StatusFn
-from edgekit.runtime.model import SessionOptionsConfig
+from edgekit.runtime.session import SessionOptionsConfig
 from edgekit.tune.core import Candidate, TuneConfig
 
 __all__ = ["format_candidates"]
@@ -35,7 +35,7 @@ def _pareto(cands: Sequence[Candidate]) -> None:
 
 def format_candidates(cands: Sequence[Candidate], winner: Candidate | None = None) -> str:
     """The candidates table (latency ratio vs fp32, accuracy, size)."""
-    from edgekit.measure.bench import render_table
+    from edgekit.measure.tables import render_table
 
     rows = []
     for c in cands:

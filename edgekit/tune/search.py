@@ -16,9 +16,11 @@ search runs in stages, the likeliest winners first (:func:`edgekit.tune.candidat
 2. mixed precision: the stem conv (the first Conv) and the depthwise convs kept in float;
    and latency-aware: the fp32 and int8 graphs are profiled per node (onnxruntime's
    profiler); nodes where int8 is not faster than fp32 are kept in float;
-3. engine: when ``openvino`` is installed, fp32 (pinned to f32), the best int8 file of every
-   stage, and bf16 (only on CPUs with bf16) run by OpenVINO (files with ops outside ai.onnx,
-   such as dynamic int8 of LSTMs, are onnxruntime-only and stay there);
+3. engine: on every other installed engine of ``TuneConfig.engines`` (default: every one in
+   the registry, :mod:`edgekit.runtime.engine_registry`; OpenVINO ...), fp32 (pinned to f32),
+   the best int8 file of every stage, and bf16 where the engine computes in it here (OpenVINO
+   on CPUs with bf16); files with ops outside ai.onnx, such as dynamic int8 of LSTMs, stay on
+   the engines that run them (onnxruntime);
 4. session: onnxruntime's intra-op spinning, graph optimization level, denormals as zero.
 
 The run-off re-times the three fastest accepted candidates and the fastest accepted one of
@@ -48,10 +50,11 @@ from edgekit import __version__
 from edgekit.errors import DataError
 from edgekit.inputs.data import Dataset, run_in_batches
 from edgekit.io.artifacts import file_entry
-from edgekit.measure.bench import cpu_model, installed_engines, instruction_set
+from edgekit.measure.machine import cpu_model, instruction_set
 from edgekit.metadata import ModelMetadata
 from edgekit.progress import FractionFn, StatusFn
-from edgekit.runtime.model import SessionOptionsConfig
+from edgekit.runtime.engine_registry import engine_class, installed_engines
+from edgekit.runtime.session import SessionOptionsConfig
 from edgekit.tune.candidates import (
     _float_overrides,
     _latency_aware,
@@ -285,10 +288,11 @@ class _Search:
                 if self.over_budget():
                     return
                 self._run_engine(engine, base)
-            reason = _bf16_skip_reason() if engine == "openvino" else "bf16 is OpenVINO's only"
+            if "bf16" not in engine_class(engine).precisions:
+                continue
+            reason = _bf16_skip_reason(engine)
             if reason is not None:
-                if engine == "openvino":
-                    self.ctx.progress(reason)
+                self.ctx.progress(reason)
             elif not self.over_budget():
                 self._run_engine(engine, self.fp32, "bf16")
 

@@ -1,0 +1,145 @@
+"""Interleaved timing: the measurement loop of ``bench``, ``compare``, ``check`` and ``tune``.
+
+Calls are timed in rounds: one call of each function per round, so that machine noise (other
+processes, frequency changes) hits all of them alike and the *ratios* between them hold even on
+a busy machine. The order within the rounds follows a balanced Latin square
+(:func:`balanced_orders`): every call follows every other one equally often, because a call
+pays for its predecessor's footprint in the caches (measured on the Fashion CNN at batch 1: an
+onnxruntime call right after an OpenVINO call takes ~25 us longer than after another
+onnxruntime call), and a plain rotation ``A B C, B C A ...`` keeps the same predecessor for
+almost every call. Each call is timed with :func:`time.perf_counter_ns`. This module imports
+numpy only.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from edgekit.inputs.data import TensorSpecInfo
+from edgekit.inputs.synthetic import draw_inputs
+from edgekit.progress import FractionFn
+
+__all__ = ["LatencyStats", "make_inputs", "latency_stats", "balanced_orders", "measure"]
+
+
+@dataclass
+class LatencyStats:
+    """Latency of one model at one batch size, in milliseconds (throughput in samples/s)."""
+
+    batch: int
+    runs: int
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    mean_ms: float
+    std_ms: float
+    min_ms: float
+    throughput: float
+    ratio: float = 1.0  # p50 / p50 of the first model, measured in the same rounds
+    samples_ms: list[float] = field(default_factory=list, repr=False)
+
+    def to_dict(self, samples: bool = False) -> dict[str, object]:
+        d = asdict(self)
+        if not samples:
+            d.pop("samples_ms")
+        return d
+
+
+def make_inputs(inputs: Sequence[TensorSpecInfo], batch: int, seed: int = 0) -> list[np.ndarray]:
+    """Seeded synthetic inputs (:func:`edgekit.inputs.synthetic.draw_inputs`): smooth image
+    fields and uniform [0, 1) floats, ids uniform in ``[0, high)``; dynamic non-batch dimensions
+    get length 8."""
+    highs = {s.name: max(2, getattr(s, "high", 2)) for s in inputs}
+    feeds = draw_inputs(inputs, batch, np.random.default_rng(seed), 8, {}, highs, image=True)
+    return [feeds[s.name] for s in inputs]
+
+
+def latency_stats(samples_ns: Sequence[int], batch: int) -> LatencyStats:
+    """p50/p90/p99/mean/std/min (ms) and throughput (samples/s, from the mean) of one series."""
+    a = np.asarray(samples_ns, dtype=np.float64) / 1e6
+    if a.size == 0:
+        raise ValueError("no latency samples")
+    mean = float(a.mean())
+    return LatencyStats(
+        batch=batch,
+        runs=int(a.size),
+        p50_ms=float(np.median(a)),
+        p90_ms=float(np.percentile(a, 90)),
+        p99_ms=float(np.percentile(a, 99)),
+        mean_ms=mean,
+        std_ms=float(a.std()),
+        min_ms=float(a.min()),
+        throughput=batch * 1000.0 / mean if mean > 0 else float("inf"),
+        samples_ms=[float(v) for v in a],
+    )
+
+
+def balanced_orders(n: int) -> list[list[int]]:
+    """Orders of ``range(n)`` for interleaved rounds in which every item directly follows every
+    other item equally often: the rows of a Williams design (a balanced Latin square; ``n`` rows
+    for even ``n``, ``2 n`` for odd ``n``, where the rows are also taken reversed)."""
+    first, lo, hi = [0], 1, n - 1
+    for k in range(1, n):
+        if k % 2:
+            first.append(lo)
+            lo += 1
+        else:
+            first.append(hi)
+            hi -= 1
+    rows = [[(x + r) % n for x in first] for r in range(n)] if n else [[]]
+    return rows + [row[::-1] for row in rows] if n % 2 and n > 1 else rows
+
+
+def measure(
+    calls: Sequence[Callable[[], object]],
+    *,
+    runs: int | None = 100,
+    duration: float | None = None,
+    min_runs: int = 5,
+    warmup: int = 10,
+    on_progress: FractionFn | None = None,
+) -> list[list[int]]:
+    """Time ``calls`` interleaved; returns per-call lists of nanoseconds.
+
+    Each round calls every function once, in the orders of :func:`balanced_orders` (every call
+    follows every other one equally often over a cycle of rounds). It stops after
+    ``runs`` rounds (default 100), or, with ``duration`` seconds, when the time is up and every
+    call has ``min_runs`` samples (default 5). ``warmup`` (default 10) untimed rounds come first.
+    ``on_progress`` gets the done fraction in [0, 1].
+    """
+    n = len(calls)
+    for _ in range(warmup):
+        for fn in calls:
+            fn()
+    orders = balanced_orders(n)
+    times: list[list[int]] = [[] for _ in range(n)]
+    clock = time.perf_counter_ns
+    start = time.perf_counter()
+    total = (runs or 100) if duration is None else None
+    r = 0
+    last_report = start
+    while True:
+        if total is not None and r >= total:
+            break
+        elapsed = time.perf_counter() - start
+        if duration is not None and elapsed >= duration and r >= min_runs:
+            break
+        for i in orders[r % len(orders)]:
+            fn = calls[i]
+            t0 = clock()
+            fn()
+            times[i].append(clock() - t0)
+        r += 1
+        if on_progress is not None:
+            now = time.perf_counter()
+            if now - last_report > 0.1:
+                last_report = now
+                frac = r / total if total else min(1.0, (now - start) / duration)  # type: ignore[operator]
+                on_progress(frac)
+    if on_progress is not None:
+        on_progress(1.0)
+    return times

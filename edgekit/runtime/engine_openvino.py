@@ -1,0 +1,277 @@
+"""The OpenVINO engine: an ONNX file run by the ``openvino`` runtime on CPU (``pip install
+"edgekit[openvino]"``, imported when a model is loaded).
+
+``Core().read_model`` then ``compile_model`` on CPU with the session's threads, precision
+(``INFERENCE_PRECISION_HINT`` pinned to f32 unless bf16 is chosen) and performance hint.
+Dynamic dimensions are compiled static per input shape (up to :data:`MAX_STATIC_SHAPES`, then
+one dynamic compilation serves the rest), since static shapes run faster; each compilation
+keeps one infer request per thread, and inputs are passed without copying. Outputs are copied
+out of OpenVINO's buffers, so they stay valid.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgekit.errors import InputError, ModelLoadError, require
+from edgekit.runtime.engine_base import Engine, Placement
+from edgekit.runtime.session import SessionOptionsConfig
+from edgekit.runtime.specs import InputSpec, read_onnx_props, type_string
+
+__all__ = ["OpenVinoEngine", "MAX_STATIC_SHAPES", "load_openvino", "openvino_available"]
+
+#: Input shapes an :class:`OpenVinoEngine` compiles statically before it compiles dynamically.
+MAX_STATIC_SHAPES = 8
+
+
+def load_openvino() -> Any:
+    """The ``openvino`` module, or :class:`~edgekit.errors.MissingDependencyError` naming
+    ``pip install "edgekit[openvino]"``."""
+    return require("openvino", "openvino")
+
+
+def openvino_available() -> bool:
+    """True when ``import openvino`` works here."""
+    try:
+        import openvino  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+class _Compiled:
+    """One compiled model and one infer request per thread."""
+
+    __slots__ = ("compiled", "local")
+
+    def __init__(self, compiled: Any) -> None:
+        self.compiled = compiled
+        self.local = threading.local()
+
+    def new_request(self) -> Any:
+        req = self.local.req = self.compiled.create_infer_request()
+        return req
+
+
+class OpenVinoEngine(Engine):
+    """An ONNX file run by the ``openvino`` runtime on CPU (see the module doc).
+
+    Args:
+        path / config: the ``.onnx`` file and its settings (threads, precision, performance
+            hint, ``openvino_config``; onnxruntime-only settings are ignored).
+    """
+
+    name = "openvino"
+    aliases = ("ov",)
+    label = "OpenVINO"
+    settings = frozenset({"intra_op_num_threads", "precision", "performance_hint",
+                          "openvino_config"})
+    precisions = ("f32", "bf16")
+    package_providers = ("openvino", "cpu")
+
+    def __init__(self, path: Path, config: SessionOptionsConfig, placement: Placement) -> None:
+        super().__init__(path, config, placement)
+        why = self.file_problem(path)
+        if why is not None:
+            raise InputError(
+                why, hint='use the .onnx file with engine="openvino", or engine="onnxruntime"')
+        self._ov = load_openvino()
+        self._tensor = self._ov.Tensor
+        self._core = self._ov.Core()
+        try:
+            self._model = self._core.read_model(str(path))
+        except Exception as exc:
+            raise openvino_read_error(path, exc) from exc
+        self.props = read_onnx_props(path) or {}
+        self.inputs = tuple(_spec(p) for p in self._model.inputs)
+        self.outputs = tuple(_spec(p) for p in self._model.outputs)
+        self._in_names = tuple(s.name for s in self.inputs)
+        self._single = self._in_names[0] if len(self._in_names) == 1 else None
+        self._n_out = range(len(self.outputs))
+        self._one_output = len(self.outputs) == 1
+        self._lock = threading.Lock()
+        self._by_shape: dict[Any, _Compiled] = {}
+        self._static = 0
+        self._dynamic: _Compiled | None = None
+        self._compile_default()
+
+    def _compile(self, model: Any) -> _Compiled:
+        try:
+            return _Compiled(self._core.compile_model(model, "CPU", self.config.to_openvino()))
+        except Exception as exc:
+            msg = str(exc).strip().splitlines()
+            raise ModelLoadError(
+                f"openvino cannot compile {self.path.name}: {msg[-1] if msg else exc}",
+                hint='check the session settings, or use engine="onnxruntime"',
+            ) from exc
+
+    def _compile_default(self) -> None:
+        """Compile now for the default shape (dynamic dims 1), so load errors show at load."""
+        key = tuple(tuple(1 if d is None else d for d in s.shape) for s in self.inputs)
+        if all(d is not None for s in self.inputs for d in s.shape):
+            self._store(self._key(key), self._compile(self._model))
+            return
+        try:
+            self._compile_for(key)
+        except ModelLoadError:  # e.g. a dynamic length that cannot be 1: compile dynamic
+            self._dynamic = self._compile(self._model)
+
+    def _key(self, shapes: tuple[tuple[int, ...], ...]) -> Any:
+        return shapes[0] if self._single is not None else shapes
+
+    def _store(self, key: Any, c: _Compiled) -> _Compiled:
+        if len(self._by_shape) < 4 * MAX_STATIC_SHAPES:
+            self._by_shape[key] = c
+        return c
+
+    def _compile_for(self, shapes: tuple[tuple[int, ...], ...]) -> _Compiled:
+        """The compilation for ``shapes`` (static while fewer than MAX_STATIC_SHAPES)."""
+        with self._lock:
+            if self.closed:
+                raise self._closed_error()
+            key = self._key(shapes)
+            if key in self._by_shape:
+                return self._by_shape[key]
+            if self._static >= MAX_STATIC_SHAPES:
+                if self._dynamic is None:
+                    self._dynamic = self._compile(self._model)
+                return self._store(key, self._dynamic)
+            model = self._model.clone()
+            try:
+                model.reshape({i: list(s) for i, s in enumerate(shapes)})
+            except Exception as exc:
+                raise InputError(
+                    f"openvino cannot run {self.path.name} on input shapes "
+                    f"{[list(s) for s in shapes]}: {str(exc).strip().splitlines()[-1]}"
+                ) from exc
+            self._static += 1
+            return self._store(key, self._compile(model))
+
+    def run(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+        # single input / single output: no loops or comprehensions (each costs ~1 us per call
+        # on a 70-100 us CNN call; see benchmarks/runtime_overhead.py)
+        if self._single is not None:
+            a = feeds[self._single]
+            c = self._by_shape.get(a.shape) or self._compile_for((a.shape,))
+        else:
+            arrays = [feeds[n] for n in self._in_names]
+            shapes = tuple([x.shape for x in arrays])
+            c = self._by_shape.get(shapes) or self._compile_for(shapes)
+        try:
+            req = c.local.req
+        except AttributeError:
+            req = c.new_request()
+        if self._single is not None:
+            try:
+                req.set_input_tensor(self._tensor(a, shared_memory=True))
+            except (ValueError, RuntimeError):  # read-only or not C-contiguous: copy it
+                req.set_input_tensor(self._tensor(np.array(a, order="C")))
+        else:
+            for i, x in enumerate(arrays):
+                try:
+                    req.set_input_tensor(i, self._tensor(x, shared_memory=True))
+                except (ValueError, RuntimeError):
+                    req.set_input_tensor(i, self._tensor(np.array(x, order="C")))
+        try:
+            req.infer()
+        except RuntimeError as exc:
+            raise InputError(f"openvino could not run {self.path.name}: {exc}") from exc
+        if self._one_output:
+            return [req.get_output_tensor().data.copy()]
+        return [req.get_output_tensor(i).data.copy() for i in self._n_out]
+
+    @classmethod
+    def unavailable_reason(cls) -> str | None:
+        if openvino_available():
+            return None
+        return 'is not installed (pip install "edgekit[openvino]")'
+
+    @classmethod
+    def require(cls) -> None:
+        load_openvino()
+
+    @classmethod
+    def version(cls) -> str | None:
+        if not openvino_available():
+            return None
+        import openvino as ov
+
+        return str(ov.get_version()).split("-")[0]
+
+    @classmethod
+    def precision_problem(cls, precision: str) -> str | None:
+        """bf16 needs ``BF16`` in the CPU plugin's optimization capabilities (the
+        avx512_bf16 / amx_bf16 flags)."""
+        why = super().precision_problem(precision)
+        if why is not None or precision != "bf16":
+            return why
+        try:
+            caps = load_openvino().Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+        except Exception as exc:  # no openvino, or no CPU plugin
+            return f"OpenVINO's CPU plugin is unavailable ({exc})"
+        if "BF16" in caps:
+            return None
+        return ("this CPU has no bf16 instructions (no avx512_bf16/amx_bf16; "
+                f"OpenVINO capabilities {', '.join(caps)})")
+
+    @property
+    def compiled(self) -> object:
+        """The ``openvino.CompiledModel`` of the default shape (properties: ``get_property``)."""
+        if self.closed:
+            raise self._closed_error()
+        key = tuple(tuple(1 if d is None else d for d in s.shape) for s in self.inputs)
+        c = self._by_shape.get(self._key(key)) or self._dynamic
+        assert c is not None
+        return c.compiled
+
+    @property
+    def providers(self) -> list[str]:
+        if self.closed:
+            raise self._closed_error()
+        return ["openvino:CPU"]
+
+    @property
+    def device(self) -> str:
+        return f"openvino CPU ({self._core.get_property('CPU', 'FULL_DEVICE_NAME')})"
+
+    def close(self) -> None:
+        with self._lock:
+            super().close()
+            self._by_shape = {}
+            self._dynamic = None
+
+
+#: how OpenVINO's ONNX reader names the ops it has no rule for
+_UNREAD = re.compile(r"(?:No conversion rule found for operations|Conversion is failed for):?"
+                     r"\s*([^\n]+)")
+
+
+def openvino_read_error(path: Path, exc: BaseException) -> ModelLoadError:
+    """The error for a file OpenVINO's reader refused: the ops it cannot read when it names
+    them (a valid file, an engine gap), else its last message line."""
+    text = str(exc)
+    found = _UNREAD.search(text)
+    if found:
+        ops = found.group(1).strip().rstrip(".")
+        return ModelLoadError(
+            f"OpenVINO cannot read {ops} in {path.name} (its ONNX reader has no rule for it)",
+            hint='run it on onnxruntime (engine="onnxruntime"), which reads every standard op')
+    last = text.strip().splitlines()[-1] if text.strip() else type(exc).__name__
+    return ModelLoadError(f"cannot load {path} with openvino: {last}",
+                          hint="the file may be truncated or not a model; re-export it")
+
+
+def _spec(port: Any) -> InputSpec:
+    """An :class:`InputSpec` from an OpenVINO model input/output port."""
+    pshape = port.get_partial_shape()
+    if pshape.rank.is_dynamic:
+        shape: list[int | None] = []
+    else:
+        shape = [d.get_length() if d.is_static else None for d in pshape]
+    return InputSpec(port.get_any_name(), type_string(port.get_element_type().to_dtype()), shape)
