@@ -41,8 +41,10 @@ import numpy as np
 
 from edgekit.errors import ConversionError
 
-__all__ = ["tracing_for_conversion", "custom_op_handlers", "captured_constants",
-           "bind_captured_constants", "from_function"]
+__all__ = ["MAX_OPSET", "tracing_for_conversion", "custom_op_handlers", "captured_constants",
+           "bind_captured_constants", "from_function", "higher_opset_for"]
+
+MAX_OPSET = 18  # tf2onnx 1.17
 
 
 def _plain_conv(inputs: Any, kernel: Any, strides: Any = 1, padding: str = "valid",
@@ -253,3 +255,22 @@ def bind_captured_constants(model_proto: Any, constants: dict[str, np.ndarray],
             "model attached, or make that state a non-trainable weight of the layer",
         )
     return bound
+
+
+def higher_opset_for(ops: set[str], opset: int) -> int | None:
+    """The lowest opset above ``opset`` (up to MAX_OPSET) where tf2onnx converts all ``ops``."""
+    import tf2onnx.onnx_opset  # noqa: F401  (registers the handlers)
+    from tf2onnx import handler
+
+    try:  # table[v]: the ops whose handler starts at opset v
+        table = handler.tf_op.get_opsets()[""]
+    except (AttributeError, KeyError, TypeError):
+        return None
+    known: set[str] = set().union(*table[: opset + 1])
+    if not ops - known:
+        return None  # convertible at this opset: the opset is not the cause
+    for v in range(opset + 1, min(MAX_OPSET, len(table) - 1) + 1):
+        known |= set(table[v])
+        if ops <= known:
+            return v
+    return None
