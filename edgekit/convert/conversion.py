@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     import onnx
     import onnxruntime
 
-__all__ = ["convert", "opset_hint", "simplified"]
+__all__ = ["convert", "conversion_error", "opset_hint", "simplified"]
 
 
 def _rename_outputs(model_proto: onnx.ModelProto, names: list[str]) -> None:
@@ -72,6 +72,15 @@ def opset_hint(reason: str, opset: int) -> str | None:
     return f"the message names the opset as the cause: try --opset {other}"
 
 
+def conversion_error(what: str, exc: BaseException, opset: int | None,
+                     otherwise: str) -> ConversionError:
+    """``what: <exc's reason>``, hinting at another opset when the reason names it as the
+    cause (and ``opset`` is known), else ``otherwise``."""
+    reason = _reason(exc)
+    hint = opset_hint(reason, opset) if opset else None
+    return ConversionError(f"{what}: {reason}", hint=hint or otherwise)
+
+
 def _run_tf2onnx(source: KerasSource, signature: list[Any], opset: int) -> tuple[Any, Any]:
     """tf2onnx on ``source.function`` traced for conversion; returns (model, concrete fn)."""
     import logging
@@ -85,12 +94,10 @@ def _run_tf2onnx(source: KerasSource, signature: list[Any], opset: int) -> tuple
             concrete = source.function.get_concrete_function(*signature)
             model_proto = from_function(source.function, signature, opset)
     except Exception as exc:
-        reason = _reason(exc)
-        raise ConversionError(
-            f"tf2onnx failed converting {source.name}: {type(exc).__name__}: {reason}",
-            hint=opset_hint(reason, opset) or "a layer uses a TensorFlow construct tf2onnx "
-            "cannot convert; replace that layer or apply it outside the model",
-        ) from exc
+        raise conversion_error(
+            f"tf2onnx failed converting {source.name}: {type(exc).__name__}", exc, opset,
+            "a layer uses a TensorFlow construct tf2onnx cannot convert; replace that layer or "
+            "apply it outside the model") from exc
     finally:
         log.setLevel(level)
     return model_proto, concrete
@@ -136,12 +143,10 @@ def convert(source: KerasSource, opset: int = 17) -> onnx.ModelProto:
     try:
         onnx.checker.check_model(model_proto)
     except Exception as exc:
-        reason = _reason(exc)
-        raise ConversionError(
-            f"the onnx checker rejects the graph tf2onnx made of {source.name}: {reason}",
-            hint=opset_hint(reason, opset) or "a converter bug: report it with the model "
-            "attached (tf2onnx and edgekit versions are in --version and the report)",
-        ) from exc
+        raise conversion_error(
+            f"the onnx checker rejects the graph tf2onnx made of {source.name}", exc, opset,
+            "a converter bug: report it with the model attached (tf2onnx and edgekit "
+            "versions are in --version and the report)") from exc
     return model_proto
 
 
@@ -167,11 +172,10 @@ def _load_session(model_proto: onnx.ModelProto, raw: onnx.ModelProto | None,
                     f"edgekit's graph clean-up produced a graph onnxruntime refuses: {reason}",
                     hint="re-run with --no-simplify, and report this edgekit bug",
                 ) from exc
-        raise ConversionError(
-            f"onnxruntime refuses the graph tf2onnx made: {reason}",
-            hint=opset_hint(reason, opset) or "an op or type onnxruntime does not implement, "
-            "or a converter bug: report it with the model attached",
-        ) from exc
+        raise conversion_error(
+            "onnxruntime refuses the graph tf2onnx made", exc, opset, "an op or type "
+            "onnxruntime does not implement, or a converter bug: report it with the model "
+            "attached") from exc
 
 
 def simplified(model_proto: onnx.ModelProto, simplify: bool, opset: int,

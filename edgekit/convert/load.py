@@ -24,8 +24,8 @@ from edgekit.inputs.data import TensorSpecInfo
 from edgekit.inputs.synthetic import InputRange, keras_input_ranges
 from edgekit.metadata import ModelMetadata, load_keras_metadata
 
-__all__ = ["CustomObjects", "EagerTensor", "KerasSource", "ModelSource", "TracedFunction", "load_custom_objects",
-           "load_source", "source_stem"]
+__all__ = ["CustomObjects", "EagerTensor", "KerasSource", "ModelSource", "TracedFunction",
+           "load_custom_objects", "load_source", "source_stem"]
 
 #: a model to export: a ``.keras`` / ``.h5`` path, a SavedModel folder or an in-memory
 #: ``keras.Model`` (Keras is untyped, so the model itself is an ``object`` here)

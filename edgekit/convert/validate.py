@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from edgekit.convert.config import ExportConfig
-from edgekit.convert.conversion import opset_hint
+from edgekit.convert.conversion import conversion_error
 from edgekit.convert.load import KerasSource
 from edgekit.errors import ConversionError, InputError, ValidationError
 from edgekit.errors import exception_reason as _reason
@@ -87,13 +87,10 @@ def _keras_reference(source: KerasSource, feeds: dict[str, np.ndarray],
 
 def _onnx_run_error(exc: BaseException, feeds: dict[str, np.ndarray], opset: int | None,
                     ) -> ConversionError:
-    reason = _reason(exc)
-    return ConversionError(
-        f"onnxruntime loads the converted graph but fails running it on "
-        f"{_shapes_of(feeds)}: {reason}",
-        hint=(opset_hint(reason, opset) if opset else None) or "a converter bug: report it "
-        "with the model attached (try --no-simplify to rule out edgekit's clean-ups)",
-    )
+    return conversion_error(
+        f"onnxruntime loads the converted graph but fails running it on {_shapes_of(feeds)}",
+        exc, opset, "a converter bug: report it with the model attached (try --no-simplify "
+        "to rule out edgekit's clean-ups)")
 
 
 def validate_source(
