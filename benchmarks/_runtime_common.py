@@ -23,7 +23,7 @@ def model_path(model: str | None, keras: str | Path, tmp: Path) -> Path:
     keras = Path(keras)
     if not keras.exists():
         sys.exit(f"error: {keras} not found; pass --model MODEL.onnx")
-    from edgekit.convert.export import ExportConfig, export_model
+    from edgekit.convert import ExportConfig, export_model
 
     print(f"exporting {keras} to {tmp} ...", file=sys.stderr)
     return Path(export_model(keras, tmp, ExportConfig()).onnx_path)

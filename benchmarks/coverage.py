@@ -83,11 +83,11 @@ def stage_build(name: str, size: int, work: Path, calib_n: int, eval_n: int) -> 
     """Build, calibrate BatchNorm on images, save model.keras, calib.npz and eval.npz."""
     import _coverage_models as zoo
 
-    from edgekit.convert.export import load_source, synthetic_inputs
+    from edgekit.convert import load_source, synthetic_inputs
 
     entry = next(z for z in zoo.ZOO if z.name == name)
     if name == "custom_layer":
-        from edgekit.convert.export import load_custom_objects
+        from edgekit.convert import load_custom_objects
 
         (work / "zoo_layers.py").write_text(zoo.CUSTOM_LAYER_SOURCE)
         load_custom_objects(work / "zoo_layers.py")
@@ -157,7 +157,7 @@ def _tflite_int8(work: Path, calib: dict[str, np.ndarray],
     """TFLite full-integer (int8 weights and activations, float I/O) outputs on ``evals``."""
     import tensorflow as tf
 
-    from edgekit.convert.export import load_source
+    from edgekit.convert import load_source
     from edgekit.convert.tfconvert import tracing_for_conversion
 
     objects = [work / "zoo_layers.py"] if (work / "zoo_layers.py").exists() else None
@@ -284,7 +284,7 @@ def _tflite_accuracy(model_path: Path, calib: np.ndarray, x: np.ndarray,
                      y: np.ndarray) -> float:
     import tensorflow as tf
 
-    from edgekit.convert.export import load_source
+    from edgekit.convert import load_source
 
     source = load_source(model_path)
     concrete = source.function.get_concrete_function(
@@ -313,7 +313,7 @@ FASHION_VARIANTS = [("minmax", True, False), ("entropy", True, False),
 
 def run_fashion(work: Path, epochs: int) -> dict[str, Any]:
     """Train, export, quantize (several calibration settings) and compare test accuracy."""
-    from edgekit.convert.export import ExportConfig, export_model
+    from edgekit.convert import ExportConfig, export_model
     from edgekit.inputs.data import Dataset
     from edgekit.quantize import QuantizationConfig, quantize_model
     from edgekit.validate import accuracy, run_onnx

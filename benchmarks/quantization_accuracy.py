@@ -49,7 +49,7 @@ def _row(model: str, v: dict[str, Any], limit_ratio: float,
 
 
 def fashion_rows(tmp: Path) -> list[dict[str, Any]]:
-    from edgekit.convert.export import ExportConfig, export_model
+    from edgekit.convert import ExportConfig, export_model
     from edgekit.quantize import QuantizationConfig, quantize_model
 
     model = ROOT / "models" / "fashion_cnn.keras"
@@ -66,7 +66,7 @@ def fashion_rows(tmp: Path) -> list[dict[str, Any]]:
 
 
 def lstm_rows(tmp: Path) -> list[dict[str, Any]]:
-    from edgekit.convert.export import ExportConfig, export_model
+    from edgekit.convert import ExportConfig, export_model
     from edgekit.quantize import QuantizationConfig, quantize_model
     from edgekit.recipes import TrainConfig, train_recipe
 
@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--skip-lstm", action="store_true", help="only the Fashion-MNIST CNN")
     args = ap.parse_args(argv)
-    from edgekit.convert.export import library_versions
+    from edgekit.convert import library_versions
     from edgekit.io.artifacts import atomic_write_json
 
     rows: list[dict[str, Any]] = []

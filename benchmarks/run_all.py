@@ -116,7 +116,7 @@ def prepare(names: list[str], calibration_samples: int, threads: tuple[int, ...]
             ) -> dict[str, Any]:  # fmt: skip
     """Build every variant file; returns the manifest (paths and build errors per model). The
     tuned rows are tuned for each thread setting and each batch of ``tune_batches``."""
-    from edgekit.convert.export import synthetic_inputs
+    from edgekit.convert import synthetic_inputs
     from edgekit.measure.backends import KerasBackend
     from edgekit.measure.compare_variants import build_variants
 

@@ -227,7 +227,7 @@ def prepare(name: str, size: int, work: Path, samples: int) -> dict[str, Any]:
     the calibration description and the parameter count."""
     import keras
 
-    from edgekit.convert.export import load_source, synthetic_inputs
+    from edgekit.convert import load_source, synthetic_inputs
 
     entry = MODELS[name]
     work.mkdir(parents=True, exist_ok=True)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from edgekit.convert.export import ExportConfig, export_model  # noqa: E402
+from edgekit.convert import ExportConfig, export_model  # noqa: E402
 from edgekit.recipes import TrainConfig, get_recipe  # noqa: E402
 from edgekit.runtime.model import EdgeModel  # noqa: E402
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from edgekit.convert.export import ExportConfig, export_model
+from edgekit.convert import ExportConfig, export_model
 from edgekit.recipes import TrainConfig, tabular_mlp
 from edgekit.runtime.model import EdgeModel
 

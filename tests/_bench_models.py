@@ -40,7 +40,7 @@ def _cnn(filters: int, dense: int) -> object:
 def bench_models_dir(tmp_path_factory: pytest.TempPathFactory) -> BenchModels:
     """Build (once) the models: the small one is trained a little so accuracy means something."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    from edgekit.convert.export import ExportConfig, export_model
+    from edgekit.convert import ExportConfig, export_model
     from edgekit.metadata import ModelMetadata, Preprocessing, save_keras_metadata
 
     d = tmp_path_factory.mktemp("bench_models")

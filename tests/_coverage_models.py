@@ -221,7 +221,7 @@ def calibrate_batchnorm(model: Any, x: np.ndarray | None = None, samples: int = 
     if not bns:
         return model
     if x is None:
-        from edgekit.convert.export import load_source, synthetic_inputs
+        from edgekit.convert import load_source, synthetic_inputs
 
         source = load_source(model)
         feeds = synthetic_inputs(source, samples, seed=1)

@@ -29,7 +29,7 @@ def _independent_check(model: Any, onnx_path: Path) -> dict[str, Any]:
     """Max abs difference Keras vs onnxruntime on 3 fresh samples, at batch 3 and batch 1."""
     import onnxruntime as ort
 
-    from edgekit.convert.export import load_source, synthetic_inputs
+    from edgekit.convert import load_source, synthetic_inputs
 
     source = load_source(model)  # the in-memory model: its input names may differ
     feeds = synthetic_inputs(source, 3, seed=12345)
@@ -57,7 +57,7 @@ def run(name: str, outdir: Path, size: int | None = None) -> dict[str, Any]:
     entry = next(z for z in ZOO if z.name == name)
     args: list[str] = []
     if name == "custom_layer":
-        from edgekit.convert.export import load_custom_objects
+        from edgekit.convert import load_custom_objects
 
         module = outdir / "zoo_layers.py"
         module.write_text(CUSTOM_LAYER_SOURCE)

@@ -15,7 +15,7 @@ __all__ = ["shipped_onnx", "shipped_cnn", "shipped_mlp"]
 def shipped_onnx(name: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """``models/<name>.keras`` exported with edgekit (TensorFlow, ~10 s), once per session."""
     if name not in _CACHE:
-        from edgekit.convert.export import ExportConfig, export_model
+        from edgekit.convert import ExportConfig, export_model
 
         out = tmp_path_factory.mktemp(f"shipped_{name}")
         result = export_model(ROOT / "models" / f"{name}.keras", out, ExportConfig())

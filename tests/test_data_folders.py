@@ -295,3 +295,26 @@ def test_only_the_images_drawn_are_decoded(tmp_path: Path, data: dict[str, Path]
     assert len(ds) == 5 and skipped not in ds.inputs["image"][:, 0, 0, 0].tolist()
     with pytest.raises(DataError, match=f"cannot read image .*{skipped:02d}.png"):
         read_data(tmp_path, specs, meta, "calibration data")
+
+
+def test_a_data_file_is_read_once_by_the_stages_sharing_it(tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    from edgekit.errors import InputError
+    from edgekit.inputs import prepare
+    from edgekit.inputs.data import TensorSpecInfo
+
+    np.savez(tmp_path / "d.npz", x=np.arange(40, dtype=np.float32).reshape(20, 2))
+    reads: list[object] = []
+    real = prepare.load_dataset
+    monkeypatch.setattr(prepare, "load_dataset", lambda *a: reads.append(a[0]) or real(*a))
+    specs, meta = [TensorSpecInfo("in", (None, 2), "float32")], ModelMetadata()
+    shared = prepare.DataFile(tmp_path / "d.npz", "calibration data")
+    val = load_model_data(shared, specs, meta, "validation data", "test", 8, 0)  # export
+    cal = load_model_data(shared, specs, meta, "calibration data", "train", 0, 0)  # quantize
+    plain = load_model_data(tmp_path / "d.npz", specs, meta, "validation data", "test", 8, 0)
+    assert len(reads) == 2  # the shared file once, the plain path once more
+    np.testing.assert_array_equal(val[0]["in"], plain[0]["in"])  # the same subset
+    assert len(cal[0]["in"]) == 20 and val[3] == plain[3] == str(tmp_path / "d.npz")
+    assert prepare.open_data(shared) is shared and Path(shared) == tmp_path / "d.npz"
+    with pytest.raises(InputError, match="calibration data file .* does not exist"):
+        prepare.open_data(tmp_path / "missing.npz", "calibration data")

@@ -19,7 +19,7 @@ keras = pytest.importorskip("keras")
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
-from edgekit.convert.export import ExportConfig, export_model  # noqa: E402
+from edgekit.convert import ExportConfig, export_model  # noqa: E402
 from edgekit.errors import ConversionError, InputError, ValidationError  # noqa: E402
 from edgekit.metadata import ModelMetadata, Preprocessing, save_keras_metadata  # noqa: E402
 

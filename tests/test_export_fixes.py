@@ -20,17 +20,16 @@ ort = pytest.importorskip("onnxruntime")
 
 from _coverage_models import CUSTOM_LAYER_SOURCE  # noqa: E402
 
-from edgekit.convert.export import (  # noqa: E402
+from edgekit.convert import (  # noqa: E402
     ExportConfig,
-    _higher_opset_for,
-    _opset_hint,
     export_model,
     load_source,
     synthetic_inputs,
     validate_source,
 )
+from edgekit.convert.conversion import opset_hint  # noqa: E402
 from edgekit.convert.graph import simplify, subgraph_inputs  # noqa: E402
-from edgekit.convert.tfconvert import bind_captured_constants  # noqa: E402
+from edgekit.convert.tfconvert import bind_captured_constants, higher_opset_for  # noqa: E402
 from edgekit.errors import ConversionError, InputError, ValidationError  # noqa: E402
 
 CFG = ExportConfig(validation_samples=16)
@@ -195,18 +194,18 @@ def test_unconvertible_op_hint_names_the_layer_not_the_opset(tmp_path: Path) -> 
 
 
 def test_opset_hint_only_when_the_opset_is_the_cause() -> None:
-    assert _opset_hint("Required inputs ([a:0]) are missing from input feed", 17) is None
-    assert "--opset" in (_opset_hint("Opset 18 is under development and not supported", 18)
+    assert opset_hint("Required inputs ([a:0]) are missing from input feed", 17) is None
+    assert "--opset" in (opset_hint("Opset 18 is under development and not supported", 18)
                          or "")
     # tf2onnx converts TensorScatterMax from opset 16 on, Conv2D at every opset, Igamma never
-    assert _higher_opset_for({"TensorScatterMax"}, 13) == 16
-    assert _higher_opset_for({"Conv2D"}, 13) is None
-    assert _higher_opset_for({"Igamma"}, 13) is None
+    assert higher_opset_for({"TensorScatterMax"}, 13) == 16
+    assert higher_opset_for({"Conv2D"}, 13) is None
+    assert higher_opset_for({"Igamma"}, 13) is None
 
 
 @pytest.fixture(scope="module")
 def custom_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    from edgekit.convert.export import load_custom_objects
+    from edgekit.convert import load_custom_objects
 
     d = tmp_path_factory.mktemp("custom")
     module = d / "zoo_layers.py"

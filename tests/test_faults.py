@@ -358,7 +358,7 @@ def test_private_tempdir_takes_library_temp_files_along(tmp_path: Path,
 
 def test_full_tmpdir_is_not_a_corrupt_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
                                             ) -> None:
-    from edgekit.convert.export import load_source
+    from edgekit.convert import load_source
 
     not_a_dir = tmp_path / "tmpfile"
     not_a_dir.write_text("")

@@ -40,7 +40,7 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """Three exported models: ``ml`` (Dense(8, sigmoid), labels), ``ae`` (conv autoencoder,
     sigmoid Conv2D), ``sm`` (Softmax(axis=1) on [N, 4, 5]); their Keras models under
     ``keras_*``."""
-    from edgekit.convert.export import ExportConfig, export_model
+    from edgekit.convert import ExportConfig, export_model
 
     keras.utils.set_random_seed(0)
     ml = keras.Sequential([keras.Input((6,)), keras.layers.Dense(8, activation="sigmoid")],

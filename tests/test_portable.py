@@ -226,7 +226,7 @@ def test_edgekit_run_prints_the_same_probability_as_fp32(cnn_out: Path, tmp_path
 
 
 def test_output_kinds_from_keras_and_override(tmp_path: Path) -> None:
-    from edgekit.convert.export import ExportConfig, export_model
+    from edgekit.convert import ExportConfig, export_model
     from edgekit.metadata import ModelMetadata, save_keras_metadata
 
     keras.utils.set_random_seed(0)

@@ -16,7 +16,7 @@ onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 pytest.importorskip("sympy")
 
-from edgekit.convert.export import ExportConfig, export_model  # noqa: E402
+from edgekit.convert import ExportConfig, export_model  # noqa: E402
 from edgekit.errors import AccuracyGateError, InputError  # noqa: E402
 from edgekit.metadata import ModelMetadata, Preprocessing, save_keras_metadata  # noqa: E402
 from edgekit.quantize import (  # noqa: E402

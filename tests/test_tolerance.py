@@ -101,7 +101,7 @@ def test_a_second_run_at_batch_1_is_folded_in() -> None:
 
 
 def test_export_config_takes_the_defaults_and_refuses_negative_rtol() -> None:
-    from edgekit.convert.export import ExportConfig
+    from edgekit.convert import ExportConfig
     from edgekit.errors import InputError
 
     config = ExportConfig()
@@ -148,7 +148,7 @@ def _deep_model() -> Any:
 
 
 def test_deep_model_with_float_noise_passes_and_a_changed_weight_fails(tmp_path: Path) -> None:
-    from edgekit.convert.export import (
+    from edgekit.convert import (
         ExportConfig,
         export_model,
         load_source,

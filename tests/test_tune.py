@@ -16,7 +16,7 @@ onnx = pytest.importorskip("onnx")
 sklearn_datasets = pytest.importorskip("sklearn.datasets")
 
 from edgekit.cli.main import cli  # noqa: E402
-from edgekit.convert.export import ExportConfig, export_model  # noqa: E402
+from edgekit.convert import ExportConfig, export_model  # noqa: E402
 from edgekit.errors import InputError  # noqa: E402
 from edgekit.measure.ratio import RatioConfig, measure_ratio, paired_ratio  # noqa: E402
 from edgekit.metadata import ModelMetadata, Preprocessing, save_keras_metadata  # noqa: E402

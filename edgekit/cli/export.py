@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -19,6 +19,10 @@ from edgekit.cli.app import (
     status,
 )
 from edgekit.cli.quantize_options import config_from_options, echo_variant, quantization_options
+
+if TYPE_CHECKING:
+    from edgekit.exported import ExportHook, ExportOutcome
+    from edgekit.inputs.prepare import DataFile
 
 __all__ = ["export_cmd", "inspect_cmd", "quantize_cmd"]
 
@@ -71,7 +75,7 @@ def export_cmd(model: Path, outdir: Path, opset: int, validation_data: Path | No
     Validation runs on --validation-data, else on --calibration data, else on seeded
     synthetic inputs drawn in the range the model's preprocessing layers expect.
     """
-    from edgekit.convert.export import ExportConfig, export_model, read_labels
+    from edgekit.convert import ExportConfig, export_model, read_labels
 
     labels = read_labels(labels_file) if labels_file else None
     config = ExportConfig(opset=opset, validation_samples=validation_samples,
@@ -81,30 +85,47 @@ def export_cmd(model: Path, outdir: Path, opset: int, validation_data: Path | No
     if atol is not None or rtol is not None:  # unset options keep ExportConfig's defaults
         config = replace(config, atol=config.atol if atol is None else atol,
                          rtol=config.rtol if rtol is None else rtol)
-    if validation_data is None and qopts.get("calibration") is not None:
-        validation_data = qopts["calibration"]
+    hooks, calibration = _export_hooks(qopts, package, force, outdir)
+    # --calibration validates when no --validation-data: the same DataFile, read once
+    data = validation_data if validation_data is not None else calibration
+    result = export_model(model, outdir, config, validation_data=data,
+                          extra_outputs=_chain(hooks) if hooks else None,
+                          custom_objects=list(custom_objects) or None)
+    _echo_export(result, outdir)
+
+
+def _export_hooks(qopts: dict[str, Any], package: Path | None, force: bool,
+                  outdir: Path) -> tuple[list[ExportHook], DataFile | None]:
+    """The ``--quantize`` and ``--package`` hooks of ``edgekit export`` and the calibration
+    data they share (a :class:`~edgekit.inputs.prepare.DataFile`, read once; None: none)."""
+    calibration: DataFile | None = None
+    if qopts.get("calibration") is not None:
+        from edgekit.inputs.prepare import DataFile
+
+        calibration = DataFile(qopts["calibration"], "calibration data")
     qconfig = config_from_options(**qopts)
-    hooks = []
+    hooks: list[ExportHook] = []
     if qconfig is not None:
         from edgekit.quantize.core import export_hook
 
-        hooks.append(export_hook(qconfig, qopts["calibration"], qopts["eval_data"], status))
+        hooks.append(export_hook(qconfig, calibration, qopts["eval_data"], status))
     if package is not None:
         from edgekit.packaging import PackageTarget, export_package_hook
 
         target = PackageTarget(package, force, outdir)  # checked before the slow export
         hooks.append(export_package_hook(
             target, config_from_options(**{**qopts, "quantize": "int8"}),
-            qopts["calibration"], qopts["eval_data"], status))
+            calibration, qopts["eval_data"], status))
+    return hooks, calibration
 
-    def hook(*args: Any) -> None:
+
+def _chain(hooks: list[ExportHook]) -> ExportHook:
+    """One ``extra_outputs`` hook running ``hooks`` in order."""
+    def hook(outcome: ExportOutcome) -> None:
         for h in hooks:
-            h(*args)
+            h(outcome)
 
-    result = export_model(model, outdir, config, validation_data=validation_data,
-                          extra_outputs=hook if hooks else None,
-                          custom_objects=list(custom_objects) or None)
-    _echo_export(result, outdir)
+    return hook
 
 
 def _echo_export(result: Any, outdir: Path) -> None:

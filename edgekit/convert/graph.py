@@ -16,9 +16,12 @@ non-batch dimension is static, :func:`simplify`
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import onnx
 
 __all__ = ["drop_unused_opsets", "simplify", "walk_nodes", "subgraph_inputs"]
 
@@ -30,7 +33,7 @@ def _subgraphs(node: Any) -> Iterator[Any]:
         yield from a.graphs
 
 
-def walk_nodes(graph: Any) -> Iterator[Any]:
+def walk_nodes(graph: onnx.GraphProto) -> Iterator[onnx.NodeProto]:
     """Every node of ``graph``, then of its subgraphs (Loop/If/Scan bodies), recursively."""
     for n in graph.node:
         yield n
@@ -38,7 +41,7 @@ def walk_nodes(graph: Any) -> Iterator[Any]:
             yield from walk_nodes(sub)
 
 
-def drop_unused_opsets(model: Any) -> list[str]:
+def drop_unused_opsets(model: onnx.ModelProto) -> list[str]:
     """Remove the opset imports of domains that no node (nor local function) uses, in place;
     the default domain stays. tf2onnx always imports ``ai.onnx.ml``, which tools that check a
     file's domains read as a dependency. Returns the domains removed."""
@@ -54,7 +57,7 @@ def drop_unused_opsets(model: Any) -> list[str]:
     return [o.domain for o in unused]
 
 
-def subgraph_inputs(node: Any) -> set[str]:
+def subgraph_inputs(node: onnx.NodeProto) -> set[str]:
     """Names a node's subgraphs read (recursively), minus those they define themselves."""
     used: set[str] = set()
     defined: set[str] = set()
@@ -222,7 +225,7 @@ def _prune(model: Any) -> int:
     return removed
 
 
-def simplify(model: Any) -> list[str]:
+def simplify(model: onnx.ModelProto) -> list[str]:
     """Simplify an ``onnx.ModelProto`` in place; returns notes on what changed."""
     notes: list[str] = []
     try:

@@ -33,16 +33,21 @@ import ctypes
 import gc
 import os
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
 from edgekit.errors import ConversionError
 
-__all__ = ["tracing_for_conversion", "custom_op_handlers", "captured_constants",
-           "bind_captured_constants", "from_function"]
+if TYPE_CHECKING:
+    import onnx
+
+__all__ = ["MAX_OPSET", "tracing_for_conversion", "custom_op_handlers", "captured_constants",
+           "bind_captured_constants", "from_function", "higher_opset_for"]
+
+MAX_OPSET = 18  # tf2onnx 1.17
 
 
 def _plain_conv(inputs: Any, kernel: Any, strides: Any = 1, padding: str = "valid",
@@ -86,7 +91,7 @@ def _erfc(ctx: Any, node: Any, name: str, args: Sequence[Any]) -> None:
     node.type = "Sub"
 
 
-def custom_op_handlers() -> dict[str, tuple[Any, list[Any]]]:
+def custom_op_handlers() -> dict[str, tuple[Callable[..., None], list[object]]]:
     """``custom_op_handlers`` for ``tf2onnx.convert.from_function``: TF ops tf2onnx lacks."""
     return {"Erfc": (_erfc, [])}
 
@@ -186,7 +191,7 @@ def _release_memory() -> None:
         pass
 
 
-def from_function(function: Any, signature: Sequence[Any], opset: int) -> Any:
+def from_function(function: object, signature: Sequence[object], opset: int) -> onnx.ModelProto:
     """``tf2onnx.convert.from_function`` with :func:`custom_op_handlers`, fast path first,
     garbage collected after each optimizer pass (ResNet50 at 224: peak 4.7 -> about 3 GB).
 
@@ -194,7 +199,7 @@ def from_function(function: Any, signature: Sequence[Any], opset: int) -> Any:
     """
     from tf2onnx import convert
 
-    def run() -> Any:
+    def run() -> onnx.ModelProto:
         gc.collect()
         gc.freeze()  # the collections after each pass scan only what conversion creates
         try:
@@ -215,19 +220,19 @@ def from_function(function: Any, signature: Sequence[Any], opset: int) -> Any:
         _release_memory()
 
 
-def captured_constants(concrete: Any) -> dict[str, np.ndarray]:
+def captured_constants(concrete: object) -> dict[str, np.ndarray]:
     """Values of a concrete function's non-variable captures, by placeholder tensor name."""
     import tensorflow as tf
 
     out: dict[str, np.ndarray] = {}
-    for external, internal in concrete.graph.captures:
+    for external, internal in cast(Any, concrete).graph.captures:  # TensorFlow is untyped
         if internal.dtype == tf.resource or not hasattr(external, "numpy"):
             continue
         out[internal.name] = np.asarray(external.numpy())
     return out
 
 
-def bind_captured_constants(model_proto: Any, constants: dict[str, np.ndarray],
+def bind_captured_constants(model_proto: onnx.ModelProto, constants: dict[str, np.ndarray],
                             signature: Sequence[str]) -> list[str]:
     """Turn graph inputs that are captured constants into initializers.
 
@@ -253,3 +258,22 @@ def bind_captured_constants(model_proto: Any, constants: dict[str, np.ndarray],
             "model attached, or make that state a non-trainable weight of the layer",
         )
     return bound
+
+
+def higher_opset_for(ops: set[str], opset: int) -> int | None:
+    """The lowest opset above ``opset`` (up to MAX_OPSET) where tf2onnx converts all ``ops``."""
+    import tf2onnx.onnx_opset  # noqa: F401  (registers the handlers)
+    from tf2onnx import handler
+
+    try:  # table[v]: the ops whose handler starts at opset v
+        table = handler.tf_op.get_opsets()[""]
+    except (AttributeError, KeyError, TypeError):
+        return None
+    known: set[str] = set().union(*table[: opset + 1])
+    if not ops - known:
+        return None  # convertible at this opset: the opset is not the cause
+    for v in range(opset + 1, min(MAX_OPSET, len(table) - 1) + 1):
+        known |= set(table[v])
+        if ops <= known:
+            return v
+    return None

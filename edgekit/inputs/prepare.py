@@ -4,7 +4,8 @@
 an ``.npz``/``.npy`` file, a data folder (IDX gz files, ONNX ``test_data_set_N`` folders or
 images: :mod:`edgekit.inputs.folders`), a label/text table (models with tokenizer metadata)
 or an in-memory :class:`~edgekit.inputs.data.Dataset`. :func:`prepare_inputs` checks
-shapes and applies the model's preprocessing metadata to integer data.
+shapes and applies the model's preprocessing metadata to integer data. A :class:`DataFile`
+(:func:`open_data`) is a path that stages share, read once.
 """
 
 from __future__ import annotations
@@ -18,10 +19,13 @@ import numpy as np
 
 from edgekit.errors import DataError, InputError
 from edgekit.inputs.data import Dataset, TensorSpecInfo, format_shape, load_dataset
-from edgekit.inputs.folders import read_folder, subset_index
+from edgekit.inputs.folders import FolderLayout, folder_layout, read_folder, subset_index
 from edgekit.metadata import ModelMetadata, Preprocessing
 
-__all__ = ["load_model_data", "read_data", "prepare_dataset", "prepare_inputs", "onnx_input_specs"]
+__all__ = ["load_model_data", "read_data", "prepare_dataset", "prepare_inputs", "onnx_input_specs",
+           "DataFile", "open_data"]
+
+_TEXT_SUFFIXES = (".tsv", ".csv", ".txt")
 
 
 def onnx_input_specs(model_proto: Any) -> list[TensorSpecInfo]:
@@ -102,16 +106,10 @@ def _read(data: str | os.PathLike[str] | Dataset, specs: Sequence[TensorSpecInfo
     names = [s.name for s in specs]
     if isinstance(data, Dataset):
         ds = data
+    elif isinstance(data, DataFile):
+        ds = data.read(specs, meta, what, split, limit, seed)
     else:
-        p = Path(data)
-        if not p.exists():
-            raise InputError(f"{what} file {p} does not exist", hint="check the path")
-        if p.is_dir():
-            ds = read_folder(p, specs, meta, what, split, limit, seed)
-        elif p.suffix.lower() in (".tsv", ".csv", ".txt"):
-            ds = _text_split(p, meta, split)
-        else:
-            ds = load_dataset(p, names, what)
+        ds = _read_path(_existing(data, what), specs, meta, what, split, limit, seed)
     if not all(n in ds.inputs for n in names) and len(ds.inputs) == len(names):
         ds = Dataset(dict(zip(names, ds.inputs.values(), strict=True)), ds.labels, ds.source,
                      ds.outputs)
@@ -187,3 +185,71 @@ def _preprocessed_note(name: str, raw: np.dtype[np.generic], pre: Preprocessing)
         return f"{name} standardised with the model's preprocessing metadata"
     return (f"{name}: {raw} data preprocessed with the model's metadata "
             f"(scale {pre.scale:g}{', standardised' if pre.mean else ''})")
+
+
+def _read_path(p: Path, specs: Sequence[TensorSpecInfo], meta: ModelMetadata, what: str,
+               split: str, limit: int, seed: int) -> Dataset:
+    """The data of file or folder ``p`` (which exists), as :func:`read_data` describes."""
+    if p.is_dir():
+        return read_folder(p, specs, meta, what, split, limit, seed)
+    if p.suffix.lower() in _TEXT_SUFFIXES:
+        return _text_split(p, meta, split)
+    return load_dataset(p, [s.name for s in specs], what)
+
+
+def _existing(path: str | os.PathLike[str], what: str) -> Path:
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"{what} file {p} does not exist", hint="check the path")
+    return p
+
+
+class DataFile(os.PathLike[str]):
+    """A data file or folder checked once and read at most once per split (an image folder:
+    per subset, since it is decoded only as far as it is used), so that the stages sharing one
+    ``--calibration`` file (export's validation, quantization, packaging) read it once.
+
+    It is a path (``os.fspath``) wherever a path is taken; :func:`read_data` and
+    :func:`load_model_data` read it through :meth:`read`. What it read stays in memory as
+    long as it does.
+
+    Raises:
+        InputError: ``path`` does not exist (``what`` names it).
+    """
+
+    def __init__(self, path: str | os.PathLike[str], what: str = "data") -> None:
+        self.path = _existing(path, what)
+        self._layout: FolderLayout | None = None
+        self._read: dict[tuple[object, ...], Dataset] = {}
+
+    def __fspath__(self) -> str:
+        return str(self.path)
+
+    def __repr__(self) -> str:
+        return f"DataFile({str(self.path)!r})"
+
+    def read(self, specs: Sequence[TensorSpecInfo], meta: ModelMetadata, what: str,
+             split: str = "train", limit: int = 0, seed: int = 0) -> Dataset:
+        """The raw data as :func:`read_data` reads it before taking its ``limit`` subset:
+        read on the first call for its split (image folders: its ``limit`` and ``seed``)."""
+        key = self._key(what, split, limit, seed)
+        if key not in self._read:
+            self._read[key] = _read_path(self.path, specs, meta, what, split, limit, seed)
+        return self._read[key]
+
+    def _key(self, what: str, split: str, limit: int, seed: int) -> tuple[object, ...]:
+        """What the data read depends on: the split of IDX folders and text tables, the
+        subset of image folders, nothing else (arrays, ONNX test data)."""
+        if self.path.is_dir():
+            self._layout = self._layout or folder_layout(self.path, what)
+            if self._layout is FolderLayout.IMAGES:
+                return (limit, seed)
+            return (split,) if self._layout is FolderLayout.IDX else ()
+        return (split,) if self.path.suffix.lower() in _TEXT_SUFFIXES else ()
+
+
+def open_data(data: str | os.PathLike[str] | Dataset, what: str = "data") -> DataFile | Dataset:
+    """``data`` to share between stages: a path as a :class:`DataFile` (checked now), a
+    :class:`DataFile` or :class:`Dataset` as it is."""
+    return data if isinstance(data, DataFile | Dataset) else DataFile(data, what)
+

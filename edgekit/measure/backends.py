@@ -121,7 +121,7 @@ class KerasBackend(Backend):
 
     def __init__(self, path: str | os.PathLike[str] | object, name: str | None = None, *,
                  threads: int | None = None) -> None:
-        from edgekit.convert.export import load_source
+        from edgekit.convert import load_source
 
         if isinstance(path, str | os.PathLike):
             super().__init__(path, name)

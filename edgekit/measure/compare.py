@@ -84,7 +84,7 @@ class CompareConfig:
 # ---------------------------------------------------------------------------------------------
 def _calibration(keras_b: Backend, path: str | os.PathLike[str] | None,
                  eval_ds: Dataset | None, n: int, notes: list[str]) -> dict[str, np.ndarray]:
-    from edgekit.convert.export import synthetic_inputs
+    from edgekit.convert import synthetic_inputs
 
     source = keras_b.source  # type: ignore[attr-defined]
     if path is not None:
@@ -166,7 +166,7 @@ def _compare_data(keras_b: KerasBackend, calibration: str | os.PathLike[str] | N
         eval_ds = keras_b.load_data(eval_data, "evaluation data", "test", config.eval_samples)
     cal = _calibration(keras_b, calibration, eval_ds, config.calibration_samples, notes)
     if eval_ds is None:
-        from edgekit.convert.export import synthetic_inputs
+        from edgekit.convert import synthetic_inputs
 
         eval_ds = Dataset(synthetic_inputs(source, 256, seed=1), None, "synthetic")
         notes.append("no --eval-data: 256 synthetic inputs, agreement with Keras only")

@@ -202,7 +202,7 @@ class _Builder:
     def onnx(self, calibration: dict[str, np.ndarray]) -> None:
         """onnx-fp32 (validated export), onnx-int8 / onnx-fp16 from it; the other engines' rows
         reuse the ONNX files."""
-        from edgekit.convert.export import ExportConfig, export_model
+        from edgekit.convert import ExportConfig, export_model
 
         def export() -> Path:
             return Path(export_model(self.src, self.work,

@@ -6,7 +6,7 @@ and written as one ONNX Runtime model package, atomically with the run's other f
   :class:`~edgekit.io.artifacts.ArtifactSet` (committed with the other files, all at once);
   elsewhere it is an artifact set of its own, committed just before the run's files.
 - :func:`export_package_hook` is an ``extra_outputs`` hook of
-  :func:`edgekit.convert.export.export_model`: fp32 is the validated export, int8 (static QDQ)
+  :func:`edgekit.convert.export_model`: fp32 is the validated export, int8 (static QDQ)
   and fp16 are the variants ``--quantize`` staged beside it, or built here with the same
   quantization options.
 - :func:`tune_package` packages a tune's result: the tuned file takes the place of its precision
@@ -18,12 +18,15 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from edgekit import __version__
 from edgekit.errors import InputError
+from edgekit.exported import ExportOutcome
 from edgekit.inputs.data import Dataset
+from edgekit.inputs.prepare import open_data
 from edgekit.io.artifacts import ArtifactSet
 from edgekit.io.tempdirs import temp_dir
 from edgekit.metadata import ModelMetadata
@@ -32,6 +35,9 @@ from edgekit.progress import StatusFn
 from edgekit.progress import status as report_progress
 from edgekit.quantize import OutputFormat, QuantizationConfig, quantize_model
 from edgekit.runtime.modelpackage import require_model_packages
+
+if TYPE_CHECKING:
+    import onnx
 
 __all__ = ["PackageTarget", "export_package_hook", "tune_package", "package_metadata"]
 
@@ -97,15 +103,20 @@ def _variant_info(section: Mapping[str, Any], key: str = "evaluation") -> dict[s
     return {key: {k: found[k] for k in _SUMMARY if found.get(k) is not None}} if found else {}
 
 
-def _build(model: Any, precision: str, tmp: Path, stem: str, config: QuantizationConfig,
-           calibration: Data, eval_data: Data,
+def _build(model: ExportOutcome | onnx.ModelProto, precision: str, tmp: Path, stem: str,
+           config: QuantizationConfig, calibration: Data, eval_data: Data,
            progress: StatusFn | None) -> tuple[Path, dict[str, Any]]:
-    """The ``precision`` variant of the fp32 ``model`` built in ``tmp``: its file and report."""
+    """The ``precision`` variant of the fp32 ``model`` (an export's, whose specs and metadata
+    are known, or a model read from a file) built in ``tmp``: its file and report."""
     out = tmp / precision
     out.mkdir()
     report_progress(progress, f"package: building the {precision} variant")
-    result = quantize_model(model, out, stem, config.replace(mode=precision), calibration,
-                            eval_data, progress)
+    cfg = config.replace(mode=precision)
+    if isinstance(model, ExportOutcome):
+        result = quantize_model(model.model_proto, out, stem, cfg, calibration, eval_data,
+                                progress, known=(model.inputs, model.metadata))
+    else:
+        result = quantize_model(model, out, stem, cfg, calibration, eval_data, progress)
     return result.path, result.to_dict()
 
 
@@ -125,42 +136,43 @@ def export_package_hook(
     calibration: Data = None,
     eval_data: Data = None,
     progress: StatusFn | None = None,
-) -> Callable[[ArtifactSet, Any, Any, dict[str, Any]], None]:
-    """An ``extra_outputs`` hook of :func:`edgekit.convert.export.export_model` that writes the
+) -> Callable[[ExportOutcome], None]:
+    """An ``extra_outputs`` hook of :func:`edgekit.convert.export_model` that writes the
     fp32, int8 (static QDQ, needs ``calibration``) and fp16 variants as a model package at
     ``target`` and adds ``report["package"]``. Run it after the ``--quantize`` hook: variants
     that hook staged are reused; the others are built with ``config`` (its mode ignored;
-    default ``QuantizationConfig()``)."""
+    default ``QuantizationConfig()``). Paths are checked now and read once (see
+    :class:`~edgekit.inputs.prepare.DataFile`)."""
     if calibration is None:
         raise InputError("--package needs calibration data: its int8 variant is static QDQ",
                          hint="pass --calibration FILE (npz/npy or an IDX folder)")
     if config is not None and config.max_accuracy_drop is not None and eval_data is None:
         raise InputError("--max-accuracy-drop needs labelled --eval-data",
                          hint="pass --eval-data FILE (npz with x and y, or an IDX folder)")
-    if isinstance(calibration, str | os.PathLike) and not Path(calibration).exists():
-        raise InputError(f"calibration data file {calibration} does not exist")
+    calibration = open_data(calibration, "calibration data")
     base = (config or QuantizationConfig()).replace(output_format=OutputFormat.ONNX)
 
-    def hook(artifacts: ArtifactSet, source: Any, model_proto: Any,
-             report: dict[str, Any]) -> None:
+    def hook(outcome: ExportOutcome) -> None:
+        artifacts, stem = outcome.artifacts, outcome.stem
         target.check_outdir(artifacts.outdir)
-        onnx_name = report["files"]["onnx"]["path"]
-        stem = onnx_name.removesuffix(".onnx")
-        files = {"fp32": artifacts.path(onnx_name)}
-        info, builds = {"fp32": _variant_info(report, "validation")}, {}
+        files = {"fp32": artifacts.path(outcome.onnx_name)}
+        info = {"fp32": _variant_info({"validation": asdict(outcome.validation)}, "validation")}
+        builds: dict[str, Any] = {}
+        staged = cast(Mapping[str, Mapping[str, Any]], outcome.report.get("variants", {}))
         with temp_dir("edgekit-package-") as tmp:
             for precision in ("int8", "fp16"):
-                done = report.get("variants", {}).get(precision)
+                done = staged.get(precision)
                 if done and done.get("written"):
                     files[precision] = artifacts.path(done["files"]["model"])
                     info[precision] = _variant_info(done)
                 else:
                     files[precision], builds[precision] = _build(
-                        model_proto, precision, tmp, stem, base, calibration, eval_data, progress)
+                        outcome, precision, tmp, stem, base, calibration, eval_data, progress)
                     info[precision] = _variant_info(builds[precision])
-            report["package"] = _write(target, artifacts, tmp, stem, files, info,
-                                       source.metadata, progress)
-            report["package"]["builds"] = builds
+            section = _write(target, artifacts, tmp, stem, files, info, outcome.metadata,
+                             progress)
+            section["builds"] = builds
+            outcome.report["package"] = section
 
     return hook
 

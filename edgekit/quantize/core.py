@@ -33,16 +33,17 @@ import json
 import os
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
 from edgekit.errors import InputError, SchemaError, require
-from edgekit.inputs.data import Dataset
-from edgekit.inputs.prepare import onnx_input_specs
+from edgekit.exported import ExportOutcome
+from edgekit.inputs.data import Dataset, TensorSpecInfo
+from edgekit.inputs.prepare import onnx_input_specs, open_data
 from edgekit.io.artifacts import file_entry, to_json
 from edgekit.io.tempdirs import temp_dir
 from edgekit.metadata import PREFIX, ModelMetadata, set_props
@@ -125,6 +126,7 @@ def quantize_model(
     calibration: str | os.PathLike[str] | Dataset | None = None,
     eval_data: str | os.PathLike[str] | Dataset | None = None,
     progress: StatusFn | None = None,
+    known: tuple[Sequence[TensorSpecInfo], ModelMetadata] | None = None,
 ) -> VariantResult:
     """Build one variant of an fp32 ONNX model into ``outdir`` (files of :func:`variant_names`).
 
@@ -142,6 +144,8 @@ def quantize_model(
         calibration: calibration data (needed by ``int8``); see :func:`load_model_data`.
         eval_data: labelled data for the accuracy figures and the gate (test split of folders).
         progress: called with short status lines for the slow steps.
+        known: the model's input specs and metadata when the caller has them (the export
+            hook), else read from ``model``.
 
     Returns:
         The result; ``result.written`` is False when ``auto`` found no variant worth writing
@@ -158,8 +162,9 @@ def quantize_model(
     _check_options(mode, cfg, calibration, eval_data)
     if mode is QuantMode.NONE:
         return VariantResult.skipped(cfg, Path(outdir) / f"{stem}.onnx", [auto_note or ""])
-    meta = ModelMetadata.from_props({p.key: p.value for p in proto.metadata_props})
-    specs = onnx_input_specs(proto)
+    specs, meta = known or (
+        onnx_input_specs(proto),
+        ModelMetadata.from_props({p.key: p.value for p in proto.metadata_props}))
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     data = load_check_data(mode, cfg, specs, meta, calibration, eval_data)
@@ -333,10 +338,15 @@ def export_hook(
     calibration: str | os.PathLike[str] | Dataset | None = None,
     eval_data: str | os.PathLike[str] | Dataset | None = None,
     progress: StatusFn | None = None,
-) -> Callable[[Any, Any, Any, dict[str, Any]], None]:
+) -> Callable[[ExportOutcome], None]:
     """An ``extra_outputs`` hook for :func:`edgekit.convert.export_model` that stages the variant
-    of ``config.mode`` next to the fp32 model and adds ``report["variants"][mode]``."""
-    _check_paths(calibration, eval_data)  # before the slow export starts
+    of ``config.mode`` next to the fp32 model and adds ``report["variants"][mode]``.
+
+    Paths are checked now, before the slow export starts, and read once (a
+    :class:`~edgekit.inputs.prepare.DataFile` given here and as the export's validation data
+    is read once for both)."""
+    calibration = None if calibration is None else open_data(calibration, "calibration data")
+    eval_data = None if eval_data is None else open_data(eval_data, "evaluation data")
     _check_explain(config)
     if config.mode is QuantMode.INT8 and calibration is None:
         raise InputError("static int8 quantization needs calibration data",
@@ -346,15 +356,16 @@ def export_hook(
         raise InputError("--max-accuracy-drop needs labelled --eval-data",
                          hint="pass --eval-data FILE (npz with x and y, or an IDX folder)")
 
-    def hook(artifacts: Any, source: Any, model_proto: Any, report: dict[str, Any]) -> None:
-        stem = report["files"]["onnx"]["path"].removesuffix(".onnx")
-        mode, _ = resolve_mode(model_proto, config.mode)
-        stage = artifacts.path(report["files"]["onnx"]["path"]).parent
+    def hook(outcome: ExportOutcome) -> None:
+        mode, _ = resolve_mode(outcome.model_proto, config.mode)
+        stage = outcome.artifacts.path(outcome.onnx_name).parent
         if mode is not QuantMode.NONE:
-            stage = [artifacts.add(n) for n in variant_names(stem, mode,
-                                                             config.output_format).values()][0].parent
-        result = quantize_model(model_proto, stage, stem, config, calibration, eval_data, progress)
-        report.setdefault("variants", {})[result.mode] = result.to_dict()
+            names = variant_names(outcome.stem, mode, config.output_format).values()
+            stage = [outcome.artifacts.add(n) for n in names][0].parent
+        result = quantize_model(outcome.model_proto, stage, outcome.stem, config, calibration,
+                                eval_data, progress, known=(outcome.inputs, outcome.metadata))
+        variants = cast(dict[str, object], outcome.report.setdefault("variants", {}))
+        variants[result.mode] = result.to_dict()
 
     return hook
 

@@ -124,7 +124,7 @@ def _fp32_model(src: Path, tmp: Path, say: StatusFn) -> Path:
     """``src`` itself when it is ONNX, else its validated fp32 export in ``tmp``."""
     if src.suffix.lower() == ".onnx":
         return src
-    from edgekit.convert.export import ExportConfig, export_model
+    from edgekit.convert import ExportConfig, export_model
 
     say("exporting the fp32 model")
     return export_model(src, tmp / "fp32", ExportConfig()).onnx_path

@@ -1,0 +1,388 @@
+"""Loading the Keras source of an export: a ``.keras`` / ``.h5`` file, a SavedModel folder or
+an in-memory model, with the user's custom objects, as a :class:`KerasSource` (input and output
+specs, a traced ``tf.function`` for tf2onnx and a callable Keras reference for validation).
+
+TensorFlow and Keras are imported inside the functions (the ``export`` extra).
+"""
+
+from __future__ import annotations
+
+import os
+import zipfile
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Protocol
+
+import numpy as np
+
+from edgekit.contract import keras_output_activations
+from edgekit.errors import ConversionError, InputError, ModelLoadError, require
+from edgekit.errors import exception_reason as _reason
+from edgekit.inputs.data import TensorSpecInfo
+from edgekit.inputs.synthetic import InputRange, keras_input_ranges
+from edgekit.metadata import ModelMetadata, load_keras_metadata
+
+__all__ = ["CustomObjects", "EagerTensor", "KerasSource", "ModelSource", "TracedFunction",
+           "load_custom_objects", "load_source", "source_stem"]
+
+#: a model to export: a ``.keras`` / ``.h5`` path, a SavedModel folder or an in-memory
+#: ``keras.Model`` (Keras is untyped, so the model itself is an ``object`` here)
+ModelSource = str | os.PathLike[str] | object
+
+#: the user's custom Keras objects: ``.py`` file(s) or module name(s), or ``{name: object}``
+CustomObjects = str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | Mapping[str, object]
+
+
+class EagerTensor(Protocol):
+    """A TensorFlow eager tensor, as a :class:`TracedFunction` returns them."""
+
+    def numpy(self) -> np.ndarray:
+        """The tensor's values."""
+
+
+class TracedFunction(Protocol):
+    """A ``tf.function`` with an explicit input signature (what tf2onnx converts)."""
+
+    def __call__(self, *args: object) -> Sequence[EagerTensor]:
+        """The model's outputs on ``args`` (arrays or tensors, in input order)."""
+
+    def get_concrete_function(self, *args: object) -> object:
+        """The concrete function for ``args`` (``tf.TensorSpec`` values)."""
+
+
+@dataclass
+class KerasSource:
+    """A loaded model, ready to convert and to serve as the validation reference.
+
+    Attributes:
+        name: file stem used for output names.
+        path: where it came from (None for an in-memory model).
+        inputs / outputs: names, shapes (None = dynamic) and dtypes.
+        call: runs the reference on a batch, returning outputs in ``outputs`` order.
+        function: a ``tf.function`` with an explicit input signature, for tf2onnx.
+        int_ranges: for integer inputs, the exclusive upper bound of valid ids (Embedding).
+        metadata: edgekit metadata stored with the model (labels, preprocessing ...).
+        input_ranges: value ranges implied by preprocessing layers (see inputs.synthetic).
+        synthetic_length: length of dynamic dimensions in synthetic inputs (None: not probed).
+    """
+
+    name: str
+    path: Path | None
+    inputs: list[TensorSpecInfo]
+    outputs: list[TensorSpecInfo]
+    call: Callable[[dict[str, np.ndarray]], list[np.ndarray]]
+    function: TracedFunction
+    int_ranges: dict[str, int]
+    metadata: ModelMetadata
+    format: str
+    keepalive: object = None  # objects whose variables ``function`` uses (a loaded SavedModel)
+    output_activations: list[str] = field(default_factory=list)  # final activation per output
+    input_ranges: dict[str, InputRange] = field(default_factory=dict)  # from preprocessing layers
+    synthetic_length: int | None = None  # length for dynamic dimensions Keras accepts (probed)
+
+
+def _quiet_tf() -> None:
+    """Silence TensorFlow's C++ logging (before its first import) and hide GPUs.
+
+    With a GPU visible Keras switches LSTM/GRU to cuDNN kernels that tf2onnx cannot convert;
+    export needs none, so GPUs are hidden from TensorFlow.
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    import tensorflow as tf
+
+    try:
+        tf.config.set_visible_devices([], "GPU")
+    except (RuntimeError, ValueError):  # devices already initialised
+        pass
+
+
+def _check_model_path(path: Path) -> str:
+    """Return the model format or raise a clear error for paths that cannot be models."""
+    if not path.exists():
+        raise InputError(f"model path {path} does not exist", hint="check the path")
+    if path.is_dir():
+        if (path / "saved_model.pb").exists():
+            return "savedmodel"
+        raise ModelLoadError(
+            f"{path} is a folder but not a SavedModel (no saved_model.pb)",
+            hint="pass a .keras file, a legacy .h5 file or a SavedModel folder",
+        )
+    if path.stat().st_size == 0:
+        raise ModelLoadError(f"{path} is empty", hint="the file is truncated; save the model again")
+    suffix = path.suffix.lower()
+    head = path.read_bytes()[:8]
+    if suffix == ".keras":
+        if not zipfile.is_zipfile(path):
+            raise ModelLoadError(
+                f"{path} is not a valid .keras file (not a zip archive: truncated or corrupt)",
+                hint="save the model again with model.save('model.keras')",
+            )
+        return "keras"
+    if suffix in (".h5", ".hdf5"):
+        if head != b"\x89HDF\r\n\x1a\n":
+            raise ModelLoadError(
+                f"{path} is not a valid HDF5 file (truncated or corrupt)",
+                hint="save the model again, preferably as .keras",
+            )
+        return "h5"
+    raise ModelLoadError(
+        f"{path} is not a model edgekit can export (expected .keras, .h5 or a SavedModel folder)",
+        hint="save your model with model.save('model.keras')",
+    )
+
+
+def _output_name(t: Any, i: int, used: set[str]) -> str:
+    hist = getattr(t, "_keras_history", None)
+    op = getattr(hist, "operation", None) if hist is not None else None
+    name = getattr(op, "name", None) or f"output_{i}"
+    while name in used:
+        name = f"{name}_{i}"
+    used.add(name)
+    return name
+
+
+def _embedding_ranges(model: Any, inputs: list[TensorSpecInfo]) -> dict[str, int]:
+    """Upper bound of valid ids for each integer input: the smallest Embedding ``input_dim``."""
+    import keras
+
+    dims: list[int] = []
+
+    def walk(layer: Any) -> None:
+        if isinstance(layer, keras.layers.Embedding):
+            dims.append(int(layer.input_dim))
+        for sub in getattr(layer, "layers", []) or []:
+            walk(sub)
+
+    walk(model)
+    bound = min(dims) if dims else 2
+    return {s.name: bound for s in inputs if np.issubdtype(np.dtype(s.dtype), np.integer)}
+
+
+def _from_keras_model(model: Any, name: str, path: Path | None, fmt: str) -> KerasSource:
+    import tensorflow as tf
+
+    if not getattr(model, "inputs", None):
+        raise ConversionError(
+            f"model {name} has no defined inputs (a subclassed or unbuilt model)",
+            hint="build it with keras.Input(...) (functional or Sequential API) before saving",
+        )
+    names: list[str] = []
+    specs: list[TensorSpecInfo] = []
+    for i, t in enumerate(model.inputs):
+        n = str(getattr(t, "name", "") or f"input_{i}").replace(":", "_").replace("/", "_")
+        if n in names:
+            n = f"{n}_{i}"
+        names.append(n)
+        shape = tuple(None if d is None else int(d) for d in t.shape)
+        dtype = np.dtype(tf.as_dtype(t.dtype).as_numpy_dtype).name
+        specs.append(TensorSpecInfo(n, (None, *shape[1:]), dtype))
+    used: set[str] = set()
+    out_specs = []
+    for i, t in enumerate(model.outputs):
+        shape = tuple(None if d is None else int(d) for d in t.shape)
+        out_specs.append(
+            TensorSpecInfo(_output_name(t, i, used), (None, *shape[1:]), np.dtype("float32").name)
+        )
+    signature = [tf.TensorSpec(s.shape, tf.as_dtype(s.dtype), name=s.name) for s in specs]
+    multi = len(specs) > 1
+
+    def _flat(y: Any) -> list[Any]:
+        if isinstance(y, dict):
+            return list(y.values())
+        if isinstance(y, list | tuple):
+            return list(y)
+        return [y]
+
+    @tf.function(input_signature=signature, autograph=False)
+    def function(*xs: Any) -> Any:
+        y = model(list(xs) if multi else xs[0], training=False)
+        return _flat(y)
+
+    def call(feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        xs = [feeds[s.name] for s in specs]
+        y = model(xs if multi else xs[0], training=False)
+        return [np.asarray(o) for o in _flat(y)]
+
+    meta = (load_keras_metadata(path) if path is not None else None) or ModelMetadata()
+    return KerasSource(
+        name=name,
+        path=path,
+        inputs=specs,
+        outputs=out_specs,
+        call=call,
+        function=function,
+        int_ranges=_embedding_ranges(model, specs),
+        metadata=meta,
+        format=fmt,
+        output_activations=keras_output_activations(model),
+        input_ranges=keras_input_ranges(model, specs),
+    )
+
+
+def _from_saved_model(path: Path) -> KerasSource:
+    import tensorflow as tf
+
+    try:
+        loaded = tf.saved_model.load(str(path))
+    except Exception as exc:
+        raise ModelLoadError(
+            f"cannot load SavedModel {path}: {_reason(exc)}",
+            hint="the folder may be incomplete or corrupt; export it again",
+        ) from exc
+    sig = getattr(loaded, "signatures", {}).get("serving_default")
+    if sig is None:
+        raise ModelLoadError(
+            f"SavedModel {path} has no 'serving_default' signature",
+            hint="export it with keras model.export(path) or tf.saved_model.save(..., signatures=)",
+        )
+    _, kw = sig.structured_input_signature
+    in_names = sorted(kw)
+    specs = [
+        TensorSpecInfo(n, tuple(kw[n].shape.as_list()), np.dtype(kw[n].dtype.as_numpy_dtype).name)
+        for n in in_names
+    ]
+    specs = [TensorSpecInfo(s.name, (None, *s.shape[1:]), s.dtype) for s in specs]
+    out_keys = sorted(sig.structured_outputs)
+    outs = [
+        TensorSpecInfo(k, (None, *sig.structured_outputs[k].shape.as_list()[1:]), "float32")
+        for k in out_keys
+    ]
+    signature = [tf.TensorSpec(s.shape, tf.as_dtype(s.dtype), name=s.name) for s in specs]
+
+    @tf.function(input_signature=signature, autograph=False)
+    def function(*xs: Any) -> Any:
+        y = sig(**dict(zip(in_names, xs, strict=True)))
+        return [y[k] for k in out_keys]
+
+    def call(feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        y = sig(**{n: tf.constant(feeds[n]) for n in in_names})
+        return [y[k].numpy() for k in out_keys]
+
+    int_specs = [s for s in specs if np.issubdtype(np.dtype(s.dtype), np.integer)]
+    return KerasSource(
+        name=path.name,
+        path=path,
+        inputs=specs,
+        outputs=outs,
+        call=call,
+        function=function,
+        int_ranges={s.name: 2 for s in int_specs},
+        metadata=load_keras_metadata(path) or ModelMetadata(),
+        format="savedmodel",
+        keepalive=loaded,
+    )
+
+
+def _import_module_file(spec: str | os.PathLike[str]) -> ModuleType:
+    """Import a user's module from a ``.py`` path, or by dotted name when no such file exists."""
+    import importlib
+    import importlib.util
+    import sys
+
+    path = Path(spec)
+    try:
+        if path.suffix != ".py" and not path.exists():
+            return importlib.import_module(str(spec))
+        if not path.is_file():
+            raise InputError(f"custom objects file {path} does not exist", hint="check the path")
+        name = f"edgekit_custom_{path.stem}"
+        mod_spec = importlib.util.spec_from_file_location(name, path)
+        assert mod_spec is not None and mod_spec.loader is not None
+        module = importlib.util.module_from_spec(mod_spec)
+        sys.path.insert(0, str(path.resolve().parent))  # its own imports of sibling modules
+        try:
+            sys.modules[name] = module
+            mod_spec.loader.exec_module(module)
+        finally:
+            sys.path.remove(str(path.resolve().parent))
+        return module
+    except InputError:
+        raise
+    except Exception as exc:
+        raise InputError(f"cannot import custom objects from {spec}: {type(exc).__name__}: "
+                         f"{_reason(exc)}", hint="fix the module so that it imports") from exc
+
+
+def load_custom_objects(spec: CustomObjects | None) -> dict[str, object]:
+    """Custom Keras objects from ``.py`` files / module names, or a mapping (given as is).
+
+    Importing a module runs its ``@keras.saving.register_keras_serializable`` decorators; its
+    classes and functions are also returned by name (for unregistered ones).
+    """
+    if spec is None:
+        return {}
+    if isinstance(spec, Mapping):
+        return dict(spec)
+    specs = [spec] if isinstance(spec, str | os.PathLike) else list(spec)
+    out: dict[str, object] = {}
+    for item in specs:
+        module = _import_module_file(item)
+        for name, obj in vars(module).items():
+            if not name.startswith("_") and (isinstance(obj, type) or callable(obj)):
+                if getattr(obj, "__module__", None) == module.__name__:
+                    out[name] = obj
+    return out
+
+
+def _load_keras_file(path: Path, custom_objects: dict[str, object]) -> Any:
+    import keras
+
+    from edgekit.errors import fs_fault, output_error
+    from edgekit.io.tempdirs import private_tempdir
+
+    try:  # what Keras extracts into tempfile's folder goes with private_tempdir's
+        with private_tempdir("edgekit-keras-"), keras.saving.custom_object_scope(custom_objects):
+            return keras.models.load_model(path, compile=False, custom_objects=custom_objects)
+    except Exception as exc:
+        fault = fs_fault(exc)
+        if fault is not None and fault.filename != str(path):  # a full TMPDIR is no corrupt model
+            import tempfile
+
+            raise output_error(fault, fault.filename or tempfile.gettempdir(),
+                               f"extract {path} into", temp=True) from exc
+        text = _reason(exc)
+        if "Could not locate" in text or "Unknown layer" in text:
+            raise ModelLoadError(
+                f"{path} uses a custom object Keras cannot find: {text}",
+                hint="pass the module that defines it: --custom-objects my_layers.py "
+                "(Python: export_model(..., custom_objects=...))",
+            ) from exc
+        if isinstance(exc, OSError | zipfile.BadZipFile) or any(
+                w in text.lower() for w in ("truncated", "unable to open", "bad zip", "eof")):
+            raise ModelLoadError(
+                f"{path} is truncated or corrupt: Keras cannot read it ({text})",
+                hint="save the model again with model.save('model.keras')",
+            ) from exc
+        raise ModelLoadError(
+            f"Keras cannot rebuild the model in {path}: {type(exc).__name__}: {text}",
+            hint="if the model uses custom layers, pass --custom-objects my_layers.py; "
+            "otherwise save the model again with model.save('model.keras')",
+        ) from exc
+
+
+def load_source(model: ModelSource, custom_objects: CustomObjects | None = None) -> KerasSource:
+    """Load a ``.keras`` / ``.h5`` file, a SavedModel folder, or wrap an in-memory Keras model.
+
+    ``custom_objects``: see :func:`load_custom_objects` (default: none).
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    require("tensorflow", "export", "tensorflow-cpu")
+    _quiet_tf()
+    objects = load_custom_objects(custom_objects)
+    if not isinstance(model, str | os.PathLike):
+        return _from_keras_model(model, getattr(model, "name", "model"), None, "keras-object")
+    path = Path(model)
+    fmt = _check_model_path(path)
+    if fmt == "savedmodel":
+        return _from_saved_model(path)
+    return _from_keras_model(_load_keras_file(path, objects), path.stem, path, fmt)
+
+
+def source_stem(model: ModelSource) -> str:
+    """The stem of the export's file names: the file's stem, the folder's name, or the
+    in-memory model's name (default ``model``)."""
+    if isinstance(model, str | os.PathLike):
+        return Path(model).name if Path(model).is_dir() else Path(model).stem
+    return str(getattr(model, "name", "model"))
