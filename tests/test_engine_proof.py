@@ -8,6 +8,7 @@ import json
 import logging
 from pathlib import Path
 
+import keras
 import numpy as np
 import onnx
 import pytest
@@ -19,6 +20,7 @@ from edgekit.quantize.qdq import float_mean_inputs
 from edgekit.runtime import EdgeModel
 from edgekit.runtime.engine_record import EngineCheck, engines_prop, read_engine_checks
 from edgekit.runtime.proof import check_engines
+from edgekit.runtime.specs import read_onnx_props
 
 pytest.importorskip("openvino")
 
@@ -193,3 +195,75 @@ def test_a_malformed_record_is_a_load_error(tmp_path: Path) -> None:
     path = _save(model, tmp_path / "m.onnx")
     with pytest.raises(ModelLoadError, match="edgekit.engines metadata"):
         EdgeModel(path, engine="openvino")
+
+
+def _vit_like() -> keras.Model:
+    """Patch conv + one Transformer block + GlobalAveragePooling1D + softmax: the shape of
+    model whose int8 file OpenVINO computed wrongly."""
+    inp = keras.Input((16, 16, 1))
+    x = keras.layers.Conv2D(16, 4, strides=4)(inp)
+    x = keras.layers.Reshape((16, 16))(x)
+    h = keras.layers.LayerNormalization()(x)
+    h = keras.layers.MultiHeadAttention(2, 8)(h, h)
+    x = keras.layers.Add()([x, h])
+    x = keras.layers.LayerNormalization()(x)
+    x = keras.layers.GlobalAveragePooling1D()(x)
+    return keras.Model(inp, keras.layers.Dense(4, activation="softmax")(x))
+
+
+@pytest.mark.slow
+def test_export_records_every_engine_for_fp32_and_int8(tmp_path: Path) -> None:
+    from edgekit.convert import ExportConfig, export_model
+    from edgekit.quantize import QuantizationConfig
+    from edgekit.quantize.core import export_hook
+
+    keras.utils.set_random_seed(0)
+    model = _vit_like()
+    x = np.random.default_rng(0).uniform(0, 1, (300, 16, 16, 1)).astype(np.float32)
+    np.savez(tmp_path / "cal.npz", x=x)
+    hook = export_hook(QuantizationConfig(), calibration=tmp_path / "cal.npz")
+    model.save(tmp_path / "vit.keras")
+    result = export_model(tmp_path / "vit.keras", tmp_path / "out", ExportConfig(),
+                          validation_data=tmp_path / "cal.npz", extra_outputs=hook)
+    report = result.report
+    assert set(report["engines"]) == {"onnxruntime", "openvino"}
+    assert all(r["passed"] for r in report["engines"].values()), report["engines"]
+    variant = report["variants"]["int8"]
+    assert variant["engines"]["openvino"]["passed"], variant["engines"]
+    assert variant["engines"]["openvino"]["fp32_top1_agreement"] is not None
+    for name in ("vit.onnx", "vit.int8.onnx"):
+        props = read_onnx_props(tmp_path / "out" / name)
+        assert read_engine_checks(props)["openvino"].passed
+    int8 = onnx.load(str(tmp_path / "out" / "vit.int8.onnx"))
+    producers = {o: n.op_type for n in int8.graph.node for o in n.output}
+    means = [n for n in int8.graph.node if n.op_type in ("ReduceMean", "GlobalAveragePool")]
+    assert means and all(producers.get(n.input[0]) != "DequantizeLinear" for n in means)
+    with EdgeModel(tmp_path / "out" / "vit.int8.onnx", engine="openvino") as ov, \
+            EdgeModel(tmp_path / "out" / "vit.int8.onnx") as ort_model:
+        a, b = ort_model.run(x[:64])[0], ov.run(x[:64])[0]
+    assert (a.argmax(1) == b.argmax(1)).mean() >= 0.95
+
+
+@pytest.mark.slow
+def test_a_recurrent_export_is_marked_unreadable_for_openvino(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from edgekit.cli.main import cli
+
+    inp = keras.Input((12, 4))
+    out = keras.layers.Dense(3, activation="softmax")(keras.layers.GRU(8)(inp))
+    model = keras.Model(inp, out)
+    model(np.zeros((1, 12, 4), np.float32))
+    model.save(tmp_path / "gru.keras")
+    run = CliRunner().invoke(cli, ["export", str(tmp_path / "gru.keras"), "-o",
+                                   str(tmp_path / "out")])
+    assert run.exit_code == 0, run.output
+    assert "openvino FAILED (OpenVINO cannot read Loop" in run.output
+    path = tmp_path / "out" / "gru.onnx"
+    record = read_engine_checks(read_onnx_props(path))
+    assert record["onnxruntime"].passed
+    assert not record["openvino"].loads and "Loop" in record["openvino"].reason
+    with pytest.raises(EngineCheckError, match="does not load in openvino"):
+        EdgeModel(path, engine="openvino")
+    with EdgeModel(path) as model_run:  # auto: onnxruntime, the engine it passed on
+        assert model_run.engine_name == "onnxruntime"

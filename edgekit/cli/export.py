@@ -19,6 +19,7 @@ from edgekit.cli.app import (
     status,
 )
 from edgekit.cli.quantize_options import config_from_options, echo_variant, quantization_options
+from edgekit.runtime.engine_record import engines_line
 
 if TYPE_CHECKING:
     from edgekit.exported import ExportHook, ExportOutcome
@@ -132,6 +133,8 @@ def _echo_export(result: Any, outdir: Path) -> None:
     click.echo(f"wrote {result.onnx_path} ({result.onnx_path.stat().st_size / 1024:.1f} KiB)")
     v = result.validation
     click.echo(f"validation: {v.summary()} (within {v.tolerance()}) - passed")
+    if result.report.get("engines"):
+        click.echo(engines_line(result.report["engines"]))
     for warning in result.validation.warnings:
         click.echo(f"warning: {warning}; agreement on such inputs proves little "
                    "(validate on real data with --validation-data; --strict fails here)", err=True)

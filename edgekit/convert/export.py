@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -30,10 +30,14 @@ from edgekit.exported import ExportHook, ExportOutcome
 from edgekit.inputs.data import Dataset
 from edgekit.inputs.prepare import DataFile, open_data
 from edgekit.io.artifacts import ArtifactSet, file_entry
+from edgekit.io.tempdirs import temp_dir
 from edgekit.metadata import set_props
+from edgekit.runtime.engine_record import engines_prop
+from edgekit.runtime.proof import check_engines
 from edgekit.validate import ValidationResult
 
 if TYPE_CHECKING:
+    import numpy as np
     import onnx
 
 __all__ = ["ExportResult", "export_model"]
@@ -144,9 +148,24 @@ def _convert_and_validate(source: KerasSource, config: ExportConfig,
     with timer.step("validate"):
         result = validate(source, session, feeds, config)
     del session
-    set_props(model_proto, onnx_metadata_props(source, config.opset, source.metadata, config))
+    with timer.step("engines"):
+        engines = engine_record(model_proto, feeds, onnx_name)
+    set_props(model_proto, {**onnx_metadata_props(source, config.opset, source.metadata, config),
+                            **engines_prop(engines)})
     validation = {"data": data_desc, "notes": notes, **asdict(result)}
     blob = model_proto.SerializeToString()
     report = build_report(source, config, model_proto, simplified_notes, validation,
                           file_entry(onnx_name, blob), timer.steps)
+    report["engines"] = engines
     return _Converted(model_proto, blob, result, report)
+
+
+def engine_record(model_proto: onnx.ModelProto, feeds: Mapping[str, np.ndarray],
+                  name: str) -> dict[str, dict[str, object]]:
+    """The fp32 file on every installed engine against onnxruntime on the validation inputs
+    (:func:`edgekit.runtime.proof.check_engines`), as the record stored in the file."""
+    with temp_dir("edgekit-engines-") as tmp:
+        path = tmp / name
+        path.write_bytes(model_proto.SerializeToString())
+        checks = check_engines(path, feeds)
+    return {name: c.to_dict() for name, c in checks.items()}

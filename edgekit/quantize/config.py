@@ -13,6 +13,7 @@ from typing import Any
 from edgekit.errors import InputError
 from edgekit.metadata import PREFIX
 from edgekit.quantize.ort_format import mobile_line
+from edgekit.runtime.engine_record import engines_line
 
 __all__ = [
     "QuantMode",
@@ -322,6 +323,8 @@ def variant_lines(variant: Mapping[str, Any], outdir: Path) -> list[str]:
     ev = variant.get("evaluation")
     if ev:
         lines.append(_evaluation_line(variant["mode"], ev))
+    if variant.get("engines"):
+        lines.append(engines_line(variant["engines"]))
     gate_info = variant.get("gate")
     if gate_info:
         kept = gate_info.get("kept_in_float") or []

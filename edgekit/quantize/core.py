@@ -218,7 +218,6 @@ class _Job:
             checks = check_engines(final.path, self.data.check_feeds, self.data.check_labels,
                                    fp32=fp32_out)
         result.engines = {name: c.to_dict() for name, c in checks.items()}
-        self.notes.extend(f"warning: {c.summary()}" for c in checks.values() if not c.passed)
         _write_variant(result, final.path, tmp, self.stem, self.progress)
         return result
 

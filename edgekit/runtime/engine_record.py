@@ -13,7 +13,7 @@ from edgekit.errors import EngineCheckError, ModelLoadError
 from edgekit.metadata import PREFIX
 
 __all__ = ["ENGINES_KEY", "EngineCheck", "engines_prop", "read_engine_checks", "failed_check",
-           "proven_engine"]
+           "proven_engine", "engines_line"]
 
 logger = logging.getLogger(__name__)
 
@@ -160,3 +160,14 @@ def proven_engine(name: str, explicit: bool, props: Mapping[str, str] | None,
     logger.warning("%s: its stored engine %s failed the engine check (%s); running it on "
                    "onnxruntime", path.name, name, check.reason)
     return "onnxruntime"
+
+
+def engines_line(record: Mapping[str, Mapping[str, object]]) -> str:
+    """One line for people: each engine's verdict on a file (a record as stored)."""
+    parts = []
+    for name, d in record.items():
+        check = EngineCheck.from_dict(name, d)
+        parts.append(f"{name} passed" if check.passed else f"{name} FAILED ({check.reason})")
+    failed = any(not EngineCheck.from_dict(n, d).passed for n, d in record.items())
+    tail = " - edgekit will not run it on a failed engine" if failed else ""
+    return "engines: " + ", ".join(parts) + tail

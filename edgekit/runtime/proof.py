@@ -29,6 +29,7 @@ import numpy as np
 
 from edgekit.agreement import compare_predictions, gate
 from edgekit.contract import top1
+from edgekit.errors import EdgekitError
 from edgekit.runtime.engine_record import EngineCheck
 from edgekit.runtime.engine_registry import installed_engines as _installed
 from edgekit.runtime.model import EdgeModel
@@ -142,7 +143,8 @@ def installed_engines() -> list[str]:
 
 
 def _first(exc: BaseException) -> str:
-    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    text = exc.message if isinstance(exc, EdgekitError) else str(exc)
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
     return (lines[0] if lines else type(exc).__name__)[:300]
 
 
