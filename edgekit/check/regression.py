@@ -13,6 +13,7 @@ The baseline JSON stores the accuracy, the reference description and the ratio.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import os
 import tempfile
@@ -37,6 +38,7 @@ from edgekit.progress import FractionFn
 
 __all__ = [
     "CheckConfig",
+    "CHECK_RATIO",
     "Finding",
     "CheckResult",
     "reference_model",
@@ -47,6 +49,11 @@ __all__ = [
 ]
 
 _WIDTH = REFERENCE_WIDTH
+
+
+#: how ``check`` times the model against the reference (see :class:`CheckConfig`)
+CHECK_RATIO = RatioConfig(tolerance=0.02, min_rounds=5, min_seconds=2.0, max_seconds=20.0,
+                          block_seconds=0.5)
 
 
 @dataclass
@@ -60,9 +67,9 @@ class CheckConfig:
         batch: batch size of the timed calls (default 1).
         threads: intra-op threads of model and reference (default 1: steadiest on shared CI).
         reference: an ONNX file to use as reference (default None: the built-in MatMul graph).
-        min_time / max_time: seconds of interleaved timing at least / at most (defaults 2, 20).
-        block_time: seconds per block; timing stops when the ratio moves less than
-            ``tolerance`` (default 0.02 = 2 %) over the last two blocks (default 0.5).
+        ratio: when the interleaved timing stops (:class:`~edgekit.measure.ratio.RatioConfig`;
+            default :data:`CHECK_RATIO`: 2 to 20 seconds in blocks of 0.5 s, stable when the
+            ratio moves less than 2 % over the last two blocks, at least 5 rounds).
         eval_samples: cap on evaluation samples (default 0: all).
     """
 
@@ -71,10 +78,7 @@ class CheckConfig:
     batch: int = 1
     threads: int | None = 1
     reference: Path | None = None
-    min_time: float = 2.0
-    max_time: float = 20.0
-    block_time: float = 0.5
-    tolerance: float = 0.02
+    ratio: RatioConfig = CHECK_RATIO
     eval_samples: int = 0
 
     def __post_init__(self) -> None:
@@ -82,6 +86,9 @@ class CheckConfig:
             raise InputError("limits must be >= 0")
         if self.batch < 1:
             raise InputError("batch must be >= 1")
+        if not isinstance(self.ratio, RatioConfig):
+            raise InputError(f"CheckConfig.ratio must be a RatioConfig, got "
+                             f"{type(self.ratio).__name__}")
 
 
 @dataclass
@@ -199,12 +206,11 @@ def _spec_name(spec: dict[str, Any]) -> str:
 def latency_ratio(model: Backend, reference: Backend, config: CheckConfig | None = None,
                   on_progress: FractionFn | None = None) -> LatencyRatio:
     """``model`` / ``reference`` latency by :func:`edgekit.measure.ratio.measure_ratio` (median
-    of per-round ratios, interleaved until stable), with ``config``'s times and batch."""
+    of per-round ratios, interleaved until stable), with ``config``'s ratio settings and
+    batch."""
     cfg = config or CheckConfig()
-    ratio_cfg = RatioConfig(tolerance=cfg.tolerance, min_rounds=5, min_seconds=cfg.min_time,
-                            max_seconds=cfg.max_time, block_seconds=cfg.block_time)
     return measure_ratio(reference.bind(make_inputs(reference.inputs, 1)),
-                         model.bind(make_inputs(model.inputs, cfg.batch)), ratio_cfg, on_progress)
+                         model.bind(make_inputs(model.inputs, cfg.batch)), cfg.ratio, on_progress)
 
 
 def _auto_depth(model: Backend, threads: int | None, batch: int, tmp: Path) -> int:
@@ -246,7 +252,7 @@ def _baseline_settings(cfg: CheckConfig, base: dict[str, Any] | None,
     threads, batch = lat.get("threads", cfg.threads), int(lat.get("batch", cfg.batch))
     if threads != cfg.threads or batch != cfg.batch:
         notes.append(f"using the baseline's batch {batch} and threads {threads}")
-    return CheckConfig(**{**vars(cfg), "threads": threads, "batch": batch})
+    return dataclasses.replace(cfg, threads=threads, batch=batch)
 
 
 def _reference_spec(cfg: CheckConfig, base: dict[str, Any] | None, model: Backend,

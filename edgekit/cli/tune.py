@@ -53,11 +53,12 @@ def tune_cmd(model: Path, outdir: Path, calibration: Path, eval_data: Path | Non
              force: bool) -> None:
     """Search engine/quantization/graph/session settings for the fastest MODEL within the
     accuracy budget; latency is measured at --batch as a ratio against fp32 in the same run."""
+    from edgekit.quantize import CalibrationConfig, QuantizationConfig
     from edgekit.tune.search import TuneConfig, format_candidates, tune_model
 
+    base = QuantizationConfig(calibration=CalibrationConfig(samples=calibration_samples))
     config = TuneConfig(max_accuracy_drop=max_accuracy_drop, threads=threads, batch=batch,
-                        budget_minutes=budget_minutes, calibration_samples=calibration_samples,
-                        force=force)
+                        budget_minutes=budget_minutes, quantization=base, force=force)
     with progress_bar("tuning") as bar:
         bar.item_show_func = lambda item: item
         interactive = sys.stderr.isatty()

@@ -15,6 +15,7 @@ and written as one ONNX Runtime model package, atomically with the run's other f
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -30,7 +31,13 @@ from edgekit.metadata import ModelMetadata
 from edgekit.packaging.write import write_package
 from edgekit.progress import StatusFn
 from edgekit.progress import status as report_progress
-from edgekit.quantize import OutputFormat, QuantizationConfig, quantize_model
+from edgekit.quantize import (
+    OutputConfig,
+    OutputFormat,
+    QuantizationConfig,
+    QuantMode,
+    quantize_model,
+)
 from edgekit.runtime.modelpackage import require_model_packages
 
 __all__ = ["PackageTarget", "export_package_hook", "tune_package", "package_metadata"]
@@ -104,8 +111,8 @@ def _build(model: Any, precision: str, tmp: Path, stem: str, config: Quantizatio
     out = tmp / precision
     out.mkdir()
     report_progress(progress, f"package: building the {precision} variant")
-    result = quantize_model(model, out, stem, config.replace(mode=precision), calibration,
-                            eval_data, progress)
+    variant = dataclasses.replace(config, mode=QuantMode(precision))
+    result = quantize_model(model, out, stem, variant, calibration, eval_data, progress)
     return result.path, result.to_dict()
 
 
@@ -134,12 +141,13 @@ def export_package_hook(
     if calibration is None:
         raise InputError("--package needs calibration data: its int8 variant is static QDQ",
                          hint="pass --calibration FILE (npz/npy or an IDX folder)")
-    if config is not None and config.max_accuracy_drop is not None and eval_data is None:
+    if config is not None and config.gate.max_accuracy_drop is not None and eval_data is None:
         raise InputError("--max-accuracy-drop needs labelled --eval-data",
                          hint="pass --eval-data FILE (npz with x and y, or an IDX folder)")
     if isinstance(calibration, str | os.PathLike) and not Path(calibration).exists():
         raise InputError(f"calibration data file {calibration} does not exist")
-    base = (config or QuantizationConfig()).replace(output_format=OutputFormat.ONNX)
+    base = dataclasses.replace(config or QuantizationConfig(),
+                               output=OutputConfig(format=OutputFormat.ONNX))
 
     def hook(artifacts: ArtifactSet, source: Any, model_proto: Any,
              report: dict[str, Any]) -> None:
