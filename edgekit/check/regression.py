@@ -111,7 +111,7 @@ class CheckResult:
     model: str
     baseline_path: str
     findings: list[Finding]
-    current: dict[str, Any]
+    current: dict[str, object]
     updated: bool = False
     notes: list[str] = field(default_factory=list)
 
@@ -123,7 +123,8 @@ class CheckResult:
     def exit_code(self) -> int:
         return 0 if self.passed else 1
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, object]:
+        """JSON-ready outcome (what ``edgekit check --json`` prints)."""
         return {"model": self.model, "baseline": self.baseline_path, "passed": self.passed,
                 "updated": self.updated, "findings": [vars(f) for f in self.findings],
                 "current": self.current, "notes": self.notes}
@@ -131,7 +132,7 @@ class CheckResult:
     def report(self) -> str:
         """The readable diff."""
         if self.updated:
-            lat = self.current["latency"]
+            lat: Any = self.current["latency"]
             acc = self.current.get("accuracy")
             head = (f"baseline {self.baseline_path} written for {self.model}: latency "
                     f"{lat['ratio']:.3f}x the reference ({lat['reference']['name']})"

@@ -83,24 +83,16 @@ def config_from_options(quantize: str | None, calibration_method: str | None,
             raise click.UsageError("--format ort, --max-accuracy-drop and --explain need "
                                    "--quantize")
         return None
-    from edgekit.quantize import (
-        CalibrationConfig,
-        GateConfig,
-        OutputConfig,
-        OutputFormat,
-        QuantizationConfig,
-        QuantMode,
-        QuantScheme,
-    )
+    from edgekit import quantize as q
 
-    return QuantizationConfig(
-        mode=QuantMode(mode),
-        scheme=QuantScheme.from_preset(preset, per_channel=per_channel,
-                                       stem_in_float=stem_in_float),
-        calibration=CalibrationConfig(**_given(method=calibration_method,
-                                               samples=calibration_samples)),
-        gate=GateConfig(max_accuracy_drop=max_accuracy_drop, explain=explain),
-        output=OutputConfig(format=OutputFormat(output_format), mobile_batch=mobile_batch),
+    return q.QuantizationConfig(
+        mode=q.QuantMode(mode),
+        scheme=q.QuantScheme.from_preset(preset, per_channel=per_channel,
+                                         stem_in_float=stem_in_float),
+        calibration=q.CalibrationConfig(**_given(method=calibration_method,
+                                                 samples=calibration_samples)),
+        gate=q.GateConfig(max_accuracy_drop=max_accuracy_drop, explain=explain),
+        output=q.OutputConfig(format=q.OutputFormat(output_format), mobile_batch=mobile_batch),
     )
 
 

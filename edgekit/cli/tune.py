@@ -81,5 +81,6 @@ def tune_cmd(model: Path, outdir: Path, calibration: Path, eval_data: Path | Non
     click.echo(format_candidates(result.candidates, result.winner))
     click.echo(f"\n{result.report['why']}")
     click.echo(f"wrote {result.model_path} and {result.report_path}")
-    if "package" in result.report:
-        echo_package(result.report["package"])
+    package_section = result.report.get("package")
+    if isinstance(package_section, dict):
+        echo_package(package_section)

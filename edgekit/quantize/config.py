@@ -8,7 +8,7 @@ import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgekit.configs import config_from_dict, config_to_dict, flat_keys
 from edgekit.errors import InputError
@@ -23,6 +23,9 @@ from edgekit.quantize.options import (
     as_enum,
 )
 from edgekit.quantize.ort_format import mobile_line
+
+if TYPE_CHECKING:
+    import onnx
 
 __all__ = [
     "QuantizationConfig",
@@ -106,12 +109,12 @@ class VariantResult:
     fp32_size_bytes: int
     config: QuantizationConfig
     files: dict[str, str] = field(default_factory=dict)
-    artifacts: list[dict[str, Any]] = field(default_factory=list)
-    calibration: dict[str, Any] | None = None
-    evaluation: dict[str, Any] | None = None
-    gate: dict[str, Any] | None = None
-    explain: list[dict[str, Any]] | None = None
-    mobile: list[dict[str, Any]] | None = None
+    artifacts: list[dict[str, object]] = field(default_factory=list)
+    calibration: dict[str, object] | None = None
+    evaluation: dict[str, object] | None = None
+    gate: dict[str, object] | None = None
+    explain: list[dict[str, object]] | None = None
+    mobile: list[dict[str, object]] | None = None
     notes: list[str] = field(default_factory=list)
     op_histogram: dict[str, int] = field(default_factory=dict)
     timings_s: dict[str, float] = field(default_factory=dict)
@@ -132,7 +135,8 @@ class VariantResult:
         """Variant file size / fp32 file size."""
         return self.size_bytes / max(self.fp32_size_bytes, 1)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, object]:
+        """The report's variant section (JSON-ready)."""
         return {
             "mode": self.mode,
             "requested_mode": self.requested_mode,
@@ -172,8 +176,12 @@ def _evaluation_line(mode: str, ev: Mapping[str, Any]) -> str:
             f"{ev['max_abs_error']:.2g} on {where} ({ev['data']})")
 
 
-def variant_lines(variant: Mapping[str, Any], outdir: Path) -> list[str]:
+def variant_lines(variant: Mapping[str, object], outdir: Path) -> list[str]:
     """A report's variant section (:meth:`VariantResult.to_dict`) as lines for people."""
+    return _variant_lines(variant, outdir)
+
+
+def _variant_lines(variant: Mapping[str, Any], outdir: Path) -> list[str]:
     if not variant.get("written", True):
         return [f"note: {n}" for n in variant.get("notes") or []]
     lines = [f"wrote {outdir / variant['path']} ({variant['size_bytes'] / 1024:.1f} KiB, "
@@ -201,7 +209,7 @@ def variant_lines(variant: Mapping[str, Any], outdir: Path) -> list[str]:
 # ---------------------------------------------------------------------------------------------
 # Modes and names
 # ---------------------------------------------------------------------------------------------
-def _weight_bytes(model_proto: Any) -> int:
+def _weight_bytes(model_proto: onnx.ModelProto) -> int:
     """Bytes of float initializers read by MatMul/Gemm/Conv nodes (what int8 would shrink)."""
     from onnx import numpy_helper
 
@@ -217,7 +225,8 @@ def _weight_bytes(model_proto: Any) -> int:
 AUTO_MIN_DENSE_WEIGHT_BYTES = 256 * 1024
 
 
-def resolve_mode(model_proto: Any, mode: QuantMode | str) -> tuple[QuantMode, str | None]:
+def resolve_mode(model_proto: onnx.ModelProto,
+                 mode: QuantMode | str) -> tuple[QuantMode, str | None]:
     """The concrete mode for ``mode`` and, for ``auto``, the reason for the choice.
 
     ``auto``: dynamic int8 for recurrent models (static QDQ leaves LSTM/GRU in float), static

@@ -37,7 +37,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -78,6 +78,9 @@ from edgekit.quantize.regions import stem_float_region
 from edgekit.schema import Fields, read_json
 from edgekit.validate import accuracy, run_onnx
 
+if TYPE_CHECKING:
+    import onnx
+
 __all__ = [
     "quantize_model",
     "quantize_file",
@@ -116,7 +119,7 @@ def _load_proto(model: Any, stem: str | None) -> tuple[Any, str]:
 
 
 def quantize_model(
-    model: str | os.PathLike[str] | Any,
+    model: str | os.PathLike[str] | onnx.ModelProto,
     outdir: str | os.PathLike[str],
     stem: str | None = None,
     config: QuantizationConfig | None = None,

@@ -12,13 +12,9 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum, StrEnum
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 from edgekit.errors import InputError
-
-if TYPE_CHECKING:
-    from onnxruntime.quantization import CalibrationMethod as OrtCalibrationMethod
-    from onnxruntime.quantization import QuantType as OrtQuantType
 
 __all__ = [
     "QuantMode",
@@ -49,7 +45,8 @@ class QuantType(StrEnum):
     QINT8 = "QInt8"
     QUINT8 = "QUInt8"
 
-    def ort(self) -> OrtQuantType:
+    def ort(self) -> Enum:
+        """onnxruntime's ``QuantType`` member."""
         from onnxruntime.quantization import QuantType as T
 
         return T.QInt8 if self is QuantType.QINT8 else T.QUInt8
@@ -62,7 +59,8 @@ class CalibrationMethod(StrEnum):
     ENTROPY = "entropy"
     PERCENTILE = "percentile"
 
-    def ort(self) -> OrtCalibrationMethod:
+    def ort(self) -> Enum:
+        """onnxruntime's ``CalibrationMethod`` member."""
         from onnxruntime.quantization import CalibrationMethod as C
 
         return {"minmax": C.MinMax, "entropy": C.Entropy, "percentile": C.Percentile}[self.value]

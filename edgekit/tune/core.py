@@ -160,7 +160,7 @@ class TuneResult:
     report_path: Path
     winner: Candidate
     candidates: list[Candidate]
-    report: dict[str, Any]
+    report: dict[str, object]
 
 
 
