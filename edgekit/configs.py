@@ -11,6 +11,7 @@ before the dataclasses are built, so they validate it as usual.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import typing
 from collections.abc import Mapping
 from enum import Enum
@@ -21,7 +22,7 @@ from edgekit.errors import InputError
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
 
-__all__ = ["config_to_dict", "config_from_dict", "flat_keys"]
+__all__ = ["config_to_dict", "config_from_dict", "flat_keys", "check_groups"]
 
 C = TypeVar("C", bound="DataclassInstance")
 
@@ -44,17 +45,29 @@ def config_to_dict(config: DataclassInstance) -> dict[str, object]:
     return {f.name: _jsonable(getattr(config, f.name)) for f in dataclasses.fields(config)}
 
 
-def flat_keys(cls: type[DataclassInstance]) -> dict[str, str]:
-    """Old flat key -> ``"group.field"`` of every field of ``cls``'s dataclass groups: a field's
-    old name is its ``metadata["flat"]``, else its own name."""
+@functools.cache
+def _groups(cls: type[DataclassInstance]) -> dict[str, type[DataclassInstance]]:
+    """The fields of ``cls`` that are dataclasses themselves (its groups), with their types."""
     hints = typing.get_type_hints(cls)
-    out: dict[str, str] = {}
-    for group in dataclasses.fields(cls):
-        sub = hints[group.name]
-        if isinstance(sub, type) and dataclasses.is_dataclass(sub):
-            for f in dataclasses.fields(sub):
-                out[f.metadata.get("flat", f.name)] = f"{group.name}.{f.name}"
-    return out
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)
+            if isinstance(hints[f.name], type) and dataclasses.is_dataclass(hints[f.name])}
+
+
+def check_groups(config: DataclassInstance) -> None:
+    """An :class:`~edgekit.errors.InputError` when a group of ``config`` holds anything but its
+    dataclass (a dict, say): call it from ``__post_init__``."""
+    for name, cls in _groups(type(config)).items():
+        value = getattr(config, name)
+        if not isinstance(value, cls):
+            raise InputError(f"{type(config).__name__}.{name} must be a {cls.__name__}, got "
+                             f"{type(value).__name__}", hint=f"build it with {cls.__name__}(...)")
+
+
+def flat_keys(cls: type[DataclassInstance]) -> dict[str, str]:
+    """Old flat key -> ``"group.field"`` of every field of ``cls``'s groups: a field's old name
+    is its ``metadata["flat"]``, else its own name."""
+    return {f.metadata.get("flat", f.name): f"{group}.{f.name}"
+            for group, sub in _groups(cls).items() for f in dataclasses.fields(sub)}
 
 
 def _put(data: dict[str, object], path: list[str], value: object, where: str) -> None:
@@ -76,6 +89,18 @@ def _default(f: dataclasses.Field[Any]) -> object:
     return f.default
 
 
+def _read_field(cls: type[DataclassInstance], f: dataclasses.Field[Any], value: object,
+                base: DataclassInstance | None, where: str) -> object:
+    """``value`` for field ``f`` of ``cls``: a group (a dataclass field) is read from its
+    object on top of its default (``base``'s value when given); anything else as it is."""
+    sub = _groups(cls).get(f.name)
+    if sub is None or isinstance(value, sub):
+        return value
+    default = getattr(base, f.name) if base is not None else _default(f)
+    return config_from_dict(sub, value, where=f"{where}.{f.name}",
+                            base=default if isinstance(default, sub) else None)
+
+
 def config_from_dict(cls: type[C], data: object, flat: Mapping[str, str] | None = None,
                      where: str | None = None, base: C | None = None) -> C:
     """``cls`` from ``data`` (what :func:`config_to_dict` wrote). Fields that are dataclasses
@@ -92,17 +117,8 @@ def config_from_dict(cls: type[C], data: object, flat: Mapping[str, str] | None 
     for old, path in (flat or {}).items():
         if old in values and old not in {f.name for f in fields}:
             _put(values, path.split("."), values.pop(old), where)
-    hints = typing.get_type_hints(cls)
-    kwargs: dict[str, Any] = {}
-    for f in fields:
-        if f.name not in values:
-            continue
-        value, sub = values[f.name], hints[f.name]
-        if isinstance(sub, type) and dataclasses.is_dataclass(sub) and not isinstance(value, sub):
-            default = getattr(base, f.name) if base is not None else _default(f)
-            value = config_from_dict(sub, value, where=f"{where}.{f.name}",
-                                     base=default if isinstance(default, sub) else None)
-        kwargs[f.name] = value
+    kwargs: dict[str, Any] = {f.name: _read_field(cls, f, values[f.name], base, where)
+                              for f in fields if f.name in values}
     try:
         return dataclasses.replace(base, **kwargs) if base is not None else cls(**kwargs)
     except TypeError as exc:  # a value of the wrong kind that __post_init__ compared

@@ -30,6 +30,7 @@ from edgekit.check.baseline import (
     REFERENCE_WIDTH,
     load_baseline,
 )
+from edgekit.configs import check_groups
 from edgekit.errors import DataError, InputError
 from edgekit.io.artifacts import atomic_write_json, sha256_file
 from edgekit.measure.bench import Backend, load_backend, machine_info, make_inputs, measure
@@ -86,9 +87,7 @@ class CheckConfig:
             raise InputError("limits must be >= 0")
         if self.batch < 1:
             raise InputError("batch must be >= 1")
-        if not isinstance(self.ratio, RatioConfig):
-            raise InputError(f"CheckConfig.ratio must be a RatioConfig, got "
-                             f"{type(self.ratio).__name__}")
+        check_groups(self)
 
 
 @dataclass

@@ -3,15 +3,12 @@
 
 from __future__ import annotations
 
-import dataclasses
-import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edgekit.configs import config_from_dict, config_to_dict, flat_keys
-from edgekit.errors import InputError
+from edgekit.configs import check_groups, config_from_dict, config_to_dict, flat_keys
 from edgekit.metadata import PREFIX
 from edgekit.quantize.options import (
     CalibrationConfig,
@@ -68,11 +65,7 @@ class QuantizationConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "mode", as_enum(QuantMode, self.mode, "quantization mode"))
-        for name, cls in _GROUPS.items():
-            if not isinstance(getattr(self, name), cls):
-                raise InputError(f"QuantizationConfig.{name} must be a {cls.__name__}, got "
-                                 f"{type(getattr(self, name)).__name__}",
-                                 hint=f"build it with {cls.__name__}(...)")
+        check_groups(self)
 
     def to_dict(self) -> dict[str, object]:
         """JSON-ready nested dict (enums as their values; one object per group)."""
@@ -87,9 +80,6 @@ class QuantizationConfig:
         return config_from_dict(cls, d, _FLAT_KEYS)
 
 
-#: the groups: field name -> its dataclass
-_GROUPS = {k: v for k, v in typing.get_type_hints(QuantizationConfig).items()
-           if isinstance(v, type) and dataclasses.is_dataclass(v)}
 #: old flat key -> "group.field", for reading files written before the groups existed
 _FLAT_KEYS = flat_keys(QuantizationConfig)
 

@@ -8,7 +8,6 @@ A field renamed when it moved into its group names its old flat key in ``metadat
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum, StrEnum
@@ -172,13 +171,6 @@ class QuantScheme:
         base: dict[str, Any] = {**PRESETS[preset], "preset": preset} if preset else {}
         base.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**base)
-
-    def with_preset(self, preset: str, **overrides: object) -> QuantScheme:
-        """This scheme with the fields of ``PRESETS[preset]`` and then ``overrides`` set (the
-        nodes, op types and extra options carried over)."""
-        _check_preset(preset)
-        changes: dict[str, Any] = {**PRESETS[preset], "preset": preset, **overrides}
-        return dataclasses.replace(self, **changes)
 
     def ort_extra_options(self) -> dict[str, object]:
         """``extra_options`` for onnxruntime (symmetry flags + the passthrough dict)."""

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from edgekit.agreement import compare_predictions, gate
-from edgekit.configs import config_from_dict, config_to_dict
+from edgekit.configs import check_groups, config_from_dict, config_to_dict
 from edgekit.errors import InputError
 from edgekit.inputs.data import Dataset, run_in_batches
 from edgekit.measure.bench import ENGINES
@@ -84,12 +84,7 @@ class TuneConfig:
             raise InputError("threads and batch must be >= 1")
         if self.budget_minutes <= 0:
             raise InputError("budget_minutes must be > 0")
-        if not isinstance(self.ratio, RatioConfig):
-            raise InputError(f"TuneConfig.ratio must be a RatioConfig, got "
-                             f"{type(self.ratio).__name__}")
-        if not isinstance(self.quantization, QuantizationConfig):
-            raise InputError(f"TuneConfig.quantization must be a QuantizationConfig, got "
-                             f"{type(self.quantization).__name__}")
+        check_groups(self)
         if self.quantization.gate.max_accuracy_drop is not None:
             raise InputError("TuneConfig.quantization.gate.max_accuracy_drop must be None: the "
                              "tune gates every candidate on TuneConfig.max_accuracy_drop",
