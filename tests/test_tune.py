@@ -405,11 +405,11 @@ def test_tune_tries_dynamic_int8_on_a_recurrent_model(lstm: dict[str, Path],
                         progress=messages.append)
     dyn = result.candidates[1]
     assert dyn.name == "int8-dynamic" and dyn.stage == "quantization"
-    assert dyn.quantization is not None and dyn.quantization["mode"] == "dynamic"
+    assert dyn.quantization is not None and dyn.quantization.mode.value == "dynamic"
     assert dyn.latency_ratio is not None and "lower bound" in dyn.reason  # gated
     assert dyn.batch == 1
     others = [c for c in result.candidates if c.engine != "onnxruntime"]
     if dyn.nonstandard_ops:  # com.microsoft.DynamicQuantizeLSTM: onnxruntime only
-        assert not any(c.quantization and c.quantization["mode"] == "dynamic" for c in others)
+        assert not any(c.quantization and c.quantization.mode.value == "dynamic" for c in others)
         if others:
             assert any("(onnxruntime only): not run on" in m for m in messages)
