@@ -197,7 +197,12 @@ def _by_position(npz: Path, onnx_path: Path) -> dict[str, np.ndarray]:
 def stage_int8(work: Path, method: str = "minmax", per_channel: bool = True,
                symmetric: bool = False, tflite: bool = True) -> dict[str, Any]:
     from edgekit.inputs.data import Dataset
-    from edgekit.quantize import QuantizationConfig, quantize_model
+    from edgekit.quantize import (
+        CalibrationConfig,
+        QuantizationConfig,
+        QuantScheme,
+        quantize_model,
+    )
     from edgekit.validate import run_onnx
 
     fp32_path = work / "out" / "model.onnx"
@@ -205,9 +210,10 @@ def stage_int8(work: Path, method: str = "minmax", per_channel: bool = True,
     evals = _by_position(work / "eval.npz", fp32_path)
     qdir = work / f"q_{method}_{int(per_channel)}_{int(symmetric)}"
     qdir.mkdir(exist_ok=True)
-    cfg = QuantizationConfig(mode="int8", calibration_method=method, per_channel=per_channel,
-                             activation_symmetric=symmetric,
-                             calibration_samples=len(next(iter(calib.values()))))
+    cfg = QuantizationConfig(
+        mode="int8",
+        scheme=QuantScheme(per_channel=per_channel, activation_symmetric=symmetric),
+        calibration=CalibrationConfig(method=method, samples=len(next(iter(calib.values())))))
     t0 = time.perf_counter()
     res = quantize_model(fp32_path, qdir, "model", cfg, calibration=Dataset(calib))
     q_s = time.perf_counter() - t0
@@ -315,7 +321,12 @@ def run_fashion(work: Path, epochs: int) -> dict[str, Any]:
     """Train, export, quantize (several calibration settings) and compare test accuracy."""
     from edgekit.convert import ExportConfig, export_model
     from edgekit.inputs.data import Dataset
-    from edgekit.quantize import QuantizationConfig, quantize_model
+    from edgekit.quantize import (
+        CalibrationConfig,
+        QuantizationConfig,
+        QuantScheme,
+        quantize_model,
+    )
     from edgekit.validate import accuracy, run_onnx
 
     work.mkdir(parents=True, exist_ok=True)
@@ -331,8 +342,9 @@ def run_fashion(work: Path, epochs: int) -> dict[str, Any]:
                            "calibration_samples": len(calib), "test_samples": len(x_test),
                            "fp32_accuracy": fp32, "edgekit_int8": []}
     for method, per_channel, sym in FASHION_VARIANTS:
-        cfg = QuantizationConfig(mode="int8", calibration_method=method, per_channel=per_channel,
-                                 activation_symmetric=sym, calibration_samples=len(calib))
+        cfg = QuantizationConfig(
+            mode="int8", scheme=QuantScheme(per_channel=per_channel, activation_symmetric=sym),
+            calibration=CalibrationConfig(method=method, samples=len(calib)))
         qdir = work / f"q_{method}_{int(per_channel)}_{int(sym)}"
         qdir.mkdir()
         res = quantize_model(exp.onnx_path, qdir, "model", cfg,

@@ -50,7 +50,7 @@ def _row(model: str, v: dict[str, Any], limit_ratio: float,
 
 def fashion_rows(tmp: Path) -> list[dict[str, Any]]:
     from edgekit.convert import ExportConfig, export_model
-    from edgekit.quantize import QuantizationConfig, quantize_model
+    from edgekit.quantize import CalibrationConfig, QuantizationConfig, quantize_model
 
     model = ROOT / "models" / "fashion_cnn.keras"
     res = export_model(model, tmp / "cnn", ExportConfig())
@@ -58,7 +58,7 @@ def fashion_rows(tmp: Path) -> list[dict[str, Any]]:
     calib_src: Path = calib if calib.exists() else FASHION
     rows = []
     for mode, ratio, drop in (("int8", 0.35, 0.5), ("fp16", 0.55, None)):
-        cfg = QuantizationConfig(mode=mode, calibration_samples=1024)
+        cfg = QuantizationConfig(mode=mode, calibration=CalibrationConfig(samples=1024))
         v = quantize_model(res.onnx_path, tmp / "cnn", config=cfg,
                            calibration=calib_src, eval_data=FASHION, progress=print)
         rows.append(_row("fashion_cnn", v.to_dict(), ratio, drop))

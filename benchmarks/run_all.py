@@ -168,14 +168,17 @@ def _tune(name: str, fp32: Path, work: Path, cal: dict[str, np.ndarray],
           n: int, threads: int, batch: int = 1) -> tuple[Path, dict[str, Any]]:
     """``edgekit tune --threads T --batch B`` on the fp32 ONNX model; returns the tuned file."""
     from edgekit.inputs.data import Dataset
-    from edgekit.tune.search import TuneConfig, tune_model
+    from edgekit.quantize import CalibrationConfig, QuantizationConfig
+    from edgekit.tune import TuneConfig, tune_model
 
     eval_data: Any = FASHION if name == "fashion_cnn" and FASHION.exists() else None
     log(f"{name}: edgekit tune --threads {threads} --batch {batch}")
     res = tune_model(fp32, work / f"tuned{threads}b{batch}", Dataset(cal), eval_data,
                      TuneConfig(max_accuracy_drop=TUNED[name], threads=threads, batch=batch,
                                 budget_minutes=TUNE_MINUTES.get(name, 2.0),
-                                calibration_samples=n, eval_samples=2000, force=True))
+                                quantization=QuantizationConfig(
+                                    calibration=CalibrationConfig(samples=n)),
+                                eval_samples=2000, force=True))
     log(f"{name}: {res.report['why']}")
     return res.model_path, {"winner": res.winner.name, "why": res.report["why"], "batch": batch,
                             "engine": res.winner.engine, "session": res.winner.session,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any
 
@@ -11,7 +12,7 @@ from _bench_models import BenchModels, bench_models_dir  # noqa: F401
 from click.testing import CliRunner
 
 from edgekit.check.pytest_plugin import assert_accuracy, assert_latency_ratio
-from edgekit.check.regression import CheckConfig, check_model, reference_model
+from edgekit.check.regression import CHECK_RATIO, CheckConfig, check_model, reference_model
 from edgekit.cli import cli
 from edgekit.errors import InputError
 
@@ -59,7 +60,8 @@ def test_accuracy_drop_fails(baseline: str, bench_models_dir: BenchModels, tmp_p
 
 def test_slower_model_fails(baseline: str, bench_models_dir: BenchModels) -> None:  # noqa: F811
     # a much bigger model checked against the small model's baseline: a latency regression
-    res = check_model(bench_models_dir.big_onnx, baseline, config=CheckConfig(max_time=4))
+    timing = dataclasses.replace(CHECK_RATIO, max_seconds=4)
+    res = check_model(bench_models_dir.big_onnx, baseline, config=CheckConfig(ratio=timing))
     assert res.exit_code == 1
     lat = next(f for f in res.findings if f.metric == "latency")
     assert not lat.passed and lat.change is not None and lat.change > 25

@@ -3,7 +3,7 @@
 Layers (lowest first); a module may import its own package and anything in a lower layer:
 
 0. shared: ``errors``, ``schema``, ``metadata``, ``contract``, ``agreement``, ``validate``,
-   ``progress``, ``deprecation``, ``exported``, ``io/``, ``inputs/``
+   ``progress``, ``deprecation``, ``exported``, ``configs``, ``io/``, ``inputs/``
 1. stages: ``runtime/``, ``convert/``, ``quantize/``
 2. ``measure/``, ``recipes/``, ``packaging/``
 3. workflows: ``tune/``, ``check/``, ``serve/``, ``doctor/``
@@ -20,7 +20,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "edgekit"
 LAYERS = {
     "errors": 0, "schema": 0, "metadata": 0, "contract": 0, "agreement": 0, "validate": 0,
-    "progress": 0, "deprecation": 0, "exported": 0,
+    "progress": 0, "deprecation": 0, "exported": 0, "configs": 0,
     "io": 0, "inputs": 0, "logs": 0, "__init__": 0,
     "runtime": 1,  # the device runtime: the build stages prove their files on it
     "convert": 2, "quantize": 2, "recipes": 2,

@@ -313,11 +313,15 @@ def _relu_before_pool(model: onnx.ModelProto) -> None:
 
 
 def test_float_region_stays_float_in_a_plain_session(cnn_out: Path, tmp_path: Path) -> None:
-    from edgekit.quantize import QuantizationConfig, quantize_model
+    from edgekit.quantize import (
+        QuantizationConfig,
+        QuantScheme,
+        quantize_model,
+    )
 
     fp32 = onnx.load(str(cnn_out / "fashion_cnn.onnx"))
     region = [n.name for n in fp32.graph.node if n.op_type in ("Conv", "Relu", "MaxPool")][:3]
-    cfg = QuantizationConfig(mode="int8", nodes_to_exclude=region)
+    cfg = QuantizationConfig(mode="int8", scheme=QuantScheme(nodes_to_exclude=region))
     r = quantize_model(cnn_out / "fashion_cnn.onnx", tmp_path, config=cfg, calibration=CNN_CAL)
     model = onnx.load(str(r.path))
     assert float_qdq_pairs(model, region) == []
@@ -395,11 +399,15 @@ def test_mlp_auto_chooses_none_and_says_why(mlp_out: Path, tmp_path: Path) -> No
 def test_agreement_without_labels_on_held_out_samples(cnn_out: Path, tmp_path: Path) -> None:
     x = np.load(CNN_CAL)["x"][:400]
     np.savez(tmp_path / "nolabels.npz", x=x)
-    from edgekit.quantize import QuantizationConfig, quantize_model
+    from edgekit.quantize import (
+        CalibrationConfig,
+        QuantizationConfig,
+        quantize_model,
+    )
 
     (tmp_path / "o").mkdir()
     r = quantize_model(cnn_out / "fashion_cnn.onnx", tmp_path / "o", config=QuantizationConfig(
-        calibration_samples=300), calibration=tmp_path / "nolabels.npz")
+        calibration=CalibrationConfig(samples=300)), calibration=tmp_path / "nolabels.npz")
     assert r.evaluation is not None
     ev = r.evaluation
     assert ev["samples"] == 100 and ev["held_out"] is True and ev["accuracy"] is None
@@ -493,7 +501,8 @@ def test_histogram_calibration_memory_is_bounded(cnn_out: Path, tmp_path: Path,
     per_sample = q.activation_bytes(cnn_out / "fashion_cnn.onnx")
     assert 100_000 < per_sample < 2_000_000  # 26x26x32 + 11x11x64 ... floats
     monkeypatch.setattr(calibration, "HISTOGRAM_MEMORY_BYTES", 40 * per_sample)
-    cfg = q.QuantizationConfig(mode="int8", calibration_method="percentile")
+    cfg = q.QuantizationConfig(mode="int8",
+                               calibration=q.CalibrationConfig(method="percentile"))
     r = q.quantize_model(cnn_out / "fashion_cnn.onnx", tmp_path, config=cfg, calibration=CNN_CAL)
     assert r.calibration is not None
     n = r.calibration["samples"]  # the preprocessed graph's activations: about 40 samples

@@ -88,13 +88,13 @@ def _qdq_erf(path: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory: pytest.TempPathFactory) -> Models:
-    from edgekit.quantize import quantize_model
-    from edgekit.quantize.config import QuantizationConfig
+    from edgekit.quantize import CalibrationConfig, QuantizationConfig, QuantScheme, quantize_model
 
     d = tmp_path_factory.mktemp("profile")
     fp32 = _cnn(d / "tiny.onnx")
     np.savez(d / "cal.npz", x=np.random.default_rng(1).random((48, 8, 16, 16), np.float32))
-    cfg = QuantizationConfig(stem_in_float=False, calibration_samples=32)
+    cfg = QuantizationConfig(scheme=QuantScheme(stem_in_float=False),
+                             calibration=CalibrationConfig(samples=32))
     int8 = quantize_model(fp32, d, config=cfg, calibration=d / "cal.npz").path
     return Models(fp32, Path(int8), _qdq_erf(d / "qdq_erf.onnx"))
 

@@ -21,8 +21,12 @@ from edgekit.errors import AccuracyGateError, InputError  # noqa: E402
 from edgekit.metadata import ModelMetadata, Preprocessing, save_keras_metadata  # noqa: E402
 from edgekit.quantize import (  # noqa: E402
     PRESETS,
+    CalibrationConfig,
+    GateConfig,
+    OutputConfig,
     QuantizationConfig,
     QuantMode,
+    QuantScheme,
     export_hook,
     quantize_model,
     resolve_mode,
@@ -85,7 +89,7 @@ def test_export_int8_ort(cnn: dict[str, Path], tmp_path: Path) -> None:
     props = {p.key: p.value for p in qm.metadata_props}
     saved = json.loads(props["edgekit.quantization"])
     assert saved == json.loads((out / "cnn.int8.quant.json").read_text())
-    assert saved["per_channel"] is True and saved["mode"] == "int8"
+    assert saved["scheme"]["per_channel"] is True and saved["mode"] == "int8"
     assert "edgekit.preprocessing" in props  # the fp32 metadata is kept
     # a plain QDQ file: ai.onnx ops only (no QLinearConv / com.microsoft.QGemm)
     assert {n.domain for n in qm.graph.node} <= {"", "ai.onnx"}
@@ -133,9 +137,10 @@ def test_fp16_and_dynamic_cnn(cnn: dict[str, Path], tmp_path: Path) -> None:
 def test_percentile_calibration_keeps_stdout_clean(cnn: dict[str, Path], tmp_path: Path,
                                                    capsys: pytest.CaptureFixture[str]) -> None:
     # onnxruntime's histogram calibrators print progress; edgekit's stdout (--json) stays clean
-    cfg = QuantizationConfig(mode="int8", calibration_method="percentile", calibration_samples=32)
+    cfg = QuantizationConfig(mode="int8", calibration=CalibrationConfig(method="percentile",
+                                                                        samples=32))
     r = quantize_model(cnn["onnx"], tmp_path, config=cfg, calibration=cnn["calib"])
-    assert r.path.exists() and r.config.calibration_method.value == "percentile"
+    assert r.path.exists() and r.config.calibration.method.value == "percentile"
     assert capsys.readouterr().out == ""
 
 
@@ -164,14 +169,16 @@ def test_resolve_mode_and_config(cnn: dict[str, Path]) -> None:
     proto = onnx.load(str(cnn["onnx"]))
     assert resolve_mode(proto, "auto")[0] is QuantMode.INT8
     assert resolve_mode(proto, "fp16") == (QuantMode.FP16, None)
-    c = QuantizationConfig.from_preset("avx2", per_channel=None, calibration_samples=10)
-    assert c.reduce_range is True and c.per_channel is True and c.calibration_samples == 10
+    c = QuantizationConfig(scheme=QuantScheme.from_preset("avx2", per_channel=None),
+                           calibration=CalibrationConfig(samples=10))
+    assert c.scheme.reduce_range is True and c.scheme.per_channel is True
     assert QuantizationConfig.from_dict(c.to_dict()) == c
     assert set(PRESETS) == {"avx512_vnni", "avx2", "arm64"}
-    for bad in [{"preset": "x86"}, {"calibration_samples": 0}, {"mode": "int4"},
-                {"max_accuracy_drop": -1}, {"mobile_batch": -1}]:
+    for bad in [lambda: QuantScheme(preset="x86"), lambda: CalibrationConfig(samples=0),
+                lambda: QuantizationConfig(mode="int4"),
+                lambda: GateConfig(max_accuracy_drop=-1), lambda: OutputConfig(mobile_batch=-1)]:
         with pytest.raises(InputError):
-            QuantizationConfig(**bad)
+            bad()
 
 
 # -- the accuracy gate -------------------------------------------------------------------------
@@ -220,11 +227,12 @@ def test_gate_keeps_nodes_in_float(sensitive: dict[str, Path], tmp_path: Path) -
     assert gate["steps"][0]["lower_bound_pt"] > 1.0
     assert v["evaluation"]["accuracy_drop"] <= 1.0
     saved = json.loads((out / "mlp.int8.quant.json").read_text())
-    assert saved["nodes_to_exclude"] == gate["kept_in_float"]
+    assert saved["scheme"]["nodes_to_exclude"] == gate["kept_in_float"]
 
 
 def test_gate_failure_writes_nothing(sensitive: dict[str, Path], tmp_path: Path) -> None:
-    cfg = QuantizationConfig(per_channel=False, max_accuracy_drop=0.0, gate_max_steps=0)
+    cfg = QuantizationConfig(scheme=QuantScheme(per_channel=False),
+                             gate=GateConfig(max_accuracy_drop=0.0, max_steps=0))
     with pytest.raises(AccuracyGateError, match="cannot meet .* no int8 model was written"):
         quantize_model(sensitive["onnx"], tmp_path, config=cfg,
                        calibration=sensitive["calib"], eval_data=sensitive["eval"])
@@ -328,11 +336,11 @@ def test_int8_keeps_a_few_channel_stem_conv_in_float(cnn: dict[str, Path], tmp_p
     assert "DequantizeLinear" not in _conv_inputs_from(default, stem[0])
     assert float_qdq_pairs(default, region) == []
     saved = json.loads((out / "cnn.int8.quant.json").read_text())
-    assert set(region) <= set(saved["nodes_to_exclude"])
+    assert set(region) <= set(saved["scheme"]["nodes_to_exclude"])
     second = next(n.name for n in default.graph.node if n.op_type == "Conv" and n.name != stem[0])
     assert _conv_inputs_from(default, second) == ["DequantizeLinear", "DequantizeLinear"]
     plain = quantize_model(cnn["onnx"], tmp_path, config=QuantizationConfig(
-        stem_in_float=False), calibration=cnn["calib"])
+        scheme=QuantScheme(stem_in_float=False)), calibration=cnn["calib"])
     plain_model = onnx.load(str(plain.path))
     assert _conv_inputs_from(plain_model, stem[0]) == ["DequantizeLinear", "DequantizeLinear"]
     assert not any("stem conv" in n for n in plain.notes)

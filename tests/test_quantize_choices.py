@@ -11,13 +11,8 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from edgekit.quantize import quantize_model
-from edgekit.quantize.config import (
-    AUTO_MIN_DENSE_WEIGHT_BYTES,
-    CalibrationMethod,
-    QuantizationConfig,
-    QuantMode,
-    resolve_mode,
-)
+from edgekit.quantize.config import AUTO_MIN_DENSE_WEIGHT_BYTES, QuantizationConfig, resolve_mode
+from edgekit.quantize.options import CalibrationMethod, QuantMode
 from edgekit.quantize.qdq import output_activation_nodes
 
 
@@ -100,9 +95,9 @@ def test_a_degenerate_range_falls_back_to_minmax_calibration(tmp_path: Path) -> 
     out.mkdir()
     result = quantize_model(tmp_path / "m.onnx", out, "m", QuantizationConfig(),
                             calibration=tmp_path / "cal.npz")
-    assert result.config.calibration_method is CalibrationMethod.MINMAX
+    assert result.config.calibration.method is CalibrationMethod.MINMAX
     assert any("percentile calibration failed" in n and "minmax instead" in n
                for n in result.notes)
     saved = json.loads((out / "m.int8.quant.json").read_text())
-    assert saved["calibration_method"] == "minmax"  # the file says how it was calibrated
+    assert saved["calibration"]["method"] == "minmax"  # the file says how it was calibrated
     assert result.path.exists()

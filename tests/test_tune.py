@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -20,9 +21,10 @@ from edgekit.convert import ExportConfig, export_model  # noqa: E402
 from edgekit.errors import InputError  # noqa: E402
 from edgekit.measure.ratio import RatioConfig, measure_ratio, paired_ratio  # noqa: E402
 from edgekit.metadata import ModelMetadata, Preprocessing, save_keras_metadata  # noqa: E402
+from edgekit.quantize import CalibrationConfig, QuantizationConfig  # noqa: E402
 from edgekit.quantize.regions import float_region, stem_and_depthwise  # noqa: E402
 from edgekit.runtime.model import EdgeModel  # noqa: E402
-from edgekit.tune.search import TuneConfig, tune_model  # noqa: E402
+from edgekit.tune import TUNE_RATIO, TuneConfig, tune_model  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -54,8 +56,9 @@ def digits(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {"model": path, "calib": d / "calib.npz", "eval": d / "eval.npz"}
 
 
-_FAST: dict[str, Any] = dict(min_pairs=20, max_pairs=60, min_seconds=0.0, budget_minutes=2.0,
-                         calibration_samples=64)
+_FAST: dict[str, Any] = dict(
+    ratio=dataclasses.replace(TUNE_RATIO, min_rounds=20, max_rounds=60, min_seconds=0.0),
+    budget_minutes=2.0, quantization=QuantizationConfig(calibration=CalibrationConfig(samples=64)))
 
 
 @pytest.fixture(scope="module")
@@ -136,7 +139,7 @@ def test_measure_ratio_of_a_model_against_itself_is_near_one(digits: dict[str, P
     with pytest.raises(InputError, match="tolerance"):
         RatioConfig(tolerance=0.0)
     with pytest.raises(Exception, match="min_seconds"):
-        TuneConfig(min_seconds=5.0, max_seconds=1.0)
+        TuneConfig(ratio=RatioConfig(min_seconds=5.0, max_seconds=1.0))
 
 
 def test_tune_writes_the_winner_with_session_settings(digits: dict[str, Path],
@@ -183,7 +186,7 @@ def test_tune_writes_the_winner_with_session_settings(digits: dict[str, Path],
     mixed = [c for c in report["candidates"] if c["stage"] == "mixed precision"]
     for c in mixed:  # the file itself keeps its float region float: no session setting needed
         assert "disabled_optimizers" not in c["session"]
-        assert c["quantization"]["nodes_to_exclude"]
+        assert c["quantization"]["scheme"]["nodes_to_exclude"]
     data = np.load(digits["eval"])
     acc = float(np.mean(model.predict(data["x"]).argmax(1) == data["y"]))
     assert acc > 0.8
@@ -237,7 +240,7 @@ def _check_engines(report: dict, messages: list[str], path: Path, stored: dict) 
         assert any("keeps the stem conv in float already" in m for m in messages)
     else:
         assert stem["stage"] == "mixed precision"
-        assert len(stem["quantization"]["nodes_to_exclude"]) >= 3  # conv, relu, max pool
+        assert len(stem["quantization"]["scheme"]["nodes_to_exclude"]) >= 3  # conv, relu, max pool
     assert any("no depthwise Conv" in m for m in messages)
     # a bf16 candidate exactly on CPUs with avx512_bf16/amx_bf16, else the reason is logged
     assert ("bf16@openvino" in cands) != any("no bf16 candidate" in m for m in messages)
@@ -321,37 +324,40 @@ def test_tune_cli_writes_the_model_and_prints_the_table(digits: dict[str, Path],
 
 def test_quant_space_starts_with_the_export_default(digits: dict[str, Path],
                                                     lstm: dict[str, Path], tmp_path: Path) -> None:
-    from edgekit.quantize import QuantizationConfig
+    from edgekit.quantize import QuantizationConfig, QuantMode
     from edgekit.tune.candidates import _quant_space
 
-    def config(settings: dict) -> QuantizationConfig:
-        settings = dict(settings)
-        return QuantizationConfig.from_preset(settings.pop("preset", None), **settings)
-
+    base = QuantizationConfig()
     cnn = onnx.load(str(export_model(digits["model"], tmp_path).onnx_path))
     space = _quant_space(cnn)
-    assert space[0][0] == "int8-default" and config(space[0][2]) == QuantizationConfig()
-    assert config(space[0][2]).stem_in_float is None  # auto, as the export does
-    for _, _, settings in space[1:]:  # the stem is a float-region candidate of its own
-        assert config(settings).stem_in_float is False and config(settings).mode.value == "int8"
+    assert space[0].name == "int8-default" and space[0].config(base) == base
+    assert space[0].config(base).scheme.stem_in_float is None  # auto, as the export does
+    for spec in space[1:]:  # the stem is a float-region candidate of its own
+        cfg = spec.config(base)
+        assert cfg.scheme.stem_in_float is False and cfg.mode is QuantMode.INT8
     # auto picks dynamic int8 for recurrent models: dynamic first, then the static ones
     space = _quant_space(onnx.load(str(lstm["onnx"])))
-    modes = [(name, config(settings).mode.value) for name, _, settings in space]
+    modes = [(spec.name, spec.config(base).mode.value) for spec in space]
     assert modes[:3] == [("int8-dynamic", "dynamic"), ("int8-dynamic-full", "dynamic"),
                          ("int8-default", "int8")]
 
 
 def test_float_region_candidates_keep_every_quantization_setting() -> None:
-    from edgekit.quantize import QuantizationConfig
-    from edgekit.tune.candidates import _float_overrides
+    import dataclasses
+
+    from edgekit.quantize import CalibrationConfig, QuantizationConfig, QuantScheme
+    from edgekit.tune.candidates import _float_config
     from edgekit.tune.search import Candidate
 
-    cfg = QuantizationConfig.from_preset(
-        "avx2", calibration_method="minmax", op_types_to_quantize=["Conv"], stem_in_float=False,
-        extra_options={"CalibMovingAverage": True}, nodes_to_exclude=["a"], calibration_samples=7)
-    best = Candidate("b", "quantization", "", quantization=cfg.to_dict())
-    settings = _float_overrides(best, ["c", "a"])
-    assert QuantizationConfig.from_dict(settings) == cfg.replace(nodes_to_exclude=["a", "c"])
+    cfg = QuantizationConfig(
+        scheme=QuantScheme.from_preset("avx2", op_types_to_quantize=["Conv"], stem_in_float=False,
+                                       extra_options={"CalibMovingAverage": True},
+                                       nodes_to_exclude=["a"]),
+        calibration=CalibrationConfig(method="minmax", samples=7))
+    best = Candidate("b", "quantization", "", quantization=cfg)
+    want = dataclasses.replace(cfg, scheme=dataclasses.replace(cfg.scheme,
+                                                               nodes_to_exclude=["a", "c"]))
+    assert _float_config(best, ["c", "a"]) == want
 
 
 def test_no_stem_candidate_when_the_stem_is_float_already(digits: dict[str, Path],
@@ -360,7 +366,7 @@ def test_no_stem_candidate_when_the_stem_is_float_already(digits: dict[str, Path
     candidate built on it would repeat it."""
     from types import SimpleNamespace
 
-    from edgekit.quantize import QuantizationConfig
+    from edgekit.quantize import QuantizationConfig, QuantScheme
     from edgekit.tune.candidates import _region_candidates
     from edgekit.tune.search import Candidate
 
@@ -368,8 +374,8 @@ def test_no_stem_candidate_when_the_stem_is_float_already(digits: dict[str, Path
     messages: list[str] = []
     ctx = SimpleNamespace(graph=graph, progress=messages.append)
     for stem_in_float, names in ((None, []), (True, []), (False, ["int8-stem-float"])):
-        cfg = QuantizationConfig(stem_in_float=stem_in_float)
-        best = Candidate("b", "quantization", "", quantization=cfg.to_dict())
+        cfg = QuantizationConfig(scheme=QuantScheme(stem_in_float=stem_in_float))
+        best = Candidate("b", "quantization", "", quantization=cfg)
         assert [n for n, _, _ in _region_candidates(ctx, best)] == names  # type: ignore[arg-type]
     assert any("keeps the stem conv in float already" in m for m in messages)
 
@@ -399,11 +405,11 @@ def test_tune_tries_dynamic_int8_on_a_recurrent_model(lstm: dict[str, Path],
                         progress=messages.append)
     dyn = result.candidates[1]
     assert dyn.name == "int8-dynamic" and dyn.stage == "quantization"
-    assert dyn.quantization is not None and dyn.quantization["mode"] == "dynamic"
+    assert dyn.quantization is not None and dyn.quantization.mode.value == "dynamic"
     assert dyn.latency_ratio is not None and "lower bound" in dyn.reason  # gated
     assert dyn.batch == 1
     others = [c for c in result.candidates if c.engine != "onnxruntime"]
     if dyn.nonstandard_ops:  # com.microsoft.DynamicQuantizeLSTM: onnxruntime only
-        assert not any(c.quantization and c.quantization["mode"] == "dynamic" for c in others)
+        assert not any(c.quantization and c.quantization.mode.value == "dynamic" for c in others)
         if others:
             assert any("(onnxruntime only): not run on" in m for m in messages)

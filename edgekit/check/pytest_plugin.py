@@ -19,6 +19,7 @@ This module imports nothing heavy at import time: it is loaded in every pytest r
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -142,7 +143,7 @@ def assert_latency_ratio(model: Any, reference: Any, max_ratio: float, *, batch:
     (then their own thread settings apply). Defaults: batch 1, 1 thread, 1 to 10 s of timing.
     Returns the ratio.
     """
-    from edgekit.check.regression import CheckConfig, latency_ratio
+    from edgekit.check.regression import CHECK_RATIO, CheckConfig, latency_ratio
     from edgekit.measure.backend import Backend
     from edgekit.measure.backends import OnnxBackend, load_backend
     from edgekit.runtime.model import EdgeModel
@@ -153,8 +154,8 @@ def assert_latency_ratio(model: Any, reference: Any, max_ratio: float, *, batch:
         return load_backend(m, threads=threads)
 
     mb, rb = backend(model), backend(reference)
-    lr = latency_ratio(mb, rb, CheckConfig(batch=batch, threads=threads, min_time=min_time,
-                                           max_time=max_time))
+    timing = dataclasses.replace(CHECK_RATIO, min_seconds=min_time, max_seconds=max_time)
+    lr = latency_ratio(mb, rb, CheckConfig(batch=batch, threads=threads, ratio=timing))
     if lr.ratio > max_ratio:
         raise AssertionError(
             f"{mb.name} takes {lr.ratio:.2f}x as long as {rb.name} (limit {max_ratio:g}x; "

@@ -13,6 +13,7 @@ The baseline JSON stores the accuracy, the reference description and the ratio.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import os
 import tempfile
@@ -29,6 +30,7 @@ from edgekit.check.baseline import (
     REFERENCE_WIDTH,
     load_baseline,
 )
+from edgekit.configs import check_groups
 from edgekit.errors import DataError, InputError
 from edgekit.io.artifacts import atomic_write_json, sha256_file
 from edgekit.measure.backend import Backend
@@ -40,6 +42,7 @@ from edgekit.progress import FractionFn
 
 __all__ = [
     "CheckConfig",
+    "CHECK_RATIO",
     "Finding",
     "CheckResult",
     "reference_model",
@@ -50,6 +53,11 @@ __all__ = [
 ]
 
 _WIDTH = REFERENCE_WIDTH
+
+
+#: how ``check`` times the model against the reference (see :class:`CheckConfig`)
+CHECK_RATIO = RatioConfig(tolerance=0.02, min_rounds=5, min_seconds=2.0, max_seconds=20.0,
+                          block_seconds=0.5)
 
 
 @dataclass
@@ -63,9 +71,9 @@ class CheckConfig:
         batch: batch size of the timed calls (default 1).
         threads: intra-op threads of model and reference (default 1: steadiest on shared CI).
         reference: an ONNX file to use as reference (default None: the built-in MatMul graph).
-        min_time / max_time: seconds of interleaved timing at least / at most (defaults 2, 20).
-        block_time: seconds per block; timing stops when the ratio moves less than
-            ``tolerance`` (default 0.02 = 2 %) over the last two blocks (default 0.5).
+        ratio: when the interleaved timing stops (:class:`~edgekit.measure.ratio.RatioConfig`;
+            default :data:`CHECK_RATIO`: 2 to 20 seconds in blocks of 0.5 s, stable when the
+            ratio moves less than 2 % over the last two blocks, at least 5 rounds).
         eval_samples: cap on evaluation samples (default 0: all).
     """
 
@@ -74,10 +82,7 @@ class CheckConfig:
     batch: int = 1
     threads: int | None = 1
     reference: Path | None = None
-    min_time: float = 2.0
-    max_time: float = 20.0
-    block_time: float = 0.5
-    tolerance: float = 0.02
+    ratio: RatioConfig = CHECK_RATIO
     eval_samples: int = 0
 
     def __post_init__(self) -> None:
@@ -85,6 +90,7 @@ class CheckConfig:
             raise InputError("limits must be >= 0")
         if self.batch < 1:
             raise InputError("batch must be >= 1")
+        check_groups(self)
 
 
 @dataclass
@@ -107,7 +113,7 @@ class CheckResult:
     model: str
     baseline_path: str
     findings: list[Finding]
-    current: dict[str, Any]
+    current: dict[str, object]
     updated: bool = False
     notes: list[str] = field(default_factory=list)
 
@@ -119,7 +125,8 @@ class CheckResult:
     def exit_code(self) -> int:
         return 0 if self.passed else 1
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, object]:
+        """JSON-ready outcome (what ``edgekit check --json`` prints)."""
         return {"model": self.model, "baseline": self.baseline_path, "passed": self.passed,
                 "updated": self.updated, "findings": [vars(f) for f in self.findings],
                 "current": self.current, "notes": self.notes}
@@ -127,7 +134,7 @@ class CheckResult:
     def report(self) -> str:
         """The readable diff."""
         if self.updated:
-            lat = self.current["latency"]
+            lat: Any = self.current["latency"]
             acc = self.current.get("accuracy")
             head = (f"baseline {self.baseline_path} written for {self.model}: latency "
                     f"{lat['ratio']:.3f}x the reference ({lat['reference']['name']})"
@@ -202,12 +209,11 @@ def _spec_name(spec: dict[str, Any]) -> str:
 def latency_ratio(model: Backend, reference: Backend, config: CheckConfig | None = None,
                   on_progress: FractionFn | None = None) -> LatencyRatio:
     """``model`` / ``reference`` latency by :func:`edgekit.measure.ratio.measure_ratio` (median
-    of per-round ratios, interleaved until stable), with ``config``'s times and batch."""
+    of per-round ratios, interleaved until stable), with ``config``'s ratio settings and
+    batch."""
     cfg = config or CheckConfig()
-    ratio_cfg = RatioConfig(tolerance=cfg.tolerance, min_rounds=5, min_seconds=cfg.min_time,
-                            max_seconds=cfg.max_time, block_seconds=cfg.block_time)
     return measure_ratio(reference.bind(make_inputs(reference.inputs, 1)),
-                         model.bind(make_inputs(model.inputs, cfg.batch)), ratio_cfg, on_progress)
+                         model.bind(make_inputs(model.inputs, cfg.batch)), cfg.ratio, on_progress)
 
 
 def _auto_depth(model: Backend, threads: int | None, batch: int, tmp: Path) -> int:
@@ -249,7 +255,7 @@ def _baseline_settings(cfg: CheckConfig, base: dict[str, Any] | None,
     threads, batch = lat.get("threads", cfg.threads), int(lat.get("batch", cfg.batch))
     if threads != cfg.threads or batch != cfg.batch:
         notes.append(f"using the baseline's batch {batch} and threads {threads}")
-    return CheckConfig(**{**vars(cfg), "threads": threads, "batch": batch})
+    return dataclasses.replace(cfg, threads=threads, batch=batch)
 
 
 def _reference_spec(cfg: CheckConfig, base: dict[str, Any] | None, model: Backend,

@@ -7,6 +7,7 @@ a PNG; existing files are kept unless ``--force``.
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from pathlib import Path
 from typing import Any
@@ -182,7 +183,7 @@ def check_cmd(model: Path, baseline: Path, eval_data: Path | None, max_accuracy_
               max_time: float, update_baseline: bool, as_json: bool, force: bool) -> None:
     """Exit 1 when MODEL's accuracy or latency regressed against the BASELINE (exit 2 when the
     baseline or another input is missing)."""
-    from edgekit.check.regression import CheckConfig, check_model
+    from edgekit.check.regression import CHECK_RATIO, CheckConfig, check_model
 
     if update_baseline:
         refuse_overwrite(force, baseline)
@@ -191,7 +192,8 @@ def check_cmd(model: Path, baseline: Path, eval_data: Path | None, max_accuracy_
                                  "(and commit it)", param_hint="'--baseline'")
     config = CheckConfig(max_accuracy_drop=max_accuracy_drop,
                          max_latency_increase=max_latency_increase, batch=batch,
-                         threads=threads, reference=reference, max_time=max_time)
+                         threads=threads, reference=reference,
+                         ratio=dataclasses.replace(CHECK_RATIO, max_seconds=max_time))
     with progress_bar("timing", hidden=not sys.stderr.isatty()) as bar:
         result = check_model(model, baseline, eval_data, config,
                              update_baseline=update_baseline, on_progress=bar_updater(bar))

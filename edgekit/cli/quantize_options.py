@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from edgekit.cli.app import status
+
+if TYPE_CHECKING:
+    from edgekit.quantize import QuantizationConfig
 
 __all__ = ["quantization_options", "config_from_options", "echo_variant", "status"]
 
@@ -71,8 +74,8 @@ def config_from_options(quantize: str | None, calibration_method: str | None,
                         preset: str | None, max_accuracy_drop: float | None,
                         output_format: str, mobile_batch: int = 1, default_mode: str = "none",
                         stem_in_float: bool | None = None, explain: bool = False,
-                        **_: Any) -> Any:
-    """A :class:`edgekit.quantize.core.QuantizationConfig` from parsed options (None when no
+                        **_: Any) -> QuantizationConfig | None:
+    """A :class:`edgekit.quantize.QuantizationConfig` from parsed options (None when no
     variant is asked for)."""
     mode = quantize or default_mode
     if mode == "none":
@@ -80,14 +83,22 @@ def config_from_options(quantize: str | None, calibration_method: str | None,
             raise click.UsageError("--format ort, --max-accuracy-drop and --explain need "
                                    "--quantize")
         return None
-    from edgekit.quantize import QuantizationConfig
+    from edgekit import quantize as q
 
-    return QuantizationConfig.from_preset(
-        preset, mode=mode, calibration_method=calibration_method,
-        calibration_samples=calibration_samples, per_channel=per_channel,
-        max_accuracy_drop=max_accuracy_drop, output_format=output_format,
-        mobile_batch=mobile_batch, stem_in_float=stem_in_float, explain=explain or None,
+    return q.QuantizationConfig(
+        mode=q.QuantMode(mode),
+        scheme=q.QuantScheme.from_preset(preset, per_channel=per_channel,
+                                         stem_in_float=stem_in_float),
+        calibration=q.CalibrationConfig(**_given(method=calibration_method,
+                                                 samples=calibration_samples)),
+        gate=q.GateConfig(max_accuracy_drop=max_accuracy_drop, explain=explain),
+        output=q.OutputConfig(format=q.OutputFormat(output_format), mobile_batch=mobile_batch),
     )
+
+
+def _given(**options: Any) -> dict[str, Any]:
+    """The options the command line set (None: left to the config's default)."""
+    return {k: v for k, v in options.items() if v is not None}
 
 
 def echo_variant(variant: dict[str, Any], outdir: Path) -> None:

@@ -56,10 +56,12 @@ def tune_cmd(model: Path, outdir: Path, calibration: Path, eval_data: Path | Non
              package: Path | None, force: bool) -> None:
     """Search engine/quantization/graph/session settings for the fastest MODEL within the
     accuracy budget; latency is measured at --batch as a ratio against fp32 in the same run."""
+    from edgekit.quantize import CalibrationConfig, QuantizationConfig
     from edgekit.tune.search import TuneConfig, format_candidates, tune_model
 
+    base = QuantizationConfig(calibration=CalibrationConfig(samples=calibration_samples))
     config = TuneConfig(max_accuracy_drop=max_accuracy_drop, threads=threads, batch=batch,
-                        budget_minutes=budget_minutes, calibration_samples=calibration_samples,
+                        budget_minutes=budget_minutes, quantization=base,
                         engines=engines, force=force)
     with progress_bar("tuning") as bar:
         bar.item_show_func = lambda item: item
@@ -83,5 +85,6 @@ def tune_cmd(model: Path, outdir: Path, calibration: Path, eval_data: Path | Non
     click.echo(format_candidates(result.candidates, result.winner))
     click.echo(f"\n{result.report['why']}")
     click.echo(f"wrote {result.model_path} and {result.report_path}")
-    if "package" in result.report:
-        echo_package(result.report["package"])
+    package_section = result.report.get("package")
+    if isinstance(package_section, dict):
+        echo_package(package_section)

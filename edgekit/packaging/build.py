@@ -15,6 +15,7 @@ and written as one ONNX Runtime model package, atomically with the run's other f
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -33,7 +34,13 @@ from edgekit.metadata import ModelMetadata
 from edgekit.packaging.write import write_package
 from edgekit.progress import StatusFn
 from edgekit.progress import status as report_progress
-from edgekit.quantize import OutputFormat, QuantizationConfig, quantize_model
+from edgekit.quantize import (
+    OutputConfig,
+    OutputFormat,
+    QuantizationConfig,
+    QuantMode,
+    quantize_model,
+)
 from edgekit.runtime.modelpackage import require_model_packages
 
 if TYPE_CHECKING:
@@ -111,12 +118,12 @@ def _build(model: ExportOutcome | onnx.ModelProto, precision: str, tmp: Path, st
     out = tmp / precision
     out.mkdir()
     report_progress(progress, f"package: building the {precision} variant")
-    cfg = config.replace(mode=precision)
+    variant = dataclasses.replace(config, mode=QuantMode(precision))
     if isinstance(model, ExportOutcome):
-        result = quantize_model(model.model_proto, out, stem, cfg, calibration, eval_data,
+        result = quantize_model(model.model_proto, out, stem, variant, calibration, eval_data,
                                 progress, known=(model.inputs, model.metadata))
     else:
-        result = quantize_model(model, out, stem, cfg, calibration, eval_data, progress)
+        result = quantize_model(model, out, stem, variant, calibration, eval_data, progress)
     return result.path, result.to_dict()
 
 
@@ -146,11 +153,12 @@ def export_package_hook(
     if calibration is None:
         raise InputError("--package needs calibration data: its int8 variant is static QDQ",
                          hint="pass --calibration FILE (npz/npy or an IDX folder)")
-    if config is not None and config.max_accuracy_drop is not None and eval_data is None:
+    if config is not None and config.gate.max_accuracy_drop is not None and eval_data is None:
         raise InputError("--max-accuracy-drop needs labelled --eval-data",
                          hint="pass --eval-data FILE (npz with x and y, or an IDX folder)")
     calibration = open_data(calibration, "calibration data")
-    base = (config or QuantizationConfig()).replace(output_format=OutputFormat.ONNX)
+    base = dataclasses.replace(config or QuantizationConfig(),
+                               output=OutputConfig(format=OutputFormat.ONNX))
 
     def hook(outcome: ExportOutcome) -> None:
         artifacts, stem = outcome.artifacts, outcome.stem

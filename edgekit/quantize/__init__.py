@@ -2,11 +2,46 @@
 
 from __future__ import annotations
 
-from edgekit.quantize import calibration as _calibration
-from edgekit.quantize import config as _config
-from edgekit.quantize import core as _core
-from edgekit.quantize.calibration import *  # noqa: F403
-from edgekit.quantize.config import *  # noqa: F403
-from edgekit.quantize.core import *  # noqa: F403
+from edgekit.quantize.calibration import activation_bytes
+from edgekit.quantize.config import (
+    METADATA_KEY,
+    QuantizationConfig,
+    VariantResult,
+    resolve_mode,
+    variant_lines,
+    variant_names,
+)
+from edgekit.quantize.core import export_hook, quantize_file, quantize_model
+from edgekit.quantize.options import (
+    PRESETS,
+    CalibrationConfig,
+    CalibrationMethod,
+    GateConfig,
+    OutputConfig,
+    OutputFormat,
+    QuantMode,
+    QuantScheme,
+    QuantType,
+)
 
-__all__ = [*_calibration.__all__, *_config.__all__, *_core.__all__]
+__all__ = [
+    "QuantizationConfig",
+    "QuantScheme",
+    "CalibrationConfig",
+    "GateConfig",
+    "OutputConfig",
+    "QuantMode",
+    "QuantType",
+    "CalibrationMethod",
+    "OutputFormat",
+    "PRESETS",
+    "quantize_model",
+    "quantize_file",
+    "export_hook",
+    "VariantResult",
+    "variant_lines",
+    "variant_names",
+    "resolve_mode",
+    "activation_bytes",
+    "METADATA_KEY",
+]

@@ -4,6 +4,7 @@ the accuracy gate that keeps the worst node groups in float until it holds."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import os
 from collections.abc import Iterator
@@ -21,12 +22,9 @@ from edgekit.quantize.calibration import (
     ArrayCalibrationReader,
     CheckData,
 )
-from edgekit.quantize.config import (
-    CalibrationMethod,
-    QuantizationConfig,
-    QuantMode,
-)
+from edgekit.quantize.config import QuantizationConfig
 from edgekit.quantize.explain import activation_errors, tensor_losses
+from edgekit.quantize.options import CalibrationMethod, QuantMode
 from edgekit.quantize.ort_format import OptimizeLevel, optimize_model
 from edgekit.quantize.qdq import commute_relu_maxpool, float_mean_inputs, nonstandard_ops
 from edgekit.validate import accuracy, run_onnx
@@ -80,6 +78,7 @@ def _quantize_raw(pre: Path, out: Path, mode: QuantMode, cfg: QuantizationConfig
                   reader: ArrayCalibrationReader | None, exclude: list[str]) -> None:
     from onnxruntime import quantization as q
 
+    scheme = cfg.scheme
     try:
         if mode is QuantMode.INT8:
             assert reader is not None
@@ -89,18 +88,19 @@ def _quantize_raw(pre: Path, out: Path, mode: QuantMode, cfg: QuantizationConfig
             with contextlib.redirect_stdout(io.StringIO()):
                 q.quantize_static(
                     str(pre), str(out), reader, quant_format=q.QuantFormat.QDQ,
-                    op_types_to_quantize=cfg.op_types_to_quantize, per_channel=cfg.per_channel,
-                    reduce_range=cfg.reduce_range, activation_type=cfg.activation_type.ort(),
-                    weight_type=cfg.weight_type.ort(), nodes_to_exclude=exclude or None,
-                    calibrate_method=cfg.calibration_method.ort(),
-                    extra_options=cfg.ort_extra_options(),
+                    op_types_to_quantize=scheme.op_types_to_quantize,
+                    per_channel=scheme.per_channel, reduce_range=scheme.reduce_range,
+                    activation_type=scheme.activation_type.ort(),
+                    weight_type=scheme.weight_type.ort(), nodes_to_exclude=exclude or None,
+                    calibrate_method=cfg.calibration.method.ort(),
+                    extra_options=scheme.ort_extra_options(),
                 )
         elif mode is QuantMode.DYNAMIC:
             q.quantize_dynamic(
-                str(pre), str(out), op_types_to_quantize=cfg.op_types_to_quantize,
-                per_channel=cfg.per_channel, reduce_range=cfg.reduce_range,
-                weight_type=cfg.weight_type.ort(), nodes_to_exclude=exclude or None,
-                extra_options=cfg.ort_extra_options(),
+                str(pre), str(out), op_types_to_quantize=scheme.op_types_to_quantize,
+                per_channel=scheme.per_channel, reduce_range=scheme.reduce_range,
+                weight_type=scheme.weight_type.ort(), nodes_to_exclude=exclude or None,
+                extra_options=scheme.ort_extra_options(),
             )
         else:
             import onnx
@@ -225,13 +225,14 @@ class Builder:
         range is degenerate (ConvNeXt's layer scales); then this builder calibrates with
         min/max from now on and says so."""
         if "Too many bins" not in exc.message or \
-                self.cfg.calibration_method is CalibrationMethod.MINMAX:
+                self.cfg.calibration.method is CalibrationMethod.MINMAX:
             return False
         self.notes.append(
-            f"{self.cfg.calibration_method.value} calibration failed on a tensor with a "
+            f"{self.cfg.calibration.method.value} calibration failed on a tensor with a "
             f"degenerate value range ({exc.message.split(': ', 1)[-1]}): calibrated with "
             "minmax instead")
-        self.cfg = self.cfg.replace(calibration_method=CalibrationMethod.MINMAX)
+        self.cfg = dataclasses.replace(self.cfg, calibration=dataclasses.replace(
+            self.cfg.calibration, method=CalibrationMethod.MINMAX))
         return True
 
 
@@ -244,21 +245,21 @@ def _run_gate(builder: Builder, first: Build, exclude: list[str],
     """Keep node groups in float, worst first, until the gate holds (or steps run out)."""
     import onnx
 
-    cfg, budget = builder.cfg, builder.cfg.max_accuracy_drop
+    cfg, budget = builder.cfg, builder.cfg.gate.max_accuracy_drop
     current = first
     if builder.mode is not QuantMode.INT8 or builder.data.reader is None:
         gate_info["note"] = f"no per-node search for {builder.mode.value} (needs static int8 QDQ)"
         return current
     report_progress(builder.progress, "gate: ranking nodes by quantization loss (qdq_loss_debug)")
     float_model = onnx.load(str(builder.pre))
-    quantizable = {n.name for n in float_model.graph.node
-                   if cfg.op_types_to_quantize is None or n.op_type in cfg.op_types_to_quantize}
+    ops = cfg.scheme.op_types_to_quantize
+    quantizable = {n.name for n in float_model.graph.node if ops is None or n.op_type in ops}
     groups = _node_groups(builder.pre, float_model, first.path, builder.data.reader, builder.tmp,
                           quantizable)
     gate_info["ranking"] = [{"nodes": g, "sqnr_loss_db": round(s, 2)} for s, g in groups[:20]]
-    for step in range(cfg.gate_max_steps):
-        start = step * cfg.gate_group_size
-        new = [m for _, g in groups[start:start + cfg.gate_group_size] for m in g
+    for step in range(cfg.gate.max_steps):
+        start = step * cfg.gate.group_size
+        new = [m for _, g in groups[start:start + cfg.gate.group_size] for m in g
                if m not in exclude]
         if start >= len(groups):
             break
@@ -289,7 +290,7 @@ def check_gate(builder: Builder, first: Build, exclude: list[str]
                 ) -> tuple[Build, dict[str, Any] | None]:
     """Apply ``max_accuracy_drop`` (needs labels): the build that meets it, and the gate report;
     :class:`AccuracyGateError` when none does."""
-    budget = builder.cfg.max_accuracy_drop
+    budget = builder.cfg.gate.max_accuracy_drop
     if budget is None:
         return first, None
     gate_info: dict[str, Any] = {"max_accuracy_drop": budget, "met": False, "kept_in_float": [],

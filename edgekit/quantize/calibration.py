@@ -17,11 +17,8 @@ from edgekit.inputs.folders import has_splits
 from edgekit.inputs.prepare import load_model_data
 from edgekit.inputs.synthetic import synthetic_feeds
 from edgekit.metadata import ModelMetadata
-from edgekit.quantize.config import (
-    CalibrationMethod,
-    QuantizationConfig,
-    QuantMode,
-)
+from edgekit.quantize.config import QuantizationConfig
+from edgekit.quantize.options import CalibrationConfig, CalibrationMethod, QuantMode
 
 __all__ = [
     "ArrayCalibrationReader",
@@ -95,7 +92,7 @@ def _subset(feeds: dict[str, np.ndarray], idx: np.ndarray) -> dict[str, np.ndarr
 
 
 def calibration_split(calibration: Any, specs: Sequence[TensorSpecInfo], meta: ModelMetadata,
-                       cfg: QuantizationConfig) -> tuple[dict[str, np.ndarray], dict[str, Any],
+                       cal: CalibrationConfig) -> tuple[dict[str, np.ndarray], dict[str, Any],
                                                          tuple[Any, ...] | None, list[str]]:
     """Calibration feeds, their report section, the held-out part (feeds, labels, desc) when
     the data has one, and notes. IDX folders and text tables hold out their test split; arrays,
@@ -105,31 +102,31 @@ def calibration_split(calibration: Any, specs: Sequence[TensorSpecInfo], meta: M
                                                                                    ".txt"))
     if split_data:
         feeds, _, notes, desc = load_model_data(calibration, specs, meta, "calibration data",
-                                                "train", cfg.calibration_samples, cfg.seed)
+                                                "train", cal.samples, cal.seed)
         test = load_model_data(calibration, specs, meta, "calibration data", "test",
-                               CHECK_SAMPLES, cfg.seed)
+                               CHECK_SAMPLES, cal.seed)
         held: tuple[Any, ...] | None = (test[0], test[1], test[3])
     else:  # a folder (images, ONNX test sets) is read only as far as it is used
         folder = isinstance(calibration, str | os.PathLike) and Path(calibration).is_dir()
-        read = cfg.calibration_samples + CHECK_SAMPLES if folder else 0
+        read = cal.samples + CHECK_SAMPLES if folder else 0
         all_feeds, labels, notes, desc = load_model_data(calibration, specs, meta,
                                                          "calibration data", "train", read,
-                                                         cfg.seed)
+                                                         cal.seed)
         n_all = len(next(iter(all_feeds.values())))
-        order = np.random.default_rng(cfg.seed).permutation(n_all)
-        cal_idx = np.sort(order[:cfg.calibration_samples])
-        rest = np.sort(order[cfg.calibration_samples:cfg.calibration_samples + CHECK_SAMPLES])
+        order = np.random.default_rng(cal.seed).permutation(n_all)
+        cal_idx = np.sort(order[:cal.samples])
+        rest = np.sort(order[cal.samples:cal.samples + CHECK_SAMPLES])
         feeds = _subset(all_feeds, cal_idx)
         held = None
         if len(rest):
             held = (_subset(all_feeds, rest), None if labels is None else labels[rest],
                     f"{desc} ({len(rest)} samples not used for calibration)")
     n = len(next(iter(feeds.values())))
-    if n < cfg.calibration_samples:
-        notes.append(f"calibration: {cfg.calibration_samples} samples asked, {desc} has only "
+    if n < cal.samples:
+        notes.append(f"calibration: {cal.samples} samples asked, {desc} has only "
                      f"{n}; calibrated on all {n}")
-    info = {"data": desc, "samples": n, "requested_samples": cfg.calibration_samples,
-            "method": cfg.calibration_method.value}
+    info = {"data": desc, "samples": n, "requested_samples": cal.samples,
+            "method": cal.method.value}
     return feeds, info, held, notes
 
 
@@ -142,9 +139,9 @@ def load_check_data(mode: QuantMode, cfg: QuantizationConfig, specs: Sequence[Te
     held: tuple[Any, ...] | None = None
     notes: list[str] = []
     if calibration is not None:
-        feeds, cal_info, held, notes = calibration_split(calibration, specs, meta, cfg)
+        feeds, cal_info, held, notes = calibration_split(calibration, specs, meta, cfg.calibration)
         if mode is QuantMode.INT8:
-            reader = ArrayCalibrationReader(feeds, cfg.calibration_batch_size)
+            reader = ArrayCalibrationReader(feeds, cfg.calibration.batch_size)
         else:
             cal_info = None
         if held is None and mode is QuantMode.INT8:
@@ -152,18 +149,19 @@ def load_check_data(mode: QuantMode, cfg: QuantizationConfig, specs: Sequence[Te
                     "(the calibration samples: none were left to hold out)")
     if eval_data is not None:
         ev_feeds, labels, ev_notes, desc = load_model_data(
-            eval_data, specs, meta, "evaluation data", "test", cfg.eval_samples, cfg.seed)
+            eval_data, specs, meta, "evaluation data", "test", cfg.gate.eval_samples,
+            cfg.calibration.seed)
         notes.extend(ev_notes)
-        if cfg.max_accuracy_drop is not None and labels is None:
+        if cfg.gate.max_accuracy_drop is not None and labels is None:
             raise DataError(f"evaluation data {desc} has no labels (array 'y')",
                             hint="the accuracy gate needs labelled --eval-data")
         return CheckData(reader, cal_info, ev_feeds, labels, desc, True, notes)
     if held is not None:
         return CheckData(reader, cal_info, held[0], held[1], held[2],
                      "none were left" not in held[2], notes)
-    feeds = synthetic_feeds(specs, meta, 256, cfg.seed)
+    feeds = synthetic_feeds(specs, meta, 256, cfg.calibration.seed)
     return CheckData(reader, cal_info, feeds, None,
-                     f"synthetic inputs (seed {cfg.seed}, 256 samples)", False, notes)
+                     f"synthetic inputs (seed {cfg.calibration.seed}, 256 samples)", False, notes)
 
 
 #: memory the histogram calibrators (entropy, percentile) may use for activations: they keep
@@ -190,7 +188,7 @@ def bound_histogram_memory(data: CheckData, pre: Path, cfg: QuantizationConfig,
     """Fewer calibration samples for entropy/percentile when all of them would not fit in
     :data:`HISTOGRAM_MEMORY_BYTES` (minmax keeps only ranges and needs no cap)."""
     reader = data.reader
-    if reader is None or cfg.calibration_method is CalibrationMethod.MINMAX:
+    if reader is None or cfg.calibration.method is CalibrationMethod.MINMAX:
         return
     per_sample = max(activation_bytes(pre), 1)
     cap = max(8, HISTOGRAM_MEMORY_BYTES // per_sample)
@@ -198,7 +196,7 @@ def bound_histogram_memory(data: CheckData, pre: Path, cfg: QuantizationConfig,
         return
     data.reader = ArrayCalibrationReader({k: v[:cap] for k, v in reader.feeds.items()},
                                          reader.batch_size)
-    notes.append(f"calibration: {cfg.calibration_method.value} calibration keeps every "
+    notes.append(f"calibration: {cfg.calibration.method.value} calibration keeps every "
                  f"sample's activations ({per_sample / 2**20:.1f} MiB each), so it used {cap} of "
                  f"the {reader.n} samples to stay within {HISTOGRAM_MEMORY_BYTES / 2**30:.0f} GiB")
     if data.calibration is not None:

@@ -29,6 +29,7 @@ nothing is written.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import time
@@ -36,7 +37,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
@@ -65,14 +66,13 @@ from edgekit.quantize.calibration import (
 )
 from edgekit.quantize.config import (
     METADATA_KEY,
-    OutputFormat,
     QuantizationConfig,
-    QuantMode,
     VariantResult,
     resolve_mode,
     variant_names,
 )
 from edgekit.quantize.explain import explain_nodes, explain_samples
+from edgekit.quantize.options import OutputFormat, QuantMode
 from edgekit.quantize.ort_format import convert_to_ort
 from edgekit.quantize.qdq import output_activation_nodes
 from edgekit.quantize.regions import stem_float_region
@@ -80,6 +80,9 @@ from edgekit.runtime.engine_record import engines_prop
 from edgekit.runtime.proof import check_engines
 from edgekit.schema import Fields, read_json
 from edgekit.validate import accuracy, run_onnx
+
+if TYPE_CHECKING:
+    import onnx
 
 __all__ = [
     "quantize_model",
@@ -91,7 +94,7 @@ def _check_options(mode: QuantMode, cfg: QuantizationConfig, calibration: Any,
                    eval_data: Any) -> None:
     if mode is QuantMode.NONE and cfg.mode is not QuantMode.AUTO:
         raise InputError("quantization mode 'none' builds no variant")
-    if cfg.max_accuracy_drop is not None and eval_data is None:
+    if cfg.gate.max_accuracy_drop is not None and eval_data is None:
         raise InputError("--max-accuracy-drop needs labelled --eval-data",
                          hint="pass --eval-data FILE (npz with x and y, or an IDX folder)")
     if mode is QuantMode.INT8 and calibration is None:
@@ -104,7 +107,7 @@ def _check_options(mode: QuantMode, cfg: QuantizationConfig, calibration: Any,
 def _check_explain(cfg: QuantizationConfig) -> None:
     """``--explain`` with ``dynamic`` or ``fp16`` is an error (``auto`` gets a note when it
     chooses one of them): only static QDQ models have quantized activations to compare."""
-    if cfg.explain and cfg.mode in (QuantMode.DYNAMIC, QuantMode.FP16):
+    if cfg.gate.explain and cfg.mode in (QuantMode.DYNAMIC, QuantMode.FP16):
         raise InputError(f"--explain needs static int8 (QDQ): {cfg.mode.value} models have no "
                          "quantized activations to compare with fp32",
                          hint="use --quantize int8 --calibration FILE --explain")
@@ -119,7 +122,7 @@ def _load_proto(model: Any, stem: str | None) -> tuple[Any, str]:
 
 
 def quantize_model(
-    model: str | os.PathLike[str] | Any,
+    model: str | os.PathLike[str] | onnx.ModelProto,
     outdir: str | os.PathLike[str],
     stem: str | None = None,
     config: QuantizationConfig | None = None,
@@ -200,13 +203,14 @@ class _Job:
         explained = self._explain(pre, first, tmp, exclude, gate_info)
         fp32_size, size = fp32_path.stat().st_size, final.path.stat().st_size
         self.notes.extend(_size_notes(size, fp32_size, final.nonstandard, self.mode))
-        used = self.cfg.replace(nodes_to_exclude=exclude, mode=self.mode)
+        used = dataclasses.replace(self.cfg, mode=self.mode, scheme=dataclasses.replace(
+            self.cfg.scheme, nodes_to_exclude=exclude))
         if self.cfg.mode is QuantMode.AUTO and size >= fp32_size:
             self.notes.append(f"auto: the {self.mode.value} model ({size / 1024:.1f} KiB) is not "
                               f"smaller than fp32 ({fp32_size / 1024:.1f} KiB), so no variant "
                               "was written")
             return VariantResult.skipped(used, self.outdir / f"{self.stem}.onnx", self.notes)
-        name = variant_names(self.stem, self.mode, self.cfg.output_format)["model"]
+        name = variant_names(self.stem, self.mode, self.cfg.output.format)["model"]
         result = VariantResult(
             mode=self.mode.value, requested_mode=self.cfg.mode.value, path=self.outdir / name,
             size_bytes=size, fp32_size_bytes=fp32_size, config=used,
@@ -238,9 +242,10 @@ class _Job:
     def _stem(self) -> list[str]:
         """The stem conv's float region when :attr:`QuantizationConfig.stem_in_float` says so
         (noted in the report)."""
-        if self.mode is not QuantMode.INT8 or self.cfg.stem_in_float is False:
+        stem_in_float = self.cfg.scheme.stem_in_float
+        if self.mode is not QuantMode.INT8 or stem_in_float is False:
             return []
-        region, note = stem_float_region(self.proto.graph, always=bool(self.cfg.stem_in_float))
+        region, note = stem_float_region(self.proto.graph, always=bool(stem_in_float))
         self.notes.extend([note] if note else [])
         return region
 
@@ -252,7 +257,7 @@ class _Job:
         int8 keeps the output softmax/sigmoid float, so probabilities stay exact (fp16 keeps
         them in fp16: blocking the output node breaks the converter's float32 outputs)."""
         keep = output_activation_nodes(self.proto) if self.mode is QuantMode.INT8 else []
-        exclude = list(dict.fromkeys([*self.cfg.nodes_to_exclude, *keep, *self._stem()]))
+        exclude = list(dict.fromkeys([*self.cfg.scheme.nodes_to_exclude, *keep, *self._stem()]))
         builder = Builder(self.mode, self.cfg, pre, tmp, self.data, fp32_out, self.progress,
                           notes=self.notes)
         first = builder.build(exclude)
@@ -266,7 +271,7 @@ class _Job:
         before the gate kept any node in float, on at most
         :data:`~edgekit.quantize.explain.EXPLAIN_SAMPLES` check samples (fewer for large
         activations); None when not asked for (a note when ``auto`` chose another mode)."""
-        if not self.cfg.explain:
+        if not self.cfg.gate.explain:
             return None
         if self.mode is not QuantMode.INT8:
             self.notes.append(f"explain: no per-node report for {self.mode.value} (it needs "
@@ -275,7 +280,7 @@ class _Job:
         report_progress(self.progress, "explain: per-node int8 vs fp32 (qdq_loss_debug)")
         n = explain_samples(activation_bytes(pre))
         feeds = {k: v[:n] for k, v in self.data.check_feeds.items()}
-        reader = ArrayCalibrationReader(feeds, self.cfg.calibration_batch_size)
+        reader = ArrayCalibrationReader(feeds, self.cfg.calibration.batch_size)
         with self._timed("explain"):
             entries = explain_nodes(pre, first.path, reader, tmp, exclude, gate_info)
         self.notes.append(f"explain: SQNR of int8 vs fp32 activations on {reader.n} "
@@ -301,7 +306,7 @@ def _write_variant(result: VariantResult, built: Path, tmp: Path, stem: str,
     import onnx
 
     cfg, mode = result.config, result.config.mode
-    names = variant_names(stem, mode, cfg.output_format)
+    names = variant_names(stem, mode, cfg.output.format)
     qmodel = onnx.load(str(built))
     set_props(qmodel, {METADATA_KEY: json.dumps(cfg.to_dict()), PREFIX + "variant": mode.value,
                        **engines_prop(result.engines)})
@@ -311,7 +316,7 @@ def _write_variant(result: VariantResult, built: Path, tmp: Path, stem: str,
     staged: list[tuple[Path, bytes]] = [(result.path, data)]
     result.files = {"model": names["model"], "config": names["config"]}
     result.op_histogram = dict(Counter(n.op_type for n in qmodel.graph.node).most_common())
-    if cfg.output_format is OutputFormat.ORT:
+    if cfg.output.format is OutputFormat.ORT:
         t0 = time.perf_counter()
         report_progress(progress, f"{mode.value}: converting to ORT format")
         src = tmp / names["model"]
@@ -351,7 +356,7 @@ def export_hook(
         raise InputError("static int8 quantization needs calibration data",
                          hint="pass --calibration FILE (npz/npy or an IDX folder), or use "
                          "--quantize dynamic")
-    if config.max_accuracy_drop is not None and eval_data is None:
+    if config.gate.max_accuracy_drop is not None and eval_data is None:
         raise InputError("--max-accuracy-drop needs labelled --eval-data",
                          hint="pass --eval-data FILE (npz with x and y, or an IDX folder)")
 
@@ -359,7 +364,7 @@ def export_hook(
         mode, _ = resolve_mode(outcome.model_proto, config.mode)
         stage = outcome.artifacts.path(outcome.onnx_name).parent
         if mode is not QuantMode.NONE:
-            names = variant_names(outcome.stem, mode, config.output_format).values()
+            names = variant_names(outcome.stem, mode, config.output.format).values()
             stage = [outcome.artifacts.add(n) for n in names][0].parent
         result = quantize_model(outcome.model_proto, stage, outcome.stem, config, calibration,
                                 eval_data, progress, known=(outcome.inputs, outcome.metadata))
@@ -391,7 +396,7 @@ def quantize_file(
     stem = path.name.removesuffix(".onnx")
     out = Path(outdir) if outdir is not None else path.parent
     mode, _ = resolve_mode(proto, cfg.mode)
-    names = variant_names(stem, mode, cfg.output_format) if mode is not QuantMode.NONE else {}
+    names = variant_names(stem, mode, cfg.output.format) if mode is not QuantMode.NONE else {}
     report_name = f"{stem}.report.json"  # committed with the variant: never one without the other
     artifacts = ArtifactSet(out, [*names.values(), report_name], force=force,
                             updates=[report_name])

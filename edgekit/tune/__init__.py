@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
-from edgekit.tune import search as _search
-from edgekit.tune.search import *  # noqa: F403
+from edgekit.tune.candidates import QuantCandidate
+from edgekit.tune.core import TUNE_RATIO, Candidate, TuneConfig, TuneResult
+from edgekit.tune.report import format_candidates
+from edgekit.tune.search import tune_model
 
-__all__ = [*_search.__all__]
+__all__ = [
+    "tune_model",
+    "TuneConfig",
+    "TUNE_RATIO",
+    "TuneResult",
+    "Candidate",
+    "QuantCandidate",
+    "format_candidates",
+]

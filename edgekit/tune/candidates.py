@@ -1,77 +1,106 @@
-"""The tune's int8 candidates: the quantization space (from :class:`QuantizationConfig`
-fields), float regions (stem, depthwise convs) and latency-aware mixed precision (per-node
-profiles of fp32 and int8)."""
+"""The tune's int8 candidates: the quantization space (the fields each candidate varies in
+the tune's base :class:`QuantizationConfig`), float regions (stem, depthwise convs) and
+latency-aware mixed precision (per-node profiles of fp32 and int8)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+import dataclasses
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from edgekit.measure.profile import attribute_fp32, attribute_int8, node_profile
+from edgekit.quantize.config import QuantizationConfig, resolve_mode
+from edgekit.quantize.options import PRESETS, CalibrationMethod, QuantMode, QuantType
 from edgekit.quantize.regions import float_region, stem_and_depthwise, stem_float_region
 from edgekit.runtime.session import SessionOptionsConfig
 from edgekit.tune.core import Candidate, _check_accuracy, _Context, _measure
 
-__all__ = ["node_profile"]
+if TYPE_CHECKING:
+    import onnx
+
+__all__ = ["QuantCandidate"]
 
 
-#: the quantization stage's plain static candidates: named settings of :class:`QuantizationConfig`
-#: (the stem is a float-region candidate of its own, so these quantize it)
-_PLAIN: tuple[tuple[str, str, dict[str, Any]], ...] = (
-    ("int8-u8s8-pc", "QDQ, u8 activations, s8 per-channel weights (avx512_vnni preset)",
-     {"preset": "avx512_vnni"}),
-    ("int8-u8s8-pc-rr", "as above with 7-bit weights (avx2 preset, reduce_range)",
-     {"preset": "avx2"}),
-    ("int8-u8s8-pt", "QDQ, u8 activations, s8 per-tensor weights",
-     {"preset": "avx512_vnni", "per_channel": False}),
-    ("int8-s8s8-pc", "QDQ, s8 symmetric activations, s8 per-channel weights",
-     {"preset": "avx512_vnni", "activation_type": "QInt8", "activation_symmetric": True}),
-    ("int8-u8s8-pc-rr-minmax", "avx2 preset with minmax calibration",
-     {"preset": "avx2", "calibration_method": "minmax"}),
+@dataclass(frozen=True)
+class QuantCandidate:
+    """One quantized candidate of the tune: its name, description, mode and the fields it
+    varies, by group of :class:`~edgekit.quantize.QuantizationConfig` (``{"scheme":
+    {"per_channel": False}}``). Its config is the tune's base config
+    (:attr:`TuneConfig.quantization`) with those fields replaced: every other field is
+    carried over, so an option added to the config cannot be dropped here."""
+
+    name: str
+    description: str
+    mode: QuantMode = QuantMode.INT8
+    changes: Mapping[str, Mapping[str, object]] = field(default_factory=dict)
+
+    def config(self, base: QuantizationConfig) -> QuantizationConfig:
+        """``base`` with this candidate's mode and changes."""
+        groups = {g: dataclasses.replace(getattr(base, g), **ch) for g, ch in self.changes.items()}
+        return dataclasses.replace(base, mode=self.mode, **groups)
+
+    def varies(self) -> set[str]:
+        """The fields this candidate sets: ``"mode"`` and ``"group.field"`` names."""
+        return {"mode"} | {f"{g}.{k}" for g, ch in self.changes.items() for k in ch}
+
+
+def _preset(name: str, **more: object) -> dict[str, object]:
+    """The :class:`~edgekit.quantize.QuantScheme` fields of preset ``name``, then ``more``."""
+    return {"preset": name, **PRESETS[name], **more}
+
+
+#: the quantization stage's plain static candidates (the stem is a float-region candidate of
+#: its own, so these quantize it)
+_PLAIN: tuple[QuantCandidate, ...] = (
+    QuantCandidate("int8-u8s8-pc", "QDQ, u8 activations, s8 per-channel weights (avx512_vnni "
+                   "preset)", changes={"scheme": _preset("avx512_vnni", stem_in_float=False)}),
+    QuantCandidate("int8-u8s8-pc-rr", "as above with 7-bit weights (avx2 preset, reduce_range)",
+                   changes={"scheme": _preset("avx2", stem_in_float=False)}),
+    QuantCandidate("int8-u8s8-pt", "QDQ, u8 activations, s8 per-tensor weights",
+                   changes={"scheme": _preset("avx512_vnni", per_channel=False,
+                                              stem_in_float=False)}),
+    QuantCandidate("int8-s8s8-pc", "QDQ, s8 symmetric activations, s8 per-channel weights",
+                   changes={"scheme": _preset("avx512_vnni", activation_type=QuantType.QINT8,
+                                              activation_symmetric=True, stem_in_float=False)}),
+    QuantCandidate("int8-u8s8-pc-rr-minmax", "avx2 preset with minmax calibration",
+                   changes={"scheme": _preset("avx2", stem_in_float=False),
+                            "calibration": {"method": CalibrationMethod.MINMAX}}),
 )
 
 
-def _quant_space(model: Any) -> list[tuple[str, str, dict[str, Any]]]:
-    """(name, description, :class:`QuantizationConfig` settings) of the quantization stage,
-    the likeliest winners first: the export's default variant first (static int8 with every
-    default, the small stem kept in float; for models where ``auto`` picks dynamic int8 --
-    recurrent or Dense-heavy ones, see :func:`resolve_mode` -- dynamic int8 first), then the
-    other settings."""
-    from edgekit.quantize.config import QuantMode, resolve_mode
-
-    Space = list[tuple[str, str, dict[str, Any]]]
-    default: Space = [("int8-default", "the export's default static int8 (QuantizationConfig "
-               "defaults: 7-bit per-channel weights, u8 activations, percentile calibration, "
-               "a stem conv on few channels kept in float)", {"mode": "int8"})]
-    plain: Space = [(n, d, {"mode": "int8", "stem_in_float": False, **o}) for n, d, o in _PLAIN]
+def _quant_space(model: onnx.ModelProto) -> list[QuantCandidate]:
+    """The quantization stage's candidates, the likeliest winners first: the export's default
+    variant first (static int8 with the base config's settings, the small stem kept in float;
+    for models where ``auto`` picks dynamic int8 -- recurrent or Dense-heavy ones, see
+    :func:`resolve_mode` -- dynamic int8 first), then the other settings."""
+    default = QuantCandidate(
+        "int8-default", "the export's default static int8 (QuantizationConfig defaults: 7-bit "
+        "per-channel weights, u8 activations, percentile calibration, a stem conv on few "
+        "channels kept in float)")
     mode, why = resolve_mode(model, QuantMode.AUTO)
     if mode is not QuantMode.DYNAMIC:
-        return default + plain
-    dynamic: Space = [
-        ("int8-dynamic", f"dynamic int8, the export's default for this model ({why})",
-         {"mode": "dynamic"}),
-        ("int8-dynamic-full", "dynamic int8 with full-range 8-bit weights",
-         {"mode": "dynamic", "reduce_range": False}),
+        return [default, *_PLAIN]
+    dynamic = [
+        QuantCandidate("int8-dynamic", f"dynamic int8, the export's default for this model "
+                       f"({why})", QuantMode.DYNAMIC),
+        QuantCandidate("int8-dynamic-full", "dynamic int8 with full-range 8-bit weights",
+                       QuantMode.DYNAMIC, {"scheme": {"reduce_range": False}}),
     ]
-    return dynamic + default + plain
+    return [*dynamic, default, *_PLAIN]
 
 
-def _try_quant(ctx: _Context, name: str, desc: str, overrides: dict[str, Any],
+def _try_quant(ctx: _Context, name: str, desc: str, qcfg: QuantizationConfig,
                stage: str = "quantization", session: SessionOptionsConfig | None = None,
                ) -> Candidate:
-    """Quantize with ``overrides`` (:class:`QuantizationConfig` settings; static int8 unless
-    they name a mode), then measure latency (``session``, default the base settings) and
-    accuracy. Static files are plain QDQ: onnxruntime optimizes them at load; dynamic ones may
-    use onnxruntime's own ops (``cand.nonstandard_ops``)."""
-    from edgekit.quantize import QuantizationConfig, quantize_model
+    """Quantize with ``qcfg``, then measure latency (``session``, default the base settings)
+    and accuracy. Static files are plain QDQ: onnxruntime optimizes them at load; dynamic ones
+    may use onnxruntime's own ops (``cand.nonstandard_ops``)."""
+    from edgekit.quantize import quantize_model
 
-    cand = Candidate(name, stage, desc)
+    cand = Candidate(name, stage, desc, quantization=qcfg)
     outdir = ctx.tmp / name
     outdir.mkdir(parents=True, exist_ok=True)
-    settings = {"mode": "int8", "calibration_samples": ctx.config.calibration_samples,
-                "seed": ctx.config.seed, **overrides}
-    qcfg = QuantizationConfig.from_preset(settings.pop("preset", None), **settings)
-    cand.quantization = qcfg.to_dict()
     try:
         variant = quantize_model(ctx.fp32_path, outdir, stem=ctx.fp32_path.stem, config=qcfg,
                                  calibration=ctx.calibration)
@@ -107,25 +136,24 @@ def _latency_aware(ctx: _Context, best: Candidate) -> tuple[Candidate | None, li
     if not slower:
         return None, rows
     region = float_region(ctx.graph, slower)
-    overrides = _float_overrides(best, region)
     cand = _try_quant(
         ctx, "int8-latency-aware",
         f"{best.name} with {len(slower)} node(s) where int8 was not faster kept in float "
         f"({len(region)} with their activations/pooling); the float regions stay float in a "
         "plain onnxruntime session (no session setting needed)",
-        overrides, stage="mixed precision",
+        _float_config(best, region), stage="mixed precision",
     )
     return cand, rows
 
 
-def _float_overrides(best: Candidate, region: Sequence[str]) -> dict[str, Any]:
-    """``best``'s quantization settings (every field) with the nodes of ``region`` kept in
+def _float_config(best: Candidate, region: Sequence[str]) -> QuantizationConfig:
+    """``best``'s quantization config (every field) with the nodes of ``region`` kept in
     float."""
     assert best.quantization is not None
-    settings = dict(best.quantization)
-    settings["nodes_to_exclude"] = sorted(set(settings.get("nodes_to_exclude") or [])
-                                          | set(region))
-    return settings
+    scheme = best.quantization.scheme
+    nodes = sorted(set(scheme.nodes_to_exclude) | set(region))
+    return dataclasses.replace(best.quantization,
+                               scheme=dataclasses.replace(scheme, nodes_to_exclude=nodes))
 
 
 def _region_candidates(ctx: _Context, best: Candidate) -> list[tuple[str, str, list[str]]]:
@@ -134,7 +162,7 @@ def _region_candidates(ctx: _Context, best: Candidate) -> list[tuple[str, str, l
     stem, dw = stem_and_depthwise(ctx.graph)
     out: list[tuple[str, str, list[str]]] = []
     assert best.quantization is not None
-    auto = best.quantization.get("stem_in_float")
+    auto = best.quantization.scheme.stem_in_float
     kept = stem_float_region(ctx.graph, always=auto is True)[0] if auto is not False else []
     if stem and kept:
         ctx.progress(f"    {best.name} keeps the stem conv in float already: no stem-in-float "

@@ -3,6 +3,7 @@ candidate is measured (latency ratio vs fp32 at the requested batch) and gated o
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -10,16 +11,30 @@ from typing import Any
 import numpy as np
 
 from edgekit.agreement import compare_predictions, gate
+from edgekit.configs import check_groups, config_from_dict, config_to_dict
 from edgekit.errors import InputError
 from edgekit.inputs.data import Dataset, run_in_batches
 from edgekit.measure.ratio import RatioConfig, measure_ratio
 from edgekit.progress import StatusFn
+from edgekit.quantize.config import QuantizationConfig
 from edgekit.runtime.engine_registry import engine_class, parse_engines
 from edgekit.runtime.model import EdgeModel
 from edgekit.runtime.session import SessionOptionsConfig
 from edgekit.validate import accuracy
 
-__all__ = ["TuneConfig", "Candidate", "TuneResult"]
+__all__ = ["TuneConfig", "TUNE_RATIO", "Candidate", "TuneResult"]
+
+
+#: how the tune times each candidate against fp32 (see :class:`TuneConfig`)
+TUNE_RATIO = RatioConfig(tolerance=0.02, min_rounds=40, max_rounds=20000, min_seconds=1.0,
+                         max_seconds=30.0)
+
+#: keys of the flat tune config written before it held a RatioConfig and a QuantizationConfig
+_FLAT_KEYS = {"rel_tol": "ratio.tolerance", "min_pairs": "ratio.min_rounds",
+              "max_pairs": "ratio.max_rounds", "min_seconds": "ratio.min_seconds",
+              "max_seconds": "ratio.max_seconds",
+              "calibration_samples": "quantization.calibration.samples",
+              "seed": "quantization.calibration.seed"}
 
 
 @dataclass
@@ -33,35 +48,31 @@ class TuneConfig:
         threads: intra-op threads the model will run with (default 1).
         batch: batch size latency is measured at (default 1).
         budget_minutes: stop starting new candidates after this long (default 10).
-        calibration_samples: calibration samples per candidate (default 256).
         eval_samples: cap on evaluation samples (default 2000; 0 = all).
-        min_pairs / max_pairs: interleaved fp32/candidate pairs per latency ratio
-            (defaults 40 / 20000); measurement stops earlier once the ratio is stable.
-        min_seconds / max_seconds: interleaved timing per candidate before the ratio may be
-            called stable, and the most it takes (defaults 1.0 / 30.0 seconds).
-        rel_tol: the ratio is stable when two successive estimates differ by less than this
-            fraction (default 0.02).
-        seed: seed of calibration/evaluation subsets (default 0).
         force: overwrite existing outputs (default False).
         engines: registered engines candidates run on (default None: every installed one,
             see :func:`edgekit.runtime.engine_registry.installed_engines`); onnxruntime is
             always searched. Names are checked against the registry (aliases are accepted).
+        ratio: how each candidate's latency ratio to fp32 is measured (interleaved rounds,
+            :class:`~edgekit.measure.ratio.RatioConfig`; default :data:`TUNE_RATIO`: 40 to
+            20,000 rounds, 1 to 30 seconds, stable at 2 %); its ``tolerance`` is also the
+            margin by which a more complex candidate must win the run-off.
+        quantization: the base of every quantized candidate (default ``QuantizationConfig()``:
+            256 calibration samples, seed 0): each candidate is this config with the fields it
+            varies replaced, so every other option is carried over. Its calibration seed also
+            draws the evaluation subset; its gate must stay unset (``max_accuracy_drop`` above
+            is the tune's gate).
     """
 
     max_accuracy_drop: float = 0.5
     threads: int = 1
     batch: int = 1
     budget_minutes: float = 10.0
-    calibration_samples: int = 256
     eval_samples: int = 2000
-    min_pairs: int = 40
-    max_pairs: int = 20000
-    min_seconds: float = 1.0
-    max_seconds: float = 30.0
-    rel_tol: float = 0.02
-    seed: int = 0
     force: bool = False
     engines: tuple[str, ...] | None = None
+    ratio: RatioConfig = TUNE_RATIO
+    quantization: QuantizationConfig = field(default_factory=QuantizationConfig)
 
     def __post_init__(self) -> None:
         if self.engines is not None:
@@ -72,29 +83,36 @@ class TuneConfig:
             raise InputError("threads and batch must be >= 1")
         if self.budget_minutes <= 0:
             raise InputError("budget_minutes must be > 0")
-        if not 0 < self.min_pairs <= self.max_pairs:
-            raise InputError("need 0 < min_pairs <= max_pairs")
-        if not 0 <= self.min_seconds <= self.max_seconds:
-            raise InputError("need 0 <= min_seconds <= max_seconds")
+        check_groups(self)
+        if self.quantization.gate.max_accuracy_drop is not None:
+            raise InputError("TuneConfig.quantization.gate.max_accuracy_drop must be None: the "
+                             "tune gates every candidate on TuneConfig.max_accuracy_drop",
+                             hint="set TuneConfig(max_accuracy_drop=...) instead")
 
-    def ratio_config(self) -> RatioConfig:
-        """How each candidate's latency ratio is measured (:mod:`edgekit.measure.ratio`)."""
-        return RatioConfig(tolerance=self.rel_tol, min_rounds=self.min_pairs,
-                           max_rounds=self.max_pairs, min_seconds=self.min_seconds,
-                           max_seconds=self.max_seconds)
+    def to_dict(self) -> dict[str, object]:
+        """JSON-ready nested dict (the ``config`` section of the tune report)."""
+        return config_to_dict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, object]) -> TuneConfig:
+        """Inverse of :meth:`to_dict`; also reads the flat ``config`` of reports written before
+        (``rel_tol``, ``min_pairs`` ... into ``ratio``, ``calibration_samples`` and ``seed`` into
+        ``quantization.calibration``). Unknown keys are ignored."""
+        return config_from_dict(cls, d, _FLAT_KEYS)
 
 
 @dataclass
 class Candidate:
-    """One configuration tried and what it measured: ``batch`` is the batch size its latency
-    was measured at (0: not measured); ``nonstandard_ops`` the ops of its file outside ai.onnx
-    (dynamic int8 of LSTMs: onnxruntime only)."""
+    """One configuration tried and what it measured: ``quantization`` is the config its file
+    was quantized with (None: fp32); ``batch`` is the batch size its latency was measured at
+    (0: not measured); ``nonstandard_ops`` the ops of its file outside ai.onnx (dynamic int8 of
+    LSTMs: onnxruntime only)."""
 
     name: str
     stage: str
     description: str
-    quantization: dict[str, Any] | None = None
-    session: dict[str, Any] = field(default_factory=dict)
+    quantization: QuantizationConfig | None = None
+    session: dict[str, object] = field(default_factory=dict)
     path: str | None = None
     size_bytes: int = 0
     latency_ratio: float | None = None
@@ -113,9 +131,11 @@ class Candidate:
     batch: int = 0
     nonstandard_ops: list[str] = field(default_factory=list)
 
-    def to_dict(self) -> dict[str, Any]:
-        d = dict(self.__dict__)
+    def to_dict(self) -> dict[str, object]:
+        """JSON-ready fields (the quantization config nested, no file path)."""
+        d: dict[str, object] = dict(self.__dict__)
         d.pop("path", None)
+        d["quantization"] = None if self.quantization is None else self.quantization.to_dict()
         return d
 
     @property
@@ -134,7 +154,7 @@ class TuneResult:
     report_path: Path
     winner: Candidate
     candidates: list[Candidate]
-    report: dict[str, Any]
+    report: dict[str, object]
 
 
 
@@ -186,7 +206,7 @@ def _measure(ctx: _Context, cand: Candidate, path: Path,
     feeds_ref = ctx.bench_feeds
     ref_run, cand_run = ctx.reference.run, model.run
     cfg = ctx.config
-    lr = measure_ratio(lambda: ref_run(feeds_ref), lambda: cand_run(feeds_ref), cfg.ratio_config())
+    lr = measure_ratio(lambda: ref_run(feeds_ref), lambda: cand_run(feeds_ref), cfg.ratio)
     cand.latency_ratio, cand.latency_ms = lr.ratio, lr.candidate_ms
     cand.fp32_latency_ms, cand.pairs = lr.reference_ms, lr.rounds
     cand.session = session.to_dict()

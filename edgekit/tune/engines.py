@@ -54,7 +54,7 @@ def _bf16_skip_reason(engine: str) -> str | None:
 
 _FINALISTS = 3
 #: simpler settings first: a more complex candidate wins only when it is faster by more than
-#: the measurement noise (``rel_tol``)
+#: the measurement noise (``ratio.tolerance``)
 _STAGE_ORDER = {"baseline": 0, "quantization": 1, "mixed precision": 2, "session": 3,
                 "engine": 4}
 
@@ -87,8 +87,8 @@ def _runoff(ctx: _Context, cands: Sequence[Candidate]) -> Candidate:
             calls = [lambda: ctx.reference.run(feeds)] + [
                 (lambda m=m: m.run(feeds)) for m in models]
             times = measure(calls, runs=None,
-                            duration=min(2 * cfg.min_seconds, cfg.max_seconds),
-                            min_runs=min(cfg.min_pairs, 20), warmup=3)
+                            duration=min(2 * cfg.ratio.min_seconds, cfg.ratio.max_seconds),
+                            min_runs=min(cfg.ratio.min_rounds, 20), warmup=3)
         finally:
             for m in models:
                 m.close()
@@ -101,7 +101,7 @@ def _runoff(ctx: _Context, cands: Sequence[Candidate]) -> Candidate:
             c.batch = _batch_of(feeds)
     winner: Candidate | None = None
     for c in sorted(finalists, key=lambda c: (_STAGE_ORDER.get(c.stage, 9), c.latency_ratio)):
-        if winner is None or c.latency_ratio < winner.latency_ratio * (1 - cfg.rel_tol):  # type: ignore[operator]
+        if winner is None or c.latency_ratio < winner.latency_ratio * (1 - cfg.ratio.tolerance):  # type: ignore[operator]
             winner = c
     return winner or cands[0]
 

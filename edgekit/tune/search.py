@@ -53,15 +53,15 @@ from edgekit.io.artifacts import file_entry
 from edgekit.measure.machine import cpu_model, instruction_set
 from edgekit.metadata import ModelMetadata
 from edgekit.progress import FractionFn, StatusFn
+from edgekit.quantize.options import QuantMode
 from edgekit.runtime.engine_registry import engine_class, installed_engines
 from edgekit.runtime.session import SessionOptionsConfig
 from edgekit.tune.candidates import (
-    _float_overrides,
+    _float_config,
     _latency_aware,
     _quant_space,
     _region_candidates,
     _try_quant,
-    node_profile,
 )
 from edgekit.tune.core import (
     _EVAL_BATCH,
@@ -86,8 +86,7 @@ from edgekit.tune.report import (
 )
 from edgekit.validate import accuracy
 
-__all__ = ["TuneConfig", "Candidate", "TuneResult", "tune_model", "node_profile",
-           "format_candidates"]
+__all__ = ["TuneConfig", "Candidate", "TuneResult", "tune_model", "format_candidates"]
 
 
 #: onnxruntime moves Quantize/Dequantize nodes across pooling/reshape at load (the session
@@ -134,16 +133,16 @@ def _load_tune_data(proto: Any, calibration: Any, eval_data: Any, config: TuneCo
     """Calibration samples; evaluation on ``eval_data``, else on calibration samples held out
     (not used to calibrate), else on the calibration samples; a batch for timing."""
     from edgekit.inputs.prepare import load_model_data, onnx_input_specs
-    from edgekit.quantize import QuantizationConfig, calibration_split
+    from edgekit.quantize.calibration import calibration_split
 
     specs = onnx_input_specs(proto)
     meta = ModelMetadata.from_props({p.key: p.value for p in proto.metadata_props})
-    qcfg = QuantizationConfig(calibration_samples=config.calibration_samples, seed=config.seed)
-    feeds, cal_info, held, notes = calibration_split(calibration, specs, meta, qcfg)
+    cal = config.quantization.calibration
+    feeds, cal_info, held, notes = calibration_split(calibration, specs, meta, cal)
     desc = cal_info["data"]
     if eval_data is not None:
         ev, labels, more, ev_desc = load_model_data(
-            eval_data, specs, meta, "evaluation data", "test", config.eval_samples, config.seed)
+            eval_data, specs, meta, "evaluation data", "test", config.eval_samples, cal.seed)
         notes += more
     elif held is not None:
         ev, labels, ev_desc = held[0], held[1], f"{held[2]} (held out)"
@@ -215,13 +214,14 @@ class _Search:
         """The static int8 candidates run by onnxruntime (of ``stage``; default every stage):
         what float regions and per-node profiles start from."""
         return [c for c in self.cands if c.engine == "onnxruntime" and c.quantization
-                and c.quantization.get("mode") == "int8" and c.stage != "session"
+                and c.quantization.mode is QuantMode.INT8 and c.stage != "session"
                 and (stage is None or c.stage == stage)]
 
     def _quant(self, i: int) -> Candidate:
-        name, desc, overrides = self.space[i]
-        self.ctx.progress(f"[{i + 1}/{len(self.space)}] {name}: {desc}")
-        c = _try_quant(self.ctx, name, desc, dict(overrides))
+        spec = self.space[i]
+        self.ctx.progress(f"[{i + 1}/{len(self.space)}] {spec.name}: {spec.description}")
+        c = _try_quant(self.ctx, spec.name, spec.description,
+                       spec.config(self.ctx.config.quantization))
         self.ctx.progress(f"    ratio {c.latency_ratio or float('nan'):.3f}, {c.reason}")
         self.cands.append(c)
         self.advance()
@@ -264,7 +264,7 @@ class _Search:
                 if self.over_budget():
                     break
                 self.ctx.progress(f"mixed precision: {name}")
-                c = _try_quant(self.ctx, name, desc, _float_overrides(best, region),
+                c = _try_quant(self.ctx, name, desc, _float_config(best, region),
                                stage="mixed precision")
                 self.ctx.progress(f"    ratio {c.latency_ratio or float('nan'):.3f}, {c.reason}")
                 self.cands.append(c)
@@ -300,7 +300,7 @@ class _Search:
         """fp32, the default variant and the best accepted onnxruntime candidate of each stage
         whose file ``engine`` can run (ops outside ai.onnx are onnxruntime's: logged)."""
         ort = [c for c in self.cands if c.engine == "onnxruntime"]
-        bases = [self.fp32, *[c for c in ort if c.name == self.space[0][0]]]
+        bases = [self.fp32, *[c for c in ort if c.name == self.space[0].name]]
         for stage in ("quantization", "mixed precision"):
             pool = [c for c in ort if c.stage == stage]
             best = self.best_of(pool)
@@ -392,7 +392,7 @@ def _report(search: _Search, winner: Candidate, src: Path, data: _Data, log: lis
         "fp32_model": ctx.fp32_path.name,
         "machine": {"cpu": cpu_model(), "instruction_set": instruction_set(),
                     "cores": os.cpu_count(), "engines": installed_engines()},
-        "config": ctx.config.__dict__,
+        "config": ctx.config.to_dict(),
         "calibration": data.calibration.source,
         "evaluation": data.eval_desc,
         "notes": data.notes,
