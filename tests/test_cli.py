@@ -223,7 +223,8 @@ def test_serve_busy_port_is_an_error_line(models: dict[str, Path]) -> None:
 
 
 # -- third-party log lines: silenced by default, shown with -v ---------------------------------
-_OWN_PREFIXES = ("wrote ", "validation: ", "report: ", "... ", "note: ", "warning: ")
+_OWN_PREFIXES = ("wrote ", "validation: ", "engines: ", "report: ", "... ", "note: ",
+                 "warning: ")
 _FOREIGN = ("tensorflow", "onednn", "absl", "warning: all log messages", "cuda", "tf2onnx",
             "i0000", "e0000", "w0000", "cpu_feature_guard", "traceback")
 

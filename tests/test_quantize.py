@@ -122,8 +122,10 @@ def test_fp16_and_dynamic_cnn(cnn: dict[str, Path], tmp_path: Path) -> None:
         f"{ev['accuracy_drop']:+.2f} pt), top-1 agreement {100 * ev['top1_agreement']:.2f}%, "
         f"mean abs diff {ev['mean_abs_error']:.2g}, max {ev['max_abs_error']:.2g} on 1000 "
         f"held-out samples ({ev['data']})",
+        "engines: " + ", ".join(f"{e} passed" for e in r.engines),
         *(f"note: {n}" for n in r.notes),
     ]
+    assert list(r.engines)[0] == "onnxruntime" and all(e["passed"] for e in r.engines.values())
     assert r.size_ratio <= 0.65  # tiny model: metadata weighs; the shipped CNN is checked in bench
     sess = ort.InferenceSession(str(r.path), providers=["CPUExecutionProvider"])
     assert sess.get_inputs()[0].type == "tensor(float)"
