@@ -133,6 +133,21 @@ def test_nested_dict_inputs_are_called_in_their_structure(tmp_path: Path) -> Non
     np.testing.assert_allclose(EdgeModel(res.onnx_path).run(x)[0], want, atol=1e-5)
 
 
+def test_dict_outputs_keep_their_names_on_their_values(tmp_path: Path) -> None:
+    """Keras flattens a dict of outputs by sorted key; each ONNX output carries its own."""
+    keras.utils.set_random_seed(5)
+    x = keras.Input((4,), name="x")
+    model = keras.Model(x, {"zeta": keras.layers.Dense(2, name="zeta")(x),
+                            "alpha": keras.layers.Dense(3, name="alpha")(x)})
+    res = export_model(model, tmp_path, CFG)
+    feeds = RNG.normal(size=(3, 4)).astype("float32")
+    want = model(feeds)
+    got = EdgeModel(res.onnx_path).run(feeds)
+    names = [o.name for o in onnx.load(str(res.onnx_path)).graph.output]
+    for name, value in zip(names, got, strict=True):
+        np.testing.assert_allclose(value, np.asarray(want[name]), atol=1e-5)
+
+
 def _built_subclassed(tmp_path: Path) -> tuple[keras.Model, Path]:
     keras.utils.set_random_seed(2)
     model = TwoDense()

@@ -1,8 +1,8 @@
 """Keras -> ONNX conversion and validation (needs ``edgekit[export]``).
 
-:func:`export_model` is the stage; its steps are in :mod:`~edgekit.convert.load`,
-:mod:`~edgekit.convert.conversion`, :mod:`~edgekit.convert.validate` and
-:mod:`~edgekit.convert.report`.
+:func:`export_model` is the stage; its steps are in :mod:`~edgekit.convert.load` (with the
+input signature in :mod:`~edgekit.convert.signature`), :mod:`~edgekit.convert.conversion`,
+:mod:`~edgekit.convert.validate` and :mod:`~edgekit.convert.report`.
 """
 
 from __future__ import annotations

@@ -1,6 +1,8 @@
 """Loading the Keras source of an export: a ``.keras`` / ``.h5`` file, a SavedModel folder or
 an in-memory model, with the user's custom objects, as a :class:`KerasSource` (input and output
-specs, a traced ``tf.function`` for tf2onnx and a callable Keras reference for validation).
+specs, a traced ``tf.function`` for tf2onnx and a callable Keras reference for validation, both
+calling the model with its inputs in the structure Keras expects: see
+:mod:`edgekit.convert.signature`).
 
 TensorFlow and Keras are imported inside the functions (the ``export`` extra).
 """
