@@ -58,6 +58,13 @@ __all__ = ["export_cmd", "inspect_cmd", "quantize_cmd"]
 @click.option("--custom-objects", "custom_objects", multiple=True, metavar="MODULE.py",
               help="Python file (or module name) defining the model's custom layers; "
               "imported before loading (repeatable).")
+@click.option("--input-spec", "input_specs", multiple=True, metavar="NAME:SHAPE[:DTYPE]",
+              help="An input of the model's signature (repeat once per input): NAME, the "
+              "SHAPE batch first with None for dynamic dimensions, and a numpy DTYPE (default "
+              "float32), e.g. x:None,28,28,1:float32 or ids:None,16:int32. Needed for a "
+              "subclassed model when Keras recorded no build shapes and no .npz data gives a "
+              "sample; several inputs are passed to the model as a dict keyed by NAME. For a "
+              "model with declared inputs it fixes their shapes/dtypes (same names and ranks).")
 @click.option("--strict", is_flag=True,
               help="Fail when validation ran on degenerate outputs (same class or saturated "
               "for most samples) instead of warning.")
@@ -69,20 +76,21 @@ __all__ = ["export_cmd", "inspect_cmd", "quantize_cmd"]
 def export_cmd(model: Path, outdir: Path, opset: int, validation_data: Path | None,
                validation_samples: int, atol: float | None, rtol: float | None,
                labels_file: Path | None, seed: int, output_kinds: tuple[str, ...],
-               custom_objects: tuple[str, ...], strict: bool,
+               custom_objects: tuple[str, ...], input_specs: tuple[str, ...], strict: bool,
                no_simplify: bool, package: Path | None, force: bool, **qopts: Any) -> None:
     """Export a Keras MODEL (.keras, .h5 or SavedModel folder) to validated ONNX.
 
     Validation runs on --validation-data, else on --calibration data, else on seeded
     synthetic inputs drawn in the range the model's preprocessing layers expect.
     """
-    from edgekit.convert import ExportConfig, export_model, read_labels
+    from edgekit.convert import ExportConfig, InputSpec, export_model, read_labels
 
     labels = read_labels(labels_file) if labels_file else None
     config = ExportConfig(opset=opset, validation_samples=validation_samples,
                           labels=labels, seed=seed, force=force,
                           output_kinds=list(output_kinds) or None, strict=strict,
-                          simplify=not no_simplify)
+                          simplify=not no_simplify,
+                          input_specs=[InputSpec.parse(s) for s in input_specs] or None)
     if atol is not None or rtol is not None:  # unset options keep ExportConfig's defaults
         config = replace(config, atol=config.atol if atol is None else atol,
                          rtol=config.rtol if rtol is None else rtol)

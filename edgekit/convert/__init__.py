@@ -1,8 +1,8 @@
 """Keras -> ONNX conversion and validation (needs ``edgekit[export]``).
 
-:func:`export_model` is the stage; its steps are in :mod:`~edgekit.convert.load`,
-:mod:`~edgekit.convert.conversion`, :mod:`~edgekit.convert.validate` and
-:mod:`~edgekit.convert.report`.
+:func:`export_model` is the stage; its steps are in :mod:`~edgekit.convert.load` (with the
+input signature in :mod:`~edgekit.convert.signature`), :mod:`~edgekit.convert.conversion`,
+:mod:`~edgekit.convert.validate` and :mod:`~edgekit.convert.report`.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from edgekit.convert.conversion import convert
 from edgekit.convert.export import ExportResult, export_model
 from edgekit.convert.load import KerasSource, load_custom_objects, load_source
 from edgekit.convert.report import library_versions, output_contract
+from edgekit.convert.signature import InputSpec
 from edgekit.convert.tfconvert import MAX_OPSET
 from edgekit.convert.validate import synthetic_inputs, validate_source
 from edgekit.exported import ExportHook, ExportOutcome
@@ -22,6 +23,7 @@ __all__ = [
     "ExportHook",
     "ExportOutcome",
     "ExportResult",
+    "InputSpec",
     "KerasSource",
     "convert",
     "export_model",

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgekit.contract import parse_output_kinds
+from edgekit.convert.signature import InputSpec
 from edgekit.convert.tfconvert import MAX_OPSET
 from edgekit.errors import InputError
 from edgekit.schema import parse_json
@@ -38,6 +39,10 @@ class ExportConfig:
         output_kinds: the output contract, one of ``probabilities``, ``independent``,
             ``logits``, ``regression``, ``other`` per output (default None: read from each
             output's final Keras activation, see :mod:`edgekit.contract`).
+        input_specs: the model's input signature given explicitly, one :class:`InputSpec` per
+            input (``--input-spec``; default None: the model's own inputs, else for a
+            subclassed model its build shapes, else a sample of the validation data; see
+            :mod:`edgekit.convert.signature`).
     """
 
     opset: int = 17
@@ -51,6 +56,7 @@ class ExportConfig:
     output_kinds: list[str] | None = None
     strict: bool = False
     batch_size: int = 8
+    input_specs: list[InputSpec] | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.opset, int) or self.opset > MAX_OPSET:
@@ -70,8 +76,22 @@ class ExportConfig:
             raise InputError("validation_samples must be >= 0")
         if self.batch_size < 1:
             raise InputError(f"batch_size must be >= 1, got {self.batch_size}")
+        self._check_input_specs()
         kinds = parse_output_kinds(self.output_kinds)
         self.output_kinds = None if kinds is None else [k.value for k in kinds]
+
+    def _check_input_specs(self) -> None:
+        specs = self.input_specs
+        if specs is None:
+            return
+        if not specs or not all(isinstance(s, InputSpec) for s in specs):
+            raise InputError("input_specs must be a non-empty list of InputSpec",
+                             hint="e.g. [InputSpec('x', (None, 28, 28, 1), 'float32')] or "
+                             "InputSpec.parse('x:None,28,28,1:float32')")
+        names = [s.name for s in specs]
+        if len(set(names)) != len(names):
+            raise InputError(f"input_specs name an input twice: {names}")
+        self.input_specs = list(specs)
 
 
 def read_labels(path: str | os.PathLike[str]) -> list[str]:

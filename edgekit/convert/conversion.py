@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from edgekit.convert.config import MIN_OPSET
 from edgekit.convert.graph import drop_unused_opsets, walk_nodes
 from edgekit.convert.graph import simplify as simplify_graph
-from edgekit.convert.load import KerasSource
+from edgekit.convert.load import KerasSource, keras_call_error
 from edgekit.convert.tfconvert import (
     MAX_OPSET,
     bind_captured_constants,
@@ -81,17 +81,27 @@ def conversion_error(what: str, exc: BaseException, opset: int | None,
     return ConversionError(f"{what}: {reason}", hint=hint or otherwise)
 
 
+def _trace(source: KerasSource, signature: list[Any]) -> Any:
+    """The concrete function of ``source.function`` traced for conversion: edgekit's own call
+    of the Keras model, whose failure is Keras' (:func:`keras_call_error`), not tf2onnx's."""
+    try:
+        with tracing_for_conversion():
+            return source.function.get_concrete_function(*signature)
+    except Exception as exc:
+        raise keras_call_error(source.name, source.inputs, exc) from exc
+
+
 def _run_tf2onnx(source: KerasSource, signature: list[Any], opset: int) -> tuple[Any, Any]:
     """tf2onnx on ``source.function`` traced for conversion; returns (model, concrete fn)."""
     import logging
 
     require("tf2onnx", "export")
+    concrete = _trace(source, signature)
     log = logging.getLogger("tf2onnx")
     level = log.level
     log.setLevel(logging.CRITICAL)  # unsupported ops are reported by _check_converted
     try:
         with tracing_for_conversion():
-            concrete = source.function.get_concrete_function(*signature)
             model_proto = from_function(source.function, signature, opset)
     except Exception as exc:
         raise conversion_error(

@@ -111,7 +111,7 @@ def export_model(
     artifacts.check()  # fail before any slow work
     data = None if validation_data is None else open_data(validation_data, "validation data")
     with timer.step("load"):
-        source = load_source(model, custom_objects)
+        source = load_source(model, custom_objects, config.input_specs, data)
     check_labels(source, config)
     source.metadata.output_kinds = output_contract(source, source.metadata, config)
     done = _convert_and_validate(source, config, data, onnx_name, timer)

@@ -1,6 +1,8 @@
 """Loading the Keras source of an export: a ``.keras`` / ``.h5`` file, a SavedModel folder or
 an in-memory model, with the user's custom objects, as a :class:`KerasSource` (input and output
-specs, a traced ``tf.function`` for tf2onnx and a callable Keras reference for validation).
+specs, a traced ``tf.function`` for tf2onnx and a callable Keras reference for validation, both
+calling the model with its inputs in the structure Keras expects: see
+:mod:`edgekit.convert.signature`).
 
 TensorFlow and Keras are imported inside the functions (the ``export`` extra).
 """
@@ -8,6 +10,7 @@ TensorFlow and Keras are imported inside the functions (the ``export`` extra).
 from __future__ import annotations
 
 import os
+import re
 import zipfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -18,14 +21,15 @@ from typing import Any, Protocol
 import numpy as np
 
 from edgekit.contract import keras_output_activations
+from edgekit.convert.signature import InputSpec, KerasInputs, SignatureData, keras_inputs, pack
 from edgekit.errors import ConversionError, InputError, ModelLoadError, require
 from edgekit.errors import exception_reason as _reason
-from edgekit.inputs.data import TensorSpecInfo
+from edgekit.inputs.data import TensorSpecInfo, format_shape
 from edgekit.inputs.synthetic import InputRange, keras_input_ranges
 from edgekit.metadata import ModelMetadata, load_keras_metadata
 
 __all__ = ["CustomObjects", "EagerTensor", "KerasSource", "ModelSource", "TracedFunction",
-           "load_custom_objects", "load_source", "source_stem"]
+           "keras_call_error", "load_custom_objects", "load_source", "source_stem"]
 
 #: a model to export: a ``.keras`` / ``.h5`` path, a SavedModel folder or an in-memory
 #: ``keras.Model`` (Keras is untyped, so the model itself is an ``object`` here)
@@ -160,50 +164,56 @@ def _embedding_ranges(model: Any, inputs: list[TensorSpecInfo]) -> dict[str, int
     return {s.name: bound for s in inputs if np.issubdtype(np.dtype(s.dtype), np.integer)}
 
 
-def _from_keras_model(model: Any, name: str, path: Path | None, fmt: str) -> KerasSource:
+def _output_specs(model: Any, name: str, inputs: KerasInputs) -> list[TensorSpecInfo]:
+    """The model's outputs: its declared ones, or (a subclassed model) the ones Keras infers
+    symbolically from the input signature."""
+    import keras
+
+    outs = list(getattr(model, "outputs", None) or [])
+    if not outs:
+        tensors = {s.name: keras.KerasTensor(s.shape, s.dtype) for s in inputs.specs}
+        try:
+            outs = keras.tree.flatten(model.compute_output_spec(pack(inputs.tree, tensors)))
+        except Exception as exc:
+            raise keras_call_error(name, inputs.specs, exc) from exc
+    used: set[str] = set()
+    return [TensorSpecInfo(_output_name(t, i, used),
+                           (None, *(None if d is None else int(d) for d in t.shape[1:])),
+                           np.dtype("float32").name)
+            for i, t in enumerate(outs)]
+
+
+def keras_call_error(name: str, specs: Sequence[TensorSpecInfo],
+                     exc: BaseException) -> ConversionError:
+    """The error of a Keras call that edgekit made (tracing or inferring the model's outputs):
+    Keras' own message, which names the layer that raised."""
+    shapes = ", ".join(f"{s.name} {format_shape(s.shape)} {s.dtype}" for s in specs)
+    reason = re.sub(r"\x1b\[[0-9;]*m", "", _reason(exc))  # Keras' bold text
+    return ConversionError(
+        f"Keras fails calling {name} on its input signature ({shapes}), before any "
+        f"conversion: {type(exc).__name__}: {reason}",
+        hint="the model's call raises for these inputs: check that model(inputs) runs on "
+        "them in Keras; for a subclassed model pass the right --input-spec")
+
+
+def _from_keras_model(model: Any, name: str, path: Path | None, fmt: str,
+                      inputs: KerasInputs) -> KerasSource:
+    import keras
     import tensorflow as tf
 
-    if not getattr(model, "inputs", None):
-        raise ConversionError(
-            f"model {name} has no defined inputs (a subclassed or unbuilt model)",
-            hint="build it with keras.Input(...) (functional or Sequential API) before saving",
-        )
-    names: list[str] = []
-    specs: list[TensorSpecInfo] = []
-    for i, t in enumerate(model.inputs):
-        n = str(getattr(t, "name", "") or f"input_{i}").replace(":", "_").replace("/", "_")
-        if n in names:
-            n = f"{n}_{i}"
-        names.append(n)
-        shape = tuple(None if d is None else int(d) for d in t.shape)
-        dtype = np.dtype(tf.as_dtype(t.dtype).as_numpy_dtype).name
-        specs.append(TensorSpecInfo(n, (None, *shape[1:]), dtype))
-    used: set[str] = set()
-    out_specs = []
-    for i, t in enumerate(model.outputs):
-        shape = tuple(None if d is None else int(d) for d in t.shape)
-        out_specs.append(
-            TensorSpecInfo(_output_name(t, i, used), (None, *shape[1:]), np.dtype("float32").name)
-        )
+    specs, tree = inputs.specs, inputs.tree
+    out_specs = _output_specs(model, name, inputs)
     signature = [tf.TensorSpec(s.shape, tf.as_dtype(s.dtype), name=s.name) for s in specs]
-    multi = len(specs) > 1
-
-    def _flat(y: Any) -> list[Any]:
-        if isinstance(y, dict):
-            return list(y.values())
-        if isinstance(y, list | tuple):
-            return list(y)
-        return [y]
+    names = [s.name for s in specs]
 
     @tf.function(input_signature=signature, autograph=False)
     def function(*xs: Any) -> Any:
-        y = model(list(xs) if multi else xs[0], training=False)
-        return _flat(y)
+        y = model(pack(tree, dict(zip(names, xs, strict=True))), training=False)
+        return keras.tree.flatten(y)
 
     def call(feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        xs = [feeds[s.name] for s in specs]
-        y = model(xs if multi else xs[0], training=False)
-        return [np.asarray(o) for o in _flat(y)]
+        y = model(pack(tree, feeds), training=False)
+        return [np.asarray(o) for o in keras.tree.flatten(y)]
 
     meta = (load_keras_metadata(path) if path is not None else None) or ModelMetadata()
     return KerasSource(
@@ -362,22 +372,34 @@ def _load_keras_file(path: Path, custom_objects: dict[str, object]) -> Any:
         ) from exc
 
 
-def load_source(model: ModelSource, custom_objects: CustomObjects | None = None) -> KerasSource:
+def load_source(model: ModelSource, custom_objects: CustomObjects | None = None,
+                input_specs: Sequence[InputSpec] | None = None,
+                data: SignatureData | None = None) -> KerasSource:
     """Load a ``.keras`` / ``.h5`` file, a SavedModel folder, or wrap an in-memory Keras model.
 
-    ``custom_objects``: see :func:`load_custom_objects` (default: none).
+    Args:
+        model: the model or where it is.
+        custom_objects: see :func:`load_custom_objects` (default: none).
+        input_specs: the input signature given explicitly (default None: the model's own; see
+            :func:`~edgekit.convert.signature.keras_inputs`).
+        data: validation/calibration data, whose first arrays give a subclassed model's
+            signature when neither ``input_specs`` nor Keras' build shapes do.
     """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     require("tensorflow", "export", "tensorflow-cpu")
     _quiet_tf()
     objects = load_custom_objects(custom_objects)
     if not isinstance(model, str | os.PathLike):
-        return _from_keras_model(model, getattr(model, "name", "model"), None, "keras-object")
+        name = str(getattr(model, "name", "model"))
+        return _from_keras_model(model, name, None, "keras-object",
+                                 keras_inputs(model, name, input_specs, data))
     path = Path(model)
     fmt = _check_model_path(path)
     if fmt == "savedmodel":
         return _from_saved_model(path)
-    return _from_keras_model(_load_keras_file(path, objects), path.stem, path, fmt)
+    keras_model = _load_keras_file(path, objects)
+    return _from_keras_model(keras_model, path.stem, path, fmt,
+                             keras_inputs(keras_model, path.stem, input_specs, data))
 
 
 def source_stem(model: ModelSource) -> str:
