@@ -8,6 +8,8 @@ and that the graph holds only standard ONNX ops.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -26,7 +28,7 @@ TF_ONLY_OPS = {"Bucketize", "LookupTableFindV2", "HashTableV2", "DenseBincount",
                "StringToHashBucketFast", "StringToHashBucketStrong"}
 EDGES = np.array([[-np.inf, -1.0, 0.0], [0.5, 1.0, 2.5], [3.0, np.inf, np.nan]], "float32")
 INTS = np.array([[10, 20, 30], [0, 7, -7], [8, 30, 10**12]], "int64")
-WORDS = np.array([["cat", "dog", ""], ["emu", "cat", "zzz"], ["", "", "dog"]], dtype=object)
+WORDS = np.array([["cat", "dog", ""], ["émeu", "cat", "zzz"], ["", "", "dog"]], dtype=object)
 
 
 def _to_onnx(model: keras.Model, opset: int = 17, check: bool = True) -> onnx.ModelProto:
@@ -148,6 +150,13 @@ def test_integer_lookup_without_oov_on_known_values() -> None:
     _check(_single(layer, (3,), "int64"), INTS)
 
 
+def test_integer_lookup_large_vocabulary_by_unique() -> None:
+    vocabulary = list(range(-3000, 6000, 3))  # 3000 terms: found by Unique, not equality
+    layer = layers.IntegerLookup(vocabulary=vocabulary, mask_token=1, num_oov_indices=2)
+    proto = _check(_single(layer, (3,), "int64"), np.array([[-3000, 1, 5997], [2, -1, 6000]]))
+    assert "Unique" in _ops(proto)
+
+
 def test_integer_lookup_adapted_and_inverted() -> None:
     lookup = layers.IntegerLookup(mask_token=0)
     lookup.adapt(np.array([5, 5, 5, 9, 9, 3, 0]))
@@ -159,9 +168,9 @@ def test_integer_lookup_adapted_and_inverted() -> None:
 
 # ------------------------------------------------------------------------------ StringLookup
 STRINGS = {
-    "mask_oov": dict(vocabulary=["cat", "dog", "emu"], mask_token=""),
-    "one_hot": dict(vocabulary=["cat", "dog", "emu"], output_mode="one_hot"),
-    "multi_hot_mask": dict(vocabulary=["cat", "dog", "emu"], output_mode="multi_hot",
+    "mask_oov": dict(vocabulary=["cat", "dog", "émeu"], mask_token=""),
+    "one_hot": dict(vocabulary=["cat", "dog", "émeu"], output_mode="one_hot"),
+    "multi_hot_mask": dict(vocabulary=["cat", "dog", "émeu"], output_mode="multi_hot",
                            mask_token=""),
     "count": dict(vocabulary=["cat", "dog"], output_mode="count"),
 }
@@ -221,14 +230,23 @@ def _tabular() -> keras.Model:
     return keras.Model([price, category, city], layers.Dense(2, activation="softmax")(hidden))
 
 
+TABULAR_FEEDS = (np.array([[-5.0], [25.0], [50.0], [99.0], [np.nan]], "float32"),
+                 np.array([[3], [0], [7], [4], [9]], "int64"),
+                 np.array([["oslo"], ["rome"], [""], ["paris"], ["oslo"]], dtype=object))
+
+
 def test_tabular_model_with_preprocessing_inside() -> None:
     model = _tabular()
     lowered, _ = lower_preprocessing(model)
     assert [t.name for t in lowered.inputs] == ["price", "cat", "city"]
     assert lowered.get_layer("dense").kernel is model.get_layer("dense").kernel  # shared
-    _check(model, np.array([[-5.0], [25.0], [50.0], [99.0], [np.nan]], "float32"),
-           np.array([[3], [0], [7], [4], [9]], "int64"),
-           np.array([["oslo"], ["rome"], [""], ["paris"], ["oslo"]], dtype=object), notes=6)
+    _check(model, *TABULAR_FEEDS, notes=6)
+
+
+def test_tabular_model_saved_and_loaded(tmp_path: Path) -> None:
+    """Adapted vocabularies and boundaries come back from a .keras file (as assets/config)."""
+    _tabular().save(tmp_path / "tabular.keras")
+    _check(keras.models.load_model(tmp_path / "tabular.keras"), *TABULAR_FEEDS, notes=6)
 
 
 def test_model_without_preprocessing_is_returned_as_is() -> None:

@@ -10,8 +10,9 @@ the same function as the original:
 * :class:`LoweredLookup` (``IntegerLookup``, ``StringLookup``, ``invert`` included): the hash
   table becomes the position of each input among the table's keys, then a ``Gather`` from
   the table's values. Integer keys are found by equality against the key list (``Equal`` +
-  ``ReduceSum``); string keys by ``Unique`` over the keys followed by the inputs (ONNX
-  ``Equal`` reads strings only from opset 19, ``Unique`` from opset 11).
+  ``ReduceSum``); string keys, and more than :data:`EQUALITY_MAX_KEYS` integer keys, by
+  ``Unique`` over the keys followed by the inputs (ONNX ``Equal`` reads strings only from
+  opset 19, ``Unique`` reads them from opset 11).
 * :class:`LoweredCategoryEncoding`, and the ``one_hot``/``multi_hot``/``count``/``tf_idf``
   outputs of the others: equality against ``arange(depth)`` and a ``ReduceMax``/``ReduceSum``
   (no ``OneHot``: ONNX wraps negative indices where TensorFlow gives zeros; no
@@ -30,7 +31,7 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
-__all__ = ["encode_categories", "LoweredDiscretization", "LoweredLookup",
+__all__ = ["EQUALITY_MAX_KEYS", "encode_categories", "LoweredDiscretization", "LoweredLookup",
            "LoweredCategoryEncoding"]
 
 def encode_categories(indices: Any, mode: str, depth: int, dtype: str,
@@ -100,11 +101,16 @@ class LoweredDiscretization(_Lowered):
         return encode_categories(bins, self.output_mode, len(bounds) + 1, self.out_dtype)
 
 
-def _string_positions(x: Any, keys: np.ndarray) -> Any:
-    """Position of each string of ``x`` in ``keys`` (``len(keys)`` when absent), by ``Unique``
+#: above this many keys, a lookup finds integers by ``Unique`` too: equality builds an
+#: inputs x keys matrix (a 20,000-term vocabulary on 32 x 128 tokens: 330 MB of int32)
+EQUALITY_MAX_KEYS = 1024
+
+
+def _unique_positions(x: Any, keys: np.ndarray) -> Any:
+    """Position of each element of ``x`` in ``keys`` (``len(keys)`` when absent), by ``Unique``
     over the keys followed by the inputs: a unique index is its first occurrence's."""
     flat = tf.reshape(x, [-1])
-    _, index = tf.unique(tf.concat([tf.constant(keys, dtype=tf.string), flat], 0),
+    _, index = tf.unique(tf.concat([tf.constant(keys, dtype=flat.dtype), flat], 0),
                          out_idx=tf.int64)
     found = tf.minimum(index[len(keys):], len(keys))
     out = tf.reshape(found, tf.shape(x))
@@ -112,12 +118,12 @@ def _string_positions(x: Any, keys: np.ndarray) -> Any:
     return out
 
 
-def _int_positions(x: Any, keys: np.ndarray) -> Any:
+def _equal_positions(x: Any, keys: np.ndarray) -> Any:
     """Position of each integer of ``x`` in ``keys`` (unique; ``len(keys)`` when absent)."""
-    hits = ops.cast(ops.equal(ops.expand_dims(x, -1), keys), "int64")
+    hits = ops.cast(ops.equal(ops.expand_dims(x, -1), keys), "int32")
     found = ops.sum(hits, axis=-1)
-    where = ops.sum(hits * np.arange(len(keys), dtype=np.int64), axis=-1)
-    return where + (1 - found) * len(keys)
+    where = ops.sum(hits * np.arange(len(keys), dtype=np.int32), axis=-1)
+    return ops.cast(where + (1 - found) * len(keys), "int64")
 
 
 class LoweredLookup(_Lowered):
@@ -141,7 +147,8 @@ class LoweredLookup(_Lowered):
         x = tf.convert_to_tensor(inputs)
         if not self.strings:
             x = ops.cast(x, "int64")
-        where = (_string_positions if self.strings else _int_positions)(x, self.keys)
+        by_unique = self.strings or len(self.keys) > EQUALITY_MAX_KEYS
+        where = (_unique_positions if by_unique else _equal_positions)(x, self.keys)
         if self.values.dtype == object:  # invert StringLookup: strings out
             return tf.gather(tf.constant(self.values, dtype=tf.string), where)
         lookups = ops.take(self.values, where)
