@@ -69,8 +69,20 @@ def _outputs(model: keras.Model, feeds: list[np.ndarray]) -> list[np.ndarray]:
     return [np.asarray(o) for o in (y if isinstance(y, list | tuple) else [y])]
 
 
-def _check(model: keras.Model, *feeds: np.ndarray, notes: int = 1) -> onnx.ModelProto:
-    """Lower ``model``; Keras (exact) and onnxruntime must give the original's outputs."""
+def _openvino(proto: onnx.ModelProto, feeds: tuple[np.ndarray, ...],
+              want: list[np.ndarray]) -> None:
+    """OpenVINO (when installed) must agree too; it runs int64 as int32, and has no strings."""
+    ov = pytest.importorskip("openvino")
+    compiled = ov.Core().compile_model(ov.Core().read_model(proto.SerializeToString(), b""))
+    got = compiled(list(feeds))
+    for i, ref in enumerate(want):
+        np.testing.assert_allclose(np.asarray(got[i]), ref, rtol=1e-5, atol=1e-6)
+
+
+def _check(model: keras.Model, *feeds: np.ndarray, notes: int = 1,
+           openvino: bool = False) -> onnx.ModelProto:
+    """Lower ``model``; Keras (exact), onnxruntime and with ``openvino`` OpenVINO must give
+    the original's outputs."""
     lowered, lowered_notes = lower_preprocessing(model)
     assert len(lowered_notes) == notes, lowered_notes
     want = _outputs(model, list(feeds))
@@ -88,6 +100,8 @@ def _check(model: keras.Model, *feeds: np.ndarray, notes: int = 1) -> onnx.Model
             ref = np.vectorize(bytes.decode, otypes=[object])(ref)
             got = got.astype(object)
         _assert_same(np.asarray(got), ref)
+    if openvino:
+        _openvino(proto, feeds, want)
     return proto
 
 
@@ -101,7 +115,8 @@ def _single(layer: keras.layers.Layer, shape: tuple[int, ...], dtype: str) -> ke
 def test_discretization_modes(mode: str) -> None:
     cols = 1 if mode == "one_hot" else 3
     layer = layers.Discretization(bin_boundaries=[0.0, 1.0, 2.5], output_mode=mode)
-    proto = _check(_single(layer, (cols,), "float32"), EDGES[:, :cols].reshape(-1, cols))
+    proto = _check(_single(layer, (cols,), "float32"), EDGES[:, :cols].reshape(-1, cols),
+                   openvino=True)
     assert "Less" in _ops(proto)
 
 
@@ -137,6 +152,9 @@ LOOKUPS = {
 @pytest.mark.parametrize("case", sorted(LOOKUPS))
 def test_integer_lookup(case: str) -> None:
     _check(_single(layers.IntegerLookup(**LOOKUPS[case]), (3,), "int64"), INTS)
+    small = np.where(np.abs(INTS) < 2**31, INTS, -INTS[0, :1])  # OpenVINO computes in int32
+    _check(_single(layers.IntegerLookup(**LOOKUPS[case]), (3,), "int64"), small,
+           openvino=True)
 
 
 def test_integer_lookup_one_hot_column_and_int32_input() -> None:
@@ -198,7 +216,7 @@ def test_category_encoding(mode: str) -> None:
     cols = 1 if mode == "one_hot" else 4
     ids = np.array([[0, 3, 3, 4], [1, 1, 2, 9], [2, 0, 0, 0]], "int64")[:, :cols]
     _check(_single(layers.CategoryEncoding(num_tokens=4, output_mode=mode), (cols,), "int64"),
-           ids)
+           ids, openvino=True)
 
 
 def test_category_encoding_count_weights() -> None:

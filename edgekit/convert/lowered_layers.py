@@ -5,7 +5,7 @@ same dtype) for the configurations :mod:`edgekit.convert.lowering` accepts, and 
 original layer's symbolic output (``compute_output_spec``), so a model rebuilt with them is
 the same function as the original:
 
-* :class:`LoweredDiscretization`: ``Bucketize`` becomes ``len(b) - sum(x < b)`` (``Less`` +
+* :class:`LoweredDiscretization`: ``Bucketize`` becomes ``sum(not(x < b))`` (``Less``, ``Not``,
   ``ReduceSum``; a NaN lands in the last bin, as TensorFlow's ``upper_bound`` puts it).
 * :class:`LoweredLookup` (``IntegerLookup``, ``StringLookup``, ``invert`` included): the hash
   table becomes the position of each input among the table's keys, then a ``Gather`` from
@@ -81,7 +81,8 @@ class _Lowered(keras.layers.Layer):
 
 
 class LoweredDiscretization(_Lowered):
-    """``keras.layers.Discretization`` (dense, ``sparse=False``) as ``Less`` + ``ReduceSum``."""
+    """``keras.layers.Discretization`` (dense, ``sparse=False``) as ``Less``, ``Not`` and
+    ``ReduceSum``."""
 
     def __init__(self, source: keras.layers.Layer) -> None:
         super().__init__(source)
@@ -96,8 +97,10 @@ class LoweredDiscretization(_Lowered):
         bounds = self.boundaries.astype(np.float64 if kind == "float64" else np.float32)
         if kind != "float64":
             x = ops.cast(x, "float32")
-        below = ops.cast(ops.less(ops.expand_dims(x, -1), bounds), "int32")
-        bins = len(bounds) - ops.sum(below, axis=-1)
+        # the boundaries not above x (a NaN is below none: the last bin, as TF's upper_bound);
+        # not len(b) - sum(x < b), which OpenVINO 2026.4 miscomputes when Equal follows
+        not_above = ops.logical_not(ops.less(ops.expand_dims(x, -1), bounds))
+        bins = ops.sum(ops.cast(not_above, "int32"), axis=-1)
         return encode_categories(bins, self.output_mode, len(bounds) + 1, self.out_dtype)
 
 
