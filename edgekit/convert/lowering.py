@@ -11,8 +11,9 @@ values with comparisons, sums and gathers (see there for the op mapping). Layers
 other models are reused as they are (same weights).
 
 Supported: every configuration with a dense output (``sparse=False``), integer and string
-inputs (strings need onnxruntime's string tensors: ``Unique``, ``Gather`` and ``Where`` on
-strings, all standard ONNX), ``invert``, masks, any number of OOV indices for integer keys,
+inputs (strings through ``Unique``, ``Gather`` and ``Where``, standard ONNX that onnxruntime
+runs; OpenVINO's CPU plugin has no string tensors), ``invert``, masks, any number of OOV
+indices for integer keys (OpenVINO computes int64 as int32: keys beyond 2**31 differ there),
 and the ``int``/``one_hot``/``multi_hot``/``count``/``tf_idf`` outputs. Refused with a
 :class:`~edgekit.errors.ConversionError` naming the layer and a workaround: ``Hashing``,
 ``HashedCrossing``, ``TextVectorization``, lookups that hash OOV values (string keys with
