@@ -143,6 +143,8 @@ def _echo_export(result: Any, outdir: Path) -> None:
     click.echo(f"validation: {v.summary()} (within {v.tolerance()}) - passed")
     if result.report.get("engines"):
         click.echo(engines_line(result.report["engines"]))
+    for note in result.report["graph"].get("lowered") or []:
+        click.echo(f"note: {note}")
     for warning in result.validation.warnings:
         click.echo(f"warning: {warning}; agreement on such inputs proves little "
                    "(validate on real data with --validation-data; --strict fails here)", err=True)

@@ -21,6 +21,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from edgekit.contract import keras_output_activations
+from edgekit.convert.lowering import lower_preprocessing
 from edgekit.convert.signature import InputSpec, KerasInputs, SignatureData, keras_inputs, pack
 from edgekit.errors import ConversionError, InputError, ModelLoadError, require
 from edgekit.errors import exception_reason as _reason
@@ -70,6 +71,8 @@ class KerasSource:
         metadata: edgekit metadata stored with the model (labels, preprocessing ...).
         input_ranges: value ranges implied by preprocessing layers (see inputs.synthetic).
         synthetic_length: length of dynamic dimensions in synthetic inputs (None: not probed).
+        lowered: the Keras preprocessing layers rewritten with standard ops for the export
+            (:func:`~edgekit.convert.lowering.lower_preprocessing`); ``call`` runs the original.
     """
 
     name: str
@@ -85,6 +88,7 @@ class KerasSource:
     output_activations: list[str] = field(default_factory=list)  # final activation per output
     input_ranges: dict[str, InputRange] = field(default_factory=dict)  # from preprocessing layers
     synthetic_length: int | None = None  # length for dynamic dimensions Keras accepts (probed)
+    lowered: list[str] = field(default_factory=list)  # preprocessing layers lowered to ONNX ops
 
 
 def _quiet_tf() -> None:
@@ -205,10 +209,11 @@ def _from_keras_model(model: Any, name: str, path: Path | None, fmt: str,
     out_specs = _output_specs(model, name, inputs)
     signature = [tf.TensorSpec(s.shape, tf.as_dtype(s.dtype), name=s.name) for s in specs]
     names = [s.name for s in specs]
+    exported, lowered = lower_preprocessing(model)  # validation compares it with the original
 
     @tf.function(input_signature=signature, autograph=False)
     def function(*xs: Any) -> Any:
-        y = model(pack(tree, dict(zip(names, xs, strict=True))), training=False)
+        y = exported(pack(tree, dict(zip(names, xs, strict=True))), training=False)
         return keras.tree.flatten(y)
 
     def call(feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
@@ -228,6 +233,7 @@ def _from_keras_model(model: Any, name: str, path: Path | None, fmt: str,
         format=fmt,
         output_activations=keras_output_activations(model),
         input_ranges=keras_input_ranges(model, specs),
+        lowered=lowered,
     )
 
 

@@ -113,6 +113,7 @@ def build_report(source: KerasSource, config: ExportConfig, model_proto: onnx.Mo
             "nodes": len(model_proto.graph.node),
             "op_histogram": _op_histogram(model_proto),
             "simplified": simplified,
+            "lowered": source.lowered,
         },
         "validation": validation,
         "files": {"onnx": onnx_file},
