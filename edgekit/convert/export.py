@@ -144,7 +144,7 @@ def _convert_and_validate(source: KerasSource, config: ExportConfig,
         simplified_notes, session = simplified(model_proto, config.simplify, config.opset)
     if data is None:
         with timer.step("validation_inputs"):
-            feeds, notes, data_desc = validation_feeds(source, config, None)
+            feeds, notes, data_desc = validation_feeds(source, config, None, session)
     with timer.step("validate"):
         result = validate(source, session, feeds, config)
     del session

@@ -2,10 +2,13 @@
 
 tf2onnx keeps Keras' dynamic ``Flatten``: a ``Shape -> Gather/Slice -> Concat -> Reshape``
 chain that costs several kernel launches per call, and a ``Transpose`` back to NHWC order
-before it (Keras flattens channels-last, ONNX convolutions are channels-first). When every
-non-batch dimension is static, :func:`simplify`
+before it (Keras flattens channels-last, ONNX convolutions are channels-first). :func:`simplify`
 
-1. gives such a ``Reshape`` a constant shape ``[-1, d1, ...]`` and drops the shape chain;
+1. gives such a ``Reshape`` a constant shape ``[-1, d1, ...]`` and drops the shape chain, when
+   the shape depends on nothing but the batch dimension: it is measured twice, at batch 1 and
+   2, with every dynamic dimension (a sequence length) at a different size in each run and
+   at distinct sizes per dimension, and folded only when both measurements agree (a query
+   and a value of different lengths never look equal);
 2. folds ``Transpose -> Reshape(flatten) -> MatMul(W)`` into ``Reshape -> MatMul(W')`` by
    permuting the rows of the constant ``W`` (the same products, in another order);
 3. removes nodes and initializers nothing uses any more. A tensor read inside a ``Loop``,
@@ -19,6 +22,10 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from edgekit.inputs.data import TensorSpecInfo
+from edgekit.inputs.prepare import onnx_input_specs
+from edgekit.inputs.synthetic import dynamic_count
 
 if TYPE_CHECKING:
     import onnx
@@ -104,8 +111,39 @@ def _consumers(graph: Any) -> dict[str, list[Any]]:
     return out
 
 
-def _shape_values(model: Any, names: list[str], batch: int) -> list[np.ndarray]:
-    """Evaluate tensors ``names`` with onnxruntime on zero inputs of batch size ``batch``."""
+#: Smallest dynamic size tried first when measuring shape values; a graph that refuses it (a
+#: ``Conv1D`` longer than the sequence) is measured at the next base.
+_SIZE_BASES = (2, 16, 64)
+
+
+def _size_plans(count: int) -> Iterator[tuple[list[int], list[int]]]:
+    """Pairs of sizes for ``count`` dynamic dimensions, each pair measured at batch 1 and 2.
+
+    First distinct sizes per dimension that all change between the two runs, and in a
+    different order (``[b, b+1, ...]`` then ``[.., b+3, b+2]``), so that neither a size nor a
+    sum or difference of two sizes stays the same; then equal sizes (``[b, b, ...]`` then
+    ``[b+1, ...]``) for graphs that need their inputs' lengths equal (a token mask).
+    """
+    for base in _SIZE_BASES:
+        yield ([base + j for j in range(count)],
+               [base + 2 * count - 1 - j for j in range(count)])
+        if count > 1:
+            yield [base] * count, [base + 1] * count
+
+
+def _feeds(specs: list[TensorSpecInfo], batch: int, sizes: list[int]) -> dict[str, np.ndarray]:
+    """Zero inputs of batch ``batch``, the dynamic dimensions taking ``sizes`` in order."""
+    it = iter(sizes)
+    return {s.name: np.zeros([batch] + [next(it) if d is None else d for d in s.shape[1:]],
+                             s.dtype) for s in specs}
+
+
+def _shape_values(model: Any, names: list[str]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Tensors ``names`` evaluated with onnxruntime on zero inputs twice: at batch 1 and at
+    batch 2, every dynamic dimension taking another size between the two runs (see
+    :func:`_size_plans`). A value equal in both runs is taken to depend on no dynamic
+    dimension (a sampled proof: a shape that clamps a length, e.g. min(T, 4), stays
+    dynamic at the small sizes tried first)."""
     import onnx
     import onnxruntime as ort
 
@@ -115,24 +153,37 @@ def _shape_values(model: Any, names: list[str], batch: int) -> list[np.ndarray]:
     for n in names:
         vi = onnx.helper.make_tensor_value_info(n, onnx.TensorProto.INT64, None)
         probe.graph.output.append(vi)
-    inits = {i.name for i in probe.graph.initializer}
-    feeds = {}
-    for vi in probe.graph.input:
-        if vi.name in inits:
-            continue
-        tt = vi.type.tensor_type
-        dims = [batch] + [d.dim_value if d.HasField("dim_value") else 1 for d in tt.shape.dim[1:]]
-        dt = onnx.helper.tensor_dtype_to_np_dtype(tt.elem_type)
-        feeds[vi.name] = np.zeros(dims, dt)
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    so.log_severity_level = 4  # a refused size is expected: the next plan is tried
     sess = ort.InferenceSession(probe.SerializeToString(), so, providers=["CPUExecutionProvider"])
-    return [np.asarray(v) for v in sess.run(names, feeds)]
+    inputs = onnx_input_specs(model)
+    count = dynamic_count(inputs)
+    last: Exception | None = None
+    for one, two in _size_plans(count):
+        try:
+            return ([np.asarray(v) for v in sess.run(names, _feeds(inputs, 1, one))],
+                    [np.asarray(v) for v in sess.run(names, _feeds(inputs, 2, two))])
+        except Exception as exc:  # the graph refuses these sizes: try the next plan
+            last = exc
+    raise RuntimeError(f"no sizes the graph accepts: {last}")
+
+
+def _constant_shape(a: np.ndarray, b: np.ndarray) -> np.ndarray | None:
+    """``[-1, d1, ...]`` when two measurements of a Reshape's shape agree on a positive tail
+    (any non-zero leading dimension: ``-1`` recomputes it), else None."""
+    if a.ndim != 1 or a.shape != b.shape or len(a) < 1 or 0 in (a[0], b[0]):
+        return None
+    if not np.array_equal(a[1:], b[1:]) or np.any(a[1:] <= 0):
+        return None
+    return np.array([-1, *a[1:]], np.int64)
 
 
 def _static_reshapes(model: Any, notes: list[str]) -> None:
-    """Constant ``[-1, d1, ...]`` shapes for Reshapes whose computed shape varies only in
-    the batch dimension (checked by evaluating it at batch 1 and 2)."""
+    """Constant ``[-1, d1, ...]`` shapes for Reshapes whose computed shape depends on nothing
+    but the batch dimension: measured at two batch sizes with every dynamic dimension at two
+    different sizes (:func:`_shape_values`), so a shape read from a dynamic sequence length
+    is never frozen."""
     from onnx import numpy_helper
 
     graph = model.graph
@@ -142,19 +193,16 @@ def _static_reshapes(model: Any, notes: list[str]) -> None:
     if not nodes:
         return
     try:
-        one = _shape_values(model, [n.input[1] for n in nodes], 1)
-        two = _shape_values(model, [n.input[1] for n in nodes], 2)
+        one, two = _shape_values(model, [n.input[1] for n in nodes])
     except Exception:  # best effort: a graph the probe cannot run stays as it is
         return
     count = 0
     for node, a, b in zip(nodes, one, two, strict=True):
-        if a.ndim != 1 or a.shape != b.shape or len(a) < 1:
-            continue
-        batch_ok = (a[0], b[0]) in ((1, 2), (-1, -1))
-        if not batch_ok or not np.array_equal(a[1:], b[1:]) or np.any(a[1:] <= 0):
+        shape = _constant_shape(a, b)
+        if shape is None:
             continue
         name = f"{node.name or node.output[0]}__edgekit_shape"
-        graph.initializer.append(numpy_helper.from_array(np.array([-1, *a[1:]], np.int64), name))
+        graph.initializer.append(numpy_helper.from_array(shape, name))
         node.input[1] = name
         inits.add(name)
         count += 1

@@ -70,7 +70,8 @@ class KerasSource:
         int_ranges: for integer inputs, the exclusive upper bound of valid ids (Embedding).
         metadata: edgekit metadata stored with the model (labels, preprocessing ...).
         input_ranges: value ranges implied by preprocessing layers (see inputs.synthetic).
-        synthetic_length: length of dynamic dimensions in synthetic inputs (None: not probed).
+        synthetic_lengths: lengths of the dynamic dimensions in synthetic inputs, one per
+            dimension (None: not probed).
         lowered: the Keras preprocessing layers rewritten with standard ops for the export
             (:func:`~edgekit.convert.lowering.lower_preprocessing`); ``call`` runs the original.
     """
@@ -87,7 +88,7 @@ class KerasSource:
     keepalive: object = None  # objects whose variables ``function`` uses (a loaded SavedModel)
     output_activations: list[str] = field(default_factory=list)  # final activation per output
     input_ranges: dict[str, InputRange] = field(default_factory=dict)  # from preprocessing layers
-    synthetic_length: int | None = None  # length for dynamic dimensions Keras accepts (probed)
+    synthetic_lengths: tuple[int, ...] | None = None  # dynamic lengths that run (probed)
     lowered: list[str] = field(default_factory=list)  # preprocessing layers lowered to ONNX ops
 
 

@@ -6,6 +6,7 @@ on them in batches and at batch 1, and the tolerance and ``strict`` rules enforc
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -17,7 +18,7 @@ from edgekit.errors import ConversionError, InputError, ValidationError
 from edgekit.errors import exception_reason as _reason
 from edgekit.inputs.data import Dataset, format_shape, run_in_batches
 from edgekit.inputs.prepare import load_model_data
-from edgekit.inputs.synthetic import draw_inputs, probe_length
+from edgekit.inputs.synthetic import draw_inputs, dynamic_count, probe_lengths, shortest_length
 from edgekit.validate import (
     DEFAULT_RTOL,
     ValidationResult,
@@ -33,55 +34,81 @@ if TYPE_CHECKING:
 __all__ = ["synthetic_inputs", "validate_source", "validation_feeds", "validate"]
 
 
-def synthetic_inputs(source: KerasSource, n: int, seed: int = 0) -> dict[str, np.ndarray]:
+def synthetic_inputs(source: KerasSource, n: int, seed: int = 0,
+                     onnx_run: Callable[[dict[str, np.ndarray]], object] | None = None,
+                     ) -> dict[str, np.ndarray]:
     """Seeded inputs matching each input's shape, dtype and preprocessing range.
 
     Integer inputs get ids in the Embedding range; float inputs the range a leading
     ``Rescaling`` / ``Normalization`` layer implies, else [0, 1) for image models and N(0, 1)
-    otherwise. Dynamic non-batch dimensions get the first length Keras accepts (probed once,
-    see :func:`edgekit.inputs.synthetic.probe_length`).
+    otherwise. Dynamic non-batch dimensions get the first lengths Keras, and ``onnx_run`` (the
+    converted graph) when given, both run: distinct per dimension unless the model needs them
+    equal (probed once, see :func:`edgekit.inputs.synthetic.probe_lengths`).
     """
     pre = source.metadata.preprocessing
     image = pre is not None and pre.kind == "image"
 
-    def make(length: int, count: int = n) -> dict[str, np.ndarray]:
-        return draw_inputs(source.inputs, count, np.random.default_rng(seed), length,
+    def make(lengths: int | tuple[int, ...], count: int = n) -> dict[str, np.ndarray]:
+        return draw_inputs(source.inputs, count, np.random.default_rng(seed), lengths,
                            source.input_ranges, source.int_ranges, image)
 
-    dynamic = any(d is None for s in source.inputs for d in s.shape[1:])
-    if dynamic and source.synthetic_length is None:
-        source.synthetic_length = probe_length(source.call, lambda k: make(k, 1), source.name)
-    return make(source.synthetic_length or 8)
+    dynamic = dynamic_count(source.inputs)
+    if dynamic and source.synthetic_lengths is None:
+        runners = [("Keras", source.call)] + ([("onnxruntime", onnx_run)] if onnx_run else [])
+        source.synthetic_lengths = probe_lengths(runners, lambda k: make(k, 1), dynamic,
+                                                 source.name)
+    return make(source.synthetic_lengths or 8)
 
 
 def validation_feeds(source: KerasSource, config: ExportConfig,
                       data: str | os.PathLike[str] | Dataset | None,
+                      session: onnxruntime.InferenceSession | None = None,
                       ) -> tuple[dict[str, np.ndarray], list[str], str]:
     """(feeds, notes, description) to validate on: the user's data (capped at
-    ``config.validation_samples``; its ``test`` split) or seeded synthetic inputs."""
+    ``config.validation_samples``; its ``test`` split) or seeded synthetic inputs, of lengths
+    ``session`` (the converted graph) runs too when given."""
     if data is None:
-        feeds = synthetic_inputs(source, config.validation_samples or 256, config.seed)
-        return feeds, [], f"synthetic (seed {config.seed})"
+        run = None if session is None else _quiet_run(session)
+        feeds = synthetic_inputs(source, config.validation_samples or 256, config.seed, run)
+        lengths = source.synthetic_lengths
+        at = f", dynamic lengths {', '.join(map(str, lengths))}" if lengths else ""
+        return feeds, [], f"synthetic (seed {config.seed}{at})"
     feeds, _, notes, desc = load_model_data(data, source.inputs, source.metadata,
                                             "validation data", "test",
                                             config.validation_samples, config.seed)
     return feeds, notes, desc
 
 
+def _quiet_run(sess: onnxruntime.InferenceSession,
+               ) -> Callable[[dict[str, np.ndarray]], object]:
+    """``sess.run`` on feeds without onnxruntime's error log: a probe expects refusals."""
+    import onnxruntime as ort
+
+    options = ort.RunOptions()
+    options.log_severity_level = 4
+    return lambda feeds: sess.run(None, feeds, options)
+
+
 def _shapes_of(feeds: dict[str, np.ndarray]) -> str:
     return ", ".join(f"{k} {format_shape(v.shape)} {v.dtype}" for k, v in feeds.items())
 
 
-def _keras_reference(source: KerasSource, feeds: dict[str, np.ndarray],
-                     batch_size: int) -> list[np.ndarray]:
-    """The Keras outputs on ``feeds``; Keras' own failure is an input problem, said as such."""
+def _keras_reference(source: KerasSource, feeds: dict[str, np.ndarray], batch_size: int,
+                     sess: onnxruntime.InferenceSession) -> list[np.ndarray]:
+    """The Keras outputs on ``feeds``; Keras' own failure is an input problem, said as such
+    (with the shortest length the converted graph ``sess`` runs, when too short for it)."""
     try:
         return run_in_batches(source.call, feeds, batch_size)
     except Exception as exc:
+        short = _minimum_length(source, sess, feeds)
+        why = "" if short is None else (
+            f"; inputs of length {short[0]} are too short for it: the converted graph runs "
+            f"length {short[1]} or more")
         raise InputError(
             f"Keras itself cannot run {source.name} on the validation inputs "
-            f"({_shapes_of(feeds)}): {type(exc).__name__}: {_reason(exc)}",
-            hint="give --validation-data with inputs the model accepts",
+            f"({_shapes_of(feeds)}): {type(exc).__name__}: {_reason(exc)}{why}",
+            hint="give --validation-data with inputs the model accepts" if short is None
+            else f"pad the validation inputs to length {short[1]} or more",
         ) from exc
 
 
@@ -91,6 +118,55 @@ def _onnx_run_error(exc: BaseException, feeds: dict[str, np.ndarray], opset: int
         f"onnxruntime loads the converted graph but fails running it on {_shapes_of(feeds)}",
         exc, opset, "a converter bug: report it with the model attached (try --no-simplify "
         "to rule out edgekit's clean-ups)")
+
+
+def _dynamic_length(source: KerasSource, feeds: dict[str, np.ndarray]) -> int | None:
+    """The shortest length of a dynamic dimension in ``feeds`` (None: no dynamic dimension)."""
+    lengths = [feeds[s.name].shape[axis] for s in source.inputs
+               for axis, d in enumerate(s.shape) if axis and d is None and s.name in feeds]
+    return min(lengths) if lengths else None
+
+
+def _minimum_length(source: KerasSource, sess: onnxruntime.InferenceSession,
+                    feeds: dict[str, np.ndarray]) -> tuple[int, int] | None:
+    """(the shortest dynamic length in ``feeds``, the shortest length ``sess`` runs) when the
+    graph refuses the first and runs a longer one (convolution/pooling windows longer than
+    the sequence); None when the length is not the problem."""
+    length = _dynamic_length(source, feeds)
+    if length is None:
+        return None
+    rng, run = np.random.default_rng(0), _quiet_run(sess)
+
+    def runs(k: int) -> bool:
+        try:
+            run(draw_inputs(source.inputs, 1, rng, k, source.input_ranges, source.int_ranges,
+                            False))
+        except Exception:  # refused at this length
+            return False
+        return True
+
+    shortest = None if runs(length) else shortest_length(runs, length)
+    return None if shortest is None else (length, shortest)
+
+
+def _too_short(source: KerasSource, short: tuple[int, int]) -> InputError:
+    return InputError(
+        f"inputs of length {short[0]} are too short for {source.name}: the converted graph "
+        f"needs dynamic dimensions of length {short[1]} or more (its convolution/pooling "
+        "windows; Keras may run shorter ones without error, on empty windows)",
+        hint=f"pad the validation inputs to length {short[1]} or more")
+
+
+def _compared(ref: list[np.ndarray], got: list[np.ndarray], names: list[str],
+              atol: float | None, rtol: float) -> ValidationResult:
+    """:func:`compare_outputs`; outputs of another shape than Keras' are a conversion error."""
+    try:
+        return compare_outputs(ref, got, names, atol, rtol)
+    except ValueError as exc:
+        raise ConversionError(
+            f"the converted graph's outputs differ in shape from Keras': {exc}",
+            hint="a converter bug: report it with the model attached (try --no-simplify to "
+            "rule out edgekit's clean-ups)") from exc
 
 
 def validate_source(
@@ -110,17 +186,19 @@ def validate_source(
     """
     n = len(next(iter(feeds.values())))
     names = [o.name for o in source.outputs]
-    ref = _keras_reference(source, feeds, batch_size)
     sess = (onnx_model if not isinstance(onnx_model, bytes | str | os.PathLike)
             else onnx_session(onnx_model))
+    ref = _keras_reference(source, feeds, batch_size, sess)
     try:
         got = run_in_batches(lambda f: sess.run(None, f), feeds, batch_size)
         k = min(n, 8)  # batch 1 proves the batch dimension is really dynamic
         one = run_in_batches(lambda f: sess.run(None, f), {a: v[:k] for a, v in feeds.items()}, 1)
     except Exception as exc:
-        raise _onnx_run_error(exc, feeds, opset) from exc
-    result = compare_outputs(ref, got, names, atol, rtol)
-    result.include(compare_outputs([r[:k] for r in ref], one, names, atol, rtol))
+        short = _minimum_length(source, sess, feeds)
+        raise (_onnx_run_error(exc, feeds, opset) if short is None
+               else _too_short(source, short)) from exc
+    result = _compared(ref, got, names, atol, rtol)
+    result.include(_compared([r[:k] for r in ref], one, names, atol, rtol))
     result.saturation = output_saturation(ref, names)
     result.warnings = degenerate_warnings(result.saturation, n)
     return result

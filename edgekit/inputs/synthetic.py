@@ -10,27 +10,31 @@ prove something:
   ``[0, 1)`` for image models (edgekit metadata) and N(0, 1) otherwise. Image batches
   (N, H, W, 1|3|4) are smooth random fields in that range (:func:`smooth_images`), not
   independent noise per pixel.
-* **Shape.** A dynamic non-batch dimension (a text model's sequence length) gets the first
-  of :data:`CANDIDATE_LENGTHS` that Keras itself runs without error: stacked ``Conv1D`` /
-  pooling layers reject short sequences.
+* **Shape.** Dynamic non-batch dimensions (a text model's sequence length) get the first of
+  :data:`CANDIDATE_LENGTHS` that Keras itself, and the converted graph when given, runs
+  without error (:func:`probe_lengths`): stacked ``Conv1D`` / pooling layers reject short
+  sequences, and Keras runs some too-short ones that onnxruntime refuses (a convolution over
+  a window longer than what is left of the sequence). Several dynamic dimensions get distinct
+  lengths (a query and a value of different lengths), unless the model needs them equal.
 
 numpy only at import time; Keras is imported by :func:`keras_input_ranges`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from edgekit.errors import InputError, exception_reason
+from edgekit.errors import ConversionError, InputError, exception_reason
 from edgekit.inputs.data import TensorSpecInfo
 from edgekit.metadata import ModelMetadata
 
 __all__ = ["InputRange", "CANDIDATE_LENGTHS", "keras_input_ranges", "draw_inputs",
-           "synthetic_feeds", "probe_length", "smooth_images"]
+           "synthetic_feeds", "probe_lengths", "shortest_length", "dynamic_count",
+           "smooth_images"]
 
 CANDIDATE_LENGTHS = (8, 16, 32, 64, 128, 256, 512)
 
@@ -87,13 +91,20 @@ def keras_input_ranges(model: Any, specs: Sequence[TensorSpecInfo]) -> dict[str,
     return {}
 
 
+def dynamic_count(specs: Sequence[TensorSpecInfo]) -> int:
+    """How many non-batch dimensions of ``specs`` are dynamic (None)."""
+    return sum(d is None for s in specs for d in s.shape[1:])
+
+
 def draw_inputs(specs: Sequence[TensorSpecInfo], n: int, rng: np.random.Generator,
-                length: int, ranges: dict[str, InputRange], int_ranges: dict[str, int],
-                image: bool) -> dict[str, np.ndarray]:
-    """Seeded inputs for ``specs``: dynamic dimensions get ``length``; see the module doc."""
+                length: int | Sequence[int], ranges: dict[str, InputRange],
+                int_ranges: dict[str, int], image: bool) -> dict[str, np.ndarray]:
+    """Seeded inputs for ``specs``; see the module doc. Dynamic dimensions get ``length``: one
+    size for all, or one size per dynamic dimension (inputs in order, then their axes)."""
+    sizes = iter([length] * dynamic_count(specs) if isinstance(length, int) else length)
     feeds: dict[str, np.ndarray] = {}
     for s in specs:
-        shape = (n, *[length if d is None else d for d in s.shape[1:]])
+        shape = (n, *[next(sizes) if d is None else d for d in s.shape[1:]])
         dt = np.dtype(s.dtype)
         r = ranges.get(s.name)
         if np.issubdtype(dt, np.integer):
@@ -151,25 +162,74 @@ def smooth_images(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarra
     return np.asarray((img - lo) / np.maximum(hi - lo, 1e-6), np.float32)
 
 
-def probe_length(call: Callable[[dict[str, np.ndarray]], Any],
-                 make: Callable[[int], dict[str, np.ndarray]], name: str) -> int:
-    """The first of :data:`CANDIDATE_LENGTHS` at which ``call(make(length))`` runs.
-
-    Raises :class:`InputError` with Keras' own reason when none does.
-    """
-    last: BaseException | None = None
+def _candidates(count: int) -> Iterator[tuple[int, ...]]:
+    """Lengths for ``count`` dynamic dimensions, shortest first: at each of
+    :data:`CANDIDATE_LENGTHS` distinct ones (``L, 1.5 L, 2 L, ...``), then all equal."""
     for length in CANDIDATE_LENGTHS:
+        step = max(1, length // 2)
+        yield tuple(length + j * step for j in range(count))
+        if count > 1:
+            yield (length,) * count
+
+
+Runner = Callable[[dict[str, np.ndarray]], object]
+
+
+def _first_refusal(runners: Sequence[tuple[str, Runner]], feeds: dict[str, np.ndarray],
+                   ) -> tuple[str, BaseException] | None:
+    """(who, error) of the first of ``runners`` that cannot run ``feeds``; None when all do."""
+    for who, run in runners:
         try:
-            call(make(length))
-            return length
-        except Exception as exc:  # Keras rejects this length: try the next one
-            last = exc
+            run(feeds)
+        except Exception as exc:  # this runner refuses these lengths
+            return who, exc
+    return None
+
+
+def probe_lengths(runners: Sequence[tuple[str, Runner]],
+                  make: Callable[[tuple[int, ...]], dict[str, np.ndarray]], count: int,
+                  name: str) -> tuple[int, ...]:
+    """The first lengths for ``count`` dynamic dimensions (see :func:`_candidates`) that every
+    one of ``runners`` (``(name, call)``, Keras first) runs ``make(lengths)`` with.
+
+    Raises:
+        InputError: Keras itself runs none of them (with Keras' own reason).
+        ConversionError: Keras runs some, but a later runner (onnxruntime on the converted
+            graph) none of those.
+    """
+    refusals: dict[str, BaseException] = {}
+    for lengths in _candidates(count):
+        refusal = _first_refusal(runners, make(lengths))
+        if refusal is None:
+            return lengths
+        refusals[refusal[0]] = refusal[1]
+    tried = ", ".join(map(str, CANDIDATE_LENGTHS))
+    keras = runners[0][0]
+    who = next((w for w in refusals if w != keras), keras)
+    last = refusals.get(who)
     why = f"{type(last).__name__}: {exception_reason(last)}" if last is not None else "no candidate"
-    raise InputError(
-        f"Keras cannot run {name} on synthetic inputs with dynamic dimensions of length "
-        f"{', '.join(map(str, CANDIDATE_LENGTHS))}: {why}",
-        hint="pass --validation-data with inputs the model accepts",
-    )
+    if who == keras:
+        raise InputError(
+            f"{who} cannot run {name} on synthetic inputs with dynamic dimensions of length "
+            f"{tried}: {why}", hint="pass --validation-data with inputs the model accepts")
+    raise ConversionError(
+        f"{who} fails running the converted {name} at every input length Keras accepts "
+        f"(tried {tried}): {why}", hint="a converter bug: report it with the model attached "
+        "(try --no-simplify to rule out edgekit's clean-ups)")
+
+
+def shortest_length(runs: Callable[[int], bool], above: int) -> int | None:
+    """The shortest length over ``above`` at which ``runs(length)`` is true, assuming every
+    longer one runs too (the windows of convolutions and pooling); None when none of
+    :data:`CANDIDATE_LENGTHS` does."""
+    hi = next((c for c in CANDIDATE_LENGTHS if c > above and runs(c)), None)
+    if hi is None:
+        return None
+    lo = above  # runs(lo) is false: the length that failed
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if runs(mid) else (mid, hi)
+    return hi
 
 
 def synthetic_feeds(specs: Sequence[TensorSpecInfo], meta: ModelMetadata, n: int,
