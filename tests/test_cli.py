@@ -18,6 +18,8 @@ from click.testing import CliRunner
 from edgekit.cli.app import max_threads
 from edgekit.cli.main import cli
 
+pytestmark = pytest.mark.file_seconds(20)
+
 ROOT = Path(__file__).resolve().parents[1]
 COMMANDS = sorted(cli.commands)
 
@@ -240,6 +242,7 @@ def _export(tmp_path: Path, *extra: str, env: dict[str, str] | None = None) -> l
 
 
 @pytest.mark.slow
+@pytest.mark.slow
 @pytest.mark.parametrize("env", [{}, {"TF_CPP_MIN_LOG_LEVEL": "0"}], ids=["default", "tf-log-0"])
 def test_export_prints_only_edgekit_lines(tmp_path: Path, env: dict[str, str]) -> None:
     lines = _export(tmp_path, env=env)
@@ -249,6 +252,7 @@ def test_export_prints_only_edgekit_lines(tmp_path: Path, env: dict[str, str]) -
         assert not any(word in line.lower() for word in _FOREIGN), line
 
 
+@pytest.mark.slow
 @pytest.mark.slow
 def test_export_verbose_shows_library_lines(tmp_path: Path) -> None:
     lines = _export(tmp_path, "-v", env={"TF_CPP_MIN_LOG_LEVEL": "0"})

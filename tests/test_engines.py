@@ -72,6 +72,7 @@ def _ort_file(src: Path, dst: Path) -> Path:
 
 
 # -- same answers --------------------------------------------------------------------------
+@pytest.mark.slow
 @pytest.mark.parametrize("variant", ["fp32", "int8"])
 def test_both_engines_give_the_same_values(cnn: dict[str, Path], variant: str) -> None:
     a = EdgeModel(cnn[variant], engine="onnxruntime", session=ONE_THREAD)

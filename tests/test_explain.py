@@ -22,6 +22,8 @@ from edgekit.errors import InputError  # noqa: E402
 from edgekit.quantize import QuantizationConfig, quantize_model  # noqa: E402
 from edgekit.quantize.explain import explain_lines, explain_samples  # noqa: E402
 
+pytestmark = pytest.mark.file_seconds(5)
+
 
 def _mlp(weights: list[np.ndarray], path: Path) -> Path:
     """x -> (MatMul -> Relu) * n -> MatMul -> Softmax, nodes named dense1.., relu1.."""

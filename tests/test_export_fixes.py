@@ -33,6 +33,8 @@ from edgekit.convert.graph import simplify, subgraph_inputs  # noqa: E402
 from edgekit.convert.tfconvert import bind_captured_constants  # noqa: E402
 from edgekit.errors import ConversionError, InputError, ValidationError  # noqa: E402
 
+pytestmark = [pytest.mark.file_seconds(20), pytest.mark.slow]
+
 CFG = ExportConfig(validation_samples=16)
 
 

@@ -27,6 +27,8 @@ from edgekit.inputs.data import load_dataset
 from edgekit.io.artifacts import ArtifactSet, recover
 from edgekit.io.tempdirs import private_tempdir, temp_dir
 
+pytestmark = pytest.mark.file_seconds(15)
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -408,6 +410,7 @@ def test_a_sigterm_between_mkdir_and_register_still_removes_the_folder(tmp_path:
     assert not made.exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("previous", [False, True])
 def test_sigterm_during_export_removes_staging(tmp_path: Path, previous: bool) -> None:
     out = tmp_path / "out"

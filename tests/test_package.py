@@ -13,7 +13,6 @@ import pytest
 import tritonclient
 import yaml
 from _runtime_models import FASHION_LABELS, make_image_model, make_text_model, make_two_input_model
-from _serve_models import shipped_cnn  # noqa: F401  (fixture)
 from click.testing import CliRunner
 from google.protobuf import text_format
 from onnx import TensorProto, helper
@@ -61,7 +60,7 @@ def _check_tensors(cfg: mc.ModelConfig, model: EdgeModel) -> None:
             assert list(t.dims) == (shape[1:] if cfg.max_batch_size else shape)
 
 
-def test_package_shipped_cnn_for_triton_and_kserve(shipped_cnn: Path, tmp_path: Path) -> None:  # noqa: F811
+def test_package_shipped_cnn_for_triton_and_kserve(shipped_cnn: Path, tmp_path: Path) -> None:
     repo = tmp_path / "repo"
     res = package_triton(shipped_cnn, repo, PackageConfig(max_batch=64, max_delay_us=500))
     model = EdgeModel(shipped_cnn)

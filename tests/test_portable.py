@@ -27,6 +27,8 @@ from edgekit.contract import OutputKind, output_kind, to_probabilities
 from edgekit.quantize.qdq import float_qdq_pairs, nonstandard_ops
 from edgekit.runtime.model import EdgeModel
 
+pytestmark = [pytest.mark.file_seconds(65), pytest.mark.slow]
+
 keras = pytest.importorskip("keras")
 ov = pytest.importorskip("openvino")
 

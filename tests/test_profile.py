@@ -32,6 +32,8 @@ from edgekit.measure.profile import (
 )
 from edgekit.runtime import SessionOptionsConfig
 
+pytestmark = pytest.mark.file_seconds(8)
+
 SHAPE = ["N", 8, 16, 16]
 
 
@@ -106,6 +108,7 @@ def _bench(args: list[str]) -> tuple[str, dict]:
     return r.stdout, json.loads(r.stdout)
 
 
+@pytest.mark.slow
 def test_bench_profile_prints_both_engines_and_the_why_line(models: Models, tmp_path) -> None:
     report = tmp_path / "r.json"
     r = CliRunner().invoke(cli, ["bench", str(models.fp32), str(models.int8), "--engine", "all",

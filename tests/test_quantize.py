@@ -28,6 +28,8 @@ from edgekit.quantize import (  # noqa: E402
     resolve_mode,
 )
 
+pytestmark = pytest.mark.file_seconds(15)
+
 
 def _files(d: Path) -> set[str]:
     return {p.name for p in d.iterdir()} if d.exists() else set()
@@ -64,6 +66,7 @@ def cnn(fashion_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str
 
 
 # -- int8 through the export command, with ORT format -----------------------------------------
+@pytest.mark.slow
 def test_export_int8_ort(cnn: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "out"
     r = CliRunner().invoke(cli, [
@@ -140,6 +143,7 @@ def test_percentile_calibration_keeps_stdout_clean(cnn: dict[str, Path], tmp_pat
 
 
 # -- dynamic int8 on an LSTM -------------------------------------------------------------------
+@pytest.mark.slow
 def test_dynamic_lstm_and_auto(tmp_path: Path) -> None:
     keras.utils.set_random_seed(0)
     m = keras.Sequential([
@@ -205,6 +209,7 @@ def sensitive(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {"onnx": res.onnx_path, "calib": d / "calib.npz", "eval": d / "eval.npz"}
 
 
+@pytest.mark.slow
 def test_gate_keeps_nodes_in_float(sensitive: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "out"
     r = CliRunner().invoke(cli, [

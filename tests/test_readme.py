@@ -26,6 +26,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.file_seconds(50)
+
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 FENCE = re.compile(r"^```(bash|sh|console)[^\n]*\n(.*?)^```", re.MULTILINE | re.DOTALL)
@@ -126,6 +128,7 @@ def test_readme_blocks_are_marked_and_setup_is_two_commands() -> None:
             assert block.marker is not None and "# " in block.script, block.line
 
 
+@pytest.mark.slow
 @pytest.mark.slow
 def test_readme_shell_blocks_run_in_a_copy(tmp_path: Path, fashion_dir: Path) -> None:
     blocks = [b for b in readme_blocks(README.read_text()) if b.marker != "skip"]

@@ -16,6 +16,8 @@ from edgekit.inputs.text import TextTokenizer
 from edgekit.metadata import load_keras_metadata
 from edgekit.recipes import RECIPES, TrainConfig, get_recipe, parse_grid, train_recipe
 
+pytestmark = pytest.mark.file_seconds(30)
+
 
 def test_registry_and_config() -> None:
     assert set(RECIPES) == {"image_cnn", "tabular_mlp", "text_lstm"}
@@ -63,6 +65,7 @@ def test_model_architectures() -> None:
     assert lstm.units == 32 and lstm.use_cudnn is False and lstm.go_backwards
 
 
+@pytest.mark.slow
 def test_image_cnn_small(tmp_path: Path, fashion_dir: Path) -> None:
     out = tmp_path / "fashion.keras"
     r = get_recipe("image_cnn").train(TrainConfig(limit=2000, epochs=1), fashion_dir, out)
@@ -82,6 +85,7 @@ def test_image_cnn_small(tmp_path: Path, fashion_dir: Path) -> None:
     assert not list(tmp_path.glob(".*"))  # temp files are gone
 
 
+@pytest.mark.slow
 def test_tabular_breast_cancer_and_seed(tmp_path: Path) -> None:
     cfg = TrainConfig(epochs=10, seed=3)
     a = train_recipe("tabular_mlp", cfg, output=tmp_path / "a.keras")
@@ -102,6 +106,7 @@ def test_tabular_breast_cancer_and_seed(tmp_path: Path) -> None:
     assert ((p > 0.5) == d.target).mean() > 0.9
 
 
+@pytest.mark.slow
 def test_cli_train_csv_multiclass_and_force(tmp_path: Path) -> None:
     from sklearn.datasets import load_digits
 
@@ -142,6 +147,7 @@ def test_cli_train_csv_multiclass_and_force(tmp_path: Path) -> None:
     assert out.stat().st_mtime_ns == before
 
 
+@pytest.mark.slow
 def test_cli_grid_search(tmp_path: Path) -> None:
     out = tmp_path / "bc.keras"
     res = CliRunner().invoke(
@@ -173,6 +179,7 @@ def test_cli_grid_search(tmp_path: Path) -> None:
     assert out.exists()
 
 
+@pytest.mark.slow
 def test_text_lstm_sms_subset(tmp_path: Path, sms_file: Path) -> None:
     out = tmp_path / "sms.keras"
     r = get_recipe("text_lstm").train(TrainConfig(limit=1500, epochs=3, seed=0), sms_file, out)

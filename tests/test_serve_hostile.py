@@ -22,6 +22,8 @@ from _serve_sockets import (
 from edgekit.serve import server_process
 from edgekit.serve.protocol import RateLimitFilter, accept_backlog, auto_max_connections
 
+pytestmark = pytest.mark.file_seconds(12)
+
 PARTIAL_HEADERS = b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-"
 PARTIAL_BODY = (
     b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
@@ -34,6 +36,7 @@ def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_image_model(tmp_path_factory.mktemp("hostile") / "image.onnx")
 
 
+@pytest.mark.slow
 def test_slow_and_silent_clients_are_closed_within_the_timeouts(model: Path) -> None:
     """The issue's battery, scaled: partial headers, a 100 kB body announced and 10 bytes
     sent, and silent connections are all closed within the (1 s) timeouts, with a 408 for the
@@ -70,6 +73,7 @@ def test_default_timeouts_are_at_most_30_s() -> None:
     assert 0 < cfg.keep_alive_timeout <= 30
 
 
+@pytest.mark.slow
 @pytest.mark.slow
 def test_1100_stalled_connections_under_ulimit_1024(model: Path, tmp_path: Path) -> None:
     """1,100 stalled connections against a server limited to 1,024 open files: /health still

@@ -26,7 +26,11 @@ from _serve_sockets import (
 
 from edgekit.serve import free_port, server_process
 
-pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl")
+pytestmark = [
+    pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl"),
+    pytest.mark.file_seconds(30),
+    pytest.mark.slow,
+]
 
 #: the first 5 bytes of a ClientHello: a TLS handshake record announcing 512 bytes
 CLIENT_HELLO_START = b"\x16\x03\x01\x02\x00"

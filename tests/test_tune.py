@@ -24,6 +24,8 @@ from edgekit.quantize.regions import float_region, stem_and_depthwise  # noqa: E
 from edgekit.runtime.model import EdgeModel  # noqa: E402
 from edgekit.tune.search import TuneConfig, tune_model  # noqa: E402
 
+pytestmark = pytest.mark.file_seconds(25)
+
 
 @pytest.fixture(scope="module")
 def digits(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
@@ -78,6 +80,7 @@ def lstm(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
             "eval": d / "eval.npz"}
 
 
+@pytest.mark.slow
 def test_simplify_removes_dynamic_flatten_and_keeps_outputs(digits: dict[str, Path],
                                                             tmp_path: Path) -> None:
     plain = export_model(digits["model"], tmp_path / "plain", ExportConfig(simplify=False))
@@ -96,6 +99,7 @@ def test_simplify_removes_dynamic_flatten_and_keeps_outputs(digits: dict[str, Pa
         assert EdgeModel(simple.onnx_path, "cpu").run({"image": x[:batch]})[0].shape == (batch, 10)
 
 
+@pytest.mark.slow
 def test_float_region_extends_through_activation_and_pooling(digits: dict[str, Path],
                                                              tmp_path: Path) -> None:
     result = export_model(digits["model"], tmp_path)
@@ -114,6 +118,7 @@ def test_paired_ratio_is_the_median_of_per_round_ratios() -> None:
     assert paired_ratio(reference, reference) == 1.0
 
 
+@pytest.mark.slow
 def test_measure_ratio_of_a_model_against_itself_is_near_one(digits: dict[str, Path],
                                                             tmp_path: Path) -> None:
     result = export_model(digits["model"], tmp_path)
@@ -139,6 +144,7 @@ def test_measure_ratio_of_a_model_against_itself_is_near_one(digits: dict[str, P
         TuneConfig(min_seconds=5.0, max_seconds=1.0)
 
 
+@pytest.mark.slow
 def test_tune_writes_the_winner_with_session_settings(digits: dict[str, Path],
                                                       tmp_path: Path) -> None:
     out = tmp_path / "out"
@@ -277,6 +283,7 @@ def test_stem_and_depthwise_convs_are_found() -> None:
     assert stem_and_depthwise(graph) == (["stem"], ["dw"])
 
 
+@pytest.mark.slow
 def test_tune_cli_errors_leave_nothing(digits: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "out"
     res = CliRunner().invoke(cli, ["tune", str(digits["model"]), "-o", str(out)])
@@ -298,6 +305,7 @@ def test_tune_cli_errors_leave_nothing(digits: dict[str, Path], tmp_path: Path) 
         TuneConfig(max_accuracy_drop=-1)
 
 
+@pytest.mark.slow
 def test_tune_cli_writes_the_model_and_prints_the_table(digits: dict[str, Path],
                                                          tmp_path: Path) -> None:
     out = tmp_path / "out"
