@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -33,7 +34,7 @@ def baseline(bench_models_dir: BenchModels, tmp_path_factory) -> str:
 
 @pytest.mark.slow
 def test_baseline_contents(baseline: str, bench_models_dir: BenchModels) -> None:
-    b = json.loads(open(baseline).read())
+    b = json.loads(Path(baseline).read_text())
     assert b["accuracy"] == pytest.approx(bench_models_dir.accuracy, abs=0.5)
     assert b["latency"]["ratio"] > 0 and b["latency"]["reference"]["kind"] == "matmul"
     assert b["latency"]["threads"] == 1 and b["machine"]["cpu"]
@@ -92,11 +93,11 @@ def test_check_json_on_stdout(baseline: str, bench_models_dir: BenchModels) -> N
 
 def test_update_baseline_needs_force_to_overwrite(baseline: str,
                                                   bench_models_dir: BenchModels) -> None:
-    before = open(baseline).read()
+    before = Path(baseline).read_text()
     r = CliRunner().invoke(cli, ["check", str(bench_models_dir.onnx), "--baseline", baseline,
                                  "--update-baseline", *FAST])
     assert r.exit_code == 1 and "error: " in r.stderr and "--force" in r.stderr
-    assert open(baseline).read() == before
+    assert Path(baseline).read_text() == before
 
 
 def test_reference_model_is_deterministic(tmp_path) -> None:

@@ -18,7 +18,7 @@ sklearn_datasets = pytest.importorskip("sklearn.datasets")
 from edgekit.cli.main import cli  # noqa: E402
 from edgekit.convert.export import ExportConfig, export_model  # noqa: E402
 from edgekit.errors import InputError  # noqa: E402
-from edgekit.measure.ratio import RatioConfig, measure_ratio, paired_ratio  # noqa: E402
+from edgekit.measure.ratio import RatioConfig, measure_ratio  # noqa: E402
 from edgekit.metadata import ModelMetadata, Preprocessing, save_keras_metadata  # noqa: E402
 from edgekit.quantize.regions import float_region, stem_and_depthwise  # noqa: E402
 from edgekit.runtime.model import EdgeModel  # noqa: E402
@@ -108,14 +108,6 @@ def test_float_region_extends_through_activation_and_pooling(digits: dict[str, P
     region = float_region(graph, [first_conv.name])
     kinds = [next(n.op_type for n in graph.node if n.name == r) for r in region]
     assert kinds == ["Conv", "Relu", "MaxPool"]
-
-
-def test_paired_ratio_is_the_median_of_per_round_ratios() -> None:
-    """What measure_ratio and the tune's run-off report: not a ratio of medians (which a
-    slow round of the reference alone would move)."""
-    reference, candidate = [1.0, 2.0, 100.0], [0.5, 50.0, 60.0]
-    assert paired_ratio(candidate, reference) == pytest.approx(0.6)  # medians' ratio: 25
-    assert paired_ratio(reference, reference) == 1.0
 
 
 @pytest.mark.slow
