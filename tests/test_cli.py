@@ -242,7 +242,6 @@ def _export(tmp_path: Path, *extra: str, env: dict[str, str] | None = None) -> l
 
 
 @pytest.mark.slow
-@pytest.mark.slow
 @pytest.mark.parametrize("env", [{}, {"TF_CPP_MIN_LOG_LEVEL": "0"}], ids=["default", "tf-log-0"])
 def test_export_prints_only_edgekit_lines(tmp_path: Path, env: dict[str, str]) -> None:
     lines = _export(tmp_path, env=env)
@@ -252,7 +251,6 @@ def test_export_prints_only_edgekit_lines(tmp_path: Path, env: dict[str, str]) -
         assert not any(word in line.lower() for word in _FOREIGN), line
 
 
-@pytest.mark.slow
 @pytest.mark.slow
 def test_export_verbose_shows_library_lines(tmp_path: Path) -> None:
     lines = _export(tmp_path, "-v", env={"TF_CPP_MIN_LOG_LEVEL": "0"})

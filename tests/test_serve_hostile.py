@@ -74,7 +74,6 @@ def test_default_timeouts_are_at_most_30_s() -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.slow
 def test_1100_stalled_connections_under_ulimit_1024(model: Path, tmp_path: Path) -> None:
     """1,100 stalled connections against a server limited to 1,024 open files: /health still
     answers within 2 s, accept() never hits "Too many open files", the log stays small."""
