@@ -5,8 +5,12 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import keras
 
 __all__ = ["BenchModels", "build_bench_models"]
 
@@ -22,7 +26,7 @@ class BenchModels:
     accuracy: float
 
 
-def _cnn(filters: int, dense: int) -> object:
+def _cnn(filters: int, dense: int) -> keras.Model:
     import keras
 
     keras.utils.set_random_seed(0)

@@ -117,7 +117,7 @@ def test_class_rows_shapes() -> None:
     rows = class_rows(np.arange(6, dtype=np.float32).reshape(2, 1, 1, 3))
     assert rows.shape == (2, 3) and rows.dtype == np.float64
     with pytest.raises(InputError, match="scalar"):
-        class_rows(np.float32(0.5))
+        class_rows(np.array(0.5))
     with pytest.raises(InputError, match=r"shape \[2, 4, 3\] holds one value per pixel or step"):
         class_rows(np.zeros((2, 4, 3)))
 

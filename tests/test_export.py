@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
@@ -15,7 +16,10 @@ from click.testing import CliRunner
 
 from edgekit.cli.main import cli
 
-keras = pytest.importorskip("keras")
+if TYPE_CHECKING:
+    import keras
+else:
+    keras = pytest.importorskip("keras")
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
@@ -14,7 +15,10 @@ from click.testing import CliRunner
 
 from edgekit.cli.main import cli
 
-keras = pytest.importorskip("keras")
+if TYPE_CHECKING:
+    import keras
+else:
+    keras = pytest.importorskip("keras")
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 

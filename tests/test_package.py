@@ -6,7 +6,7 @@ from __future__ import annotations
 import importlib.util
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pytest
@@ -21,6 +21,9 @@ from edgekit.cli.main import cli
 from edgekit.errors import InputError, OutputExistsError
 from edgekit.runtime.model import EdgeModel
 from edgekit.serve.package import PackageConfig, package_triton
+
+if TYPE_CHECKING:
+    from tritonclient.grpc.model_config_pb2 import ModelConfig
 
 
 def _triton_model_config() -> Any:
@@ -46,11 +49,11 @@ _NP_TO_TRITON = {
 }
 
 
-def _parse(path: Path) -> mc.ModelConfig:
+def _parse(path: Path) -> ModelConfig:
     return text_format.Parse(path.read_text(), mc.ModelConfig())
 
 
-def _check_tensors(cfg: mc.ModelConfig, model: EdgeModel) -> None:
+def _check_tensors(cfg: ModelConfig, model: EdgeModel) -> None:
     """Names, dtypes and dims (batch axis dropped when max_batch_size > 0) match the model."""
     for got, specs in ((cfg.input, model.inputs), (cfg.output, model.outputs)):
         assert [t.name for t in got] == [s.name for s in specs]

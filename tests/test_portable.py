@@ -14,6 +14,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import onnx
@@ -28,7 +29,10 @@ from edgekit.runtime.model import EdgeModel
 
 pytestmark = [pytest.mark.file_seconds(65), pytest.mark.slow]
 
-keras = pytest.importorskip("keras")
+if TYPE_CHECKING:
+    import keras
+else:
+    keras = pytest.importorskip("keras")
 ov = pytest.importorskip("openvino")
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -72,7 +76,7 @@ def mlp_out(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-def _calibrated_mobilenet(x: np.ndarray) -> object:
+def _calibrated_mobilenet(x: np.ndarray) -> keras.Model:
     """MobileNetV2 96x96 alpha 0.35 (weights=None) whose BatchNorm statistics are set from one
     batch of ``x``, so activations neither vanish nor explode and outputs differ per sample."""
     keras.utils.set_random_seed(0)
@@ -301,11 +305,11 @@ def _relu_before_pool(model: onnx.ModelProto) -> None:
 
 
 def test_float_region_stays_float_in_a_plain_session(cnn_out: Path, tmp_path: Path) -> None:
-    from edgekit.quantize import QuantizationConfig, quantize_model
+    from edgekit.quantize import QuantizationConfig, QuantMode, quantize_model
 
     fp32 = onnx.load(str(cnn_out / "fashion_cnn.onnx"))
     region = [n.name for n in fp32.graph.node if n.op_type in ("Conv", "Relu", "MaxPool")][:3]
-    cfg = QuantizationConfig(mode="int8", nodes_to_exclude=region)
+    cfg = QuantizationConfig(mode=QuantMode.INT8, nodes_to_exclude=region)
     r = quantize_model(cnn_out / "fashion_cnn.onnx", tmp_path, config=cfg, calibration=CNN_CAL)
     model = onnx.load(str(r.path))
     assert float_qdq_pairs(model, region) == []
@@ -440,7 +444,8 @@ def test_histogram_calibration_memory_is_bounded(cnn_out: Path, tmp_path: Path,
     per_sample = q.activation_bytes(cnn_out / "fashion_cnn.onnx")
     assert 100_000 < per_sample < 2_000_000  # 26x26x32 + 11x11x64 ... floats
     monkeypatch.setattr(calibration, "HISTOGRAM_MEMORY_BYTES", 40 * per_sample)
-    cfg = q.QuantizationConfig(mode="int8", calibration_method="percentile")
+    cfg = q.QuantizationConfig(mode=q.QuantMode.INT8,
+                               calibration_method=q.CalibrationMethod.PERCENTILE)
     r = q.quantize_model(cnn_out / "fashion_cnn.onnx", tmp_path, config=cfg, calibration=CNN_CAL)
     assert r.calibration is not None
     n = r.calibration["samples"]  # the preprocessed graph's activations: about 40 samples

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -34,7 +35,7 @@ from edgekit.runtime import SessionOptionsConfig
 
 pytestmark = pytest.mark.file_seconds(8)
 
-SHAPE = ["N", 8, 16, 16]
+SHAPE: list[str | int] = ["N", 8, 16, 16]
 
 
 @dataclass
@@ -61,7 +62,7 @@ def _cnn(path: Path) -> Path:
               "w3": (16, 16, 1, 1), "b3": (16,), "w4": (16, 10), "b4": (10,)}
     inits = [numpy_helper.from_array((rng.standard_normal(s) * 0.3).astype(np.float32), n)
              for n, s in shapes.items()]
-    conv = {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1]}
+    conv: dict[str, Any] = {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1]}
     nodes = [
         helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], "conv_kxk", **conv),
         helper.make_node("Relu", ["c1"], ["r1"], "relu1"),

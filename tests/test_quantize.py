@@ -21,6 +21,7 @@ from edgekit.errors import AccuracyGateError, InputError  # noqa: E402
 from edgekit.metadata import ModelMetadata, Preprocessing, save_keras_metadata  # noqa: E402
 from edgekit.quantize import (  # noqa: E402
     PRESETS,
+    CalibrationMethod,
     QuantizationConfig,
     QuantMode,
     export_hook,
@@ -108,7 +109,7 @@ def test_export_int8_ort(cnn: dict[str, Path], tmp_path: Path) -> None:
 
 
 def test_fp16_and_dynamic_cnn(cnn: dict[str, Path], tmp_path: Path) -> None:
-    cfg = QuantizationConfig(mode="fp16")
+    cfg = QuantizationConfig(mode=QuantMode.FP16)
     r = quantize_model(cnn["onnx"], tmp_path, config=cfg, eval_data=cnn["eval"])
     assert r.path == tmp_path / "cnn.fp16.onnx" and r.evaluation is not None
     assert r.evaluation["max_abs_error"] < 1e-2
@@ -129,14 +130,15 @@ def test_fp16_and_dynamic_cnn(cnn: dict[str, Path], tmp_path: Path) -> None:
     assert sess.get_outputs()[0].type == "tensor(float)"
     init_types = {i.data_type for i in onnx.load(str(r.path)).graph.initializer if i.dims}
     assert onnx.TensorProto.FLOAT16 in init_types
-    d = quantize_model(cnn["onnx"], tmp_path, config=QuantizationConfig(mode="dynamic"))
+    d = quantize_model(cnn["onnx"], tmp_path, config=QuantizationConfig(mode=QuantMode.DYNAMIC))
     assert d.path.name == "cnn.dynamic.onnx" and d.size_ratio < 0.5
 
 
 def test_percentile_calibration_keeps_stdout_clean(cnn: dict[str, Path], tmp_path: Path,
                                                    capsys: pytest.CaptureFixture[str]) -> None:
     # onnxruntime's histogram calibrators print progress; edgekit's stdout (--json) stays clean
-    cfg = QuantizationConfig(mode="int8", calibration_method="percentile", calibration_samples=32)
+    cfg = QuantizationConfig(mode=QuantMode.INT8, calibration_method=CalibrationMethod.PERCENTILE,
+                             calibration_samples=32)
     r = quantize_model(cnn["onnx"], tmp_path, config=cfg, calibration=cnn["calib"])
     assert r.path.exists() and r.config.calibration_method.value == "percentile"
     assert capsys.readouterr().out == ""
@@ -156,7 +158,7 @@ def test_dynamic_lstm_and_auto(tmp_path: Path) -> None:
     x = rng.integers(0, 200, (64, 20)).astype(np.int32)
     np.savez(tmp_path / "eval.npz", x=x, y=rng.integers(0, 2, 64))
     res = export_model(m, tmp_path / "out", ExportConfig(), extra_outputs=export_hook(
-        QuantizationConfig(mode="auto"), eval_data=tmp_path / "eval.npz"))
+        QuantizationConfig(mode=QuantMode.AUTO), eval_data=tmp_path / "eval.npz"))
     v = res.report["variants"]["dynamic"]
     assert v["requested_mode"] == "auto" and any("recurrent" in n for n in v["notes"])
     assert "DynamicQuantizeLSTM" in v["op_histogram"]
@@ -175,7 +177,7 @@ def test_resolve_mode_and_config(cnn: dict[str, Path]) -> None:
     for bad in [{"preset": "x86"}, {"calibration_samples": 0}, {"mode": "int4"},
                 {"max_accuracy_drop": -1}, {"mobile_batch": -1}]:
         with pytest.raises(InputError):
-            QuantizationConfig(**bad)
+            QuantizationConfig(**bad)  # type: ignore[arg-type]
 
 
 # -- the accuracy gate -------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from edgekit.errors import InputError
 from edgekit.inputs.datasets import FASHION_MNIST_LABELS
 from edgekit.inputs.text import TextTokenizer
 from edgekit.metadata import load_keras_metadata
-from edgekit.recipes import RECIPES, TrainConfig, get_recipe, parse_grid, train_recipe
+from edgekit.recipes import RECIPES, TrainConfig, TrainResult, get_recipe, parse_grid, train_recipe
 
 pytestmark = pytest.mark.file_seconds(30)
 
@@ -34,7 +34,7 @@ def test_registry_and_config() -> None:
         {"validation_split": 1.0},
     ):
         with pytest.raises(InputError):
-            TrainConfig(**bad)  # type: ignore[arg-type]
+            TrainConfig(**bad)
     assert parse_grid(["optimizer=adam,rmsprop", "learning-rate=0.001,0.01"]) == {
         "optimizer": ["adam", "rmsprop"],
         "learning_rate": [0.001, 0.01],
@@ -90,6 +90,7 @@ def test_tabular_breast_cancer_and_seed(tmp_path: Path) -> None:
     cfg = TrainConfig(epochs=10, seed=3)
     a = train_recipe("tabular_mlp", cfg, output=tmp_path / "a.keras")
     b = train_recipe("tabular_mlp", cfg)
+    assert isinstance(a, TrainResult) and isinstance(b, TrainResult)  # no grid: one model
     assert a.test_accuracy > 0.9 and a.n_test == 114  # 20% of 569, chance ~0.63
     assert abs(a.test_accuracy - b.test_accuracy) < 0.001  # same seed, same accuracy
     meta = load_keras_metadata(tmp_path / "a.keras")
