@@ -11,14 +11,7 @@ from click.testing import CliRunner
 from edgekit.cli.main import cli
 from edgekit.measure.compare import VARIANTS, CompareConfig, compare_model
 
-pytestmark = [
-    pytest.mark.file_seconds(12),
-    pytest.mark.slow,
-    # TensorFlow's thread pools are fixed once it ran (bench_models_dir trains in this process):
-    # compare's --threads for the Keras row then warns, as it should
-    pytest.mark.filterwarnings(
-        "ignore:TensorFlow already runs with other thread settings:UserWarning"),
-]
+pytestmark = [pytest.mark.file_seconds(12), pytest.mark.slow]
 
 
 def test_compare_cli(bench_models_dir: BenchModels, tmp_path) -> None:
