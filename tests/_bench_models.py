@@ -5,11 +5,14 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pytest
 
-__all__ = ["BenchModels", "bench_models_dir"]
+if TYPE_CHECKING:
+    import keras
+
+__all__ = ["BenchModels", "build_bench_models"]
 
 
 @dataclass
@@ -23,7 +26,7 @@ class BenchModels:
     accuracy: float
 
 
-def _cnn(filters: int, dense: int) -> object:
+def _cnn(filters: int, dense: int) -> keras.Model:
     import keras
 
     keras.utils.set_random_seed(0)
@@ -36,14 +39,13 @@ def _cnn(filters: int, dense: int) -> object:
     return keras.Model(inp, out)
 
 
-@pytest.fixture(scope="session")
-def bench_models_dir(tmp_path_factory: pytest.TempPathFactory) -> BenchModels:
-    """Build (once) the models: the small one is trained a little so accuracy means something."""
+def build_bench_models(d: Path) -> BenchModels:
+    """Build the models in folder ``d``: the small one is trained a little so accuracy means
+    something (the ``bench_models_dir`` fixture of ``conftest.py`` builds them once a session)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     from edgekit.convert import ExportConfig, export_model
     from edgekit.metadata import ModelMetadata, Preprocessing, save_keras_metadata
 
-    d = tmp_path_factory.mktemp("bench_models")
     rng = np.random.default_rng(0)
     # a learnable toy task: the class is the image row (of 10 bands) that is brightest
     y = rng.integers(0, 10, 600)

@@ -1,4 +1,5 @@
-"""Models for the serve / package tests: the shipped Keras models exported once per session."""
+"""Models for the serve / package tests: the shipped Keras models exported once per session
+(the ``shipped_cnn`` / ``shipped_mlp`` fixtures of ``conftest.py``)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 _CACHE: dict[str, Path] = {}
 
-__all__ = ["shipped_onnx", "shipped_cnn", "shipped_mlp"]
+__all__ = ["shipped_onnx"]
 
 
 def shipped_onnx(name: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -22,14 +23,3 @@ def shipped_onnx(name: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
         _CACHE[name] = Path(result.onnx_path)
     return _CACHE[name]
 
-
-@pytest.fixture(scope="session")
-def shipped_cnn(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The shipped Fashion-MNIST CNN as ONNX ([N, 28, 28, 1] float32 -> 10 classes)."""
-    return shipped_onnx("fashion_cnn", tmp_path_factory)
-
-
-@pytest.fixture(scope="session")
-def shipped_mlp(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The shipped breast-cancer MLP as ONNX ([N, 30] float32, standardised in the metadata)."""
-    return shipped_onnx("breast_cancer_mlp", tmp_path_factory)

@@ -7,7 +7,7 @@ import json
 
 import numpy as np
 import pytest
-from _bench_models import BenchModels, bench_models_dir  # noqa: F401
+from _bench_models import BenchModels
 from click.testing import CliRunner
 
 from edgekit.cli.main import cli
@@ -16,6 +16,8 @@ from edgekit.measure.bench import BenchConfig, bench_models
 from edgekit.measure.machine import peak_rss_mb
 from edgekit.measure.plots import plot_latencies
 from edgekit.measure.timing import balanced_orders, latency_stats, measure
+
+pytestmark = pytest.mark.file_seconds(10)
 
 
 def test_measure_interleaves_and_counts() -> None:
@@ -60,7 +62,8 @@ def test_config_rejects_bad_values() -> None:
         BenchConfig(duration=0)
 
 
-def test_bench_onnx_models(bench_models_dir: BenchModels, tmp_path) -> None:  # noqa: F811
+@pytest.mark.slow
+def test_bench_onnx_models(bench_models_dir: BenchModels, tmp_path) -> None:
     m = bench_models_dir
     res = bench_models([m.onnx, m.big_onnx], BenchConfig(batches=(1, 4), runs=15, warmup=2,
                                                          threads=1))
@@ -81,14 +84,14 @@ def test_bench_onnx_models(bench_models_dir: BenchModels, tmp_path) -> None:  # 
     assert png.stat().st_size > 5000
 
 
-def test_bench_keras_and_onnx_same_inputs(bench_models_dir: BenchModels) -> None:  # noqa: F811
+def test_bench_keras_and_onnx_same_inputs(bench_models_dir: BenchModels) -> None:
     res = bench_models([bench_models_dir.onnx, bench_models_dir.keras],
                        BenchConfig(runs=5, warmup=1), names=["onnx", "keras"])
     assert [r.kind for r in res.models] == ["onnx", "keras"]
     assert res.models[1].latency[1].ratio > 0
 
 
-def test_bench_cli_writes_table_json_png(bench_models_dir: BenchModels, tmp_path) -> None:  # noqa: F811
+def test_bench_cli_writes_table_json_png(bench_models_dir: BenchModels, tmp_path) -> None:
     out_json, out_png = tmp_path / "b.json", tmp_path / "b.png"
     m = bench_models_dir
     args = ["bench", str(m.onnx), str(m.big_onnx), "--batch", "1,2", "--runs", "10",
@@ -117,7 +120,7 @@ def test_peak_rss_positive() -> None:
     assert np.isfinite(peak_rss_mb())
 
 
-def test_bench_engine_all_gives_a_row_per_engine(bench_models_dir: BenchModels,  # noqa: F811
+def test_bench_engine_all_gives_a_row_per_engine(bench_models_dir: BenchModels,
                                                  tmp_path) -> None:
     """--engine all: each ONNX file once per installed engine; OpenVINO (f32 pinned) computes
     what onnxruntime computes."""

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-from _bench_models import BenchModels, bench_models_dir  # noqa: F401
+from _bench_models import BenchModels
 from click.testing import CliRunner
 
 from edgekit.check.pytest_plugin import assert_accuracy, assert_latency_ratio
@@ -16,11 +17,13 @@ from edgekit.check.regression import CHECK_RATIO, CheckConfig, check_model, refe
 from edgekit.cli import cli
 from edgekit.errors import InputError
 
+pytestmark = pytest.mark.file_seconds(35)
+
 FAST = ["--max-time", "4"]
 
 
 @pytest.fixture(scope="module")
-def baseline(bench_models_dir: BenchModels, tmp_path_factory) -> str:  # noqa: F811
+def baseline(bench_models_dir: BenchModels, tmp_path_factory) -> str:
     path = tmp_path_factory.mktemp("check") / "baseline.json"
     r = CliRunner().invoke(cli, ["check", str(bench_models_dir.onnx), "--baseline", str(path),
                                  "--eval-data", str(bench_models_dir.data), "--update-baseline",
@@ -30,21 +33,22 @@ def baseline(bench_models_dir: BenchModels, tmp_path_factory) -> str:  # noqa: F
     return str(path)
 
 
-def test_baseline_contents(baseline: str, bench_models_dir: BenchModels) -> None:  # noqa: F811
-    b = json.loads(open(baseline).read())
+@pytest.mark.slow
+def test_baseline_contents(baseline: str, bench_models_dir: BenchModels) -> None:
+    b = json.loads(Path(baseline).read_text())
     assert b["accuracy"] == pytest.approx(bench_models_dir.accuracy, abs=0.5)
     assert b["latency"]["ratio"] > 0 and b["latency"]["reference"]["kind"] == "matmul"
     assert b["latency"]["threads"] == 1 and b["machine"]["cpu"]
 
 
-def test_unchanged_model_passes(baseline: str, bench_models_dir: BenchModels) -> None:  # noqa: F811
+def test_unchanged_model_passes(baseline: str, bench_models_dir: BenchModels) -> None:
     r = CliRunner().invoke(cli, ["check", str(bench_models_dir.onnx), "--baseline", baseline,
                                  "--eval-data", str(bench_models_dir.data), *FAST])
     assert r.exit_code == 0, r.output
     assert "passed" in r.output and "accuracy" in r.output and "latency" in r.output
 
 
-def test_accuracy_drop_fails(baseline: str, bench_models_dir: BenchModels, tmp_path) -> None:  # noqa: F811
+def test_accuracy_drop_fails(baseline: str, bench_models_dir: BenchModels, tmp_path) -> None:
     """The same model on data where a third of the labels were moved to another class: its
     accuracy falls by ~33 points below the baseline's (whatever the toy model scores)."""
     with np.load(bench_models_dir.data) as d:
@@ -58,7 +62,8 @@ def test_accuracy_drop_fails(baseline: str, bench_models_dir: BenchModels, tmp_p
     assert "FAIL  accuracy" in r.output and "FAILED" in r.output
 
 
-def test_slower_model_fails(baseline: str, bench_models_dir: BenchModels) -> None:  # noqa: F811
+@pytest.mark.slow
+def test_slower_model_fails(baseline: str, bench_models_dir: BenchModels) -> None:
     # a much bigger model checked against the small model's baseline: a latency regression
     timing = dataclasses.replace(CHECK_RATIO, max_seconds=4)
     res = check_model(bench_models_dir.big_onnx, baseline, config=CheckConfig(ratio=timing))
@@ -68,7 +73,7 @@ def test_slower_model_fails(baseline: str, bench_models_dir: BenchModels) -> Non
     assert "FAIL  latency" in res.report()
 
 
-def test_missing_baseline_is_a_user_error(bench_models_dir: BenchModels, tmp_path) -> None:  # noqa: F811
+def test_missing_baseline_is_a_user_error(bench_models_dir: BenchModels, tmp_path) -> None:
     with pytest.raises(InputError, match="does not exist"):
         check_model(bench_models_dir.onnx, tmp_path / "none.json")
     r = CliRunner().invoke(cli, ["check", str(bench_models_dir.onnx), "--baseline",
@@ -77,7 +82,8 @@ def test_missing_baseline_is_a_user_error(bench_models_dir: BenchModels, tmp_pat
     assert r.stderr.startswith("error: ") and "--update-baseline" in r.stderr
 
 
-def test_check_json_on_stdout(baseline: str, bench_models_dir: BenchModels) -> None:  # noqa: F811
+@pytest.mark.slow
+def test_check_json_on_stdout(baseline: str, bench_models_dir: BenchModels) -> None:
     r = CliRunner().invoke(cli, ["check", str(bench_models_dir.onnx), "--baseline", baseline,
                                  "--json", "-q", *FAST])
     assert r.exit_code == 0, r.output
@@ -87,13 +93,13 @@ def test_check_json_on_stdout(baseline: str, bench_models_dir: BenchModels) -> N
     assert data["current"]["latency"]["ratio"] > 0
 
 
-def test_update_baseline_needs_force_to_overwrite(baseline: str,  # noqa: F811
-                                                  bench_models_dir: BenchModels) -> None:  # noqa: F811
-    before = open(baseline).read()
+def test_update_baseline_needs_force_to_overwrite(baseline: str,
+                                                  bench_models_dir: BenchModels) -> None:
+    before = Path(baseline).read_text()
     r = CliRunner().invoke(cli, ["check", str(bench_models_dir.onnx), "--baseline", baseline,
                                  "--update-baseline", *FAST])
     assert r.exit_code == 1 and "error: " in r.stderr and "--force" in r.stderr
-    assert open(baseline).read() == before
+    assert Path(baseline).read_text() == before
 
 
 def test_reference_model_is_deterministic(tmp_path) -> None:
@@ -103,14 +109,15 @@ def test_reference_model_is_deterministic(tmp_path) -> None:
 
 
 # -- the pytest plugin (the project's own tests use it) ----------------------------------------
-def test_plugin_assert_accuracy(bench_models_dir: BenchModels, edge_model_factory) -> None:  # noqa: F811
+def test_plugin_assert_accuracy(bench_models_dir: BenchModels, edge_model_factory) -> None:
     model = edge_model_factory(bench_models_dir.onnx)
     acc = assert_accuracy(model, bench_models_dir.data, min_accuracy=bench_models_dir.accuracy - 1)
     with pytest.raises(AssertionError, match="below the baseline"):
         assert_accuracy(model, bench_models_dir.data, baseline=acc + 5, max_drop=1)
 
 
-def test_plugin_assert_latency_ratio(bench_models_dir: BenchModels, edge_model_factory) -> None:  # noqa: F811
+@pytest.mark.slow
+def test_plugin_assert_latency_ratio(bench_models_dir: BenchModels, edge_model_factory) -> None:
     small = edge_model_factory(bench_models_dir.onnx, threads=1)
     ratio = assert_latency_ratio(small, bench_models_dir.big_onnx, max_ratio=1.0, max_time=3)
     assert 0 < ratio < 1.0
@@ -118,7 +125,8 @@ def test_plugin_assert_latency_ratio(bench_models_dir: BenchModels, edge_model_f
         assert_latency_ratio(bench_models_dir.big_onnx, small, max_ratio=1.0, max_time=3)
 
 
-def test_plugin_edge_model_marker(bench_models_dir: BenchModels, tmp_path) -> None:  # noqa: F811
+@pytest.mark.slow
+def test_plugin_edge_model_marker(bench_models_dir: BenchModels, tmp_path) -> None:
     """The entry-point plugin in a fresh pytest run: marker, option and skip without a model."""
     import subprocess
     import sys
@@ -174,6 +182,7 @@ def _idx_linear_model(path, fashion_dir) -> tuple[str, Any]:  # noqa: ANN001
     return str(path), d
 
 
+@pytest.mark.slow
 def test_check_and_plugin_read_an_idx_folder(fashion_dir, tmp_path) -> None:  # noqa: ANN001
     """check and the pytest plugin take the IDX folder export/quantize/tune take (its test
     split), preprocess it like every other stage, and give the same accuracy as predict."""

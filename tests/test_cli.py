@@ -18,6 +18,8 @@ from click.testing import CliRunner
 from edgekit.cli.app import max_threads
 from edgekit.cli.main import cli
 
+pytestmark = pytest.mark.file_seconds(20)
+
 ROOT = Path(__file__).resolve().parents[1]
 COMMANDS = sorted(cli.commands)
 

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import json
 
-from _bench_models import BenchModels, bench_models_dir  # noqa: F401
+import pytest
+from _bench_models import BenchModels
 from click.testing import CliRunner
 
 from edgekit.cli.main import cli
 from edgekit.measure.compare import CompareConfig, compare_model
 from edgekit.measure.compare_variants import variant_table
 
+pytestmark = [pytest.mark.file_seconds(12), pytest.mark.slow]
 
-def test_compare_cli(bench_models_dir: BenchModels, tmp_path) -> None:  # noqa: F811
+
+def test_compare_cli(bench_models_dir: BenchModels, tmp_path) -> None:
     out_json, out_png = tmp_path / "c.json", tmp_path / "c.png"
     r = CliRunner().invoke(cli, ["compare", str(bench_models_dir.keras), "--eval-data",
                                  str(bench_models_dir.data), "--runs", "10", "--threads", "1",
@@ -40,7 +43,7 @@ def test_compare_cli(bench_models_dir: BenchModels, tmp_path) -> None:  # noqa: 
     assert out_png.stat().st_size > 5000
 
 
-def test_compare_budget_zero_without_labels(bench_models_dir: BenchModels, tmp_path) -> None:  # noqa: F811
+def test_compare_budget_zero_without_labels(bench_models_dir: BenchModels, tmp_path) -> None:
     res = compare_model(bench_models_dir.keras, config=CompareConfig(
         variants=("onnx-fp32", "onnx-fp16"), runs=5, accuracy_budget=0.0, workdir=tmp_path))
     assert [r.name for r in res.rows] == ["keras", "onnx-fp32", "onnx-fp16"]

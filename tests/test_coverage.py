@@ -25,6 +25,8 @@ pytest.importorskip("tf2onnx")
 
 from _coverage_models import ZOO  # noqa: E402
 
+pytestmark = [pytest.mark.file_seconds(170), pytest.mark.slow]
+
 WORKER = Path(__file__).resolve().parent / "_coverage_worker.py"
 # two groups of about equal build + export time (measured: NASNetMobile ~18%, VGG16 ~3%)
 HEAVY_GROUPS = [["nasnet_mobile", "convnext_tiny", "efficientnet_b0", "resnet50", "vgg16"],

@@ -20,6 +20,8 @@ from edgekit.inputs.folders import FolderLayout, folder_layout, has_splits
 from edgekit.inputs.prepare import load_model_data, onnx_input_specs, read_data
 from edgekit.metadata import ModelMetadata
 
+pytestmark = pytest.mark.file_seconds(25)
+
 PIL = pytest.importorskip("PIL.Image")
 pytest.importorskip("sympy")  # edgekit[quantize]
 
@@ -158,6 +160,7 @@ def test_quantize_calibrates_on_images_and_evaluates_on_test_sets(data: dict[str
     assert ev["evaluation"]["fp32_accuracy"] is not None  # labelled by the class folders
 
 
+@pytest.mark.slow
 def test_tune_accepts_both_layouts(data: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "t"
     r = CliRunner().invoke(cli, ["tune", str(data["model"]), "-o", str(out), "--calibration",
@@ -169,6 +172,7 @@ def test_tune_accepts_both_layouts(data: dict[str, Path], tmp_path: Path) -> Non
     assert "class folders" in json.dumps(report)
 
 
+@pytest.mark.slow
 def test_export_validates_on_images_and_quantizes_with_test_sets(
         data: dict[str, Path], tmp_path: Path) -> None:
     """The shipped Fashion-MNIST CNN: the image folder's labels (sorted class folders) give its

@@ -38,11 +38,12 @@ ONE_THREAD = SessionOptionsConfig(threads=1)
 @pytest.fixture(scope="module")
 def cnn(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """The shipped CNN as fp32 ONNX and as static int8 QDQ ONNX."""
-    from edgekit.quantize import QuantizationConfig, quantize_file
+    from edgekit.quantize import QuantizationConfig, QuantMode, quantize_file
 
     fp32 = shipped_onnx("fashion_cnn", tmp_path_factory)
     out = tmp_path_factory.mktemp("cnn_int8")
-    result, _ = quantize_file(fp32, out, QuantizationConfig(mode="int8"), calibration=CNN_CAL)
+    cfg = QuantizationConfig(mode=QuantMode.INT8)
+    result, _ = quantize_file(fp32, out, cfg, calibration=CNN_CAL)
     assert result.path is not None
     return {"fp32": fp32, "int8": Path(result.path)}
 
@@ -72,6 +73,7 @@ def _ort_file(src: Path, dst: Path) -> Path:
 
 
 # -- same answers --------------------------------------------------------------------------
+@pytest.mark.slow
 @pytest.mark.parametrize("variant", ["fp32", "int8"])
 def test_both_engines_give_the_same_values(cnn: dict[str, Path], variant: str) -> None:
     a = EdgeModel(cnn[variant], engine="onnxruntime", session=ONE_THREAD)

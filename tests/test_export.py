@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
@@ -15,13 +16,18 @@ from click.testing import CliRunner
 
 from edgekit.cli.main import cli
 
-keras = pytest.importorskip("keras")
+if TYPE_CHECKING:
+    import keras
+else:
+    keras = pytest.importorskip("keras")
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
 from edgekit.convert import ExportConfig, export_model  # noqa: E402
 from edgekit.errors import ConversionError, InputError, ValidationError  # noqa: E402
 from edgekit.metadata import ModelMetadata, Preprocessing, save_keras_metadata  # noqa: E402
+
+pytestmark = pytest.mark.file_seconds(30)
 
 
 def _randomize(model: keras.Model) -> keras.Model:
@@ -87,6 +93,7 @@ def _snapshot(d: Path) -> set[str]:
 
 
 # --- acceptance ---------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_cnn_matches_keras_at_batch_1_and_64(models: dict[str, Path], cnn_export) -> None:
     assert cnn_export.onnx_path.name == "cnn.onnx"
     assert cnn_export.report_path.name == "cnn.report.json"
@@ -101,6 +108,7 @@ def test_cnn_matches_keras_at_batch_1_and_64(models: dict[str, Path], cnn_export
         assert np.abs(got - ref).max() <= 1e-5, bs
 
 
+@pytest.mark.slow
 def test_text_lstm_is_one_lstm_op(models: dict[str, Path], tmp_path: Path) -> None:
     result = export_model(models["lstm"], tmp_path)
     ops = [n.op_type for n in onnx.load(str(result.onnx_path)).graph.node]
@@ -116,6 +124,7 @@ def test_text_lstm_is_one_lstm_op(models: dict[str, Path], tmp_path: Path) -> No
     assert np.abs(got - model.predict(ids, verbose=0)).max() <= 1e-5
 
 
+@pytest.mark.slow
 def test_two_input_functional_model(models: dict[str, Path], tmp_path: Path) -> None:
     result = export_model(models["two"], tmp_path)
     assert result.validation.passed
@@ -148,6 +157,7 @@ def test_report_and_metadata(cnn_export, models: dict[str, Path]) -> None:
     assert json.loads(props["edgekit.outputs"])[0]["shape"] == [None, 10]
 
 
+@pytest.mark.slow
 def test_keras_metadata_and_labels_reach_onnx(tmp_path: Path) -> None:
     path = tmp_path / "m.keras"
     _two_inputs().save(path)
@@ -166,6 +176,7 @@ def test_keras_metadata_and_labels_reach_onnx(tmp_path: Path) -> None:
     assert not (tmp_path / "o2").exists()
 
 
+@pytest.mark.slow
 def test_validation_data_uint8_is_scaled_by_metadata(tmp_path: Path) -> None:
     path = tmp_path / "img.keras"
     _image_cnn().save(path)
@@ -181,6 +192,7 @@ def test_validation_data_uint8_is_scaled_by_metadata(tmp_path: Path) -> None:
     assert v["n_samples"] == 50 and "preprocessed" in v["notes"][0]
 
 
+@pytest.mark.slow
 def test_h5_and_savedmodel_sources(tmp_path: Path) -> None:
     model = _two_inputs()
     model.save(tmp_path / "legacy.h5")
@@ -192,6 +204,7 @@ def test_h5_and_savedmodel_sources(tmp_path: Path) -> None:
     assert r2.onnx_path.name == "saved.onnx" and r2.validation.max_abs_error <= 1e-5
 
 
+@pytest.mark.slow
 def test_in_memory_model_and_force(tmp_path: Path) -> None:
     model = _two_inputs()
     export_model(model, tmp_path)
@@ -254,6 +267,7 @@ def test_error_truncated_file(tmp_path: Path, models: dict[str, Path], suffix: s
     assert (out / "keep.txt").read_text() == "user file"
 
 
+@pytest.mark.slow
 def test_error_existing_output_without_force(tmp_path: Path, models: dict[str, Path]) -> None:
     out = tmp_path / "out"
     out.mkdir()
@@ -265,6 +279,7 @@ def test_error_existing_output_without_force(tmp_path: Path, models: dict[str, P
     assert (out / "cnn.onnx").read_bytes()[:8] != b"precious"
 
 
+@pytest.mark.slow
 def test_error_unsupported_layer(tmp_path: Path) -> None:
     model = keras.Sequential(
         [
@@ -289,6 +304,7 @@ def test_error_opset_above_18(tmp_path: Path, models: dict[str, Path]) -> None:
         ExportConfig(opset=19)
 
 
+@pytest.mark.slow
 def test_error_validation_above_atol_writes_nothing(
     tmp_path: Path, models: dict[str, Path]
 ) -> None:

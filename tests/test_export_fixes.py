@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
@@ -14,7 +15,10 @@ from click.testing import CliRunner
 
 from edgekit.cli.main import cli
 
-keras = pytest.importorskip("keras")
+if TYPE_CHECKING:
+    import keras
+else:
+    keras = pytest.importorskip("keras")
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
@@ -31,6 +35,8 @@ from edgekit.convert.conversion import opset_hint  # noqa: E402
 from edgekit.convert.graph import simplify, subgraph_inputs  # noqa: E402
 from edgekit.convert.tfconvert import bind_captured_constants, higher_opset_for  # noqa: E402
 from edgekit.errors import ConversionError, InputError, ValidationError  # noqa: E402
+
+pytestmark = [pytest.mark.file_seconds(20), pytest.mark.slow]
 
 CFG = ExportConfig(validation_samples=16)
 

@@ -51,6 +51,8 @@ def _imported_units(path: Path) -> set[tuple[str, int]]:
                 f"edgekit.{a.name}" for a in node.names]
         elif isinstance(node, ast.Import):
             names = [a.name for a in node.names]
+        else:
+            continue
         for name in names:
             parts = name.split(".")
             if parts[0] == "edgekit" and len(parts) > 1:

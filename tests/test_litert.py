@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from _bench_models import BenchModels, bench_models_dir  # noqa: F401
+from _bench_models import BenchModels
 
 from edgekit.errors import ModelLoadError
 from edgekit.measure.backends import load_backend
@@ -24,7 +24,7 @@ SOFTMAX_INT8_STEP = 1 / 256
 
 
 @pytest.fixture(scope="module")
-def small_tflite(bench_models_dir: BenchModels) -> dict[str, object]:  # noqa: F811
+def small_tflite(bench_models_dir: BenchModels) -> dict[str, object]:
     """The trained toy CNN as Keras, fp32 TFLite and int8 TFLite (calibrated on its data)."""
     import keras
 

@@ -28,6 +28,8 @@ from edgekit.runtime.modelpackage import (
     select_variant,
 )
 
+pytestmark = pytest.mark.slow
+
 pytest.importorskip("tensorflow")
 if not hasattr(ort, "ModelPackage"):
     pytest.skip("this onnxruntime has no model packages (1.29+)", allow_module_level=True)

@@ -18,10 +18,12 @@ import pytest
 from click.testing import CliRunner
 
 from edgekit.cli.main import cli
-from edgekit.contract import OutputKind, output_kind, predicted_classes, top_k_rows
+from edgekit.contract import OutputKind, predicted_classes
 from edgekit.errors import InputError
 from edgekit.runtime.model import EdgeModel
 from edgekit.serve import create_app
+
+pytestmark = [pytest.mark.file_seconds(30), pytest.mark.slow]
 
 keras = pytest.importorskip("keras")
 with warnings.catch_warnings():  # starlette 1.x: "use httpx2 with the TestClient"
@@ -173,15 +175,3 @@ def test_serve_predict_on_the_multi_label_model(models: dict[str, Any]) -> None:
         assert r.status_code == 422 and "pixel" in r.json()["error"]
 
 
-def test_contract_rules_without_a_model() -> None:
-    assert output_kind("sigmoid", "classification", True) is OutputKind.INDEPENDENT
-    assert output_kind("softmax_axis", "classification", True) is OutputKind.OTHER
-    binary = np.array([[0.7], [0.2]], np.float32)  # one sigmoid column: a binary classifier
-    assert top_k_rows(binary, "independent", ["no", "yes"], 1) == [
-        [("yes", pytest.approx(0.7))], [("no", pytest.approx(0.8))]]
-    assert predicted_classes(binary).tolist() == [1, 0]
-    assert top_k_rows(np.array([[0.2, 0.4]]), "independent", ["a", "b"]) == [[]]
-    assert top_k_rows(np.zeros((2, 1, 3)), "probabilities", None, 2) == [
-        [("0", 0.0), ("1", 0.0)]] * 2  # [N, 1, C] is read as rows
-    export_kinds = next(p for p in cli.commands["export"].params if p.name == "output_kinds")
-    assert list(export_kinds.type.choices) == [k.value for k in OutputKind]  # type: ignore[attr-defined]

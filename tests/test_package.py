@@ -6,14 +6,13 @@ from __future__ import annotations
 import importlib.util
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pytest
 import tritonclient
 import yaml
 from _runtime_models import FASHION_LABELS, make_image_model, make_text_model, make_two_input_model
-from _serve_models import shipped_cnn  # noqa: F401  (fixture)
 from click.testing import CliRunner
 from google.protobuf import text_format
 from onnx import TensorProto, helper
@@ -22,6 +21,9 @@ from edgekit.cli.main import cli
 from edgekit.errors import InputError, OutputExistsError
 from edgekit.runtime.model import EdgeModel
 from edgekit.serve.package import PackageConfig, package_triton
+
+if TYPE_CHECKING:
+    from tritonclient.grpc.model_config_pb2 import ModelConfig
 
 
 def _triton_model_config() -> Any:
@@ -47,11 +49,11 @@ _NP_TO_TRITON = {
 }
 
 
-def _parse(path: Path) -> mc.ModelConfig:
+def _parse(path: Path) -> ModelConfig:
     return text_format.Parse(path.read_text(), mc.ModelConfig())
 
 
-def _check_tensors(cfg: mc.ModelConfig, model: EdgeModel) -> None:
+def _check_tensors(cfg: ModelConfig, model: EdgeModel) -> None:
     """Names, dtypes and dims (batch axis dropped when max_batch_size > 0) match the model."""
     for got, specs in ((cfg.input, model.inputs), (cfg.output, model.outputs)):
         assert [t.name for t in got] == [s.name for s in specs]
@@ -61,7 +63,7 @@ def _check_tensors(cfg: mc.ModelConfig, model: EdgeModel) -> None:
             assert list(t.dims) == (shape[1:] if cfg.max_batch_size else shape)
 
 
-def test_package_shipped_cnn_for_triton_and_kserve(shipped_cnn: Path, tmp_path: Path) -> None:  # noqa: F811
+def test_package_shipped_cnn_for_triton_and_kserve(shipped_cnn: Path, tmp_path: Path) -> None:
     repo = tmp_path / "repo"
     res = package_triton(shipped_cnn, repo, PackageConfig(max_batch=64, max_delay_us=500))
     model = EdgeModel(shipped_cnn)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -32,7 +33,9 @@ from edgekit.measure.profile import (
 )
 from edgekit.runtime import SessionOptionsConfig
 
-SHAPE = ["N", 8, 16, 16]
+pytestmark = pytest.mark.file_seconds(8)
+
+SHAPE: list[str | int] = ["N", 8, 16, 16]
 
 
 @dataclass
@@ -59,7 +62,7 @@ def _cnn(path: Path) -> Path:
               "w3": (16, 16, 1, 1), "b3": (16,), "w4": (16, 10), "b4": (10,)}
     inits = [numpy_helper.from_array((rng.standard_normal(s) * 0.3).astype(np.float32), n)
              for n, s in shapes.items()]
-    conv = {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1]}
+    conv: dict[str, Any] = {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1]}
     nodes = [
         helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], "conv_kxk", **conv),
         helper.make_node("Relu", ["c1"], ["r1"], "relu1"),
@@ -106,6 +109,7 @@ def _bench(args: list[str]) -> tuple[str, dict]:
     return r.stdout, json.loads(r.stdout)
 
 
+@pytest.mark.slow
 def test_bench_profile_prints_both_engines_and_the_why_line(models: Models, tmp_path) -> None:
     report = tmp_path / "r.json"
     r = CliRunner().invoke(cli, ["bench", str(models.fp32), str(models.int8), "--engine", "all",

@@ -22,6 +22,7 @@ from edgekit.metadata import ModelMetadata, Preprocessing, save_keras_metadata  
 from edgekit.quantize import (  # noqa: E402
     PRESETS,
     CalibrationConfig,
+    CalibrationMethod,
     GateConfig,
     OutputConfig,
     QuantizationConfig,
@@ -31,6 +32,8 @@ from edgekit.quantize import (  # noqa: E402
     quantize_model,
     resolve_mode,
 )
+
+pytestmark = pytest.mark.file_seconds(15)
 
 
 def _files(d: Path) -> set[str]:
@@ -68,6 +71,7 @@ def cnn(fashion_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str
 
 
 # -- int8 through the export command, with ORT format -----------------------------------------
+@pytest.mark.slow
 def test_export_int8_ort(cnn: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "out"
     r = CliRunner().invoke(cli, [
@@ -109,7 +113,7 @@ def test_export_int8_ort(cnn: dict[str, Path], tmp_path: Path) -> None:
 
 
 def test_fp16_and_dynamic_cnn(cnn: dict[str, Path], tmp_path: Path) -> None:
-    cfg = QuantizationConfig(mode="fp16")
+    cfg = QuantizationConfig(mode=QuantMode.FP16)
     r = quantize_model(cnn["onnx"], tmp_path, config=cfg, eval_data=cnn["eval"])
     assert r.path == tmp_path / "cnn.fp16.onnx" and r.evaluation is not None
     assert r.evaluation["max_abs_error"] < 1e-2
@@ -132,21 +136,22 @@ def test_fp16_and_dynamic_cnn(cnn: dict[str, Path], tmp_path: Path) -> None:
     assert sess.get_outputs()[0].type == "tensor(float)"
     init_types = {i.data_type for i in onnx.load(str(r.path)).graph.initializer if i.dims}
     assert onnx.TensorProto.FLOAT16 in init_types
-    d = quantize_model(cnn["onnx"], tmp_path, config=QuantizationConfig(mode="dynamic"))
+    d = quantize_model(cnn["onnx"], tmp_path, config=QuantizationConfig(mode=QuantMode.DYNAMIC))
     assert d.path.name == "cnn.dynamic.onnx" and d.size_ratio < 0.5
 
 
 def test_percentile_calibration_keeps_stdout_clean(cnn: dict[str, Path], tmp_path: Path,
                                                    capsys: pytest.CaptureFixture[str]) -> None:
     # onnxruntime's histogram calibrators print progress; edgekit's stdout (--json) stays clean
-    cfg = QuantizationConfig(mode="int8", calibration=CalibrationConfig(method="percentile",
-                                                                        samples=32))
+    cfg = QuantizationConfig(mode=QuantMode.INT8, calibration=CalibrationConfig(
+        method=CalibrationMethod.PERCENTILE, samples=32))
     r = quantize_model(cnn["onnx"], tmp_path, config=cfg, calibration=cnn["calib"])
     assert r.path.exists() and r.config.calibration.method.value == "percentile"
     assert capsys.readouterr().out == ""
 
 
 # -- dynamic int8 on an LSTM -------------------------------------------------------------------
+@pytest.mark.slow
 def test_dynamic_lstm_and_auto(tmp_path: Path) -> None:
     keras.utils.set_random_seed(0)
     m = keras.Sequential([
@@ -159,7 +164,7 @@ def test_dynamic_lstm_and_auto(tmp_path: Path) -> None:
     x = rng.integers(0, 200, (64, 20)).astype(np.int32)
     np.savez(tmp_path / "eval.npz", x=x, y=rng.integers(0, 2, 64))
     res = export_model(m, tmp_path / "out", ExportConfig(), extra_outputs=export_hook(
-        QuantizationConfig(mode="auto"), eval_data=tmp_path / "eval.npz"))
+        QuantizationConfig(mode=QuantMode.AUTO), eval_data=tmp_path / "eval.npz"))
     v = res.report["variants"]["dynamic"]
     assert v["requested_mode"] == "auto" and any("recurrent" in n for n in v["notes"])
     assert "DynamicQuantizeLSTM" in v["op_histogram"]
@@ -177,7 +182,7 @@ def test_resolve_mode_and_config(cnn: dict[str, Path]) -> None:
     assert QuantizationConfig.from_dict(c.to_dict()) == c
     assert set(PRESETS) == {"avx512_vnni", "avx2", "arm64"}
     for bad in [lambda: QuantScheme(preset="x86"), lambda: CalibrationConfig(samples=0),
-                lambda: QuantizationConfig(mode="int4"),
+                lambda: QuantizationConfig(mode="int4"),  # type: ignore[arg-type]
                 lambda: GateConfig(max_accuracy_drop=-1), lambda: OutputConfig(mobile_batch=-1)]:
         with pytest.raises(InputError):
             bad()
@@ -214,6 +219,7 @@ def sensitive(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {"onnx": res.onnx_path, "calib": d / "calib.npz", "eval": d / "eval.npz"}
 
 
+@pytest.mark.slow
 def test_gate_keeps_nodes_in_float(sensitive: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "out"
     r = CliRunner().invoke(cli, [

@@ -26,6 +26,8 @@ from edgekit.io.artifacts import recover
 from edgekit.runtime.model import EdgeModel
 from edgekit.serve.server import free_port
 
+pytestmark = pytest.mark.file_seconds(12)
+
 ROOT = Path(__file__).resolve().parents[1]
 
 GOOD: dict[str, Any] = {
@@ -161,6 +163,7 @@ def test_huge_reference_depth_is_refused_before_building(files: dict[str, Path],
     assert "deepest reference edgekit makes" in r.stderr
 
 
+@pytest.mark.slow
 def test_valid_handmade_baseline_is_accepted(files: dict[str, Path], tmp_path: Path) -> None:
     base = tmp_path / "b.json"
     base.write_text(json.dumps({**GOOD, "machine": None, "accuracy": None}))

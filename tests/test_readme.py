@@ -26,6 +26,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.file_seconds(50)
+
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 FENCE = re.compile(r"^```(bash|sh|console)[^\n]*\n(.*?)^```", re.MULTILINE | re.DOTALL)
@@ -149,3 +151,77 @@ def test_readme_shell_blocks_run_in_a_copy(tmp_path: Path, fashion_dir: Path) ->
     assert tune["winner"]["accepted"] and len(tune["candidates"]) >= 2
     assert tune["config"]["threads"] == 1 and tune["config"]["batch"] == 1
     assert not list(repo.glob(".edgekit-tmp-*")) and not list(out.glob(".*"))
+
+
+# -- the README's command table against the real --help --------------------------------------
+#: a cell's options: ``-o``, ``--max-accuracy-drop`` (not the ``-4`` of ``1e-4``)
+OPTION = re.compile(r"(?<![\w-])--?[a-zA-Z][\w-]*")
+
+
+def readme_cli_table(text: str) -> dict[str, set[str]]:
+    """``{command: options}`` of the README table whose header is ``| command | what it does |``:
+    the options of the usage cell (```edgekit CMD ...```) and the options quoted in the
+    description cell (```--package```)."""
+    lines = text.splitlines()
+    start = lines.index("| command | what it does |") + 2
+    rows: dict[str, set[str]] = {}
+    for line in lines[start:]:
+        if not line.startswith("|"):
+            break
+        usage, what = (c.strip() for c in re.split(r"(?<!\\)\|", line)[1:3])
+        words = usage.strip("`").split()
+        assert words[0] == "edgekit" and words[1] not in rows, line
+        quoted = [span for span in re.findall(r"`([^`]*)`", what) if span.startswith("-")]
+        rows[words[1]] = set(OPTION.findall(" ".join(words[2:] + quoted)))
+    return rows
+
+
+def help_text(*command: str) -> str:
+    """``edgekit [COMMAND] --help`` as printed."""
+    from click.testing import CliRunner
+
+    from edgekit.cli.main import cli
+
+    result = CliRunner().invoke(cli, [*command, "--help"], prog_name="edgekit")
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def help_commands(text: str) -> set[str]:
+    """The commands of the ``Commands:`` section of a group's help."""
+    section = text.split("\nCommands:\n", 1)[1]
+    return {line.split()[0] for line in section.splitlines() if line.startswith("  ")}
+
+
+def help_options(text: str) -> set[str]:
+    """Every option name declared in the ``Options:`` section (``-o, --output PATH``,
+    ``--per-channel / --per-tensor``); the wrapped description lines are indented further."""
+    section = text.split("\nOptions:\n", 1)[1]
+    found: set[str] = set()
+    for line in section.splitlines():
+        if line.startswith("  -"):
+            found.update(OPTION.findall(re.split(r"\s{2,}", line.strip())[0]))
+    return found
+
+
+def test_readme_command_table_matches_the_cli_help() -> None:
+    """Every command of ``edgekit --help`` has a row in the README's command table and every
+    row is a command; every option a row names exists in that command's ``--help``."""
+    table = readme_cli_table(README.read_text())
+    assert set(table) == help_commands(help_text())
+    missing = {cmd: sorted(opts - help_options(help_text(cmd))) for cmd, opts in table.items()}
+    assert {cmd: opts for cmd, opts in missing.items() if opts} == {}
+
+
+def test_readme_table_reader_and_help_reader() -> None:
+    text = ("| command | what it does |\n| --- | --- |\n"
+            "| `edgekit x M -o D [--a-b 1e-4] [--c\\|--d] [--e [--f]]` | uses `--g` and `x` |\n"
+            "\nafter\n")
+    assert readme_cli_table(text) == {"x": {"-o", "--a-b", "--c", "--d", "--e", "--f", "--g"}}
+    usage = ("Usage: edgekit x [OPTIONS]\n\nOptions:\n  -o, --output PATH     Folder.\n"
+             "  --per-channel / --per-tensor\n                        Scales (see\n"
+             "                        --calibration).\n  -h, --help            Show this.\n")
+    assert help_options(usage) == {"-o", "--output", "--per-channel", "--per-tensor", "-h",
+                                   "--help"}
+    group = "Usage: edgekit\n\nOptions:\n  --version\n\nCommands:\n  bench  Measure...\n  run\n"
+    assert help_commands(group) == {"bench", "run"}

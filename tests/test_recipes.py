@@ -14,7 +14,9 @@ from edgekit.errors import InputError
 from edgekit.inputs.datasets import FASHION_MNIST_LABELS
 from edgekit.inputs.text import TextTokenizer
 from edgekit.metadata import load_keras_metadata
-from edgekit.recipes import RECIPES, TrainConfig, get_recipe, parse_grid, train_recipe
+from edgekit.recipes import RECIPES, TrainConfig, TrainResult, get_recipe, parse_grid, train_recipe
+
+pytestmark = pytest.mark.file_seconds(30)
 
 
 def test_registry_and_config() -> None:
@@ -32,7 +34,7 @@ def test_registry_and_config() -> None:
         {"validation_split": 1.0},
     ):
         with pytest.raises(InputError):
-            TrainConfig(**bad)  # type: ignore[arg-type]
+            TrainConfig(**bad)
     assert parse_grid(["optimizer=adam,rmsprop", "learning-rate=0.001,0.01"]) == {
         "optimizer": ["adam", "rmsprop"],
         "learning_rate": [0.001, 0.01],
@@ -63,6 +65,7 @@ def test_model_architectures() -> None:
     assert lstm.units == 32 and lstm.use_cudnn is False and lstm.go_backwards
 
 
+@pytest.mark.slow
 def test_training_and_grid_search_follow_the_progress_protocol(tmp_path: Path) -> None:
     lines: list[str] = []
     fractions: list[float] = []
@@ -80,6 +83,7 @@ def test_training_and_grid_search_follow_the_progress_protocol(tmp_path: Path) -
     assert lines[0].startswith("[1/3] ") and lines[-1].startswith("[3/3] final model")
 
 
+@pytest.mark.slow
 def test_image_cnn_small(tmp_path: Path, fashion_dir: Path) -> None:
     out = tmp_path / "fashion.keras"
     r = get_recipe("image_cnn").train(TrainConfig(limit=2000, epochs=1), fashion_dir, out)
@@ -99,10 +103,12 @@ def test_image_cnn_small(tmp_path: Path, fashion_dir: Path) -> None:
     assert not list(tmp_path.glob(".*"))  # temp files are gone
 
 
+@pytest.mark.slow
 def test_tabular_breast_cancer_and_seed(tmp_path: Path) -> None:
     cfg = TrainConfig(epochs=10, seed=3)
     a = train_recipe("tabular_mlp", cfg, output=tmp_path / "a.keras")
     b = train_recipe("tabular_mlp", cfg)
+    assert isinstance(a, TrainResult) and isinstance(b, TrainResult)  # no grid: one model
     assert a.test_accuracy > 0.9 and a.n_test == 114  # 20% of 569, chance ~0.63
     assert abs(a.test_accuracy - b.test_accuracy) < 0.001  # same seed, same accuracy
     meta = load_keras_metadata(tmp_path / "a.keras")
@@ -119,6 +125,7 @@ def test_tabular_breast_cancer_and_seed(tmp_path: Path) -> None:
     assert ((p > 0.5) == d.target).mean() > 0.9
 
 
+@pytest.mark.slow
 def test_cli_train_csv_multiclass_and_force(tmp_path: Path) -> None:
     from sklearn.datasets import load_digits
 
@@ -159,6 +166,7 @@ def test_cli_train_csv_multiclass_and_force(tmp_path: Path) -> None:
     assert out.stat().st_mtime_ns == before
 
 
+@pytest.mark.slow
 def test_cli_grid_search(tmp_path: Path) -> None:
     out = tmp_path / "bc.keras"
     res = CliRunner().invoke(
@@ -190,6 +198,7 @@ def test_cli_grid_search(tmp_path: Path) -> None:
     assert out.exists()
 
 
+@pytest.mark.slow
 def test_text_lstm_sms_subset(tmp_path: Path, sms_file: Path) -> None:
     out = tmp_path / "sms.keras"
     r = get_recipe("text_lstm").train(TrainConfig(limit=1500, epochs=3, seed=0), sms_file, out)

@@ -117,6 +117,7 @@ def _load(url: str, jobs: list[tuple[bytes, Any]], clients: int) -> list[str]:
     return failures
 
 
+@pytest.mark.slow
 def test_real_server_under_load(paths: dict[str, Path]) -> None:
     """500 valid requests from 8 concurrent clients + 50 malformed ones on a real uvicorn."""
     model = EdgeModel(paths["image"])

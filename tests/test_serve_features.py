@@ -16,7 +16,6 @@ import httpx
 import numpy as np
 import pytest
 from _runtime_models import TAB_MEAN, make_image_model, make_tabular_model
-from _serve_models import shipped_mlp  # noqa: F401  (fixture)
 from prometheus_client.parser import text_string_to_metric_families
 
 from edgekit.errors import InputError
@@ -68,7 +67,8 @@ def test_runtime_wrong_feature_count_is_an_input_error(tmp_path: Path) -> None:
         model.prepare({"features": [[1.0, 2.0], [1.0]]})
 
 
-def test_shipped_mlp_over_http_4xx_for_bad_numbers(shipped_mlp: Path) -> None:  # noqa: F811
+@pytest.mark.slow
+def test_shipped_mlp_over_http_4xx_for_bad_numbers(shipped_mlp: Path) -> None:
     """The issue's 500s: Infinity, 1e999 and 29/31 features instead of 30 now get 422."""
     model = EdgeModel(shipped_mlp)
     row = [1.0] * 30

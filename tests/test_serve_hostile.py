@@ -23,6 +23,8 @@ from edgekit.serve import server_process
 from edgekit.serve.connections import accept_backlog, auto_max_connections
 from edgekit.serve.protocol import RateLimitFilter
 
+pytestmark = pytest.mark.file_seconds(12)
+
 PARTIAL_HEADERS = b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-"
 PARTIAL_BODY = (
     b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
@@ -35,6 +37,7 @@ def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_image_model(tmp_path_factory.mktemp("hostile") / "image.onnx")
 
 
+@pytest.mark.slow
 def test_slow_and_silent_clients_are_closed_within_the_timeouts(model: Path) -> None:
     """The issue's battery, scaled: partial headers, a 100 kB body announced and 10 bytes
     sent, and silent connections are all closed within the (1 s) timeouts, with a 408 for the

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import ssl
 import warnings
 from pathlib import Path
 from typing import Any
@@ -65,7 +66,8 @@ def test_https_with_a_self_signed_certificate(model: Path, tmp_path: Path) -> No
     args = ["--ssl-certfile", str(cert), "--ssl-keyfile", str(key), "--api-key", KEY]
     with server_process(model, args=args) as url:
         assert url.startswith("https://")
-        with httpx.Client(base_url=url, verify=str(cert), timeout=10) as c:
+        ca = ssl.create_default_context(cafile=str(cert))
+        with httpx.Client(base_url=url, verify=ca, timeout=10) as c:
             r = c.post("/predict", json={"inputs": [[0] * 28] * 28},
                        headers={"Authorization": f"Bearer {KEY}"})  # fmt: skip
             assert r.status_code == 200, r.text

@@ -13,6 +13,8 @@ from _shutdown_drill import drill
 
 from edgekit.serve.shutdown import GRACEFUL_TIMEOUT
 
+pytestmark = [pytest.mark.file_seconds(25), pytest.mark.slow]
+
 RUNS = 3
 
 

@@ -11,7 +11,6 @@ from typing import Any
 import numpy as np
 import pytest
 from _runtime_models import make_image_model, make_text_model
-from _serve_models import shipped_cnn  # noqa: F401  (fixture)
 
 from edgekit.runtime.model import EdgeModel
 from edgekit.serve import create_app, server_process
@@ -24,7 +23,7 @@ with warnings.catch_warnings():
 RNG = np.random.default_rng(14)
 
 
-def test_tritonclient_infers_the_shipped_cnn(shipped_cnn: Path) -> None:  # noqa: F811
+def test_tritonclient_infers_the_shipped_cnn(shipped_cnn: Path) -> None:
     """tritonclient.http against `edgekit serve`: liveness, metadata and inference with binary
     and JSON tensors give exactly EdgeModel.run's outputs."""
     import tritonclient.http as triton

@@ -16,6 +16,8 @@ import pytest
 
 from edgekit.validate import DEFAULT_ATOL, DEFAULT_RTOL, compare_outputs, output_errors
 
+pytestmark = pytest.mark.file_seconds(20)
+
 
 def _pair() -> tuple[np.ndarray, np.ndarray]:
     ref = np.array([[0.0, 1.0, 100.0], [1000.0, -1000.0, 0.5]])
@@ -147,6 +149,7 @@ def _deep_model() -> Any:
     return m
 
 
+@pytest.mark.slow
 def test_deep_model_with_float_noise_passes_and_a_changed_weight_fails(tmp_path: Path) -> None:
     from edgekit.convert import (
         ExportConfig,

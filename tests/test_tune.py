@@ -19,12 +19,14 @@ sklearn_datasets = pytest.importorskip("sklearn.datasets")
 from edgekit.cli.main import cli  # noqa: E402
 from edgekit.convert import ExportConfig, export_model  # noqa: E402
 from edgekit.errors import InputError  # noqa: E402
-from edgekit.measure.ratio import RatioConfig, measure_ratio, paired_ratio  # noqa: E402
+from edgekit.measure.ratio import RatioConfig, measure_ratio  # noqa: E402
 from edgekit.metadata import ModelMetadata, Preprocessing, save_keras_metadata  # noqa: E402
 from edgekit.quantize import CalibrationConfig, QuantizationConfig  # noqa: E402
 from edgekit.quantize.regions import float_region, stem_and_depthwise  # noqa: E402
 from edgekit.runtime.model import EdgeModel  # noqa: E402
 from edgekit.tune import TUNE_RATIO, TuneConfig, tune_model  # noqa: E402
+
+pytestmark = pytest.mark.file_seconds(25)
 
 
 @pytest.fixture(scope="module")
@@ -81,6 +83,7 @@ def lstm(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
             "eval": d / "eval.npz"}
 
 
+@pytest.mark.slow
 def test_simplify_removes_dynamic_flatten_and_keeps_outputs(digits: dict[str, Path],
                                                             tmp_path: Path) -> None:
     plain = export_model(digits["model"], tmp_path / "plain", ExportConfig(simplify=False))
@@ -99,6 +102,7 @@ def test_simplify_removes_dynamic_flatten_and_keeps_outputs(digits: dict[str, Pa
         assert EdgeModel(simple.onnx_path, "cpu").run({"image": x[:batch]})[0].shape == (batch, 10)
 
 
+@pytest.mark.slow
 def test_float_region_extends_through_activation_and_pooling(digits: dict[str, Path],
                                                              tmp_path: Path) -> None:
     result = export_model(digits["model"], tmp_path)
@@ -109,14 +113,7 @@ def test_float_region_extends_through_activation_and_pooling(digits: dict[str, P
     assert kinds == ["Conv", "Relu", "MaxPool"]
 
 
-def test_paired_ratio_is_the_median_of_per_round_ratios() -> None:
-    """What measure_ratio and the tune's run-off report: not a ratio of medians (which a
-    slow round of the reference alone would move)."""
-    reference, candidate = [1.0, 2.0, 100.0], [0.5, 50.0, 60.0]
-    assert paired_ratio(candidate, reference) == pytest.approx(0.6)  # medians' ratio: 25
-    assert paired_ratio(reference, reference) == 1.0
-
-
+@pytest.mark.slow
 def test_measure_ratio_of_a_model_against_itself_is_near_one(digits: dict[str, Path],
                                                             tmp_path: Path) -> None:
     result = export_model(digits["model"], tmp_path)
@@ -142,6 +139,7 @@ def test_measure_ratio_of_a_model_against_itself_is_near_one(digits: dict[str, P
         TuneConfig(ratio=RatioConfig(min_seconds=5.0, max_seconds=1.0))
 
 
+@pytest.mark.slow
 def test_tune_writes_the_winner_with_session_settings(digits: dict[str, Path],
                                                       tmp_path: Path) -> None:
     out = tmp_path / "out"
@@ -280,6 +278,7 @@ def test_stem_and_depthwise_convs_are_found() -> None:
     assert stem_and_depthwise(graph) == (["stem"], ["dw"])
 
 
+@pytest.mark.slow
 def test_tune_cli_errors_leave_nothing(digits: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "out"
     res = CliRunner().invoke(cli, ["tune", str(digits["model"]), "-o", str(out)])
@@ -301,6 +300,7 @@ def test_tune_cli_errors_leave_nothing(digits: dict[str, Path], tmp_path: Path) 
         TuneConfig(max_accuracy_drop=-1)
 
 
+@pytest.mark.slow
 def test_tune_cli_writes_the_model_and_prints_the_table(digits: dict[str, Path],
                                                          tmp_path: Path) -> None:
     out = tmp_path / "out"

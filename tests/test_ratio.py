@@ -1,0 +1,89 @@
+"""edgekit.measure.ratio: the latency-ratio estimator and its stop rule, on plain Python calls
+(no engine, no model; tests/test_tune.py times a real model)."""
+
+from __future__ import annotations
+
+import pytest
+
+from edgekit.errors import InputError
+from edgekit.measure.ratio import LatencyRatio, RatioConfig, measure_ratio, paired_ratio
+
+
+def _work(n: int) -> None:
+    sum(range(n))
+
+
+def test_paired_ratio_is_the_median_of_per_round_ratios() -> None:
+    """What measure_ratio and the tune's run-off report: not a ratio of medians (which a
+    slow round of the reference alone would move)."""
+    reference, candidate = [1.0, 2.0, 100.0], [0.5, 50.0, 60.0]
+    assert paired_ratio(candidate, reference) == pytest.approx(0.6)  # medians' ratio: 25
+    assert paired_ratio(reference, reference) == 1.0
+    assert paired_ratio([2, 6, 3, 8], [1, 2, 1, 2]) == pytest.approx(3.0)  # even count: mean
+
+
+@pytest.mark.parametrize(("fields", "message"), [
+    ({"tolerance": 0.0}, "tolerance must be in"),
+    ({"tolerance": 1.0}, "tolerance must be in"),
+    ({"min_rounds": 0}, "min_rounds <= max_rounds"),
+    ({"min_rounds": 10, "max_rounds": 9}, "min_rounds <= max_rounds"),
+    ({"min_seconds": -1.0}, "min_seconds <= max_seconds"),
+    ({"max_seconds": 0.0}, "max_seconds > 0"),
+    ({"min_seconds": 5.0, "max_seconds": 1.0}, "min_seconds <= max_seconds"),
+    ({"block_seconds": 0.0}, "block_seconds must be > 0"),
+])
+def test_ratio_config_rejects(fields: dict[str, float], message: str) -> None:
+    with pytest.raises(InputError, match=message):
+        RatioConfig(**fields)  # type: ignore[arg-type]
+
+
+def test_ratio_config_defaults() -> None:
+    c = RatioConfig()
+    assert (c.tolerance, c.min_rounds, c.max_rounds) == (0.02, 40, 100_000)
+    assert (c.min_seconds, c.max_seconds, c.block_seconds, c.warmup) == (0.0, 30.0, 0.25, 10)
+
+
+def test_latency_ratio_to_dict_rounds_seconds_and_history() -> None:
+    lr = LatencyRatio(1.23456, 2.0, 1.5, 80, 1.23456789, [1.234567, 1.23456])
+    assert lr.to_dict() == {"ratio": 1.23456, "candidate_ms": 2.0, "reference_ms": 1.5,
+                            "rounds": 80, "seconds": 1.235, "history": [1.2346, 1.2346]}
+
+
+def test_max_rounds_stops_after_the_first_block_and_warmup_is_untimed() -> None:
+    calls = {"reference": 0, "candidate": 0}
+
+    def call(name: str) -> None:
+        calls[name] += 1
+
+    cfg = RatioConfig(min_rounds=5, max_rounds=5, warmup=3, block_seconds=0.001)
+    lr = measure_ratio(lambda: call("reference"), lambda: call("candidate"), cfg)
+    assert lr.rounds >= 5 and len(lr.history) == 1 and lr.ratio == lr.history[-1]
+    assert calls == {"reference": lr.rounds + 3, "candidate": lr.rounds + 3}
+
+
+def test_stops_once_three_block_estimates_agree_within_the_tolerance() -> None:
+    """A tolerance every estimate meets: the third block (the first with two before it to
+    compare) ends it, once min_rounds are timed."""
+    cfg = RatioConfig(tolerance=0.99, min_rounds=10, warmup=0, block_seconds=0.005)
+    lr = measure_ratio(lambda: _work(100), lambda: _work(100), cfg)
+    assert len(lr.history) == 3 and lr.rounds >= 15
+    assert lr.to_dict()["history"] == [round(h, 4) for h in lr.history]
+
+
+def test_max_seconds_ends_an_unstable_estimate_and_progress_is_a_fraction() -> None:
+    fractions: list[float] = []
+    cfg = RatioConfig(min_rounds=10**6, max_rounds=10**9, max_seconds=0.2, warmup=0,
+                      block_seconds=0.02)
+    lr = measure_ratio(lambda: None, lambda: None, cfg, on_progress=fractions.append)
+    assert 0.2 <= lr.seconds < 5 and lr.rounds < 10**6
+    assert len(fractions) == len(lr.history) >= 2
+    assert fractions == sorted(fractions) and 0 < fractions[0] and fractions[-1] == 1.0
+
+
+def test_the_ratio_is_candidate_over_reference() -> None:
+    """Ten times the work is several times slower (a loose bound: the machine may be busy)."""
+    cfg = RatioConfig(min_rounds=20, warmup=2, block_seconds=0.01, max_seconds=2.0)
+    slow = measure_ratio(lambda: _work(2_000), lambda: _work(20_000), cfg)
+    fast = measure_ratio(lambda: _work(20_000), lambda: _work(2_000), cfg)
+    assert slow.ratio > 3 and fast.ratio < 1 / 3
+    assert slow.candidate_ms > slow.reference_ms > 0
