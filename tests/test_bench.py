@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import json
+from typing import Any, cast
 
 import numpy as np
 import pytest
@@ -77,7 +78,7 @@ def test_bench_onnx_models(bench_models_dir: BenchModels, tmp_path) -> None:
     table = res.table()
     assert table.count("\n") == 2 + 4 - 1  # header, separator, 2 models x 2 batch sizes
     assert "vs small.onnx" in table and "p99" in table
-    d = res.to_dict(samples=True)
+    d = cast(dict[str, Any], res.to_dict(samples=True))
     assert d["machine"]["cpu"] and "onnxruntime" in d["machine"]["versions"]
     assert len(d["models"][1]["latency"]["4"]["samples_ms"]) == 15
     png = plot_latencies(res.models, tmp_path / "lat.png")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -310,7 +311,12 @@ def test_a_data_file_is_read_once_by_the_stages_sharing_it(tmp_path: Path,
     np.savez(tmp_path / "d.npz", x=np.arange(40, dtype=np.float32).reshape(20, 2))
     reads: list[object] = []
     real = prepare.load_dataset
-    monkeypatch.setattr(prepare, "load_dataset", lambda *a: reads.append(a[0]) or real(*a))
+
+    def load_dataset(*a: Any) -> Any:
+        reads.append(a[0])
+        return real(*a)
+
+    monkeypatch.setattr(prepare, "load_dataset", load_dataset)
     specs, meta = [TensorSpecInfo("in", (None, 2), "float32")], ModelMetadata()
     shared = prepare.DataFile(tmp_path / "d.npz", "calibration data")
     val = load_model_data(shared, specs, meta, "validation data", "test", 8, 0)  # export

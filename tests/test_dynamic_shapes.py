@@ -13,11 +13,15 @@ Real Keras models built here, ONNX outputs compared to Keras.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import pytest
 
-keras = pytest.importorskip("keras")
+if TYPE_CHECKING:
+    import keras
+else:
+    keras = pytest.importorskip("keras")
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
@@ -118,7 +122,8 @@ def test_length_probe_picks_a_length_onnxruntime_runs_too(tmp_path: Path) -> Non
     res = export_model(model, tmp_path, CFG)  # was "a converter bug" at 16 tokens
     assert res.validation.max_abs_error < 1e-5
     # Validated at 32 tokens, the first candidate both run (16 leaves a 4-step window).
-    assert res.report["validation"]["data"] == "synthetic (seed 0, dynamic lengths 32)"
+    report = cast(dict[str, Any], res.report)
+    assert report["validation"]["data"] == "synthetic (seed 0, dynamic lengths 32)"
     rng = np.random.default_rng(0)
     for length in (19, 40):  # 19: the shortest sequence both convolutions have a window in
         feeds = {"tokens": rng.integers(0, 100, (3, length)).astype(np.int32)}

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import onnx
@@ -124,7 +124,7 @@ def test_edge_model_runs_on_the_numpy_engine(numpy_engine: type[Engine], model: 
 
 def test_cli_run_with_engine_numpy(numpy_engine: type[Engine], model: Path) -> None:
     x = str(model.parent / "x.npy")
-    outs: dict[str, list[list[dict[str, object]]]] = {}
+    outs: dict[str, list[list[dict[str, Any]]]] = {}
     for engine in ("numpy", "onnxruntime"):
         res = CliRunner().invoke(cli, ["run", str(model), x, "--engine", engine, "--json"])
         assert res.exit_code == 0, res.output

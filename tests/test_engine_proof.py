@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from typing import Any, cast
 
 import keras
 import numpy as np
@@ -225,7 +226,7 @@ def test_export_records_every_engine_for_fp32_and_int8(tmp_path: Path) -> None:
     model.save(tmp_path / "vit.keras")
     result = export_model(tmp_path / "vit.keras", tmp_path / "out", ExportConfig(),
                           validation_data=tmp_path / "cal.npz", extra_outputs=hook)
-    report = result.report
+    report = cast(dict[str, Any], result.report)
     assert set(report["engines"]) == {"onnxruntime", "openvino"}
     assert all(r["passed"] for r in report["engines"].values()), report["engines"]
     variant = report["variants"]["int8"]
@@ -233,6 +234,7 @@ def test_export_records_every_engine_for_fp32_and_int8(tmp_path: Path) -> None:
     assert variant["engines"]["openvino"]["fp32_top1_agreement"] is not None
     for name in ("vit.onnx", "vit.int8.onnx"):
         props = read_onnx_props(tmp_path / "out" / name)
+        assert props is not None
         assert read_engine_checks(props)["openvino"].passed
     int8 = onnx.load(str(tmp_path / "out" / "vit.int8.onnx"))
     producers = {o: n.op_type for n in int8.graph.node for o in n.output}
@@ -260,7 +262,9 @@ def test_a_recurrent_export_is_marked_unreadable_for_openvino(tmp_path: Path) ->
     assert run.exit_code == 0, run.output
     assert "openvino FAILED (OpenVINO cannot read Loop" in run.output
     path = tmp_path / "out" / "gru.onnx"
-    record = read_engine_checks(read_onnx_props(path))
+    props = read_onnx_props(path)
+    assert props is not None
+    record = read_engine_checks(props)
     assert record["onnxruntime"].passed
     assert not record["openvino"].loads and "Loop" in record["openvino"].reason
     with pytest.raises(EngineCheckError, match="does not load in openvino"):

@@ -11,6 +11,7 @@ import logging
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 import onnxruntime as ort
@@ -273,8 +274,8 @@ def test_cached_signature_still_rejects_a_wrong_one(small: dict[str, Path], engi
 
 def test_predict_input_reports_the_engine(small: dict[str, Path], tmp_path: Path) -> None:
     np.save(tmp_path / "x.npy", IMAGES[:2])
-    rep = predict_input(small["image"], tmp_path / "x.npy", engine="openvino")
-    ref = predict_input(small["image"], tmp_path / "x.npy")
+    rep = cast(dict[str, Any], predict_input(small["image"], tmp_path / "x.npy", engine="openvino"))
+    ref = cast(dict[str, Any], predict_input(small["image"], tmp_path / "x.npy"))
     assert (rep["engine"], ref["engine"]) == ("openvino", "onnxruntime")
     assert [[p["label"] for p in row] for row in rep["predictions"]] == [
         [p["label"] for p in row] for row in ref["predictions"]

@@ -8,7 +8,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import pytest
@@ -128,7 +128,8 @@ def test_text_lstm_is_one_lstm_op(models: dict[str, Path], tmp_path: Path) -> No
 def test_two_input_functional_model(models: dict[str, Path], tmp_path: Path) -> None:
     result = export_model(models["two"], tmp_path)
     assert result.validation.passed
-    assert [i["name"] for i in result.report["inputs"]] == ["features", "extra"]
+    report = cast(dict[str, Any], result.report)
+    assert [i["name"] for i in report["inputs"]] == ["features", "extra"]
     sess = ort.InferenceSession(str(result.onnx_path), providers=["CPUExecutionProvider"])
     assert [i.name for i in sess.get_inputs()] == ["features", "extra"]
     assert [o.name for o in sess.get_outputs()] == ["probs"]
@@ -188,7 +189,7 @@ def test_validation_data_uint8_is_scaled_by_metadata(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     np.savez(data, x=rng.integers(0, 256, (50, 28, 28), dtype=np.uint8), y=rng.integers(0, 10, 50))
     result = export_model(path, tmp_path / "out", validation_data=data)
-    v = result.report["validation"]
+    v = cast(dict[str, Any], result.report)["validation"]
     assert v["n_samples"] == 50 and "preprocessed" in v["notes"][0]
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import pytest
@@ -95,7 +95,7 @@ def _gru(time_distributed: bool) -> keras.Model:
 def test_gru_loop_survives_simplification(tmp_path: Path, time_distributed: bool) -> None:
     res = export_model(_gru(time_distributed), tmp_path, CFG)
     assert res.validation.max_abs_error < 1e-5
-    assert "Loop" in res.report["graph"]["op_histogram"]
+    assert "Loop" in cast(dict[str, Any], res.report)["graph"]["op_histogram"]
 
 
 def test_prune_keeps_tensors_read_only_inside_a_loop_body() -> None:
@@ -176,7 +176,7 @@ def _convnext_block() -> keras.Model:
 def test_grouped_conv_and_exact_gelu_convert(tmp_path: Path) -> None:
     res = export_model(_convnext_block(), tmp_path, CFG)
     assert res.validation.max_abs_error < 1e-5
-    ops = res.report["graph"]["op_histogram"]
+    ops = cast(dict[str, Any], res.report)["graph"]["op_histogram"]
     assert "Erf" in ops and "Conv" in ops
     assert not {"Erfc", "StatefulPartitionedCall"} & set(ops)
 
@@ -217,6 +217,7 @@ def custom_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     module = d / "zoo_layers.py"
     module.write_text(CUSTOM_LAYER_SOURCE)
     cls = load_custom_objects(module)["ScaledSwish"]
+    assert isinstance(cls, type)
     keras.utils.set_random_seed(0)
     inp = keras.Input((6,), name="x")
     model = keras.Model(inp, keras.layers.Dense(3)(cls()(keras.layers.Dense(4)(inp))))
@@ -296,7 +297,7 @@ def _constant_model() -> keras.Model:
 def test_degenerate_outputs_warn_and_fail_with_strict(tmp_path: Path) -> None:
     res = export_model(_constant_model(), tmp_path / "a", CFG)
     assert res.validation.passed and res.validation.warnings
-    sat = res.report["validation"]["saturation"]
+    sat = cast(dict[str, Any], res.report)["validation"]["saturation"]
     only = next(iter(sat.values()))
     assert only["constant_share"] == 1.0 and only["same_class_share"] == 1.0
     with pytest.raises(ValidationError, match="proves little"):

@@ -112,7 +112,8 @@ def test_dict_inputs_of_mixed_dtypes_export_and_match_keras(tmp_path: Path) -> N
 
 def test_dict_inputs_validate_on_npz_named_after_the_inputs(tmp_path: Path) -> None:
     feeds = _dict_feeds(24)
-    np.savez(tmp_path / "val.npz", **feeds, y=RNG.integers(0, 4, 24))
+    # numpy's stub also types savez's allow_pickle: bool, which mypy checks ** against
+    np.savez(tmp_path / "val.npz", **feeds, y=RNG.integers(0, 4, 24))  # type: ignore[arg-type]
     res = export_model(_dict_model(), tmp_path / "out", CFG, validation_data=tmp_path / "val.npz")
     assert res.validation.n_samples == 16  # capped by validation_samples
     assert str(tmp_path / "val.npz") in str(res.report["validation"]["data"])  # type: ignore[index]
@@ -172,7 +173,8 @@ def test_subclassed_dict_model_takes_dtypes_from_the_data(tmp_path: Path) -> Non
              "feats": RNG.normal(size=(16, 3)).astype("float32")}
     model(feeds)
     model.save(tmp_path / "ids.keras")
-    np.savez(tmp_path / "val.npz", **feeds)
+    # numpy's stub also types savez's allow_pickle: bool, which mypy checks ** against
+    np.savez(tmp_path / "val.npz", **feeds)  # type: ignore[arg-type]
     res = export_model(tmp_path / "ids.keras", tmp_path / "out", CFG,
                        validation_data=tmp_path / "val.npz")
     assert _input_types(res.onnx_path) == {"ids": (onnx.TensorProto.INT32, [0, 6]),

@@ -7,6 +7,7 @@ import os
 import sys
 import warnings
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 import pytest
@@ -169,7 +170,7 @@ def test_bench_reports_the_api(small_tflite: dict[str, object], tmp_path: Path) 
     res = bench_models([path], BenchConfig(batches=(1, 4), runs=3, warmup=1, threads=1))
     runtime = "LiteRT CompiledModel (CPU, XNNPACK, 1 thread)"
     assert res.models[0].runtime == runtime
-    assert res.to_dict()["models"][0]["runtime"] == runtime
+    assert cast(dict[str, Any], res.to_dict())["models"][0]["runtime"] == runtime
     assert res.table().endswith(f"\nm.tflite: {runtime}")
 
 

@@ -9,13 +9,19 @@ and that the graph holds only standard ONNX ops.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import pytest
 
-keras = pytest.importorskip("keras")
-tf = pytest.importorskip("tensorflow")
-onnx = pytest.importorskip("onnx")
+if TYPE_CHECKING:
+    import keras
+    import onnx
+    import tensorflow as tf
+else:
+    keras = pytest.importorskip("keras")
+    tf = pytest.importorskip("tensorflow")
+    onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
 from edgekit.convert import tfconvert  # noqa: E402
@@ -135,7 +141,7 @@ def test_unlowered_discretization_leaves_bucketize() -> None:
 
 
 # ------------------------------------------------------------------------------ IntegerLookup
-LOOKUPS = {
+LOOKUPS: dict[str, dict[str, Any]] = {
     "oov1": dict(vocabulary=[10, 20, 30]),
     "mask_oov3": dict(vocabulary=[10, 20, 30], mask_token=0, num_oov_indices=3),
     "oov3": dict(vocabulary=[10, 20, 30], num_oov_indices=3),
@@ -331,12 +337,14 @@ def test_export_lowers_numeric_preprocessing_and_validates_against_the_original(
     rng = np.random.default_rng(0)
     data = {"price": rng.uniform(0, 100, (300, 1)).astype("float32"),
             "cat": rng.choice([3, 5, 7, 9, 4], (300, 1)).astype("int64")}
-    np.savez(tmp_path / "val.npz", **data)
+    # numpy's stub also types savez's allow_pickle: bool, which mypy checks ** against
+    np.savez(tmp_path / "val.npz", **data)  # type: ignore[arg-type]
     model.save(tmp_path / "tab.keras")
     result = export_model(tmp_path / "tab.keras", tmp_path / "out", ExportConfig(),
                           validation_data=tmp_path / "val.npz")
-    assert len(result.report["graph"]["lowered"]) == 3  # type: ignore[index]
-    ops = set(result.report["graph"]["op_histogram"])  # type: ignore[index]
+    report = cast(dict[str, Any], result.report)
+    assert len(report["graph"]["lowered"]) == 3
+    ops = set(report["graph"]["op_histogram"])
     assert not ops & {"Bucketize", "LookupTableFindV2", "DenseBincount"}
     assert result.validation.max_abs_error < 1e-5
     with EdgeModel(result.onnx_path) as onnx_model:

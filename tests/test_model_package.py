@@ -10,6 +10,7 @@ import re
 import shutil
 import warnings
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 import onnxruntime as ort
@@ -129,7 +130,7 @@ def test_edge_model_selects_cpu_int8_here_and_says_so(exported: dict[str, Path],
     assert m.providers == [CPU] and m.path.name == "fashion_cnn.int8.onnx"
     assert "variant cpu-int8 (CPUExecutionProvider, cpu, int8)" in caplog.text
     assert "EP not available: cuda-fp16, tensorrt-fp16, dml-fp16, openvino-int8" in caplog.text
-    assert m.describe()["package"]["variant"]["precision"] == "int8"
+    assert cast(dict[str, Any], m.describe())["package"]["variant"]["precision"] == "int8"
     ref = EdgeModel(exported["int8"], "cpu")
     np.testing.assert_array_equal(m.predict(images), ref.predict(images))
     assert m.labels == ref.labels

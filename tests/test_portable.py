@@ -14,7 +14,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import onnx
@@ -380,7 +380,7 @@ def test_agreement_without_labels_on_held_out_samples(cnn_out: Path, tmp_path: P
     r = quantize_model(cnn_out / "fashion_cnn.onnx", tmp_path / "o", config=QuantizationConfig(
         calibration=CalibrationConfig(samples=300)), calibration=tmp_path / "nolabels.npz")
     assert r.evaluation is not None
-    ev = r.evaluation
+    ev = cast(dict[str, Any], r.evaluation)
     assert ev["samples"] == 100 and ev["held_out"] is True and ev["accuracy"] is None
     assert 0.9 <= ev["top1_agreement"] <= 1.0 and ev["mean_abs_error"] < 0.05
     text = _cli("quantize", cnn_out / "fashion_cnn.onnx", "-o", tmp_path / "o2", "--quantize",
@@ -458,5 +458,6 @@ def test_histogram_calibration_memory_is_bounded(cnn_out: Path, tmp_path: Path,
                                    method=q.CalibrationMethod.PERCENTILE))
     r = q.quantize_model(cnn_out / "fashion_cnn.onnx", tmp_path, config=cfg, calibration=CNN_CAL)
     assert r.calibration is not None
-    n = r.calibration["samples"]  # the preprocessed graph's activations: about 40 samples
+    # the preprocessed graph's activations: about 40 samples
+    n = cast(int, r.calibration["samples"])
     assert 20 <= n <= 60 and any(f"used {n} of the 256 samples" in x for x in r.notes)

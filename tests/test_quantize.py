@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 import pytest
@@ -116,12 +117,12 @@ def test_fp16_and_dynamic_cnn(cnn: dict[str, Path], tmp_path: Path) -> None:
     cfg = QuantizationConfig(mode=QuantMode.FP16)
     r = quantize_model(cnn["onnx"], tmp_path, config=cfg, eval_data=cnn["eval"])
     assert r.path == tmp_path / "cnn.fp16.onnx" and r.evaluation is not None
-    assert r.evaluation["max_abs_error"] < 1e-2
+    ev = cast(dict[str, Any], r.evaluation)
+    assert ev["max_abs_error"] < 1e-2
     # the API's summary is what the CLI prints for the variant
-    ev = r.evaluation
     assert r.summary().splitlines() == [
         f"wrote {r.path} ({r.size_bytes / 1024:.1f} KiB, "
-        f"{100 * r.to_dict()['size_ratio']:.1f}% of fp32)",
+        f"{100 * cast(float, r.to_dict()['size_ratio']):.1f}% of fp32)",
         f"fp16 accuracy {ev['accuracy']:.2f}% vs fp32 {ev['fp32_accuracy']:.2f}% (drop "
         f"{ev['accuracy_drop']:+.2f} pt), top-1 agreement {100 * ev['top1_agreement']:.2f}%, "
         f"mean abs diff {ev['mean_abs_error']:.2g}, max {ev['max_abs_error']:.2g} on 1000 "
@@ -165,7 +166,7 @@ def test_dynamic_lstm_and_auto(tmp_path: Path) -> None:
     np.savez(tmp_path / "eval.npz", x=x, y=rng.integers(0, 2, 64))
     res = export_model(m, tmp_path / "out", ExportConfig(), extra_outputs=export_hook(
         QuantizationConfig(mode=QuantMode.AUTO), eval_data=tmp_path / "eval.npz"))
-    v = res.report["variants"]["dynamic"]
+    v = cast(dict[str, Any], res.report)["variants"]["dynamic"]
     assert v["requested_mode"] == "auto" and any("recurrent" in n for n in v["notes"])
     assert "DynamicQuantizeLSTM" in v["op_histogram"]
     assert v["evaluation"]["top1_agreement"] >= 0.9

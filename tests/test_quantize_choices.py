@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -51,7 +52,7 @@ def _softmax_then(ops: list[str], activation: str = "Softmax") -> onnx.ModelProt
     nodes = [helper.make_node("MatMul", ["x", "w"], ["t0"], name="matmul"),
              helper.make_node(activation, ["t0"], ["t1"], name="act")]
     for i, op in enumerate(ops, start=1):
-        attrs = {"perm": [0, 2, 1]} if op == "Transpose" else {}
+        attrs: dict[str, Any] = {"perm": [0, 2, 1]} if op == "Transpose" else {}
         nodes.append(helper.make_node(op, [f"t{i}"], [f"t{i + 1}"], name=f"{op.lower()}{i}",
                                       **attrs))
     nodes[-1].output[0] = "y"

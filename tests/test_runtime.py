@@ -9,6 +9,7 @@ import sys
 import threading
 import warnings
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 import onnxruntime as ort
@@ -397,7 +398,7 @@ def test_context_manager_warmup_and_close(models: dict[str, Path]) -> None:
 
 
 def test_describe(image_model: EdgeModel) -> None:
-    d = image_model.describe()
+    d = cast(dict[str, Any], image_model.describe())
     assert d["inputs"] == [{"name": "image", "type": "tensor(float)", "shape": [None, 28, 28, 1]}]
     assert d["labels"] == FASHION_LABELS and d["preprocessing"]["raw_dtype"] == "uint8"
     json.dumps(d)

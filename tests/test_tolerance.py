@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pytest
@@ -166,7 +166,7 @@ def test_deep_model_with_float_noise_passes_and_a_changed_weight_fails(tmp_path:
     res = export_model(m, tmp_path / "out", ExportConfig())
     v = res.validation
     assert v.passed and v.max_abs_error > DEFAULT_ATOL  # float noise over atol alone
-    stats = res.report["validation"]
+    stats = cast(dict[str, Any], res.report)["validation"]
     assert stats["atol"] == DEFAULT_ATOL and stats["rtol"] == DEFAULT_RTOL
     assert stats["per_output"]["scores"]["failing"] == 0
     assert stats["per_output"]["scores"]["p99_abs_error"] > 0

@@ -6,7 +6,7 @@ import dataclasses
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pytest
@@ -21,7 +21,11 @@ from edgekit.convert import ExportConfig, export_model  # noqa: E402
 from edgekit.errors import InputError  # noqa: E402
 from edgekit.measure.ratio import RatioConfig, measure_ratio  # noqa: E402
 from edgekit.metadata import ModelMetadata, Preprocessing, save_keras_metadata  # noqa: E402
-from edgekit.quantize import CalibrationConfig, QuantizationConfig  # noqa: E402
+from edgekit.quantize import (  # noqa: E402
+    CalibrationConfig,
+    CalibrationMethod,
+    QuantizationConfig,
+)
 from edgekit.quantize.regions import float_region, stem_and_depthwise  # noqa: E402
 from edgekit.runtime.model import EdgeModel  # noqa: E402
 from edgekit.tune import TUNE_RATIO, TuneConfig, tune_model  # noqa: E402
@@ -93,7 +97,7 @@ def test_simplify_removes_dynamic_flatten_and_keeps_outputs(digits: dict[str, Pa
     assert "Shape" in ops_plain and "Transpose" in ops_plain
     assert "Shape" not in ops_simple and "Transpose" not in ops_simple
     assert len(ops_simple) < len(ops_plain)
-    assert simple.report["graph"]["simplified"]
+    assert cast(dict[str, Any], simple.report)["graph"]["simplified"]
     x = np.random.default_rng(0).random((64, 8, 8, 1), dtype=np.float32)
     a = EdgeModel(plain.onnx_path, "cpu").run({"image": x})[0]
     b = EdgeModel(simple.onnx_path, "cpu").run({"image": x})[0]
@@ -353,7 +357,7 @@ def test_float_region_candidates_keep_every_quantization_setting() -> None:
         scheme=QuantScheme.from_preset("avx2", op_types_to_quantize=["Conv"], stem_in_float=False,
                                        extra_options={"CalibMovingAverage": True},
                                        nodes_to_exclude=["a"]),
-        calibration=CalibrationConfig(method="minmax", samples=7))
+        calibration=CalibrationConfig(method=CalibrationMethod.MINMAX, samples=7))
     best = Candidate("b", "quantization", "", quantization=cfg)
     want = dataclasses.replace(cfg, scheme=dataclasses.replace(cfg.scheme,
                                                                nodes_to_exclude=["a", "c"]))
