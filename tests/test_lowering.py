@@ -250,7 +250,7 @@ def _tabular() -> keras.Model:
         layers.CategoryEncoding(4, output_mode="one_hot")(bins(price)),
         layers.CategoryEncoding(lookup.vocabulary_size(), output_mode="one_hot")(
             lookup(category)), cities(city)])
-    hidden = layers.Dense(8, activation="relu")(features)
+    hidden = layers.Dense(8, activation="relu", name="hidden")(features)
     return keras.Model([price, category, city], layers.Dense(2, activation="softmax")(hidden))
 
 
@@ -263,7 +263,7 @@ def test_tabular_model_with_preprocessing_inside() -> None:
     model = _tabular()
     lowered, _ = lower_preprocessing(model)
     assert [t.name for t in lowered.inputs] == ["price", "cat", "city"]
-    assert lowered.get_layer("dense").kernel is model.get_layer("dense").kernel  # shared
+    assert lowered.get_layer("hidden").kernel is model.get_layer("hidden").kernel  # shared
     _check(model, *TABULAR_FEEDS, notes=6)
 
 
