@@ -417,3 +417,32 @@ def test_tune_tries_dynamic_int8_on_a_recurrent_model(lstm: dict[str, Path],
         assert not any(c.quantization and c.quantization.mode.value == "dynamic" for c in others)
         if others:
             assert any("(onnxruntime only): not run on" in m for m in messages)
+
+
+@pytest.mark.slow
+def test_tune_never_runs_a_file_on_an_engine_it_failed_on(
+        digits: dict[str, Path], tmp_path: Path) -> None:
+    """The fp32 file's record says OpenVINO gives wrong answers (planted: it does not): the
+    tune's OpenVINO candidate of that file is refused by that record, whatever it measures."""
+    import onnx
+
+    from edgekit.convert import ExportConfig, export_model
+    from edgekit.metadata import set_props
+    from edgekit.runtime.engine_record import EngineCheck, engines_prop
+
+    fp32 = export_model(digits["model"], tmp_path / "fp32", ExportConfig()).onnx_path
+    proto = onnx.load(str(fp32))
+    set_props(proto, engines_prop({
+        "onnxruntime": EngineCheck("onnxruntime", True, True, samples=8).to_dict(),
+        "openvino": EngineCheck("openvino", True, False, samples=8,
+                                reason="planted by the test").to_dict()}))
+    onnx.save(proto, str(fp32))
+    result = tune_model(fp32, tmp_path / "out", digits["calib"], digits["eval"],
+                        TuneConfig(engines=("onnxruntime", "openvino"),
+                                   **{**_FAST, "budget_minutes": 0.05}))
+    on_fp32 = [c for c in result.candidates if c.engine == "openvino" and c.quantization is None]
+    assert on_fp32, [c.name for c in result.candidates]
+    for cand in on_fp32:
+        assert not cand.accepted
+        assert "wrong answers on openvino: planted by the test" in cand.reason
+    assert not (result.winner.engine == "openvino" and result.winner.quantization is None)
