@@ -17,7 +17,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from edgekit.errors import EngineCheckError, ModelLoadError
 from edgekit.metadata import PREFIX, set_props
-from edgekit.quantize.qdq import float_mean_inputs
+from edgekit.quantize.qdq import float_means
 from edgekit.runtime import EdgeModel
 from edgekit.runtime.engine_record import EngineCheck, engines_prop, read_engine_checks
 from edgekit.runtime.proof import check_engines
@@ -59,7 +59,7 @@ def _det_model() -> onnx.ModelProto:
 
 def _float_mean_model() -> onnx.ModelProto:
     model = _qdq_mean_model(axis=1)
-    float_mean_inputs(model)
+    float_means(model)
     return model
 
 
@@ -96,7 +96,7 @@ def test_an_engine_that_agrees_passes_with_its_figures(tmp_path: Path) -> None:
 
 def test_mean_reductions_read_float_and_then_both_engines_agree(tmp_path: Path) -> None:
     model = _qdq_mean_model(axis=1)
-    assert float_mean_inputs(model) == [model.graph.node[-1].name]
+    assert float_means(model) == [model.graph.node[-1].name]
     ops = [n.op_type for n in model.graph.node]
     assert ops == ["ReduceMean"]  # the Q/DQ pair had no other reader: removed
     assert model.graph.node[0].input[0] == "x"
@@ -111,7 +111,7 @@ def test_mean_reductions_read_float_and_then_both_engines_agree(tmp_path: Path) 
 
 def test_a_cnn_head_pool_keeps_its_int8_input() -> None:
     model = _qdq_mean_model(axis=1, rank4=True)
-    assert float_mean_inputs(model) == []
+    assert float_means(model) == []
     assert [n.op_type for n in model.graph.node] == [
         "QuantizeLinear", "DequantizeLinear", "GlobalAveragePool"]
 

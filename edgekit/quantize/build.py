@@ -26,7 +26,7 @@ from edgekit.quantize.config import QuantizationConfig
 from edgekit.quantize.explain import activation_errors, tensor_losses
 from edgekit.quantize.options import CalibrationMethod, QuantMode
 from edgekit.quantize.ort_format import OptimizeLevel, optimize_model
-from edgekit.quantize.qdq import commute_relu_maxpool, float_mean_inputs, nonstandard_ops
+from edgekit.quantize.qdq import commute_relu_maxpool, float_means, nonstandard_ops
 from edgekit.validate import accuracy, run_onnx
 
 __all__ = [
@@ -127,7 +127,7 @@ def _finish_graph(raw: Path, out: Path, mode: QuantMode) -> list[str]:
     model = onnx.load(str(raw))
     if mode is QuantMode.INT8:
         commute_relu_maxpool(model)
-        float_mean_inputs(model)
+        float_means(model)
     odd = nonstandard_ops(model)
     used = {n.domain for n in model.graph.node} | {""}
     keep = [o for o in model.opset_import if o.domain in used]  # the quantizer adds all domains

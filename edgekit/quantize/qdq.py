@@ -9,12 +9,13 @@
   (equal, since Relu is monotonic). onnxruntime's QDQ propagation at load moves a boundary
   QuantizeLinear backwards across MaxPool/Reshape but not across Relu, so after the swap a float
   region stays float in a plain ``InferenceSession`` instead of becoming a slow uint8 MaxPool.
-- :func:`float_mean_inputs`: mean reductions (``ReduceMean``; ``GlobalAveragePool`` on tensors
-  that are not 4-D images) read the float tensor instead of its ``DequantizeLinear``. OpenVINO
-  2026.4 computes ``DequantizeLinear -> ReduceMean`` over a middle axis wrongly (and, inside a
-  Transformer block, ``DequantizeLinear -> GlobalAveragePool`` on a sequence), which took a
-  Fashion-MNIST ViT from 74 % to 26 % in OpenVINO while onnxruntime kept 74 %. onnxruntime has
-  no int8 kernel for either there (it dequantizes first), so the rewiring costs it nothing.
+- :func:`float_means`: mean reductions (``ReduceMean``; ``GlobalAveragePool`` on tensors that
+  are not 4-D images) read and write float instead of Q/DQ pairs. OpenVINO 2026.4 computes
+  ``DequantizeLinear -> ReduceMean`` over a middle axis wrongly (and, inside a Transformer
+  block, ``DequantizeLinear -> GlobalAveragePool`` on a sequence), which took a Fashion-MNIST
+  ViT from 74 % to 26 % in OpenVINO while onnxruntime kept 74 %; and the Q/DQ after the mean of
+  an Embedding lookup gives wrong rows at some batch sizes (an SMS classifier: 31 % top-1
+  agreement at batch 8). onnxruntime has no int8 kernel for either (it dequantizes first).
 - :func:`float_qdq_pairs`: Q->DQ pairs whose producer and consumer are both float nodes (a
   mixed-precision file should have none).
 
@@ -32,7 +33,7 @@ __all__ = [
     "output_activation_nodes",
     "commute_relu_maxpool",
     "float_qdq_pairs",
-    "float_mean_inputs",
+    "float_means",
     "topological_sort",
 ]
 
@@ -123,34 +124,60 @@ def _image_rank(model: Any) -> dict[str, int]:
             if v.type.tensor_type.HasField("shape")}
 
 
-def float_mean_inputs(model: Any) -> list[str]:
-    """Make mean reductions read the float tensor a ``QuantizeLinear -> DequantizeLinear`` pair
-    was made from, in place; returns the names of the rewired nodes.
+def float_means(model: Any) -> list[str]:
+    """Make mean reductions read and write float, in place; returns the rewired nodes' names.
 
-    ``GlobalAveragePool`` on a 4-D tensor (a CNN's head, which onnxruntime and OpenVINO both run
-    right in int8) is left alone. The Q/DQ pair stays for its other consumers.
+    A mean reading ``QuantizeLinear -> DequantizeLinear`` reads the float tensor the pair was
+    made from, and the readers of a pair right after a mean read the mean itself: OpenVINO
+    2026.4 computes either pattern wrongly (a mean over a middle axis after a DQ; the Q/DQ
+    after the mean of an Embedding lookup gives wrong rows at batch 4, 8 and 64 but not 1).
+    ``GlobalAveragePool`` on a 4-D tensor (a CNN's head, which onnxruntime and OpenVINO both
+    run right in int8) is left alone. Pairs that other nodes still read stay.
     """
     graph = model.graph
-    producers = _producers(graph)
+    producers, users = _producers(graph), _consumers(graph)
+    outputs = {o.name for o in graph.output}
     ranks: dict[str, int] | None = None
     rewired: list[str] = []
     for node in graph.node:
         if node.op_type not in _MEAN_OPS or not node.input:
             continue
-        dq = producers.get(node.input[0])
-        q = producers.get(dq.input[0]) if dq is not None and dq.op_type == "DequantizeLinear" \
-            else None
-        if q is None or q.op_type != "QuantizeLinear":
-            continue
         if node.op_type == "GlobalAveragePool":
             ranks = _image_rank(model) if ranks is None else ranks
-            if ranks.get(q.input[0]) == 4:
+            if ranks.get(node.input[0]) == 4:
                 continue
-        node.input[0] = q.input[0]
-        rewired.append(node.name)
+        changed = _read_float(node, producers)
+        changed |= _write_float(node, users, outputs)
+        if changed:
+            rewired.append(node.name)
     if rewired:
         _drop_unused(graph, ("DequantizeLinear", "QuantizeLinear"))
     return rewired
+
+
+def _read_float(node: Any, producers: dict[str, Any]) -> bool:
+    """``node`` reads the float tensor behind a Q -> DQ pair on its first input."""
+    dq = producers.get(node.input[0])
+    q = producers.get(dq.input[0]) if dq is not None and dq.op_type == "DequantizeLinear" \
+        else None
+    if q is None or q.op_type != "QuantizeLinear":
+        return False
+    node.input[0] = q.input[0]
+    return True
+
+
+def _write_float(node: Any, users: dict[str, list[Any]], outputs: set[str]) -> bool:
+    """The readers of a Q -> DQ pair on ``node``'s output read the output itself."""
+    changed = False
+    for q in (u for u in users[node.output[0]] if u.op_type == "QuantizeLinear"):
+        for dq in (u for u in users[q.output[0]] if u.op_type == "DequantizeLinear"):
+            if dq.output[0] in outputs:
+                continue
+            for reader in users[dq.output[0]]:
+                reader.input[:] = [node.output[0] if x == dq.output[0] else x
+                                   for x in reader.input]
+                changed = True
+    return changed
 
 
 def _drop_unused(graph: Any, op_types: tuple[str, ...]) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from edgekit.errors import EngineCheckError, ModelLoadError
@@ -35,6 +35,7 @@ class EngineCheck:
         mean_abs_diff / max_abs_diff: over every output element, against onnxruntime.
         accuracy: top-1 accuracy on the labels, when there were labels and class outputs.
         reason: why it failed (empty when it passed).
+        batches: the batch sizes it was run at (its answers must not depend on it).
     """
 
     engine: str
@@ -47,6 +48,7 @@ class EngineCheck:
     max_abs_diff: float | None = None
     accuracy: float | None = None
     reason: str = ""
+    batches: list[int] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, object]:
         """The record form (without the engine's name, which is its key)."""
@@ -65,7 +67,7 @@ class EngineCheck:
                    fp32_top1_agreement=_opt_float(d.get("fp32_top1_agreement")),
                    mean_abs_diff=_opt_float(d.get("mean_abs_diff")),
                    max_abs_diff=_opt_float(d.get("max_abs_diff")),
-                   accuracy=_opt_float(d.get("accuracy")))
+                   accuracy=_opt_float(d.get("accuracy")), batches=_ints(d.get("batches", [])))
 
     def summary(self) -> str:
         """One line for logs and CLI output."""
@@ -86,6 +88,12 @@ def _int(v: object) -> int:
     if not isinstance(v, int) or isinstance(v, bool):
         raise ValueError(f"expected an integer, got {v!r}")
     return v
+
+
+def _ints(v: object) -> list[int]:
+    if not isinstance(v, list):
+        raise ValueError(f"expected a list of integers, got {v!r}")
+    return [_int(x) for x in v]
 
 
 def _opt_float(v: object) -> float | None:

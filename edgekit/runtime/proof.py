@@ -3,7 +3,7 @@
 An artifact is only as portable as the engines that were shown to run it right. OpenVINO reads
 the same standard ONNX file through its own importer and its own low-precision passes, and
 those can be wrong where onnxruntime is right (a Fashion-MNIST ViT's int8 file: 74 % in
-onnxruntime, 26 % in OpenVINO before :func:`edgekit.quantize.qdq.float_mean_inputs`), or not
+onnxruntime, 26 % in OpenVINO before :func:`edgekit.quantize.qdq.float_means`), or not
 read a file at all (OpenVINO has no ONNX ``Loop``). :func:`check_engines` runs one file on
 every engine on the same held-out samples and compares each engine's outputs with
 onnxruntime's on that file (so quantization loss, which the accuracy gate judges, is not
@@ -21,6 +21,7 @@ the reports; :class:`~edgekit.runtime.model.EdgeModel` refuses an engine a file 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -34,11 +35,17 @@ from edgekit.runtime.engine_record import EngineCheck
 from edgekit.runtime.engine_registry import installed_engines as _installed
 from edgekit.runtime.model import EdgeModel
 
-__all__ = ["BUDGET_POINTS", "MAX_REL_MEAN_DIFF", "check_engines", "installed_engines"]
+__all__ = ["BUDGET_POINTS", "MAX_REL_MEAN_DIFF", "SMALL_BATCHES", "SMALL_SAMPLES", "check_engines",
+           "installed_engines"]
 #: accuracy (with labels) or top-1 agreement (without) an engine may lose against onnxruntime
 #: on the same file, in percentage points, judged like the accuracy gate
 #: (:func:`edgekit.agreement.gate`: a one-sided bound that accounts for the sample count)
 BUDGET_POINTS = 1.0
+#: batch sizes each engine is also run at, on the first :data:`SMALL_SAMPLES` samples, and
+#: checked against its own answers at the main batch: OpenVINO compiles each input shape with
+#: its own kernels (the Q/DQ after an Embedding mean was right at batch 1, wrong at 4, 8, 64)
+SMALL_BATCHES = (1, 8)
+SMALL_SAMPLES = 32
 #: mean |engine - onnxruntime| allowed, relative to mean |onnxruntime| per output
 MAX_REL_MEAN_DIFF = 0.02
 
@@ -119,22 +126,48 @@ def check_engines(
         ref_model.close()
     checks = {"onnxruntime": _compare("onnxruntime", ref, ref, labels, fp32)}
     for engine in installed_engines() if engines is None else engines:
-        if engine == "onnxruntime":
-            continue
-        try:
-            model = _load(path, engine)
-        except Exception as exc:  # the engine refuses the file: a failed check, with its words
-            checks[engine] = EngineCheck(engine, loads=False, passed=False, reason=_first(exc))
-            continue
-        try:
-            got = _run_all(model, feeds, batch)
-        except Exception as exc:
-            checks[engine] = EngineCheck(engine, loads=False, passed=False, reason=_first(exc))
-            continue
-        finally:
-            model.close()
-        checks[engine] = _compare(engine, ref, got, labels, fp32)
+        if engine != "onnxruntime":
+            checks[engine] = _engine_check(engine, path, feeds, ref, labels, fp32, batch)
     return checks
+
+
+def _engine_check(engine: str, path: Path, feeds: Mapping[str, np.ndarray],
+                  ref: list[np.ndarray], labels: np.ndarray | None, fp32: np.ndarray | None,
+                  batch: int) -> EngineCheck:
+    """One engine against onnxruntime's outputs ``ref``, at ``batch`` and at
+    :data:`SMALL_BATCHES`; a file it cannot load or run is a failed check, never an error."""
+    try:
+        model = _load(path, engine)
+    except Exception as exc:  # the engine refuses the file: a failed check, with its words
+        return EngineCheck(engine, loads=False, passed=False, reason=_first(exc))
+    try:
+        got = _run_all(model, feeds, batch)
+        inconsistent = _small_batches(model, feeds, got, batch)
+    except Exception as exc:
+        return EngineCheck(engine, loads=False, passed=False, reason=_first(exc))
+    finally:
+        model.close()
+    check = _compare(engine, ref, got, labels, fp32)
+    batches = sorted({batch, *(b for b in SMALL_BATCHES if b < batch)})
+    reason = "; ".join(r for r in (check.reason, inconsistent) if r)
+    return dataclasses.replace(check, passed=check.passed and not inconsistent, reason=reason,
+                               batches=batches)
+
+
+def _small_batches(model: EdgeModel, feeds: Mapping[str, np.ndarray], got: list[np.ndarray],
+                   batch: int) -> str:
+    """Why the engine's outputs on the first :data:`SMALL_SAMPLES` samples run at each of
+    :data:`SMALL_BATCHES` differ from its own at ``batch`` (empty when they agree): an engine
+    compiles each input shape with its own kernels."""
+    m = min(SMALL_SAMPLES, len(got[0]))
+    head = {k: v[:m] for k, v in feeds.items()}
+    for b in (b for b in SMALL_BATCHES if b < batch):
+        check = _compare(model.engine_name, [g[:m] for g in got], _run_all(model, head, b),
+                         None, None)
+        if not check.passed:
+            return f"at batch {b}, its answers differ from its own at batch {batch}: " \
+                   f"{check.reason}"
+    return ""
 
 
 def installed_engines() -> list[str]:
