@@ -295,8 +295,8 @@ def _size_notes(size: int, fp32_size: int, odd: list[str], mode: QuantMode) -> l
         notes.append(f"warning: the {mode.value} model is {100 * size / fp32_size:.0f}% of the "
                      "fp32 file (Q/DQ nodes and scales outweigh the weights it shrinks)")
     if odd:
-        notes.append(f"uses {', '.join(odd)} (onnxruntime only: OpenVINO and the mobile "
-                     "execution providers cannot load it)")
+        notes.append(f"uses {', '.join(odd)} (ops outside ai.onnx: the mobile execution "
+                     "providers cannot load it; the engines line says which engines run it)")
     return notes
 
 
