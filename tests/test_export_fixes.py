@@ -6,6 +6,7 @@ Real TensorFlow, tf2onnx and onnxruntime on small models built to hit one cause 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -210,7 +211,7 @@ def test_opset_hint_only_when_the_opset_is_the_cause() -> None:
 
 
 @pytest.fixture(scope="module")
-def custom_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+def custom_model(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Path]]:
     from edgekit.convert import load_custom_objects
 
     d = tmp_path_factory.mktemp("custom")
@@ -223,8 +224,10 @@ def custom_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     model = keras.Model(inp, keras.layers.Dense(3)(cls()(keras.layers.Dense(4)(inp))))
     path = d / "custom.keras"
     model.save(path)
+    registered = dict(keras.saving.get_custom_objects())
     keras.saving.get_custom_objects().clear()  # a fresh process knows nothing of the layer
-    return path, module
+    yield path, module
+    keras.saving.get_custom_objects().update(registered)  # the other tests' registrations
 
 
 def test_custom_layer_without_its_module_names_the_cause(custom_model, tmp_path: Path) -> None:

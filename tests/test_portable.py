@@ -350,7 +350,7 @@ def _tiny_dense(tmp_path: Path) -> Path:
 def test_auto_writes_no_variant_bigger_than_fp32(tmp_path: Path) -> None:
     out = tmp_path / "out"
     text = _cli("export", _tiny_dense(tmp_path), "-o", out, "--quantize", "auto")
-    assert "no quantized variant" in text and "KiB of Dense weights" in text
+    assert "no quantized variant" in text and "KiB of Dense and Embedding weights" in text
     assert sorted(p.name for p in out.iterdir()) == ["tiny.onnx", "tiny.report.json"]
     report = json.loads((out / "tiny.report.json").read_text())
     assert report["variants"]["none"]["written"] is False
