@@ -117,7 +117,7 @@ _BUILDERS = {"vit_fashion": _vit, "dwsep_fashion": _dwsep, "sms_embed": _sms_emb
 def _recipe(case: Case) -> Any:
     """The recipe object of ``case``: a shipped recipe, or one with another model."""
     from edgekit.recipes import get_recipe
-    from edgekit.recipes.train import require_keras
+    from edgekit.recipes.recipe import require_keras
 
     base = get_recipe(case.recipe).RECIPE
     if case.name not in _BUILDERS:
@@ -162,7 +162,7 @@ QUICK = {"dwsep_fashion": 1, "image_cnn": 1, "tabular_mlp_digits": 20}  # name -
 #: arithmetic float (a ViT's default int8 cannot meet the gate: see the results)
 VARIANTS: dict[str, dict[str, Any]] = {
     "int8": {"mode": "int8"}, "auto": {"mode": "auto"},
-    "int8-matmul": {"mode": "int8", "op_types_to_quantize": ["MatMul", "Gemm", "Conv"]}}
+    "int8-matmul": {"mode": "int8", "scheme": {"op_types_to_quantize": ["MatMul", "Gemm", "Conv"]}}}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -191,14 +191,15 @@ def train_case(case: Case, data_root: Path, work: Path, epochs: int, held: int
     from edgekit.inputs.text import TextTokenizer
     from edgekit.metadata import load_keras_metadata
     from edgekit.recipes import TrainConfig
-    from edgekit.recipes.train import run_training
+    from edgekit.recipes.loop import run_training
 
     recipe = _recipe(case)
     path, options = _data_path(case, data_root, work)
     cfg = TrainConfig(epochs=epochs, limit=case.limit, seed=0, test_split=case.test_split)
     keras_path = work / f"{case.name}.keras"
     t0 = time.perf_counter()
-    res = run_training(recipe, cfg, data_path=path, output=keras_path, force=True, **options)
+    res = run_training(recipe, cfg, data_path=path, output=keras_path, force=True,
+                       options=options)
     meta = load_keras_metadata(keras_path)
     assert meta is not None and meta.preprocessing is not None
     # the same split the training used (seeded), without the training's --limit on the test part
@@ -231,7 +232,7 @@ def export_case(case: Case, trained: dict[str, Any], out: Path) -> dict[str, Any
     skips is noted."""
     import onnx
 
-    from edgekit.convert.export import ExportConfig, export_model
+    from edgekit.convert import ExportConfig, export_model
     from edgekit.quantize.config import QuantizationConfig, resolve_mode
     from edgekit.quantize.core import quantize_model
 
@@ -248,7 +249,8 @@ def export_case(case: Case, trained: dict[str, Any], out: Path) -> dict[str, Any
             continue
         sub = out / mode
         sub.mkdir(exist_ok=True)
-        cfg = QuantizationConfig(**options, max_accuracy_drop=BUDGET)
+        cfg = QuantizationConfig.from_dict(
+            {**options, "gate": {"max_accuracy_drop": BUDGET}})
         try:
             v = quantize_model(res.onnx_path, sub, config=cfg, calibration=trained["cal"],
                                eval_data=trained["held"])
