@@ -1,0 +1,84 @@
+"""The conversion matrix harness (benchmarks/conversion_matrix.py, issue #23) on tiny cases.
+
+Two cases run in this process through every stage (edgekit export, int8, Keras' own export);
+one more in a child process with a timeout it cannot meet, so the subprocess path and the
+timeout record are covered too. The case list itself is checked against its sources.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("keras")
+pytest.importorskip("tf2onnx")
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+import conversion_matrix as cm  # noqa: E402
+from matrix_cases import CASES, NOT_PORTED, TF2ONNX_TESTS  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def records(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]:
+    work = tmp_path_factory.mktemp("matrix")
+    names = ["test_flatten", "standard_model_export[subclass]", "model_with_multiple_inputs"]
+    return {n: cm.run_case(CASES[n], work / cm._slug(n), timeout=120) for n in names}
+
+
+@pytest.mark.parametrize("name", ["test_flatten", "standard_model_export[subclass]"])
+def test_a_case_runs_every_stage(records: dict[str, dict[str, Any]], name: str) -> None:
+    r = records[name]
+    assert r["status"] == "done" and r["edgekit_ok"], r
+    assert r["max_abs_error"] <= 1e-4
+    assert r["edgekit_recheck_runs"] and r["edgekit_recheck_matches"]
+    assert r["engines"]["onnxruntime"] == {"loads": True, "passed": True}
+    assert "openvino" in r["engines"]  # installed here: edgekit proves the file on it too
+    assert r["int8_mode"] == "int8" and r["int8_written"]
+    assert 0.5 <= r["int8_top1_agreement"] <= 1.0
+    assert set(r["int8_engines"]) == set(r["engines"])
+    assert cm.keras_handles(r) and r["keras_max_abs_error"] <= 1e-4
+    assert cm.row(r)[1] == "ok"
+
+
+def test_a_refused_case_is_a_listed_gap(records: dict[str, dict[str, Any]]) -> None:
+    """edgekit cannot derive the call(x, y) model's signature; Keras' export can: the report
+    lists it with the error's class and first line."""
+    r = records["model_with_multiple_inputs"]
+    assert r["status"] == "done" and not r["edgekit_ok"]
+    assert r["edgekit_error"]["class"] == "InputError"
+    assert "input signature" in r["edgekit_error"]["message"]
+    assert cm.keras_handles(r)
+    c = cm.counts(list(records.values()))
+    assert (c["cases"], c["edgekit_ok"], c["keras_export_ok"], c["keras_only"]) == (3, 2, 3, 1)
+    result = {"machine": {"cpu": "cpu", "instruction_set": "isa", "logical_cores": 2,
+                          "versions": {"keras": "3"}}, "wall_s": 6.0, "options": "test",
+              "counts": {"all": c}, "records": list(records.values())}
+    md = cm.markdown(result)
+    gaps = md.split("## edgekit fails, Keras' export works")[1].split("##")[0]
+    assert "`model_with_multiple_inputs`: InputError" in gaps
+    assert "test_flatten" not in gaps
+
+
+def test_a_case_past_its_timeout_is_recorded_as_such(tmp_path: Path) -> None:
+    recs = cm.run_group(["test_dense[use_bias=False]"], tmp_path, {"light": 1, "app": 1})
+    assert len(recs) == 1 and recs[0]["status"] == "timeout", recs
+    assert recs[0]["timeout_s"] == 1 and recs[0]["stage"]
+
+
+def test_case_list_covers_the_sources() -> None:
+    suites = {c.suite for c in CASES.values()}
+    assert suites == {"applications", "keras_onnx_test", "tf2onnx_layers"}
+    assert sum(c.suite == "applications" for c in CASES.values()) == 40  # Keras' MODEL_LIST
+    assert sum(c.suite == "keras_onnx_test" for c in CASES.values()) == 16
+    ported = {c.source.split("::")[1] for c in CASES.values() if c.suite == "tf2onnx_layers"}
+    assert not ported & set(NOT_PORTED)
+    assert len(ported) + len(NOT_PORTED) == TF2ONNX_TESTS
+    quick = cm.select(None, True, ["applications", "keras_onnx_test", "tf2onnx_layers"])
+    assert 3 <= len(quick) <= 8
+    assert [c.name for c in cm.select("test_conv2d,test_conv3d*", False,
+                                      ["tf2onnx_layers"])] == ["test_conv2d", "test_conv3d",
+                                                               "test_conv3d_transpose"]
