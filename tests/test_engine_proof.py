@@ -271,3 +271,21 @@ def test_a_recurrent_export_is_marked_unreadable_for_openvino(tmp_path: Path) ->
         EdgeModel(path, engine="openvino")
     with EdgeModel(path) as model_run:  # auto: onnxruntime, the engine it passed on
         assert model_run.engine_name == "onnxruntime"
+
+
+def _segfault() -> EngineCheck:
+    import os
+    import signal
+
+    os.kill(os.getpid(), signal.SIGSEGV)
+    raise AssertionError("unreachable")
+
+
+def test_an_engine_that_crashes_its_process_is_a_failed_check() -> None:
+    """OpenVINO 2026.4 segfaults compiling some int8 LSTMs: the check runs it in a child
+    process, and a dead child is a failed check, not a dead export."""
+    from edgekit.runtime.proof import in_child
+
+    check = in_child(_segfault, (), "openvino")
+    assert not check.loads and not check.passed
+    assert "crashed the process" in check.reason and "-11" in check.reason

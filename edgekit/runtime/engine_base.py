@@ -77,6 +77,10 @@ class Engine(abc.ABC):
             names whose model-package variant it runs (first found); default ``("cpu",)``.
         runs_nonstandard_ops: True when it runs ops outside ``ai.onnx`` (onnxruntime's
             contrib ops, e.g. dynamic int8 of LSTMs); default False.
+        check_in_child: the per-engine proof (:mod:`edgekit.runtime.proof`) runs it in a child
+            process, so that a crash of the engine on a file (OpenVINO 2026.4 segfaults
+            compiling some int8 LSTMs) fails the check instead of killing the export; default
+            False (a plug-in registered at run time is not known in a fresh process).
         path / config: the model file and the session settings it was loaded with.
         inputs / outputs: :class:`InputSpec` per input / output, in the file's order.
         props: the file's ``metadata_props``.
@@ -91,6 +95,7 @@ class Engine(abc.ABC):
     uses_providers: ClassVar[bool] = False
     package_providers: ClassVar[tuple[str, ...]] = ("cpu",)
     runs_nonstandard_ops: ClassVar[bool] = False
+    check_in_child: ClassVar[bool] = False
 
     def __init__(self, path: Path, config: SessionOptionsConfig, placement: Placement) -> None:
         self.path = path

@@ -74,6 +74,7 @@ class OpenVinoEngine(Engine):
                           "openvino_config"})
     precisions = ("f32", "bf16")
     package_providers = ("openvino", "cpu")
+    check_in_child = True
 
     def __init__(self, path: Path, config: SessionOptionsConfig, placement: Placement) -> None:
         super().__init__(path, config, placement)

@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping, Sequence
+import multiprocessing
+from collections.abc import Callable, Mapping, Sequence
+from multiprocessing.connection import Connection
 from pathlib import Path
 
 import numpy as np
@@ -32,11 +34,12 @@ from edgekit.agreement import compare_predictions, gate
 from edgekit.contract import top1
 from edgekit.errors import EdgekitError
 from edgekit.runtime.engine_record import EngineCheck
+from edgekit.runtime.engine_registry import engine_class
 from edgekit.runtime.engine_registry import installed_engines as _installed
 from edgekit.runtime.model import EdgeModel
 
 __all__ = ["BUDGET_POINTS", "MAX_REL_MEAN_DIFF", "SMALL_BATCHES", "SMALL_SAMPLES", "check_engines",
-           "installed_engines"]
+           "installed_engines", "in_child"]
 #: accuracy (with labels) or top-1 agreement (without) an engine may lose against onnxruntime
 #: on the same file, in percentage points, judged like the accuracy gate
 #: (:func:`edgekit.agreement.gate`: a one-sided bound that accounts for the sample count)
@@ -126,9 +129,46 @@ def check_engines(
         ref_model.close()
     checks = {"onnxruntime": _compare("onnxruntime", ref, ref, labels, fp32)}
     for engine in installed_engines() if engines is None else engines:
-        if engine != "onnxruntime":
-            checks[engine] = _engine_check(engine, path, feeds, ref, labels, fp32, batch)
+        if engine == "onnxruntime":
+            continue
+        args = (engine, path, dict(feeds), ref, labels, fp32, batch)
+        isolated = engine_class(engine).check_in_child
+        checks[engine] = in_child(_engine_check, args, engine) if isolated else \
+            _engine_check(*args)
     return checks
+
+
+def in_child(check: Callable[..., EngineCheck], args: tuple[object, ...],
+             engine: str) -> EngineCheck:
+    """``check(*args)`` in a fresh (spawned) process: an engine that crashes the process (a
+    segfault in its compiler) is a failed check naming the exit code, not a dead export."""
+    ctx = multiprocessing.get_context("spawn")
+    receive, send = ctx.Pipe(duplex=False)
+    child = ctx.Process(target=_run_in_child, args=(send, check, args), daemon=True)
+    child.start()
+    send.close()
+    try:
+        result = receive.recv()
+    except EOFError:  # the child died before it answered
+        result = None
+    finally:
+        child.join()
+        receive.close()
+    if isinstance(result, EngineCheck):
+        return result
+    return EngineCheck(engine, loads=False, passed=False,
+                       reason=f"{engine} crashed the process that ran it (exit code "
+                              f"{child.exitcode}): it cannot be used for this file")
+
+
+def _run_in_child(send: Connection, check: Callable[..., EngineCheck],
+                  args: tuple[object, ...]) -> None:
+    import edgekit.runtime.engines  # noqa: F401 - registers the built-in engines
+
+    try:
+        send.send(check(*args))
+    finally:
+        send.close()
 
 
 def _engine_check(engine: str, path: Path, feeds: Mapping[str, np.ndarray],
