@@ -184,10 +184,28 @@ def test_auto_never_picks_an_engine_the_file_failed_on(
 
 def test_an_engine_never_checked_runs_with_a_warning(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    path = _save(_float_mean_model(), tmp_path / "m.onnx")
-    with caplog.at_level(logging.WARNING), EdgeModel(path, engine="openvino") as model:
-        assert model.engine_name == "openvino"
-    assert "never checked on openvino" in caplog.text
+    model = _float_mean_model()
+    set_props(model, engines_prop(
+        {"onnxruntime": EngineCheck("onnxruntime", True, True, samples=8).to_dict()}))
+    path = _save(model, tmp_path / "m.onnx")
+    with caplog.at_level(logging.WARNING), EdgeModel(path, engine="openvino") as edge:
+        assert edge.engine_name == "openvino"
+    assert "never checked on openvino (only on onnxruntime)" in caplog.text
+    caplog.clear()
+    plain = _save(_float_mean_model(), tmp_path / "plain.onnx")  # no proof ever ran on it
+    with caplog.at_level(logging.WARNING), EdgeModel(plain, engine="openvino") as edge:
+        assert edge.engine_name == "openvino"
+    assert "never checked" not in caplog.text
+
+
+def test_nan_where_onnxruntime_has_nan_too_is_agreement() -> None:
+    from edgekit.runtime.proof import _compare
+
+    ref = [np.array([[0.2, np.nan], [0.7, 0.3]])]
+    assert _compare("onnxruntime", ref, ref, None, None).passed
+    other = [np.array([[0.2, 0.1], [0.7, 0.3]])]
+    check = _compare("openvino", ref, other, None, None)
+    assert not check.passed and "NaN or infinite" in check.reason
 
 
 def test_a_malformed_record_is_a_load_error(tmp_path: Path) -> None:

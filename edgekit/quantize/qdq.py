@@ -139,6 +139,7 @@ def float_means(model: Any) -> list[str]:
     outputs = {o.name for o in graph.output}
     ranks: dict[str, int] | None = None
     rewired: list[str] = []
+    touched: list[Any] = []  # the Q/DQ nodes some reader left
     for node in graph.node:
         if node.op_type not in _MEAN_OPS or not node.input:
             continue
@@ -146,29 +147,30 @@ def float_means(model: Any) -> list[str]:
             ranks = _image_rank(model) if ranks is None else ranks
             if ranks.get(node.input[0]) == 4:
                 continue
-        changed = _read_float(node, producers)
-        changed |= _write_float(node, users, outputs)
-        if changed:
+        left = _read_float(node, producers) + _write_float(node, users, outputs)
+        if left:
             rewired.append(node.name)
-    if rewired:
-        _drop_unused(graph, ("DequantizeLinear", "QuantizeLinear"))
+            touched += left
+    _drop_unread(graph, touched)
     return rewired
 
 
-def _read_float(node: Any, producers: dict[str, Any]) -> bool:
-    """``node`` reads the float tensor behind a Q -> DQ pair on its first input."""
+def _read_float(node: Any, producers: dict[str, Any]) -> list[Any]:
+    """``node`` reads the float tensor behind a Q -> DQ pair on its first input; returns the
+    pair (empty when there is none)."""
     dq = producers.get(node.input[0])
     q = producers.get(dq.input[0]) if dq is not None and dq.op_type == "DequantizeLinear" \
         else None
     if q is None or q.op_type != "QuantizeLinear":
-        return False
+        return []
     node.input[0] = q.input[0]
-    return True
+    return [dq, q]
 
 
-def _write_float(node: Any, users: dict[str, list[Any]], outputs: set[str]) -> bool:
-    """The readers of a Q -> DQ pair on ``node``'s output read the output itself."""
-    changed = False
+def _write_float(node: Any, users: dict[str, list[Any]], outputs: set[str]) -> list[Any]:
+    """The readers of a Q -> DQ pair on ``node``'s output read the output itself; returns the
+    pairs they left."""
+    left: list[Any] = []
     for q in (u for u in users[node.output[0]] if u.op_type == "QuantizeLinear"):
         for dq in (u for u in users[q.output[0]] if u.op_type == "DequantizeLinear"):
             if dq.output[0] in outputs:
@@ -176,24 +178,38 @@ def _write_float(node: Any, users: dict[str, list[Any]], outputs: set[str]) -> b
             for reader in users[dq.output[0]]:
                 reader.input[:] = [node.output[0] if x == dq.output[0] else x
                                    for x in reader.input]
-                changed = True
-    return changed
+            left += [dq, q]
+    return left
 
 
-def _drop_unused(graph: Any, op_types: tuple[str, ...]) -> None:
-    """Remove nodes of ``op_types`` whose outputs nothing reads (in that order: a DQ left
-    without readers, then its Q)."""
+def _reads(graph: Any) -> set[str]:
+    """Every tensor name a node of ``graph`` or of its subgraphs (If/Loop bodies) reads."""
+    names = {i for n in graph.node for i in n.input}
+    for n in graph.node:
+        for attr in n.attribute:
+            for sub in [attr.g] if attr.HasField("g") else list(attr.graphs):
+                names |= _reads(sub)
+    return names
+
+
+def _drop_unread(graph: Any, nodes: list[Any]) -> None:
+    """Remove those of ``nodes`` (DQs first, then their Qs) whose outputs nothing reads any
+    more, with the scale/zero-point initializers only they read."""
+    candidates = {n.output[0] for n in nodes}  # by name: protobuf wrappers are not stable
+    if not candidates:
+        return
     outputs = {o.name for o in graph.output}
     dropped: set[str] = set()
-    for op in op_types:
-        used = set(_consumers(graph)) | outputs
-        keep = [n for n in graph.node
-                if n.op_type != op or any(o in used for o in n.output)]
-        kept = {id(n) for n in keep}
-        dropped.update(i for n in graph.node if id(n) not in kept for i in n.input)
+    for op in ("DequantizeLinear", "QuantizeLinear"):
+        used = _reads(graph) | outputs
+        gone = {n.output[0] for n in graph.node if n.op_type == op and n.output
+                and n.output[0] in candidates and n.output[0] not in used}
+        dropped.update(i for n in graph.node if n.output and n.output[0] in gone
+                       for i in n.input)
+        keep = [n for n in graph.node if not n.output or n.output[0] not in gone]
         del graph.node[:]
         graph.node.extend(keep)
-    still = set(_consumers(graph))
+    still = _reads(graph)
     inits = [t for t in graph.initializer if t.name not in dropped or t.name in still]
     del graph.initializer[:]
     graph.initializer.extend(inits)

@@ -12,8 +12,8 @@ from pathlib import Path
 from edgekit.errors import EngineCheckError, ModelLoadError
 from edgekit.metadata import PREFIX
 
-__all__ = ["ENGINES_KEY", "EngineCheck", "engines_prop", "read_engine_checks", "failed_check",
-           "proven_engine", "engines_line"]
+__all__ = ["ENGINES_KEY", "EngineCheck", "engines_prop", "read_engine_checks", "proven_engine",
+           "engines_line"]
 
 logger = logging.getLogger(__name__)
 
@@ -129,13 +129,6 @@ def read_engine_checks(props: Mapping[str, str]) -> dict[str, EngineCheck]:
     return out
 
 
-def failed_check(props: Mapping[str, str], engine: str) -> EngineCheck | None:
-    """The record of ``engine`` when the file says it failed there, else None (passed, never
-    checked, or a malformed record, which :class:`ValueError` reports)."""
-    check = read_engine_checks(props).get(engine)
-    return check if check is not None and not check.passed else None
-
-
 def proven_engine(name: str, explicit: bool, props: Mapping[str, str] | None,
                   path: Path) -> str:
     """The engine to run ``path`` on, given its per-engine record in ``props``.
@@ -153,6 +146,8 @@ def proven_engine(name: str, explicit: bool, props: Mapping[str, str] | None,
         raise ModelLoadError(f"edgekit.engines metadata of {path.name} is malformed: {exc}",
                              hint="export or quantize the model again with edgekit") from exc
     check = record.get(name)
+    if check is None and not record:
+        return name  # a file no edgekit proof ran on (older, or another tool's)
     if check is None:
         logger.warning("%s was never checked on %s (only on %s): its answers there are "
                        "unverified", path.name, name, ", ".join(record) or "no engine")
@@ -172,10 +167,9 @@ def proven_engine(name: str, explicit: bool, props: Mapping[str, str] | None,
 
 def engines_line(record: Mapping[str, Mapping[str, object]]) -> str:
     """One line for people: each engine's verdict on a file (a record as stored)."""
-    parts = []
-    for name, d in record.items():
-        check = EngineCheck.from_dict(name, d)
-        parts.append(f"{name} passed" if check.passed else f"{name} FAILED ({check.reason})")
-    failed = any(not EngineCheck.from_dict(n, d).passed for n, d in record.items())
-    tail = " - edgekit will not run it on a failed engine" if failed else ""
+    checks = [EngineCheck.from_dict(name, d) for name, d in record.items()]
+    parts = [f"{c.engine} passed" if c.passed else f"{c.engine} FAILED ({c.reason})"
+             for c in checks]
+    failed = [c.engine for c in checks if not c.passed and c.engine != "onnxruntime"]
+    tail = f" - edgekit will not run it on {', '.join(failed)}" if failed else ""
     return "engines: " + ", ".join(parts) + tail

@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import multiprocessing
+import signal
 from collections.abc import Callable, Mapping, Sequence
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -34,7 +35,7 @@ from edgekit.agreement import compare_predictions, gate
 from edgekit.contract import top1
 from edgekit.errors import EdgekitError
 from edgekit.runtime.engine_record import EngineCheck
-from edgekit.runtime.engine_registry import engine_class
+from edgekit.runtime.engine_registry import engine_class, parse_engines
 from edgekit.runtime.engine_registry import installed_engines as _installed
 from edgekit.runtime.model import EdgeModel
 
@@ -49,6 +50,8 @@ BUDGET_POINTS = 1.0
 #: its own kernels (the Q/DQ after an Embedding mean was right at batch 1, wrong at 4, 8, 64)
 SMALL_BATCHES = (1, 8)
 SMALL_SAMPLES = 32
+#: seconds a check run in a child process may take before it counts as hung
+CHILD_TIMEOUT_S = 900.0
 #: mean |engine - onnxruntime| allowed, relative to mean |onnxruntime| per output
 MAX_REL_MEAN_DIFF = 0.02
 
@@ -64,23 +67,29 @@ def _run_all(model: EdgeModel, feeds: Mapping[str, np.ndarray], batch: int
 
 
 def _compare(engine: str, ref: list[np.ndarray], got: list[np.ndarray],
-             labels: np.ndarray | None, fp32: np.ndarray | None) -> EngineCheck:
+             labels: np.ndarray | None, fp32: np.ndarray | None,
+             reference: str = "onnxruntime") -> EngineCheck:
     n = len(ref[0])
-    diffs = [np.abs(np.asarray(g, np.float64) - np.asarray(r, np.float64))
-             for r, g in zip(ref, got, strict=True)]
-    reasons = []
-    for i, (r, d) in enumerate(zip(ref, diffs, strict=True)):
-        scale = float(np.abs(np.asarray(r, np.float64)).mean()) or 1.0
-        if not np.isfinite(d).all():
-            reasons.append(f"output {i} holds NaN or infinite values where onnxruntime's does not")
-        elif d.mean() > MAX_REL_MEAN_DIFF * scale:
+    diffs, reasons = [], []
+    for i, (r, g) in enumerate(zip(ref, got, strict=True)):
+        a, b = np.asarray(r, np.float64), np.asarray(g, np.float64)
+        finite = np.isfinite(a)
+        if a.shape != b.shape or (np.isfinite(b) != finite).any():
+            reasons.append(f"output {i} holds NaN or infinite values where {reference}'s does "
+                           "not (or the reverse)" if a.shape == b.shape else
+                           f"output {i} has shape {b.shape}, {reference}'s {a.shape}")
+            continue
+        d = np.abs(a[finite] - b[finite])
+        diffs.append(d)
+        scale = float(np.abs(a[finite]).mean()) if d.size else 1.0
+        if d.size and d.mean() > MAX_REL_MEAN_DIFF * (scale or 1.0):
             reasons.append(f"output {i} differs by {float(d.mean()):.3g} on average "
                            f"(> {MAX_REL_MEAN_DIFF:.0%} of its mean magnitude {scale:.3g})")
     vs_ort = compare_predictions(ref[0], got[0], labels)
     if vs_ort.top1_agreement is not None:
         ok, _, why = gate(vs_ort, BUDGET_POINTS)
         if not ok:
-            reasons.append(f"against onnxruntime: {why}")
+            reasons.append(f"against {reference}: {why}")
     vs_fp32 = compare_predictions(fp32, got[0]) if fp32 is not None else None
     accuracy = None
     if labels is not None and vs_ort.fp32_correct_variant_wrong is not None:
@@ -89,9 +98,8 @@ def _compare(engine: str, ref: list[np.ndarray], got: list[np.ndarray],
         engine, loads=True, passed=not reasons, samples=n,
         top1_agreement=vs_ort.top1_agreement,
         fp32_top1_agreement=None if vs_fp32 is None else vs_fp32.top1_agreement,
-        mean_abs_diff=_finite(float(np.mean([d.mean() for d in diffs]))),
-        max_abs_diff=_finite(float(max(d.max() for d in diffs))) if all(
-            d.size for d in diffs) else 0.0,
+        mean_abs_diff=_finite(float(np.mean([d.mean() for d in diffs if d.size] or [0.0]))),
+        max_abs_diff=_finite(float(max((d.max() for d in diffs if d.size), default=0.0))),
         accuracy=accuracy, reason="; ".join(reasons))
 
 
@@ -122,13 +130,15 @@ def check_engines(
     an exception.
     """
     path = Path(path)
+    if not feeds or not len(next(iter(feeds.values()))):
+        return {}  # nothing to compare on: no record rather than a record of nothing
     ref_model = _load(path, "onnxruntime")
     try:
         ref = _run_all(ref_model, feeds, batch)
     finally:
         ref_model.close()
     checks = {"onnxruntime": _compare("onnxruntime", ref, ref, labels, fp32)}
-    for engine in installed_engines() if engines is None else engines:
+    for engine in installed_engines() if engines is None else parse_engines(list(engines)):
         if engine == "onnxruntime":
             continue
         args = (engine, path, dict(feeds), ref, labels, fp32, batch)
@@ -147,18 +157,28 @@ def in_child(check: Callable[..., EngineCheck], args: tuple[object, ...],
     child = ctx.Process(target=_run_in_child, args=(send, check, args), daemon=True)
     child.start()
     send.close()
+    result = None
     try:
-        result = receive.recv()
+        if receive.poll(CHILD_TIMEOUT_S):
+            result = receive.recv()
     except EOFError:  # the child died before it answered
-        result = None
+        pass
     finally:
+        if child.is_alive():
+            child.terminate()
         child.join()
         receive.close()
     if isinstance(result, EngineCheck):
         return result
-    return EngineCheck(engine, loads=False, passed=False,
-                       reason=f"{engine} crashed the process that ran it (exit code "
-                              f"{child.exitcode}): it cannot be used for this file")
+    code = child.exitcode
+    if code is not None and code < 0 and code != -signal.SIGTERM:  # killed by a signal
+        return EngineCheck(engine, loads=False, passed=False,
+                           reason=f"{engine} crashed the process that ran it (exit code {code}):"
+                                  " it cannot be used for this file")
+    if code == -signal.SIGTERM:
+        return EngineCheck(engine, loads=False, passed=False,
+                           reason=f"{engine} did not answer within {CHILD_TIMEOUT_S:g} s")
+    return check(*args)  # the child could not start (e.g. a script without a main guard)
 
 
 def _run_in_child(send: Connection, check: Callable[..., EngineCheck],
@@ -203,7 +223,7 @@ def _small_batches(model: EdgeModel, feeds: Mapping[str, np.ndarray], got: list[
     head = {k: v[:m] for k, v in feeds.items()}
     for b in (b for b in SMALL_BATCHES if b < batch):
         check = _compare(model.engine_name, [g[:m] for g in got], _run_all(model, head, b),
-                         None, None)
+                         None, None, reference=f"its own run at batch {batch}")
         if not check.passed:
             return f"at batch {b}, its answers differ from its own at batch {batch}: " \
                    f"{check.reason}"
