@@ -21,6 +21,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import conversion_matrix as cm  # noqa: E402
 from matrix_cases import CASES, NOT_PORTED, TF2ONNX_TESTS  # noqa: E402
 
+#: every test converts with tf2onnx (2-4 s each): the quick loop skips them, CI runs them
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def records(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]:

@@ -157,6 +157,7 @@ def test_cli_bench_engine_numpy_and_all(numpy_engine: type[Engine], model: Path,
     assert names == [f"toy.onnx@{e}" for e in installed_engines()] and "toy.onnx@numpy" in names
 
 
+@pytest.mark.slow
 def test_cli_tune_measures_the_numpy_engine(numpy_engine: type[Engine], model: Path,
                                             tmp_path: Path) -> None:
     out = tmp_path / "tuned"

@@ -299,6 +299,7 @@ def _segfault() -> EngineCheck:
     raise AssertionError("unreachable")
 
 
+@pytest.mark.slow
 def test_an_engine_that_crashes_its_process_is_a_failed_check() -> None:
     """OpenVINO 2026.4 segfaults compiling some int8 LSTMs: the check runs it in a child
     process, and a dead child is a failed check, not a dead export."""

@@ -28,6 +28,9 @@ from edgekit.convert import tfconvert  # noqa: E402
 from edgekit.convert.lowering import lower_preprocessing  # noqa: E402
 from edgekit.errors import ConversionError  # noqa: E402
 
+#: every test converts with tf2onnx (2-4 s each): the quick loop skips them, CI runs them
+pytestmark = pytest.mark.slow
+
 layers = keras.layers
 
 TF_ONLY_OPS = {"Bucketize", "LookupTableFindV2", "HashTableV2", "DenseBincount", "Bincount",
