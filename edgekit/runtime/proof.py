@@ -24,7 +24,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import multiprocessing
-import signal
 from collections.abc import Callable, Mapping, Sequence
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -157,10 +156,10 @@ def in_child(check: Callable[..., EngineCheck], args: tuple[object, ...],
     child = ctx.Process(target=_run_in_child, args=(send, check, args), daemon=True)
     child.start()
     send.close()
-    result = None
+    result, answered = None, False
     try:
-        if receive.poll(CHILD_TIMEOUT_S):
-            result = receive.recv()
+        answered = receive.poll(CHILD_TIMEOUT_S)
+        result = receive.recv() if answered else None
     except EOFError:  # the child died before it answered
         pass
     finally:
@@ -170,22 +169,20 @@ def in_child(check: Callable[..., EngineCheck], args: tuple[object, ...],
         receive.close()
     if isinstance(result, EngineCheck):
         return result
+    if not answered:
+        return EngineCheck(engine, loads=False, passed=False,
+                           reason=f"{engine} did not answer within {CHILD_TIMEOUT_S:g} s")
     code = child.exitcode
-    if code is not None and code < 0 and code != -signal.SIGTERM:  # killed by a signal
+    if code is not None and code < 0:  # killed by a signal
         return EngineCheck(engine, loads=False, passed=False,
                            reason=f"{engine} crashed the process that ran it (exit code {code}):"
                                   " it cannot be used for this file")
-    if code == -signal.SIGTERM:
-        return EngineCheck(engine, loads=False, passed=False,
-                           reason=f"{engine} did not answer within {CHILD_TIMEOUT_S:g} s")
     return check(*args)  # the child could not start (e.g. a script without a main guard)
 
 
 def _run_in_child(send: Connection, check: Callable[..., EngineCheck],
                   args: tuple[object, ...]) -> None:
-    import edgekit.runtime.engines  # noqa: F401 - registers the built-in engines
-
-    try:
+    try:  # unpickling ``check`` imported edgekit.runtime, which registered the engines
         send.send(check(*args))
     finally:
         send.close()
