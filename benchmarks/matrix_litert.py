@@ -15,6 +15,9 @@ Record keys: ``litert_ok`` (converted, runs and matches), ``litert_converted``,
 ``litert_runs``, ``litert_matches``, ``litert_max_abs_error``, ``litert_error`` (class and
 message, converter messages without their MLIR locations), ``litert_needs_tf_ops`` (the Flex
 ops), ``litert_tf_ops_error`` (Keras' default export failed too) and ``litert_s``.
+
+Timeouts: the case's SIGALRM cannot interrupt the converter's C++ call; it fires when the call
+returns, or the runner kills the process ``KILL_GRACE_S`` later and records a timeout.
 """
 
 from __future__ import annotations
