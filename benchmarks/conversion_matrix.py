@@ -13,7 +13,11 @@ Keras layer tests. For each case, in a fresh process with a timeout:
 2. **Keras' own export**: ``model.export(path, format="onnx")``: ok or the error, and whether
    the file runs in onnxruntime on the same inputs and matches Keras within edgekit's
    tolerance (1e-4 + 1e-3 x |keras|);
-3. **int8** (last: the quantizer is what has crashed a process here):
+3. **LiteRT** (``benchmarks/matrix_litert.py``): Keras' ``model.export(format="litert")`` with
+   the converter held to LiteRT's builtin ops (a case only ``SELECT_TF_OPS`` converts is
+   recorded as needing TF ops, with the ops), float32, run in ``ai_edge_litert``'s Interpreter
+   on the same inputs against Keras, same tolerance;
+4. **int8** (last: the quantizer is what has crashed a process here):
    :func:`edgekit.quantize.quantize_model` (static int8 calibrated on 64 synthetic samples or
    the case's sample; ``auto`` where int8 does not apply): top-1 agreement with fp32 and the
    variant's per-engine record.
@@ -52,12 +56,16 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path[:0] = [str(HERE), str(ROOT / "tests")]
 
+import matrix_litert  # noqa: E402
 import numpy as np  # noqa: E402
 from matrix_cases import CASES, NOT_PORTED, SUITES, TF2ONNX_TESTS, Case  # noqa: E402
 
 RESULTS = HERE / "results"
 ATOL, RTOL = 1e-4, 1e-3  # edgekit's default validation tolerance, applied to Keras' file too
 CALIBRATION_SAMPLES = 64
+#: seconds a group of cases may run past the sum of its timeouts before it is killed (a C++
+#: call holding the GIL, such as the TFLite converter's, delays a case's SIGALRM until it returns)
+KILL_GRACE_S = 120
 
 
 class CaseTimeout(BaseException):
@@ -116,15 +124,9 @@ def check_file(path: Path, refs: list[list[np.ndarray]], samples: list[Any]) -> 
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         worst, close = 0.0, True
         for ref, sample in zip(refs, samples, strict=True):
-            got = session.run(None, _feeds(session, sample))
-            if len(got) != len(ref):
-                raise ValueError(f"{len(got)} outputs, Keras gives {len(ref)}")
-            for r, g in zip(ref, got, strict=True):
-                if r.shape != np.shape(g):
-                    raise ValueError(f"output shape {list(np.shape(g))}, Keras {list(r.shape)}")
-                diff = np.abs(r.astype("float64") - np.asarray(g, "float64"))
-                worst = max(worst, float(diff.max(initial=0.0)))
-                close &= bool(np.all(diff <= ATOL + RTOL * np.abs(r.astype("float64"))))
+            w, c = matrix_litert.compare(ref, session.run(None, _feeds(session, sample)), ATOL,
+                                         RTOL)
+            worst, close = max(worst, w), close and c
     except Exception as exc:
         return {"runs": False, "run_error": _error(exc)}
     return {"runs": True, "max_abs_error": worst, "matches": close}
@@ -292,7 +294,9 @@ def _stages(case: Case, work: Path, rec: _Record, build: Any, samples: Any) -> N
         return
     rec.update("edgekit", params=int(model.count_params()))
     rec.update("keras_export", **stage_edgekit(case, model, inputs, refs, work))
-    rec.update("int8", **stage_keras(case, model, inputs, refs, work))
+    rec.update("litert", **stage_keras(case, model, inputs, refs, work))
+    rec.update("int8", **matrix_litert.stage(case, model, inputs, refs, work, atol=ATOL,
+                                             rtol=RTOL, error=_error))
     if rec.data["edgekit_ok"]:  # last: the quantizer is what has crashed a process here
         rec.update(**stage_int8(case, model, inputs, Path(rec.data["edgekit_onnx"]), work))
 
@@ -336,12 +340,16 @@ def run_group(names: list[str], work: Path, timeouts: dict[str, int]) -> list[di
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", str(work),
            "--light-timeout", str(timeouts["light"]), "--app-timeout", str(timeouts["app"]),
            *names]
-    limit = sum(case_timeout(CASES[n], timeouts) for n in names) + 120
+    limit = sum(case_timeout(CASES[n], timeouts) for n in names) + KILL_GRACE_S
+    killed = False
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=limit, env=env)
         died, tail = proc.returncode != 0, f"exit code {proc.returncode}: {_tail(proc.stderr)}"
     except subprocess.TimeoutExpired as exc:
-        died, tail = True, f"killed after {limit} s: " + str(exc.stderr or "")[-1000:]
+        died = killed = True
+        err = exc.stderr or ""  # bytes even with text=True
+        tail = f"killed after {limit} s: " + _tail(err.decode(errors="replace")
+                                                   if isinstance(err, bytes) else err)
     records, unstarted = [], []
     for name in names:
         path = work / _slug(name) / "record.json"
@@ -349,7 +357,10 @@ def run_group(names: list[str], work: Path, timeouts: dict[str, int]) -> list[di
             unstarted.append(name)
             continue
         rec = dict(json.loads(path.read_text()))
-        if rec["status"] == "running":
+        if rec["status"] == "running" and killed:  # past its SIGALRM by KILL_GRACE_S
+            rec.update(status="timeout", timeout_s=case_timeout(CASES[name], timeouts),
+                       error={"class": "CaseTimeout", "message": tail})
+        elif rec["status"] == "running":
             rec.update(status="crashed", error={"class": "ProcessDied", "message": tail})
         records.append(rec)
     if unstarted and len(unstarted) < len(names):
@@ -396,7 +407,8 @@ def _line(r: dict[str, Any]) -> str:
     ek = "ok" if r.get("edgekit_ok") else (r.get("edgekit_error") or r.get("build_error")
                                            or r.get("error") or {}).get("class", r["status"])
     return (f"{r['case']}: {r['status']}, edgekit {ek}, Keras "
-            f"{'ok' if keras_handles(r) else 'no'}, {r.get('wall_s', '-')} s")
+            f"{'ok' if keras_handles(r) else 'no'}, LiteRT {matrix_litert.cell(r)}, "
+            f"{r.get('wall_s', '-')} s")
 
 
 def keras_handles(r: dict[str, Any]) -> bool:
@@ -428,7 +440,8 @@ def counts(records: list[dict[str, Any]]) -> dict[str, int]:
             "int8_written": sum(1 for r in records if r.get("int8_written")),
             "openvino_fp32_passed": sum(1 for r in records
                                         if (r.get("engines") or {}).get("openvino", {})
-                                        .get("passed"))}
+                                        .get("passed")),
+            **matrix_litert.counts(records, edgekit_handles, keras_handles)}
 
 
 def _err(r: dict[str, Any], key: str, limit: int = 400) -> str:
@@ -468,14 +481,17 @@ def row(r: dict[str, Any]) -> list[str]:
     elif r.get("int8_error"):
         int8 = "FAIL"
     error = next((e for e in (_err(r, k) for k in ("edgekit_error", "build_error", "error",
-                                                   "keras_error", "keras_run_error")) if e), "")
+                                                   "keras_error", "keras_run_error",
+                                                   "litert_error")) if e), "")
     return [r["case"], status, _num(r.get("max_abs_error")), keras,
-            _num(r.get("keras_max_abs_error")), int8, _engine_cell(r.get("engines")),
+            _num(r.get("keras_max_abs_error")), matrix_litert.cell(r),
+            _num(r.get("litert_max_abs_error")), int8, _engine_cell(r.get("engines")),
             _engine_cell(r.get("int8_engines")), " ".join(error.replace("|", "/").split())[:160]]
 
 
-HEADER = ["case", "edgekit", "max err", "Keras export", "Keras err", "int8 (agree)",
-          "fp32 engines", "int8 engines", "first error (edgekit, build, case, Keras' export)"]
+HEADER = ["case", "edgekit", "max err", "Keras export", "Keras err", "LiteRT", "LiteRT err",
+          "int8 (agree)", "fp32 engines", "int8 engines",
+          "first error (edgekit, build, case, Keras' export, LiteRT)"]
 
 
 def _md_table(rows: list[list[str]], header: list[str]) -> list[str]:
@@ -496,17 +512,29 @@ def markdown(result: dict[str, Any]) -> str:
            "A case counts for Keras' export when `model.export(format=\"onnx\")` wrote a file "
            f"that runs in onnxruntime and matches Keras within {ATOL:g} + {RTOL:g} x |keras| "
            "on the case's inputs; for edgekit when `export_model` (default options) wrote a "
-           "validated file. Engines: `onn`=onnxruntime, `ope`=OpenVINO as edgekit's report "
-           "records them.", "", "## Counts", ""]
-    keys = ["cases", "edgekit_ok", "keras_export_ok", "both", "neither", "edgekit_only",
-            "keras_only", "timeouts", "skipped", "crashed", "int8_written",
-            "openvino_fp32_passed"]
-    rows = [[s, *[str(result["counts"][s][k]) for k in keys]] for s in result["counts"]]
-    out += _md_table(rows, ["suite", *keys]) + ["", "## edgekit fails, Keras' export works",
-                                                 ""]
-    gaps = [r for r in recs if keras_handles(r) and not edgekit_handles(r)]
-    out += [f"- `{r['case']}`: {_err(r, 'edgekit_error') or _err(r, 'error') or r['status']}"
-            for r in gaps] or ["none"]
+           "validated file; for LiteRT when `model.export(format=\"litert\")` with the "
+           "converter held to builtin ops (`TFLITE_BUILTINS`) wrote a float32 file that runs "
+           "in `ai_edge_litert`'s Interpreter and matches Keras within the same tolerance "
+           "(`needs TF ops`: only Keras' default `SELECT_TF_OPS` converts it; the Flex ops "
+           "named). Engines: `onn`=onnxruntime, `ope`=OpenVINO as edgekit's report records "
+           "them.", "", "## Counts", ""]
+    keys = ["cases", "edgekit_ok", "keras_export_ok", "litert_ok", "both", "neither",
+            "edgekit_only", "keras_only", "litert_or_keras_only", "litert_needs_tf_ops",
+            "timeouts", "skipped", "crashed", "int8_written", "openvino_fp32_passed"]
+    rows = [[s, *[str(result["counts"][s].get(k, "-")) for k in keys]]
+            for s in result["counts"]]
+    out += _md_table(rows, ["suite", *keys]) + [
+        "", "## edgekit fails, Keras' export or LiteRT works", "",
+        "`both`, `neither`, `edgekit_only` and `keras_only` compare edgekit with Keras' "
+        "export; `litert_or_keras_only` counts the cases below.", ""]
+    for r in recs:
+        works = [n for n, ok in (("Keras' export", keras_handles(r)),
+                                 ("LiteRT", matrix_litert.handles(r))) if ok]
+        if works and not edgekit_handles(r):
+            why = _err(r, "edgekit_error") or _err(r, "error") or r["status"]
+            out.append(f"- `{r['case']}` ({' and '.join(works)}): {why}")
+    if out[-1] == "":
+        out.append("none")
     for suite in SUITES:
         rows = [row(r) for r in recs if r["suite"] == suite]
         if rows:
@@ -520,7 +548,7 @@ def print_summary(result: dict[str, Any]) -> None:
     m = result["machine"]
     print(f"{m['cpu']} ({m['instruction_set']}), {m['logical_cores']} cores, "
           f"{result['wall_s'] / 60:.1f} min")
-    widths = [44, 10, 8, 16, 8, 12]
+    widths = [44, 10, 8, 16, 8, 16, 8, 12]
     print("  ".join(h.ljust(w) for h, w in zip(HEADER, widths, strict=False)))
     for r in result["records"]:
         print("  ".join(c[:w].ljust(w) for c, w in zip(row(r), widths, strict=False)))
@@ -566,9 +594,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     args = parse_args(argv)
     if args.render:  # tables again from a stored result
-        result = dict(json.loads(Path(args.render).read_text()))
-        write(result, Path(args.out) if args.out else Path(args.render).parent)
-        return result
+        stored: dict[str, Any] = dict(json.loads(Path(args.render).read_text()))
+        write(stored, Path(args.out) if args.out else Path(args.render).parent)
+        return stored
     timeouts = {"light": args.light_timeout, "app": args.app_timeout}
     cases = select(args.cases, args.quick, args.suites.split(","))
     t0 = time.perf_counter()

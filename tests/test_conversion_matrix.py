@@ -1,8 +1,10 @@
 """The conversion matrix harness (benchmarks/conversion_matrix.py, issue #23) on tiny cases.
 
-Two cases run in this process through every stage (edgekit export, int8, Keras' own export);
-one more in a child process with a timeout it cannot meet, so the subprocess path and the
-timeout record are covered too. The case list itself is checked against its sources.
+Two cases run in this process through every stage (edgekit export, Keras' own export, LiteRT,
+int8); one more in a child process with a timeout it cannot meet, so the subprocess path and
+the timeout record are covered too. The LiteRT column alone on a model whose inputs LiteRT's
+file reorders and on an LSTM that only TensorFlow's ops convert. The case list itself is
+checked against its sources.
 """
 
 from __future__ import annotations
@@ -19,10 +21,12 @@ pytest.importorskip("tf2onnx")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 import conversion_matrix as cm  # noqa: E402
-from matrix_cases import CASES, NOT_PORTED, TF2ONNX_TESTS  # noqa: E402
+import matrix_litert  # noqa: E402
+from matrix_cases import CASES, NOT_PORTED, TF2ONNX_TESTS, build, samples  # noqa: E402
 
-#: every test converts with tf2onnx (2-4 s each): the quick loop skips them, CI runs them
-pytestmark = pytest.mark.slow
+#: every test converts with tf2onnx or LiteRT's converter (2-4 s each): the quick loop skips
+#: them, CI runs them
+pytestmark = [pytest.mark.slow, pytest.mark.file_seconds(60)]
 
 
 @pytest.fixture(scope="module")
@@ -44,26 +48,65 @@ def test_a_case_runs_every_stage(records: dict[str, dict[str, Any]], name: str) 
     assert 0.5 <= r["int8_top1_agreement"] <= 1.0
     assert set(r["int8_engines"]) == set(r["engines"])
     assert cm.keras_handles(r) and r["keras_max_abs_error"] <= 1e-4
-    assert cm.row(r)[1] == "ok"
+    assert r["litert_ok"] and r["litert_converted"] and r["litert_runs"]
+    assert r["litert_max_abs_error"] <= 1e-4 and "litert_error" not in r
+    row = cm.row(r)
+    assert row[1] == "ok" and row[cm.HEADER.index("LiteRT")] == "ok"
 
 
 def test_a_refused_case_is_a_listed_gap(records: dict[str, dict[str, Any]]) -> None:
-    """edgekit cannot derive the call(x, y) model's signature; Keras' export can: the report
-    lists it with the error's class and first line."""
+    """edgekit cannot derive the call(x, y) model's signature; Keras' export and LiteRT's
+    converter can: the report lists it with the error's class and first line."""
     r = records["model_with_multiple_inputs"]
     assert r["status"] == "done" and not r["edgekit_ok"]
     assert r["edgekit_error"]["class"] == "InputError"
     assert "input signature" in r["edgekit_error"]["message"]
-    assert cm.keras_handles(r)
+    assert cm.keras_handles(r) and matrix_litert.handles(r)
     c = cm.counts(list(records.values()))
     assert (c["cases"], c["edgekit_ok"], c["keras_export_ok"], c["keras_only"]) == (3, 2, 3, 1)
+    assert (c["litert_ok"], c["litert_needs_tf_ops"], c["litert_or_keras_only"]) == (3, 0, 1)
     result = {"machine": {"cpu": "cpu", "instruction_set": "isa", "logical_cores": 2,
                           "versions": {"keras": "3"}}, "wall_s": 6.0, "options": "test",
               "counts": {"all": c}, "records": list(records.values())}
     md = cm.markdown(result)
-    gaps = md.split("## edgekit fails, Keras' export works")[1].split("##")[0]
-    assert "`model_with_multiple_inputs`: InputError" in gaps
+    table = [ln.strip("| ").split(" | ") for ln in md.split("## Counts")[1].split("##")[0]
+             .splitlines() if ln.startswith("| ")]
+    counted = dict(zip(table[0], table[1], strict=True))
+    assert (counted["suite"], counted["litert_ok"], counted["litert_or_keras_only"]) == \
+        ("all", "3", "1")
+    gaps = md.split("## edgekit fails, Keras' export or LiteRT works")[1].split("##")[0]
+    assert "`model_with_multiple_inputs` (Keras' export and LiteRT): InputError" in gaps
     assert "test_flatten" not in gaps
+
+
+def _litert(name: str, tmp_path: Path) -> dict[str, Any]:
+    case = CASES[name]
+    model = build(case)
+    inputs = samples(case, model)
+    refs = [cm._reference(model, case, s) for s in inputs]
+    return matrix_litert.stage(case, model, inputs, refs, tmp_path, atol=cm.ATOL, rtol=cm.RTOL,
+                               error=cm._error)
+
+
+def test_litert_feeds_the_inputs_in_the_models_order(tmp_path: Path) -> None:
+    """Three inputs of widths 4, 5, 3: LiteRT's file lists them in reverse, and neither its
+    input order nor its sorted signature names are the model's."""
+    r = _litert("test_dense_add", tmp_path)
+    assert r["litert_ok"] and r["litert_max_abs_error"] <= 1e-4, r
+    assert matrix_litert.cell(r) == "ok"
+
+
+def test_litert_names_the_tensorflow_ops_an_lstm_needs(tmp_path: Path) -> None:
+    """A dynamic-batch LSTM keeps TensorList ops that builtin-only conversion refuses; Keras'
+    default export (SELECT_TF_OPS) converts it: the record names the Flex ops."""
+    r = _litert("test_LSTM_rev", tmp_path)
+    assert not r["litert_ok"] and not r["litert_converted"]
+    assert r["litert_error"]["class"] == "ConverterError"
+    assert "loc(" not in r["litert_error"]["message"]
+    assert "TensorListReserve" in r["litert_needs_tf_ops"]
+    assert matrix_litert.cell(r).startswith("needs TF ops: TensorList")
+    c = matrix_litert.counts([r], cm.edgekit_handles, cm.keras_handles)
+    assert c == {"litert_ok": 0, "litert_needs_tf_ops": 1, "litert_or_keras_only": 0}
 
 
 def test_a_case_past_its_timeout_is_recorded_as_such(tmp_path: Path) -> None:
