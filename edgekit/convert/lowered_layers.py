@@ -13,6 +13,9 @@ the same function as the original:
   ``ReduceSum``); string keys, and more than :data:`EQUALITY_MAX_KEYS` integer keys, by
   ``Unique`` over the keys followed by the inputs (ONNX ``Equal`` reads strings only from
   opset 19, ``Unique`` reads them from opset 11).
+* :class:`LoweredHashing` (no salt, integer or float inputs) and the ``farmhash``
+  out-of-vocabulary buckets of ``IntegerLookup``: FarmHash ``Fingerprint64`` of each value's
+  decimal text in uint64 arithmetic (:mod:`edgekit.convert.farmhash`).
 * :class:`LoweredCategoryEncoding`, and the ``one_hot``/``multi_hot``/``count``/``tf_idf``
   outputs of the others: equality against ``arange(depth)`` and a ``ReduceMax``/``ReduceSum``
   (no ``OneHot``: ONNX wraps negative indices where TensorFlow gives zeros; no
@@ -31,8 +34,10 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
+from edgekit.convert.farmhash import hash_bucket
+
 __all__ = ["EQUALITY_MAX_KEYS", "encode_categories", "LoweredDiscretization", "LoweredLookup",
-           "LoweredCategoryEncoding"]
+           "LoweredHashing", "LoweredCategoryEncoding"]
 
 def encode_categories(indices: Any, mode: str, depth: int, dtype: str,
                       count_weights: Any = None) -> Any:
@@ -131,7 +136,8 @@ def _equal_positions(x: Any, keys: np.ndarray) -> Any:
 
 class LoweredLookup(_Lowered):
     """``keras.layers.IntegerLookup`` / ``StringLookup`` (dense, ``sparse=False``; integer
-    out-of-vocabulary buckets by ``floormod``) as a search in the table's keys."""
+    out-of-vocabulary buckets by ``floormod`` or unsalted ``farmhash``) as a search in the
+    table's keys."""
 
     def __init__(self, source: keras.layers.Layer) -> None:
         super().__init__(source)
@@ -139,7 +145,8 @@ class LoweredLookup(_Lowered):
         self.keys, self.values = _lookup_table(source)
         self.num_oov = int(source.num_oov_indices)
         self.oov_start = int(source._oov_start_index())
-        self.floormod = not source.invert and self.num_oov > 1
+        self.buckets = not source.invert and self.num_oov > 1
+        self.farmhash = source.oov_method == "farmhash"
         self.output_mode = str(source.output_mode)
         self.depth = int(source.max_tokens if source.pad_to_max_tokens
                          else source._frozen_vocab_size or 0)
@@ -155,10 +162,13 @@ class LoweredLookup(_Lowered):
         if self.values.dtype == object:  # invert StringLookup: strings out
             return tf.gather(tf.constant(self.values, dtype=tf.string), where)
         lookups = ops.take(self.values, where)
-        if self.floormod:
-            # floormod twice: tf2onnx 1.17 converts an integer FloorMod as x - trunc(x/n)*n,
-            # negative for negative x; adding n first keeps it right either way
-            oov = ops.mod(ops.mod(x, self.num_oov) + self.num_oov, self.num_oov)
+        if self.buckets:
+            if self.farmhash:  # FarmHash64 of the decimal text (IntegerLookup only)
+                oov = hash_bucket(x, self.num_oov)
+            else:
+                # floormod twice: tf2onnx 1.17 converts an integer FloorMod as
+                # x - trunc(x/n)*n, negative for negative x; adding n first keeps it right
+                oov = ops.mod(ops.mod(x, self.num_oov) + self.num_oov, self.num_oov)
             oov = oov + self.oov_start
             lookups = ops.where(ops.equal(lookups, -1), oov, lookups)
         if self.output_mode == "int":
@@ -186,6 +196,34 @@ def _lookup_table(layer: keras.layers.Layer) -> tuple[np.ndarray, np.ndarray]:
     if keys.dtype != object:
         keys = keys.astype(np.int64)
     return keys, (values if values.dtype == object else values.astype(np.int64))
+
+
+class LoweredHashing(_Lowered):
+    """``keras.layers.Hashing`` without a salt on integer or float inputs (dense,
+    ``sparse=False``): FarmHash64 of each value's decimal text, modulo the bins."""
+
+    def __init__(self, source: keras.layers.Layer) -> None:
+        super().__init__(source)
+        self.num_bins = int(source.num_bins)
+        self.mask_value = source.mask_value
+        self.output_mode = str(source.output_mode)
+        self.out_dtype = str(source.dtype)
+
+    def call(self, inputs: Any) -> Any:
+        # the steps of Hashing.call and _hash_values_to_bins, the hash replaced
+        x = tf.convert_to_tensor(inputs)
+        if self.output_mode == "one_hot" and x.shape[-1] == 1:
+            x = tf.squeeze(x, -1)
+        bins, mask = self.num_bins, None
+        if self.mask_value is not None and bins > 1:
+            bins -= 1
+            mask = tf.equal(x, self.mask_value)
+        if x.dtype.is_floating:  # Keras hashes floats as int64 (a cast: truncation)
+            x = tf.cast(x, tf.int64)
+        values = hash_bucket(x, bins)
+        if mask is not None:
+            values = tf.where(mask, tf.zeros_like(values), values + 1)
+        return encode_categories(values, self.output_mode, self.num_bins, self.out_dtype)
 
 
 class LoweredCategoryEncoding(_Lowered):
