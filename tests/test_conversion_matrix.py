@@ -28,11 +28,13 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def records(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]:
     work = tmp_path_factory.mktemp("matrix")
-    names = ["test_flatten", "standard_model_export[subclass]", "model_with_multiple_inputs"]
+    names = ["test_flatten", "standard_model_export[subclass]", "model_with_multiple_inputs",
+             "test_tf_expand_dims[dim=0]"]
     return {n: cm.run_case(CASES[n], work / cm._slug(n), timeout=120) for n in names}
 
 
-@pytest.mark.parametrize("name", ["test_flatten", "standard_model_export[subclass]"])
+@pytest.mark.parametrize("name", ["test_flatten", "standard_model_export[subclass]",
+                                  "model_with_multiple_inputs"])
 def test_a_case_runs_every_stage(records: dict[str, dict[str, Any]], name: str) -> None:
     r = records[name]
     assert r["status"] == "done" and r["edgekit_ok"], r
@@ -48,22 +50,23 @@ def test_a_case_runs_every_stage(records: dict[str, dict[str, Any]], name: str) 
 
 
 def test_a_refused_case_is_a_listed_gap(records: dict[str, dict[str, Any]]) -> None:
-    """edgekit cannot derive the call(x, y) model's signature; Keras' export can: the report
-    lists it with the error's class and first line."""
-    r = records["model_with_multiple_inputs"]
+    """A Lambda whose output depends on the batch (expand_dims at axis 0): edgekit refuses it
+    (its validation runs batch 1 too), Keras' export takes it: the report lists it with the
+    error's class and first line."""
+    r = records["test_tf_expand_dims[dim=0]"]
     assert r["status"] == "done" and not r["edgekit_ok"]
-    assert r["edgekit_error"]["class"] == "InputError"
-    assert "input signature" in r["edgekit_error"]["message"]
+    assert r["edgekit_error"]["class"] == "ConversionError"
+    assert "differ in shape" in r["edgekit_error"]["message"]
     assert cm.keras_handles(r)
     c = cm.counts(list(records.values()))
-    assert (c["cases"], c["edgekit_ok"], c["keras_export_ok"], c["keras_only"]) == (3, 2, 3, 1)
+    assert (c["cases"], c["edgekit_ok"], c["keras_export_ok"], c["keras_only"]) == (4, 3, 4, 1)
     result = {"machine": {"cpu": "cpu", "instruction_set": "isa", "logical_cores": 2,
                           "versions": {"keras": "3"}}, "wall_s": 6.0, "options": "test",
               "counts": {"all": c}, "records": list(records.values())}
     md = cm.markdown(result)
     gaps = md.split("## edgekit fails, Keras' export works")[1].split("##")[0]
-    assert "`model_with_multiple_inputs`: InputError" in gaps
-    assert "test_flatten" not in gaps
+    assert "`test_tf_expand_dims[dim=0]`: ConversionError" in gaps
+    assert "test_flatten" not in gaps and "model_with_multiple_inputs" not in gaps
 
 
 def test_a_case_past_its_timeout_is_recorded_as_such(tmp_path: Path) -> None:
