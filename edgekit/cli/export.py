@@ -61,10 +61,12 @@ __all__ = ["export_cmd", "inspect_cmd", "quantize_cmd"]
 @click.option("--input-spec", "input_specs", multiple=True, metavar="NAME:SHAPE[:DTYPE]",
               help="An input of the model's signature (repeat once per input): NAME, the "
               "SHAPE batch first with None for dynamic dimensions, and a numpy DTYPE (default "
-              "float32), e.g. x:None,28,28,1:float32 or ids:None,16:int32. Needed for a "
-              "subclassed model when Keras recorded no build shapes and no .npz data gives a "
-              "sample; several inputs are passed to the model as a dict keyed by NAME. For a "
-              "model with declared inputs it fixes their shapes/dtypes (same names and ranks).")
+              "float32; string for text), e.g. x:None,28,28,1:float32 or ids:None,16:int32. "
+              "Needed for a subclassed model when Keras recorded no build shapes and no .npz "
+              "data gives a sample; several inputs are passed to the model as a dict keyed by "
+              "NAME, or as separate arguments where the NAMEs are its call's (call(x, y)). For "
+              "a model with declared inputs it fixes their shapes/dtypes (same names and "
+              "ranks).")
 @click.option("--strict", is_flag=True,
               help="Fail when validation ran on degenerate outputs (same class or saturated "
               "for most samples) instead of warning.")

@@ -20,6 +20,7 @@ from edgekit.convert.config import MIN_OPSET
 from edgekit.convert.graph import drop_unused_opsets, walk_nodes
 from edgekit.convert.graph import simplify as simplify_graph
 from edgekit.convert.load import KerasSource, keras_call_error
+from edgekit.convert.signature import framework_dtype
 from edgekit.convert.tfconvert import (
     MAX_OPSET,
     bind_captured_constants,
@@ -143,7 +144,8 @@ def convert(source: KerasSource, opset: int = 17) -> onnx.ModelProto:
     onnx = require("onnx", "export")
     import tensorflow as tf
 
-    signature = [tf.TensorSpec(s.shape, tf.as_dtype(s.dtype), name=s.name) for s in source.inputs]
+    signature = [tf.TensorSpec(s.shape, framework_dtype(s.dtype), name=s.name)
+                 for s in source.inputs]
     model_proto, concrete = _run_tf2onnx(source, signature, opset)
     _check_converted(model_proto, opset)
     bind_captured_constants(model_proto, captured_constants(concrete),

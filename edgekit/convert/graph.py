@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from edgekit.inputs.data import TensorSpecInfo
+from edgekit.inputs.data import TensorSpecInfo, is_string_dtype
 from edgekit.inputs.prepare import onnx_input_specs
 from edgekit.inputs.synthetic import dynamic_count
 
@@ -132,10 +132,11 @@ def _size_plans(count: int) -> Iterator[tuple[list[int], list[int]]]:
 
 
 def _feeds(specs: list[TensorSpecInfo], batch: int, sizes: list[int]) -> dict[str, np.ndarray]:
-    """Zero inputs of batch ``batch``, the dynamic dimensions taking ``sizes`` in order."""
+    """Zero inputs (empty strings for text) of batch ``batch``, the dynamic dimensions taking
+    ``sizes`` in order."""
     it = iter(sizes)
-    return {s.name: np.zeros([batch] + [next(it) if d is None else d for d in s.shape[1:]],
-                             s.dtype) for s in specs}
+    return {s.name: np.full([batch] + [next(it) if d is None else d for d in s.shape[1:]],
+                            "" if is_string_dtype(s.dtype) else 0, s.dtype) for s in specs}
 
 
 def _shape_values(model: Any, names: list[str]) -> tuple[list[np.ndarray], list[np.ndarray]]:

@@ -22,11 +22,18 @@ import numpy as np
 
 from edgekit.contract import keras_output_activations
 from edgekit.convert.lowering import lower_preprocessing
-from edgekit.convert.signature import InputSpec, KerasInputs, SignatureData, keras_inputs, pack
+from edgekit.convert.signature import (
+    InputSpec,
+    KerasInputs,
+    SignatureData,
+    call_arguments,
+    framework_dtype,
+    keras_inputs,
+)
 from edgekit.errors import ConversionError, InputError, ModelLoadError, require
 from edgekit.errors import exception_reason as _reason
 from edgekit.inputs.data import TensorSpecInfo, format_shape
-from edgekit.inputs.synthetic import InputRange, keras_input_ranges
+from edgekit.inputs.synthetic import InputRange, keras_input_ranges, keras_string_values
 from edgekit.metadata import ModelMetadata, load_keras_metadata
 
 __all__ = ["CustomObjects", "EagerTensor", "KerasSource", "ModelSource", "TracedFunction",
@@ -74,6 +81,8 @@ class KerasSource:
             dimension (None: not probed).
         lowered: the Keras preprocessing layers rewritten with standard ops for the export
             (:func:`~edgekit.convert.lowering.lower_preprocessing`); ``call`` runs the original.
+        string_values: for string inputs, the words synthetic inputs draw from (the lookup
+            vocabularies plus OOV words, see :func:`~edgekit.inputs.synthetic.keras_string_values`).
     """
 
     name: str
@@ -90,6 +99,7 @@ class KerasSource:
     input_ranges: dict[str, InputRange] = field(default_factory=dict)  # from preprocessing layers
     synthetic_lengths: tuple[int, ...] | None = None  # dynamic lengths that run (probed)
     lowered: list[str] = field(default_factory=list)  # preprocessing layers lowered to ONNX ops
+    string_values: dict[str, tuple[str, ...]] = field(default_factory=dict)  # words to draw
 
 
 def _quiet_tf() -> None:
@@ -171,14 +181,18 @@ def _embedding_ranges(model: Any, inputs: list[TensorSpecInfo]) -> dict[str, int
 
 def _output_specs(model: Any, name: str, inputs: KerasInputs) -> list[TensorSpecInfo]:
     """The model's outputs: its declared ones, or (a subclassed model) the ones Keras infers
-    symbolically from the input signature."""
+    symbolically from the input signature. A model never built is built by that symbolic
+    call, through its own ``build`` (``compute_output_spec`` alone would build its layers
+    but not the model, whose ``build`` then runs again at the traced call)."""
     import keras
 
     outs = list(getattr(model, "outputs", None) or [])
     if not outs:
-        tensors = {s.name: keras.KerasTensor(s.shape, s.dtype) for s in inputs.specs}
+        tensors = {s.name: keras.KerasTensor(s.shape, framework_dtype(s.dtype))
+                   for s in inputs.specs}
+        infer = model.compute_output_spec if model.built else model
         try:
-            outs = keras.tree.flatten(model.compute_output_spec(pack(inputs.tree, tensors)))
+            outs = keras.tree.flatten(infer(*call_arguments(inputs, tensors)))
         except Exception as exc:
             raise keras_call_error(name, inputs.specs, exc) from exc
     used: set[str] = set()
@@ -206,19 +220,20 @@ def _from_keras_model(model: Any, name: str, path: Path | None, fmt: str,
     import keras
     import tensorflow as tf
 
-    specs, tree = inputs.specs, inputs.tree
+    specs = inputs.specs
     out_specs = _output_specs(model, name, inputs)
-    signature = [tf.TensorSpec(s.shape, tf.as_dtype(s.dtype), name=s.name) for s in specs]
+    signature = [tf.TensorSpec(s.shape, framework_dtype(s.dtype), name=s.name) for s in specs]
     names = [s.name for s in specs]
     exported, lowered = lower_preprocessing(model)  # validation compares it with the original
 
     @tf.function(input_signature=signature, autograph=False)
     def function(*xs: Any) -> Any:
-        y = exported(pack(tree, dict(zip(names, xs, strict=True))), training=False)
+        y = exported(*call_arguments(inputs, dict(zip(names, xs, strict=True))),
+                     training=False)
         return keras.tree.flatten(y)
 
     def call(feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        y = model(pack(tree, feeds), training=False)
+        y = model(*call_arguments(inputs, feeds), training=False)
         return [np.asarray(o) for o in keras.tree.flatten(y)]
 
     meta = (load_keras_metadata(path) if path is not None else None) or ModelMetadata()
@@ -235,6 +250,7 @@ def _from_keras_model(model: Any, name: str, path: Path | None, fmt: str,
         output_activations=keras_output_activations(model),
         input_ranges=keras_input_ranges(model, specs),
         lowered=lowered,
+        string_values=keras_string_values(model, specs),
     )
 
 
@@ -266,7 +282,7 @@ def _from_saved_model(path: Path) -> KerasSource:
         TensorSpecInfo(k, (None, *sig.structured_outputs[k].shape.as_list()[1:]), "float32")
         for k in out_keys
     ]
-    signature = [tf.TensorSpec(s.shape, tf.as_dtype(s.dtype), name=s.name) for s in specs]
+    signature = [tf.TensorSpec(s.shape, framework_dtype(s.dtype), name=s.name) for s in specs]
 
     @tf.function(input_signature=signature, autograph=False)
     def function(*xs: Any) -> Any:

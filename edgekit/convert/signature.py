@@ -8,11 +8,19 @@ explicit :class:`InputSpec` list (``--input-spec``), else the shapes Keras recor
 model was built by its first call, else one sample of the validation/calibration data; each
 leaf becomes one ONNX input named like the Keras input (or the dict key, or the array).
 
+A subclassed model whose ``call`` takes several tensors (``call(self, x, y)``) is called with
+them as separate positional arguments, in the call's order: Keras records one build shape per
+argument (``build(self, x_shape, y_shape)``, in whatever order ``build`` names them), and
+specs or data arrays named after the arguments select this call too. Each argument becomes
+one ONNX input named after it. String inputs (``dtype="string"``) have the numpy dtype
+``object`` (:data:`~edgekit.inputs.data.STRING_DTYPE`), as onnxruntime takes them.
+
 Keras and TensorFlow are imported inside the functions (the ``export`` extra).
 """
 
 from __future__ import annotations
 
+import inspect
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -23,10 +31,18 @@ from typing import Any, TypeAlias, TypeVar
 import numpy as np
 
 from edgekit.errors import InputError
-from edgekit.inputs.data import LABELS, Dataset, TensorSpecInfo, format_shape, read_arrays
+from edgekit.inputs.data import (
+    LABELS,
+    STRING_DTYPE,
+    Dataset,
+    TensorSpecInfo,
+    format_shape,
+    is_string_dtype,
+    read_arrays,
+)
 
-__all__ = ["InputSpec", "InputTree", "KerasInputs", "SignatureData", "keras_inputs",
-           "leaf_names", "pack"]
+__all__ = ["InputSpec", "InputTree", "KerasInputs", "SignatureData", "call_arguments",
+           "framework_dtype", "keras_inputs", "leaf_names", "pack"]
 
 #: where each input goes in the model's call: an input name, or a dict / list of such trees
 InputTree: TypeAlias = str | dict[str, "InputTree"] | list["InputTree"]
@@ -37,7 +53,7 @@ SignatureData = str | os.PathLike[str] | Dataset
 T = TypeVar("T")
 
 _DTYPES = ("float16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8",
-           "uint16", "uint32", "uint64", "bool")
+           "uint16", "uint32", "uint64", "bool", "string")
 _DYNAMIC = ("none", "?", "-1", "n")
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]*")
 
@@ -49,7 +65,7 @@ class InputSpec:
     Attributes:
         name: the input's name (the ONNX input name; a dict key where the model takes a dict).
         shape: the full shape, batch first; None = dynamic. The batch is always dynamic.
-        dtype: a numpy dtype name (default ``float32``).
+        dtype: a numpy dtype name (default ``float32``), or ``string`` for text.
     """
 
     name: str
@@ -84,7 +100,8 @@ class InputSpec:
 
     def info(self) -> TensorSpecInfo:
         """The spec as the :class:`TensorSpecInfo` of a model input."""
-        return TensorSpecInfo(self.name, self.shape, self.dtype)
+        return TensorSpecInfo(self.name, self.shape,
+                              STRING_DTYPE if self.dtype == "string" else self.dtype)
 
 
 def _dim(text: str, spec: str) -> int | None:
@@ -100,10 +117,29 @@ def _dim(text: str, spec: str) -> int | None:
 
 @dataclass
 class KerasInputs:
-    """A model's inputs (flat, in ONNX order) and the ``tree`` they are called in."""
+    """A model's inputs (flat, in ONNX order) and the ``tree`` they are called in.
+
+    ``arguments``: empty when the model takes ``tree`` as its one call argument; else the
+    names of its call's separate arguments, in order, and ``tree`` is ``{argument: subtree}``.
+    """
 
     specs: list[TensorSpecInfo]
     tree: InputTree
+    arguments: tuple[str, ...] = ()
+
+
+def framework_dtype(dtype: str) -> str:
+    """A :class:`TensorSpecInfo` dtype as TensorFlow and Keras name it (``string`` for text)."""
+    return "string" if is_string_dtype(dtype) else dtype
+
+
+def call_arguments(inputs: KerasInputs, values: Mapping[str, T]) -> list[object]:
+    """The model's positional call arguments for ``values`` (by input name)."""
+    tree = inputs.tree
+    if not inputs.arguments:
+        return [pack(tree, values)]
+    assert isinstance(tree, dict)
+    return [pack(tree[a], values) for a in inputs.arguments]
 
 
 def pack(tree: InputTree, values: Mapping[str, T]) -> T | dict[str, object] | list[object]:
@@ -134,10 +170,15 @@ def keras_inputs(model: Any, name: str, explicit: Sequence[InputSpec] | None,
     declared = _declared_inputs(model)
     if declared is not None:
         return declared if not explicit else _overridden(declared, explicit, name)
+    params = _call_parameters(model)
     if explicit:
-        return KerasInputs([s.info() for s in explicit],
-                           _tree_like(_recorded(model), [s.name for s in explicit]))
-    found = _from_build_shapes(model, data) or _from_data(data)
+        by_name = {s.name: s.info() for s in explicit}
+        order = _as_arguments(params, list(by_name))
+        if order:
+            return KerasInputs([by_name[n] for n in order], {n: n for n in order}, tuple(order))
+        return KerasInputs(list(by_name.values()), _tree_like(_recorded(model), list(by_name)))
+    found = (_from_argument_shapes(model, name, data, params) or _from_build_shapes(model, data)
+             or _from_data(data, params))
     if found is None:
         raise InputError(
             f"model {name} has no defined inputs (a subclassed model) and its input "
@@ -234,8 +275,16 @@ def _from_build_shapes(model: Any, data: SignatureData | None) -> KerasInputs | 
     if recorded is None:
         return None
     default = np.dtype(str(getattr(model, "input_dtype", None) or "float32")).name
-    sample = _sample_arrays(data)
     specs: list[TensorSpecInfo] = []
+    tree = _walk_shapes(recorded, "input", _sample_arrays(data), default, specs)
+    return KerasInputs(specs, tree) if specs and tree is not None else None
+
+
+def _walk_shapes(recorded: object, name: str, sample: Mapping[str, np.ndarray], default: str,
+                 specs: list[TensorSpecInfo]) -> InputTree | None:
+    """The input tree of a recorded shape structure (its leaves appended to ``specs``, named
+    after ``name``, dict keys or ``name_i``); None when a leaf is no shape (a None shape:
+    an argument Keras saw as None)."""
 
     def walk(x: object, name: str) -> InputTree:
         if isinstance(x, Mapping):
@@ -249,24 +298,30 @@ def _from_build_shapes(model: Any, data: SignatureData | None) -> KerasInputs | 
             return name
         return [walk(v, f"{name}_{i}") for i, v in enumerate(x)]
 
-    tree = walk(recorded, "input")
-    return KerasInputs(specs, tree) if specs else None
+    return None if recorded is None else walk(recorded, name)
 
 
 def _dtype_of(a: np.ndarray) -> str:
-    """An input dtype for data like ``a``: floats as float32 (Keras' default), else its own."""
+    """An input dtype for data like ``a``: floats as float32 (Keras' default), text as
+    strings, else its own."""
+    if is_string_dtype(a.dtype):
+        return STRING_DTYPE
     return "float32" if a.dtype.kind == "f" else a.dtype.name
 
 
-def _from_data(data: SignatureData | None) -> KerasInputs | None:
+def _from_data(data: SignatureData | None, params: list[tuple[str, bool]]) -> KerasInputs | None:
     """The signature of one sample of the data: its arrays' shapes (batch dynamic) and dtypes
-    (floats as float32, Keras' default); several arrays make a dict call."""
+    (floats as float32, Keras' default); several arrays make a dict call, or separate
+    arguments where they are named after the call's."""
     arrays = _sample_arrays(data)
     if not arrays:
         return None
-    specs = [TensorSpecInfo(k, (None, *a.shape[1:]), _dtype_of(a)) for k, a in arrays.items()]
-    names = [s.name for s in specs]
-    return KerasInputs(specs, names[0] if len(names) == 1 else {n: n for n in names})
+    specs = {k: TensorSpecInfo(k, (None, *a.shape[1:]), _dtype_of(a)) for k, a in arrays.items()}
+    order = _as_arguments(params, list(specs))
+    if order:
+        return KerasInputs([specs[n] for n in order], {n: n for n in order}, tuple(order))
+    names = list(specs)
+    return KerasInputs(list(specs.values()), names[0] if len(names) == 1 else {n: n for n in names})
 
 
 def _sample_arrays(data: SignatureData | None) -> dict[str, np.ndarray]:
@@ -277,3 +332,67 @@ def _sample_arrays(data: SignatureData | None) -> dict[str, np.ndarray]:
         return {}
     arrays = read_arrays(Path(data), "data for the input signature", InputError)
     return {k: v for k, v in arrays.items() if k != LABELS and v.ndim >= 1}
+
+
+#: call parameters that are no model inputs
+_NOT_INPUTS = ("training", "mask")
+
+
+def _call_parameters(model: Any) -> list[tuple[str, bool]]:
+    """(name, required) of each positional parameter of the model's ``call`` that may take a
+    tensor, in order."""
+    try:
+        sig = inspect.signature(model.call)
+    except (TypeError, ValueError):  # a builtin or C-level call: nothing to read
+        return []
+    kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    return [(n, p.default is inspect.Parameter.empty) for n, p in sig.parameters.items()
+            if p.kind in kinds and n not in _NOT_INPUTS]
+
+
+def _as_arguments(params: list[tuple[str, bool]], names: list[str]) -> list[str] | None:
+    """``names`` in the call's order when they are several of its arguments, every required
+    one among them (a ``call(self, x, y)`` called with separate tensors); else None."""
+    order = [n for n, _ in params if n in names]
+    required = {n for n, req in params if req}
+    if len(names) > 1 and len(order) == len(names) and required <= set(names):
+        return order
+    return None
+
+
+def _from_argument_shapes(model: Any, name: str, data: SignatureData | None,
+                          params: list[tuple[str, bool]]) -> KerasInputs | None:
+    """The signature of a model called with several arguments, from the build shapes Keras
+    recorded per argument (``build(self, y_shape, x_shape)``: keys ``<argument>_shape``, in
+    build's order, mapped back to the call's); None for a one-argument call.
+
+    Raises:
+        InputError: the call takes several tensors and Keras recorded the shape of one only
+            (a ``build(self, input_shape)``, or Keras' default build).
+    """
+    shapes = dict(getattr(model, "_build_shapes_dict", None) or {})
+    required = [n for n, req in params if req]
+    if len(shapes) == 1 and len(required) > 1:
+        named = _from_data(data, params)
+        if named is not None and named.arguments:
+            return named
+        raise InputError(
+            f"model {name} is called with {len(required)} tensors ({', '.join(required)}) "
+            "but Keras recorded the build shape of one only (its build takes one shape)",
+            hint="pass --input-spec NAME:SHAPE:DTYPE for each call argument (e.g. "
+            f"{required[0]}:None,10:float32), or --validation-data with arrays named "
+            f"{', '.join(required)}; or give build one <argument>_shape parameter per argument")
+    by_argument = {k.removesuffix("_shape"): v for k, v in shapes.items() if k.endswith("_shape")}
+    order = _as_arguments(params, list(by_argument)) if len(by_argument) == len(shapes) else None
+    if not order:
+        return None
+    default = np.dtype(str(getattr(model, "input_dtype", None) or "float32")).name
+    sample = _sample_arrays(data)
+    specs: list[TensorSpecInfo] = []
+    tree: dict[str, InputTree] = {}
+    for arg in order:
+        found = _walk_shapes(by_argument[arg], arg, sample, default, specs)
+        if found is None:
+            return None
+        tree[arg] = found
+    return KerasInputs(specs, tree, tuple(order))

@@ -50,7 +50,7 @@ def synthetic_inputs(source: KerasSource, n: int, seed: int = 0,
 
     def make(lengths: int | tuple[int, ...], count: int = n) -> dict[str, np.ndarray]:
         return draw_inputs(source.inputs, count, np.random.default_rng(seed), lengths,
-                           source.input_ranges, source.int_ranges, image)
+                           source.input_ranges, source.int_ranges, image, source.string_values)
 
     dynamic = dynamic_count(source.inputs)
     if dynamic and source.synthetic_lengths is None:
@@ -140,7 +140,7 @@ def _minimum_length(source: KerasSource, sess: onnxruntime.InferenceSession,
     def runs(k: int) -> bool:
         try:
             run(draw_inputs(source.inputs, 1, rng, k, source.input_ranges, source.int_ranges,
-                            False))
+                            False, source.string_values))
         except Exception:  # refused at this length
             return False
         return True

@@ -5,7 +5,9 @@ arrays ``edgekit run`` reads), the one array-name rule of :func:`read_inputs`: a
 arrays are named after the model's inputs; or, for a single-input model, the array named ``x``
 (or ``inputs``, ``input``, ``images``, in that order), or the file's only array besides the
 labels; or a plain ``.npy``. An optional array ``y`` (unless a model input has that name) holds
-integer class labels (or one-hot rows) for accuracy figures.
+integer class labels (or one-hot rows) for accuracy figures. Text for string inputs is a
+``str`` (or UTF-8 ``bytes``) array: ``np.asarray(texts, dtype=str)``; object arrays would need
+pickles, which edgekit never loads.
 """
 
 from __future__ import annotations
@@ -24,12 +26,46 @@ from edgekit.errors import DataError, EdgekitError, InputError
 
 __all__ = ["TensorSpecInfo", "Dataset", "INPUT_ALIASES", "LABELS", "read_arrays", "pick_inputs",
            "read_inputs", "load_dataset", "check_finite", "batches", "run_in_batches",
-           "format_shape"]
+           "format_shape", "STRING_DTYPE", "is_string_dtype", "as_text"]
 
 #: the names a single-input model's array may have besides its input's name, preferred first
 INPUT_ALIASES = ("x", "inputs", "input", "images")
 #: the name of the labels array
 LABELS = "y"
+#: the dtype name of a string input: numpy arrays of Python ``str`` (dtype object), as
+#: onnxruntime takes and gives ONNX string tensors
+STRING_DTYPE = "object"
+
+
+def is_string_dtype(dtype: object) -> bool:
+    """Whether ``dtype`` (a numpy dtype or its name) holds text: ``str``, ``bytes`` or object."""
+    return np.dtype(dtype).kind in "OUS"  # type: ignore[call-overload]
+
+
+def as_text(name: str, a: np.ndarray, where: str = "data") -> np.ndarray:
+    """``a`` as string-input data: an object array of Python ``str`` (UTF-8 ``bytes`` decoded).
+
+    Raises:
+        DataError: ``a`` holds something else than text (numbers, None, invalid UTF-8).
+    """
+    if a.dtype.kind == "U":
+        return a.astype(object)
+    if a.dtype.kind not in "SO":
+        raise DataError(f"{where}: input {name!r} takes text, got {a.dtype} data",
+                        hint="pass the strings themselves: np.asarray(texts, dtype=str)")
+    out = np.empty(a.shape, object)
+    flat, src = out.reshape(-1), a.reshape(-1)
+    try:
+        for i, v in enumerate(src):
+            if isinstance(v, bytes | np.bytes_):
+                v = bytes(v).decode("utf-8")
+            if not isinstance(v, str):
+                raise TypeError(f"element {i} is {type(v).__name__}, not a string")
+            flat[i] = str(v)
+    except (UnicodeDecodeError, TypeError) as exc:
+        raise DataError(f"{where}: input {name!r} takes text: {exc}",
+                        hint="pass the strings themselves: np.asarray(texts, dtype=str)") from exc
+    return out
 
 
 def format_shape(shape: object) -> str:
@@ -101,6 +137,12 @@ def read_arrays(path: Path, what: str = "data",
             with np.load(path, allow_pickle=False) as npz:
                 arrays = {k: npz[k] for k in npz.files}
     except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+        if str(exc).startswith("Object arrays cannot be loaded"):
+            raise error(
+                f"{what} file {path} holds an object array, which numpy stores as a pickle; "
+                "edgekit does not load pickles (they can run code)",
+                hint="save text as a str array: numpy.savez(path, x=np.asarray(texts, "
+                "dtype=str)); numbers as numeric arrays") from exc
         raise error(
             f"cannot read {what} file {path}: not a readable .npz/.npy file ({exc})",
             hint="save arrays with numpy.savez(path, x=inputs, y=labels)",
@@ -191,7 +233,9 @@ def load_dataset(
         raise DataError(f"{what} file {p}: inputs have different sample counts {lengths}")
     n = next(iter(lengths.values()))
     for name, a in inputs.items():
-        if not (np.issubdtype(a.dtype, np.number) or a.dtype == np.bool_):
+        if a.dtype.kind in "US":  # text for a string input (prepare_inputs checks which)
+            inputs[name] = as_text(name, a, what)
+        elif not (np.issubdtype(a.dtype, np.number) or a.dtype == np.bool_):
             raise DataError(f"{what}: array {name!r} has non-numeric dtype {a.dtype}")
         check_finite(name, a, what)
     if labels is not None:

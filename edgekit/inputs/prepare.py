@@ -18,12 +18,19 @@ from typing import Any
 import numpy as np
 
 from edgekit.errors import DataError, InputError
-from edgekit.inputs.data import Dataset, TensorSpecInfo, format_shape, load_dataset
+from edgekit.inputs.data import (
+    Dataset,
+    TensorSpecInfo,
+    as_text,
+    format_shape,
+    is_string_dtype,
+    load_dataset,
+)
 from edgekit.inputs.folders import FolderLayout, folder_layout, read_folder, subset_index
 from edgekit.metadata import ModelMetadata, Preprocessing
 
 __all__ = ["load_model_data", "read_data", "prepare_dataset", "prepare_inputs", "onnx_input_specs",
-           "DataFile", "open_data"]
+           "onnx_words", "DataFile", "open_data"]
 
 _TEXT_SUFFIXES = (".tsv", ".csv", ".txt")
 
@@ -42,6 +49,20 @@ def onnx_input_specs(model_proto: Any) -> list[TensorSpecInfo]:
         dt = np.dtype(helper.tensor_dtype_to_np_dtype(tt.elem_type)).name
         specs.append(TensorSpecInfo(vi.name, (None, *dims[1:]) if dims else dims, dt))
     return specs
+
+
+def onnx_words(model_proto: Any) -> tuple[str, ...]:
+    """The string constants of an ONNX graph (initializers and ``Constant`` nodes), in order:
+    a lowered ``StringLookup``'s vocabulary, which synthetic string inputs draw from."""
+    from onnx import TensorProto, numpy_helper
+
+    tensors = [*model_proto.graph.initializer,
+               *(a.t for n in model_proto.graph.node if n.op_type == "Constant"
+                 for a in n.attribute if a.name == "value")]
+    words = (w.decode("utf-8", "replace") if isinstance(w, bytes) else str(w)
+             for t in tensors if t.data_type == TensorProto.STRING
+             for w in numpy_helper.to_array(t).reshape(-1))
+    return tuple(dict.fromkeys(words))
 
 
 def _text_split(path: Path, meta: ModelMetadata, split: str) -> Dataset:
@@ -148,8 +169,10 @@ def prepare_inputs(
     Data for a float input is preprocessed by the model's metadata where
     :meth:`edgekit.metadata.Preprocessing.applies_to` says so (integer images such as uint8;
     float data too when the metadata names no raw dtype: tabular standardisation), the rule
-    :meth:`edgekit.runtime.EdgeModel.predict` follows; the notes returned say so. Wrong rank
-    or fixed dimensions raise DataError.
+    :meth:`edgekit.runtime.EdgeModel.predict` follows; the notes returned say so. Data for a
+    string input (dtype object) becomes an object array of ``str``. Wrong rank or fixed
+    dimensions, text for a numeric input and anything but text for a string one raise
+    DataError.
     """
     notes: list[str] = []
     feeds: dict[str, np.ndarray] = {}
@@ -157,6 +180,11 @@ def prepare_inputs(
     for s in source_inputs:
         a = data.inputs[s.name]
         want = np.dtype(s.dtype)
+        if want.kind != "O" and is_string_dtype(a.dtype):
+            raise DataError(f"{data.source}: input {s.name!r} takes {want} numbers, got "
+                            f"non-numeric data (text, {a.dtype})", hint="pass the model's "
+                            "numeric inputs (text goes to a model whose input is a string, or "
+                            "to predict() of a text model)")
         if a.ndim == len(s.shape) - 1 and len(s.shape) >= 3 and s.shape[-1] == 1:
             a = a[..., None]  # (N, H, W) images for an (N, H, W, 1) input
         if a.ndim != len(s.shape) or any(
@@ -167,7 +195,9 @@ def prepare_inputs(
                 f"{format_shape(s.shape)}",
                 hint="reshape the data to the model's input shape",
             )
-        if want.kind == "f" and pre is not None and pre.applies_to(a.dtype):
+        if want.kind == "O":  # a string input: text only
+            a = as_text(s.name, a, data.source or "data")
+        elif want.kind == "f" and pre is not None and pre.applies_to(a.dtype):
             notes.append(_preprocessed_note(s.name, a.dtype, pre))
             a = pre.apply(a, want)
         elif want.kind in "iu" and a.dtype.kind == "f":

@@ -10,6 +10,10 @@ prove something:
   ``[0, 1)`` for image models (edgekit metadata) and N(0, 1) otherwise. Image batches
   (N, H, W, 1|3|4) are smooth random fields in that range (:func:`smooth_images`), not
   independent noise per pixel.
+* **Text.** String inputs get words of the vocabulary of the ``StringLookup`` layers that
+  read them (:func:`keras_string_values`), and out-of-vocabulary words where those layers
+  have OOV indices; a string input without a lookup gets plain English words
+  (:data:`PLAIN_WORDS`). Never random bytes: onnxruntime's string tensors hold text.
 * **Shape.** Dynamic non-batch dimensions (a text model's sequence length) get the first of
   :data:`CANDIDATE_LENGTHS` that Keras itself, and the converted graph when given, runs
   without error (:func:`probe_lengths`): stacked ``Conv1D`` / pooling layers reject short
@@ -22,21 +26,25 @@ numpy only at import time; Keras is imported by :func:`keras_input_ranges`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from edgekit.errors import ConversionError, InputError, exception_reason
-from edgekit.inputs.data import TensorSpecInfo
+from edgekit.inputs.data import TensorSpecInfo, is_string_dtype
 from edgekit.metadata import ModelMetadata
 
-__all__ = ["InputRange", "CANDIDATE_LENGTHS", "keras_input_ranges", "draw_inputs",
-           "synthetic_feeds", "probe_lengths", "shortest_length", "dynamic_count",
-           "smooth_images"]
+__all__ = ["InputRange", "CANDIDATE_LENGTHS", "PLAIN_WORDS", "OOV_WORDS", "keras_input_ranges",
+           "keras_string_values", "draw_inputs", "synthetic_feeds", "probe_lengths",
+           "shortest_length", "dynamic_count", "smooth_images"]
 
 CANDIDATE_LENGTHS = (8, 16, 32, 64, 128, 256, 512)
+#: the words of a string input that no lookup layer reads
+PLAIN_WORDS = ("the", "model", "reads", "plain", "text", "here", "and", "there")
+#: out-of-vocabulary words drawn besides a lookup's vocabulary (where it has OOV indices)
+OOV_WORDS = ("", "edgekit-out-of-vocabulary", "Zürich")
 
 
 @dataclass(frozen=True)
@@ -91,6 +99,50 @@ def keras_input_ranges(model: Any, specs: Sequence[TensorSpecInfo]) -> dict[str,
     return {}
 
 
+def _lookups(layer: Any) -> list[Any]:
+    """The ``StringLookup`` layers in ``layer`` (itself or nested)."""
+    if type(layer).__name__ == "StringLookup" and not getattr(layer, "invert", False):
+        return [layer]
+    return [lk for sub in getattr(layer, "layers", None) or [] for lk in _lookups(sub)]
+
+
+def _readers(model: Any, tensor: Any) -> list[Any]:
+    """The layers of functional ``model`` called on ``tensor`` (matched by name: a nested
+    model's node holds a copy)."""
+    name = getattr(tensor, "name", None)
+    return [layer for layer in getattr(model, "layers", None) or []
+            for node in getattr(layer, "_inbound_nodes", None) or []
+            if any(getattr(t, "name", None) == name
+                   for t in getattr(node, "input_tensors", None) or ())]
+
+
+def _words(lookups: Sequence[Any]) -> tuple[str, ...]:
+    """The vocabularies of ``lookups``, plus OOV words where every one of them has OOV
+    indices (Keras raises on OOV input with ``num_oov_indices=0``)."""
+    vocab = dict.fromkeys(str(w) for lk in lookups
+                          for w in lk.get_vocabulary(include_special_tokens=False))
+    if all(int(getattr(lk, "num_oov_indices", 0) or 0) > 0 for lk in lookups):
+        vocab.update(dict.fromkeys(OOV_WORDS))
+    return tuple(vocab)
+
+
+def keras_string_values(model: Any, specs: Sequence[TensorSpecInfo]) -> dict[str, tuple[str, ...]]:
+    """The words to draw for each string input of a Keras model: the vocabulary (and OOV
+    words) of the ``StringLookup`` layers reading it; of all the model's lookups where none
+    is found (a subclassed model); :data:`PLAIN_WORDS` without any lookup."""
+    strings = [i for i, s in enumerate(specs) if is_string_dtype(s.dtype)]
+    if not strings:
+        return {}
+    every = _lookups(model) if getattr(model, "layers", None) else []
+    inputs = list(getattr(model, "inputs", None) or [])
+    out: dict[str, tuple[str, ...]] = {}
+    for i in strings:
+        own = ([lk for layer in _readers(model, inputs[i]) for lk in _lookups(layer)]
+               if len(inputs) == len(specs) else [])
+        out[specs[i].name] = _words(own or every) if own or every else PLAIN_WORDS
+    return out
+
+
 def dynamic_count(specs: Sequence[TensorSpecInfo]) -> int:
     """How many non-batch dimensions of ``specs`` are dynamic (None)."""
     return sum(d is None for s in specs for d in s.shape[1:])
@@ -98,16 +150,21 @@ def dynamic_count(specs: Sequence[TensorSpecInfo]) -> int:
 
 def draw_inputs(specs: Sequence[TensorSpecInfo], n: int, rng: np.random.Generator,
                 length: int | Sequence[int], ranges: dict[str, InputRange],
-                int_ranges: dict[str, int], image: bool) -> dict[str, np.ndarray]:
+                int_ranges: dict[str, int], image: bool,
+                strings: Mapping[str, Sequence[str]] | None = None) -> dict[str, np.ndarray]:
     """Seeded inputs for ``specs``; see the module doc. Dynamic dimensions get ``length``: one
-    size for all, or one size per dynamic dimension (inputs in order, then their axes)."""
+    size for all, or one size per dynamic dimension (inputs in order, then their axes).
+    String inputs get words of ``strings[name]`` (default :data:`PLAIN_WORDS`)."""
     sizes = iter([length] * dynamic_count(specs) if isinstance(length, int) else length)
     feeds: dict[str, np.ndarray] = {}
     for s in specs:
         shape = (n, *[next(sizes) if d is None else d for d in s.shape[1:]])
         dt = np.dtype(s.dtype)
         r = ranges.get(s.name)
-        if np.issubdtype(dt, np.integer):
+        if is_string_dtype(dt):
+            words = np.asarray(list((strings or {}).get(s.name) or PLAIN_WORDS), object)
+            feeds[s.name] = words[rng.integers(0, len(words), shape)]
+        elif np.issubdtype(dt, np.integer):
             feeds[s.name] = rng.integers(0, int_ranges.get(s.name, 2), shape).astype(dt)
         elif dt == np.bool_:
             feeds[s.name] = rng.integers(0, 2, shape).astype(bool)
@@ -233,12 +290,16 @@ def shortest_length(runs: Callable[[int], bool], above: int) -> int | None:
 
 
 def synthetic_feeds(specs: Sequence[TensorSpecInfo], meta: ModelMetadata, n: int,
-                    seed: int = 0) -> dict[str, np.ndarray]:
+                    seed: int = 0, words: Sequence[str] = ()) -> dict[str, np.ndarray]:
     """Seeded inputs for an ONNX model (:func:`edgekit.inputs.synthetic.draw_inputs`, the generator
     export uses): image-like for image models, N(0, 1) for other float inputs, token ids below
-    the vocabulary size (else 0/1) for integer inputs; dynamic dimensions get length 8."""
+    the vocabulary size (else 0/1) for integer inputs, ``words`` (the graph's string
+    constants: its lookup vocabularies) and :data:`OOV_WORDS` for string inputs
+    (:data:`PLAIN_WORDS` without ``words``); dynamic dimensions get length 8."""
     pre = meta.preprocessing
     vocab = len((meta.tokenizer or {}).get("vocabulary") or []) or 2
     ints = {s.name: vocab for s in specs if np.dtype(s.dtype).kind in "iu"}
     image = pre is not None and pre.kind == "image"
-    return draw_inputs(specs, n, np.random.default_rng(seed), 8, {}, ints, image)
+    texts = tuple(dict.fromkeys([*words, *OOV_WORDS])) if words else PLAIN_WORDS
+    strings = {s.name: texts for s in specs if is_string_dtype(s.dtype)}
+    return draw_inputs(specs, n, np.random.default_rng(seed), 8, {}, ints, image, strings)

@@ -131,9 +131,11 @@ def calibration_split(calibration: Any, specs: Sequence[TensorSpecInfo], meta: M
 
 
 def load_check_data(mode: QuantMode, cfg: QuantizationConfig, specs: Sequence[TensorSpecInfo],
-               meta: ModelMetadata, calibration: Any, eval_data: Any) -> CheckData:
+               meta: ModelMetadata, calibration: Any, eval_data: Any,
+               words: Sequence[str] = ()) -> CheckData:
     """Calibration (static int8) and the samples the variant is checked on: ``eval_data``
-    when given, else data held out from calibration, else seeded synthetic inputs."""
+    when given, else data held out from calibration, else seeded synthetic inputs (string
+    inputs drawn from ``words``, the graph's string constants)."""
     reader: ArrayCalibrationReader | None = None
     cal_info: dict[str, Any] | None = None
     held: tuple[Any, ...] | None = None
@@ -159,7 +161,7 @@ def load_check_data(mode: QuantMode, cfg: QuantizationConfig, specs: Sequence[Te
     if held is not None:
         return CheckData(reader, cal_info, held[0], held[1], held[2],
                      "none were left" not in held[2], notes)
-    feeds = synthetic_feeds(specs, meta, 256, cfg.calibration.seed)
+    feeds = synthetic_feeds(specs, meta, 256, cfg.calibration.seed, words)
     return CheckData(reader, cal_info, feeds, None,
                      f"synthetic inputs (seed {cfg.calibration.seed}, 256 samples)", False, notes)
 

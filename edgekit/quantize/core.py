@@ -44,7 +44,7 @@ import numpy as np
 from edgekit.errors import InputError, SchemaError, require
 from edgekit.exported import ExportOutcome
 from edgekit.inputs.data import Dataset, TensorSpecInfo
-from edgekit.inputs.prepare import onnx_input_specs, open_data
+from edgekit.inputs.prepare import onnx_input_specs, onnx_words, open_data
 from edgekit.io.artifacts import file_entry, to_json
 from edgekit.io.tempdirs import temp_dir
 from edgekit.metadata import PREFIX, ModelMetadata, set_props
@@ -170,7 +170,7 @@ def quantize_model(
         ModelMetadata.from_props({p.key: p.value for p in proto.metadata_props}))
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    data = load_check_data(mode, cfg, specs, meta, calibration, eval_data)
+    data = load_check_data(mode, cfg, specs, meta, calibration, eval_data, onnx_words(proto))
     timings["data"] = round(time.perf_counter() - t0, 3)
     job = _Job(proto, Path(outdir).absolute(), stem, mode, cfg, data,
                ([auto_note] if auto_note else []) + data.notes, timings, progress)

@@ -90,6 +90,13 @@ class OpenVinoEngine(Engine):
         except Exception as exc:
             raise openvino_read_error(path, exc) from exc
         self.props = read_onnx_props(path) or {}
+        text = [p.get_any_name() for p in self._model.inputs
+                if p.get_element_type() == self._ov.Type.string]
+        if text:  # its compiler's own words name oneDNN, not the input
+            raise ModelLoadError(
+                "openvino cannot run this model: its CPU plugin has no string tensors, and "
+                f"input(s) {', '.join(map(repr, text))} take text",
+                hint='run it on onnxruntime (engine="onnxruntime"), which runs string tensors')
         self.inputs = tuple(_spec(p) for p in self._model.inputs)
         self.outputs = tuple(_spec(p) for p in self._model.outputs)
         self._in_names = tuple(s.name for s in self.inputs)

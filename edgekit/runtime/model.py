@@ -328,8 +328,10 @@ class EdgeModel:
         ``feeds`` maps input names to arrays, or is one array for a single-input model. Names,
         rank, fixed dimensions and numeric type are checked once per input signature (names,
         dtypes, shapes; :class:`InputError`); float64 -> float32 and int64 -> int32 style casts
-        happen automatically. Values (NaN/Inf) are checked on every call only when the model
-        was loaded with ``check_nan=True``; :meth:`check_values` does it on demand.
+        happen automatically. A string input takes text (``str`` arrays, object arrays of
+        ``str``, UTF-8 ``bytes``), nothing else. Values (NaN/Inf) are checked on every call
+        only when the model was loaded with ``check_nan=True``; :meth:`check_values` does it
+        on demand.
         """
         if type(feeds) is not dict:
             feeds = self._checker.as_feeds(feeds)
@@ -354,8 +356,10 @@ class EdgeModel:
         refused (:meth:`check_values`) unless the model was loaded with ``check_nan=False``.
 
         Args:
-            x: one sample or a batch (array-like), a str / list of str for text models, or a
-                dict for multi-input models (batched and cast, not preprocessed).
+            x: one sample or a batch (array-like), a str / list of str for text models (a
+                tokenizer in the metadata) and for a string input (one string per sample of
+                an ``(N, 1)`` input), or a dict for multi-input models (batched and cast, not
+                preprocessed).
             preprocess: None (default) follows the rule in :mod:`edgekit.runtime.prepare`;
                 True / False force.
         """

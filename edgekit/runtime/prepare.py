@@ -140,13 +140,15 @@ class InputPreparer:
 
     def prepare(self, x: Any, *, preprocess: bool | None = None) -> dict[str, np.ndarray]:
         """Feeds for ``x``: one sample or a batch (array-like), str / list of str for text
-        models, or a dict for multi-input models (batched and cast, not preprocessed).
+        models and string inputs, or a dict for multi-input models (batched and cast, not
+        preprocessed).
         ``preprocess``: None (default) follows the module doc's rule; True / False force."""
         if isinstance(x, Mapping):
             feeds = {}
             for name, v in x.items():
                 named = self.checker.spec(name)
-                feeds[name] = self._batch(named, named._as_array(v))
+                feeds[name] = (self._strings(named, v) if named.is_string
+                               else self._batch(named, named._as_array(v)))
             return feeds
         spec = self.checker.single
         if spec is None:
@@ -154,6 +156,8 @@ class InputPreparer:
                 f"model has {len(self.checker.inputs)} inputs; pass a dict with "
                 f"{', '.join(map(repr, self.checker.input_names))}"
             )
+        if spec.is_string:  # the model itself reads text (a StringLookup inside)
+            return {spec.name: self._strings(spec, x)}
         if _is_text(x):
             return {spec.name: self._batch(spec, self.tokenizer.encode(_texts(x)))}
         try:
@@ -186,6 +190,15 @@ class InputPreparer:
             return a
         with np.errstate(over="ignore"):  # too large for float32 -> inf, refused as such
             return a.astype(want)
+
+    def _strings(self, spec: InputSpec, x: Any) -> np.ndarray:
+        """Text for string input ``spec``, batched: one string or a list of strings for an
+        ``(N, 1)`` input is one sample each (a trailing axis of 1 added)."""
+        a = spec._as_array(x)
+        one = a.ndim == spec.ndim - 1 and _fits(a.shape, spec.shape[1:])
+        if a.ndim < spec.ndim and spec.ndim > 1 and spec.shape[-1] == 1 and not one:
+            a = a[..., None]
+        return self._batch(spec, a)
 
     def _batch(self, spec: InputSpec, a: np.ndarray) -> np.ndarray:
         """Add the batch axis (and a missing channel axis of size 1) when ``a`` lacks them."""

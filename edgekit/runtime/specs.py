@@ -33,8 +33,9 @@ ORT_DTYPES: dict[str, np.dtype[Any]] = {
     ]
 }  # fmt: skip
 _TYPE_STRINGS = {dt: name for name, dt in ORT_DTYPES.items()}
-#: onnxruntime's type string of string tensors: numpy arrays of Python ``str`` (dtype object),
-#: which :meth:`InputSpec.check` passes as they are (no numeric dtype, no cast).
+#: onnxruntime's type string of string tensors: numpy arrays of Python ``str`` (dtype object)
+#: or ``str`` arrays, which :meth:`InputSpec.check` passes as they are (``bytes`` decoded as
+#: UTF-8; anything but text refused).
 STRING_TYPE = "tensor(string)"
 #: numpy dtype kinds accepted as model inputs (bool, int, uint, float).
 NUMERIC_KINDS = frozenset("biuf")
@@ -160,8 +161,9 @@ class InputSpec:
 
     def check(self, x: npt.ArrayLike) -> np.ndarray:
         """Return ``x`` as an array this input accepts (numeric, castable dtype, rank, fixed
-        dims), or raise :class:`InputError`. Finiteness is :meth:`check_finite`'s job."""
-        if type(x) is not np.ndarray:
+        dims; text for a string input), or raise :class:`InputError`. Finiteness is
+        :meth:`check_finite`'s job."""
+        if type(x) is not np.ndarray or self.is_string:
             x = self._as_array(x)
         if x.dtype is not self.dtype and self.dtype is not None and x.dtype != self.dtype:
             x = self._cast(x)
@@ -210,12 +212,38 @@ class InputSpec:
             x = np.asarray(x)
         except (ValueError, TypeError) as exc:
             raise InputError(f"input {self.name!r} is not a rectangular array: {exc}") from exc
+        if self.is_string:
+            return self._as_text(x)
         if x.dtype.kind not in NUMERIC_KINDS:
             raise InputError(
                 f"input {self.name!r} must be numeric, got {x.dtype} data",
                 hint="pass numbers (text goes to predict() of a text model)",
             )
         return x
+
+    def _as_text(self, x: np.ndarray) -> np.ndarray:
+        """``x`` for a string input: a ``str`` array as it is, ``bytes`` decoded as UTF-8,
+        an object array whose every element is text; anything else refused."""
+        hint = "pass text: str values, e.g. np.asarray(['a', 'b'], dtype=str)"
+        if x.dtype.kind == "U":
+            return x
+        if x.dtype.kind not in "SO":
+            raise InputError(f"input {self.name!r} takes text (a string tensor), got "
+                             f"{x.dtype} data", hint=hint)
+        out = np.empty(x.shape, object)
+        flat = out.reshape(-1)
+        for i, v in enumerate(x.reshape(-1)):
+            if isinstance(v, bytes):  # np.bytes_ too
+                try:
+                    v = v.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    raise InputError(f"input {self.name!r}: element {i} is not UTF-8 text "
+                                     f"({exc})", hint=hint) from exc
+            if not isinstance(v, str):
+                raise InputError(f"input {self.name!r} takes text (a string tensor), element "
+                                 f"{i} is {type(v).__name__}", hint=hint)
+            flat[i] = v
+        return out
 
     def _cast(self, x: np.ndarray) -> np.ndarray:
         want = self.dtype
