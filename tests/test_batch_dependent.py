@@ -199,6 +199,30 @@ def test_quantized_variant_is_compared_on_whole_batches(tmp_path: Path) -> None:
         quantize_model(res.onnx_path, tmp_path / "g", "sum_all", gated, eval_data=data)
 
 
+def test_serving_never_merges_requests_of_a_batch_dependent_file(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    pytest.importorskip("starlette")
+    from edgekit.runtime.model import EdgeModel
+    from edgekit.serve import ServeConfig
+    from edgekit.serve.service import Service
+
+    mixed = export_model(_softmax_over_batch(), tmp_path / "mixed").onnx_path
+    x = keras.Input((3, 4), name="x")
+    plain = export_model(keras.Model(x, L.Softmax()(_dense(x, 5)), name="plain"),
+                         tmp_path / "plain").onnx_path
+    cfg = ServeConfig(batching=True)
+    with EdgeModel(plain) as em:
+        batcher = Service(em, cfg).batcher(em.run)
+        assert batcher is not None
+        batcher.close()
+    with EdgeModel(mixed) as em, caplog.at_level("WARNING", logger="edgekit.serve"):
+        service = Service(em, cfg)
+        assert service.batcher(em.run) is None and service.batcher(em.run) is None
+        assert service.unbatched and not service.batchers
+    said = [r.getMessage() for r in caplog.records if "not merged" in r.getMessage()]
+    assert len(said) == 1 and "mix the batch" in said[0]
+
+
 def test_whole_batches_cover_every_sample_in_equal_batches() -> None:
     assert [(s.start, s.stop) for s in whole_batches(10, 4)] == [(0, 4), (4, 8), (6, 10)]
     assert [(s.start, s.stop) for s in whole_batches(3, 8)] == [(0, 3)]
