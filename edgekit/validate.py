@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from edgekit.contract import top1
-from edgekit.inputs.data import run_in_batches
+from edgekit.inputs.data import run_in_batches, run_whole_batches
 
 __all__ = ["DEFAULT_ATOL", "DEFAULT_RTOL", "ValidationResult", "compare_outputs",
            "output_errors", "run_onnx", "accuracy",
@@ -53,6 +53,10 @@ class ValidationResult:
         per_output: per output name, see :func:`output_errors`.
         saturation: per output, how little the reference varies (see :func:`output_saturation`).
         warnings: why the comparison may prove little (degenerate reference outputs).
+        batch_dependent: the outputs are not per-sample (they mix the batch or lack a batch
+            axis), so both sides ran on the same whole batches: per batch, the outputs are
+            stacked on a new first axis (``worst.index`` starts with the batch's number).
+        batch_evidence: what showed it (empty when per-sample).
     """
 
     n_samples: int
@@ -65,6 +69,8 @@ class ValidationResult:
     per_output: dict[str, dict[str, Any]] = field(default_factory=dict)
     saturation: dict[str, dict[str, float | None]] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    batch_dependent: bool = False
+    batch_evidence: str = ""
 
     def summary(self) -> str:
         """One line for people."""
@@ -280,7 +286,11 @@ def run_onnx(
     batch_size: int = 64,
     providers: Sequence[str] = ("CPUExecutionProvider",),
     session_options: object | None = None,
+    whole: bool = False,
 ) -> list[np.ndarray]:
-    """Run an ONNX model over ``feeds`` in batches of ``batch_size`` (default 64), CPU only."""
+    """Run an ONNX model over ``feeds`` in batches of ``batch_size`` (default 64), CPU only;
+    ``whole``: on the same whole batches every time, outputs stacked per batch
+    (:func:`~edgekit.inputs.data.run_whole_batches`: models whose outputs mix the batch)."""
     sess = onnx_session(model, providers, session_options)
-    return run_in_batches(lambda f: sess.run(None, f), feeds, batch_size)
+    run = run_whole_batches if whole else run_in_batches
+    return run(lambda f: sess.run(None, f), feeds, batch_size)

@@ -33,7 +33,7 @@ from edgekit.io.artifacts import ArtifactSet, file_entry
 from edgekit.io.tempdirs import temp_dir
 from edgekit.metadata import set_props
 from edgekit.runtime.engine_record import engines_prop
-from edgekit.runtime.proof import check_engines
+from edgekit.runtime.proof import batch_prop, check_engines
 from edgekit.validate import ValidationResult
 
 if TYPE_CHECKING:
@@ -149,9 +149,9 @@ def _convert_and_validate(source: KerasSource, config: ExportConfig,
         result = validate(source, session, feeds, config)
     del session
     with timer.step("engines"):
-        engines = engine_record(model_proto, feeds, onnx_name)
+        engines = engine_record(model_proto, feeds, onnx_name, result.batch_dependent)
     set_props(model_proto, {**onnx_metadata_props(source, config.opset, source.metadata, config),
-                            **engines_prop(engines)})
+                            **engines_prop(engines), **batch_prop(result.batch_dependent)})
     validation = {"data": data_desc, "notes": notes, **asdict(result)}
     blob = model_proto.SerializeToString()
     report = build_report(source, config, model_proto, simplified_notes, validation,
@@ -161,11 +161,12 @@ def _convert_and_validate(source: KerasSource, config: ExportConfig,
 
 
 def engine_record(model_proto: onnx.ModelProto, feeds: Mapping[str, np.ndarray],
-                  name: str) -> dict[str, dict[str, object]]:
+                  name: str, batch_dependent: bool = False) -> dict[str, dict[str, object]]:
     """The fp32 file on every installed engine against onnxruntime on the validation inputs
-    (:func:`edgekit.runtime.proof.check_engines`), as the record stored in the file."""
+    (:func:`edgekit.runtime.proof.check_engines`; on the same whole batches only when the
+    outputs are ``batch_dependent``), as the record stored in the file."""
     with temp_dir("edgekit-engines-") as tmp:
         path = tmp / name
         path.write_bytes(model_proto.SerializeToString())
-        checks = check_engines(path, feeds)
+        checks = check_engines(path, feeds, batch_dependent=batch_dependent)
     return {name: c.to_dict() for name, c in checks.items()}

@@ -196,8 +196,9 @@ def _output_specs(model: Any, name: str, inputs: KerasInputs) -> list[TensorSpec
         except Exception as exc:
             raise keras_call_error(name, inputs.specs, exc) from exc
     used: set[str] = set()
-    return [TensorSpecInfo(_output_name(t, i, used),
-                           (None, *(None if d is None else int(d) for d in t.shape[1:])),
+    return [TensorSpecInfo(_output_name(t, i, used),  # a scalar output (a sum over all) stays one
+                           (None, *(None if d is None else int(d) for d in t.shape[1:]))
+                           if len(t.shape) else (),
                            np.dtype("float32").name)
             for i, t in enumerate(outs)]
 

@@ -114,6 +114,8 @@ def build_report(source: KerasSource, config: ExportConfig, model_proto: onnx.Mo
             "op_histogram": _op_histogram(model_proto),
             "simplified": simplified,
             "lowered": source.lowered,
+            # outputs not per-sample: compare the file with anything on the same batches only
+            "batch_dependent": bool(validation.get("batch_dependent")),
         },
         "validation": validation,
         "files": {"onnx": onnx_file},

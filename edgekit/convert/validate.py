@@ -6,20 +6,22 @@ on them in batches and at batch 1, and the tolerance and ``strict`` rules enforc
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from edgekit.convert.batching import batch_mixing
 from edgekit.convert.config import ExportConfig
 from edgekit.convert.conversion import conversion_error
 from edgekit.convert.load import KerasSource
 from edgekit.errors import ConversionError, InputError, ValidationError
 from edgekit.errors import exception_reason as _reason
-from edgekit.inputs.data import Dataset, format_shape, run_in_batches
+from edgekit.inputs.data import Dataset, format_shape, run_in_batches, run_whole_batches
 from edgekit.inputs.prepare import load_model_data
 from edgekit.inputs.synthetic import draw_inputs, dynamic_count, probe_lengths, shortest_length
 from edgekit.validate import (
+    DEFAULT_ATOL,
     DEFAULT_RTOL,
     ValidationResult,
     compare_outputs,
@@ -89,16 +91,24 @@ def _quiet_run(sess: onnxruntime.InferenceSession,
     return lambda feeds: sess.run(None, feeds, options)
 
 
+#: how a model is run over the validation inputs: in slices with the outputs concatenated
+#: (per-sample models), or on whole batches with the outputs stacked per batch
+Runner = Callable[[Callable[[dict[str, np.ndarray]], Sequence[np.ndarray]],
+                   dict[str, np.ndarray], int], list[np.ndarray]]
+
+
 def _shapes_of(feeds: dict[str, np.ndarray]) -> str:
     return ", ".join(f"{k} {format_shape(v.shape)} {v.dtype}" for k, v in feeds.items())
 
 
 def _keras_reference(source: KerasSource, feeds: dict[str, np.ndarray], batch_size: int,
-                     sess: onnxruntime.InferenceSession) -> list[np.ndarray]:
-    """The Keras outputs on ``feeds``; Keras' own failure is an input problem, said as such
-    (with the shortest length the converted graph ``sess`` runs, when too short for it)."""
+                     sess: onnxruntime.InferenceSession, run: Runner = run_in_batches,
+                     ) -> list[np.ndarray]:
+    """The Keras outputs on ``feeds`` (``run``: how batches are run and joined); Keras' own
+    failure is an input problem, said as such (with the shortest length the converted graph
+    ``sess`` runs, when too short for it)."""
     try:
-        return run_in_batches(source.call, feeds, batch_size)
+        return run(source.call, feeds, batch_size)
     except Exception as exc:
         short = _minimum_length(source, sess, feeds)
         why = "" if short is None else (
@@ -181,27 +191,47 @@ def validate_source(
     """Compare Keras (reference) and onnxruntime on ``feeds`` in batches of ``batch_size``
     (default 8: memory bounded by the batch, not the sample count), then at batch 1.
 
-    ``onnx_model``: a path, bytes or an onnxruntime session; tolerance: see :func:`compare_outputs`.
-    The result carries the reference outputs' saturation and warnings when they are degenerate.
+    A model whose outputs are not per-sample (:func:`~edgekit.convert.batching.batch_mixing`)
+    is compared on the same whole batches on both sides, and at batch 1 only where Keras runs
+    it (``result.batch_dependent``). ``onnx_model``: a path, bytes or an onnxruntime session;
+    tolerance: see :func:`compare_outputs`. The result carries the reference outputs'
+    saturation and warnings when they are degenerate.
     """
     n = len(next(iter(feeds.values())))
     names = [o.name for o in source.outputs]
     sess = (onnx_model if not isinstance(onnx_model, bytes | str | os.PathLike)
             else onnx_session(onnx_model))
-    ref = _keras_reference(source, feeds, batch_size, sess)
+    mixed = batch_mixing(source.call, feeds, batch_size, names,
+                         DEFAULT_ATOL if atol is None else atol, rtol)
+    run: Runner = run_in_batches if mixed is None else run_whole_batches
+    ref = _keras_reference(source, feeds, batch_size, sess, run)
+    k = min(n, 8)  # batch 1 proves the batch dimension is really dynamic
+    head = {a: v[:k] for a, v in feeds.items()}
+    ref1 = [r[:k] for r in ref] if mixed is None else _keras_at_batch_1(source, head)
     try:
-        got = run_in_batches(lambda f: sess.run(None, f), feeds, batch_size)
-        k = min(n, 8)  # batch 1 proves the batch dimension is really dynamic
-        one = run_in_batches(lambda f: sess.run(None, f), {a: v[:k] for a, v in feeds.items()}, 1)
+        got = run(lambda f: sess.run(None, f), feeds, batch_size)
+        one = None if ref1 is None else run(lambda f: sess.run(None, f), head, 1)
     except Exception as exc:
         short = _minimum_length(source, sess, feeds)
         raise (_onnx_run_error(exc, feeds, opset) if short is None
                else _too_short(source, short)) from exc
     result = _compared(ref, got, names, atol, rtol)
-    result.include(_compared([r[:k] for r in ref], one, names, atol, rtol))
+    if ref1 is not None and one is not None:
+        result.include(_compared(ref1, one, names, atol, rtol))
     result.saturation = output_saturation(ref, names)
-    result.warnings = degenerate_warnings(result.saturation, n)
+    result.warnings = degenerate_warnings(result.saturation, len(ref[0]) if ref else n)
+    if mixed is not None:
+        result.n_samples, result.batch_dependent, result.batch_evidence = n, True, mixed
     return result
+
+
+def _keras_at_batch_1(source: KerasSource, head: dict[str, np.ndarray],
+                      ) -> list[np.ndarray] | None:
+    """Keras on each sample of ``head`` alone, stacked (None: Keras does not run a batch of 1)."""
+    try:
+        return run_whole_batches(source.call, head, 1)
+    except Exception:  # a model that runs at some batch sizes only: compared at the others
+        return None
 
 
 def validate(source: KerasSource, session: onnxruntime.InferenceSession,
@@ -215,7 +245,9 @@ def validate(source: KerasSource, session: onnxruntime.InferenceSession,
     result = validate_source(source, session, feeds, config.atol, config.batch_size,
                              config.opset, rtol=config.rtol)
     differ = (f"ONNX outputs differ from Keras beyond {result.tolerance()}: "
-              f"{result.failures()} ({result.summary()})")
+              f"{result.failures()} ({result.summary()}"
+              + (f"; compared on the same whole batches, as the outputs are not per-sample: "
+                 f"{result.batch_evidence}" if result.batch_dependent else "") + ")")
     if not result.passed and result.warnings:
         raise ValidationError(
             f"{differ}, on inputs where {'; '.join(result.warnings)}; no model was written",

@@ -26,7 +26,8 @@ from edgekit.errors import DataError, EdgekitError, InputError
 
 __all__ = ["TensorSpecInfo", "Dataset", "INPUT_ALIASES", "LABELS", "read_arrays", "pick_inputs",
            "read_inputs", "load_dataset", "check_finite", "batches", "run_in_batches",
-           "format_shape", "STRING_DTYPE", "is_string_dtype", "as_text"]
+           "whole_batches", "run_whole_batches", "format_shape", "STRING_DTYPE",
+           "is_string_dtype", "as_text"]
 
 #: the names a single-input model's array may have besides its input's name, preferred first
 INPUT_ALIASES = ("x", "inputs", "input", "images")
@@ -266,3 +267,28 @@ def run_in_batches(
     n = len(next(iter(feeds.values())))
     chunks = [fn({k: v[sl] for k, v in feeds.items()}) for sl in batches(n, batch_size)]
     return [np.concatenate([c[i] for c in chunks]) for i in range(len(chunks[0]))]
+
+
+def whole_batches(n: int, batch_size: int) -> list[slice]:
+    """Slices of ``range(n)`` that all hold ``min(n, batch_size)`` rows: steps of
+    ``batch_size``, the last one ending at row ``n`` (overlapping the one before when
+    ``batch_size`` does not divide ``n``)."""
+    size = max(1, min(n, batch_size))
+    starts = list(range(0, n - size + 1, size))
+    if starts and starts[-1] + size < n:
+        starts.append(n - size)
+    return [slice(i, i + size) for i in starts]
+
+
+def run_whole_batches(
+    fn: Callable[[dict[str, np.ndarray]], Sequence[np.ndarray]],
+    feeds: Mapping[str, np.ndarray],
+    batch_size: int,
+) -> list[np.ndarray]:
+    """``fn`` on each of the :func:`whole_batches` of ``feeds``; each output's runs stacked on a
+    new first axis (one entry per batch). For models whose outputs mix the batch (a softmax
+    over it, an output without a batch axis): two such models can only be compared on the
+    same whole batches, never on slices concatenated."""
+    n = len(next(iter(feeds.values())))
+    runs = [fn({k: v[sl] for k, v in feeds.items()}) for sl in whole_batches(n, batch_size)]
+    return [np.stack([np.asarray(r[i]) for r in runs]) for i in range(len(runs[0]))]

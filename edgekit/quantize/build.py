@@ -200,6 +200,7 @@ class Builder:
     progress: StatusFn | None
     count: int = 0
     notes: list[str] = field(default_factory=list)
+    whole: bool = False  # outputs not per-sample: run on the same whole batches as fp32
 
     def build(self, exclude: list[str]) -> Build:
         self.count += 1
@@ -215,7 +216,7 @@ class Builder:
                 raise
             _quantize_raw(self.pre, raw, self.mode, self.cfg, reader, exclude)
         odd = _finish_graph(raw, final, self.mode)
-        got = run_onnx(final, self.data.check_feeds, batch_size=256)[0]
+        got = run_onnx(final, self.data.check_feeds, batch_size=256, whole=self.whole)[0]
         labels = self.data.check_labels
         acc = accuracy(got, labels) if labels is not None else None
         return Build(final, compare_predictions(self.fp32_out, got, labels), acc, odd)

@@ -77,7 +77,7 @@ from edgekit.quantize.ort_format import convert_to_ort
 from edgekit.quantize.qdq import output_activation_nodes
 from edgekit.quantize.regions import stem_float_region
 from edgekit.runtime.engine_record import engines_prop
-from edgekit.runtime.proof import check_engines
+from edgekit.runtime.proof import batch_prop, check_engines, mixes_batch
 from edgekit.schema import Fields, read_json
 from edgekit.validate import accuracy, run_onnx
 
@@ -102,6 +102,15 @@ def _check_options(mode: QuantMode, cfg: QuantizationConfig, calibration: Any,
                          hint="pass --calibration FILE (npz/npy or an IDX folder), or use "
                          "--quantize dynamic")
     _check_explain(cfg)
+
+
+def _check_whole(whole: bool, cfg: QuantizationConfig) -> None:
+    """An accuracy gate needs per-sample outputs: a model that mixes the batch has none."""
+    if whole and cfg.gate.max_accuracy_drop is not None:
+        raise InputError("--max-accuracy-drop needs per-sample outputs, and this model's "
+                         "outputs mix the batch (its export marked it edgekit.batch_dependent)",
+                         hint="quantize without --max-accuracy-drop: the variant is still "
+                         "compared with fp32 on the same whole batches")
 
 
 def _check_explain(cfg: QuantizationConfig) -> None:
@@ -168,12 +177,19 @@ def quantize_model(
     specs, meta = known or (
         onnx_input_specs(proto),
         ModelMetadata.from_props({p.key: p.value for p in proto.metadata_props}))
+    whole = mixes_batch({p.key: p.value for p in proto.metadata_props})
+    _check_whole(whole, cfg)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     data = load_check_data(mode, cfg, specs, meta, calibration, eval_data, onnx_words(proto))
     timings["data"] = round(time.perf_counter() - t0, 3)
+    if whole and data.check_labels is not None:
+        data.check_labels = None
+        data.notes.append("labels not used: the model's outputs are not per-sample (they mix "
+                          "the batch), so fp32 and the variant are compared on the same whole "
+                          "batches, without accuracy")
     job = _Job(proto, Path(outdir).absolute(), stem, mode, cfg, data,
-               ([auto_note] if auto_note else []) + data.notes, timings, progress)
+               ([auto_note] if auto_note else []) + data.notes, timings, progress, whole)
     with temp_dir("edgekit-quant-") as tmp, working_dir(tmp):  # no stray files in the cwd
         return job.run(tmp)
 
@@ -191,6 +207,7 @@ class _Job:
     notes: list[str]
     timings: dict[str, float]
     progress: StatusFn | None
+    whole: bool = False  # outputs not per-sample: compared on the same whole batches only
 
     def run(self, tmp: Path) -> VariantResult:
         """fp32 reference -> float graph -> quantized (+ gate) -> result and files."""
@@ -220,9 +237,9 @@ class _Job:
         with self._timed("engines"):
             report_progress(self.progress, f"{self.mode.value}: checking it on every engine")
             checks = check_engines(final.path, self.data.check_feeds, self.data.check_labels,
-                                   fp32=fp32_out)
+                                   fp32=fp32_out, batch_dependent=self.whole)
         result.engines = {name: c.to_dict() for name, c in checks.items()}
-        _write_variant(result, final.path, tmp, self.stem, self.progress)
+        _write_variant(result, final.path, tmp, self.stem, self.progress, self.whole)
         return result
 
     @contextlib.contextmanager
@@ -235,7 +252,8 @@ class _Job:
         """The fp32 file, its outputs on the check samples and its accuracy (with labels)."""
         fp32_path = tmp / "fp32.onnx"
         fp32_path.write_bytes(self.proto.SerializeToString())  # as the fp32 file is written
-        fp32_out = run_onnx(fp32_path, self.data.check_feeds, batch_size=256)[0]
+        fp32_out = run_onnx(fp32_path, self.data.check_feeds, batch_size=256,
+                            whole=self.whole)[0]
         labels = self.data.check_labels
         return fp32_path, fp32_out, accuracy(fp32_out, labels) if labels is not None else None
 
@@ -259,7 +277,7 @@ class _Job:
         keep = output_activation_nodes(self.proto) if self.mode is QuantMode.INT8 else []
         exclude = list(dict.fromkeys([*self.cfg.scheme.nodes_to_exclude, *keep, *self._stem()]))
         builder = Builder(self.mode, self.cfg, pre, tmp, self.data, fp32_out, self.progress,
-                          notes=self.notes)
+                          notes=self.notes, whole=self.whole)
         first = builder.build(exclude)
         final, gate_info = check_gate(builder, first, exclude)
         self.cfg = builder.cfg  # as calibrated (a histogram that failed falls back to minmax)
@@ -301,7 +319,7 @@ def _size_notes(size: int, fp32_size: int, odd: list[str], mode: QuantMode) -> l
 
 
 def _write_variant(result: VariantResult, built: Path, tmp: Path, stem: str,
-                   progress: StatusFn | None) -> None:
+                   progress: StatusFn | None, whole: bool = False) -> None:
     """Metadata, the ORT-format files when asked, the config JSON; then write them all."""
     import onnx
 
@@ -309,7 +327,7 @@ def _write_variant(result: VariantResult, built: Path, tmp: Path, stem: str,
     names = variant_names(stem, mode, cfg.output.format)
     qmodel = onnx.load(str(built))
     set_props(qmodel, {METADATA_KEY: json.dumps(cfg.to_dict()), PREFIX + "variant": mode.value,
-                       **engines_prop(result.engines)})
+                       **engines_prop(result.engines), **batch_prop(whole)})
     data = qmodel.SerializeToString()
     result.size_bytes = len(data)  # the file as written, its metadata included
     outdir = result.path.parent

@@ -127,8 +127,8 @@ class OpenVinoEngine(Engine):
             return
         try:
             self._compile_for(key)
-        except ModelLoadError:  # e.g. a dynamic length that cannot be 1: compile dynamic
-            self._dynamic = self._compile(self._model)
+        except (ModelLoadError, InputError):  # a dynamic length or batch that cannot be 1 (a
+            self._dynamic = self._compile(self._model)  # model that mixes the batch): dynamic
 
     def _key(self, shapes: tuple[tuple[int, ...], ...]) -> Any:
         return shapes[0] if self._single is not None else shapes

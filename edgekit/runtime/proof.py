@@ -14,6 +14,12 @@ counted against an engine):
 - every output: the mean absolute difference must stay within :data:`MAX_REL_MEAN_DIFF` of
   the mean absolute value of onnxruntime's output (garbage, NaN and swapped layouts fail).
 
+A file whose outputs are not per-sample (a softmax over the batch, an output without a batch
+axis: :data:`BATCH_KEY` in its metadata, written by the export) is compared only on identical
+whole batches: each engine against onnxruntime at the main batch and at each small batch that
+onnxruntime runs, never against its own answers at another batch size, and without per-sample
+figures (labels, top-1 against fp32).
+
 The result is stored in the file's ``edgekit.engines`` metadata (:func:`engines_prop`) and in
 the reports; :class:`~edgekit.runtime.model.EdgeModel` refuses an engine a file failed on and
 ``engine="auto"`` never picks one. Pure numpy + the engines.
@@ -33,13 +39,17 @@ import numpy as np
 from edgekit.agreement import compare_predictions, gate
 from edgekit.contract import top1
 from edgekit.errors import EdgekitError
+from edgekit.inputs.data import run_in_batches, run_whole_batches
+from edgekit.metadata import PREFIX
 from edgekit.runtime.engine_record import EngineCheck
 from edgekit.runtime.engine_registry import engine_class, parse_engines
 from edgekit.runtime.engine_registry import installed_engines as _installed
 from edgekit.runtime.model import EdgeModel
 
-__all__ = ["BUDGET_POINTS", "MAX_REL_MEAN_DIFF", "SMALL_BATCHES", "SMALL_SAMPLES", "check_engines",
-           "installed_engines", "in_child"]
+__all__ = ["BATCH_KEY", "BUDGET_POINTS", "MAX_REL_MEAN_DIFF", "SMALL_BATCHES", "SMALL_SAMPLES",
+           "batch_prop", "check_engines", "installed_engines", "in_child", "mixes_batch"]
+#: metadata key of a file whose outputs are not per-sample (value ``true``; absent otherwise)
+BATCH_KEY = PREFIX + "batch_dependent"
 #: accuracy (with labels) or top-1 agreement (without) an engine may lose against onnxruntime
 #: on the same file, in percentage points, judged like the accuracy gate
 #: (:func:`edgekit.agreement.gate`: a one-sided bound that accounts for the sample count)
@@ -55,14 +65,21 @@ CHILD_TIMEOUT_S = 900.0
 MAX_REL_MEAN_DIFF = 0.02
 
 
-def _run_all(model: EdgeModel, feeds: Mapping[str, np.ndarray], batch: int
-             ) -> list[np.ndarray]:
-    """Every output of ``model`` on all samples, run in batches."""
-    n = len(next(iter(feeds.values())))
-    chunks: list[list[np.ndarray]] = []
-    for start in range(0, n, batch):
-        chunks.append(model.run({k: v[start:start + batch] for k, v in feeds.items()}))
-    return [np.concatenate([c[i] for c in chunks]) for i in range(len(chunks[0]))]
+def batch_prop(batch_dependent: bool) -> dict[str, str]:
+    """The :data:`BATCH_KEY` metadata entry of a file (none for per-sample outputs)."""
+    return {BATCH_KEY: "true"} if batch_dependent else {}
+
+
+def mixes_batch(props: Mapping[str, str]) -> bool:
+    """Whether a file's ``metadata_props`` mark its outputs as not per-sample."""
+    return props.get(BATCH_KEY, "").strip().lower() == "true"
+
+
+def _run_all(model: EdgeModel, feeds: Mapping[str, np.ndarray], batch: int,
+             whole: bool = False) -> list[np.ndarray]:
+    """Every output of ``model`` on all samples, run in batches (``whole``: on the same whole
+    batches every time, stacked per batch)."""
+    return (run_whole_batches if whole else run_in_batches)(model.run, feeds, batch)
 
 
 def _compare(engine: str, ref: list[np.ndarray], got: list[np.ndarray],
@@ -118,29 +135,37 @@ def check_engines(
     engines: Sequence[str] | None = None,
     fp32: np.ndarray | None = None,
     batch: int = 64,
+    batch_dependent: bool | None = None,
 ) -> dict[str, EngineCheck]:
     """Run ``path`` on onnxruntime and each of ``engines`` (default: every installed engine) on
     the samples ``feeds`` (input name -> all samples) and check each against onnxruntime.
 
     Returns one :class:`EngineCheck` per engine, onnxruntime first (it is the reference: it
     passes when it loads). ``fp32``: the fp32 model's first output on the same samples, for a
-    variant: each engine's top-1 agreement with it is recorded too. An engine that fails to
-    load or run is a failed check with the engine's own first error line as the reason, never
-    an exception.
+    variant: each engine's top-1 agreement with it is recorded too. ``batch_dependent``:
+    whether the outputs are not per-sample (default: as the file's :data:`BATCH_KEY` says);
+    such a file is compared on identical whole batches only, without ``labels`` and ``fp32``.
+    An engine that fails to load or run is a failed check with the engine's own first error
+    line as the reason, never an exception.
     """
     path = Path(path)
     if not feeds or not len(next(iter(feeds.values()))):
         return {}  # nothing to compare on: no record rather than a record of nothing
     ref_model = _load(path, "onnxruntime")
     try:
-        ref = _run_all(ref_model, feeds, batch)
+        whole = mixes_batch(ref_model.engine.props) if batch_dependent is None \
+            else batch_dependent
+        ref = _run_all(ref_model, feeds, batch, whole)
+        small = _small_references(ref_model, feeds, batch) if whole else None
     finally:
         ref_model.close()
-    checks = {"onnxruntime": _compare("onnxruntime", ref, ref, labels, fp32)}
+    if whole:  # per-sample figures mean nothing when the outputs mix the batch
+        labels = fp32 = None
+    checks = {"onnxruntime": _samples(_compare("onnxruntime", ref, ref, labels, fp32), feeds)}
     for engine in installed_engines() if engines is None else parse_engines(list(engines)):
         if engine == "onnxruntime":
             continue
-        args = (engine, path, dict(feeds), ref, labels, fp32, batch)
+        args = (engine, path, dict(feeds), ref, labels, fp32, batch, small)
         isolated = engine_class(engine).check_in_child
         checks[engine] = in_child(_engine_check, args, engine) if isolated else \
             _engine_check(*args)
@@ -190,40 +215,74 @@ def _run_in_child(send: Connection, check: Callable[..., EngineCheck],
 
 def _engine_check(engine: str, path: Path, feeds: Mapping[str, np.ndarray],
                   ref: list[np.ndarray], labels: np.ndarray | None, fp32: np.ndarray | None,
-                  batch: int) -> EngineCheck:
+                  batch: int, small: dict[int, list[np.ndarray]] | None = None) -> EngineCheck:
     """One engine against onnxruntime's outputs ``ref``, at ``batch`` and at
-    :data:`SMALL_BATCHES`; a file it cannot load or run is a failed check, never an error."""
+    :data:`SMALL_BATCHES` (``small``: onnxruntime's own outputs at those batch sizes, for a
+    file whose outputs mix the batch); a file it cannot load or run is a failed check, never
+    an error."""
     try:
         model = _load(path, engine)
     except Exception as exc:  # the engine refuses the file: a failed check, with its words
         return EngineCheck(engine, loads=False, passed=False, reason=_first(exc))
     try:
-        got = _run_all(model, feeds, batch)
-        inconsistent = _small_batches(model, feeds, got, batch)
+        got = _run_all(model, feeds, batch, small is not None)
+        inconsistent = _small_batches(model, feeds, got, batch, small)
     except Exception as exc:
         return EngineCheck(engine, loads=False, passed=False, reason=_first(exc))
     finally:
         model.close()
-    check = _compare(engine, ref, got, labels, fp32)
-    batches = sorted({batch, *(b for b in SMALL_BATCHES if b < batch)})
+    check = _samples(_compare(engine, ref, got, labels, fp32), feeds)
+    batches = sorted({batch, *(b for b in SMALL_BATCHES if b < batch and
+                               (small is None or b in small))})
     reason = "; ".join(r for r in (check.reason, inconsistent) if r)
     return dataclasses.replace(check, passed=check.passed and not inconsistent, reason=reason,
                                batches=batches)
 
 
+def _samples(check: EngineCheck, feeds: Mapping[str, np.ndarray]) -> EngineCheck:
+    """``check`` counting the samples of ``feeds`` (outputs stacked per batch count batches)."""
+    return dataclasses.replace(check, samples=len(next(iter(feeds.values()))))
+
+
+def _head(feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The first :data:`SMALL_SAMPLES` samples of ``feeds``."""
+    return {k: v[:SMALL_SAMPLES] for k, v in feeds.items()}
+
+
+def _small_references(model: EdgeModel, feeds: Mapping[str, np.ndarray], batch: int,
+                      ) -> dict[int, list[np.ndarray]]:
+    """onnxruntime's outputs on the first :data:`SMALL_SAMPLES` samples, on whole batches of
+    each of :data:`SMALL_BATCHES` below ``batch`` and that sample count, where it runs them
+    (a model that mixes the batch may run at some batch sizes only)."""
+    head = _head(feeds)
+    m = len(next(iter(head.values())))
+    out: dict[int, list[np.ndarray]] = {}
+    for b in (b for b in SMALL_BATCHES if b < min(batch, m)):
+        try:
+            out[b] = _run_all(model, head, b, whole=True)
+        except Exception:  # onnxruntime does not run the file at this batch size: not checked
+            continue
+    return out
+
+
 def _small_batches(model: EdgeModel, feeds: Mapping[str, np.ndarray], got: list[np.ndarray],
-                   batch: int) -> str:
+                   batch: int, small: dict[int, list[np.ndarray]] | None = None) -> str:
     """Why the engine's outputs on the first :data:`SMALL_SAMPLES` samples run at each of
     :data:`SMALL_BATCHES` differ from its own at ``batch`` (empty when they agree): an engine
-    compiles each input shape with its own kernels."""
-    m = min(SMALL_SAMPLES, len(got[0]))
-    head = {k: v[:m] for k, v in feeds.items()}
-    for b in (b for b in SMALL_BATCHES if b < batch):
-        check = _compare(model.engine_name, [g[:m] for g in got], _run_all(model, head, b),
-                         None, None, reference=f"its own run at batch {batch}")
+    compiles each input shape with its own kernels. With ``small`` (a file whose outputs mix
+    the batch), each is compared with onnxruntime's on the same batches instead."""
+    head = _head(feeds)
+    m = len(next(iter(head.values())))
+    for b in (b for b in SMALL_BATCHES if b < batch and (small is None or b in small)):
+        if small is None:
+            ref, against, said = [g[:m] for g in got], "its own run", "its own"
+        else:
+            ref, against, said = small[b], "onnxruntime", "onnxruntime's"
+        at = f" at batch {batch if small is None else b}"
+        check = _compare(model.engine_name, ref, _run_all(model, head, b, small is not None),
+                         None, None, reference=against + at)
         if not check.passed:
-            return f"at batch {b}, its answers differ from its own at batch {batch}: " \
-                   f"{check.reason}"
+            return f"at batch {b}, its answers differ from {said}{at}: {check.reason}"
     return ""
 
 

@@ -4,6 +4,7 @@ micro-batchers, and the reading of request bodies under the size limit."""
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
@@ -11,6 +12,7 @@ import numpy as np
 
 from edgekit.errors import require
 from edgekit.runtime.model import EdgeModel
+from edgekit.runtime.proof import mixes_batch
 from edgekit.serve.batching import MicroBatcher
 from edgekit.serve.config import ServeConfig
 from edgekit.serve.metrics import Metrics
@@ -23,6 +25,8 @@ if TYPE_CHECKING:
     from starlette.types import Receive, Scope
 
 __all__ = ["Service", "Decoded", "RunFn"]
+
+logger = logging.getLogger("edgekit.serve")
 
 _INLINE_BYTES = 64 * 1024  # bodies up to this size are decoded on the event loop
 
@@ -55,10 +59,19 @@ class Service:
         self.run_in_threadpool = concurrency.run_in_threadpool
         self.max_body, self.max_batch = cfg.max_body_bytes, cfg.max_batch
         self.batchers: list[MicroBatcher] = []
+        self.unbatched = False  # batching asked for a file whose outputs mix the batch
 
     def batcher(self, fn: RunFn) -> MicroBatcher | None:
-        """A micro-batcher running ``fn`` when the config batches, else None."""
+        """A micro-batcher running ``fn`` when the config batches, else None; never for a
+        file whose outputs mix the batch (merged requests would change each other's
+        answers), which the log says once."""
         if not self.cfg.batching:
+            return None
+        if mixes_batch(self.em.engine.props):
+            if not self.unbatched:
+                logger.warning("%s: requests are not merged (--batching ignored): its "
+                               "outputs are not per-sample, they mix the batch", self.name)
+            self.unbatched = True
             return None
         b = MicroBatcher(fn, self.cfg.max_batch, self.cfg.max_delay_ms / 1000.0,
                          self.metrics.batch.observe)
