@@ -14,6 +14,11 @@ fixes the known gaps itself (each one a regression test in ``tests/test_export_f
   (tf2onnx converts grouped convolutions to ``Conv(group=...)``); the Keras reference used for
   validation is left untouched.
 * **Erfc** (exact GELU): converted as ``1 - Erf(x)``.
+* **Integer comparisons.** tf2onnx converts ``Less``/``Greater`` through float32 casts at
+  every opset, so 32- and 64-bit integers above 2**24 compared rounded (``99999999 < 10**8``
+  came out False); :func:`_exact_less_greater` compares them as 64-bit integers.
+  (``LessEqual``, ``GreaterEqual``, ``Equal``, ``Minimum`` and ``Maximum`` on integers are
+  exact from opset 12; edgekit's lowest is 13.)
 * **Speed.** tf2onnx deep-copies the whole graph, weights included, before each of its ~12
   optimizer passes so that it can roll a failing pass back; on ResNet50 that is a third of
   the conversion time. :func:`from_function` converts without the copies first
@@ -91,9 +96,42 @@ def _erfc(ctx: Any, node: Any, name: str, args: Sequence[Any]) -> None:
     node.type = "Sub"
 
 
+def _exact_less_greater(ctx: Any, node: Any, name: str, args: Sequence[Any]) -> None:
+    """tf2onnx handler for ``Less``/``Greater``: 32- and 64-bit integers compare as integers.
+
+    tf2onnx 1.17's handler (its opset-7 one, used at every opset) casts both inputs to
+    float32 unless they are floats, which rounds integers above 2**24. ONNX ``Less`` and
+    ``Greater`` take every integer type from opset 9 (onnxruntime and OpenVINO run them): 64-bit
+    integers are compared as they are, 32-bit ones as int64 (exact). The widening is needed:
+    tf2onnx's ``While`` conversion, which comes later, makes the loop's ``maximum_iterations``
+    int64 under a condition that compares it with the int32 counter (its float casts hid the
+    mismatch), so an int32 comparison can end up with one int64 input. Everything else keeps
+    tf2onnx's handling: floats, and 8- and 16-bit integers, which float32 holds exactly.
+    """
+    from onnx import TensorProto
+    from tf2onnx.onnx_opset.logical import GreaterLess
+
+    compare_as = {TensorProto.INT64: None, TensorProto.UINT64: None,
+                  TensorProto.INT32: TensorProto.INT64, TensorProto.UINT32: TensorProto.INT64}
+    dtypes = {ctx.get_dtype(x) for x in node.input}
+    if ctx.opset >= 9 and len(dtypes) == 1 and dtypes <= compare_as.keys():
+        to = compare_as[dtypes.pop()]
+        for i, x in enumerate(list(node.input) if to is not None else []):
+            cast = ctx.insert_new_node_on_input(node, "Cast", x, input_index=i, to=to)
+            ctx.copy_shape(x, cast.output[0])
+            ctx.set_dtype(cast.output[0], to)
+        return  # the node is already ONNX Less/Greater
+    if ctx.opset >= 7:
+        GreaterLess.version_7(ctx, node)
+    else:
+        GreaterLess.version_1(ctx, node)
+
+
 def custom_op_handlers() -> dict[str, tuple[Callable[..., None], list[object]]]:
-    """``custom_op_handlers`` for ``tf2onnx.convert.from_function``: TF ops tf2onnx lacks."""
-    return {"Erfc": (_erfc, [])}
+    """``custom_op_handlers`` for ``tf2onnx.convert.from_function``: TF ops tf2onnx lacks
+    or converts inexactly."""
+    return {"Erfc": (_erfc, []), "Less": (_exact_less_greater, []),
+            "Greater": (_exact_less_greater, [])}
 
 
 @contextmanager
