@@ -14,7 +14,6 @@ import pytest
 
 from edgekit.check import CHECK_RATIO, CheckConfig
 from edgekit.errors import InputError
-from edgekit.measure.ratio import RatioConfig
 from edgekit.quantize import (
     CalibrationConfig,
     CalibrationMethod,
@@ -26,6 +25,7 @@ from edgekit.quantize import (
     QuantScheme,
     QuantType,
 )
+from edgekit.speed.ratio import RatioConfig
 from edgekit.tune import TUNE_RATIO, Candidate, TuneConfig
 
 if typing.TYPE_CHECKING:
@@ -118,7 +118,7 @@ def test_wrong_values_are_clear_errors(build: typing.Callable[[], object], messa
 
 
 def test_tune_and_check_hold_a_ratio_config() -> None:
-    """One stop rule (edgekit.measure.ratio), with the defaults each command had."""
+    """One stop rule (edgekit.speed.ratio), with the defaults each command had."""
     assert TuneConfig().ratio == TUNE_RATIO == RatioConfig(
         tolerance=0.02, min_rounds=40, max_rounds=20000, min_seconds=1.0, max_seconds=30.0)
     assert CheckConfig().ratio == CHECK_RATIO == RatioConfig(
