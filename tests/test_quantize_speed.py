@@ -92,6 +92,8 @@ def test_speed_lines_warn_only_for_a_written_slower_variant() -> None:
     assert speed_lines(off.to_dict(), True) == [
         "speed: not checked (disabled (--no-speed-check))"]
     assert speed_lines(None, True) == []
+    fp16 = SpeedRecord("fp16", NOT_CHECKED, 1, None, reason="fp16 is meant for GPU").to_dict()
+    assert speed_lines(fp16, True) == []  # recorded in the report, not printed
     d = SpeedRecord("dynamic", FASTER, 8, 2, 0.5, (0.4, 0.6), 1.23456, 2.0, 30).to_dict()
     assert (d["variant_ms"], d["interval"], d["threads"], d["engine"]) == (
         1.2346, [0.4, 0.6], 2, "onnxruntime")

@@ -20,7 +20,9 @@ mixed-precision files stay float under onnxruntime's default optimizations (see
 not (:mod:`edgekit.agreement`). With labelled evaluation data and ``max_accuracy_drop`` the nodes
 that lose the most (``onnxruntime.quantization.qdq_loss_debug`` on calibration data) are kept in
 float, one group at a time, until the gate holds, or :class:`AccuracyGateError` is raised and
-nothing is written.
+nothing is written. An int8 or dynamic variant that passed is then timed against fp32 on this
+machine (:mod:`edgekit.quantize.speed`): ``auto`` writes none that is slower, an explicit mode
+writes it with a warning.
 
 :func:`quantize_model` is the reusable entry point (``edgekit quantize``, the export hook,
 ``edgekit tune``).
@@ -152,8 +154,9 @@ def quantize_model(
             hook), else read from ``model``.
 
     Returns:
-        The result; ``result.written`` is False when ``auto`` found no variant worth writing
-        (``result.notes`` says why).
+        The result; ``result.written`` is False when ``auto`` found no variant worth writing:
+        none for the model, or one not smaller or slower than fp32 here (``result.notes`` says
+        why; ``result.speed`` is the speed check).
 
     Raises:
         InputError / DataError for bad options or data, AccuracyGateError when the gate

@@ -14,7 +14,7 @@ at most ``budget_s`` seconds. The decision is a pure function of the numbers
 
 An explicit mode (``--quantize int8``) writes a slower variant with a warning; ``auto`` writes
 none and says why. fp16 is not timed: it is meant for GPU and NPU providers (onnxruntime's CPU
-provider runs much of it through casts).
+provider runs much of it through casts); its record says so, and nothing is printed.
 """
 
 from __future__ import annotations
@@ -168,8 +168,9 @@ def _where(rec: Mapping[str, Any] | SpeedRecord) -> str:
 
 def speed_lines(speed: Mapping[str, Any] | None, written: bool) -> list[str]:
     """A report's ``speed`` section as lines for people: the measurement, then a ``warning:``
-    line for a variant written although slower (an unwritten one's notes say why)."""
-    if not speed:
+    line for a variant written although slower (an unwritten one's notes say why). fp16,
+    never timed, gets no line."""
+    if not speed or speed["mode"] == QuantMode.FP16.value:
         return []
     if speed["verdict"] == NOT_CHECKED:
         return [f"speed: not checked ({speed['reason']})"]
