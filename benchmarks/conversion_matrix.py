@@ -590,7 +590,7 @@ def write(result: dict[str, Any], out: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    from edgekit.measure.machine import machine_info
+    from edgekit.speed.machine import machine_info
 
     args = parse_args(argv)
     if args.render:  # tables again from a stored result

@@ -484,8 +484,8 @@ def main(argv: list[str] | None = None) -> int:
                          "worst (default 1,8,64,256; edgekit's proof runs at 64)")
     ap.add_argument("--keep", type=Path, default=None, help="keep models and ONNX files here")
     args = ap.parse_args(argv)
-    from edgekit.measure.machine import machine_info
     from edgekit.runtime.proof import installed_engines
+    from edgekit.speed.machine import machine_info
 
     t0 = time.time()
     names = [n for n in args.models.split(",") if n] or (list(QUICK) if args.quick else [

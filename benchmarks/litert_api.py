@@ -61,8 +61,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from edgekit.measure.bench import BenchConfig, bench_models
     from edgekit.measure.litert import API_COMPILED, TFLiteBackend
-    from edgekit.measure.machine import cpu_model, instruction_set
-    from edgekit.measure.timing import make_inputs
+    from edgekit.speed.machine import cpu_model, instruction_set
+    from edgekit.speed.timing import make_inputs
 
     batches = tuple(int(b) for b in args.batch.split(","))
     with tempfile.TemporaryDirectory() as tmp:

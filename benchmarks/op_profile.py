@@ -2,7 +2,7 @@
 
 For every file and engine (onnxruntime's profiler; OpenVINO's ``PERF_COUNT``), 1 thread, batch
 1, profiled in interleaved rounds (each round profiles every row, in the balanced orders of
-``edgekit.measure.timing.balanced_orders``, so machine noise hits all rows alike), the kernel
+``edgekit.speed.timing.balanced_orders``, so machine noise hits all rows alike), the kernel
 time per call (onnxruntime: median; OpenVINO: mean) of each kind of op: 1x1 convs, depthwise
 convs, other (k x k) convs, MatMul/Gemm, quantize/dequantize, layout (transpose/reorder) and the
 rest, the unfused Q/DQ nodes on onnxruntime, and a "why" line per variant whose fp32 file is
@@ -26,10 +26,10 @@ from typing import Any
 import numpy as np
 
 from edgekit.inputs.prepare import onnx_input_specs
-from edgekit.measure.machine import cpu_model, instruction_set
 from edgekit.measure.profile import KINDS, ProfileRow, profile_models, why_lines
-from edgekit.measure.timing import make_inputs
 from edgekit.runtime import SessionOptionsConfig
+from edgekit.speed.machine import cpu_model, instruction_set
+from edgekit.speed.timing import make_inputs
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "op_profile.json"

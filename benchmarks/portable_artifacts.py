@@ -108,7 +108,7 @@ def main() -> None:
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" /
                                          "portable_artifacts.json"))
     args = ap.parse_args()
-    from edgekit.measure.machine import cpu_model, instruction_set
+    from edgekit.speed.machine import cpu_model, instruction_set
 
     with tempfile.TemporaryDirectory() as tmp:
         files = build(Path(tmp), args.budget)

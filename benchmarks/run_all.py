@@ -203,7 +203,7 @@ def worker(manifest: dict[str, Any], threads: int, batches: tuple[int, ...],
     """Benchmark every model's ``variants`` interleaved with ``threads`` threads."""
     from edgekit.measure.backends import load_backend
     from edgekit.measure.bench import BenchConfig, bench_models
-    from edgekit.measure.timing import make_inputs
+    from edgekit.speed.timing import make_inputs
 
     out: dict[str, Any] = {}
     for name, entry in manifest.items():
@@ -411,7 +411,7 @@ def main(argv: list[str] | None = None) -> int:
         log(f"measuring with {t} thread(s)")
         parts[t] = run_worker(manifest_path, t, batches, scale, variants)
 
-    from edgekit.measure.machine import machine_info
+    from edgekit.speed.machine import machine_info
 
     result = {
         "quick": args.quick,

@@ -7,7 +7,7 @@ through the lowest-level call that gives the same result (input tensor shared, `
 outputs copied: what the engine calls) and through ``EdgeModel(engine="openvino").run``.
 ``EdgeModel.run`` is also timed with ``check_nan=True`` (the opt-in per-call NaN/Inf scan). Each
 engine's calls are timed interleaved in one process, 1 thread, so machine noise hits all
-equally, by ``edgekit.measure.timing.measure`` (balanced orders: every call follows every other
+equally, by ``edgekit.speed.timing.measure`` (balanced orders: every call follows every other
 one equally often); the engines one after the other, since a call right after another
 engine's call is slower (cold caches), which an app calling one engine does not see.
 Target (issue 13): median overhead over the lowest-level bare call at most 3 % or 2
@@ -34,9 +34,9 @@ from typing import Any
 import numpy as np
 from _runtime_common import add_model_args, model_path
 
-from edgekit.measure.machine import cpu_model, instruction_set
-from edgekit.measure.timing import make_inputs
-from edgekit.measure.timing import measure as time_interleaved
+from edgekit.speed.machine import cpu_model, instruction_set
+from edgekit.speed.timing import make_inputs
+from edgekit.speed.timing import measure as time_interleaved
 
 RESULTS = Path(__file__).resolve().parent / "results" / "runtime_overhead.json"
 
@@ -52,7 +52,7 @@ def _stats(ns: list[int]) -> dict[str, float]:
 
 
 def _feeds(model: Any, batch: int) -> dict[str, np.ndarray]:
-    """Inputs as ``edgekit bench`` draws them (:func:`edgekit.measure.timing.make_inputs`)."""
+    """Inputs as ``edgekit bench`` draws them (:func:`edgekit.speed.timing.make_inputs`)."""
     return dict(zip(model.input_names, make_inputs(model.inputs, batch), strict=True))
 
 

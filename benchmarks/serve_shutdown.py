@@ -32,8 +32,8 @@ from typing import Any
 
 from _runtime_common import ROOT, add_model_args, model_path
 
-from edgekit.measure.machine import cpu_model, instruction_set
 from edgekit.serve.shutdown import GRACEFUL_TIMEOUT
+from edgekit.speed.machine import cpu_model, instruction_set
 
 sys.path.insert(0, str(ROOT / "tests"))
 from _shutdown_drill import drill  # noqa: E402

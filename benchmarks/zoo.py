@@ -1,14 +1,14 @@
 """Model-zoo benchmark (issue 25): 12 architectures nobody here wrote, plus the 3 recipes.
 
 For each model of ``benchmarks/zoo_models.py``, at batch 1 and 32 and with 1 and 2 threads,
-five rows timed interleaved (balanced orders, :func:`edgekit.measure.timing.measure`): ORT fp32,
+five rows timed interleaved (balanced orders, :func:`edgekit.speed.timing.measure`): ORT fp32,
 edgekit's default int8 (``edgekit export --quantize auto``; or the reason auto wrote none),
 edgekit tuned (``edgekit tune --threads T --batch B``, run on the engine it stored), LiteRT int8
 (TensorFlow's full-integer converter with float I/O and the model's calibration data, as
 ``edgekit compare`` builds it; XNNPACK) and OpenVINO fp32 (f32 pinned). Every statistic of
 a row: p50/p90/p99 of the interleaved rounds, the per-call median of warm-cache blocks (20
 consecutive calls of one row) and the median of per-round paired ratios against ORT fp32
-(:func:`edgekit.measure.ratio.paired_ratio`). Export and each tune run as the real CLI in
+(:func:`edgekit.speed.ratio.paired_ratio`). Export and each tune run as the real CLI in
 their own process: wall time and that process's peak RSS (``os.wait4``) are recorded. Timing
 runs in one process per model and thread setting (LiteRT/OpenVINO fix thread pools at start).
 
@@ -308,7 +308,7 @@ def main(argv: list[str] | None = None) -> int:
         args.work.with_name(args.work.name.replace(".plan", ".out")).write_text(
             json.dumps(out, indent=1))
         return 0
-    from edgekit.measure.machine import cpu_model, instruction_set
+    from edgekit.speed.machine import cpu_model, instruction_set
 
     t0 = time.perf_counter()
     log(f"CPU: {cpu_model()}, {instruction_set()} ({os.cpu_count()} logical cores)")

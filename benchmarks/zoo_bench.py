@@ -5,10 +5,10 @@ row is loaded through :func:`edgekit.measure.backends.load_backend` (ONNX on onn
 OpenVINO or the engine a tuned file stores; ``.tflite`` in LiteRT's interpreter) and run once
 at each batch. Per batch:
 
-- interleaved rounds by :func:`edgekit.measure.timing.measure` (one call per row and round,
+- interleaved rounds by :func:`edgekit.speed.timing.measure` (one call per row and round,
   balanced orders) for ``seconds`` x rows (at least ``min_rounds`` rounds): p50/p90/p99 by
-  :func:`~edgekit.measure.timing.latency_stats` and the median of per-round paired ratios
-  against ORT fp32 (:func:`edgekit.measure.ratio.paired_ratio`), and of the tuned row against
+  :func:`~edgekit.speed.timing.latency_stats` and the median of per-round paired ratios
+  against ORT fp32 (:func:`edgekit.speed.ratio.paired_ratio`), and of the tuned row against
   every other row;
 - warm-cache blocks: 20 consecutive calls of one row (``measure`` on that row alone), the rows
   in balanced orders, for as long again (at least one block per row): the per-call median.
@@ -22,8 +22,8 @@ from typing import Any
 
 from edgekit.measure.backend import Backend
 from edgekit.measure.backends import load_backend
-from edgekit.measure.ratio import paired_ratio
-from edgekit.measure.timing import balanced_orders, latency_stats, make_inputs, measure
+from edgekit.speed.ratio import paired_ratio
+from edgekit.speed.timing import balanced_orders, latency_stats, make_inputs, measure
 
 __all__ = ["bench_plan", "warm_blocks", "BLOCK"]
 

@@ -32,7 +32,7 @@ def summarize(models: dict[str, Any], options: dict[str, Any], wall_s: float) ->
     """The result document: machine, options, per-model steps and statistics, targets."""
     import importlib.metadata as md
 
-    from edgekit.measure.machine import machine_info
+    from edgekit.speed.machine import machine_info
 
     engines = {}
     for pkg in ("openvino", "ai-edge-litert"):

@@ -14,9 +14,9 @@ from click.testing import CliRunner
 from edgekit.cli.main import cli
 from edgekit.errors import InputError
 from edgekit.measure.bench import BenchConfig, bench_models
-from edgekit.measure.machine import peak_rss_mb
 from edgekit.measure.plots import plot_latencies
-from edgekit.measure.timing import balanced_orders, latency_stats, measure
+from edgekit.speed.machine import peak_rss_mb
+from edgekit.speed.timing import balanced_orders, latency_stats, measure
 
 pytestmark = pytest.mark.file_seconds(10)
 

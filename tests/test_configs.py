@@ -1,4 +1,4 @@
-"""The composed configs: QuantizationConfig of its four groups, TuneConfig and CheckConfig
+"""The composed configs: QuantizationConfig of its five groups, TuneConfig and CheckConfig
 holding a RatioConfig (and the tune's base QuantizationConfig). Old flat dicts read back, the
 nested shape is written, wrong values are clear errors, and no tune candidate drops a field."""
 
@@ -14,7 +14,6 @@ import pytest
 
 from edgekit.check import CHECK_RATIO, CheckConfig
 from edgekit.errors import InputError
-from edgekit.measure.ratio import RatioConfig
 from edgekit.quantize import (
     CalibrationConfig,
     CalibrationMethod,
@@ -25,7 +24,9 @@ from edgekit.quantize import (
     QuantMode,
     QuantScheme,
     QuantType,
+    SpeedCheckConfig,
 )
+from edgekit.speed.ratio import RatioConfig
 from edgekit.tune import TUNE_RATIO, Candidate, TuneConfig
 
 if typing.TYPE_CHECKING:
@@ -65,17 +66,21 @@ def test_an_old_flat_quantization_dict_reads_back_into_its_groups() -> None:
         gate=GateConfig(max_accuracy_drop=0.5, eval_samples=100, group_size=2, max_steps=3,
                         explain=True),
         output=OutputConfig(format=OutputFormat.ORT, mobile_batch=0))
-    # every old key has a place: nothing of an old file is dropped
-    assert _leaves(cfg.to_dict()) == sorted(
+    # every old key has a place: nothing of an old file is dropped (the speed check came
+    # later: an old file gets its defaults)
+    old = [leaf for leaf in _leaves(cfg.to_dict()) if not leaf.startswith("speed.")]
+    assert old == sorted(
         {"mode", *(f"{g}.{k}" for g in ("scheme", "calibration", "gate", "output")
                    for k in typing.cast(dict[str, typing.Any], cfg.to_dict())[g])})
-    assert len(_leaves(cfg.to_dict())) == len(OLD_FLAT)
+    assert len(old) == len(OLD_FLAT) and cfg.speed == SpeedCheckConfig()
 
 
 def test_the_nested_shape_is_written_and_read_back() -> None:
     cfg = QuantizationConfig.from_dict(OLD_FLAT)
     written = json.loads(json.dumps(cfg.to_dict()))
-    assert set(written) == {"mode", "scheme", "calibration", "gate", "output"}
+    assert set(written) == {"mode", "scheme", "calibration", "gate", "speed", "output"}
+    assert written["speed"] == {"enabled": True, "budget_s": 2.0, "batch": 1, "threads": None,
+                                "tolerance": 0.02}
     assert written["calibration"] == {"method": "minmax", "samples": 32, "batch_size": 8,
                                       "seed": 7}
     assert written["scheme"]["nodes_to_exclude"] == ["a"]  # JSON lists, not tuples
@@ -86,6 +91,12 @@ def test_the_nested_shape_is_written_and_read_back() -> None:
     part = QuantizationConfig.from_dict({"calibration": {"samples": 9}, "calibration_samples": 5,
                                          "calibration_method": "entropy", "future_key": 1})
     assert part.calibration == CalibrationConfig(method=CalibrationMethod.ENTROPY, samples=9)
+    # a nested config saved before the speed check existed reads back with its defaults
+    before = {k: v for k, v in written.items() if k != "speed"}
+    assert QuantizationConfig.from_dict(before) == dataclasses.replace(
+        cfg, speed=SpeedCheckConfig())
+    off = QuantizationConfig.from_dict({**written, "speed": {"enabled": False, "batch": 8}})
+    assert off.speed == SpeedCheckConfig(enabled=False, batch=8)
 
 
 @pytest.mark.parametrize(("build", "message"), [
@@ -103,6 +114,12 @@ def test_the_nested_shape_is_written_and_read_back() -> None:
     (lambda: GateConfig(max_accuracy_drop=-1), "max_accuracy_drop must be >= 0"),
     (lambda: GateConfig(group_size=0), "gate group_size >= 1"),
     (lambda: OutputConfig(mobile_batch=-1), "mobile_batch must be >= 0"),
+    (lambda: SpeedCheckConfig(budget_s=0), "budget_s > 0"),
+    (lambda: SpeedCheckConfig(batch=0), "batch >= 1"),
+    (lambda: SpeedCheckConfig(threads=0), "threads >= 1"),
+    (lambda: SpeedCheckConfig(tolerance=1.0), "tolerance must be in"),
+    (lambda: QuantizationConfig.from_dict({"speed": {"enabled": "no"}}),
+     "speed check enabled must be true or false"),
     (lambda: OutputConfig(format="tflite"),  # type: ignore[arg-type]  # a wrong value on purpose
      "unknown format 'tflite'"),
     (lambda: TuneConfig(ratio=RatioConfig(min_seconds=5.0, max_seconds=1.0)), "min_seconds"),
@@ -118,7 +135,7 @@ def test_wrong_values_are_clear_errors(build: typing.Callable[[], object], messa
 
 
 def test_tune_and_check_hold_a_ratio_config() -> None:
-    """One stop rule (edgekit.measure.ratio), with the defaults each command had."""
+    """One stop rule (edgekit.speed.ratio), with the defaults each command had."""
     assert TuneConfig().ratio == TUNE_RATIO == RatioConfig(
         tolerance=0.02, min_rounds=40, max_rounds=20000, min_seconds=1.0, max_seconds=30.0)
     assert CheckConfig().ratio == CHECK_RATIO == RatioConfig(
@@ -152,7 +169,7 @@ def test_an_old_flat_tune_config_reads_back_and_the_nested_one_is_written() -> N
 def _leaves(d: dict[str, object], prefix: str = "") -> list[str]:
     out: list[str] = []
     for k, v in d.items():
-        if isinstance(v, dict) and k in ("scheme", "calibration", "gate", "output"):
+        if isinstance(v, dict) and k in ("scheme", "calibration", "gate", "speed", "output"):
             out += _leaves(v, f"{prefix}{k}.")
         else:
             out.append(prefix + k)
@@ -166,6 +183,8 @@ def _other(f: dataclasses.Field[object], hint: object) -> object:
         return next(m for m in type(default) if m is not default)
     if isinstance(default, bool):
         return not default
+    if isinstance(default, float) and 0 < default < 1:  # a fraction (a tolerance)
+        return default / 2
     if isinstance(default, int | float):
         return default + 3
     if isinstance(default, tuple):
@@ -174,7 +193,7 @@ def _other(f: dataclasses.Field[object], hint: object) -> object:
         return {"K": 1}
     text = str(hint)
     for kind, value in (("bool", True), ("float", 1.5), ("Sequence", ("Conv",)),
-                        ("str", "arm64")):
+                        ("str", "arm64"), ("int", 2)):
         if default is None and kind in text:
             return value
     pytest.fail(f"no non-default value for {f.name} ({hint}): teach _other its type")
@@ -195,7 +214,7 @@ def _unusual() -> QuantizationConfig:
 
 def _fields(cfg: QuantizationConfig) -> dict[str, object]:
     return {f"{g}.{f.name}": getattr(getattr(cfg, g), f.name)
-            for g in ("scheme", "calibration", "gate", "output")
+            for g in ("scheme", "calibration", "gate", "speed", "output")
             for f in dataclasses.fields(getattr(cfg, g))} | {"mode": cfg.mode}
 
 

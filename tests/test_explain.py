@@ -19,7 +19,13 @@ pytest.importorskip("sympy")
 
 from edgekit.cli.quantize_options import config_from_options  # noqa: E402
 from edgekit.errors import InputError  # noqa: E402
-from edgekit.quantize import GateConfig, QuantizationConfig, QuantMode, quantize_model  # noqa: E402
+from edgekit.quantize import (  # noqa: E402
+    GateConfig,
+    QuantizationConfig,
+    QuantMode,
+    SpeedCheckConfig,
+    quantize_model,
+)
 from edgekit.quantize.explain import explain_lines, explain_samples  # noqa: E402
 
 pytestmark = pytest.mark.file_seconds(5)
@@ -129,7 +135,8 @@ def test_explain_needs_static_int8(damaged: dict[str, Path], tmp_path: Path) -> 
     rng = np.random.default_rng(0)
     big = _mlp([rng.normal(0, 0.1, (256, 256)).astype(np.float32),
                 rng.normal(0, 0.1, (256, 10)).astype(np.float32)], tmp_path / "big.onnx")
-    cfg = QuantizationConfig(mode=QuantMode.AUTO, gate=GateConfig(explain=True))
+    cfg = QuantizationConfig(mode=QuantMode.AUTO, gate=GateConfig(explain=True),
+                             speed=SpeedCheckConfig(enabled=False))  # not timing-dependent
     res = quantize_model(big, tmp_path, config=cfg)
     assert res.mode == "dynamic" and res.explain is None
     assert any(n.startswith("explain: no per-node report for dynamic") for n in res.notes)

@@ -472,7 +472,7 @@ def test_complex_calibration_data_is_rejected(tiny: Path, tmp_path: Path) -> Non
 def test_memory_figures_come_from_psutil() -> None:
     import psutil
 
-    from edgekit.measure.machine import machine_info, peak_rss_mb, rss_mb
+    from edgekit.speed.machine import machine_info, peak_rss_mb, rss_mb
 
     now = psutil.Process().memory_info().rss / 2**20
     assert abs(rss_mb() - now) < 64

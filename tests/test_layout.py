@@ -3,7 +3,8 @@
 Layers (lowest first); a module may import its own package and anything in a lower layer:
 
 0. shared: ``errors``, ``schema``, ``metadata``, ``contract``, ``agreement``, ``validate``,
-   ``progress``, ``deprecation``, ``exported``, ``configs``, ``io/``, ``inputs/``
+   ``progress``, ``deprecation``, ``exported``, ``configs``, ``io/``, ``inputs/``, ``speed/``
+   (timing, the latency-ratio estimator, the machine's description)
 1. stages: ``runtime/``, ``convert/``, ``quantize/``
 2. ``measure/``, ``recipes/``, ``packaging/``
 3. workflows: ``tune/``, ``check/``, ``serve/``, ``doctor/``
@@ -22,6 +23,7 @@ LAYERS = {
     "errors": 0, "schema": 0, "metadata": 0, "contract": 0, "agreement": 0, "validate": 0,
     "progress": 0, "deprecation": 0, "exported": 0, "configs": 0,
     "io": 0, "inputs": 0, "logs": 0, "__init__": 0,
+    "speed": 0,  # timing and the machine's description: quantize's speed check times its files
     "runtime": 1,  # the device runtime: the build stages prove their files on it
     "convert": 2, "quantize": 2, "recipes": 2,
     "measure": 3, "packaging": 3,

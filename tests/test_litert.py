@@ -18,7 +18,7 @@ from edgekit.measure.backends import load_backend
 from edgekit.measure.bench import BenchConfig, bench_models
 from edgekit.measure.compare_variants import tflite_bytes
 from edgekit.measure.litert import API_COMPILED, API_INTERPRETER, TFLiteBackend
-from edgekit.measure.timing import make_inputs
+from edgekit.speed.timing import make_inputs
 
 #: the int8 step of a softmax output (TFLite fixes its scale at 1/256)
 SOFTMAX_INT8_STEP = 1 / 256

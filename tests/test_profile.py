@@ -16,7 +16,6 @@ from onnx import TensorProto, helper, numpy_helper
 
 from edgekit.cli.main import cli
 from edgekit.errors import InputError
-from edgekit.measure.machine import instruction_set
 from edgekit.measure.profile import (
     KINDS,
     NodeTime,
@@ -32,6 +31,7 @@ from edgekit.measure.profile import (
     why_lines,
 )
 from edgekit.runtime import SessionOptionsConfig
+from edgekit.speed.machine import instruction_set
 
 pytestmark = pytest.mark.file_seconds(8)
 

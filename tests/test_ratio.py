@@ -1,4 +1,4 @@
-"""edgekit.measure.ratio: the latency-ratio estimator and its stop rule, on plain Python calls
+"""edgekit.speed.ratio: the latency-ratio estimator and its stop rule, on plain Python calls
 (no engine, no model; tests/test_tune.py times a real model)."""
 
 from __future__ import annotations
@@ -6,7 +6,13 @@ from __future__ import annotations
 import pytest
 
 from edgekit.errors import InputError
-from edgekit.measure.ratio import LatencyRatio, RatioConfig, measure_ratio, paired_ratio
+from edgekit.speed.ratio import (
+    LatencyRatio,
+    RatioConfig,
+    measure_ratio,
+    paired_ratio,
+    ratio_interval,
+)
 
 
 def _work(n: int) -> None:
@@ -20,6 +26,24 @@ def test_paired_ratio_is_the_median_of_per_round_ratios() -> None:
     assert paired_ratio(candidate, reference) == pytest.approx(0.6)  # medians' ratio: 25
     assert paired_ratio(reference, reference) == 1.0
     assert paired_ratio([2, 6, 3, 8], [1, 2, 1, 2]) == pytest.approx(3.0)  # even count: mean
+
+
+def test_ratio_interval_is_a_pair_of_order_statistics_of_the_per_round_ratios() -> None:
+    """100 rounds with ratios 1..100 (shuffled): the 95 % interval of their median is the
+    40th and 61st smallest (the binomial's normal approximation); up to 10 rounds it is the
+    whole range; the order of the rounds does not matter."""
+    ratios = [float(v) for v in range(1, 101)]
+    shuffled = ratios[50:] + ratios[:50]
+    reference = [2.0] * 100
+    assert ratio_interval([2 * r for r in shuffled], reference) == (40.0, 61.0)
+    assert ratio_interval([2 * r for r in shuffled], reference, 0.5) == (46.0, 55.0)
+    assert ratio_interval([3.0, 1.0, 2.0], [1.0, 1.0, 1.0]) == (1.0, 3.0)
+    low, high = ratio_interval([1.0] * 10 + [9.0], [1.0] * 11)
+    assert (low, high) == (1.0, 1.0)  # 11 rounds: the 2nd and 10th smallest
+    with pytest.raises(InputError, match="confidence must be in"):
+        ratio_interval([1.0], [1.0], 1.0)
+    with pytest.raises(InputError, match="no timed rounds"):
+        ratio_interval([], [])
 
 
 @pytest.mark.parametrize(("fields", "message"), [
@@ -47,6 +71,8 @@ def test_latency_ratio_to_dict_rounds_seconds_and_history() -> None:
     lr = LatencyRatio(1.23456, 2.0, 1.5, 80, 1.23456789, [1.234567, 1.23456])
     assert lr.to_dict() == {"ratio": 1.23456, "candidate_ms": 2.0, "reference_ms": 1.5,
                             "rounds": 80, "seconds": 1.235, "history": [1.2346, 1.2346]}
+    lr.interval = (1.111111, 1.333333)
+    assert lr.to_dict()["interval"] == [1.1111, 1.3333]
 
 
 def test_max_rounds_stops_after_the_first_block_and_warmup_is_untimed() -> None:
@@ -67,6 +93,7 @@ def test_stops_once_three_block_estimates_agree_within_the_tolerance() -> None:
     cfg = RatioConfig(tolerance=0.99, min_rounds=10, warmup=0, block_seconds=0.005)
     lr = measure_ratio(lambda: _work(100), lambda: _work(100), cfg)
     assert len(lr.history) == 3 and lr.rounds >= 15
+    assert lr.interval is not None and lr.interval[0] <= lr.ratio <= lr.interval[1]
     assert lr.to_dict()["history"] == [round(h, 4) for h in lr.history]
 
 

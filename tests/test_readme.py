@@ -138,7 +138,7 @@ def test_readme_shell_blocks_run_in_a_copy(tmp_path: Path, fashion_dir: Path) ->
     report = json.loads((out / "fashion_cnn.report.json").read_text())
     assert report["validation"]["passed"] is True
     assert report["validation"]["max_abs_error"] <= 1e-4
-    # export --quantize auto --format ort with the accuracy gate, on the same -o out (--force)
+    # export --quantize int8 --format ort with the accuracy gate, on the same -o out (--force)
     for name in ("fashion_cnn.onnx", "fashion_cnn.int8.onnx", "fashion_cnn.int8.ort"):
         assert (out / name).stat().st_size > 1000, name
     evaluation = json.loads((out / "fashion_cnn.report.json").read_text())["variants"]["int8"][

@@ -19,7 +19,6 @@ sklearn_datasets = pytest.importorskip("sklearn.datasets")
 from edgekit.cli.main import cli  # noqa: E402
 from edgekit.convert import ExportConfig, export_model  # noqa: E402
 from edgekit.errors import InputError  # noqa: E402
-from edgekit.measure.ratio import RatioConfig, measure_ratio  # noqa: E402
 from edgekit.metadata import ModelMetadata, Preprocessing, save_keras_metadata  # noqa: E402
 from edgekit.quantize import (  # noqa: E402
     CalibrationConfig,
@@ -28,6 +27,7 @@ from edgekit.quantize import (  # noqa: E402
 )
 from edgekit.quantize.regions import float_region, stem_and_depthwise  # noqa: E402
 from edgekit.runtime.model import EdgeModel  # noqa: E402
+from edgekit.speed.ratio import RatioConfig, measure_ratio  # noqa: E402
 from edgekit.tune import TUNE_RATIO, TuneConfig, tune_model  # noqa: E402
 
 pytestmark = pytest.mark.file_seconds(25)

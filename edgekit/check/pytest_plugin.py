@@ -138,7 +138,7 @@ def assert_latency_ratio(model: Any, reference: Any, max_ratio: float, *, batch:
     """Assert that ``model`` takes at most ``max_ratio`` times as long as ``reference``.
 
     Both are timed interleaved in this process (median of paired per-call ratios, see
-    :func:`edgekit.measure.ratio.measure_ratio`), so the assertion holds on a busy CI machine.
+    :func:`edgekit.speed.ratio.measure_ratio`), so the assertion holds on a busy CI machine.
     ``model`` / ``reference``: paths (.onnx, .tflite, .keras) or ``EdgeModel`` objects
     (then their own thread settings apply). Defaults: batch 1, 1 thread, 1 to 10 s of timing.
     Returns the ratio.

@@ -35,10 +35,10 @@ from edgekit.errors import DataError, InputError
 from edgekit.io.artifacts import atomic_write_json, sha256_file
 from edgekit.measure.backend import Backend
 from edgekit.measure.backends import load_backend
-from edgekit.measure.machine import machine_info
-from edgekit.measure.ratio import LatencyRatio, RatioConfig, measure_ratio
-from edgekit.measure.timing import make_inputs, measure
 from edgekit.progress import FractionFn
+from edgekit.speed.machine import machine_info
+from edgekit.speed.ratio import LatencyRatio, RatioConfig, measure_ratio
+from edgekit.speed.timing import make_inputs, measure
 
 __all__ = [
     "CheckConfig",
@@ -71,7 +71,7 @@ class CheckConfig:
         batch: batch size of the timed calls (default 1).
         threads: intra-op threads of model and reference (default 1: steadiest on shared CI).
         reference: an ONNX file to use as reference (default None: the built-in MatMul graph).
-        ratio: when the interleaved timing stops (:class:`~edgekit.measure.ratio.RatioConfig`;
+        ratio: when the interleaved timing stops (:class:`~edgekit.speed.ratio.RatioConfig`;
             default :data:`CHECK_RATIO`: 2 to 20 seconds in blocks of 0.5 s, stable when the
             ratio moves less than 2 % over the last two blocks, at least 5 rounds).
         eval_samples: cap on evaluation samples (default 0: all).
@@ -208,7 +208,7 @@ def _spec_name(spec: dict[str, Any]) -> str:
 # ---------------------------------------------------------------------------------------------
 def latency_ratio(model: Backend, reference: Backend, config: CheckConfig | None = None,
                   on_progress: FractionFn | None = None) -> LatencyRatio:
-    """``model`` / ``reference`` latency by :func:`edgekit.measure.ratio.measure_ratio` (median
+    """``model`` / ``reference`` latency by :func:`edgekit.speed.ratio.measure_ratio` (median
     of per-round ratios, interleaved until stable), with ``config``'s ratio settings and
     batch."""
     cfg = config or CheckConfig()

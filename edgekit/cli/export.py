@@ -179,7 +179,11 @@ def inspect_cmd(model: Path, as_json: bool) -> None:
 @quantization_options
 def quantize_cmd(model: Path, outdir: Path | None, force: bool, **qopts: Any) -> None:
     """Build an int8/dynamic/fp16 variant of an fp32 ONNX MODEL made elsewhere (default
-    --quantize auto) and add its section to <stem>.report.json."""
+    --quantize auto) and add its section to <stem>.report.json.
+
+    int8 and dynamic variants are timed against fp32 on this machine first: auto writes none
+    that is slower (and says why), an explicit mode warns (--no-speed-check skips it).
+    """
     from edgekit.quantize.core import quantize_file
 
     if qopts["quantize"] == "none":

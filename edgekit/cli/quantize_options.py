@@ -22,7 +22,11 @@ _OPTIONS: list[Callable[[Any], Any]] = [
                  "needs --calibration), dynamic (int8 weights; LSTM/GRU and Dense-heavy models), "
                  "fp16 (float32 inputs/outputs kept), auto (int8 for conv nets, dynamic for "
                  "recurrent and large Dense models, none for small ones; the reason is "
-                 "printed). Files are standard ONNX (QDQ, ai.onnx ops)."),
+                 "printed). Files are standard ONNX (QDQ, ai.onnx ops). An int8/dynamic variant "
+                 "is timed against fp32 on this machine before it is written (onnxruntime, CPU, "
+                 "batch 1, default threads; see --no-speed-check): when it is slower beyond the "
+                 "noise, auto writes no variant and says why, and an explicit mode writes it "
+                 "with a warning."),
     click.option("--calibration", type=click.Path(exists=True, path_type=Path), default=None,
                  help="Calibration data: NPZ/NPY (x, optional y), a folder of IDX gz files "
                  "(train split), ONNX test_data_set_N folders, an image folder (class "
@@ -52,6 +56,11 @@ _OPTIONS: list[Callable[[Any], Any]] = [
                  "(test split), an image folder (labels from its sorted class sub-folders), "
                  "ONNX test_data_set_N folders (agreement only) or a label/text TSV (the text "
                  "recipe's 20% test split)."),
+    click.option("--speed-check/--no-speed-check", "speed_check", default=True,
+                 help="Time each int8/dynamic variant against fp32 on this machine (about 1-2 s; "
+                 "default on) and record it in the report's variants.<mode>.speed. "
+                 "--no-speed-check: what is written does not depend on timing (reproducible "
+                 "builds); auto then writes its variant without knowing whether it is faster."),
     click.option("--format", "output_format", type=click.Choice(["onnx", "ort"]), default="onnx",
                  show_default=True, help="ort: also the ORT-format model (onnxruntime's "
                  "converter, Runtime optimization style), its required_operators.config and a "
@@ -74,7 +83,7 @@ def config_from_options(quantize: str | None, calibration_method: str | None,
                         preset: str | None, max_accuracy_drop: float | None,
                         output_format: str, mobile_batch: int = 1, default_mode: str = "none",
                         stem_in_float: bool | None = None, explain: bool = False,
-                        **_: Any) -> QuantizationConfig | None:
+                        speed_check: bool = True, **_: Any) -> QuantizationConfig | None:
     """A :class:`edgekit.quantize.QuantizationConfig` from parsed options (None when no
     variant is asked for)."""
     mode = quantize or default_mode
@@ -92,6 +101,7 @@ def config_from_options(quantize: str | None, calibration_method: str | None,
         calibration=q.CalibrationConfig(**_given(method=calibration_method,
                                                  samples=calibration_samples)),
         gate=q.GateConfig(max_accuracy_drop=max_accuracy_drop, explain=explain),
+        speed=q.SpeedCheckConfig(enabled=speed_check),
         output=q.OutputConfig(format=q.OutputFormat(output_format), mobile_batch=mobile_batch),
     )
 
@@ -102,7 +112,8 @@ def _given(**options: Any) -> dict[str, Any]:
 
 
 def echo_variant(variant: dict[str, Any], outdir: Path) -> None:
-    """Print a report's variant section for people."""
+    """Print a report's variant section for people (``warning:`` lines on stderr)."""
     from edgekit.quantize import variant_lines
 
-    click.echo("\n".join(variant_lines(variant, outdir)))
+    for line in variant_lines(variant, outdir):
+        click.echo(line, err=line.startswith("warning:"))

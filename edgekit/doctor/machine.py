@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from edgekit.errors import InputError, exception_reason
-from edgekit.measure.machine import cpu_features, cpu_model, instruction_set
+from edgekit.speed.machine import cpu_features, cpu_model, instruction_set
 
 __all__ = ["EpDevice", "PluginEp", "OnnxruntimeInfo", "OpenVinoDevice", "OpenVinoInfo", "Gpu",
            "MachineReport", "machine_report", "machine_notes", "register_plugin_eps",

@@ -3,7 +3,9 @@
 The face: ``bench`` (:func:`bench_models`), its backends (:func:`load_backend`), the
 interleaved timing loop (:func:`measure`) and the one latency-ratio estimator
 (:func:`measure_ratio`), ``compare`` (:func:`compare_model`), tables and the machine's
-description.
+description. The timing loop, the ratio estimator and the machine's description live in
+:mod:`edgekit.speed` (layer 0, so ``quantize`` can time its files too); they are part of this
+face as before.
 """
 
 from __future__ import annotations
@@ -14,10 +16,10 @@ from edgekit.measure.bench import BenchConfig, BenchResult, ModelResult, bench_m
 from edgekit.measure.compare import CompareConfig, compare_model
 from edgekit.measure.compare_report import CompareResult, VariantRow
 from edgekit.measure.compare_variants import build_variants, default_variants, variant_table
-from edgekit.measure.machine import cpu_model, instruction_set, machine_info
-from edgekit.measure.ratio import LatencyRatio, RatioConfig, measure_ratio, paired_ratio
 from edgekit.measure.tables import format_table, render_table
-from edgekit.measure.timing import (
+from edgekit.speed.machine import cpu_model, instruction_set, machine_info
+from edgekit.speed.ratio import LatencyRatio, RatioConfig, measure_ratio, paired_ratio
+from edgekit.speed.timing import (
     LatencyStats,
     balanced_orders,
     latency_stats,

@@ -2,7 +2,7 @@
 ``check``).
 
 Every model is loaded once (load time and memory are recorded), warmed up, and then timed in
-interleaved rounds per batch size (:mod:`edgekit.measure.timing`: balanced orders, so the
+interleaved rounds per batch size (:mod:`edgekit.speed.timing`: balanced orders, so the
 *ratios* against the first model hold even on a busy machine). Models are loaded by suffix
 (:func:`edgekit.measure.backends.load_backend`): ONNX files on a registered engine
 (``BenchConfig.engine``; ``"all"``: one row per installed engine), ``.tflite`` through LiteRT,
@@ -22,10 +22,10 @@ from typing import TYPE_CHECKING, Any
 from edgekit.errors import InputError
 from edgekit.measure.backend import Backend
 from edgekit.measure.backends import load_backend
-from edgekit.measure.machine import machine_info, peak_rss_mb, reset_peak_rss, rss_mb
 from edgekit.measure.tables import format_table
-from edgekit.measure.timing import LatencyStats, latency_stats, make_inputs, measure
 from edgekit.progress import FractionFn
+from edgekit.speed.machine import machine_info, peak_rss_mb, reset_peak_rss, rss_mb
+from edgekit.speed.timing import LatencyStats, latency_stats, make_inputs, measure
 
 if TYPE_CHECKING:
     from edgekit.measure.profile import ProfileReport

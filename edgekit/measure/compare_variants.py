@@ -136,7 +136,7 @@ def onnx_variant(fp32_path: str | os.PathLike[str], outdir: str | os.PathLike[st
     ``"dynamic"``, ``"fp16"`` or ``"auto"`` (static int8 for convolutional models, dynamic for
     recurrent / Dense-only ones). Returns the file and the mode actually used.
     """
-    from edgekit.quantize import QuantizationConfig, QuantMode, quantize_model
+    from edgekit.quantize import QuantizationConfig, QuantMode, SpeedCheckConfig, quantize_model
 
     if precision not in ("int8", "fp16", "dynamic", "auto"):
         raise InputError(f"unknown precision {precision!r}", hint="use int8, dynamic or fp16")
@@ -145,13 +145,13 @@ def onnx_variant(fp32_path: str | os.PathLike[str], outdir: str | os.PathLike[st
     out = Path(outdir)
     out.mkdir(parents=True, exist_ok=True)
     cal = Dataset(dict(calibration)) if calibration else None
+    unchecked = SpeedCheckConfig(enabled=False)  # compare times every variant itself
     with quiet_fds():
-        res = quantize_model(fp32_path, out, stem=stem,
-                             config=QuantizationConfig(mode=QuantMode(precision)),
-                             calibration=cal)
+        res = quantize_model(fp32_path, out, stem=stem, config=QuantizationConfig(
+            mode=QuantMode(precision), speed=unchecked), calibration=cal)
         if not res.written:  # auto found no variant worth shipping; compare still shows one
-            res = quantize_model(fp32_path, out, stem=stem,
-                                 config=QuantizationConfig(mode=QuantMode.DYNAMIC), calibration=cal)
+            res = quantize_model(fp32_path, out, stem=stem, config=QuantizationConfig(
+                mode=QuantMode.DYNAMIC, speed=unchecked), calibration=cal)
     return res.path, str(res.mode)
 
 

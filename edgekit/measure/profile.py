@@ -30,9 +30,9 @@ import numpy as np
 
 from edgekit.errors import InputError
 from edgekit.io.tempdirs import drop_temp_dir, new_temp_dir
-from edgekit.measure.machine import instruction_set
 from edgekit.measure.tables import render_table
-from edgekit.measure.timing import balanced_orders, make_inputs
+from edgekit.speed.machine import instruction_set
+from edgekit.speed.timing import balanced_orders, make_inputs
 
 __all__ = ["KINDS", "NodeTime", "OpProfile", "ProfileRow", "ProfileReport", "node_profile",
            "node_times", "attribute_fp32", "attribute_int8", "ort_kind", "ov_kind",

@@ -22,6 +22,7 @@ from edgekit.quantize.options import (
     QuantMode,
     QuantScheme,
     QuantType,
+    SpeedCheckConfig,
 )
 
 __all__ = [
@@ -29,6 +30,7 @@ __all__ = [
     "QuantScheme",
     "CalibrationConfig",
     "GateConfig",
+    "SpeedCheckConfig",
     "OutputConfig",
     "QuantMode",
     "QuantType",

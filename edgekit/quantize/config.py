@@ -17,9 +17,11 @@ from edgekit.quantize.options import (
     OutputFormat,
     QuantMode,
     QuantScheme,
+    SpeedCheckConfig,
     as_enum,
 )
 from edgekit.quantize.ort_format import mobile_line
+from edgekit.quantize.speed import speed_lines
 from edgekit.runtime.engine_record import engines_line
 
 if TYPE_CHECKING:
@@ -52,6 +54,8 @@ class QuantizationConfig:
             per-channel, nodes kept in float).
         calibration: how activation ranges are calibrated (:class:`CalibrationConfig`).
         gate: the accuracy gate and its evidence (:class:`GateConfig`; default: no gate).
+        speed: the speed check against fp32 on this machine (:class:`SpeedCheckConfig`;
+            default: on, batch 1).
         output: the files written (:class:`OutputConfig`: ONNX, or also the ORT format).
 
     Change a field with :func:`dataclasses.replace` on the config and its group, e.g.
@@ -62,6 +66,7 @@ class QuantizationConfig:
     scheme: QuantScheme = field(default_factory=QuantScheme)
     calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
     gate: GateConfig = field(default_factory=GateConfig)
+    speed: SpeedCheckConfig = field(default_factory=SpeedCheckConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
 
     def __post_init__(self) -> None:
@@ -76,8 +81,8 @@ class QuantizationConfig:
     def from_dict(cls, d: Mapping[str, object]) -> QuantizationConfig:
         """Inverse of :meth:`to_dict`; also reads the flat dicts written before the groups
         existed (``{"mode": "int8", "calibration_method": "minmax", ...}``, the
-        ``edgekit.quantization`` metadata and ``.quant.json`` files of older variants).
-        Unknown keys are ignored."""
+        ``edgekit.quantization`` metadata and ``.quant.json`` files of older variants) and
+        those written before the speed check (its defaults). Unknown keys are ignored."""
         return config_from_dict(cls, d, _FLAT_KEYS)
 
 
@@ -91,7 +96,8 @@ class VariantResult:
 
     ``written`` is False when ``auto`` decided no variant is worth writing (``notes`` say why);
     ``portable`` is False when the file uses ops outside ai.onnx (dynamic int8 of LSTMs);
-    ``engines`` is the per-engine proof of the file (:mod:`edgekit.runtime.proof`).
+    ``engines`` is the per-engine proof of the file (:mod:`edgekit.runtime.proof`);
+    ``speed`` is its speed check against fp32 on this machine (:mod:`edgekit.quantize.speed`).
     """
 
     mode: str
@@ -114,6 +120,7 @@ class VariantResult:
     portable: bool = True
     nonstandard_ops: list[str] = field(default_factory=list)
     engines: dict[str, dict[str, object]] = field(default_factory=dict)
+    speed: dict[str, object] | None = None
 
     @classmethod
     def skipped(cls, config: QuantizationConfig, fp32_path: Path,
@@ -141,6 +148,7 @@ class VariantResult:
             "portable": self.portable,
             "nonstandard_ops": self.nonstandard_ops,
             "engines": self.engines,
+            "speed": self.speed,
             "files": self.files,
             "artifacts": self.artifacts,
             "config": self.config.to_dict(),
@@ -176,8 +184,9 @@ def variant_lines(variant: Mapping[str, object], outdir: Path) -> list[str]:
 
 
 def _variant_lines(variant: Mapping[str, Any], outdir: Path) -> list[str]:
+    speed = variant.get("speed")
     if not variant.get("written", True):
-        return [f"note: {n}" for n in variant.get("notes") or []]
+        return [*speed_lines(speed, False), *(f"note: {n}" for n in variant.get("notes") or [])]
     lines = [f"wrote {outdir / variant['path']} ({variant['size_bytes'] / 1024:.1f} KiB, "
              f"{100 * variant['size_ratio']:.1f}% of fp32)"]
     ev = variant.get("evaluation")
@@ -185,6 +194,7 @@ def _variant_lines(variant: Mapping[str, Any], outdir: Path) -> list[str]:
         lines.append(_evaluation_line(variant["mode"], ev))
     if variant.get("engines"):
         lines.append(engines_line(variant["engines"]))
+    lines.extend(speed_lines(speed, True))
     gate_info = variant.get("gate")
     if gate_info:
         kept = gate_info.get("kept_in_float") or []

@@ -20,7 +20,9 @@ mixed-precision files stay float under onnxruntime's default optimizations (see
 not (:mod:`edgekit.agreement`). With labelled evaluation data and ``max_accuracy_drop`` the nodes
 that lose the most (``onnxruntime.quantization.qdq_loss_debug`` on calibration data) are kept in
 float, one group at a time, until the gate holds, or :class:`AccuracyGateError` is raised and
-nothing is written.
+nothing is written. An int8 or dynamic variant that passed is then timed against fp32 on this
+machine (:mod:`edgekit.quantize.speed`): ``auto`` writes none that is slower, an explicit mode
+writes it with a warning.
 
 :func:`quantize_model` is the reusable entry point (``edgekit quantize``, the export hook,
 ``edgekit tune``).
@@ -76,6 +78,7 @@ from edgekit.quantize.options import OutputFormat, QuantMode
 from edgekit.quantize.ort_format import convert_to_ort
 from edgekit.quantize.qdq import output_activation_nodes
 from edgekit.quantize.regions import stem_float_region
+from edgekit.quantize.speed import check_speed, keeps_variant
 from edgekit.runtime.engine_record import engines_prop
 from edgekit.runtime.proof import batch_prop, check_engines, mixes_batch
 from edgekit.schema import Fields, read_json
@@ -160,8 +163,9 @@ def quantize_model(
             hook), else read from ``model``.
 
     Returns:
-        The result; ``result.written`` is False when ``auto`` found no variant worth writing
-        (``result.notes`` says why).
+        The result; ``result.written`` is False when ``auto`` found no variant worth writing:
+        none for the model, or one not smaller or slower than fp32 here (``result.notes`` says
+        why; ``result.speed`` is the speed check).
 
     Raises:
         InputError / DataError for bad options or data, AccuracyGateError when the gate
@@ -222,18 +226,16 @@ class _Job:
         self.notes.extend(_size_notes(size, fp32_size, final.nonstandard, self.mode))
         used = dataclasses.replace(self.cfg, mode=self.mode, scheme=dataclasses.replace(
             self.cfg.scheme, nodes_to_exclude=exclude))
-        if self.cfg.mode is QuantMode.AUTO and size >= fp32_size:
-            self.notes.append(f"auto: the {self.mode.value} model ({size / 1024:.1f} KiB) is not "
-                              f"smaller than fp32 ({fp32_size / 1024:.1f} KiB), so no variant "
-                              "was written")
-            return VariantResult.skipped(used, self.outdir / f"{self.stem}.onnx", self.notes)
+        speed, skipped = self._worth_writing(used, fp32_path, final.path, size, fp32_size)
+        if skipped is not None:
+            return skipped
         name = variant_names(self.stem, self.mode, self.cfg.output.format)["model"]
         result = VariantResult(
             mode=self.mode.value, requested_mode=self.cfg.mode.value, path=self.outdir / name,
             size_bytes=size, fp32_size_bytes=fp32_size, config=used,
             calibration=self.data.calibration, evaluation=final.evaluation(self.data, fp32_acc),
             gate=gate_info, explain=explained, notes=self.notes, timings_s=self.timings,
-            portable=not final.nonstandard, nonstandard_ops=final.nonstandard)
+            portable=not final.nonstandard, nonstandard_ops=final.nonstandard, speed=speed)
         with self._timed("engines"):
             report_progress(self.progress, f"{self.mode.value}: checking it on every engine")
             checks = check_engines(final.path, self.data.check_feeds, self.data.check_labels,
@@ -241,6 +243,26 @@ class _Job:
         result.engines = {name: c.to_dict() for name, c in checks.items()}
         _write_variant(result, final.path, tmp, self.stem, self.progress, self.whole)
         return result
+
+    def _worth_writing(self, used: QuantizationConfig, fp32_path: Path, built: Path, size: int,
+                       fp32_size: int) -> tuple[dict[str, Any] | None, VariantResult | None]:
+        """The speed check's record, and the result of writing nothing when ``auto`` chose a
+        variant that is not smaller than fp32 or is slower than it here (else None)."""
+        unwritten = self.outdir / f"{self.stem}.onnx"
+        if self.cfg.mode is QuantMode.AUTO and size >= fp32_size:
+            self.notes.append(f"auto: the {self.mode.value} model ({size / 1024:.1f} KiB) is not "
+                              f"smaller than fp32 ({fp32_size / 1024:.1f} KiB), so no variant "
+                              "was written")
+            return None, VariantResult.skipped(used, unwritten, self.notes)
+        with self._timed("speed"):
+            speed = check_speed(fp32_path, built, self.data.check_feeds, self.mode,
+                                self.cfg.mode, self.cfg.speed, self.progress)
+        if keeps_variant(speed.verdict, self.cfg.mode):
+            return speed.to_dict(), None
+        self.notes.append(speed.reason or "auto: slower than fp32 here")
+        skipped = VariantResult.skipped(used, unwritten, self.notes)
+        skipped.speed = speed.to_dict()
+        return skipped.speed, skipped
 
     @contextlib.contextmanager
     def _timed(self, step: str) -> Iterator[None]:

@@ -1,7 +1,8 @@
-"""The four concerns of a :class:`~edgekit.quantize.QuantizationConfig`, one validated dataclass
+"""The concerns of a :class:`~edgekit.quantize.QuantizationConfig`, one validated dataclass
 each: what to quantize and into what (:class:`QuantScheme`), how activation ranges are
-calibrated (:class:`CalibrationConfig`), the accuracy gate (:class:`GateConfig`) and the output
-files (:class:`OutputConfig`); with their enums and the named presets of a scheme.
+calibrated (:class:`CalibrationConfig`), the accuracy gate (:class:`GateConfig`), the speed
+check against fp32 on this machine (:class:`SpeedCheckConfig`) and the output files
+(:class:`OutputConfig`); with their enums and the named presets of a scheme.
 
 A field renamed when it moved into its group names its old flat key in ``metadata["flat"]``
 (read back by :func:`edgekit.configs.flat_keys`)."""
@@ -24,6 +25,7 @@ __all__ = [
     "QuantScheme",
     "CalibrationConfig",
     "GateConfig",
+    "SpeedCheckConfig",
     "OutputConfig",
 ]
 
@@ -231,6 +233,43 @@ class GateConfig:
         if self.eval_samples < 0 or self.group_size < 1 or self.max_steps < 0:
             raise InputError("need eval_samples >= 0, gate group_size >= 1, gate max_steps >= 0, "
                              f"got {self.eval_samples}, {self.group_size}, {self.max_steps}")
+
+
+@dataclass(frozen=True)
+class SpeedCheckConfig:
+    """The speed check: a built int8 or dynamic variant is timed against the fp32 file on this
+    machine (onnxruntime on the CPU, as :class:`~edgekit.runtime.EdgeModel` runs it), after it
+    passed the accuracy gate. Slower than fp32 means a latency ratio (median of per-round
+    paired ratios, :func:`edgekit.speed.paired_ratio`) over ``1 + tolerance`` whose 95 %
+    interval (:func:`edgekit.speed.ratio_interval`) lies above 1. An explicit mode writes the
+    variant anyway, with a warning; ``auto`` writes no variant then (the report says why).
+
+    Attributes:
+        enabled: run it (default True); False (``--no-speed-check``) keeps what is written
+            independent of timing, for reproducible builds.
+        budget_s: seconds at most for timing the two files interleaved (default 2.0, about 1 s
+            each; it stops sooner once the ratio is stable).
+        batch: batch size of the timed calls (default 1).
+        threads: intra-op threads (default None: EdgeModel's default, onnxruntime's one per
+            physical core).
+        tolerance: how much slower than fp32 still counts as as fast (default 0.02: 2 %).
+    """
+
+    enabled: bool = True
+    budget_s: float = 2.0
+    batch: int = 1
+    threads: int | None = None
+    tolerance: float = 0.02
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.enabled, bool):
+            raise InputError(f"speed check enabled must be true or false, got {self.enabled!r}")
+        if not self.budget_s > 0 or self.batch < 1 or (self.threads is not None
+                                                       and self.threads < 1):
+            raise InputError("need speed check budget_s > 0, batch >= 1 and threads >= 1 (or "
+                             f"None), got {self.budget_s}, {self.batch}, {self.threads}")
+        if not 0 <= self.tolerance < 1:
+            raise InputError(f"speed check tolerance must be in [0, 1), got {self.tolerance}")
 
 
 @dataclass(frozen=True)

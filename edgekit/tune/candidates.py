@@ -102,8 +102,10 @@ def _try_quant(ctx: _Context, name: str, desc: str, qcfg: QuantizationConfig,
     outdir = ctx.tmp / name
     outdir.mkdir(parents=True, exist_ok=True)
     try:
-        variant = quantize_model(ctx.fp32_path, outdir, stem=ctx.fp32_path.stem, config=qcfg,
-                                 calibration=ctx.calibration)
+        # the tune times every candidate itself: no speed check of quantize's own
+        unchecked = dataclasses.replace(qcfg, speed=dataclasses.replace(qcfg.speed, enabled=False))
+        variant = quantize_model(ctx.fp32_path, outdir, stem=ctx.fp32_path.stem,
+                                 config=unchecked, calibration=ctx.calibration)
     except Exception as exc:  # a config onnxruntime rejects is a failed candidate, not a crash
         cand.reason = f"quantization failed: {str(exc).splitlines()[0][:160]}"
         return cand

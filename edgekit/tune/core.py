@@ -14,12 +14,12 @@ from edgekit.agreement import compare_predictions, gate
 from edgekit.configs import check_groups, config_from_dict, config_to_dict
 from edgekit.errors import InputError
 from edgekit.inputs.data import Dataset, run_in_batches
-from edgekit.measure.ratio import RatioConfig, measure_ratio
 from edgekit.progress import StatusFn
 from edgekit.quantize.config import QuantizationConfig
 from edgekit.runtime.engine_registry import engine_class, parse_engines
 from edgekit.runtime.model import EdgeModel
 from edgekit.runtime.session import SessionOptionsConfig
+from edgekit.speed.ratio import RatioConfig, measure_ratio
 from edgekit.validate import accuracy
 
 __all__ = ["TuneConfig", "TUNE_RATIO", "Candidate", "TuneResult"]
@@ -54,7 +54,7 @@ class TuneConfig:
             see :func:`edgekit.runtime.engine_registry.installed_engines`); onnxruntime is
             always searched. Names are checked against the registry (aliases are accepted).
         ratio: how each candidate's latency ratio to fp32 is measured (interleaved rounds,
-            :class:`~edgekit.measure.ratio.RatioConfig`; default :data:`TUNE_RATIO`: 40 to
+            :class:`~edgekit.speed.ratio.RatioConfig`; default :data:`TUNE_RATIO`: 40 to
             20,000 rounds, 1 to 30 seconds, stable at 2 %); its ``tolerance`` is also the
             margin by which a more complex candidate must win the run-off.
         quantization: the base of every quantized candidate (default ``QuantizationConfig()``:

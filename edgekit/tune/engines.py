@@ -8,11 +8,11 @@ from pathlib import Path
 
 import numpy as np
 
-from edgekit.measure.ratio import paired_ratio
-from edgekit.measure.timing import measure
 from edgekit.runtime.engine_registry import engine_class
 from edgekit.runtime.model import EdgeModel
 from edgekit.runtime.session import SessionOptionsConfig
+from edgekit.speed.ratio import paired_ratio
+from edgekit.speed.timing import measure
 from edgekit.tune.core import (
     Candidate,
     _batch_of,

@@ -50,12 +50,12 @@ from edgekit import __version__
 from edgekit.errors import DataError
 from edgekit.inputs.data import Dataset, run_in_batches
 from edgekit.io.artifacts import file_entry
-from edgekit.measure.machine import cpu_model, instruction_set
 from edgekit.metadata import ModelMetadata
 from edgekit.progress import FractionFn, StatusFn
 from edgekit.quantize.options import QuantMode
 from edgekit.runtime.engine_registry import engine_class, installed_engines
 from edgekit.runtime.session import SessionOptionsConfig
+from edgekit.speed.machine import cpu_model, instruction_set
 from edgekit.tune.candidates import (
     _float_config,
     _latency_aware,

@@ -1,27 +1,32 @@
 """The one latency-ratio estimator (used by ``tune``, ``check`` and the pytest plugin).
 
-Two calls are timed interleaved, round by round (:func:`edgekit.measure.timing.measure`
+Two calls are timed interleaved, round by round (:func:`edgekit.speed.timing.measure`
 alternates which goes first), so a busy machine slows both alike. The estimate is the **median
 of the per-round ratios** ``candidate / reference``: each ratio pairs two timings taken
 microseconds apart, which cancels drift that a ratio of two medians would keep. Rounds are
 timed in blocks; it stops once the estimate moved by at most ``tolerance`` over the last two
 blocks (after ``min_rounds`` rounds and ``min_seconds``), or at ``max_rounds`` /
-``max_seconds``.
+``max_seconds``. With the estimate comes a distribution-free 95 % interval of that median
+(:func:`ratio_interval`), for decisions such as ``quantize``'s speed check ("slower beyond
+noise" is an interval above 1).
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from statistics import NormalDist
 from typing import Any
 
 import numpy as np
 
 from edgekit.errors import InputError
 from edgekit.progress import FractionFn
+from edgekit.speed.timing import measure
 
-__all__ = ["RatioConfig", "LatencyRatio", "measure_ratio", "paired_ratio"]
+__all__ = ["RatioConfig", "LatencyRatio", "measure_ratio", "paired_ratio", "ratio_interval"]
 
 
 @dataclass(frozen=True)
@@ -63,8 +68,9 @@ class RatioConfig:
 @dataclass
 class LatencyRatio:
     """A measured ratio: ``ratio`` = candidate / reference (median of per-round ratios), the
-    two median latencies in ms, the rounds timed, the seconds taken and the estimate after
-    each block."""
+    two median latencies in ms, the rounds timed, the seconds taken, the estimate after
+    each block and the 95 % interval of the ratio (:func:`ratio_interval`; None when not
+    computed)."""
 
     ratio: float
     candidate_ms: float
@@ -72,19 +78,41 @@ class LatencyRatio:
     rounds: int
     seconds: float
     history: list[float] = field(default_factory=list)
+    interval: tuple[float, float] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready fields (history rounded)."""
-        return {"ratio": self.ratio, "candidate_ms": self.candidate_ms,
-                "reference_ms": self.reference_ms, "rounds": self.rounds,
-                "seconds": round(self.seconds, 3),
-                "history": [round(h, 4) for h in self.history]}
+        """JSON-ready fields (history rounded; ``interval`` when there is one)."""
+        d: dict[str, Any] = {"ratio": self.ratio, "candidate_ms": self.candidate_ms,
+                             "reference_ms": self.reference_ms, "rounds": self.rounds,
+                             "seconds": round(self.seconds, 3),
+                             "history": [round(h, 4) for h in self.history]}
+        if self.interval is not None:
+            d["interval"] = [round(v, 4) for v in self.interval]
+        return d
 
 
 def paired_ratio(candidate_ns: Sequence[float], reference_ns: Sequence[float]) -> float:
     """The median of per-round ratios candidate / reference (round ``i`` of each series ran
     in the same interleaved round, so machine drift cancels)."""
     return float(np.median(np.asarray(candidate_ns, float) / np.asarray(reference_ns, float)))
+
+
+def ratio_interval(candidate_ns: Sequence[float], reference_ns: Sequence[float],
+                   confidence: float = 0.95) -> tuple[float, float]:
+    """A distribution-free ``confidence`` interval of :func:`paired_ratio` (the median of the
+    per-round ratios): the order statistics ``k`` and ``n + 1 - k`` of the ``n`` sorted
+    ratios, ``k`` from the binomial(n, 1/2) count of ratios below the median (normal
+    approximation, ``k >= 1``: the whole range for up to 10 rounds). Rounds timed back to
+    back are not quite independent, so read it as the noise of this run, not a guarantee."""
+    if not 0 < confidence < 1:
+        raise InputError(f"confidence must be in (0, 1), got {confidence}")
+    r = np.sort(np.asarray(candidate_ns, float) / np.asarray(reference_ns, float))
+    n = int(r.size)
+    if n == 0:
+        raise InputError("no timed rounds to take an interval of")
+    z = NormalDist().inv_cdf(0.5 + confidence / 2.0)
+    k = max(1, math.floor((n - z * math.sqrt(n)) / 2.0))
+    return float(r[k - 1]), float(r[n - k])
 
 
 def _stable(history: list[float], tolerance: float) -> bool:
@@ -101,8 +129,6 @@ def measure_ratio(reference: Callable[[], Any], candidate: Callable[[], Any],
 
     ``on_progress`` gets the fraction of ``max_seconds`` used, in [0, 1].
     """
-    from edgekit.measure.timing import measure
-
     cfg = config or RatioConfig()
     ref_ns: list[int] = []
     cand_ns: list[int] = []
@@ -125,4 +151,4 @@ def measure_ratio(reference: Callable[[], Any], candidate: Callable[[], Any],
             break
     return LatencyRatio(history[-1], float(np.median(cand_ns)) / 1e6,
                         float(np.median(ref_ns)) / 1e6, len(ref_ns),
-                        time.perf_counter() - start, history)
+                        time.perf_counter() - start, history, ratio_interval(cand_ns, ref_ns))
