@@ -80,7 +80,7 @@ def test_the_nested_shape_is_written_and_read_back() -> None:
     written = json.loads(json.dumps(cfg.to_dict()))
     assert set(written) == {"mode", "scheme", "calibration", "gate", "speed", "output"}
     assert written["speed"] == {"enabled": True, "budget_s": 2.0, "batch": 1, "threads": None,
-                                "tolerance": 0.02}
+                                "tolerance": 0.05}
     assert written["calibration"] == {"method": "minmax", "samples": 32, "batch_size": 8,
                                       "seed": 7}
     assert written["scheme"]["nodes_to_exclude"] == ["a"]  # JSON lists, not tuples

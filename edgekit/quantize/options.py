@@ -252,14 +252,15 @@ class SpeedCheckConfig:
         batch: batch size of the timed calls (default 1).
         threads: intra-op threads (default None: EdgeModel's default, onnxruntime's one per
             physical core).
-        tolerance: how much slower than fp32 still counts as as fast (default 0.02: 2 %).
+        tolerance: how much slower than fp32 still counts as as fast (default 0.05: 5 %;
+            the ratio of one build moves by a few % with the machine's load).
     """
 
     enabled: bool = True
     budget_s: float = 2.0
     batch: int = 1
     threads: int | None = None
-    tolerance: float = 0.02
+    tolerance: float = 0.05
 
     def __post_init__(self) -> None:
         if not isinstance(self.enabled, bool):

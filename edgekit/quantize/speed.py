@@ -75,6 +75,7 @@ class SpeedRecord:
     cpu: str = ""
     isa: str = ""
     reason: str | None = None
+    tolerance: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready fields (latencies to 0.1 us; the ratios as measured, so that the
@@ -84,7 +85,8 @@ class SpeedRecord:
                 "variant_ms": _r4(self.variant_ms), "fp32_ms": _r4(self.fp32_ms),
                 "rounds": self.rounds, "seconds": round(self.seconds, 3),
                 "batch": self.batch, "threads": self.threads, "engine": "onnxruntime",
-                "cpu": self.cpu, "isa": self.isa, "reason": self.reason}
+                "cpu": self.cpu, "isa": self.isa, "reason": self.reason,
+                "tolerance": self.tolerance}
 
 
 def _r4(v: float | None) -> float | None:
@@ -140,7 +142,8 @@ def _timed(fp32: Path, variant: Path, feeds: dict[str, np.ndarray], mode: QuantM
     interval = lr.interval or (lr.ratio, lr.ratio)
     return SpeedRecord(mode.value, speed_verdict(lr.ratio, interval, cfg.tolerance), cfg.batch,
                        cfg.threads, lr.ratio, interval, lr.candidate_ms, lr.reference_ms,
-                       lr.rounds, lr.seconds, cpu_model(), instruction_set())
+                       lr.rounds, lr.seconds, cpu_model(), instruction_set(),
+                       tolerance=cfg.tolerance)
 
 
 def _slower_reason(rec: SpeedRecord, mode: QuantMode, requested: QuantMode) -> str:
