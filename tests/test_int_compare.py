@@ -6,6 +6,9 @@ edgekit's conversion compares 32- and 64-bit integers as 64-bit integers
 (:func:`edgekit.convert.tfconvert.custom_op_handlers`). Real Keras models exported with real
 TensorFlow, tf2onnx and onnxruntime, on values around 2**24..2**62 where float32 rounds;
 outputs are checked against Keras bit for bit, and the graphs for casts to float.
+
+``TopKV2`` had the same bug (tf2onnx ranks every input but float32 as float32): 32- and 64-bit
+integers and doubles now rank as they are (:func:`edgekit.convert.tfconvert._exact_top_k`).
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ ort = pytest.importorskip("onnxruntime")
 from edgekit.convert import ExportConfig, export_model, tfconvert  # noqa: E402
 
 #: each test converts with tf2onnx; the export also validates and checks every engine
-pytestmark = [pytest.mark.slow, pytest.mark.file_seconds(12)]
+pytestmark = [pytest.mark.slow, pytest.mark.file_seconds(17)]
 
 layers = keras.layers
 
@@ -191,3 +194,107 @@ def test_tf2onnx_through_edgekit_compares_integers_as_integers(opset: int) -> No
         np.testing.assert_array_equal(g, w)
     assert want[0].tolist() == [[True, True, False, False, False]]
     assert want[1].tolist() == [[False, False, False, True, True]]
+
+
+def _top_k_int64() -> np.ndarray:
+    """[N, 7] int64 whose top 3 float32 cannot rank: neighbours of 2**24, 2**40 and 2**62,
+    exact ties (the lower index first) and random values in 2**24..2**62."""
+    rows = [[2**40, 2**40 + 1, 2**40 - 1, 3, -C64, 2**24, 2**24 + 1],
+            [2**24 - 1, 2**24 + 1, -5, 2**24, 2**24 + 2, 0, -(2**62)],
+            [2**62 - 1, 2**62, 2**62 + 1, 2**63 - 1, 2**63 - 2, -(2**63), 1],
+            [5, C64, 5, C64, C64 - 1, C64, 2**40]]
+    rows += list(np.random.default_rng(3).integers(2**24, 2**62, (20, 7)))
+    return np.asarray(rows, "int64")
+
+
+def _top_k_inputs(proto: onnx.ModelProto) -> list[tuple[int, int]]:
+    """``(element type ranked, element type before any Cast)`` for each ``TopK``'s data."""
+    producers = {o: n for n in proto.graph.node for o in n.output}
+    types = _elem_types(proto)
+    found = []
+    for node in proto.graph.node:
+        if node.op_type == "TopK":
+            producer = producers.get(node.input[0])
+            source = producer.input[0] if producer and producer.op_type == "Cast" else None
+            found.append((types[node.input[0]], types[source or node.input[0]]))
+    return sorted(found)
+
+
+def test_top_k_exports_exactly(tmp_path: Path) -> None:
+    """``edgekit export`` of ``tf.math.top_k`` on int64 (and int32) values float32 rounds and
+    ties: onnxruntime gives Keras' values and indices bit for bit, ``TopK`` ranks the
+    integers themselves; on float32 the graph is tf2onnx's (``TopK`` straight on the input)."""
+    from edgekit.runtime import EdgeModel
+
+    x = keras.Input((7,), dtype="int64", name="x")
+    w = keras.Input((7,), dtype="int32", name="w")
+    f = keras.Input((7,), dtype="float32", name="f")
+    outs = [layers.Lambda(lambda t: tuple(tf.math.top_k(t, k=3)), name=n)(t)
+            for n, t in (("top_x", x), ("top_w", w), ("top_f", f))]
+    model = keras.Model([x, w, f], [y for pair in outs for y in pair])
+    xs = _top_k_int64()
+    ws = np.random.default_rng(5).integers(2**24, 2**31 - 1, xs.shape).astype("int32")
+    ws[0] = [C32, 2**31 - 3, 5, 2**31 - 1, -C32, 2**31 - 2, C32 + 1]  # float32: 2**30, 2**31
+    data = {"x": xs, "w": ws,
+            "f": np.random.default_rng(4).uniform(-1, 1, xs.shape).astype("float32")}
+    np.savez(tmp_path / "val.npz", **data)  # type: ignore[arg-type]
+    result = export_model(model, tmp_path / "out", ExportConfig(),
+                          validation_data=tmp_path / "val.npz")
+    want = [np.asarray(y) for y in model([tf.constant(data[k]) for k in ("x", "w", "f")])]
+    assert want[0][0].tolist() == [2**40 + 1, 2**40, 2**40 - 1]
+    assert want[1][:4].tolist() == [[1, 0, 2], [4, 1, 3], [3, 4, 2], [1, 3, 5]]  # ties: lower first
+    assert want[2][0].tolist() == [2**31 - 1, 2**31 - 2, 2**31 - 3]  # not -2**31
+    with EdgeModel(result.onnx_path) as onnx_model:
+        got = onnx_model.run(data)
+    assert len(got) == len(want) == 6
+    for i, (g, y) in enumerate(zip(got, want, strict=True)):
+        assert g.dtype == y.dtype and g.shape == y.shape, i
+        np.testing.assert_array_equal(g, y, err_msg=str(i))
+    proto = onnx.load(result.onnx_path)
+    int64, int32, f32 = onnx.TensorProto.INT64, onnx.TensorProto.INT32, onnx.TensorProto.FLOAT
+    assert _top_k_inputs(proto) == sorted([(int64, int64), (int32, int32), (f32, f32)])
+    assert sorted(n.input[0] for n in proto.graph.node if n.op_type == "TopK") == ["f", "w", "x"]
+    assert result.report["engines"]["onnxruntime"]["passed"] is True  # type: ignore[index]
+
+
+@pytest.mark.parametrize("opset", [13, 18])
+def test_tf2onnx_through_edgekit_ranks_top_k_exactly(opset: int) -> None:
+    """The conversion itself on every kind of input: int64, int32 and float64 rank as they
+    are, uint32 as int64 (onnxruntime has no uint32 TopK); int16 keeps tf2onnx's float32 cast
+    (exact) and float32 is untouched; a ``k`` computed in the graph and ``sorted=False`` work."""
+    kinds = {"x": "int64", "w": "int32", "u": "uint32", "d": "float64", "s": "int16",
+             "f": "float32"}
+    signature = [tf.TensorSpec((None, None), t, name=n) for n, t in kinds.items()]
+
+    @tf.function(input_signature=signature, autograph=False)
+    def function(*xs: tf.Tensor) -> list[tf.Tensor]:
+        k = tf.shape(xs[0])[1] // 2  # 3, known only when it runs
+        tops = [tf.math.top_k(t, k=k) for t in xs]
+        return [y for top in tops for y in top] + list(tf.math.top_k(xs[0], k=2, sorted=False))
+
+    proto = tfconvert.from_function(function, signature, opset)
+    onnx.checker.check_model(proto)
+    t = onnx.TensorProto
+    assert _top_k_inputs(proto) == sorted(  # no Cast to float but int16's (exact)
+        [(t.INT64, t.INT64), (t.INT32, t.INT32), (t.INT64, t.UINT32), (t.DOUBLE, t.DOUBLE),
+         (t.FLOAT, t.INT16), (t.FLOAT, t.FLOAT), (t.INT64, t.INT64)])
+    casts = {x: [a.i for n in proto.graph.node if n.op_type == "Cast" and n.input[0] == x
+                 for a in n.attribute] for x in kinds}
+    assert casts == {"x": [], "w": [], "u": [t.INT64], "d": [], "s": [t.FLOAT], "f": []}
+    feeds = {"x": _top_k_int64()[:4, :6],
+             "w": np.array([[2**31 - 1, C32, C32 - 1, 2**31 - 2, -C32, C32 + 1]], "int32"),
+             "u": np.array([[2**32 - 1, 2**31, 2**31 + 1, 2**32 - 2, 2**24, 7]], "uint32"),
+             "d": np.array([[1 + 2**-40, 1, 1 + 2**-41, 0.5, 3 + 2**-50, 3]]),
+             "s": np.array([[5, -3, 7, 7, -32768, 32767]], "int16"),
+             "f": np.array([[0.5, 0.25, 1.0, -1.0, 0.75, 0.5000001]], "float32")}
+    session = ort.InferenceSession(proto.SerializeToString(),
+                                   providers=["CPUExecutionProvider"])
+    got = session.run(None, feeds)
+    want = [np.asarray(y) for y in function(*[tf.constant(feeds[n]) for n in kinds])]
+    assert len(got) == len(want) == 14
+    for i, (g, w) in enumerate(zip(got, want, strict=True)):
+        assert g.dtype == w.dtype, i
+        np.testing.assert_array_equal(g, w, err_msg=str(i))
+    assert want[2].tolist() == [[2**31 - 1, 2**31 - 2, C32 + 1]]
+    assert want[5].tolist() == [[0, 3, 2]]  # uint32: 2**32 - 2 is not 2**32 - 1
+    assert want[7].tolist() == [[4, 5, 0]]  # float64: 3 + 2**-50 first, 1 + 2**-40 above 1

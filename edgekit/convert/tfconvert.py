@@ -18,7 +18,9 @@ fixes the known gaps itself (each one a regression test in ``tests/test_export_f
   every opset, so 32- and 64-bit integers above 2**24 compared rounded (``99999999 < 10**8``
   came out False); :func:`_exact_less_greater` compares them as 64-bit integers.
   (``LessEqual``, ``GreaterEqual``, ``Equal``, ``Minimum`` and ``Maximum`` on integers are
-  exact from opset 12; edgekit's lowest is 13.)
+  exact from opset 12; edgekit's lowest is 13.) ``TopKV2`` went through float32 the same way
+  (values rounded, near-equal ones tied, int32 ``2**31 - 1`` came back as ``-2**31``):
+  :func:`_exact_top_k` ranks 32- and 64-bit integers and doubles as they are.
 * **Speed.** tf2onnx deep-copies the whole graph, weights included, before each of its ~12
   optimizer passes so that it can roll a failing pass back; on ResNet50 that is a third of
   the conversion time. :func:`from_function` converts without the copies first
@@ -127,11 +129,61 @@ def _exact_less_greater(ctx: Any, node: Any, name: str, args: Sequence[Any]) -> 
         GreaterLess.version_1(ctx, node)
 
 
+def _exact_top_k(ctx: Any, node: Any, name: str, args: Sequence[Any]) -> None:
+    """tf2onnx handler for ``TopKV2`` (the node is already ONNX ``TopK``): 32- and 64-bit
+    integers and doubles are ranked as they are.
+
+    tf2onnx 1.17's handler (opset 10 and up) casts every input but float32 to float32 and the
+    values back, which rounds integers above 2**24 and doubles: values come out changed
+    (int32 ``2**31 - 1`` as ``-2**31``) and near-equal ones tie, so the indices are wrong too.
+    ONNX ``TopK`` takes integers from opset 11 and onnxruntime's CPU kernel runs int32, int64,
+    float and double: those run as they are; uint32, which it lacks, runs as int64 (exact).
+    ``k`` becomes the 1-D int64 ONNX wants and the indices TF's type, as tf2onnx does;
+    ``sorted`` passes through as with tf2onnx. Everything else keeps tf2onnx's handling:
+    8/16-bit integers and half floats, which float32 holds exactly, and uint64 (no exact type
+    to run it as; rounded above 2**24 as before).
+    """
+    from onnx import TensorProto
+    from tf2onnx import utils
+    from tf2onnx.graph_builder import GraphBuilder
+    from tf2onnx.onnx_opset.tensor import TopKV2
+
+    int64 = TensorProto.INT64
+    run_as = {int64: None, TensorProto.INT32: None, TensorProto.DOUBLE: None,
+              TensorProto.UINT32: int64}
+    values, indices = node.output_dtypes
+    if ctx.opset < 11 or values not in run_as:
+        if ctx.opset >= 10:
+            TopKV2.any_version_after10(ctx.opset, ctx, node)
+        else:
+            TopKV2.version_1(ctx, node)
+        return
+    k = ctx.make_node("Cast", [node.input[1]], attr={"to": int64})  # TF: 0-D int32
+    k_1d = GraphBuilder(ctx).make_unsqueeze({"data": k.output[0], "axes": [0]},
+                                            return_node=True)
+    ctx.replace_input(node, node.input[1], k_1d.output[0], 1)
+
+    def cast_back(port: int, ranked: int, dtype: int) -> None:  # output ``port`` as TF's dtype
+        back = ctx.insert_new_node_on_output("Cast", node.output[port],
+                                             name=utils.make_name(node.name), to=dtype)
+        ctx.set_dtype(back.output[0], dtype)
+        ctx.copy_shape(node.output[port], back.output[0])
+        ctx.set_dtype(node.output[port], ranked)
+
+    to = run_as[values]
+    if to is not None:  # ranked widened, the values cast back
+        wide = ctx.insert_new_node_on_input(node, "Cast", node.input[0], input_index=0, to=to)
+        ctx.set_dtype(wide.output[0], to)
+        ctx.copy_shape(wide.input[0], wide.output[0])
+        cast_back(0, to, values)
+    cast_back(1, int64, indices)
+
+
 def custom_op_handlers() -> dict[str, tuple[Callable[..., None], list[object]]]:
     """``custom_op_handlers`` for ``tf2onnx.convert.from_function``: TF ops tf2onnx lacks
     or converts inexactly."""
     return {"Erfc": (_erfc, []), "Less": (_exact_less_greater, []),
-            "Greater": (_exact_less_greater, [])}
+            "Greater": (_exact_less_greater, []), "TopKV2": (_exact_top_k, ["TopK"])}
 
 
 @contextmanager
