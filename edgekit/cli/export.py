@@ -141,6 +141,8 @@ def _echo_export(result: Any, outdir: Path) -> None:
     click.echo(f"wrote {result.onnx_path} ({result.onnx_path.stat().st_size / 1024:.1f} KiB)")
     v = result.validation
     click.echo(f"validation: {v.summary()} (within {v.tolerance()}) - passed")
+    if v.noise:
+        click.echo(f"note: {v.noise_summary()}")
     if result.report.get("engines"):
         click.echo(engines_line(result.report["engines"]))
     for note in result.report["graph"].get("lowered") or []:

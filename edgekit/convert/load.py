@@ -22,6 +22,7 @@ import numpy as np
 
 from edgekit.contract import keras_output_activations
 from edgekit.convert.lowering import lower_preprocessing
+from edgekit.convert.noise import Variable
 from edgekit.convert.signature import InputSpec, KerasInputs, SignatureData, keras_inputs, pack
 from edgekit.errors import ConversionError, InputError, ModelLoadError, require
 from edgekit.errors import exception_reason as _reason
@@ -90,6 +91,7 @@ class KerasSource:
     input_ranges: dict[str, InputRange] = field(default_factory=dict)  # from preprocessing layers
     synthetic_lengths: tuple[int, ...] | None = None  # dynamic lengths that run (probed)
     lowered: list[str] = field(default_factory=list)  # preprocessing layers lowered to ONNX ops
+    weights: tuple[Variable, ...] = ()  # what edgekit.convert.noise perturbs, restored after
 
 
 def _quiet_tf() -> None:
@@ -235,6 +237,7 @@ def _from_keras_model(model: Any, name: str, path: Path | None, fmt: str,
         output_activations=keras_output_activations(model),
         input_ranges=keras_input_ranges(model, specs),
         lowered=lowered,
+        weights=tuple(model.weights),
     )
 
 
@@ -289,6 +292,7 @@ def _from_saved_model(path: Path) -> KerasSource:
         metadata=load_keras_metadata(path) or ModelMetadata(),
         format="savedmodel",
         keepalive=loaded,
+        weights=tuple(getattr(loaded, "variables", None) or ()),
     )
 
 

@@ -14,6 +14,7 @@ import numpy as np
 from edgekit.convert.config import ExportConfig
 from edgekit.convert.conversion import conversion_error
 from edgekit.convert.load import KerasSource
+from edgekit.convert.noise import noise_envelope
 from edgekit.errors import ConversionError, InputError, ValidationError
 from edgekit.errors import exception_reason as _reason
 from edgekit.inputs.data import Dataset, format_shape, run_in_batches
@@ -183,6 +184,8 @@ def validate_source(
 
     ``onnx_model``: a path, bytes or an onnxruntime session; tolerance: see :func:`compare_outputs`.
     The result carries the reference outputs' saturation and warnings when they are degenerate.
+    When elements fail the tolerance, Keras runs again on the failing samples to tell float
+    noise from a mismatch (:func:`edgekit.convert.noise.noise_envelope`, ``result.noise``).
     """
     n = len(next(iter(feeds.values())))
     names = [o.name for o in source.outputs]
@@ -201,6 +204,10 @@ def validate_source(
     result.include(_compared([r[:k] for r in ref], one, names, atol, rtol))
     result.saturation = output_saturation(ref, names)
     result.warnings = degenerate_warnings(result.saturation, n)
+    if not result.passed and atol is not None:  # only then: is it Keras' own float noise?
+        result.noise = noise_envelope(source.call, feeds, ref, [got, one], names, atol, rtol,
+                                      batch_size, source.weights)
+        result.passed = result.noise["passed"]
     return result
 
 
@@ -214,8 +221,9 @@ def validate(source: KerasSource, session: onnxruntime.InferenceSession,
     """
     result = validate_source(source, session, feeds, config.atol, config.batch_size,
                              config.opset, rtol=config.rtol)
+    noise = f"; {result.noise_summary()}" if result.noise else ""
     differ = (f"ONNX outputs differ from Keras beyond {result.tolerance()}: "
-              f"{result.failures()} ({result.summary()})")
+              f"{result.failures()}{noise} ({result.summary()})")
     if not result.passed and result.warnings:
         raise ValidationError(
             f"{differ}, on inputs where {'; '.join(result.warnings)}; no model was written",
