@@ -178,14 +178,16 @@ def validate_source(
     batch_size: int = 8,
     opset: int | None = None,
     rtol: float = DEFAULT_RTOL,
+    noise: bool = True,
 ) -> ValidationResult:
     """Compare Keras (reference) and onnxruntime on ``feeds`` in batches of ``batch_size``
     (default 8: memory bounded by the batch, not the sample count), then at batch 1.
 
     ``onnx_model``: a path, bytes or an onnxruntime session; tolerance: see :func:`compare_outputs`.
     The result carries the reference outputs' saturation and warnings when they are degenerate.
-    When elements fail the tolerance, Keras runs again on the failing samples to tell float
-    noise from a mismatch (:func:`edgekit.convert.noise.noise_envelope`, ``result.noise``).
+    When elements fail the tolerance (and ``noise``), Keras runs again on the failing samples
+    to tell float noise from a mismatch (:func:`edgekit.convert.noise.noise_envelope`,
+    ``result.noise``).
     """
     n = len(next(iter(feeds.values())))
     names = [o.name for o in source.outputs]
@@ -204,7 +206,7 @@ def validate_source(
     result.include(_compared([r[:k] for r in ref], one, names, atol, rtol))
     result.saturation = output_saturation(ref, names)
     result.warnings = degenerate_warnings(result.saturation, n)
-    if not result.passed and atol is not None:  # only then: is it Keras' own float noise?
+    if noise and not result.passed and atol is not None:  # only then: is it float noise?
         result.noise = noise_envelope(source.call, feeds, ref, [got, one], names, atol, rtol,
                                       batch_size, source.weights)
         result.passed = result.noise["passed"]
@@ -220,7 +222,7 @@ def validate(source: KerasSource, session: onnxruntime.InferenceSession,
             outputs are degenerate.
     """
     result = validate_source(source, session, feeds, config.atol, config.batch_size,
-                             config.opset, rtol=config.rtol)
+                             config.opset, rtol=config.rtol, noise=config.noise_envelope)
     noise = f"; {result.noise_summary()}" if result.noise else ""
     differ = (f"ONNX outputs differ from Keras beyond {result.tolerance()}: "
               f"{result.failures()}{noise} ({result.summary()})")
