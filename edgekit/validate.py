@@ -10,7 +10,8 @@ element fails when ``|candidate - reference| > atol + rtol * |reference|``, or w
 is NaN. An absolute tolerance alone cannot fit every depth and output scale: float rounding
 grows with the magnitude of the values, so ``rtol`` scales the tolerance with them. Top-1
 agreement is reported, not gated: a class that flips while every score is within tolerance is
-a tie in the reference.
+a tie in the reference. Elements beyond the tolerance may still be float noise: see
+:mod:`edgekit.convert.noise` and :attr:`ValidationResult.noise`.
 """
 
 from __future__ import annotations
@@ -49,14 +50,18 @@ class ValidationResult:
         mean_abs_error: mean absolute difference over all outputs.
         top1_agreement: share of samples whose arg-max agrees (classifier outputs), else None.
         atol / rtol: the tolerance the result was checked against (atol None: not checked).
-        passed: no element of any output beyond its tolerance (True when none was given).
-        per_output: per output name, see :func:`output_errors`.
+        passed: no element of any output beyond its tolerance (True when none was given), or
+            every such element within Keras' own float noise (``noise``).
+        per_output: per output name, see :func:`output_errors` (the strict tolerance's
+            figures, also when ``noise`` excuses them).
         saturation: per output, how little the reference varies (see :func:`output_saturation`).
         warnings: why the comparison may prove little (degenerate reference outputs).
         batch_dependent: the outputs are not per-sample (they mix the batch or lack a batch
             axis), so both sides ran on the same whole batches: per batch, the outputs are
             stacked on a new first axis (``worst.index`` starts with the batch's number).
         batch_evidence: what showed it (empty when per-sample).
+        noise: measured only when elements fail the tolerance: how many of them lie within
+            Keras' own float-noise envelope (see :func:`edgekit.convert.noise.noise_envelope`).
     """
 
     n_samples: int
@@ -71,6 +76,7 @@ class ValidationResult:
     warnings: list[str] = field(default_factory=list)
     batch_dependent: bool = False
     batch_evidence: str = ""
+    noise: dict[str, Any] | None = None
 
     def summary(self) -> str:
         """One line for people."""
@@ -104,6 +110,44 @@ class ValidationResult:
                 f"p99 {e['p99_abs_error']:.2g}, max {e['max_abs_error']:.3g}"
             )
         return "; ".join(parts)
+
+    def noise_summary(self) -> str:
+        """For people: how many elements beyond the tolerance lie within Keras' own float
+        noise, the envelope's size and the worst element ('' when it was not measured)."""
+        n = self.noise
+        if not n:
+            return ""
+        if n.get("error"):
+            return f"Keras' own float noise could not be measured: {n['error']}"
+        if not n["measured"]:
+            return ("Keras' own float noise was not measured: neither its inputs nor its weights "
+                    "have float values to move")
+        m, inputs, weights = n["multiple"], *zip(*n["runs"], strict=True)
+        moved = [f"its inputs moved by a relative {min(inputs):g} to {max(inputs):g}"
+                 ] if n["perturbed_inputs"] else []
+        if n["perturbed_weights"]:
+            moved.append(f"its weights by {min(weights):g} to {max(weights):g}")
+        how = (f"Keras re-run on {n['measured']} of the {n['failing']} failing samples, "
+               f"{' and '.join(moved)}")
+        worst = [(name, e["worst"]) for name, e in n["per_output"].items() if e["worst"]]
+        if not worst:
+            return f"Keras' own float noise was not measured ({how})"
+        name, w = max(worst, key=lambda nw: nw[1]["ratio"])
+        at = (f"output {name!r} at {w['index']}{' (batch 1)' if w['batch1'] else ''}: "
+              f"|error| {w['abs_error']:.3g} {'<=' if n['passed'] else '>'} allowed "
+              f"{w['allowed']:.3g} + {m:g} x envelope {w['envelope']:.3g}")
+        if n["passed"]:
+            env = max(e["envelope_max"] for e in n["per_output"].values())
+            return (f"all {n['exceeded']} elements beyond {self.tolerance()} lie within "
+                    f"{m:g}x Keras' own float noise: {how}, moves by up to {env:.3g} there "
+                    f"(worst: {at})")
+        text = (f"{n['beyond']} of them exceed {m:g}x Keras' own float noise too ({how}), "
+                f"worst {at}; {n['within']} lie within it")
+        if n["unmeasured"]:
+            text += (f", {n['unmeasured']} on the {n['failing'] - n['measured']} samples not "
+                     "measured (it stops at the first batch still beyond after "
+                     f"{len(n['runs']) * (1 + n['recheck_rounds'])} runs)")
+        return text
 
     def include(self, other: ValidationResult) -> None:
         """Fold in a second run of the same outputs (a subset of the samples at batch 1): its

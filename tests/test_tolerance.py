@@ -158,14 +158,17 @@ def test_deep_model_with_float_noise_passes_and_a_changed_weight_fails(tmp_path:
         synthetic_inputs,
         validate_source,
     )
-    from edgekit.errors import ValidationError
 
     m = _deep_model()
-    with pytest.raises(ValidationError, match="differ from Keras beyond atol 0.0001 \\+ rtol 0"):
-        export_model(m, tmp_path / "abs", ExportConfig(rtol=0.0))  # what atol alone did
+    # atol alone: float noise goes beyond it (Keras' own float-noise envelope then excuses it,
+    # see tests/test_noise_envelope.py)
+    alone = export_model(m, tmp_path / "abs", ExportConfig(rtol=0.0)).validation
+    assert alone.per_output["scores"]["failing"] > 0
+    assert alone.noise is not None and alone.noise["passed"]
     res = export_model(m, tmp_path / "out", ExportConfig())
     v = res.validation
     assert v.passed and v.max_abs_error > DEFAULT_ATOL  # float noise over atol alone
+    assert v.noise is None  # within atol + rtol: no extra Keras run
     stats = cast(dict[str, Any], res.report)["validation"]
     assert stats["atol"] == DEFAULT_ATOL and stats["rtol"] == DEFAULT_RTOL
     assert stats["per_output"]["scores"]["failing"] == 0
@@ -178,7 +181,7 @@ def test_deep_model_with_float_noise_passes_and_a_changed_weight_fails(tmp_path:
     source = load_source(m)
     bad = validate_source(source, res.onnx_path, synthetic_inputs(source, 64), DEFAULT_ATOL,
                           rtol=DEFAULT_RTOL)
-    assert not bad.passed
+    assert not bad.passed and bad.noise is not None and bad.noise["beyond"] > 0
     e = bad.per_output["scores"]
     assert e["failing"] > 0 and e["worst"]["ratio"] > 1
     assert f"output 'scores': {e['failing']} of {e['elements']} elements" in bad.failures()

@@ -34,6 +34,9 @@ class ExportConfig:
             True; see :mod:`edgekit.convert.graph`). Validation covers the simplified graph.
         force: overwrite existing outputs (default False).
         strict: fail when validation ran on degenerate reference outputs (default False: warn).
+        noise_envelope: elements beyond ``atol + rtol * |keras|`` pass when they lie within
+            Keras' own float noise (default True; see :mod:`edgekit.convert.noise`); False:
+            every such element fails.
         batch_size: batch size of Keras and onnxruntime during validation (default 8); peak
             memory grows with it and the model, not with the sample count.
         output_kinds: the output contract, one of ``probabilities``, ``independent``,
@@ -55,6 +58,7 @@ class ExportConfig:
     force: bool = False
     output_kinds: list[str] | None = None
     strict: bool = False
+    noise_envelope: bool = True
     batch_size: int = 8
     input_specs: list[InputSpec] | None = None
 

@@ -22,6 +22,7 @@ import numpy as np
 
 from edgekit.contract import keras_output_activations
 from edgekit.convert.lowering import lower_preprocessing
+from edgekit.convert.noise import Variable
 from edgekit.convert.signature import (
     InputSpec,
     KerasInputs,
@@ -100,6 +101,7 @@ class KerasSource:
     synthetic_lengths: tuple[int, ...] | None = None  # dynamic lengths that run (probed)
     lowered: list[str] = field(default_factory=list)  # preprocessing layers lowered to ONNX ops
     string_values: dict[str, tuple[str, ...]] = field(default_factory=dict)  # words to draw
+    weights: tuple[Variable, ...] = ()  # what edgekit.convert.noise perturbs, restored after
 
 
 def _quiet_tf() -> None:
@@ -252,6 +254,7 @@ def _from_keras_model(model: Any, name: str, path: Path | None, fmt: str,
         input_ranges=keras_input_ranges(model, specs),
         lowered=lowered,
         string_values=keras_string_values(model, specs),
+        weights=tuple(model.weights),
     )
 
 
@@ -306,6 +309,7 @@ def _from_saved_model(path: Path) -> KerasSource:
         metadata=load_keras_metadata(path) or ModelMetadata(),
         format="savedmodel",
         keepalive=loaded,
+        weights=tuple(getattr(loaded, "variables", None) or ()),
     )
 
 

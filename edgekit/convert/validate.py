@@ -15,6 +15,7 @@ from edgekit.convert.batching import batch_mixing
 from edgekit.convert.config import ExportConfig
 from edgekit.convert.conversion import conversion_error
 from edgekit.convert.load import KerasSource
+from edgekit.convert.noise import noise_envelope
 from edgekit.errors import ConversionError, InputError, ValidationError
 from edgekit.errors import exception_reason as _reason
 from edgekit.inputs.data import Dataset, format_shape, run_in_batches, run_whole_batches
@@ -187,6 +188,7 @@ def validate_source(
     batch_size: int = 8,
     opset: int | None = None,
     rtol: float = DEFAULT_RTOL,
+    noise: bool = True,
 ) -> ValidationResult:
     """Compare Keras (reference) and onnxruntime on ``feeds`` in batches of ``batch_size``
     (default 8: memory bounded by the batch, not the sample count), then at batch 1.
@@ -195,7 +197,9 @@ def validate_source(
     is compared on the same whole batches on both sides, and at batch 1 only where Keras runs
     it (``result.batch_dependent``). ``onnx_model``: a path, bytes or an onnxruntime session;
     tolerance: see :func:`compare_outputs`. The result carries the reference outputs'
-    saturation and warnings when they are degenerate.
+    saturation and warnings when they are degenerate. When elements of a per-sample model fail
+    the tolerance (and ``noise``), Keras runs again on the failing samples to tell float noise
+    from a mismatch (:func:`edgekit.convert.noise.noise_envelope`, ``result.noise``).
     """
     n = len(next(iter(feeds.values())))
     names = [o.name for o in source.outputs]
@@ -222,6 +226,11 @@ def validate_source(
     result.warnings = degenerate_warnings(result.saturation, len(ref[0]) if ref else n)
     if mixed is not None:
         result.n_samples, result.batch_dependent, result.batch_evidence = n, True, mixed
+    elif noise and not result.passed and atol is not None:  # only then: is it float noise?
+        candidates = [c for c in (got, one) if c is not None]
+        result.noise = noise_envelope(source.call, feeds, ref, candidates, names, atol, rtol,
+                                      batch_size, source.weights)
+        result.passed = result.noise["passed"]
     return result
 
 
@@ -243,9 +252,10 @@ def validate(source: KerasSource, session: onnxruntime.InferenceSession,
             outputs are degenerate.
     """
     result = validate_source(source, session, feeds, config.atol, config.batch_size,
-                             config.opset, rtol=config.rtol)
+                             config.opset, rtol=config.rtol, noise=config.noise_envelope)
+    noise = f"; {result.noise_summary()}" if result.noise else ""
     differ = (f"ONNX outputs differ from Keras beyond {result.tolerance()}: "
-              f"{result.failures()} ({result.summary()}"
+              f"{result.failures()}{noise} ({result.summary()}"
               + (f"; compared on the same whole batches, as the outputs are not per-sample: "
                  f"{result.batch_evidence}" if result.batch_dependent else "") + ")")
     if not result.passed and result.warnings:
