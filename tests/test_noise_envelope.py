@@ -10,6 +10,7 @@ fails.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, cast
@@ -184,38 +185,43 @@ def _weights(model: Any) -> list[np.ndarray]:
 @pytest.mark.slow
 def test_deep_model_float_noise_exports_and_a_changed_weight_fails(tmp_path: Path) -> None:
     import keras
+    from click.testing import CliRunner
 
-    from edgekit.convert import ExportConfig, export_model, load_source, validate_source
+    from edgekit.cli.main import cli
+    from edgekit.convert import ExportConfig, load_source, validate_source
     from edgekit.convert.validate import validate, validation_feeds
     from edgekit.errors import ValidationError
 
     model = _deep_model()
-    before = _weights(model)
-    res = export_model(model, tmp_path / "out", ExportConfig())
-    v = res.validation
-    e = v.per_output["probs"]
-    assert v.passed and e["failing"] > 0  # the strict check fails ...
-    noise = v.noise
-    assert noise is not None and noise["passed"]  # ... on float noise only
+    model.save(tmp_path / "deep.keras")
+    run = CliRunner().invoke(cli, ["export", str(tmp_path / "deep.keras"), "-o",
+                                   str(tmp_path / "out")])
+    assert run.exit_code == 0, run.output
+    report = json.loads((tmp_path / "out" / "deep.report.json").read_text())
+    v = report["validation"]
+    e = v["per_output"]["probs"]
+    noise = v["noise"]
+    assert e["failing"] > 0  # the strict check fails ...
+    assert noise["passed"] and noise["error"] is None  # ... on float noise only
     assert noise["exceeded"] == noise["within"] == e["failing"] and noise["beyond"] == 0
-    assert 0 < noise["measured"] == noise["failing"] < v.n_samples
-    assert noise["perturbed_inputs"] == [model.inputs[0].name]
-    assert noise["perturbed_weights"] == len(model.weights)
+    assert 0 < noise["measured"] == noise["failing"] < v["n_samples"]
+    assert noise["perturbed_inputs"] == [report["inputs"][0]["name"]]
+    assert noise["perturbed_weights"] == len(model.weights) == 4 * 30 + 2 * 31 + 2
+    assert noise["multiple"] == NOISE_MULTIPLE
     worst = noise["per_output"]["probs"]["worst"]
     assert worst["abs_error"] > worst["allowed"] and worst["ratio"] <= NOISE_MULTIPLE
-    stored = cast(dict[str, Any], res.report)["validation"]["noise"]
-    assert stored["within"] == noise["within"] and stored["multiple"] == NOISE_MULTIPLE
-    assert stored["per_output"]["probs"]["envelope_max"] > 0
-    assert f"all {noise['exceeded']} elements beyond" in v.noise_summary()
-    for w0, w1 in zip(before, _weights(model), strict=True):  # restored exactly
-        np.testing.assert_array_equal(w0, w1)
+    assert 0 < worst["envelope"] <= noise["per_output"]["probs"]["envelope_max"]
+    assert "or Keras' own float noise) - passed" in run.output
+    assert f"note: all {noise['exceeded']} elements beyond atol 0.0001" in run.output
 
+    model = keras.models.load_model(tmp_path / "deep.keras")  # the exported file's names
     source = load_source(model)
     feeds, _, _ = validation_feeds(source, ExportConfig(), None)
+    onnx_path = tmp_path / "out" / "deep.onnx"
     convs = [lay for lay in model.layers if isinstance(lay, keras.layers.Conv2D)]
     kernel, bias = convs[15].get_weights()
     convs[15].set_weights([kernel * 1.01, bias])  # a real mismatch, halfway down
-    bad = validate_source(load_source(model), res.onnx_path, feeds, DEFAULT_ATOL,
+    bad = validate_source(load_source(model), onnx_path, feeds, DEFAULT_ATOL,
                           rtol=DEFAULT_RTOL)
     assert not bad.passed and bad.noise is not None and bad.noise["beyond"] > 0
     assert bad.noise["per_output"]["probs"]["worst"]["ratio"] > NOISE_MULTIPLE
@@ -225,11 +231,13 @@ def test_deep_model_float_noise_exports_and_a_changed_weight_fails(tmp_path: Pat
     changed = bias.copy()
     changed[3] += 0.1
     convs[-1].set_weights([kernel, changed])  # one bias of the last convolution changed
-    source = load_source(model)
+    before = _weights(model)
     beyond = f"exceed {NOISE_MULTIPLE:g}x Keras' own float noise too"
     with pytest.raises(ValidationError, match=beyond) as err:
-        validate(source, onnx_session(res.onnx_path), feeds, ExportConfig())
+        validate(load_source(model), onnx_session(onnx_path), feeds, ExportConfig())
     assert "lie within it" in str(err.value) and "no model was written" in str(err.value)
+    for w0, w1 in zip(before, _weights(model), strict=True):  # restored exactly
+        np.testing.assert_array_equal(w0, w1)
 
 
 @pytest.mark.slow

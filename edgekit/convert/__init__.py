@@ -3,7 +3,8 @@
 :func:`export_model` is the stage; its steps are in :mod:`~edgekit.convert.load` (with the
 input signature in :mod:`~edgekit.convert.signature`), :mod:`~edgekit.convert.conversion`,
 :mod:`~edgekit.convert.validate` (with :mod:`~edgekit.convert.batching` for models whose outputs
-are not per-sample) and :mod:`~edgekit.convert.report`.
+are not per-sample, and :mod:`~edgekit.convert.noise` for Keras' own float noise) and
+:mod:`~edgekit.convert.report`.
 """
 
 from __future__ import annotations
