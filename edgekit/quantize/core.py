@@ -178,10 +178,9 @@ def quantize_model(
     _check_options(mode, cfg, calibration, eval_data)
     if mode is QuantMode.NONE:
         return VariantResult.skipped(cfg, Path(outdir) / f"{stem}.onnx", [auto_note or ""])
-    specs, meta = known or (
-        onnx_input_specs(proto),
-        ModelMetadata.from_props({p.key: p.value for p in proto.metadata_props}))
-    whole = mixes_batch({p.key: p.value for p in proto.metadata_props})
+    props = {p.key: p.value for p in proto.metadata_props}
+    specs, meta = known or (onnx_input_specs(proto), ModelMetadata.from_props(props))
+    whole = mixes_batch(props)
     _check_whole(whole, cfg)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
