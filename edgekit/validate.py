@@ -8,7 +8,10 @@ onnxruntime on the CPU.
 Tolerance (the ``numpy.isclose`` / Polygraphy convention, per element of each output): an
 element fails when ``|candidate - reference| > atol + rtol * |reference|``, or when either side
 is NaN. An absolute tolerance alone cannot fit every depth and output scale: float rounding
-grows with the magnitude of the values, so ``rtol`` scales the tolerance with them. Top-1
+grows with the magnitude of the values, so ``rtol`` scales the tolerance with them. Integer
+and boolean outputs (ids, indices, counts, masks) are compared exactly: any element that differs
+fails, whatever the tolerance, and the comparison is made on the integers themselves (float64
+cannot tell 2**60 from 2**60 + 1). Top-1
 agreement is reported, not gated: a class that flips while every score is within tolerance is
 a tie in the reference. Elements beyond the tolerance may still be float noise: see
 :mod:`edgekit.convert.noise` and :attr:`ValidationResult.noise`.
@@ -27,7 +30,7 @@ from edgekit.contract import top1
 from edgekit.inputs.data import run_in_batches, run_whole_batches
 
 __all__ = ["DEFAULT_ATOL", "DEFAULT_RTOL", "ValidationResult", "compare_outputs",
-           "output_errors", "run_onnx", "accuracy",
+           "output_errors", "element_errors", "run_onnx", "accuracy",
            "output_saturation", "degenerate_warnings", "onnx_session"]
 
 #: default absolute tolerance of fp32 validation against Keras
@@ -101,12 +104,15 @@ class ValidationResult:
             if not e.get("failing"):
                 continue
             w = e["worst"]
+            ref, got = ((f"{w['reference']}", f"{w['candidate']}") if e.get("exact") else
+                        (f"{w['reference']:.6g}", f"{w['candidate']:.6g}"))
             parts.append(
                 f"output {name!r}: {e['failing']} of {e['elements']} elements "
                 f"({100 * e['failing_share']:.2g}%) fail, worst at {w['index']}"
-                f"{' (batch 1)' if w.get('batch1') else ''}: reference {w['reference']:.6g}, "
-                f"got {w['candidate']:.6g} (|error| {w['abs_error']:.3g} > allowed "
-                f"{w['allowed']:.3g}); |error| p50 {e['p50_abs_error']:.2g}, "
+                f"{' (batch 1)' if w.get('batch1') else ''}: reference {ref}, got {got} ("
+                + ("an integer output must match exactly" if e.get("exact") else
+                   f"|error| {w['abs_error']:.3g} > allowed {w['allowed']:.3g}")
+                + f"); |error| p50 {e['p50_abs_error']:.2g}, "
                 f"p99 {e['p99_abs_error']:.2g}, max {e['max_abs_error']:.3g}"
             )
         return "; ".join(parts)
@@ -173,10 +179,41 @@ def _is_classifier_output(a: np.ndarray) -> bool:
     return a.ndim == 2 and a.shape[1] > 1
 
 
+def _integral(a: np.ndarray) -> bool:
+    return bool(np.issubdtype(a.dtype, np.integer) or a.dtype == np.bool_)
+
+
+def element_errors(
+    reference: np.ndarray, candidate: np.ndarray, atol: float, rtol: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool]:
+    """Per element: ``|candidate - reference|`` in float64 (NaN on either side: inf), the
+    allowed error ``atol + rtol * |reference|``, whether it fails, and whether the output was
+    held to exact equality (integers or booleans on both sides: allowed 0, compared as
+    integers, so that 2**60 and 2**60 + 1 differ by 1)."""
+    exact = _integral(np.asarray(reference)) and _integral(np.asarray(candidate))
+    r, c = np.asarray(reference, np.float64), np.asarray(candidate, np.float64)
+    diff = np.abs(r - c)
+    diff = np.where(np.isnan(diff), np.inf, diff)
+    if exact:
+        a, b = np.asarray(reference), np.asarray(candidate)
+        mismatch = a != b
+        tie = mismatch & (diff == 0)  # e.g. 2**60 vs 2**60 + 1
+        if tie.any():
+            with np.errstate(over="ignore"):  # exact where they tie: they are close
+                gap = np.where(a > b, a - b, b - a) if a.dtype == b.dtype else np.inf
+            diff = np.where(tie, np.asarray(gap, np.float64), diff)
+        return diff, np.zeros_like(diff), mismatch, True
+    allowed = atol + rtol * np.abs(r)
+    return diff, allowed, ~(diff <= allowed), False  # NaN reference: NaN allowed, fails
+
+
 def output_errors(
     reference: np.ndarray, candidate: np.ndarray, atol: float | None, rtol: float = 0.0
 ) -> dict[str, Any]:
     """How far one output is from its reference (same shape), element by element.
+
+    Integer or boolean arrays on both sides are held to exact equality (``atol``/``rtol`` are
+    then 0 and ``exact`` is True), compared as integers, not through float64.
 
     Always: ``elements``, ``max_abs_error``, ``mean_abs_error``, ``p50_abs_error``,
     ``p99_abs_error`` (NaN on either side counts as an infinite error). With ``atol``: an
@@ -185,9 +222,7 @@ def output_errors(
     ``reference``, ``candidate``, ``abs_error``, ``allowed``, ``ratio`` = abs_error / allowed),
     None when no element fails.
     """
-    r, c = np.asarray(reference, np.float64), np.asarray(candidate, np.float64)
-    diff = np.abs(r - c)
-    diff = np.where(np.isnan(diff), np.inf, diff)
+    diff, allowed, failing, exact = element_errors(reference, candidate, atol or 0.0, rtol)
     size = diff.size
     p50, p99 = np.quantile(diff, [0.5, 0.99], method="nearest") if size else (0.0, 0.0)
     out: dict[str, Any] = {
@@ -199,17 +234,20 @@ def output_errors(
     }
     if atol is None:
         return out
-    allowed = atol + rtol * np.abs(r)
-    failing = ~(diff <= allowed)  # NaN in the reference makes ``allowed`` NaN: fails too
+    if exact:
+        out["exact"] = True
     n_fail = int(failing.sum())
     out.update(failing=n_fail, failing_share=n_fail / max(size, 1), worst=None)
     if n_fail:
         with np.errstate(invalid="ignore", divide="ignore"):  # NaN, inf: infinitely worse
-            ratio = np.where(failing, diff / allowed, -1.0)
+            # an exact output allows 0: its largest difference is the worst
+            ratio = np.where(failing, diff / (np.ones_like(diff) if exact else allowed), -1.0)
         ratio = np.where(np.isnan(ratio), np.inf, ratio)
         i = np.unravel_index(int(np.argmax(ratio)), diff.shape)
-        out["worst"] = {"index": [int(k) for k in i], "reference": float(r[i]),
-                        "candidate": float(c[i]), "abs_error": float(diff[i]),
+        r, c = np.asarray(reference), np.asarray(candidate)
+        value = (lambda v: v.item()) if exact else float  # integers stay exact
+        out["worst"] = {"index": [int(k) for k in i], "reference": value(r[i]),
+                        "candidate": value(c[i]), "abs_error": float(diff[i]),
                         "allowed": float(allowed[i]), "ratio": float(ratio[i])}
     return out
 
@@ -229,10 +267,10 @@ def compare_outputs(
     per: dict[str, dict[str, Any]] = {}
     abs_sum, count, agree = 0.0, 0, []
     for name, r, c in zip(names, reference, candidate, strict=True):
+        if np.shape(r) != np.shape(c):
+            raise ValueError(f"output {name!r}: shape {np.shape(c)} != reference {np.shape(r)}")
+        e = output_errors(np.asarray(r), np.asarray(c), atol, rtol)
         r64, c64 = np.asarray(r, np.float64), np.asarray(c, np.float64)
-        if r64.shape != c64.shape:
-            raise ValueError(f"output {name!r}: shape {c64.shape} != reference {r64.shape}")
-        e = output_errors(r64, c64, atol, rtol)
         e["top1"] = (
             float(np.mean(top1(r64) == top1(c64))) if _is_classifier_output(r64) else None
         )

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Any, cast
 
@@ -308,3 +309,39 @@ def test_an_engine_that_crashes_its_process_is_a_failed_check() -> None:
     check = in_child(_segfault, (), "openvino")
     assert not check.loads and not check.passed
     assert "crashed the process" in check.reason and "-11" in check.reason
+
+
+_NO_GUARD_SCRIPT = """
+import numpy as np
+import onnx
+from onnx import TensorProto, helper
+
+from edgekit.runtime.proof import check_engines
+
+print("script body ran")
+x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4])
+y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 4])
+graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g", [x], [y])
+model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+model.ir_version = 8
+onnx.save(model, "relu.onnx")
+feeds = {"x": np.random.default_rng(0).normal(size=(16, 4)).astype("float32")}
+checks = check_engines("relu.onnx", feeds, engines=["openvino"], batch=8)
+print("openvino", checks["openvino"].loads, checks["openvino"].passed)
+"""
+
+
+@pytest.mark.slow
+def test_engine_check_from_a_script_without_a_main_guard(tmp_path: Path) -> None:
+    """OpenVINO's check runs in a child process; a user's script with no
+    ``if __name__ == "__main__":`` and a piped stdout must neither hang nor run twice (a
+    multiprocessing spawn re-imports the script in the child)."""
+    import subprocess
+    import sys
+
+    (tmp_path / "no_guard.py").write_text(_NO_GUARD_SCRIPT)
+    root = str(Path(__file__).resolve().parents[1])
+    proc = subprocess.run([sys.executable, "no_guard.py"], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=600, env={**os.environ, "PYTHONPATH": root})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.splitlines() == ["script body ran", "openvino True True"]

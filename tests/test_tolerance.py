@@ -45,6 +45,37 @@ def test_rtol_scales_with_the_reference() -> None:
     assert e["failing_share"] == pytest.approx(1 / 6)
 
 
+@pytest.mark.parametrize("dtype", [np.int64, np.uint64])
+def test_integer_outputs_must_match_exactly(dtype: type) -> None:
+    """Ids and indices: no tolerance, and no float64 rounding (2**60 + 1 is not 2**60)."""
+    ref: np.ndarray = np.array([[2**60, 7, 0]], dtype)
+    got = ref.copy()
+    assert compare_outputs([ref], [got], ["ids"], DEFAULT_ATOL, DEFAULT_RTOL).passed
+    got[0, 0] += 1  # float64 holds both as 1152921504606846976.0
+    res = compare_outputs([ref], [got], ["ids"], DEFAULT_ATOL, DEFAULT_RTOL)
+    e = res.per_output["ids"]
+    assert not res.passed and e["exact"] and e["failing"] == 1
+    assert e["max_abs_error"] == 1.0 and e["worst"]["candidate"] == 2**60 + 1
+    assert "1152921504606846977 (an integer output must match exactly)" in res.failures()
+    got = ref.copy()
+    got[0, 1] = 8  # within atol + rtol x 7 for floats, not for ids
+    assert compare_outputs([ref], [got], ["ids"], 1.0, 0.5).per_output["ids"]["failing"] == 1
+
+
+def test_boolean_outputs_must_match_exactly() -> None:
+    ref = np.array([[True, False, True]])
+    res = compare_outputs([ref], [~ref], ["mask"], DEFAULT_ATOL, DEFAULT_RTOL)
+    assert not res.passed and res.per_output["mask"]["failing"] == 3
+    assert "reference True, got False" in res.failures()
+
+
+def test_float_candidate_of_an_integer_output_keeps_the_tolerance() -> None:
+    """Only integers on both sides are exact: a float model output keeps atol + rtol."""
+    ref = np.array([[3, 1000]], np.int64)
+    got = np.array([[3.00005, 1000.9]], np.float32)
+    assert compare_outputs([ref], [got], ["y"], DEFAULT_ATOL, DEFAULT_RTOL).passed
+
+
 def test_mixed_tolerance_and_the_worst_element() -> None:
     ref, got = _pair()
     got[0, 0] += 5e-5  # zero reference: only atol 1e-4 applies

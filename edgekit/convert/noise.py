@@ -29,6 +29,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from edgekit.inputs.data import run_in_batches
+from edgekit.validate import element_errors
 
 __all__ = ["NOISE_MULTIPLE", "NOISE_RECHECK_ROUNDS", "NOISE_RUNS", "Variable",
            "noise_envelope"]
@@ -82,12 +83,10 @@ def _excess(reference: Sequence[np.ndarray], candidates: Sequence[Sequence[np.nd
     out = []
     for i, cand in enumerate(candidates):
         for k, (name, ref, got) in enumerate(zip(names, reference, cand, strict=True)):
-            r = np.asarray(ref, np.float64)[:len(got)]
-            c = np.asarray(got, np.float64)
-            diff = np.abs(r - c)
-            diff = np.where(np.isnan(diff), np.inf, diff)
-            allowed = atol + rtol * np.abs(r)
-            out.append(_Excess(k, name, i > 0, r, c, diff, allowed, ~(diff <= allowed)))
+            r, c = np.asarray(ref)[:len(got)], np.asarray(got)
+            diff, allowed, failing, _ = element_errors(r, c, atol, rtol)
+            out.append(_Excess(k, name, i > 0, r.astype(np.float64), c.astype(np.float64),
+                               diff, allowed, failing))
     return out
 
 

@@ -29,9 +29,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import multiprocessing
+import os
+import pickle
+import subprocess
+import sys
+import tempfile
 from collections.abc import Callable, Mapping, Sequence
-from multiprocessing.connection import Connection
 from pathlib import Path
 
 import numpy as np
@@ -174,43 +177,35 @@ def check_engines(
 
 def in_child(check: Callable[..., EngineCheck], args: tuple[object, ...],
              engine: str) -> EngineCheck:
-    """``check(*args)`` in a fresh (spawned) process: an engine that crashes the process (a
-    segfault in its compiler) is a failed check naming the exit code, not a dead export."""
-    ctx = multiprocessing.get_context("spawn")
-    receive, send = ctx.Pipe(duplex=False)
-    child = ctx.Process(target=_run_in_child, args=(send, check, args), daemon=True)
-    child.start()
-    send.close()
-    result, answered = None, False
-    try:
-        answered = receive.poll(CHILD_TIMEOUT_S)
-        result = receive.recv() if answered else None
-    except EOFError:  # the child died before it answered
-        pass
-    finally:
-        if child.is_alive():
-            child.terminate()
-        child.join()
-        receive.close()
+    """``check(*args)`` in a fresh Python process (:mod:`edgekit.runtime.child`): an engine
+    that crashes the process (a segfault in its compiler) is a failed check naming the exit
+    code, not a dead export; one that hangs is stopped after :data:`CHILD_TIMEOUT_S`. The child
+    is a plain ``python -m`` with this process's ``sys.path``, not a multiprocessing spawn: it
+    never re-runs the caller's script (a script without an ``if __name__ == "__main__"`` guard
+    works), and what the engine prints goes nowhere near the caller's stdout."""
+    with tempfile.TemporaryDirectory(prefix="edgekit-check-") as tmp:
+        job, answer = Path(tmp, "job.pkl"), Path(tmp, "answer.pkl")
+        try:
+            job.write_bytes(pickle.dumps((check, args), protocol=pickle.HIGHEST_PROTOCOL))
+        except (pickle.PicklingError, AttributeError, TypeError):
+            return check(*args)  # a function the child cannot import: run it here
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+        cmd = [sys.executable, "-m", "edgekit.runtime.child", str(job), str(answer)]
+        try:
+            code = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL, env=env, timeout=CHILD_TIMEOUT_S,
+                                  check=False).returncode
+        except subprocess.TimeoutExpired:
+            return EngineCheck(engine, loads=False, passed=False,
+                               reason=f"{engine} did not answer within {CHILD_TIMEOUT_S:g} s")
+        result = pickle.loads(answer.read_bytes()) if answer.exists() else None
     if isinstance(result, EngineCheck):
         return result
-    if not answered:
-        return EngineCheck(engine, loads=False, passed=False,
-                           reason=f"{engine} did not answer within {CHILD_TIMEOUT_S:g} s")
-    code = child.exitcode
-    if code is not None and code < 0:  # killed by a signal
+    if code < 0:  # killed by a signal
         return EngineCheck(engine, loads=False, passed=False,
                            reason=f"{engine} crashed the process that ran it (exit code {code}):"
                                   " it cannot be used for this file")
-    return check(*args)  # the child could not start (e.g. a script without a main guard)
-
-
-def _run_in_child(send: Connection, check: Callable[..., EngineCheck],
-                  args: tuple[object, ...]) -> None:
-    try:  # unpickling ``check`` imported edgekit.runtime, which registered the engines
-        send.send(check(*args))
-    finally:
-        send.close()
+    return check(*args)  # the child could not run it (it failed to import): run it here
 
 
 def _engine_check(engine: str, path: Path, feeds: Mapping[str, np.ndarray],
