@@ -22,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 import conversion_matrix as cm  # noqa: E402
 import matrix_litert  # noqa: E402
+import matrix_report  # noqa: E402
 from matrix_cases import CASES, NOT_PORTED, TF2ONNX_TESTS, build, samples  # noqa: E402
 
 #: every test converts with tf2onnx or LiteRT's converter (2-4 s each): the quick loop skips
@@ -49,11 +50,11 @@ def test_a_case_runs_every_stage(records: dict[str, dict[str, Any]], name: str) 
     assert r["int8_mode"] == "int8" and r["int8_written"]
     assert 0.5 <= r["int8_top1_agreement"] <= 1.0
     assert set(r["int8_engines"]) == set(r["engines"])
-    assert cm.keras_handles(r) and r["keras_max_abs_error"] <= 1e-4
+    assert matrix_report.keras_handles(r) and r["keras_max_abs_error"] <= 1e-4
     assert r["litert_ok"] and r["litert_converted"] and r["litert_runs"]
     assert r["litert_max_abs_error"] <= 1e-4 and "litert_error" not in r
-    row = cm.row(r)
-    assert row[1] == "ok" and row[cm.HEADER.index("LiteRT")] == "ok"
+    row = matrix_report.row(r)
+    assert row[1] == "ok" and row[matrix_report.HEADER.index("LiteRT")] == "ok"
 
 
 def test_a_batch_mixing_lambda_exports(records: dict[str, dict[str, Any]]) -> None:
@@ -62,8 +63,8 @@ def test_a_batch_mixing_lambda_exports(records: dict[str, dict[str, Any]]) -> No
     r = records["test_tf_expand_dims[dim=0]"]
     assert r["status"] == "done" and r["edgekit_ok"], r
     assert r["max_abs_error"] <= 1e-4 and r["edgekit_recheck_matches"]
-    assert cm.keras_handles(r)
-    c = cm.counts(list(records.values()))
+    assert matrix_report.keras_handles(r)
+    c = matrix_report.counts(list(records.values()))
     assert (c["cases"], c["edgekit_ok"], c["keras_export_ok"], c["keras_only"]) == (4, 4, 4, 0)
     assert c["litert_or_keras_only"] == 0
 
@@ -75,12 +76,12 @@ def test_a_refused_case_is_a_listed_gap(records: dict[str, dict[str, Any]]) -> N
     refused = dict(records["test_tf_expand_dims[dim=0]"], edgekit_ok=False, edgekit_error={
         "class": "ConversionError", "message": "the converted graph's outputs differ in shape"})
     rows = [*(r for n, r in records.items() if n != "test_tf_expand_dims[dim=0]"), refused]
-    c = cm.counts(rows)
+    c = matrix_report.counts(rows)
     assert (c["edgekit_ok"], c["keras_only"], c["litert_or_keras_only"]) == (3, 1, 1)
     result = {"machine": {"cpu": "cpu", "instruction_set": "isa", "logical_cores": 2,
                           "versions": {"keras": "3"}}, "wall_s": 6.0, "options": "test",
               "counts": {"all": c}, "records": rows}
-    md = cm.markdown(result)
+    md = matrix_report.markdown(result)
     table = [ln.strip("| ").split(" | ") for ln in md.split("## Counts")[1].split("##")[0]
              .splitlines() if ln.startswith("| ")]
     counted = dict(zip(table[0], table[1], strict=True))
@@ -117,7 +118,7 @@ def test_litert_names_the_tensorflow_ops_an_lstm_needs(tmp_path: Path) -> None:
     assert "loc(" not in r["litert_error"]["message"]
     assert "TensorListReserve" in r["litert_needs_tf_ops"]
     assert matrix_litert.cell(r).startswith("needs TF ops: TensorList")
-    c = matrix_litert.counts([r], cm.edgekit_handles, cm.keras_handles)
+    c = matrix_litert.counts([r], matrix_report.edgekit_handles, matrix_report.keras_handles)
     assert c == {"litert_ok": 0, "litert_needs_tf_ops": 1, "litert_or_keras_only": 0}
 
 
