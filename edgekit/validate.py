@@ -29,10 +29,13 @@ import numpy as np
 from edgekit.contract import top1
 from edgekit.inputs.data import run_in_batches, run_whole_batches
 
-__all__ = ["DEFAULT_ATOL", "DEFAULT_RTOL", "ValidationResult", "compare_outputs",
+__all__ = ["CHUNK_ELEMENTS", "DEFAULT_ATOL", "DEFAULT_RTOL", "ValidationResult", "compare_outputs",
            "output_errors", "element_errors", "run_onnx", "accuracy",
            "output_saturation", "degenerate_warnings", "onnx_session"]
 
+#: elements of one output compared at a time: the float64 temporaries of a comparison stay
+#: near 100 MB whatever the output's size (a 64x64x256 output on 256 samples is 268 M elements)
+CHUNK_ELEMENTS = 1 << 22
 #: default absolute tolerance of fp32 validation against Keras
 DEFAULT_ATOL = 1e-4
 #: default relative tolerance (times |reference|) of fp32 validation against Keras. Measured
@@ -222,34 +225,55 @@ def output_errors(
     ``reference``, ``candidate``, ``abs_error``, ``allowed``, ``ratio`` = abs_error / allowed),
     None when no element fails.
     """
-    diff, allowed, failing, exact = element_errors(reference, candidate, atol or 0.0, rtol)
-    size = diff.size
-    p50, p99 = np.quantile(diff, [0.5, 0.99], method="nearest") if size else (0.0, 0.0)
-    out: dict[str, Any] = {
-        "elements": int(size),
-        "max_abs_error": float(diff.max()) if size else 0.0,
-        "mean_abs_error": float(diff.mean()) if size else 0.0,
-        "p50_abs_error": float(p50),
-        "p99_abs_error": float(p99),
-    }
+    ref, cand = np.asarray(reference), np.asarray(candidate)
+    rf, cf, size = ref.reshape(-1), cand.reshape(-1), ref.size
+    diffs = np.empty(size, np.float32)  # every |error|, for the percentiles
+    total, largest, n_fail, exact = 0.0, 0.0, 0, False
+    worst: dict[str, Any] | None = None
+    for start in range(0, size, CHUNK_ELEMENTS):  # float64 temporaries of one chunk only
+        stop = min(start + CHUNK_ELEMENTS, size)
+        diff, allowed, failing, exact = element_errors(rf[start:stop], cf[start:stop],
+                                                       atol or 0.0, rtol)
+        diffs[start:stop] = diff
+        total, largest = total + float(diff.sum()), max(largest, float(diff.max()))
+        n_fail += int(failing.sum()) if atol is not None else 0
+        if atol is not None and failing.any():
+            w = _worst(diff, allowed, failing, exact, ref, cand, start)
+            worst = w if worst is None or w["ratio"] > worst["ratio"] else worst
+    out: dict[str, Any] = {"elements": int(size), "max_abs_error": largest,
+                           "mean_abs_error": total / size if size else 0.0,
+                           **_percentiles(diffs)}
     if atol is None:
         return out
     if exact:
         out["exact"] = True
-    n_fail = int(failing.sum())
-    out.update(failing=n_fail, failing_share=n_fail / max(size, 1), worst=None)
-    if n_fail:
-        with np.errstate(invalid="ignore", divide="ignore"):  # NaN, inf: infinitely worse
-            # an exact output allows 0: its largest difference is the worst
-            ratio = np.where(failing, diff / (np.ones_like(diff) if exact else allowed), -1.0)
-        ratio = np.where(np.isnan(ratio), np.inf, ratio)
-        i = np.unravel_index(int(np.argmax(ratio)), diff.shape)
-        r, c = np.asarray(reference), np.asarray(candidate)
-        value = (lambda v: v.item()) if exact else float  # integers stay exact
-        out["worst"] = {"index": [int(k) for k in i], "reference": value(r[i]),
-                        "candidate": value(c[i]), "abs_error": float(diff[i]),
-                        "allowed": float(allowed[i]), "ratio": float(ratio[i])}
+    out.update(failing=n_fail, failing_share=n_fail / max(size, 1), worst=worst)
     return out
+
+
+def _percentiles(diffs: np.ndarray) -> dict[str, float]:
+    """p50 and p99 of ``diffs`` (numpy's ``nearest`` method), partitioned in place."""
+    if not diffs.size:
+        return {"p50_abs_error": 0.0, "p99_abs_error": 0.0}
+    k50, k99 = (int(np.around((diffs.size - 1) * q)) for q in (0.5, 0.99))
+    diffs.partition(sorted({k50, k99}))
+    return {"p50_abs_error": float(diffs[k50]), "p99_abs_error": float(diffs[k99])}
+
+
+def _worst(diff: np.ndarray, allowed: np.ndarray, failing: np.ndarray, exact: bool,
+           ref: np.ndarray, cand: np.ndarray, start: int) -> dict[str, Any]:
+    """The failing element furthest beyond its tolerance in one chunk (flat elements from
+    ``start`` of ``ref``), its index in ``ref``'s shape."""
+    with np.errstate(invalid="ignore", divide="ignore"):  # NaN, inf: infinitely worse
+        # an exact output allows 0: its largest difference is the worst
+        ratio = np.where(failing, diff / (np.ones_like(diff) if exact else allowed), -1.0)
+    ratio = np.where(np.isnan(ratio), np.inf, ratio)
+    k = int(np.argmax(ratio))
+    i = np.unravel_index(start + k, ref.shape)
+    value = (lambda v: v.item()) if exact else float  # integers stay exact
+    return {"index": [int(j) for j in i], "reference": value(ref[i]),
+            "candidate": value(cand[i]), "abs_error": float(diff[k]),
+            "allowed": float(allowed[k]), "ratio": float(ratio[k])}
 
 
 def compare_outputs(
@@ -270,7 +294,7 @@ def compare_outputs(
         if np.shape(r) != np.shape(c):
             raise ValueError(f"output {name!r}: shape {np.shape(c)} != reference {np.shape(r)}")
         e = output_errors(np.asarray(r), np.asarray(c), atol, rtol)
-        r64, c64 = np.asarray(r, np.float64), np.asarray(c, np.float64)
+        r64, c64 = np.asarray(r), np.asarray(c)
         e["top1"] = (
             float(np.mean(top1(r64) == top1(c64))) if _is_classifier_output(r64) else None
         )
@@ -304,11 +328,10 @@ def output_saturation(
     """
     out: dict[str, dict[str, float | None]] = {}
     for name, r in zip(names, reference, strict=True):
-        a = np.asarray(r, np.float64).reshape(len(r), -1) if np.ndim(r) else np.zeros((0, 1))
+        a = np.asarray(r).reshape(len(r), -1) if np.ndim(r) else np.zeros((0, 1))
         if len(a) == 0:
             continue
-        spread = a.std(axis=0)
-        constant = float(np.mean(spread <= 1e-6 * np.maximum(1.0, np.abs(a).mean(axis=0))))
+        constant = _constant_share(a)
         entry: dict[str, float | None] = {"constant_share": constant, "same_class_share": None,
                                           "saturated_share": None}
         if _is_classifier_output(np.asarray(r)):
@@ -318,6 +341,18 @@ def output_saturation(
                 entry["saturated_share"] = float(np.mean(a.max(1) >= 0.999))
         out[name] = entry
     return out
+
+
+def _constant_share(a: np.ndarray) -> float:
+    """Share of the columns of ``a`` (samples x elements) that do not vary across samples,
+    in float64 a block of columns at a time."""
+    step = max(1, CHUNK_ELEMENTS // max(len(a), 1))
+    constant = 0
+    for j in range(0, a.shape[1], step):
+        block = np.asarray(a[:, j:j + step], np.float64)
+        spread = block.std(axis=0)
+        constant += int(np.sum(spread <= 1e-6 * np.maximum(1.0, np.abs(block).mean(axis=0))))
+    return constant / max(a.shape[1], 1)
 
 
 def degenerate_warnings(saturation: dict[str, dict[str, float | None]], n: int) -> list[str]:

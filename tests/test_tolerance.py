@@ -216,3 +216,37 @@ def test_deep_model_with_float_noise_passes_and_a_changed_weight_fails(tmp_path:
     e = bad.per_output["scores"]
     assert e["failing"] > 0 and e["worst"]["ratio"] > 1
     assert f"output 'scores': {e['failing']} of {e['elements']} elements" in bad.failures()
+
+
+@pytest.mark.parametrize("chunk", [7, 64, 1 << 22])
+def test_chunked_comparison_gives_the_whole_array_figures(
+        chunk: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Outputs are compared a chunk of elements at a time (memory stays bounded for large
+    outputs); every figure is the one of the whole array, the worst element's index too."""
+    import edgekit.validate as v
+
+    rng = np.random.default_rng(0)
+    ref = rng.normal(size=(5, 4, 6)) * 100
+    got = ref * (1 + rng.normal(size=ref.shape) * 4e-4)  # some beyond rtol 1e-3
+    got[3, 2, 5] += 2.0  # the worst: beyond 1e-4 + 1e-3 x |ref| by the most
+    got[1, 0, 0] = np.nan
+    monkeypatch.setattr(v, "CHUNK_ELEMENTS", chunk)
+    e = v.output_errors(ref, got, 1e-4, 1e-3)
+    diff = np.abs(ref - got)
+    diff[np.isnan(diff)] = np.inf
+    allowed = 1e-4 + 1e-3 * np.abs(ref)
+    assert e["elements"] == ref.size and e["max_abs_error"] == np.inf
+    assert e["failing"] == int(np.sum(~(diff <= allowed)))
+    assert e["worst"]["index"] == [1, 0, 0]  # NaN: infinitely worse
+    finite = np.where(np.isinf(diff), 0, diff)
+    assert e["p50_abs_error"] == pytest.approx(
+        np.quantile(diff, 0.5, method="nearest"), rel=1e-6)
+    assert e["p99_abs_error"] == pytest.approx(  # kept in float32 for the percentiles
+        np.quantile(diff, 0.99, method="nearest"), rel=1e-6)
+    got[1, 0, 0] = ref[1, 0, 0]
+    e = v.output_errors(ref, got, 1e-4, 1e-3)
+    assert e["worst"]["index"] == [3, 2, 5] and e["max_abs_error"] == pytest.approx(
+        finite.max())
+    assert e["mean_abs_error"] == pytest.approx(np.abs(ref - got).mean())
+    sat = v.output_saturation([np.tile(ref[:1], (5, 1, 1))], ["y"])
+    assert sat["y"]["constant_share"] == 1.0
