@@ -3,12 +3,13 @@
 Layers (lowest first); a module may import its own package and anything in a lower layer:
 
 0. shared: ``errors``, ``schema``, ``metadata``, ``contract``, ``agreement``, ``validate``,
-   ``progress``, ``deprecation``, ``exported``, ``configs``, ``io/``, ``inputs/``, ``speed/``
-   (timing, the latency-ratio estimator, the machine's description)
-1. stages: ``runtime/``, ``convert/``, ``quantize/``
-2. ``measure/``, ``recipes/``, ``packaging/``
-3. workflows: ``tune/``, ``check/``, ``serve/``, ``doctor/``
-4. ``cli/``
+   ``progress``, ``deprecation``, ``exported``, ``configs``, ``logs``, ``io/``, ``inputs/``,
+   ``speed/`` (timing, the latency-ratio estimator, the machine's description)
+1. ``runtime/`` (the device runtime: the build stages prove their files on it)
+2. stages: ``convert/``, ``quantize/``, ``recipes/``
+3. ``measure/``, ``packaging/``
+4. workflows: ``tune/``, ``check/``, ``serve/``, ``doctor/``
+5. ``cli/``
 """
 
 from __future__ import annotations

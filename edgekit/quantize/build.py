@@ -69,6 +69,12 @@ def _preprocess(src: Path, dst: Path, notes: list[str]) -> Path:
             return src
 
 
+def _passes(reader: ArrayCalibrationReader) -> dict[str, int]:
+    """onnxruntime's option to calibrate ``reader.stride`` batches per pass (its name says
+    MinMax; the histogram calibrators merge their passes too)."""
+    return {"CalibStridedMinMax": reader.stride} if reader.stride else {}
+
+
 def _first(exc: BaseException) -> str:
     lines = str(exc).strip().splitlines()
     return (lines[0] if lines else type(exc).__name__)[:200]
@@ -93,7 +99,7 @@ def _quantize_raw(pre: Path, out: Path, mode: QuantMode, cfg: QuantizationConfig
                     activation_type=scheme.activation_type.ort(),
                     weight_type=scheme.weight_type.ort(), nodes_to_exclude=exclude or None,
                     calibrate_method=cfg.calibration.method.ort(),
-                    extra_options=scheme.ort_extra_options(),
+                    extra_options={**scheme.ort_extra_options(), **_passes(reader)},
                 )
         elif mode is QuantMode.DYNAMIC:
             q.quantize_dynamic(

@@ -39,32 +39,52 @@ class ArrayCalibrationReader:
 
     All batches have the same size (the largest divisor of the sample count not above
     ``batch_size``): onnxruntime's histogram calibrators (entropy, percentile) stack the
-    batches' outputs and fail on a shorter last batch.
+    batches' outputs and fail on a shorter last batch. ``len()`` and ``set_range`` (in
+    batches) are the protocol of onnxruntime's strided calibration (``CalibStridedMinMax``):
+    with ``stride`` set, the calibrator collects ``stride`` batches per pass and merges them
+    into its histograms, so it never holds more than one pass's activations.
     """
 
     def __init__(self, feeds: dict[str, np.ndarray], batch_size: int = 16) -> None:
         self.feeds = feeds
         self.n = len(next(iter(feeds.values())))
-        self.batch_size = next(b for b in range(max(1, min(batch_size, self.n)), 0, -1)
-                               if self.n % b == 0)
+        self.batch_size = _divisor(self.n, batch_size)
+        #: batches per calibration pass (None: all in one pass)
+        self.stride: int | None = None
+        self._range = (0, len(self))
         self._it: Iterator[dict[str, np.ndarray]] = iter(())
         self.rewind()
 
+    def __len__(self) -> int:
+        return self.n // self.batch_size
+
     def _gen(self) -> Iterator[dict[str, np.ndarray]]:
-        for i in range(0, self.n, self.batch_size):
+        for b in range(*self._range):
+            i = b * self.batch_size
             yield {k: v[i:i + self.batch_size] for k, v in self.feeds.items()}
 
     def get_next(self) -> dict[str, np.ndarray] | None:
         """The next batch, or None at the end."""
         return next(self._it, None)
 
+    def set_range(self, start_index: int, end_index: int) -> None:
+        """Only batches ``start_index`` to ``end_index`` (exclusive), from the first of them."""
+        self._range = (start_index, min(end_index, len(self)))
+        self._it = self._gen()
+
     def rewind(self) -> None:
-        """Start again from the first batch."""
+        """Start again from the first batch (every batch)."""
+        self._range = (0, len(self))
         self._it = self._gen()
 
     def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
         self.rewind()
         return self._gen()
+
+
+def _divisor(n: int, most: int) -> int:
+    """The largest divisor of ``n`` not above ``most`` (at least 1)."""
+    return next(d for d in range(max(1, min(most, n)), 0, -1) if n % d == 0)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -166,9 +186,10 @@ def load_check_data(mode: QuantMode, cfg: QuantizationConfig, specs: Sequence[Te
                      f"synthetic inputs (seed {cfg.calibration.seed}, 256 samples)", False, notes)
 
 
-#: memory the histogram calibrators (entropy, percentile) may use for activations: they keep
-#: every calibration sample's activations before building histograms
-HISTOGRAM_MEMORY_BYTES = 2 << 30
+#: memory the histogram calibrators (entropy, percentile) may use for one pass's activations:
+#: onnxruntime keeps every sample of a pass before building histograms, so a larger set is
+#: calibrated in passes (MobileNetV2-224: 75 MiB a sample; all of 256 samples at once: 19 GiB)
+HISTOGRAM_MEMORY_BYTES = 512 << 20
 
 
 def activation_bytes(model_path: Path) -> int:
@@ -187,21 +208,25 @@ def activation_bytes(model_path: Path) -> int:
 
 def bound_histogram_memory(data: CheckData, pre: Path, cfg: QuantizationConfig,
                             notes: list[str]) -> None:
-    """Fewer calibration samples for entropy/percentile when all of them would not fit in
-    :data:`HISTOGRAM_MEMORY_BYTES` (minmax keeps only ranges and needs no cap)."""
+    """Calibrate in passes when entropy/percentile would hold more than
+    :data:`HISTOGRAM_MEMORY_BYTES` of activations at once: every sample is still used
+    (minmax keeps only ranges and needs no passes)."""
     reader = data.reader
     if reader is None or cfg.calibration.method is CalibrationMethod.MINMAX:
         return
     per_sample = max(activation_bytes(pre), 1)
-    cap = max(8, HISTOGRAM_MEMORY_BYTES // per_sample)
-    if reader.n <= cap:
+    fit = max(1, HISTOGRAM_MEMORY_BYTES // per_sample)  # samples a pass may hold
+    if reader.n <= fit:
         return
-    data.reader = ArrayCalibrationReader({k: v[:cap] for k, v in reader.feeds.items()},
-                                         reader.batch_size)
-    notes.append(f"calibration: {cfg.calibration.method.value} calibration keeps every "
-                 f"sample's activations ({per_sample / 2**20:.1f} MiB each), so it used {cap} of "
-                 f"the {reader.n} samples to stay within {HISTOGRAM_MEMORY_BYTES / 2**30:.0f} GiB")
+    paced = ArrayCalibrationReader(reader.feeds, min(reader.batch_size, fit))
+    paced.stride = _divisor(len(paced), fit // paced.batch_size)
+    data.reader = paced
+    passes = len(paced) // paced.stride
+    notes.append(f"calibration: {cfg.calibration.method.value} calibration holds a pass's "
+                 f"activations ({per_sample / 2**20:.1f} MiB a sample), so the {reader.n} "
+                 f"samples went in {passes} passes of {paced.stride * paced.batch_size} to stay "
+                 f"within {HISTOGRAM_MEMORY_BYTES / 2**20:.0f} MiB")
     if data.calibration is not None:
-        data.calibration["samples"] = cap
+        data.calibration["passes"] = passes
 
 
