@@ -61,7 +61,7 @@ def test_quick_run_writes_json_markdown_plot_and_resumes(tmp_path: Path) -> None
     assert (out / "zoo.png").stat().st_size > 0
     m = res["models"]["conv1d_text"]
     assert m["zoo"] and "calibration_desc" in m["prepare"]
-    for step in [m["export"], *m["tune"].values()]:
+    for step in [m["export"], m["export_memory"], *m["tune"].values()]:
         assert step["rc"] == 0 and step["wall_s"] > 0 and step["peak_rss_mb"] > 0
     assert m["export"]["int8"].endswith(".onnx")
     assert m["tune"]["t1_b1"]["engine"] in ("onnxruntime", "openvino")
@@ -92,6 +92,18 @@ def _fake(tuned_vs: dict[str, float], int8: float) -> dict[str, Any]:
             "export": {"rc": 0, "wall_s": 1.0, "peak_rss_mb": 100.0},
             "tune": {"t1_b1": {"rc": 0, "wall_s": 1.0, "peak_rss_mb": 4000.0, "engine":
                                "onnxruntime", "winner": "int8"}}}
+
+
+def test_export_memory_comes_from_the_rerun_with_this_code() -> None:
+    """The export's peak RSS is re-measured when edgekit's code changes (the timed files stay);
+    the table and the memory target read the re-run, or the export itself without one."""
+    m = _fake({"ort-fp32": 0.5}, 0.8)
+    m["export"]["peak_rss_mb"] = 3500.0
+    assert zoo_report.export_step(m) is m["export"]
+    m["export_memory"] = {"rc": 0, "wall_s": 2.0, "peak_rss_mb": 1900.0}
+    assert zoo_report.export_step(m) is m["export_memory"]
+    m["export_memory"] = {"rc": 1, "wall_s": 2.0, "peak_rss_mb": 1.0, "error": "x"}
+    assert zoo_report.export_step(m) is m["export"]
 
 
 def test_targets_name_the_failing_models() -> None:
