@@ -8,9 +8,11 @@ search runs in stages, the likeliest winners first (:func:`edgekit.tune.candidat
 
 0. defaults: the export's default variant (static int8 with every
    :class:`~edgekit.quantize.QuantizationConfig` default; dynamic int8 where ``auto`` picks it:
-   recurrent and Dense-heavy models), then fp32 and it on every other installed engine. This
-   stage runs whatever the budget, so the tune is never worse than the default and never
-   misses an engine;
+   recurrent and Dense-heavy models), then fp32 and it on every other installed engine, and
+   the fp32 file computed in bf16 where the engine does so natively here (OpenVINO on CPUs
+   with avx512_bf16/AMX: on an AMX Xeon it beat OpenVINO's int8 on ResNet50). This stage runs
+   whatever the budget, so the tune is never worse than the default and never misses an
+   engine;
 1. quantization: static QDQ int8 with u8/s8 activations, per-channel or per-tensor weights,
    full or reduced weight range, and the calibration method (and full-range dynamic int8);
 2. mixed precision: the stem conv (the first Conv) and the depthwise convs kept in float;
@@ -18,9 +20,8 @@ search runs in stages, the likeliest winners first (:func:`edgekit.tune.candidat
    profiler); nodes where int8 is not faster than fp32 are kept in float;
 3. engine: on every other installed engine of ``TuneConfig.engines`` (default: every one in
    the registry, :mod:`edgekit.runtime.engine_registry`; OpenVINO ...), fp32 (pinned to f32),
-   the best int8 file of every stage, and bf16 where the engine computes in it here (OpenVINO
-   on CPUs with bf16); files with ops outside ai.onnx, such as dynamic int8 of LSTMs, stay on
-   the engines that run them (onnxruntime);
+   the best int8 file of every stage; files with ops outside ai.onnx, such as dynamic int8 of
+   LSTMs, stay on the engines that run them (onnxruntime);
 4. session: onnxruntime's intra-op spinning, graph optimization level, denormals as zero.
 
 The run-off re-times the three fastest accepted candidates and the fastest accepted one of
@@ -228,13 +229,25 @@ class _Search:
         return c
 
     def defaults(self) -> None:
-        """The first quantization candidate (the export's default variant), then fp32 and it on
-        every other engine at the requested batch: measured whatever the budget, so the search
-        never ends worse than the default nor without having timed every engine."""
+        """The first quantization candidate (the export's default variant), then fp32, it and
+        (where native) bf16 on every other engine at the requested batch: measured whatever
+        the budget, so the search never ends worse than the default nor without having timed
+        every engine."""
         first = self._quant(0)
         for engine in self._installed():
             for base in (self.fp32, first):
                 self._run_engine(engine, base)
+            self._bf16(engine)
+
+    def _bf16(self, engine: str) -> None:
+        """The fp32 file on ``engine`` computed in bf16, where it does so natively here."""
+        if "bf16" not in engine_class(engine).precisions:
+            return
+        reason = _bf16_skip_reason(engine)
+        if reason is not None:
+            self.ctx.progress(reason)
+        else:
+            self._run_engine(engine, self.fp32, "bf16")
 
     def quantization(self) -> None:
         """The rest of the quantization space, in order, while the budget lasts."""
@@ -281,20 +294,13 @@ class _Search:
         return out
 
     def engine(self) -> None:
-        """The best file of every stage (and bf16) on every other installed engine, at the
-        requested batch; pairs measured already (:meth:`defaults`) are not measured again."""
+        """The best file of every stage on every other installed engine, at the requested
+        batch; pairs measured already (:meth:`defaults`) are not measured again."""
         for engine in self._installed():
             for base in self._engine_bases(engine):
                 if self.over_budget():
                     return
                 self._run_engine(engine, base)
-            if "bf16" not in engine_class(engine).precisions:
-                continue
-            reason = _bf16_skip_reason(engine)
-            if reason is not None:
-                self.ctx.progress(reason)
-            elif not self.over_budget():
-                self._run_engine(engine, self.fp32, "bf16")
 
     def _engine_bases(self, engine: str) -> list[Candidate]:
         """fp32, the default variant and the best accepted onnxruntime candidate of each stage
