@@ -140,8 +140,7 @@ def step_prepare(name: str, work: Path, size: int, samples: int) -> dict[str, An
 
 def step_export(name: str, work: Path, prep: dict[str, Any], samples: int) -> dict[str, Any]:
     """``edgekit export --quantize auto`` (fp32 + edgekit's default int8 or auto's reason)."""
-    params = {"keras": _stamp(prep["keras"]), "calibration": _stamp(prep["calibration"]),
-              "samples": samples}
+    params = _export_params(prep, samples)
     got = cached_step(work / "export.json", params)
     if got is not None:
         return got
@@ -159,6 +158,12 @@ def step_export(name: str, work: Path, prep: dict[str, Any], samples: int) -> di
         else:
             res["int8_reason"] = "; ".join(variant.get("notes") or ["auto wrote no variant"])
     return store_step(work / "export.json", params, res)
+
+
+def _export_params(prep: dict[str, Any], samples: int) -> dict[str, Any]:
+    """What an export's result depends on: the Keras file, the calibration data, the count."""
+    return {"keras": _stamp(prep["keras"]), "calibration": _stamp(prep["calibration"]),
+            "samples": samples}
 
 
 def _export_cmd(name: str, prep: dict[str, Any], out: Path, samples: int) -> list[str]:
@@ -183,8 +188,7 @@ def step_export_memory(name: str, work: Path, prep: dict[str, Any],
     """The same export into a scratch folder, for its wall time and peak RSS, redone whenever
     edgekit's code changes (the timed files stay those of :func:`step_export`, so a change
     that only moves memory does not redo every tune and timing)."""
-    params = {"keras": _stamp(prep["keras"]), "calibration": _stamp(prep["calibration"]),
-              "samples": samples, "edgekit": _edgekit_code()}
+    params = {**_export_params(prep, samples), "edgekit": _edgekit_code()}
     got = cached_step(work / "export_memory.json", params)
     if got is not None:
         return got

@@ -290,14 +290,12 @@ def compare_outputs(
         raise ValueError(f"{len(reference)} reference outputs vs {len(candidate)} candidates")
     per: dict[str, dict[str, Any]] = {}
     abs_sum, count, agree = 0.0, 0, []
-    for name, r, c in zip(names, reference, candidate, strict=True):
-        if np.shape(r) != np.shape(c):
-            raise ValueError(f"output {name!r}: shape {np.shape(c)} != reference {np.shape(r)}")
-        e = output_errors(np.asarray(r), np.asarray(c), atol, rtol)
-        r64, c64 = np.asarray(r), np.asarray(c)
-        e["top1"] = (
-            float(np.mean(top1(r64) == top1(c64))) if _is_classifier_output(r64) else None
-        )
+    for name, ref, cand in zip(names, reference, candidate, strict=True):
+        r, c = np.asarray(ref), np.asarray(cand)
+        if r.shape != c.shape:
+            raise ValueError(f"output {name!r}: shape {c.shape} != reference {r.shape}")
+        e = output_errors(r, c, atol, rtol)
+        e["top1"] = float(np.mean(top1(r) == top1(c))) if _is_classifier_output(r) else None
         if e["top1"] is not None:
             agree.append(e["top1"])
         per[name] = e
