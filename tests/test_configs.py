@@ -80,7 +80,7 @@ def test_the_nested_shape_is_written_and_read_back() -> None:
     written = json.loads(json.dumps(cfg.to_dict()))
     assert set(written) == {"mode", "scheme", "calibration", "gate", "speed", "output"}
     assert written["speed"] == {"enabled": True, "budget_s": 2.0, "batch": 1, "threads": None,
-                                "tolerance": 0.05}
+                                "tolerance": 0.0}
     assert written["calibration"] == {"method": "minmax", "samples": 32, "batch_size": 8,
                                       "seed": 7}
     assert written["scheme"]["nodes_to_exclude"] == ["a"]  # JSON lists, not tuples
@@ -183,8 +183,8 @@ def _other(f: dataclasses.Field[object], hint: object) -> object:
         return next(m for m in type(default) if m is not default)
     if isinstance(default, bool):
         return not default
-    if isinstance(default, float) and 0 < default < 1:  # a fraction (a tolerance)
-        return default / 2
+    if isinstance(default, float) and 0 <= default < 1:  # a fraction (a tolerance)
+        return default / 2 or 0.5
     if isinstance(default, int | float):
         return default + 3
     if isinstance(default, tuple):

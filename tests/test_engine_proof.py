@@ -345,3 +345,56 @@ def test_engine_check_from_a_script_without_a_main_guard(tmp_path: Path) -> None
                           text=True, timeout=600, env={**os.environ, "PYTHONPATH": root})
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.splitlines() == ["script body ran", "openvino True True"]
+
+
+def _wide_relu_model(width: int) -> onnx.ModelProto:
+    """x -> Relu -> Relu over ``width`` floats a sample: one intermediate of 4 * width bytes."""
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["h"]), helper.make_node("Relu", ["h"], ["y"])],
+        "wide", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", width])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", width])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
+
+
+def test_the_check_batch_is_bounded_by_the_activations(tmp_path: Path) -> None:
+    """A file whose activations fill the memory budget at 4 samples is checked 4 at a time
+    (its own batch sizes 1 and 4 recorded); a small one keeps the batch of 64."""
+    from edgekit.io.memory import BATCH_MEMORY_BYTES, activation_bytes, batch_within
+    from edgekit.runtime.proof import CHECK_BATCH
+
+    width = BATCH_MEMORY_BYTES // 4 // 4  # floats: a quarter of the budget a sample
+    wide = _save(_wide_relu_model(width), tmp_path / "wide.onnx")
+    assert activation_bytes(wide) == 4 * width
+    assert batch_within(4 * width, CHECK_BATCH) == 4
+    feeds = {"x": np.random.default_rng(0).standard_normal((6, width), dtype=np.float32)}
+    check = check_engines(wide, feeds, engines=["openvino"])["openvino"]
+    assert check.passed and check.batches == [1, 4]
+    small = _save(_wide_relu_model(16), tmp_path / "small.onnx")
+    assert batch_within(activation_bytes(small), CHECK_BATCH) == CHECK_BATCH
+    feeds = {"x": np.random.default_rng(0).standard_normal((70, 16), dtype=np.float32)}
+    assert check_engines(small, feeds, engines=["openvino"])["openvino"].batches == [1, 8, 64]
+
+
+def test_a_shared_cpu_arena_gives_the_same_answers(tmp_path: Path) -> None:
+    """After share_cpu_arena (what a tune turns on), onnxruntime sessions draw from the
+    process's arena, give the same outputs, and a session that turns its arena off keeps
+    that."""
+    from edgekit.runtime.engine_ort import share_cpu_arena
+    from edgekit.runtime.session import SessionOptionsConfig
+
+    path = _save(_wide_relu_model(64), tmp_path / "m.onnx")
+    x = {"x": np.random.default_rng(1).standard_normal((8, 64), dtype=np.float32)}
+    before = EdgeModel(path, engine="onnxruntime").run(x)
+    assert share_cpu_arena() and share_cpu_arena()  # once per process; again is a no-op
+    shared = EdgeModel(path, engine="onnxruntime")
+    opts = shared.engine.session.get_session_options()  # type: ignore[attr-defined]
+    assert opts.get_session_config_entry("session.use_env_allocators") == "1"
+    np.testing.assert_array_equal(shared.run(x)[0], before[0])
+    own = EdgeModel(path, engine="onnxruntime",
+                    session=SessionOptionsConfig(enable_cpu_mem_arena=False))
+    own_opts = own.engine.session.get_session_options()  # type: ignore[attr-defined]
+    with pytest.raises(RuntimeError, match="does not have configuration"):
+        own_opts.get_session_config_entry("session.use_env_allocators")
+    np.testing.assert_array_equal(own.run(x)[0], before[0])

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, cast
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from onnx import numpy_helper
 
 from edgekit.cli.main import cli
 
@@ -35,7 +36,9 @@ from edgekit.convert import (  # noqa: E402
 from edgekit.convert.conversion import opset_hint  # noqa: E402
 from edgekit.convert.graph import simplify, subgraph_inputs  # noqa: E402
 from edgekit.convert.tfconvert import bind_captured_constants, higher_opset_for  # noqa: E402
+from edgekit.convert.validate import validate  # noqa: E402
 from edgekit.errors import ConversionError, InputError, ValidationError  # noqa: E402
+from edgekit.io.memory import BATCH_MEMORY_BYTES  # noqa: E402
 
 pytestmark = [pytest.mark.file_seconds(20), pytest.mark.slow]
 
@@ -274,6 +277,12 @@ def test_validation_runs_keras_and_onnx_in_bounded_batches(tmp_path: Path) -> No
     # the batches, after the per-sample probe (the first 8 samples, then 7 of them twice)
     assert max(seen) == 8 and seen[:3] == [8, 7, 7] and sum(seen[3:]) == 40
     assert result.n_samples == 40 and result.passed and not result.batch_dependent
+    # activations of a quarter of the memory budget a sample: 4 samples a batch at most
+    seen.clear()
+    session = ort.InferenceSession(str(res.onnx_path), providers=["CPUExecutionProvider"])
+    bounded = validate(source, session, feeds, CFG, per_sample_bytes=BATCH_MEMORY_BYTES // 4)
+    assert max(seen) == 4 and seen[:3] == [4, 3, 3] and sum(seen[3:]) == 40
+    assert bounded.n_samples == 40 and bounded.passed
 
 
 def _rescaling_model() -> keras.Model:
@@ -328,7 +337,8 @@ def test_cli_prints_degenerate_warning(tmp_path: Path) -> None:
 
 
 def test_faster_conversion_gives_tf2onnx_own_graph() -> None:
-    """tfconvert.from_function (gc.freeze, one sort for constant Reshape folds) converts a
+    """tfconvert.from_function (gc.freeze, one sort for constant Reshape folds, the lean
+    freeze without tf2onnx's extra graph copies) converts a
     SeparableConv2D model, whose conversion folds constant Reshapes, into the graph tf2onnx's
     own from_function gives: the same ops, bit-identical outputs."""
     import collections
@@ -354,16 +364,72 @@ def test_faster_conversion_gives_tf2onnx_own_graph() -> None:
                          and n.inputs[1].is_const() for n in self._g.get_nodes()))  # type: ignore[attr-defined]
         fold(self)
 
+    from tf2onnx import tf_loader
+    frozen: list[str] = []  # tf2onnx's own freezing, which the lean one replaces
+    freeze = tf_loader.convert_variables_to_constants_v2
+
+    def recording(*args: Any, **kwargs: Any) -> Any:
+        frozen.append("tf2onnx")
+        return freeze(*args, **kwargs)
+
     tfconvert._fold_constant_reshapes = counting
+    tf_loader.convert_variables_to_constants_v2 = recording
     try:
         fast = tfconvert.from_function(fn, spec, 17)
+        assert not frozen  # the lean freeze ran, not its fallback
+        plain, _ = convert.from_function(fn, input_signature=spec, opset=17)
+        assert frozen  # tf2onnx's own way, for the comparison
     finally:
         tfconvert._fold_constant_reshapes = fold
-    plain, _ = convert.from_function(fn, input_signature=spec, opset=17)
+        tf_loader.convert_variables_to_constants_v2 = freeze
     assert sum(folds) > 0  # the replaced pass had work to do
     hist = [collections.Counter(n.op_type for n in m.graph.node) for m in (fast, plain)]
     assert hist[0] == hist[1]
+    weights = [sorted(numpy_helper.to_array(i).tobytes() for i in m.graph.initializer)
+               for m in (fast, plain)]
+    assert weights[0] == weights[1]  # the same weights (tf2onnx names folded ones at random)
     outs = [ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
             .run(None, {"x": x})[0] for m in (fast, plain)]
     np.testing.assert_array_equal(outs[0], outs[1])
     np.testing.assert_allclose(outs[0], model(x).numpy(), atol=1e-5)
+
+
+_MODES: list[bool] = []  # a module list: Keras would copy a list set on the layer
+
+
+class _Recording(keras.layers.Layer):
+    """Identity that records in :data:`_MODES` whether it ran eagerly; ``eager_only`` reads
+    the tensor's value, which only an eager call can."""
+
+    def __init__(self, eager_only: bool = False, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.eager_only = eager_only
+
+    def call(self, x: Any) -> Any:
+        import tensorflow as tf
+
+        _MODES.append(tf.executing_eagerly())
+        if self.eager_only:
+            return x + float(np.asarray(x).mean()) * 0.0
+        return x
+
+    def compute_output_shape(self, shape: Any) -> Any:
+        return shape
+
+
+def test_the_keras_reference_runs_as_a_graph_or_eagerly_where_it_must() -> None:
+    """The reference call traces the model once (as model.predict does: eager calls keep every
+    activation in TensorFlow's allocator), and a model that cannot be traced runs eagerly."""
+    feeds = {"x": np.random.default_rng(0).standard_normal((4, 3)).astype(np.float32)}
+    for eager_only in (False, True):
+        inp = keras.Input((3,), name="x")
+        model = keras.Model(inp, keras.layers.Dense(2)(_Recording(eager_only)(inp)))
+        source = load_source(model)
+        _MODES.clear()  # loading probes the model
+        for _ in range(3):
+            out = source.call(feeds)[0]
+        if eager_only:  # the trace failed once, then every call ran eagerly
+            assert _MODES[-3:] == [True, True, True]
+        else:  # run as a graph: Python ran at most to trace, never eagerly
+            assert _MODES and True not in _MODES
+        np.testing.assert_allclose(out, model(feeds["x"]).numpy(), rtol=1e-6)

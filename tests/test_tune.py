@@ -457,3 +457,47 @@ def test_tune_never_runs_a_file_on_an_engine_it_failed_on(
         assert not cand.accepted
         assert "wrong answers on openvino: planted by the test" in cand.reason
     assert not (result.winner.engine == "openvino" and result.winner.quantization is None)
+
+
+def test_the_runoff_opens_finalists_in_groups_that_fit_in_memory(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Finalists that would add more than RUNOFF_GROWTH_BYTES open together are timed in later
+    groups, each interleaved with fp32: every one is still re-timed at the requested batch."""
+    import types
+
+    from onnx import TensorProto, helper
+
+    from edgekit.tune import engines
+    from edgekit.tune.core import Candidate
+
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "relu",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 32])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 32])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path = tmp_path / "relu.onnx"
+    onnx.save(model, str(path))
+    feeds = {"x": np.ones((3, 32), np.float32)}
+    config = TuneConfig(**_FAST)
+    groups: list[int] = []
+    measure = engines.measure
+
+    def counting(calls: list[Any], **kwargs: Any) -> Any:
+        groups.append(len(calls) - 1)  # the finalists of one group, after fp32
+        return measure(calls, **kwargs)
+
+    monkeypatch.setattr(engines, "measure", counting)
+    for growth, expected in ((engines.RUNOFF_GROWTH_BYTES, [3]), (-1, [1, 1, 1])):
+        monkeypatch.setattr(engines, "RUNOFF_GROWTH_BYTES", growth)
+        groups.clear()
+        cands = [Candidate(f"c{i}", "quantization", "", path=str(path), accepted=True,
+                           latency_ratio=1.0 + i / 10, session={"intra_op_num_threads": 1})
+                 for i in range(3)]
+        reference = EdgeModel(path, "cpu")
+        ctx = types.SimpleNamespace(config=config, bench_feeds=feeds, reference=reference)
+        winner = engines._runoff(cast(Any, ctx), cands)
+        reference.close()
+        assert groups == expected
+        assert winner in cands and all(c.finalist and c.batch == 3 for c in cands)
+        assert [c.first_ratio for c in cands] == [1.0, 1.1, 1.2]
+        assert all(c.latency_ratio is not None and c.latency_ratio > 0 for c in cands)

@@ -30,6 +30,7 @@ from edgekit.exported import ExportHook, ExportOutcome
 from edgekit.inputs.data import Dataset
 from edgekit.inputs.prepare import DataFile, open_data
 from edgekit.io.artifacts import ArtifactSet, file_entry
+from edgekit.io.memory import activation_bytes
 from edgekit.io.tempdirs import temp_dir
 from edgekit.metadata import set_props
 from edgekit.runtime.engine_record import engines_prop
@@ -146,7 +147,7 @@ def _convert_and_validate(source: KerasSource, config: ExportConfig,
         with timer.step("validation_inputs"):
             feeds, notes, data_desc = validation_feeds(source, config, None, session)
     with timer.step("validate"):
-        result = validate(source, session, feeds, config)
+        result = validate(source, session, feeds, config, activation_bytes(model_proto))
     del session
     with timer.step("engines"):
         engines = engine_record(model_proto, feeds, onnx_name, result.batch_dependent)

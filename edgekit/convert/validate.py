@@ -21,6 +21,7 @@ from edgekit.errors import exception_reason as _reason
 from edgekit.inputs.data import Dataset, format_shape, run_in_batches, run_whole_batches
 from edgekit.inputs.prepare import load_model_data
 from edgekit.inputs.synthetic import draw_inputs, dynamic_count, probe_lengths, shortest_length
+from edgekit.io.memory import batch_within
 from edgekit.validate import (
     DEFAULT_ATOL,
     DEFAULT_RTOL,
@@ -244,15 +245,19 @@ def _keras_at_batch_1(source: KerasSource, head: dict[str, np.ndarray],
 
 
 def validate(source: KerasSource, session: onnxruntime.InferenceSession,
-             feeds: dict[str, np.ndarray], config: ExportConfig) -> ValidationResult:
-    """:func:`validate_source` with ``config``'s tolerance and ``strict`` enforced.
+             feeds: dict[str, np.ndarray], config: ExportConfig,
+             per_sample_bytes: int = 0) -> ValidationResult:
+    """:func:`validate_source` with ``config``'s tolerance and ``strict`` enforced, in batches
+    of ``config.batch_size`` or fewer samples where their activations (``per_sample_bytes``
+    each) would pass :data:`~edgekit.io.memory.BATCH_MEMORY_BYTES`.
 
     Raises:
         ValidationError: outputs differ beyond the tolerance, or (``strict``) the reference
             outputs are degenerate.
     """
-    result = validate_source(source, session, feeds, config.atol, config.batch_size,
-                             config.opset, rtol=config.rtol, noise=config.noise_envelope)
+    batch = batch_within(per_sample_bytes, config.batch_size)
+    result = validate_source(source, session, feeds, config.atol, batch, config.opset,
+                             rtol=config.rtol, noise=config.noise_envelope)
     noise = f"; {result.noise_summary()}" if result.noise else ""
     differ = (f"ONNX outputs differ from Keras beyond {result.tolerance()}: "
               f"{result.failures()}{noise} ({result.summary()}"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from edgekit.quantize.calibration import activation_bytes
 from edgekit.quantize.config import (
     METADATA_KEY,
     QuantizationConfig,
@@ -44,6 +43,5 @@ __all__ = [
     "variant_lines",
     "variant_names",
     "resolve_mode",
-    "activation_bytes",
     "METADATA_KEY",
 ]

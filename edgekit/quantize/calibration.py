@@ -16,6 +16,7 @@ from edgekit.inputs.data import TensorSpecInfo
 from edgekit.inputs.folders import has_splits
 from edgekit.inputs.prepare import load_model_data
 from edgekit.inputs.synthetic import synthetic_feeds
+from edgekit.io.memory import activation_bytes
 from edgekit.metadata import ModelMetadata
 from edgekit.quantize.config import QuantizationConfig
 from edgekit.quantize.options import CalibrationConfig, CalibrationMethod, QuantMode
@@ -25,7 +26,6 @@ __all__ = [
     "CHECK_SAMPLES",
     "HISTOGRAM_MEMORY_BYTES",
     "calibration_split",
-    "activation_bytes",
     "CheckData",
     "load_check_data",
     "bound_histogram_memory",
@@ -190,20 +190,6 @@ def load_check_data(mode: QuantMode, cfg: QuantizationConfig, specs: Sequence[Te
 #: onnxruntime keeps every sample of a pass before building histograms, so a larger set is
 #: calibrated in passes (MobileNetV2-224: 75 MiB a sample; all of 256 samples at once: 19 GiB)
 HISTOGRAM_MEMORY_BYTES = 512 << 20
-
-
-def activation_bytes(model_path: Path) -> int:
-    """Bytes of the float activations one sample produces (inferred shapes, batch 1)."""
-    import onnx
-
-    model = onnx.shape_inference.infer_shapes(onnx.load(str(model_path)))
-    total = 0
-    for v in model.graph.value_info:
-        t = v.type.tensor_type
-        if t.elem_type in (1, 10):  # float32, float16
-            dims = [d.dim_value if d.HasField("dim_value") else 1 for d in t.shape.dim]
-            total += int(np.prod(dims[1:] if len(dims) > 1 else dims)) * 4
-    return total
 
 
 def bound_histogram_memory(data: CheckData, pre: Path, cfg: QuantizationConfig,

@@ -48,6 +48,7 @@ from edgekit.exported import ExportOutcome
 from edgekit.inputs.data import Dataset, TensorSpecInfo
 from edgekit.inputs.prepare import onnx_input_specs, onnx_words, open_data
 from edgekit.io.artifacts import file_entry, to_json
+from edgekit.io.memory import activation_bytes
 from edgekit.io.tempdirs import temp_dir
 from edgekit.metadata import PREFIX, ModelMetadata, set_props
 from edgekit.progress import StatusFn
@@ -62,7 +63,6 @@ from edgekit.quantize.build import (
 from edgekit.quantize.calibration import (
     ArrayCalibrationReader,
     CheckData,
-    activation_bytes,
     bound_histogram_memory,
     load_check_data,
 )

@@ -7,8 +7,8 @@ samples at the configured batch, timed interleaved by the one latency-ratio esti
 at most ``budget_s`` seconds. The decision is a pure function of the numbers
 (:func:`speed_verdict`, :func:`keeps_variant`):
 
-- **slower**: the ratio variant / fp32 is over ``1 + tolerance`` and its 95 % interval lies
-  above 1 (slower beyond this run's noise);
+- **slower**: the ratio variant / fp32 is over ``1 + tolerance`` (default 0) and its 95 %
+  interval lies above 1 (slower beyond this run's noise);
 - **faster**: under ``1 - tolerance`` with the interval below 1;
 - **as fast**: anything else.
 

@@ -43,6 +43,7 @@ from edgekit.agreement import compare_predictions, gate
 from edgekit.contract import top1
 from edgekit.errors import EdgekitError
 from edgekit.inputs.data import run_in_batches, run_whole_batches
+from edgekit.io.memory import activation_bytes, batch_within
 from edgekit.metadata import PREFIX
 from edgekit.runtime.engine_record import EngineCheck
 from edgekit.runtime.engine_registry import engine_class, parse_engines
@@ -61,6 +62,8 @@ BUDGET_POINTS = 1.0
 #: checked against its own answers at the main batch: OpenVINO compiles each input shape with
 #: its own kernels (the Q/DQ after an Embedding mean was right at batch 1, wrong at 4, 8, 64)
 SMALL_BATCHES = (1, 8)
+#: the main batch size of an engine check, on files whose activations allow it
+CHECK_BATCH = 64
 SMALL_SAMPLES = 32
 #: seconds a check run in a child process may take before it counts as hung
 CHILD_TIMEOUT_S = 900.0
@@ -137,7 +140,7 @@ def check_engines(
     labels: np.ndarray | None = None,
     engines: Sequence[str] | None = None,
     fp32: np.ndarray | None = None,
-    batch: int = 64,
+    batch: int | None = None,
     batch_dependent: bool | None = None,
 ) -> dict[str, EngineCheck]:
     """Run ``path`` on onnxruntime and each of ``engines`` (default: every installed engine) on
@@ -145,7 +148,9 @@ def check_engines(
 
     Returns one :class:`EngineCheck` per engine, onnxruntime first (it is the reference: it
     passes when it loads). ``fp32``: the fp32 model's first output on the same samples, for a
-    variant: each engine's top-1 agreement with it is recorded too. ``batch_dependent``:
+    variant: each engine's top-1 agreement with it is recorded too. ``batch``: the main batch
+    size (default :data:`CHECK_BATCH`, fewer where the file's activations would pass
+    :data:`~edgekit.io.memory.BATCH_MEMORY_BYTES`). ``batch_dependent``:
     whether the outputs are not per-sample (default: as the file's :data:`BATCH_KEY` says);
     such a file is compared on identical whole batches only, without ``labels`` and ``fp32``.
     An engine that fails to load or run is a failed check with the engine's own first error
@@ -154,6 +159,8 @@ def check_engines(
     path = Path(path)
     if not feeds or not len(next(iter(feeds.values()))):
         return {}  # nothing to compare on: no record rather than a record of nothing
+    if batch is None:
+        batch = _check_batch(path)
     ref_model = _load(path, "onnxruntime")
     try:
         whole = mixes_batch(ref_model.engine.props) if batch_dependent is None \
@@ -173,6 +180,15 @@ def check_engines(
         checks[engine] = in_child(_engine_check, args, engine) if isolated else \
             _engine_check(*args)
     return checks
+
+
+def _check_batch(path: Path) -> int:
+    """:data:`CHECK_BATCH`, or fewer where the file's activations would pass the memory
+    budget (without the ``onnx`` package to read the graph: :data:`CHECK_BATCH`)."""
+    try:
+        return batch_within(activation_bytes(path), CHECK_BATCH)
+    except ImportError:
+        return CHECK_BATCH
 
 
 def in_child(check: Callable[..., EngineCheck], args: tuple[object, ...],

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgekit.io.memory import current_rss_bytes
 from edgekit.runtime.engine_registry import engine_class
 from edgekit.runtime.model import EdgeModel
 from edgekit.runtime.session import SessionOptionsConfig
@@ -72,36 +73,59 @@ def _finalists(cands: Sequence[Candidate]) -> list[Candidate]:
     return finalists
 
 
+#: memory the run-off's finalists may add to the process while open together (their first run
+#: included): beyond it, the rest are timed in a later group (ConvNeXtTiny at 224, batch 32:
+#: its 4 finalists open at once took the tune to 5.4 GB)
+RUNOFF_GROWTH_BYTES = 512 << 20
+
+
+def _time_group(ctx: _Context, pending: list[Candidate]) -> None:
+    """Open finalists from ``pending`` (removing them) while they add at most
+    :data:`RUNOFF_GROWTH_BYTES` to the process (one at least), and time them interleaved with
+    fp32."""
+    cfg, feeds = ctx.config, ctx.bench_feeds
+    group: list[tuple[Candidate, EdgeModel]] = []
+    start = current_rss_bytes()
+    try:
+        while pending:
+            c = pending[0]
+            model = _open(Path(c.path), SessionOptionsConfig.from_dict(c.session))  # type: ignore[arg-type]
+            model.run(feeds)  # its memory is taken on the first run
+            if group and current_rss_bytes() - start > RUNOFF_GROWTH_BYTES:
+                model.close()
+                break
+            group.append((pending.pop(0), model))
+        calls = [lambda: ctx.reference.run(feeds)] + [
+            (lambda m=m: m.run(feeds)) for _, m in group]
+        times = measure(calls, runs=None,
+                        duration=min(2 * cfg.ratio.min_seconds, cfg.ratio.max_seconds),
+                        min_runs=min(cfg.ratio.min_rounds, 20), warmup=3)
+    finally:
+        for _, m in group:
+            m.close()
+    ref_ms = float(np.median(times[0])) / 1e6
+    for (c, _), t in zip(group, times[1:], strict=True):
+        c.first_ratio, c.finalist = c.latency_ratio, True
+        c.latency_ratio = paired_ratio(t, times[0])  # the estimator of measure_ratio
+        c.latency_ms, c.fp32_latency_ms = float(np.median(t)) / 1e6, ref_ms
+        c.pairs += len(t)
+        c.batch = _batch_of(feeds)
+
+
 def _runoff(ctx: _Context, cands: Sequence[Candidate]) -> Candidate:
     """Re-time the finalists (:func:`_finalists`) interleaved with fp32 and each other at the
-    requested batch (one measurement, so they share the machine's state); returns the
-    winner."""
-    cfg = ctx.config
+    requested batch (so they share the machine's state), in as few groups as
+    :data:`RUNOFF_GROWTH_BYTES` allows (each group interleaved with fp32, so every ratio is
+    paired with the same reference); returns the winner."""
     finalists = _finalists(cands)
     if len(finalists) > 1:
-        models: list[EdgeModel] = []
-        try:
-            for c in finalists:
-                models.append(_open(Path(c.path), SessionOptionsConfig.from_dict(c.session)))  # type: ignore[arg-type]
-            feeds = ctx.bench_feeds
-            calls = [lambda: ctx.reference.run(feeds)] + [
-                (lambda m=m: m.run(feeds)) for m in models]
-            times = measure(calls, runs=None,
-                            duration=min(2 * cfg.ratio.min_seconds, cfg.ratio.max_seconds),
-                            min_runs=min(cfg.ratio.min_rounds, 20), warmup=3)
-        finally:
-            for m in models:
-                m.close()
-        ref_ms = float(np.median(times[0])) / 1e6
-        for c, t in zip(finalists, times[1:], strict=True):
-            c.first_ratio, c.finalist = c.latency_ratio, True
-            c.latency_ratio = paired_ratio(t, times[0])  # the estimator of measure_ratio
-            c.latency_ms, c.fp32_latency_ms = float(np.median(t)) / 1e6, ref_ms
-            c.pairs += len(t)
-            c.batch = _batch_of(feeds)
+        pending = list(finalists)
+        while pending:
+            _time_group(ctx, pending)
+    tolerance = ctx.config.ratio.tolerance
     winner: Candidate | None = None
     for c in sorted(finalists, key=lambda c: (_STAGE_ORDER.get(c.stage, 9), c.latency_ratio)):
-        if winner is None or c.latency_ratio < winner.latency_ratio * (1 - cfg.ratio.tolerance):  # type: ignore[operator]
+        if winner is None or c.latency_ratio < winner.latency_ratio * (1 - tolerance):  # type: ignore[operator]
             winner = c
     return winner or cands[0]
 

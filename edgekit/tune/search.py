@@ -54,6 +54,7 @@ from edgekit.io.artifacts import file_entry
 from edgekit.metadata import ModelMetadata
 from edgekit.progress import FractionFn, StatusFn
 from edgekit.quantize.options import QuantMode
+from edgekit.runtime.engine_ort import share_cpu_arena
 from edgekit.runtime.engine_registry import engine_class, installed_engines
 from edgekit.runtime.session import SessionOptionsConfig
 from edgekit.speed.machine import cpu_model, instruction_set
@@ -425,6 +426,10 @@ def tune_model(
 ) -> TuneResult:
     """Search for the fastest int8 variant of ``model`` whose accuracy holds.
 
+    The onnxruntime sessions of this process share one CPU arena from then on
+    (:func:`~edgekit.runtime.engine_ort.share_cpu_arena`): the candidates are timed in turns,
+    so the tune holds the memory of its largest run rather than of every session it keeps open.
+
     Args:
         model: a Keras model file (exported to fp32 ONNX first) or an fp32 ``.onnx`` file.
         outdir: gets ``<stem>.tuned.onnx`` (with its session settings in metadata) and
@@ -454,6 +459,7 @@ def tune_model(
     artifacts, names = _artifacts(src, outdir, config.force)
     target = _package_target(package, outdir, config.force)
     t_start = time.perf_counter()
+    share_cpu_arena()  # the reference and each candidate run in turns: one arena holds both
     with tempfile.TemporaryDirectory(prefix="edgekit-tune-") as tmpdir:
         fp32_path = _fp32_model(src, Path(tmpdir), say)
         proto = load_onnx(fp32_path)
