@@ -16,7 +16,7 @@ from edgekit.inputs.data import TensorSpecInfo
 from edgekit.inputs.folders import has_splits
 from edgekit.inputs.prepare import load_model_data
 from edgekit.inputs.synthetic import synthetic_feeds
-from edgekit.io.memory import activation_bytes
+from edgekit.io.memory import activation_bytes, batch_within
 from edgekit.metadata import ModelMetadata
 from edgekit.quantize.config import QuantizationConfig
 from edgekit.quantize.options import CalibrationConfig, CalibrationMethod, QuantMode
@@ -201,8 +201,8 @@ def bound_histogram_memory(data: CheckData, pre: Path, cfg: QuantizationConfig,
     if reader is None or cfg.calibration.method is CalibrationMethod.MINMAX:
         return
     per_sample = max(activation_bytes(pre), 1)
-    fit = max(1, HISTOGRAM_MEMORY_BYTES // per_sample)  # samples a pass may hold
-    if reader.n <= fit:
+    fit = batch_within(per_sample, reader.n, HISTOGRAM_MEMORY_BYTES)  # samples a pass holds
+    if fit >= reader.n:
         return
     paced = ArrayCalibrationReader(reader.feeds, min(reader.batch_size, fit))
     paced.stride = _divisor(len(paced), fit // paced.batch_size)
