@@ -15,6 +15,7 @@ runs in one process per model and thread setting (LiteRT/OpenVINO fix thread poo
     python benchmarks/zoo.py                    # everything: results/zoo.{json,md,png}
     python benchmarks/zoo.py --quick            # smoke run: 3 tiny models, 32x32, b1, 1t
     python benchmarks/zoo.py --models resnet50,vit_small --size 160 --budget 2
+    python benchmarks/zoo.py --models conv1d_text --merge results/zoo_x.json --out results
 
 Resumable: each model's files and step results are cached in ``benchmarks/.cache/zoo/<model>/``
 (``--cache``; ``zoo-quick`` for ``--quick``); a step is redone only when its inputs or options
@@ -352,11 +353,13 @@ def main(argv: list[str] | None = None) -> int:
     log(f"CPU: {cpu_model()}, {instruction_set()} ({os.cpu_count()} logical cores)")
     log(f"zoo: {len(args.models)} model(s) at {args.size}x{args.size}, batches {args.batches}, "
         f"threads {args.threads}, tune budget {args.budget:g} min; cache {args.cache}")
-    models = {}
+    models = zoo_report.merged_models(args.merge, vars(args)) if args.merge else {}
     for name in args.models:
         models[name] = run_model(name, args)
+        models[name]["measured"] = time.strftime("%Y-%m-%d %H:%M")
         (args.cache / name / "result.json").write_text(json.dumps(models[name], indent=1))
-    result = zoo_report.summarize(models, vars(args), time.perf_counter() - t0)
+    options = {**vars(args), "models": list(models)}
+    result = zoo_report.summarize(models, options, time.perf_counter() - t0)
     paths = zoo_report.write(result, args.out, "zoo")
     print(zoo_report.markdown(result))
     log("wrote " + ", ".join(str(p) for p in paths))
@@ -383,6 +386,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     "benchmarks/results; quick: a new temporary folder)")
     ap.add_argument("--cache", type=Path, default=None, help="artifact cache (default "
                     "benchmarks/.cache/zoo, quick benchmarks/.cache/zoo-quick)")
+    ap.add_argument("--merge", type=Path, default=None,
+                    help="an earlier zoo JSON of this CPU and these options: its models are "
+                    "kept, the --models run now replace theirs (a partial re-measurement)")
     ap.add_argument("--worker", choices=["prepare", "bench"], default=None, help=argparse.SUPPRESS)
     ap.add_argument("--work", type=Path, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)

@@ -27,11 +27,11 @@ pytestmark = pytest.mark.file_seconds(30)
 STATS = ("p50_ms", "p90_ms", "p99_ms", "warm_p50_ms", "ratio_vs_fp32", "speedup")
 
 
-def _zoo(tmp_path: Path) -> subprocess.CompletedProcess[str]:
+def _zoo(tmp_path: Path, *more: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     cmd = [sys.executable, str(ROOT / "benchmarks" / "zoo.py"), "--quick", "--models",
            "conv1d_text", "--seconds", "0.3", "--out", str(tmp_path / "out"), "--cache",
-           str(tmp_path / "cache")]
+           str(tmp_path / "cache"), *more]
     return subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=900)
 
 
@@ -78,6 +78,40 @@ def test_quick_run_writes_json_markdown_plot_and_resumes(tmp_path: Path) -> None
     assert "edgekit export" not in again.stderr and "timing" not in again.stderr
     res2 = json.loads((out / "zoo.json").read_text())
     assert res2["models"]["conv1d_text"]["bench"] == m["bench"]
+
+    # a partial re-measurement merged into an earlier result keeps the earlier models
+    earlier = tmp_path / "earlier.json"
+    kept = {**m, "name": "kept", "measured": "2026-01-01 00:00"}
+    earlier.write_text(json.dumps({**res, "models": {"kept": kept, "conv1d_text": m}}))
+    merged = _zoo(tmp_path, "--merge", str(earlier))
+    assert merged.returncode == 0, merged.stderr[-3000:]
+    res3 = json.loads((out / "zoo.json").read_text())
+    assert list(res3["models"]) == ["kept", "conv1d_text"]
+    assert res3["models"]["kept"]["measured"] == "2026-01-01 00:00"
+    assert res3["models"]["conv1d_text"]["measured"] != "2026-01-01 00:00"
+    assert res3["options"]["models"] == ["kept", "conv1d_text"]
+    assert "models not re-run are kept from" in (out / "zoo.md").read_text()
+
+
+def test_merge_refuses_another_cpu_or_other_options(tmp_path: Path) -> None:
+    from edgekit.speed.machine import machine_info
+
+    opts = {"size": 224, "budget": 1.5, "seconds": 3.0, "threads": [1], "batches": [1, 32],
+            "calibration_samples": 32, "quick": False}
+    path = tmp_path / "old.json"
+    doc = {"date": "2026-01-01 00:00", "machine": machine_info(), "options": opts,
+           "models": {"a": {"name": "a"}}}
+    path.write_text(json.dumps(doc))
+    assert zoo_report.merged_models(path, opts) == {
+        "a": {"name": "a", "measured": "2026-01-01 00:00"}}
+    with pytest.raises(SystemExit, match="its budget is 1.5, this run's 3.0"):
+        zoo_report.merged_models(path, {**opts, "budget": 3.0})
+    path.write_text(json.dumps({**doc, "machine": {**doc["machine"], "cpu": "Other CPU"}}))
+    with pytest.raises(SystemExit, match="measured on 'Other CPU'"):
+        zoo_report.merged_models(path, opts)
+    path.write_text("{not json")
+    with pytest.raises(SystemExit, match="not a zoo result"):
+        zoo_report.merged_models(path, opts)
 
 
 def _fake(tuned_vs: dict[str, float], int8: float) -> dict[str, Any]:

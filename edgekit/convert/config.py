@@ -30,8 +30,10 @@ class ExportConfig:
             also the cap on samples read from validation data (0 = all).
         labels: class names stored in the model (default: the Keras model's own metadata).
         seed: seed of the synthetic inputs (default 0).
-        simplify: static Flatten shapes, conversion Transposes folded into weights (default
-            True; see :mod:`edgekit.convert.graph`). Validation covers the simplified graph.
+        simplify: static Flatten shapes, conversion Transposes folded into weights, the
+            Embedding's index wrap left to Gather, Conv1D bias and activation fused (default
+            True; see :mod:`edgekit.convert.graph` and :mod:`edgekit.convert.rewrites`).
+            Validation covers the simplified graph.
         force: overwrite existing outputs (default False).
         strict: fail when validation ran on degenerate reference outputs (default False: warn).
         noise_envelope: elements beyond ``atol + rtol * |keras|`` pass when they lie within

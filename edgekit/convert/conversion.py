@@ -20,6 +20,7 @@ from edgekit.convert.config import MIN_OPSET
 from edgekit.convert.graph import drop_unused_opsets, walk_nodes
 from edgekit.convert.graph import simplify as simplify_graph
 from edgekit.convert.load import KerasSource, keras_call_error
+from edgekit.convert.rewrites import rewrite
 from edgekit.convert.signature import framework_dtype
 from edgekit.convert.tfconvert import (
     MAX_OPSET,
@@ -200,5 +201,5 @@ def simplified(model_proto: onnx.ModelProto, simplify: bool, opset: int,
 
     raw = onnx.ModelProto()
     raw.CopyFrom(model_proto)
-    notes = simplify_graph(model_proto)
+    notes = rewrite(model_proto) + simplify_graph(model_proto)
     return notes, _load_session(model_proto, raw, opset)
