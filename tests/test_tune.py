@@ -236,6 +236,10 @@ def _check_engines(report: dict, messages: list[str], path: Path, stored: dict) 
     assert "fp32@openvino" in cands and all(c["stage"] == "engine" for c in ov)
     assert cands["fp32@openvino"]["session"]["precision"] == "f32"
     assert any(c["quantization"] for c in ov)  # a QDQ file run by OpenVINO
+    # and the file with OpenVINO's own Q/DQ layout, built for it, whatever the budget
+    own = cands["int8-openvino"]
+    assert own["engine"] == "openvino" and own["session"]["precision"] == "f32"
+    assert own["quantization"]["scheme"]["op_types_to_quantize"] == ["Conv", "MatMul", "Gemm"]
     for c in ov:  # gated on accuracy like every candidate
         assert c["latency_ratio"] is not None and "lower bound" in c["reason"], c
     # stem conv kept in float (the digits CNN has no depthwise conv: that one is skipped)
@@ -355,6 +359,55 @@ def test_quant_space_starts_with_the_export_default(digits: dict[str, Path],
     modes = [(spec.name, spec.config(base).mode.value) for spec in space]
     assert modes[:3] == [("int8-dynamic", "dynamic"), ("int8-dynamic-full", "dynamic"),
                          ("int8-default", "int8")]
+
+
+def test_openvino_layout_quantizes_the_inputs_of_compute_ops_only(tmp_path: Path) -> None:
+    """The int8-openvino candidate's file on a Conv1D text model: Q/DQ pairs only on edges
+    that touch a Conv/MatMul/Gemm (the full QDQ file also requantizes around the Gather,
+    Transpose, pooling and Squeeze), and both engines give the fp32 file's classes."""
+    from edgekit.quantize import quantize_model
+    from edgekit.runtime.engine_registry import engine_class
+
+    pytest.importorskip("openvino")
+    ops = engine_class("openvino").qdq_ops
+    assert ops == ("Conv", "MatMul", "Gemm")
+    keras.utils.set_random_seed(0)
+    tokens = keras.Input((40,), dtype="int32", name="tokens")
+    x = keras.layers.Conv1D(16, 5, activation="relu")(keras.layers.Embedding(50, 8)(tokens))
+    x = keras.layers.GlobalMaxPooling1D()(keras.layers.Conv1D(16, 3, activation="relu")(x))
+    model = keras.Model(tokens, keras.layers.Dense(3, activation="softmax")(x))
+    ids = np.random.default_rng(0).integers(0, 50, (256, 40)).astype(np.int32)
+    np.savez(tmp_path / "ids.npz", x=ids)
+    fp32 = export_model(model, tmp_path / "fp32").onnx_path
+    base = QuantizationConfig(calibration=CalibrationConfig(samples=64))
+    own = dataclasses.replace(base, scheme=dataclasses.replace(base.scheme,
+                                                               op_types_to_quantize=ops))
+    files = {name: quantize_model(fp32, tmp_path / name, config=cfg,
+                                  calibration=tmp_path / "ids.npz").path
+             for name, cfg in (("full", base), ("openvino", own))}
+
+    def layout(path: Path) -> tuple[int, int]:
+        """(activation Q/DQ pairs, those on an edge that touches no compute op)."""
+        graph = onnx.load(str(path)).graph
+        made = {o: n for n in graph.node for o in n.output}
+        pairs = [n for n in graph.node if n.op_type == "DequantizeLinear"
+                 and made.get(n.input[0]) is not None]  # activations, not weights
+        stray = 0
+        for dq in pairs:
+            q = made[dq.input[0]]
+            producer = made.get(q.input[0])
+            readers = {n.op_type for n in graph.node if dq.output[0] in n.input}
+            if not (readers <= set(ops) or (producer and producer.op_type in ops)):
+                stray += 1
+        return len(pairs), stray
+
+    n_full, stray_full = layout(files["full"])
+    n_own, stray_own = layout(files["openvino"])
+    assert stray_own == 0 and stray_full >= 2 and n_own < n_full
+    want = EdgeModel(fp32).predict(ids).argmax(1)
+    for engine in ("onnxruntime", "openvino"):
+        got = EdgeModel(files["openvino"], engine=engine).predict(ids).argmax(1)
+        assert np.mean(got == want) > 0.9, engine
 
 
 def test_float_region_candidates_keep_every_quantization_setting() -> None:

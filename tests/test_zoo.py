@@ -99,14 +99,15 @@ def test_merge_refuses_another_cpu_or_other_options(tmp_path: Path) -> None:
     opts = {"size": 224, "budget": 1.5, "seconds": 3.0, "threads": [1], "batches": [1, 32],
             "calibration_samples": 32, "quick": False}
     path = tmp_path / "old.json"
-    doc = {"date": "2026-01-01 00:00", "machine": machine_info(), "options": opts,
+    machine = machine_info()
+    doc = {"date": "2026-01-01 00:00", "machine": machine, "options": opts,
            "models": {"a": {"name": "a"}}}
     path.write_text(json.dumps(doc))
     assert zoo_report.merged_models(path, opts) == {
         "a": {"name": "a", "measured": "2026-01-01 00:00"}}
     with pytest.raises(SystemExit, match="its budget is 1.5, this run's 3.0"):
         zoo_report.merged_models(path, {**opts, "budget": 3.0})
-    path.write_text(json.dumps({**doc, "machine": {**doc["machine"], "cpu": "Other CPU"}}))
+    path.write_text(json.dumps({**doc, "machine": {**machine, "cpu": "Other CPU"}}))
     with pytest.raises(SystemExit, match="measured on 'Other CPU'"):
         zoo_report.merged_models(path, opts)
     path.write_text("{not json")

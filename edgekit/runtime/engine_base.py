@@ -77,6 +77,10 @@ class Engine(abc.ABC):
             names whose model-package variant it runs (first found); default ``("cpu",)``.
         runs_nonstandard_ops: True when it runs ops outside ``ai.onnx`` (onnxruntime's
             contrib ops, e.g. dynamic int8 of LSTMs); default False.
+        qdq_ops: the op types whose inputs the engine wants quantized in a static int8 file,
+            when it runs a file with Q/DQ on those only faster than onnxruntime's full QDQ
+            (every op onnxruntime can quantize, each requantized); the tune builds that file
+            for it (``int8-<name>``). Default None: full QDQ.
         check_in_child: the per-engine proof (:mod:`edgekit.runtime.proof`) runs it in a child
             process, so that a crash of the engine on a file (OpenVINO 2026.4 segfaults
             compiling some int8 LSTMs) fails the check instead of killing the export; default
@@ -95,6 +99,7 @@ class Engine(abc.ABC):
     uses_providers: ClassVar[bool] = False
     package_providers: ClassVar[tuple[str, ...]] = ("cpu",)
     runs_nonstandard_ops: ClassVar[bool] = False
+    qdq_ops: ClassVar[tuple[str, ...] | None] = None
     check_in_child: ClassVar[bool] = False
 
     def __init__(self, path: Path, config: SessionOptionsConfig, placement: Placement) -> None:

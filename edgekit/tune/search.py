@@ -37,6 +37,7 @@ and session settings go into its metadata (``edgekit.session``), which the runti
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import tempfile
 import time
@@ -180,7 +181,7 @@ class _Search:
         self.engines = [e for e in (ctx.config.engines or installed_engines())
                         if e != "onnxruntime"]
         self.space = _quant_space(ctx.model)
-        self.total = len(self.space) + len(_session_space()) + 3 + 6 * len(self.engines)
+        self.total = len(self.space) + len(_session_space()) + 3 + 7 * len(self.engines)
         self.done = 0
         self.fp32 = self._baseline()
         self.cands: list[Candidate] = [self.fp32]
@@ -238,7 +239,33 @@ class _Search:
         for engine in self._installed():
             for base in (self.fp32, first):
                 self._run_engine(engine, base)
+            self._engine_int8(engine)
             self._bf16(engine)
+
+    def _engine_int8(self, engine: str) -> None:
+        """``int8-<engine>``: static int8 with Q/DQ on the inputs of the engine's
+        :attr:`~edgekit.runtime.engine_base.Engine.qdq_ops` only, run by it, where it has such
+        a layout and the model such ops (the tune's base quantization config otherwise)."""
+        ops = engine_class(engine).qdq_ops
+        present = sorted({n.op_type for n in self.ctx.graph.node} & set(ops or ()))
+        if not present:
+            return
+        self.advance()
+        name = f"int8-{engine}"
+        desc = (f"static int8 with Q/DQ on the inputs of {', '.join(present)} only, the layout "
+                f"{engine_class(engine).display_name()} fuses into its int8 kernels")
+        base = self.ctx.config.quantization
+        qcfg = dataclasses.replace(base, mode=QuantMode.INT8, scheme=dataclasses.replace(
+            base.scheme, op_types_to_quantize=ops))
+        session = self.ctx.base_session.merged(SessionOptionsConfig(engine=engine, precision="f32"))
+        self.ctx.progress(f"engine: {name}: {desc}")
+        try:
+            c = _try_quant(self.ctx, name, desc, qcfg, stage="engine", session=session)
+        except Exception as exc:  # the engine rejects or fails to run the file
+            c = Candidate(name, "engine", desc, quantization=qcfg, engine=engine,
+                          reason=f"{engine} failed: {str(exc).strip().splitlines()[0][:160]}")
+        self.ctx.progress(f"    ratio {c.latency_ratio or float('nan'):.3f}, {c.reason}")
+        self.cands.append(c)
 
     def _bf16(self, engine: str) -> None:
         """The fp32 file on ``engine`` computed in bf16, where it does so natively here."""
