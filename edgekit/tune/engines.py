@@ -3,12 +3,14 @@ the run-off that picks the winner among the fastest candidates, timed together."
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from edgekit.io.memory import current_rss_bytes
+from edgekit.quantize.options import QuantMode
 from edgekit.runtime.engine_registry import engine_class
 from edgekit.runtime.model import EdgeModel
 from edgekit.runtime.session import SessionOptionsConfig
@@ -44,6 +46,34 @@ def _engine_candidate(ctx: _Context, base: Candidate, engine: str, precision: st
         if model is not None:
             model.close()
     return cand
+
+
+def layout_candidate(ctx: _Context, engine: str) -> Candidate | None:
+    """``int8-<engine>``: static int8 with Q/DQ on the edges of the engine's
+    :attr:`~edgekit.runtime.engine_base.Engine.qdq_ops` only (the tune's base quantization
+    config otherwise), measured on that engine and gated like every candidate; None when the
+    engine has no such layout or the model none of those ops."""
+    from edgekit.tune.candidates import _try_quant
+
+    cls = engine_class(engine)
+    present = sorted({n.op_type for n in ctx.graph.node} & set(cls.qdq_ops or ()))
+    if not present:
+        return None
+    name = f"int8-{engine}"
+    desc = (f"static int8 with Q/DQ on the inputs of {', '.join(present)} only, the layout "
+            f"{cls.display_name()} fuses into its int8 kernels")
+    base = ctx.config.quantization
+    qcfg = dataclasses.replace(base, mode=QuantMode.INT8, scheme=dataclasses.replace(
+        base.scheme, op_types_to_quantize=cls.qdq_ops))
+    session = ctx.base_session.merged(SessionOptionsConfig(engine=engine, precision="f32"))
+    ctx.progress(f"engine: {name}: {desc}")
+    try:
+        c = _try_quant(ctx, name, desc, qcfg, stage="engine", session=session)
+    except Exception as exc:  # the engine rejects or fails to run the file
+        c = Candidate(name, "engine", desc, quantization=qcfg, engine=engine,
+                      reason=f"{engine} failed: {str(exc).strip().splitlines()[0][:160]}")
+    ctx.progress(f"    ratio {c.latency_ratio or float('nan'):.3f}, {c.reason}")
+    return c
 
 
 def _bf16_skip_reason(engine: str) -> str | None:

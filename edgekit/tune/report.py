@@ -5,17 +5,23 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgekit import __version__
 from edgekit.errors import InputError
 from edgekit.io.artifacts import ArtifactSet
 from edgekit.metadata import PREFIX, set_props
 from edgekit.progress import StatusFn
+from edgekit.runtime.engine_registry import installed_engines
 from edgekit.runtime.session import SessionOptionsConfig
+from edgekit.speed.machine import cpu_model, instruction_set
 from edgekit.tune.core import Candidate, TuneConfig
+
+if TYPE_CHECKING:
+    from edgekit.tune.search import _Data, _Search
 
 __all__ = ["format_candidates"]
 
@@ -129,3 +135,28 @@ def _package(target: Any, artifacts: ArtifactSet, fp32_path: Path, winner: Candi
 
     precision = "int8" if winner.quantization is not None else "fp32"
     return tune_package(target, artifacts, fp32_path, tuned, precision, data[0], data[1], say)
+
+
+def _build_report(search: _Search, winner: Candidate, src: Path, data: _Data, log: list[str],
+                  t_start: float) -> dict[str, Any]:
+    """The ``<stem>.tune.json`` document (without its files section)."""
+    ctx, cands = search.ctx, search.cands
+    return {
+        "edgekit_version": __version__,
+        "model": str(src),
+        "fp32_model": ctx.fp32_path.name,
+        "machine": {"cpu": cpu_model(), "instruction_set": instruction_set(),
+                    "cores": os.cpu_count(), "engines": installed_engines()},
+        "config": ctx.config.to_dict(),
+        "calibration": data.calibration.source,
+        "evaluation": data.eval_desc,
+        "notes": data.notes,
+        "fp32": {"accuracy": ctx.fp32_accuracy, "latency_ms": search.fp32.latency_ms},
+        "winner": winner.to_dict(),
+        "why": _why(winner, search.fp32, cands, ctx.config),
+        "candidates": [c.to_dict() for c in cands],
+        "pareto_front": [c.name for c in cands if c.pareto],
+        "node_profile": search.profile,
+        "elapsed_s": round(time.perf_counter() - t_start, 1),
+        "log": log,
+    }

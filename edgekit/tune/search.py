@@ -8,7 +8,9 @@ search runs in stages, the likeliest winners first (:func:`edgekit.tune.candidat
 
 0. defaults: the export's default variant (static int8 with every
    :class:`~edgekit.quantize.QuantizationConfig` default; dynamic int8 where ``auto`` picks it:
-   recurrent and Dense-heavy models), then fp32 and it on every other installed engine, and
+   recurrent and Dense-heavy models), then fp32 and it on every other installed engine, the
+   file in the engine's own Q/DQ layout (``int8-openvino``: Q/DQ on Conv/MatMul/Gemm edges
+   only, :attr:`Engine.qdq_ops <edgekit.runtime.engine_base.Engine.qdq_ops>`), and
    the fp32 file computed in bf16 where the engine does so natively here (OpenVINO on CPUs
    with avx512_bf16/AMX: on an AMX Xeon it beat OpenVINO's int8 on ResNet50). This stage runs
    whatever the budget, so the tune is never worse than the default and never misses an
@@ -37,7 +39,6 @@ and session settings go into its metadata (``edgekit.session``), which the runti
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import tempfile
 import time
@@ -48,7 +49,6 @@ from typing import Any
 
 import numpy as np
 
-from edgekit import __version__
 from edgekit.errors import DataError
 from edgekit.inputs.data import Dataset, run_in_batches
 from edgekit.io.artifacts import file_entry
@@ -58,7 +58,6 @@ from edgekit.quantize.options import QuantMode
 from edgekit.runtime.engine_ort import share_cpu_arena
 from edgekit.runtime.engine_registry import engine_class, installed_engines
 from edgekit.runtime.session import SessionOptionsConfig
-from edgekit.speed.machine import cpu_model, instruction_set
 from edgekit.tune.candidates import (
     _float_config,
     _latency_aware,
@@ -77,14 +76,20 @@ from edgekit.tune.core import (
     _open,
     runs_on,
 )
-from edgekit.tune.engines import _FINALISTS, _bf16_skip_reason, _engine_candidate, _runoff
+from edgekit.tune.engines import (
+    _FINALISTS,
+    _bf16_skip_reason,
+    _engine_candidate,
+    _runoff,
+    layout_candidate,
+)
 from edgekit.tune.report import (
     _artifacts,
+    _build_report,
     _package,
     _package_target,
     _pareto,
     _tuned_bytes,
-    _why,
     format_candidates,
 )
 from edgekit.validate import accuracy
@@ -239,33 +244,11 @@ class _Search:
         for engine in self._installed():
             for base in (self.fp32, first):
                 self._run_engine(engine, base)
-            self._engine_int8(engine)
+            layout = layout_candidate(self.ctx, engine)  # int8-<engine>, where it has one
+            if layout is not None:
+                self.cands.append(layout)
+                self.advance()
             self._bf16(engine)
-
-    def _engine_int8(self, engine: str) -> None:
-        """``int8-<engine>``: static int8 with Q/DQ on the inputs of the engine's
-        :attr:`~edgekit.runtime.engine_base.Engine.qdq_ops` only, run by it, where it has such
-        a layout and the model such ops (the tune's base quantization config otherwise)."""
-        ops = engine_class(engine).qdq_ops
-        present = sorted({n.op_type for n in self.ctx.graph.node} & set(ops or ()))
-        if not present:
-            return
-        self.advance()
-        name = f"int8-{engine}"
-        desc = (f"static int8 with Q/DQ on the inputs of {', '.join(present)} only, the layout "
-                f"{engine_class(engine).display_name()} fuses into its int8 kernels")
-        base = self.ctx.config.quantization
-        qcfg = dataclasses.replace(base, mode=QuantMode.INT8, scheme=dataclasses.replace(
-            base.scheme, op_types_to_quantize=ops))
-        session = self.ctx.base_session.merged(SessionOptionsConfig(engine=engine, precision="f32"))
-        self.ctx.progress(f"engine: {name}: {desc}")
-        try:
-            c = _try_quant(self.ctx, name, desc, qcfg, stage="engine", session=session)
-        except Exception as exc:  # the engine rejects or fails to run the file
-            c = Candidate(name, "engine", desc, quantization=qcfg, engine=engine,
-                          reason=f"{engine} failed: {str(exc).strip().splitlines()[0][:160]}")
-        self.ctx.progress(f"    ratio {c.latency_ratio or float('nan'):.3f}, {c.reason}")
-        self.cands.append(c)
 
     def _bf16(self, engine: str) -> None:
         """The fp32 file on ``engine`` computed in bf16, where it does so natively here."""
@@ -417,30 +400,6 @@ def _skip_session(extra: SessionOptionsConfig, best: Candidate,
     return extra.allow_spinning is not None and threads == 1
 
 
-def _report(search: _Search, winner: Candidate, src: Path, data: _Data, log: list[str],
-            t_start: float) -> dict[str, Any]:
-    ctx, cands = search.ctx, search.cands
-    return {
-        "edgekit_version": __version__,
-        "model": str(src),
-        "fp32_model": ctx.fp32_path.name,
-        "machine": {"cpu": cpu_model(), "instruction_set": instruction_set(),
-                    "cores": os.cpu_count(), "engines": installed_engines()},
-        "config": ctx.config.to_dict(),
-        "calibration": data.calibration.source,
-        "evaluation": data.eval_desc,
-        "notes": data.notes,
-        "fp32": {"accuracy": ctx.fp32_accuracy, "latency_ms": search.fp32.latency_ms},
-        "winner": winner.to_dict(),
-        "why": _why(winner, search.fp32, cands, ctx.config),
-        "candidates": [c.to_dict() for c in cands],
-        "pareto_front": [c.name for c in cands if c.pareto],
-        "node_profile": search.profile,
-        "elapsed_s": round(time.perf_counter() - t_start, 1),
-        "log": log,
-    }
-
-
 def tune_model(
     model: str | os.PathLike[str],
     outdir: str | os.PathLike[str],
@@ -502,7 +461,7 @@ def tune_model(
         winner = search.finish()
         tuned = _tuned_bytes(winner, config)
         winner.size_bytes = len(tuned)  # the file as written, with the tune's metadata
-        report = _report(search, winner, src, data, log, t_start)
+        report = _build_report(search, winner, src, data, log, t_start)
         report["files"] = {"tuned": file_entry(names[0], tuned)}
         say(report["why"])
         report["log"] = log
