@@ -196,8 +196,7 @@ def _squeeze_axes(g: _Graph, squeeze: Any, rank: int) -> list[int] | None:
 def _const_operand(g: _Graph, node: Any, name: str) -> tuple[int, np.ndarray] | None:
     """(index, value) of ``node``'s constant operand when its other operand is ``name``."""
     if node.op_type in _UNARY:
-        if all(g.const(i) is not None and g.const(i).size == 1  # type: ignore[union-attr]
-               for i in node.input[1:] if i):
+        if all(_scalar(g, i) is not None for i in node.input[1:] if i):
             return -1, np.zeros(())
         return None
     if node.op_type not in _BINARY or len(node.input) != 2 or name not in node.input:
@@ -320,7 +319,7 @@ def rewrite(model: onnx.ModelProto) -> list[str]:
             steps["folded"] += 1
         elif _sink_squeeze(g):
             steps["moved"] += 1
-        elif _drop_squeeze_unsqueeze(_Graph(model.graph)):
+        elif _drop_squeeze_unsqueeze(g):  # the two above changed nothing: g still holds
             steps["dropped"] += 1
         else:
             break

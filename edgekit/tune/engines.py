@@ -16,6 +16,7 @@ from edgekit.runtime.model import EdgeModel
 from edgekit.runtime.session import SessionOptionsConfig
 from edgekit.speed.ratio import paired_ratio
 from edgekit.speed.timing import measure
+from edgekit.tune.candidates import _try_quant
 from edgekit.tune.core import (
     Candidate,
     _batch_of,
@@ -24,6 +25,11 @@ from edgekit.tune.core import (
     _measure,
     _open,
 )
+
+
+def _engine_failure(engine: str, exc: BaseException) -> str:
+    """A candidate's reason when ``engine`` rejected its file or failed to run it."""
+    return f"{engine} failed: {str(exc).strip().splitlines()[0][:160]}"
 
 
 def _engine_candidate(ctx: _Context, base: Candidate, engine: str, precision: str,
@@ -41,7 +47,7 @@ def _engine_candidate(ctx: _Context, base: Candidate, engine: str, precision: st
         _check_accuracy(ctx, cand, model)
     except Exception as exc:  # an engine that rejects or fails to run the file: a failed candidate
         cand.accepted = False
-        cand.reason = f"{engine} failed: {str(exc).strip().splitlines()[0][:160]}"
+        cand.reason = _engine_failure(engine, exc)
     finally:
         if model is not None:
             model.close()
@@ -53,8 +59,6 @@ def layout_candidate(ctx: _Context, engine: str) -> Candidate | None:
     :attr:`~edgekit.runtime.engine_base.Engine.qdq_ops` only (the tune's base quantization
     config otherwise), measured on that engine and gated like every candidate; None when the
     engine has no such layout or the model none of those ops."""
-    from edgekit.tune.candidates import _try_quant
-
     cls = engine_class(engine)
     present = sorted({n.op_type for n in ctx.graph.node} & set(cls.qdq_ops or ()))
     if not present:
@@ -71,7 +75,7 @@ def layout_candidate(ctx: _Context, engine: str) -> Candidate | None:
         c = _try_quant(ctx, name, desc, qcfg, stage="engine", session=session)
     except Exception as exc:  # the engine rejects or fails to run the file
         c = Candidate(name, "engine", desc, quantization=qcfg, engine=engine,
-                      reason=f"{engine} failed: {str(exc).strip().splitlines()[0][:160]}")
+                      reason=_engine_failure(engine, exc))
     ctx.progress(f"    ratio {c.latency_ratio or float('nan'):.3f}, {c.reason}")
     return c
 
