@@ -26,8 +26,29 @@ def test_measure_interleaves_and_counts() -> None:
     calls = [lambda: order.append("a"), lambda: order.append("b"), lambda: order.append("c")]
     times = measure(calls, runs=4, warmup=0)
     assert [len(t) for t in times] == [4, 4, 4]
-    assert order[:6] == ["a", "b", "c", "b", "c", "a"]  # rounds follow balanced_orders(3)
+    # rounds follow balanced_orders(3); each starts with its first call made once untimed, so
+    # that no call is preceded by the previous round's last one more often than by the others
+    assert order[:8] == ["a", "a", "b", "c", "b", "b", "c", "a"]
+    assert len(order) == 4 * 4
     assert all(v >= 0 for t in times for v in t)
+    two: list[str] = []  # two calls: the Williams rows already end where the next begins
+    measure([lambda: two.append("a"), lambda: two.append("b")], runs=4, warmup=0)
+    assert two == ["a", "b", "b", "a", "a", "b", "b", "a"]
+
+
+def test_the_call_before_a_timed_call_is_balanced_across_rounds() -> None:
+    """Over a cycle of rounds, each of four calls is preceded by each other call equally often
+    and by itself (the untimed call that opens a round) once: the previous round's last call
+    never precedes a timed call."""
+    seq: list[int] = []
+    calls = [lambda i=i: seq.append(i) for i in range(4)]
+    measure(calls, runs=8, warmup=0)
+    # every fifth call opens a round untimed; the timed ones are the other four
+    timed = [k % 5 != 0 for k in range(len(seq))]
+    before = collections.Counter((seq[k - 1], seq[k]) for k in range(1, len(seq)) if timed[k])
+    for i in range(4):
+        got = {p: before[(p, i)] for p in range(4)}
+        assert got == dict.fromkeys(range(4), 2), (i, got)  # 2 cycles: each once a cycle
 
 
 @pytest.mark.parametrize("n", range(1, 9))

@@ -66,13 +66,16 @@ def test_an_old_flat_quantization_dict_reads_back_into_its_groups() -> None:
         gate=GateConfig(max_accuracy_drop=0.5, eval_samples=100, group_size=2, max_steps=3,
                         explain=True),
         output=OutputConfig(format=OutputFormat.ORT, mobile_batch=0))
-    # every old key has a place: nothing of an old file is dropped (the speed check came
-    # later: an old file gets its defaults)
-    old = [leaf for leaf in _leaves(cfg.to_dict()) if not leaf.startswith("speed.")]
+    # every old key has a place: nothing of an old file is dropped (the speed check and
+    # slice_strided_pointwise came later: an old file gets their defaults)
+    later = ("speed.", "scheme.slice_strided_pointwise")
+    old = [leaf for leaf in _leaves(cfg.to_dict()) if not leaf.startswith(later)]
+    groups = typing.cast(dict[str, typing.Any], cfg.to_dict())
     assert old == sorted(
         {"mode", *(f"{g}.{k}" for g in ("scheme", "calibration", "gate", "output")
-                   for k in typing.cast(dict[str, typing.Any], cfg.to_dict())[g])})
+                   for k in groups[g] if not f"{g}.{k}".startswith(later))})
     assert len(old) == len(OLD_FLAT) and cfg.speed == SpeedCheckConfig()
+    assert cfg.scheme.slice_strided_pointwise is False
 
 
 def test_the_nested_shape_is_written_and_read_back() -> None:

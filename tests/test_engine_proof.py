@@ -361,18 +361,23 @@ def _wide_relu_model(width: int) -> onnx.ModelProto:
 def test_the_check_batch_is_bounded_by_the_activations(tmp_path: Path) -> None:
     """A file whose activations fill the memory budget at 4 samples is checked 4 at a time
     (its own batch sizes 1 and 4 recorded); a small one keeps the batch of 64."""
-    from edgekit.io.memory import BATCH_MEMORY_BYTES, activation_bytes, batch_within
+    from edgekit.io.memory import BATCH_MEMORY_BYTES, activation_bytes, batch_for, batch_within
+    from edgekit.quantize.build import CHECK_RUN_BATCH
     from edgekit.runtime.proof import CHECK_BATCH
 
     width = BATCH_MEMORY_BYTES // 4 // 4  # floats: a quarter of the budget a sample
     wide = _save(_wide_relu_model(width), tmp_path / "wide.onnx")
     assert activation_bytes(wide) == 4 * width
     assert batch_within(4 * width, CHECK_BATCH) == 4
+    # the one rule for every batched run of a data set: the engine checks, and a quantized
+    # variant's check samples (fp32 and each build)
+    assert batch_for(wide, CHECK_BATCH) == batch_for(wide, CHECK_RUN_BATCH) == 4
     feeds = {"x": np.random.default_rng(0).standard_normal((6, width), dtype=np.float32)}
     check = check_engines(wide, feeds, engines=["openvino"])["openvino"]
     assert check.passed and check.batches == [1, 4]
     small = _save(_wide_relu_model(16), tmp_path / "small.onnx")
     assert batch_within(activation_bytes(small), CHECK_BATCH) == CHECK_BATCH
+    assert batch_for(small, CHECK_RUN_BATCH) == CHECK_RUN_BATCH
     feeds = {"x": np.random.default_rng(0).standard_normal((70, 16), dtype=np.float32)}
     assert check_engines(small, feeds, engines=["openvino"])["openvino"].batches == [1, 8, 64]
 

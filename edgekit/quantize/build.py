@@ -16,6 +16,7 @@ import numpy as np
 
 from edgekit.agreement import Agreement, compare_predictions, gate
 from edgekit.errors import AccuracyGateError, ConversionError, DataError, InputError, require
+from edgekit.io.memory import batch_for
 from edgekit.progress import StatusFn
 from edgekit.progress import status as report_progress
 from edgekit.quantize.calibration import (
@@ -32,10 +33,15 @@ from edgekit.validate import accuracy, run_onnx
 __all__ = [
     "Builder",
     "Build",
+    "CHECK_RUN_BATCH",
     "prepare_float",
     "check_gate",
     "working_dir",
 ]
+
+#: the check samples run through fp32 and each build in batches of this many (fewer where a
+#: batch's activations would pass :data:`~edgekit.io.memory.BATCH_MEMORY_BYTES`)
+CHECK_RUN_BATCH = 256
 
 # ---------------------------------------------------------------------------------------------
 # The quantizers
@@ -222,7 +228,8 @@ class Builder:
                 raise
             _quantize_raw(self.pre, raw, self.mode, self.cfg, reader, exclude)
         odd = _finish_graph(raw, final, self.mode)
-        got = run_onnx(final, self.data.check_feeds, batch_size=256, whole=self.whole)[0]
+        got = run_onnx(final, self.data.check_feeds, whole=self.whole,
+                       batch_size=batch_for(final, CHECK_RUN_BATCH))[0]
         labels = self.data.check_labels
         acc = accuracy(got, labels) if labels is not None else None
         return Build(final, compare_predictions(self.fp32_out, got, labels), acc, odd)

@@ -48,12 +48,13 @@ from edgekit.exported import ExportOutcome
 from edgekit.inputs.data import Dataset, TensorSpecInfo
 from edgekit.inputs.prepare import onnx_input_specs, onnx_words, open_data
 from edgekit.io.artifacts import file_entry, to_json
-from edgekit.io.memory import activation_bytes
+from edgekit.io.memory import activation_bytes, batch_for
 from edgekit.io.tempdirs import temp_dir
 from edgekit.metadata import PREFIX, ModelMetadata, set_props
 from edgekit.progress import StatusFn
 from edgekit.progress import status as report_progress
 from edgekit.quantize.build import (
+    CHECK_RUN_BATCH,
     Build,
     Builder,
     check_gate,
@@ -74,11 +75,12 @@ from edgekit.quantize.config import (
     variant_names,
 )
 from edgekit.quantize.explain import explain_nodes, explain_samples
+from edgekit.quantize.layout import slice_strided_pointwise_file
 from edgekit.quantize.options import OutputFormat, QuantMode
 from edgekit.quantize.ort_format import convert_to_ort
 from edgekit.quantize.qdq import output_activation_nodes
 from edgekit.quantize.regions import stem_float_region
-from edgekit.quantize.speed import check_speed, keeps_variant
+from edgekit.quantize.speed import check_speed
 from edgekit.runtime.engine_record import engines_prop
 from edgekit.runtime.proof import batch_prop, check_engines, mixes_batch
 from edgekit.schema import Fields, read_json
@@ -217,6 +219,8 @@ class _Job:
         fp32_path, fp32_out, fp32_acc = self._fp32(tmp)
         with self._timed("preprocess"):
             pre = prepare_float(fp32_path, tmp, self.mode, self.notes)
+            if self.mode is QuantMode.INT8 and self.cfg.scheme.slice_strided_pointwise:
+                pre = slice_strided_pointwise_file(pre, tmp, self.notes)
             bound_histogram_memory(self.data, pre, self.cfg, self.notes)
         with self._timed("quantize"):
             first, final, gate_info, exclude = self._quantize(pre, tmp, fp32_out)
@@ -256,7 +260,7 @@ class _Job:
         with self._timed("speed"):
             speed = check_speed(fp32_path, built, self.data.check_feeds, self.mode,
                                 self.cfg.mode, self.cfg.speed, self.progress)
-        if keeps_variant(speed.verdict, self.cfg.mode):
+        if speed.keeps(self.cfg.mode):
             return speed.to_dict(), None
         self.notes.append(speed.reason or "auto: slower than fp32 here")
         skipped = VariantResult.skipped(used, unwritten, self.notes)
@@ -273,8 +277,8 @@ class _Job:
         """The fp32 file, its outputs on the check samples and its accuracy (with labels)."""
         fp32_path = tmp / "fp32.onnx"
         fp32_path.write_bytes(self.proto.SerializeToString())  # as the fp32 file is written
-        fp32_out = run_onnx(fp32_path, self.data.check_feeds, batch_size=256,
-                            whole=self.whole)[0]
+        fp32_out = run_onnx(fp32_path, self.data.check_feeds, whole=self.whole,
+                            batch_size=batch_for(fp32_path, CHECK_RUN_BATCH))[0]
         labels = self.data.check_labels
         return fp32_path, fp32_out, accuracy(fp32_out, labels) if labels is not None else None
 

@@ -136,6 +136,11 @@ class QuantScheme:
             activation/pooling in float: None (default) when it reads at most
             :data:`~edgekit.quantize.regions.STEM_FLOAT_MAX_CHANNELS` channels (int8 is slower
             there on every CPU measured), True always, False never.
+        slice_strided_pointwise: static int8 first rewrites each 1x1 Conv with strides > 1 as
+            a strided Slice and a stride-1 Conv (same values; default False). OpenVINO runs
+            strided 1x1 convs of a QDQ file in f32 and the sliced ones in int8 (ResNet50,
+            batch 1, AMX Xeon: 15.3 -> 9.2 ms); onnxruntime gains nothing (19.0 -> 20.1 ms),
+            so only an engine's layout (``Engine.qdq_scheme``) asks for it.
         extra_options: passed through to onnxruntime's ``extra_options`` (default none).
     """
 
@@ -149,6 +154,7 @@ class QuantScheme:
     op_types_to_quantize: Sequence[str] | None = None
     nodes_to_exclude: Sequence[str] = ()
     stem_in_float: bool | None = None
+    slice_strided_pointwise: bool = False
     extra_options: Mapping[str, object] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -243,7 +249,8 @@ class SpeedCheckConfig:
     paired ratios, :func:`edgekit.speed.paired_ratio`) over ``1 + tolerance`` whose 95 %
     interval (:func:`edgekit.speed.ratio_interval`) lies above 1: by default, any slowdown
     beyond the run's noise. An explicit mode writes the
-    variant anyway, with a warning; ``auto`` writes no variant then (the report says why).
+    variant anyway, with a warning; ``auto`` writes no variant then, nor one whose ratio is
+    over ``1 + tolerance`` while its interval still holds 1 (the report says why).
 
     Attributes:
         enabled: run it (default True); False (``--no-speed-check``) keeps what is written

@@ -12,9 +12,12 @@ at most ``budget_s`` seconds. The decision is a pure function of the numbers
 - **faster**: under ``1 - tolerance`` with the interval below 1;
 - **as fast**: anything else.
 
-An explicit mode (``--quantize int8``) writes a slower variant with a warning; ``auto`` writes
-none and says why. fp16 is not timed: it is meant for GPU and NPU providers (onnxruntime's CPU
-provider runs much of it through casts); its record says so, and nothing is printed.
+An explicit mode (``--quantize int8``) writes a slower variant with a warning. ``auto`` writes
+a variant only when its measured ratio is at most ``1 + tolerance``: a median over 1 whose
+interval still reaches 1 (ConvNeXtTiny's int8 at batch 1: 1.21x, 0.99-1.38) is not surely
+slower, but it is not the faster file either, so auto writes none and says why. fp16 is not
+timed: it is meant for GPU and NPU providers (onnxruntime's CPU provider runs much of it
+through casts); its record says so, and nothing is printed.
 """
 
 from __future__ import annotations
@@ -50,10 +53,18 @@ def speed_verdict(ratio: float, interval: tuple[float, float], tolerance: float)
     return AS_FAST
 
 
-def keeps_variant(verdict: str, requested: QuantMode) -> bool:
-    """Whether a variant with this speed ``verdict`` is written: always when its mode was asked
-    for by name, not when ``auto`` chose it and it is slower than fp32."""
-    return not (requested is QuantMode.AUTO and verdict == SLOWER)
+def keeps_variant(verdict: str, requested: QuantMode, ratio: float | None = None,
+                  tolerance: float = 0.0) -> bool:
+    """Whether a variant with this speed ``verdict`` (and measured ``ratio``, None when not
+    timed) is written: always when its mode was asked for by name; when ``auto`` chose it,
+    unless it is slower than fp32 or its ratio is over ``1 + tolerance``."""
+    if requested is not QuantMode.AUTO:
+        return True
+    return verdict != SLOWER and not _over(ratio, tolerance)
+
+
+def _over(ratio: float | None, tolerance: float) -> bool:
+    return ratio is not None and ratio > 1.0 + tolerance
 
 
 @dataclass
@@ -76,6 +87,10 @@ class SpeedRecord:
     isa: str = ""
     reason: str | None = None
     tolerance: float = 0.0
+
+    def keeps(self, requested: QuantMode) -> bool:
+        """:func:`keeps_variant` of this record."""
+        return keeps_variant(self.verdict, requested, self.ratio_vs_fp32, self.tolerance)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready fields (latencies to 0.1 us; the ratios as measured, so that the
@@ -119,7 +134,8 @@ def check_speed(fp32: Path, variant: Path, feeds: Mapping[str, np.ndarray], mode
         record = _timed(fp32, variant, _batch_feeds(feeds, cfg.batch), mode, cfg)
     except EdgekitError as exc:
         return _not_checked(mode, cfg, f"could not time it at batch {cfg.batch}: {exc.message}")
-    record.reason = _slower_reason(record, mode, requested) if record.verdict == SLOWER else None
+    over = record.verdict == SLOWER or _over(record.ratio_vs_fp32, record.tolerance)
+    record.reason = _slower_reason(record, mode, requested) if over else None
     return record
 
 
@@ -147,13 +163,19 @@ def _timed(fp32: Path, variant: Path, feeds: dict[str, np.ndarray], mode: QuantM
 
 
 def _slower_reason(rec: SpeedRecord, mode: QuantMode, requested: QuantMode) -> str:
-    """What a slower verdict means, and what to try."""
-    why = ("dynamic int8 quantizes the activations at every call" if mode is QuantMode.DYNAMIC
-           else "the Q/DQ work outweighs what the int8 kernels save")
-    if "no VNNI" in rec.isa or rec.isa == "unknown":
+    """What a slower verdict (or a ratio over 1 within the noise) means, and what to try."""
+    where = _where(rec)
+    if rec.verdict != SLOWER and rec.interval is not None:
+        where += f"; 95% interval {rec.interval[0]:.2f}-{rec.interval[1]:.2f}"
+        why = "not surely slower, but not faster either"
+    elif mode is QuantMode.DYNAMIC:
+        why = "dynamic int8 quantizes the activations at every call"
+    else:
+        why = "the Q/DQ work outweighs what the int8 kernels save"
+    if rec.verdict == SLOWER and ("no VNNI" in rec.isa or rec.isa == "unknown"):
         why += " (no VNNI int8 dot-product instructions here)"
     head = (f"{mode.value} takes {rec.ratio_vs_fp32:.2f}x fp32's latency on this machine "
-            f"({_where(rec)}): {why}")
+            f"({where}): {why}")
     if requested is QuantMode.AUTO:
         return (f"auto: no variant written: {head}, so fp32 is the better file here "
                 f"(--quantize {mode.value} writes it anyway; edgekit tune searches for a "

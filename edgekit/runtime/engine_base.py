@@ -25,7 +25,8 @@ import abc
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
@@ -81,6 +82,9 @@ class Engine(abc.ABC):
             when it runs a file with Q/DQ on those only faster than onnxruntime's full QDQ
             (every op onnxruntime can quantize, each requantized); the tune builds that file
             for it (``int8-<name>``). Default None: full QDQ.
+        qdq_scheme: more :class:`~edgekit.quantize.options.QuantScheme` fields of that
+            layout (OpenVINO: ``slice_strided_pointwise`` on, ``stem_in_float`` off);
+            default none.
         check_in_child: the per-engine proof (:mod:`edgekit.runtime.proof`) runs it in a child
             process, so that a crash of the engine on a file (OpenVINO 2026.4 segfaults
             compiling some int8 LSTMs) fails the check instead of killing the export; default
@@ -100,6 +104,7 @@ class Engine(abc.ABC):
     package_providers: ClassVar[tuple[str, ...]] = ("cpu",)
     runs_nonstandard_ops: ClassVar[bool] = False
     qdq_ops: ClassVar[tuple[str, ...] | None] = None
+    qdq_scheme: ClassVar[Mapping[str, Any]] = MappingProxyType({})
     check_in_child: ClassVar[bool] = False
 
     def __init__(self, path: Path, config: SessionOptionsConfig, placement: Placement) -> None:

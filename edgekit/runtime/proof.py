@@ -43,7 +43,7 @@ from edgekit.agreement import compare_predictions, gate
 from edgekit.contract import top1
 from edgekit.errors import EdgekitError
 from edgekit.inputs.data import run_in_batches, run_whole_batches
-from edgekit.io.memory import activation_bytes, batch_within
+from edgekit.io.memory import batch_for
 from edgekit.metadata import PREFIX
 from edgekit.runtime.engine_record import EngineCheck
 from edgekit.runtime.engine_registry import engine_class, parse_engines
@@ -160,7 +160,7 @@ def check_engines(
     if not feeds or not len(next(iter(feeds.values()))):
         return {}  # nothing to compare on: no record rather than a record of nothing
     if batch is None:
-        batch = _check_batch(path)
+        batch = batch_for(path, CHECK_BATCH)
     ref_model = _load(path, "onnxruntime")
     try:
         whole = mixes_batch(ref_model.engine.props) if batch_dependent is None \
@@ -180,15 +180,6 @@ def check_engines(
         checks[engine] = in_child(_engine_check, args, engine) if isolated else \
             _engine_check(*args)
     return checks
-
-
-def _check_batch(path: Path) -> int:
-    """:data:`CHECK_BATCH`, or fewer where the file's activations would pass the memory
-    budget (without the ``onnx`` package to read the graph: :data:`CHECK_BATCH`)."""
-    try:
-        return batch_within(activation_bytes(path), CHECK_BATCH)
-    except ImportError:
-        return CHECK_BATCH
 
 
 def in_child(check: Callable[..., EngineCheck], args: tuple[object, ...],

@@ -205,8 +205,12 @@ def _measure(ctx: _Context, cand: Candidate, path: Path,
     model = _open(path, session)
     feeds_ref = ctx.bench_feeds
     ref_run, cand_run = ctx.reference.run, model.run
-    cfg = ctx.config
-    lr = measure_ratio(lambda: ref_run(feeds_ref), lambda: cand_run(feeds_ref), cfg.ratio)
+    try:
+        lr = measure_ratio(lambda: ref_run(feeds_ref), lambda: cand_run(feeds_ref),
+                           ctx.config.ratio)
+    except BaseException:  # the caller gets no model to close: close it here
+        model.close()
+        raise
     cand.latency_ratio, cand.latency_ms = lr.ratio, lr.candidate_ms
     cand.fp32_latency_ms, cand.pairs = lr.reference_ms, lr.rounds
     cand.session = session.to_dict()

@@ -64,11 +64,12 @@ def layout_candidate(ctx: _Context, engine: str) -> Candidate | None:
     if not present:
         return None
     name = f"int8-{engine}"
-    desc = (f"static int8 with Q/DQ on the inputs of {', '.join(present)} only, the layout "
-            f"{cls.display_name()} fuses into its int8 kernels")
+    extra = "".join(f", {k}={v}" for k, v in cls.qdq_scheme.items())
+    desc = (f"static int8 with Q/DQ on the inputs of {', '.join(present)} only{extra}, the "
+            f"layout {cls.display_name()} fuses into its int8 kernels")
     base = ctx.config.quantization
     qcfg = dataclasses.replace(base, mode=QuantMode.INT8, scheme=dataclasses.replace(
-        base.scheme, op_types_to_quantize=cls.qdq_ops))
+        base.scheme, op_types_to_quantize=cls.qdq_ops, **cls.qdq_scheme))
     session = ctx.base_session.merged(SessionOptionsConfig(engine=engine, precision="f32"))
     ctx.progress(f"engine: {name}: {desc}")
     try:

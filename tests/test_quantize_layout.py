@@ -1,0 +1,136 @@
+"""The float-graph changes of an engine's int8 layout (edgekit.quantize.layout): strided 1x1
+convs read a strided Slice (real onnx, onnxruntime, TF/tf2onnx and OpenVINO)."""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pytest
+
+if TYPE_CHECKING:
+    import onnx
+else:
+    onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+
+from edgekit.quantize import CalibrationConfig, QuantizationConfig  # noqa: E402
+from edgekit.quantize.layout import slice_strided_pointwise  # noqa: E402
+
+pytestmark = pytest.mark.file_seconds(20)
+
+
+def _conv(name: str, x: str, w: np.ndarray, out: str, **attrs: Any) -> tuple[Any, Any]:
+    return (helper.make_node("Conv", [x, f"{name}_w"], [out], name=name, **attrs),
+            numpy_helper.from_array(w, f"{name}_w"))
+
+
+def _graph(rank: int) -> onnx.ModelProto:
+    """x -> 1x1 stride-2 conv (rewritten), 1x1 stride-2 conv with pads (kept), 3x3 stride-2
+    conv (kept), 1x1 stride-1 conv (kept); spatial size 7 (odd: the Slice must round up)."""
+    rng = np.random.default_rng(0)
+    k = [1] * rank
+    spatial = [7] * rank
+    nodes, inits = zip(
+        _conv("pw_s2", "x", rng.normal(size=[6, 4, *k]).astype(np.float32), "a",
+              kernel_shape=k, strides=[2] * rank),
+        _conv("pw_s2_padded", "x", rng.normal(size=[6, 4, *k]).astype(np.float32), "b",
+              kernel_shape=k, strides=[2] * rank, pads=[1] * (2 * rank)),
+        _conv("k3_s2", "x", rng.normal(size=[6, 4, *[3] * rank]).astype(np.float32), "c",
+              kernel_shape=[3] * rank, strides=[2] * rank),
+        _conv("pw_s1", "x", rng.normal(size=[6, 4, *k]).astype(np.float32), "d",
+              kernel_shape=k, strides=[1] * rank),
+        strict=True,
+    )
+    outs = [helper.make_tensor_value_info(o, TensorProto.FLOAT, [2, 6] + [None] * rank)
+            for o in "abcd"]
+    graph = helper.make_graph(list(nodes), "g", [helper.make_tensor_value_info(
+        "x", TensorProto.FLOAT, [2, 4, *spatial])], outs, list(inits))
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def _run(model: onnx.ModelProto, x: np.ndarray) -> list[np.ndarray]:
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return sess.run(None, {"x": x})
+
+
+@pytest.mark.parametrize("rank", [1, 2])
+def test_only_unpadded_strided_pointwise_convs_read_a_slice(rank: int) -> None:
+    model = _graph(rank)
+    x = np.random.default_rng(1).normal(size=[2, 4, *[7] * rank]).astype(np.float32)
+    want = _run(model, x)
+    assert slice_strided_pointwise(model) == 1
+    onnx.checker.check_model(model, full_check=True)
+    ops = [n.op_type for n in model.graph.node]
+    assert ops.count("Slice") == 1 and ops.count("Conv") == 4
+    convs = {n.name: n for n in model.graph.node if n.op_type == "Conv"}
+    strides = {name: list(helper.get_attribute_value(
+        next(a for a in n.attribute if a.name == "strides"))) for name, n in convs.items()}
+    assert strides == {"pw_s2": [1] * rank, "pw_s2_padded": [2] * rank,
+                       "k3_s2": [2] * rank, "pw_s1": [1] * rank}
+    got = _run(model, x)
+    for w, g in zip(want, got, strict=True):
+        assert w.shape == g.shape  # 7 -> 4: the Slice rounds up like the strided conv
+        np.testing.assert_array_equal(w, g)
+    assert slice_strided_pointwise(model) == 0  # nothing left to rewrite
+
+
+def _downsampling_block() -> object:
+    """A ResNet-style downsampling block (keras.applications' ResNet50 layout: the strided
+    1x1 conv on the main path and on the shortcut)."""
+    keras = pytest.importorskip("keras")
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((16, 16, 8), name="image")
+    x = keras.layers.Conv2D(16, 3, padding="same", activation="relu")(inp)
+    short = keras.layers.Conv2D(32, 1, strides=2)(x)
+    y = keras.layers.Conv2D(16, 1, strides=2, activation="relu")(x)
+    y = keras.layers.Conv2D(32, 3, padding="same")(y)
+    y = keras.layers.Activation("relu")(keras.layers.Add()([short, y]))
+    y = keras.layers.GlobalAveragePooling2D()(y)
+    return keras.Model(inp, keras.layers.Dense(4, activation="softmax")(y))
+
+
+def test_openvino_layout_runs_strided_pointwise_convs_in_int8(tmp_path: Path) -> None:
+    """The OpenVINO layout's file of a ResNet-style block: its two strided 1x1 convs read a
+    Slice, every Convolution of OpenVINO's compiled graph runs in int8 (u8/i8; the stem too:
+    the layout does not keep it in float), and both
+    engines give the fp32 file's classes."""
+    pytest.importorskip("openvino")
+    from edgekit.convert import export_model
+    from edgekit.quantize import quantize_model
+    from edgekit.runtime.engine_openvino import load_openvino
+    from edgekit.runtime.engine_registry import engine_class
+    from edgekit.runtime.model import EdgeModel
+
+    cls = engine_class("openvino")
+    assert cls.qdq_scheme == {"slice_strided_pointwise": True, "stem_in_float": False}
+    x = np.random.default_rng(0).uniform(0, 1, (128, 16, 16, 8)).astype(np.float32)
+    np.savez(tmp_path / "calib.npz", x=x)
+    fp32 = export_model(_downsampling_block(), tmp_path / "fp32").onnx_path
+    base = QuantizationConfig(calibration=CalibrationConfig(samples=64))
+    cfg = dataclasses.replace(base, scheme=dataclasses.replace(
+        base.scheme, op_types_to_quantize=cls.qdq_ops, **cls.qdq_scheme))
+    variant = quantize_model(fp32, tmp_path / "ov", config=cfg, calibration=tmp_path / "calib.npz")
+    assert any("2 strided 1x1 conv(s) read a strided Slice" in n for n in variant.notes)
+    graph = onnx.load(str(variant.path)).graph
+    assert [n.op_type for n in graph.node].count("Slice") == 2
+    assert QuantizationConfig.from_dict(variant.config.to_dict()).scheme.slice_strided_pointwise
+
+    ov = load_openvino()
+    compiled = ov.Core().compile_model(str(variant.path), "CPU",
+                                       {"INFERENCE_PRECISION_HINT": "f32"})
+    precisions = collections.Counter(
+        op.get_rt_info()["runtimePrecision"].astype(str)
+        for op in compiled.get_runtime_model().get_ordered_ops()
+        if op.get_rt_info()["layerType"].astype(str) == "Convolution")
+    assert sum(precisions.values()) >= 4
+    assert set(precisions) <= {"u8", "i8"}, precisions
+
+    want = EdgeModel(fp32).predict(x).argmax(1)
+    for engine in ("onnxruntime", "openvino"):
+        got = EdgeModel(variant.path, engine=engine).predict(x).argmax(1)
+        assert (got == want).mean() >= 0.9, engine
