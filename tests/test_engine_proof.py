@@ -382,6 +382,26 @@ def test_the_check_batch_is_bounded_by_the_activations(tmp_path: Path) -> None:
     assert check_engines(small, feeds, engines=["openvino"])["openvino"].batches == [1, 8, 64]
 
 
+def test_a_tune_turns_the_memory_pattern_off_only_for_large_batches(tmp_path: Path) -> None:
+    """The tune's base session: onnxruntime's memory pattern (a second block beside the
+    arena's first-run chunks) is left on unless a batch's activations pass the memory budget;
+    the session built from it has it off then, and gives the same outputs."""
+    from edgekit.io.memory import BATCH_MEMORY_BYTES
+    from edgekit.runtime.session import SessionOptionsConfig
+    from edgekit.tune.search import _mem_pattern
+
+    width = 1 << 16  # 256 KiB of activations a sample
+    path = _save(_wide_relu_model(width), tmp_path / "m.onnx")
+    fits = BATCH_MEMORY_BYTES // (4 * width)
+    assert _mem_pattern(path, 1) is None and _mem_pattern(path, fits) is None
+    assert _mem_pattern(path, fits + 1) is False
+    off = SessionOptionsConfig(engine="onnxruntime", enable_mem_pattern=False)
+    assert off.to_ort().enable_mem_pattern is False
+    x = {"x": np.random.default_rng(2).standard_normal((3, width), dtype=np.float32)}
+    np.testing.assert_array_equal(EdgeModel(path, engine="onnxruntime", session=off).run(x)[0],
+                                  np.maximum(x["x"], 0))
+
+
 def test_a_shared_cpu_arena_gives_the_same_answers(tmp_path: Path) -> None:
     """After share_cpu_arena (what a tune turns on), onnxruntime sessions draw from the
     process's arena, give the same outputs, and a session that turns its arena off keeps
