@@ -16,7 +16,6 @@ import numpy as np
 
 from edgekit.agreement import Agreement, compare_predictions, gate
 from edgekit.errors import AccuracyGateError, ConversionError, DataError, InputError, require
-from edgekit.io.memory import batch_for
 from edgekit.progress import StatusFn
 from edgekit.progress import status as report_progress
 from edgekit.quantize.calibration import (
@@ -40,7 +39,9 @@ __all__ = [
 ]
 
 #: the check samples run through fp32 and each build in batches of this many (fewer where a
-#: batch's activations would pass :data:`~edgekit.io.memory.BATCH_MEMORY_BYTES`)
+#: batch of the fp32 file's activations would pass
+#: :data:`~edgekit.io.memory.BATCH_MEMORY_BYTES`; every build uses fp32's batch, so that a
+#: model whose outputs mix the batch is compared on the same whole batches)
 CHECK_RUN_BATCH = 256
 
 # ---------------------------------------------------------------------------------------------
@@ -213,6 +214,7 @@ class Builder:
     count: int = 0
     notes: list[str] = field(default_factory=list)
     whole: bool = False  # outputs not per-sample: run on the same whole batches as fp32
+    check_batch: int = CHECK_RUN_BATCH  # fp32's batch for the check samples (the same batches)
 
     def build(self, exclude: list[str]) -> Build:
         self.count += 1
@@ -228,8 +230,8 @@ class Builder:
                 raise
             _quantize_raw(self.pre, raw, self.mode, self.cfg, reader, exclude)
         odd = _finish_graph(raw, final, self.mode)
-        got = run_onnx(final, self.data.check_feeds, whole=self.whole,
-                       batch_size=batch_for(final, CHECK_RUN_BATCH))[0]
+        got = run_onnx(final, self.data.check_feeds, batch_size=self.check_batch,
+                       whole=self.whole)[0]
         labels = self.data.check_labels
         acc = accuracy(got, labels) if labels is not None else None
         return Build(final, compare_predictions(self.fp32_out, got, labels), acc, odd)

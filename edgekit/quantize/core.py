@@ -213,6 +213,7 @@ class _Job:
     timings: dict[str, float]
     progress: StatusFn | None
     whole: bool = False  # outputs not per-sample: compared on the same whole batches only
+    check_batch: int = CHECK_RUN_BATCH  # fp32 and every build run the check samples in these
 
     def run(self, tmp: Path) -> VariantResult:
         """fp32 reference -> float graph -> quantized (+ gate) -> result and files."""
@@ -277,8 +278,9 @@ class _Job:
         """The fp32 file, its outputs on the check samples and its accuracy (with labels)."""
         fp32_path = tmp / "fp32.onnx"
         fp32_path.write_bytes(self.proto.SerializeToString())  # as the fp32 file is written
+        self.check_batch = batch_for(fp32_path, CHECK_RUN_BATCH)  # the same for every build
         fp32_out = run_onnx(fp32_path, self.data.check_feeds, whole=self.whole,
-                            batch_size=batch_for(fp32_path, CHECK_RUN_BATCH))[0]
+                            batch_size=self.check_batch)[0]
         labels = self.data.check_labels
         return fp32_path, fp32_out, accuracy(fp32_out, labels) if labels is not None else None
 
@@ -302,7 +304,7 @@ class _Job:
         keep = output_activation_nodes(self.proto) if self.mode is QuantMode.INT8 else []
         exclude = list(dict.fromkeys([*self.cfg.scheme.nodes_to_exclude, *keep, *self._stem()]))
         builder = Builder(self.mode, self.cfg, pre, tmp, self.data, fp32_out, self.progress,
-                          notes=self.notes, whole=self.whole)
+                          notes=self.notes, whole=self.whole, check_batch=self.check_batch)
         first = builder.build(exclude)
         final, gate_info = check_gate(builder, first, exclude)
         self.cfg = builder.cfg  # as calibrated (a histogram that failed falls back to minmax)
