@@ -134,8 +134,9 @@ def check_speed(fp32: Path, variant: Path, feeds: Mapping[str, np.ndarray], mode
         record = _timed(fp32, variant, _batch_feeds(feeds, cfg.batch), mode, cfg)
     except EdgekitError as exc:
         return _not_checked(mode, cfg, f"could not time it at batch {cfg.batch}: {exc.message}")
-    over = record.verdict == SLOWER or _over(record.ratio_vs_fp32, record.tolerance)
-    record.reason = _slower_reason(record, mode, requested) if over else None
+    # the reason is there exactly when auto would not write it (keeps_variant, the one rule)
+    record.reason = None if record.keeps(QuantMode.AUTO) else _slower_reason(record, mode,
+                                                                             requested)
     return record
 
 
