@@ -26,7 +26,8 @@ from typing import Any
 import numpy as np
 
 from edgekit.inputs.prepare import onnx_input_specs
-from edgekit.measure.profile import KINDS, ProfileRow, profile_models, why_lines
+from edgekit.measure.profile import KINDS, ProfileRow, profile_models
+from edgekit.measure.profile_report import why_lines
 from edgekit.runtime import SessionOptionsConfig
 from edgekit.speed.machine import cpu_model, instruction_set
 from edgekit.speed.timing import make_inputs

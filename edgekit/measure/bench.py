@@ -28,7 +28,7 @@ from edgekit.speed.machine import machine_info, peak_rss_mb, reset_peak_rss, rss
 from edgekit.speed.timing import LatencyStats, latency_stats, make_inputs, measure
 
 if TYPE_CHECKING:
-    from edgekit.measure.profile import ProfileReport
+    from edgekit.measure.profile_report import ProfileReport
 
 __all__ = ["BenchConfig", "ModelResult", "BenchResult", "bench_models"]
 
@@ -56,7 +56,7 @@ class BenchConfig:
             engine a tuned model stores, else onnxruntime), or ``"all"``: each ONNX model once
             per installed engine, as separate rows.
         profile: after the timing, profile every ONNX row per op kind at the first batch size
-            (:func:`edgekit.measure.profile.profile_backends`; default False).
+            (:func:`edgekit.measure.profile_report.profile_backends`; default False).
     """
 
     batches: tuple[int, ...] = (1,)
@@ -218,7 +218,7 @@ def bench_models(
         res.runtime = b.runtime
     result = BenchResult(config, results, machine_info())
     if config.profile:
-        from edgekit.measure.profile import profile_backends
+        from edgekit.measure.profile_report import profile_backends
 
         b0 = config.batches[0]
         result.profile = profile_backends(backends, b0, config.seed,

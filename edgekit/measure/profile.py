@@ -10,8 +10,8 @@ medians over the calls on onnxruntime, means on OpenVINO (its counters are means
 
 Unfused Q/DQ (onnxruntime): QuantizeLinear/DequantizeLinear nodes that still run as their own
 kernels, not fused into an integer kernel (QLinearConv, QGemm ...); a QDQ file keeps at least
-its float boundaries. Why line: a variant (``x.int8.onnx``) next to its fp32 model (``x.onnx``)
-on the same engine, per op kind (:func:`why_line`).
+its float boundaries. ``bench --profile``'s report and why lines:
+:mod:`edgekit.measure.profile_report`.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import json
 import os
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,13 +30,11 @@ import numpy as np
 
 from edgekit.errors import InputError
 from edgekit.io.tempdirs import drop_temp_dir, new_temp_dir
-from edgekit.measure.tables import render_table
-from edgekit.speed.machine import instruction_set
-from edgekit.speed.timing import balanced_orders, make_inputs
+from edgekit.speed.timing import balanced_orders
 
-__all__ = ["KINDS", "NodeTime", "OpProfile", "ProfileRow", "ProfileReport", "node_profile",
+__all__ = ["KINDS", "NodeTime", "OpProfile", "ProfileRow", "node_profile",
            "node_times", "attribute_fp32", "attribute_int8", "ort_kind", "ov_kind",
-           "profile_models", "profile_backends", "why_lines", "format_profile"]
+           "profile_models", "PROFILED_ENGINES"]
 
 KINDS = ("conv 1x1", "conv depthwise", "conv kxk", "matmul/gemm", "quantize", "layout", "other")
 #: the Q/DQ kernels that count as unfused in an onnxruntime profile
@@ -107,28 +105,6 @@ class ProfileRow:
     session: Any
 
 
-@dataclass
-class ProfileReport:
-    """Profiles of ``bench --profile`` (rows in bench order) and the why lines."""
-
-    batch: int
-    runs: int
-    rounds: int
-    instruction_set: str
-    profiles: list[OpProfile]
-    why: list[str] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)  # rows that are not ONNX
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"batch": self.batch, "runs": self.runs, "rounds": self.rounds,
-                "instruction_set": self.instruction_set,
-                "profiles": [p.to_dict() for p in self.profiles], "why": self.why,
-                "skipped": self.skipped}
-
-    def table(self) -> str:
-        return format_profile(self)
-
-
 # ---------------------------------------------------------------------------------------------
 # onnxruntime
 # ---------------------------------------------------------------------------------------------
@@ -151,6 +127,7 @@ class _OrtProfiler:
             raise
         self.input_names = [i.name for i in self.sess.get_inputs()]
         self.skip = 0  # leading calls left out of the profile (warm-up)
+        self.origins: dict[str, list[str]] = {}  # profile names are the graph's (ort_kind)
 
     def run(self, arrays: Sequence[np.ndarray], n: int) -> None:
         feeds = dict(zip(self.input_names, arrays, strict=True))
@@ -300,7 +277,9 @@ class _OvProfiler:
         except Exception:  # noqa: BLE001 - not static at these shapes: profile it dynamic
             model = core.read_model(os.fspath(path))
         props = {**session.to_openvino(), "PERF_COUNT": "YES"}
-        self.req = core.compile_model(model, "CPU", props).create_infer_request()
+        compiled = core.compile_model(model, "CPU", props)
+        self.req = compiled.create_infer_request()
+        self.origins = _origins(compiled)
         self.skip = 0
         self._infers = self._base_n = 0
         self._base: dict[tuple[str, str, str], float] = {}
@@ -328,14 +307,28 @@ class _OvProfiler:
                 for k, us in self._totals().items()], calls
 
 
-def ov_kind(node: NodeTime, by_name: dict[str, Any] | None = None) -> str:
-    """The kind of an OpenVINO layer: by layer type; a conv's shape from the ONNX node its name
-    starts with (``<node>/WithoutBiases``), else from its kernel (``..._1x1_...``)."""
+def _origins(compiled: Any) -> dict[str, list[str]]:
+    """Each layer of OpenVINO's runtime graph: the names of the model's layers fused into it
+    (its ``originalLayersNames``), by the layer's name in the performance counters."""
+    out: dict[str, list[str]] = {}
+    for op in compiled.get_runtime_model().get_ordered_ops():
+        info = op.get_rt_info()
+        names = info["originalLayersNames"].astype(str) if "originalLayersNames" in info else ""
+        out[op.get_friendly_name()] = [n for n in names.split(",") if n]
+    return out
+
+
+def ov_kind(node: NodeTime, by_name: dict[str, Any] | None = None,
+            origins: Sequence[str] = ()) -> str:
+    """The kind of an OpenVINO layer: by layer type; a conv's shape from the ONNX Conv fused
+    into it (``origins``: OpenVINO's ``originalLayersNames``) or its name starts with
+    (``<node>/WithoutBiases``), else from its kernel (``..._1x1_...``)."""
     if node.op == "GroupConvolution":
         return "conv depthwise"
     if node.op == "Convolution":
         parts = node.name.split("/")
-        conv = next((by_name[n] for n in ("/".join(parts[:i]) for i in range(len(parts), 0, -1))
+        names = [*origins, *("/".join(parts[:i]) for i in range(len(parts), 0, -1))]
+        conv = next((by_name[n] for n in names
                      if by_name and n in by_name and by_name[n].op_type == "Conv"), None)
         if conv is not None:
             return _conv_kind(conv)
@@ -359,7 +352,8 @@ def _open(row: ProfileRow, arrays: Sequence[np.ndarray]) -> _OrtProfiler | _OvPr
     raise InputError(f"cannot profile engine {row.engine!r}", hint="use onnxruntime or openvino")
 
 
-def _summarize(row: ProfileRow, nodes: list[NodeTime], calls: int) -> OpProfile:
+def _summarize(row: ProfileRow, nodes: list[NodeTime], calls: int,
+               origins: dict[str, list[str]]) -> OpProfile:
     ms, count = dict.fromkeys(KINDS, 0.0), dict.fromkeys(KINDS, 0)
     unfused: int | None = None
     by_name, producer = _graph_index(row.path)
@@ -367,7 +361,7 @@ def _summarize(row: ProfileRow, nodes: list[NodeTime], calls: int) -> OpProfile:
         kinds = [ort_kind(n, by_name, producer) for n in nodes]
         unfused = sum(1 for n in nodes if n.op in QDQ_OPS)
     else:
-        kinds = [ov_kind(n, by_name) for n in nodes]
+        kinds = [ov_kind(n, by_name, origins.get(n.name, ())) for n in nodes]
     for n, kind in zip(nodes, kinds, strict=True):
         ms[kind] += n.us / 1000.0
         count[kind] += 1
@@ -381,7 +375,7 @@ def profile_models(rows: Sequence[ProfileRow], arrays: Sequence[np.ndarray], run
     if runs < 1 or rounds < 1:
         raise InputError(f"runs and rounds must be >= 1, got {runs} and {rounds}")
     profilers: list[_OrtProfiler | _OvProfiler] = []
-    results: list[tuple[list[NodeTime], int]] = []
+    results: list[tuple[list[NodeTime], int, dict[str, list[str]]]] = []
     try:
         for row in rows:
             profilers.append(_open(row, arrays))
@@ -393,108 +387,5 @@ def profile_models(rows: Sequence[ProfileRow], arrays: Sequence[np.ndarray], run
                 profilers[i].run(arrays, runs)
     finally:
         for p in profilers:  # every onnxruntime profile is ended (its temporary file removed)
-            results.append(p.finish())
+            results.append((*p.finish(), p.origins))
     return [_summarize(row, *res) for row, res in zip(rows, results, strict=True)]
-
-
-def profile_backends(backends: Sequence[Any], batch: int, seed: int = 0,
-                     p50_ms: Sequence[float | None] | None = None, runs: int = RUNS,
-                     rounds: int = ROUNDS) -> ProfileReport:
-    """``bench --profile``: profile every ONNX row of a benchmark (its file, engine and session
-    settings) at ``batch`` on the inputs ``bench`` timed; other rows are listed as skipped.
-    ``p50_ms``: the rows' measured latencies (the why lines' verdicts), in backend order."""
-    rows, skipped, p50 = [], [], []
-    for b, t in zip(backends, p50_ms or [None] * len(backends), strict=True):
-        model = getattr(b, "model", None)
-        engine = getattr(b, "engine", None)
-        if model is None or engine not in PROFILED_ENGINES:
-            skipped.append(b.name)
-            continue
-        rows.append(ProfileRow(b.name, Path(b.path), engine, model.session_config))
-        p50.append(t)
-    arrays = make_inputs(backends[0].inputs, batch, seed)
-    profiles = profile_models(rows, arrays, runs, rounds) if rows else []
-    for prof, t in zip(profiles, p50, strict=True):
-        prof.p50_ms = t
-    isa = instruction_set()
-    return ProfileReport(batch, runs, rounds, isa, profiles, why_lines(profiles, isa), skipped)
-
-
-def _onnx_stem(path: str) -> str:
-    name = Path(path).name
-    return name[: -len(".onnx")] if name.lower().endswith(".onnx") else Path(path).stem
-
-
-def _fp32_of(p: OpProfile, profiles: Sequence[OpProfile]) -> OpProfile | None:
-    """The profile of ``p``'s fp32 model: same engine, the longest stem ``s`` with ``p``'s stem
-    ``s.<variant>`` (``x.onnx`` for ``x.int8.onnx``)."""
-    stem = _onnx_stem(p.path)
-    cands = [f for f in profiles if f.engine == p.engine and f is not p
-             and stem.startswith(_onnx_stem(f.path) + ".")]
-    return max(cands, key=lambda f: len(_onnx_stem(f.path)), default=None)
-
-
-def _fmt_ms(ms: float) -> str:
-    return f"{ms * 1000:.1f} µs" if ms < 1.0 else f"{ms:.3f} ms"
-
-
-def _label(p: OpProfile) -> str:
-    """``name @ engine`` (the name alone when it names the engine: ``bench --engine all``)."""
-    return p.name if p.name.endswith(f"@{p.engine}") else f"{p.name} @ {p.engine}"
-
-
-def why_line(variant: OpProfile, fp32: OpProfile, isa: str) -> str:
-    """One line on why ``variant`` is or is not faster than ``fp32`` on this engine and CPU
-    (faster: by its p50 where ``bench`` measured it, else by its kernel time)."""
-    label = _onnx_stem(variant.path)[len(_onnx_stem(fp32.path)) + 1:]
-    kernels = variant.total_ms / fp32.total_ms if fp32.total_ms > 0 else float("nan")
-    basis = f"{kernels:.2f}x its kernel time"
-    ratio = kernels
-    if variant.p50_ms is not None and fp32.p50_ms:  # measured by bench: the verdict's basis
-        ratio = variant.p50_ms / fp32.p50_ms
-        basis = f"{ratio:.2f}x its p50, {basis}"
-    verdict = ("faster than" if ratio < 0.95 else "slower than" if ratio > 1.05
-               else "no faster than")
-    top = max(KINDS, key=lambda k: fp32.ms.get(k, 0.0))
-    f, v = fp32.ms.get(top, 0.0), variant.ms.get(top, 0.0)
-    share = 100.0 * f / fp32.total_ms if fp32.total_ms > 0 else 0.0
-    how = (f"takes {v / f:.2f}x its fp32 time in {label}" if f > 0 and v > 0
-           else f"does not run in {label}")
-    line = (f"why: {_label(variant)} is {verdict} {fp32.name} ({basis}; {isa}): {top} is "
-            f"{share:.0f} % of the fp32 time and {how}")
-    added = {k: variant.ms.get(k, 0.0) - fp32.ms.get(k, 0.0) for k in KINDS if k != top}
-    worst = max(added, key=lambda k: added[k])
-    if added[worst] > 0:
-        qdq = (f" ({variant.unfused_qdq} unfused Q/DQ)"
-               if worst == "quantize" and variant.unfused_qdq is not None else "")
-        line += f"; {worst} adds {_fmt_ms(added[worst])}{qdq}"
-    return line
-
-
-def why_lines(profiles: Sequence[OpProfile], isa: str | None = None) -> list[str]:
-    """A :func:`why_line` for every profile whose fp32 model was profiled too."""
-    isa = isa or instruction_set()
-    pairs = [(p, _fp32_of(p, profiles)) for p in profiles]
-    return [why_line(p, f, isa) for p, f in pairs if f is not None]
-
-
-def format_profile(report: ProfileReport) -> str:
-    """Per profiled row: the op kinds' ms per call and share, the total and the unfused Q/DQ;
-    then the why lines."""
-    out = [f"op profile: kernel time per call at batch {report.batch}, {report.rounds} "
-           f"interleaved rounds of {report.runs} calls (onnxruntime's profiler: medians; "
-           f"OpenVINO's performance counters: means); CPU: {report.instruction_set}"]
-    for p in report.profiles:
-        shares = p.shares()
-        rows = [[k, str(p.nodes[k]), _fmt_ms(p.ms[k]), f"{shares[k]:.1f} %"]
-                for k in KINDS if p.nodes[k]]
-        rows.append(["total", str(sum(p.nodes.values())), _fmt_ms(p.total_ms),
-                     "100.0 %" if p.total_ms > 0 else "0.0 %"])
-        qdq = "n/a (onnxruntime only)" if p.unfused_qdq is None else str(p.unfused_qdq)
-        out += ["", f"{_label(p)}: unfused Q/DQ {qdq}",
-                render_table(["op kind", "nodes", "per call", "share"], rows)]
-    if report.skipped:
-        out += ["", f"not profiled (no profiler for it): {', '.join(report.skipped)}"]
-    if report.why:
-        out += ["", *report.why]
-    return "\n".join(out)
