@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -134,3 +135,79 @@ def test_openvino_layout_runs_strided_pointwise_convs_in_int8(tmp_path: Path) ->
     for engine in ("onnxruntime", "openvino"):
         got = EdgeModel(variant.path, engine=engine).predict(x).argmax(1)
         assert (got == want).mean() >= 0.9, engine
+
+
+def _mbconv_block() -> object:
+    """An EfficientNet-style MBConv block (keras.applications' layout: expand 1x1 conv +
+    swish, depthwise conv + swish, squeeze-excite, project 1x1 conv)."""
+    keras = pytest.importorskip("keras")
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((16, 16, 8), name="image")
+    x = keras.layers.Conv2D(32, 1, activation="swish")(inp)
+    x = keras.layers.DepthwiseConv2D(3, padding="same", activation="swish")(x)
+    se = keras.layers.GlobalAveragePooling2D(keepdims=True)(x)
+    se = keras.layers.Conv2D(8, 1, activation="swish")(se)
+    se = keras.layers.Conv2D(32, 1, activation="sigmoid")(se)
+    x = keras.layers.Conv2D(16, 1)(keras.layers.Multiply()([x, se]))
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inp, keras.layers.Dense(4, activation="softmax")(x))
+
+
+def test_float_outputs_leave_the_compute_ops_outputs_unquantized(tmp_path: Path) -> None:
+    """OpenVINO's bf16 layout (``float_outputs``) on an MBConv block: no Q/DQ pair reads a
+    Conv/Gemm output (the default layout quantizes every one), OpenVINO fuses the swish
+    activations into its int8 convs, the option is saved with the variant, and both
+    engines give the fp32 file's classes (OpenVINO in bf16 where this CPU has it)."""
+    pytest.importorskip("openvino")
+    from edgekit.convert import export_model
+    from edgekit.quantize import QuantScheme, quantize_model
+    from edgekit.runtime.engine_openvino import load_openvino
+    from edgekit.runtime.engine_registry import engine_class
+    from edgekit.runtime.model import EdgeModel
+
+    cls = engine_class("openvino")
+    assert cls.qdq_bf16_scheme == {"float_outputs": True}
+    assert QuantScheme(float_outputs=True, op_types_to_quantize=["Conv"]).ort_extra_options()[
+        "OpTypesToExcludeOutputQuantization"] == ["Conv"]
+    x = np.random.default_rng(0).uniform(0, 1, (128, 16, 16, 8)).astype(np.float32)
+    np.savez(tmp_path / "calib.npz", x=x)
+    fp32 = export_model(_mbconv_block(), tmp_path / "fp32").onnx_path
+    base = QuantizationConfig(calibration=CalibrationConfig(samples=64))
+
+    def build(name: str, **extra: Any) -> Path:
+        cfg = dataclasses.replace(base, scheme=dataclasses.replace(
+            base.scheme, op_types_to_quantize=cls.qdq_ops, **cls.qdq_scheme, **extra))
+        return Path(quantize_model(fp32, tmp_path / name, config=cfg,
+                                   calibration=tmp_path / "calib.npz").path)
+
+    def quantized_outputs(path: Path) -> int:
+        graph = onnx.load(str(path)).graph
+        made = {o: n.op_type for n in graph.node for o in n.output}
+        return sum(1 for n in graph.node if n.op_type == "QuantizeLinear"
+                   and made.get(n.input[0]) in ("Conv", "Gemm", "MatMul"))
+
+    plain, floats = build("plain"), build("floats", **cls.qdq_bf16_scheme)
+    assert quantized_outputs(plain) >= 3 and quantized_outputs(floats) == 0
+    saved = json.loads(floats.with_name(floats.name.replace(".onnx", ".quant.json")).read_text())
+    assert saved["scheme"]["float_outputs"] is True
+    assert QuantizationConfig.from_dict(saved).scheme.float_outputs
+
+    def activations_in_convs(path: Path) -> int:
+        """OpenVINO's runtime Convolution layers that hold an activation (the swish Mul or
+        the sigmoid of an ONNX node, per the layer's ``originalLayersNames``)."""
+        acts = {n.name for n in onnx.load(str(path)).graph.node if n.op_type in ("Mul",
+                                                                                 "Sigmoid")}
+        compiled = load_openvino().Core().compile_model(
+            str(path), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+        return sum(1 for op in compiled.get_runtime_model().get_ordered_ops()
+                   if op.get_rt_info()["layerType"].astype(str) == "Convolution"
+                   and acts & set(op.get_rt_info()["originalLayersNames"].astype(str).split(",")))
+
+    # the file's 4 activations (3 swish, the SE sigmoid) fuse into the int8 convs
+    assert activations_in_convs(floats) == 4 and activations_in_convs(plain) == 0
+    want = EdgeModel(fp32).predict(x).argmax(1)
+    precision = "bf16" if cls.precision_problem("bf16") is None else "f32"
+    for engine, session in (("onnxruntime", None), ("openvino", {"precision": precision})):
+        got = EdgeModel(floats, engine=engine, session=session).predict(x).argmax(1)
+        assert (got == want).mean() >= 0.9, engine
+

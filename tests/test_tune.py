@@ -236,10 +236,15 @@ def _check_engines(report: dict, messages: list[str], path: Path, stored: dict) 
     assert "fp32@openvino" in cands and all(c["stage"] == "engine" for c in ov)
     assert cands["fp32@openvino"]["session"]["precision"] == "f32"
     assert any(c["quantization"] for c in ov)  # a QDQ file run by OpenVINO
-    # and the file with OpenVINO's own Q/DQ layout, built for it, whatever the budget
-    own = cands["int8-openvino"]
-    assert own["engine"] == "openvino" and own["session"]["precision"] == "f32"
+    # and the file with OpenVINO's own Q/DQ layout, built for it, whatever the budget: with
+    # its float parts in bf16 on a bf16 CPU (the f32 layout only when that one is rejected)
+    bf16 = "bf16@openvino" in cands
+    own = cands["int8-bf16-openvino" if bf16 else "int8-openvino"]
+    assert own["engine"] == "openvino" and own["session"]["precision"] == ("bf16" if bf16
+                                                                           else "f32")
     assert own["quantization"]["scheme"]["op_types_to_quantize"] == ["Conv", "MatMul", "Gemm"]
+    assert own["quantization"]["scheme"]["float_outputs"] is bf16
+    assert ("int8-openvino" in cands) is (not bf16 or not own["accepted"])
     for c in ov:  # gated on accuracy like every candidate
         assert c["latency_ratio"] is not None and "lower bound" in c["reason"], c
     # stem conv kept in float (the digits CNN has no depthwise conv: that one is skipped)

@@ -85,6 +85,10 @@ class Engine(abc.ABC):
         qdq_scheme: more :class:`~edgekit.quantize.options.QuantScheme` fields of that
             layout (OpenVINO: ``slice_strided_pointwise`` on, ``stem_in_float`` off);
             default none.
+        qdq_bf16_scheme: more fields of the layout when the engine computes the file's float
+            parts in bf16 on this CPU (:meth:`precision_problem` of ``"bf16"`` is None); the
+            tune builds ``int8-bf16-<name>`` then (OpenVINO: ``float_outputs`` on); default
+            none.
         check_in_child: the per-engine proof (:mod:`edgekit.runtime.proof`) runs it in a child
             process, so that a crash of the engine on a file (OpenVINO 2026.4 segfaults
             compiling some int8 LSTMs) fails the check instead of killing the export; default
@@ -105,6 +109,7 @@ class Engine(abc.ABC):
     runs_nonstandard_ops: ClassVar[bool] = False
     qdq_ops: ClassVar[tuple[str, ...] | None] = None
     qdq_scheme: ClassVar[Mapping[str, Any]] = MappingProxyType({})
+    qdq_bf16_scheme: ClassVar[Mapping[str, Any]] = MappingProxyType({})
     check_in_child: ClassVar[bool] = False
 
     def __init__(self, path: Path, config: SessionOptionsConfig, placement: Placement) -> None:

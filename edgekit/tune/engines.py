@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -54,23 +55,41 @@ def _engine_candidate(ctx: _Context, base: Candidate, engine: str, precision: st
     return cand
 
 
-def layout_candidate(ctx: _Context, engine: str) -> Candidate | None:
-    """``int8-<engine>``: static int8 with Q/DQ on the edges of the engine's
+def layout_candidates(ctx: _Context, engine: str) -> list[Candidate]:
+    """The engine's own int8 layout: static int8 with Q/DQ on the edges of its
     :attr:`~edgekit.runtime.engine_base.Engine.qdq_ops` only (the tune's base quantization
-    config otherwise), measured on that engine and gated like every candidate; None when the
-    engine has no such layout or the model none of those ops."""
+    config otherwise), measured on that engine and gated like every candidate. Where the
+    engine computes in bf16 here, first ``int8-bf16-<engine>`` (its float parts in bf16, the
+    :attr:`~edgekit.runtime.engine_base.Engine.qdq_bf16_scheme` layout), and the f32
+    ``int8-<engine>`` only when that one is not accepted; else ``int8-<engine>``. Empty for an
+    engine without such a layout or a model without those ops."""
     cls = engine_class(engine)
     present = sorted({n.op_type for n in ctx.graph.node} & set(cls.qdq_ops or ()))
     if not present:
-        return None
-    name = f"int8-{engine}"
-    extra = "".join(f", {k}={v}" for k, v in cls.qdq_scheme.items())
+        return []
+    out = []
+    if "bf16" in cls.precisions and _bf16_skip_reason(engine) is None:
+        out.append(_layout(ctx, engine, present, "bf16", {**cls.qdq_scheme,
+                                                           **cls.qdq_bf16_scheme}))
+        if out[0].accepted:
+            return out
+    return [*out, _layout(ctx, engine, present, "f32", dict(cls.qdq_scheme))]
+
+
+def _layout(ctx: _Context, engine: str, present: list[str], precision: str,
+            scheme: dict[str, Any]) -> Candidate:
+    """One layout candidate: the file quantized with ``scheme`` over the base config, run by
+    ``engine`` at ``precision``."""
+    cls = engine_class(engine)
+    name = f"int8-{engine}" if precision == "f32" else f"int8-{precision}-{engine}"
+    extra = "".join(f", {k}={v}" for k, v in scheme.items())
+    where = "" if precision == "f32" else f", the float parts in {precision}"
     desc = (f"static int8 with Q/DQ on the inputs of {', '.join(present)} only{extra}, the "
-            f"layout {cls.display_name()} fuses into its int8 kernels")
+            f"layout {cls.display_name()} fuses into its int8 kernels{where}")
     base = ctx.config.quantization
     qcfg = dataclasses.replace(base, mode=QuantMode.INT8, scheme=dataclasses.replace(
-        base.scheme, op_types_to_quantize=cls.qdq_ops, **cls.qdq_scheme))
-    session = ctx.base_session.merged(SessionOptionsConfig(engine=engine, precision="f32"))
+        base.scheme, op_types_to_quantize=cls.qdq_ops, **scheme))
+    session = ctx.base_session.merged(SessionOptionsConfig(engine=engine, precision=precision))
     ctx.progress(f"engine: {name}: {desc}")
     try:
         c = _try_quant(ctx, name, desc, qcfg, stage="engine", session=session)

@@ -10,7 +10,9 @@ search runs in stages, the likeliest winners first (:func:`edgekit.tune.candidat
    :class:`~edgekit.quantize.QuantizationConfig` default; dynamic int8 where ``auto`` picks it:
    recurrent and Dense-heavy models), then fp32 and it on every other installed engine, the
    file in the engine's own Q/DQ layout (``int8-openvino``: Q/DQ on Conv/MatMul/Gemm edges
-   only, :attr:`Engine.qdq_ops <edgekit.runtime.engine_base.Engine.qdq_ops>`), and
+   only, :attr:`Engine.qdq_ops <edgekit.runtime.engine_base.Engine.qdq_ops>`; on a bf16 CPU
+   ``int8-bf16-openvino`` instead, the float parts in bf16 and the compute ops' outputs in
+   float, with the f32 layout as its fallback), and
    the fp32 file computed in bf16 where the engine does so natively here (OpenVINO on CPUs
    with avx512_bf16/AMX: on an AMX Xeon it beat OpenVINO's int8 on ResNet50). This stage runs
    whatever the budget, so the tune is never worse than the default and never misses an
@@ -82,7 +84,7 @@ from edgekit.tune.engines import (
     _bf16_skip_reason,
     _engine_candidate,
     _runoff,
-    layout_candidate,
+    layout_candidates,
 )
 from edgekit.tune.report import (
     _artifacts,
@@ -258,8 +260,7 @@ class _Search:
         for engine in self._installed():
             for base in (self.fp32, first):
                 self._run_engine(engine, base)
-            layout = layout_candidate(self.ctx, engine)  # int8-<engine>, where it has one
-            if layout is not None:
+            for layout in layout_candidates(self.ctx, engine):  # its own int8 layout
                 self.cands.append(layout)
                 self.advance()
             self._bf16(engine)
