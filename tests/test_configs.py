@@ -67,8 +67,8 @@ def test_an_old_flat_quantization_dict_reads_back_into_its_groups() -> None:
                         explain=True),
         output=OutputConfig(format=OutputFormat.ORT, mobile_batch=0))
     # every old key has a place: nothing of an old file is dropped (the speed check and
-    # slice_strided_pointwise came later: an old file gets their defaults)
-    later = ("speed.", "scheme.slice_strided_pointwise")
+    # slice_strided_pointwise and float_outputs came later: an old file gets their defaults)
+    later = ("speed.", "scheme.slice_strided_pointwise", "scheme.float_outputs")
     old = [leaf for leaf in _leaves(cfg.to_dict()) if not leaf.startswith(later)]
     groups = typing.cast(dict[str, typing.Any], cfg.to_dict())
     assert old == sorted(
