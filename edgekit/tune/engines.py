@@ -68,7 +68,7 @@ def layout_candidates(ctx: _Context, engine: str) -> list[Candidate]:
     if not present:
         return []
     out = []
-    if "bf16" in cls.precisions and _bf16_skip_reason(engine) is None:
+    if _bf16_skip_reason(engine) is None:  # precision_problem: None only where it has bf16
         out.append(_layout(ctx, engine, present, "bf16", {**cls.qdq_scheme,
                                                            **cls.qdq_bf16_scheme}))
         if out[0].accepted:
