@@ -204,3 +204,143 @@ def test_unsqueeze_of_other_axes_stays() -> None:
                           helper.make_node("Unsqueeze", ["r", "axes"], ["u"]),
                           helper.make_node("Sigmoid", ["u"], ["y"])], [None, 4, 1, 6])
     assert _same_outputs(same) == ["Conv", "Relu", "Sigmoid"]
+
+
+
+# -- input normalisation before the layout Transpose -------------------------------------------
+
+MEAN, STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
+
+
+def _preprocessed_cnn(stem: Any, mean: list[float] | None = MEAN) -> keras.Model:
+    """keras.applications' front: Rescaling, Normalization (``mean=None``: left unadapted, as
+    EfficientNet builds it without ImageNet weights: mean 0, variance 1), the stem conv."""
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((32, 32, 3), name="image")
+    norm = (keras.layers.Normalization(axis=-1) if mean is None else
+            keras.layers.Normalization(mean=mean, variance=[s * s for s in STD]))
+    x = stem(norm(keras.layers.Rescaling(1 / 255)(inp)))
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inp, keras.layers.Dense(4, activation="softmax")(x))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("stem", "mean", "front"), [
+    # EfficientNetV2: a padded stride-2 stem; the scale folds, the shift stays (zero padding
+    # is in normalised values), per channel of NCHW
+    (lambda: keras.layers.Conv2D(8, 3, strides=2, padding="same", activation="swish"), MEAN,
+     ["Transpose", "Add", "Conv"]),
+    # EfficientNet without ImageNet weights: mean 0 / variance 1 vanish, 1/255 folds
+    (lambda: keras.layers.Conv2D(8, 3, strides=2, padding="same", activation="swish"), None,
+     ["Transpose", "Conv"]),
+    # ConvNeXt's patchify stem: no padding, scale and shift fold
+    (lambda: keras.layers.Conv2D(8, 4, strides=4), MEAN, ["Transpose", "Conv"]),
+], ids=["padded", "unadapted", "unpadded"])
+def test_keras_input_normalisation_merges_into_the_stem_conv(
+        tmp_path: Path, stem: Any, mean: list[float] | None, front: list[str]) -> None:
+    model = _preprocessed_cnn(stem(), mean)
+    res = export_model(model, tmp_path, CFG)
+    ops = _ops(res.onnx_path)
+    assert ops[:len(front)] == front and ops[len(front)] != "Mul", ops
+    assert not {"Sub", "Div"} & set(ops) and ops.count("Conv") == 1
+    notes = res.report["graph"]["simplified"]  # type: ignore[index]
+    assert any("input normalisation: 3 element-wise op(s)" in n for n in notes), notes
+    # values, the borders of the padded conv included: 0..255 pixels, the extremes too
+    rng = np.random.default_rng(3)
+    image = rng.uniform(0, 255, (6, 32, 32, 3)).astype(np.float32)
+    image[0], image[1] = 0.0, 255.0
+    np.testing.assert_allclose(_run(str(res.onnx_path), {"image": image}),
+                               np.asarray(model(image, training=False)), atol=2e-6, rtol=1e-5)
+
+
+def _nhwc(nodes: list[Any], inits: list[Any], channels: int = 3,
+          extra_outputs: tuple[str, ...] = ()) -> onnx.ModelProto:
+    inp = helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 5, 5, channels])
+    outs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [None] * 4)
+            for n in ("y", *extra_outputs)]
+    return _model(nodes, [inp], outs, inits)
+
+
+def _rewritten(model: onnx.ModelProto, channels: int = 3) -> list[str]:
+    """Rewrite + simplify ``model`` in place, its outputs unchanged (float rounding); its
+    ops."""
+    x = np.random.default_rng(0).uniform(-3, 3, (2, 5, 5, channels)).astype(np.float32)
+    names = [o.name for o in model.graph.output]
+    before = _run_all(model, x, names)
+    rewrite(model)
+    simplify(model)
+    onnx.checker.check_model(model)
+    for a, b in zip(_run_all(model, x, names), before, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+    return [n.op_type for n in model.graph.node]
+
+
+def _run_all(model: onnx.ModelProto, x: np.ndarray, names: list[str]) -> list[np.ndarray]:
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return [np.asarray(a) for a in sess.run(names, {"x": x})]
+
+
+def _vec(name: str, values: list[float], shape: tuple[int, ...] = (1, 1, 1, 3)) -> Any:
+    return numpy_helper.from_array(np.asarray(values, np.float32).reshape(shape), name)
+
+
+_TR = helper.make_node("Transpose", ["n"], ["t"], perm=[0, 3, 1, 2])
+
+
+def _conv(pads: list[int], cin: int = 3) -> tuple[Any, Any]:
+    w = np.random.default_rng(1).normal(0, 1, (4, cin, 3, 3)).astype(np.float32)
+    return (helper.make_node("Conv", ["t", "w"], ["y"], pads=pads),
+            numpy_helper.from_array(w, "w"))
+
+
+def test_every_affine_op_kind_merges_in_order() -> None:
+    # ((c - x) / d) * m + a: Sub with the constant first, Div, then Mul and Add
+    conv, w = _conv([0, 0, 0, 0])
+    nodes = [helper.make_node("Sub", ["c", "x"], ["s"]), helper.make_node("Div", ["s", "d"], ["q"]),
+             helper.make_node("Mul", ["q", "m"], ["p"]), helper.make_node("Add", ["p", "a"], ["n"]),
+             _TR, conv]
+    model = _nhwc(nodes, [_vec("c", [1, 2, 3]), _vec("d", [2, -4, 0.5], (3,)),
+                          _vec("m", [3.0], (1,)), _vec("a", [0.5, 0, -1]), w])
+    assert _rewritten(model) == ["Transpose", "Conv"]
+
+
+def test_a_padded_conv_keeps_the_shift_and_no_conv_keeps_both() -> None:
+    conv, w = _conv([1, 1, 1, 1])
+    chain = [helper.make_node("Mul", ["x", "m"], ["p"]), helper.make_node("Add", ["p", "a"], ["n"])]
+    inits = [_vec("m", [2, -1, 0.5]), _vec("a", [1, 2, 3]), w]
+    assert _rewritten(_nhwc([*chain, _TR, conv], inits)) == ["Transpose", "Add", "Conv"]
+    relu = helper.make_node("Relu", ["t"], ["y"])
+    assert _rewritten(_nhwc([*chain, _TR, relu], inits[:2])) == ["Transpose", "Mul", "Add",
+                                                                  "Relu"]
+    # a zero scale cannot be divided out of the shift: the padded conv gets Mul and Add
+    zero = [_vec("m", [2, 0, 0.5]), _vec("a", [1, 2, 3]), w]
+    assert _rewritten(_nhwc([*chain, _TR, conv], zero)) == ["Transpose", "Mul", "Add", "Conv"]
+
+
+def test_chains_that_gain_nothing_or_are_not_the_input_are_left_alone() -> None:
+    scalars = [helper.make_node("Mul", ["x", "m"], ["p"]),
+               helper.make_node("Add", ["p", "a"], ["n"]), _TR,
+               helper.make_node("Relu", ["t"], ["y"])]
+    inits = [_vec("m", [2.0], ()), _vec("a", [1.0], ())]
+    assert _rewritten(_nhwc(scalars, inits)) == ["Mul", "Add", "Transpose", "Relu"]
+    # a scalar scale and a per-channel shift: they move, whatever channels the shift has
+    mixed = [_vec("m", [2.0], ()), _vec("a", [1, 2, 3])]
+    assert _rewritten(_nhwc(scalars, mixed)) == ["Transpose", "Mul", "Add", "Relu"]
+    # inside the network (a LayerNorm's scale and shift before a Transpose): engines fuse it
+    inner = [helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Mul", ["r", "m"], ["n"]),
+             _TR, helper.make_node("Sigmoid", ["t"], ["y"])]
+    assert _rewritten(_nhwc(inner, [_vec("m", [1, 2, 3])])) == ["Relu", "Mul", "Transpose",
+                                                                 "Sigmoid"]
+    # the normalised tensor is also an output: it must stay
+    conv, w = _conv([0, 0, 0, 0])
+    read = _nhwc([helper.make_node("Mul", ["x", "m"], ["n"]), _TR, conv],
+                 [_vec("m", [1, 2, 3]), w], extra_outputs=("n",))
+    assert _rewritten(read) == ["Mul", "Transpose", "Conv"]
+
+
+def test_constants_that_widen_the_channels_move_but_do_not_fold() -> None:
+    # one input channel times three constants: three channels, which the weights must not take
+    conv, w = _conv([0, 0, 0, 0])
+    model = _nhwc([helper.make_node("Mul", ["x", "m"], ["n"]), _TR, conv],
+                  [_vec("m", [1, 2, 3]), w], channels=1)
+    assert _rewritten(model, channels=1) == ["Transpose", "Mul", "Conv"]

@@ -217,7 +217,10 @@ class _Job:
 
     def run(self, tmp: Path) -> VariantResult:
         """fp32 reference -> float graph -> quantized (+ gate) -> result and files."""
-        fp32_path, fp32_out, fp32_acc = self._fp32(tmp)
+        fp32_path = tmp / "fp32.onnx"
+        fp32_path.write_bytes(self.proto.SerializeToString())  # as the fp32 file is written
+        self.check_batch = batch_for(fp32_path, CHECK_RUN_BATCH)  # the same for every build
+        fp32_out, fp32_acc = self._fp32_outputs(fp32_path)
         with self._timed("preprocess"):
             pre = prepare_float(fp32_path, tmp, self.mode, self.notes)
             if self.mode is QuantMode.INT8 and self.cfg.scheme.slice_strided_pointwise:
@@ -274,15 +277,12 @@ class _Job:
         yield
         self.timings[step] = round(time.perf_counter() - t0, 3)
 
-    def _fp32(self, tmp: Path) -> tuple[Path, np.ndarray, float | None]:
-        """The fp32 file, its outputs on the check samples and its accuracy (with labels)."""
-        fp32_path = tmp / "fp32.onnx"
-        fp32_path.write_bytes(self.proto.SerializeToString())  # as the fp32 file is written
-        self.check_batch = batch_for(fp32_path, CHECK_RUN_BATCH)  # the same for every build
+    def _fp32_outputs(self, fp32_path: Path) -> tuple[np.ndarray, float | None]:
+        """The fp32 file's outputs on the check samples and its accuracy (with labels)."""
         fp32_out = run_onnx(fp32_path, self.data.check_feeds, whole=self.whole,
                             batch_size=self.check_batch)[0]
         labels = self.data.check_labels
-        return fp32_path, fp32_out, accuracy(fp32_out, labels) if labels is not None else None
+        return fp32_out, accuracy(fp32_out, labels) if labels is not None else None
 
     def _stem(self) -> list[str]:
         """The stem conv's float region when :attr:`QuantizationConfig.stem_in_float` says so

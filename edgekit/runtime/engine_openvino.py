@@ -11,6 +11,7 @@ out of OpenVINO's buffers, so they stay valid.
 
 from __future__ import annotations
 
+import functools
 import re
 import threading
 from collections.abc import Mapping
@@ -44,6 +45,13 @@ def openvino_available() -> bool:
     except ImportError:
         return False
     return True
+
+
+@functools.cache
+def _cpu_capabilities() -> tuple[str, ...]:
+    """The CPU plugin's ``OPTIMIZATION_CAPABILITIES`` (asked once a process: a Core each time
+    costs a plugin load); raises where OpenVINO or its CPU plugin is missing (not cached)."""
+    return tuple(load_openvino().Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
 
 
 class _Compiled:
@@ -241,7 +249,7 @@ class OpenVinoEngine(Engine):
         if why is not None or precision != "bf16":
             return why
         try:
-            caps = load_openvino().Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+            caps = _cpu_capabilities()
         except Exception as exc:  # no openvino, or no CPU plugin
             return f"OpenVINO's CPU plugin is unavailable ({exc})"
         if "BF16" in caps:
