@@ -1,7 +1,8 @@
 """The export's local rewrites (:mod:`edgekit.convert.rewrites`): the Embedding's index wrap left
 to Gather and Conv1D epilogues fused, on Keras models exported for real (op lists asserted,
 outputs checked against Keras, negative ids included) and on small graphs built here that the
-rewrites must leave alone or change exactly."""
+rewrites must leave alone or change exactly; the input normalisation merged into the stem conv on
+Keras fronts and on keras.applications' EfficientNetV2B0."""
 
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ from edgekit.convert import ExportConfig, export_model  # noqa: E402
 from edgekit.convert.graph import simplify  # noqa: E402
 from edgekit.convert.rewrites import rewrite  # noqa: E402
 
-pytestmark = [pytest.mark.file_seconds(25)]
+pytestmark = [pytest.mark.file_seconds(60)]
 
 CFG = ExportConfig(validation_samples=16)
 
@@ -251,6 +252,26 @@ def test_keras_input_normalisation_merges_into_the_stem_conv(
     image[0], image[1] = 0.0, 255.0
     np.testing.assert_allclose(_run(str(res.onnx_path), {"image": image}),
                                np.asarray(model(image, training=False)), atol=2e-6, rtol=1e-5)
+
+
+@pytest.mark.slow
+def test_efficientnetv2_from_keras_applications_keeps_one_add_before_its_stem(
+        tmp_path: Path) -> None:
+    """keras.applications' EfficientNetV2B0 (weights=None, 32x32, its own Rescaling and
+    ImageNet Normalization in the model): the chain leaves one Add before the padded stem
+    conv, and the file gives Keras' probabilities."""
+    keras.utils.set_random_seed(0)
+    model = keras.applications.EfficientNetV2B0(input_shape=(32, 32, 3), weights=None,
+                                                classes=10)
+    res = export_model(model, tmp_path, CFG)
+    ops = _ops(res.onnx_path)
+    assert ops[:4] == ["Transpose", "Add", "Conv", "Sigmoid"], ops[:8]
+    notes = res.report["graph"]["simplified"]  # type: ignore[index]
+    assert any("input normalisation: 3 element-wise op(s)" in n for n in notes), notes
+    image = np.random.default_rng(4).uniform(0, 255, (4, 32, 32, 3)).astype(np.float32)
+    name = onnx.load(str(res.onnx_path)).graph.input[0].name
+    np.testing.assert_allclose(_run(str(res.onnx_path), {name: image}),
+                               np.asarray(model(image, training=False)), atol=1e-6, rtol=1e-4)
 
 
 def _nhwc(nodes: list[Any], inits: list[Any], channels: int = 3,
