@@ -355,8 +355,9 @@ def _affine_chain(g: _Graph, transpose: Any) -> tuple[str, list[Any], np.ndarray
     while (node := g.producer.get(name)) is not None and g.sole_user(name) is not None:
         x = next((i for i in node.input if i not in g.inits), None)
         step = None if x is None else _affine_step(g, node, x)
-        if step is None or x is None or (len(step[0]) > 1 and len(scale) > 1
-                                         and len(step[0]) != len(scale)):
+        width = max(len(scale), len(shift))  # 1, or the channels a constant so far gave
+        if step is None or x is None or (len(step[0]) > 1 and width > 1
+                                         and len(step[0]) != width):
             break
         scale, shift = step[0] * scale, step[1] * scale + shift  # step first, then the rest
         nodes.append(node)
