@@ -158,9 +158,12 @@ def _conv_squeeze(tail: list[Any], out_shape: list[Any], extra: list[Any] | None
                   outs, [numpy_helper.from_array(w, "w"), _c("axes", [2]), *(extra or [])])
 
 
-def _same_outputs(model: onnx.ModelProto) -> list[str]:
-    """Rewrite + simplify ``model`` in place; checks its outputs are unchanged; its ops."""
-    x = np.random.default_rng(0).normal(0, 1, (3, 2, 1, 8)).astype(np.float32)
+def _same_outputs(model: onnx.ModelProto, x: np.ndarray | None = None,
+                  tol: float = 1e-6) -> list[str]:
+    """Rewrite + simplify ``model`` in place; checks its outputs on ``x`` (default: the
+    Conv/Squeeze graphs' input) are unchanged within ``tol``; its ops."""
+    if x is None:
+        x = np.random.default_rng(0).normal(0, 1, (3, 2, 1, 8)).astype(np.float32)
     names = [o.name for o in model.graph.output]
     sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     before = sess.run(names, {"x": x})
@@ -169,7 +172,7 @@ def _same_outputs(model: onnx.ModelProto) -> list[str]:
     onnx.checker.check_model(model)
     sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     for a, b in zip(sess.run(names, {"x": x}), before, strict=True):
-        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(a, b, rtol=tol, atol=tol)
     return [n.op_type for n in model.graph.node]
 
 
@@ -205,7 +208,6 @@ def test_unsqueeze_of_other_axes_stays() -> None:
                           helper.make_node("Unsqueeze", ["r", "axes"], ["u"]),
                           helper.make_node("Sigmoid", ["u"], ["y"])], [None, 4, 1, 6])
     assert _same_outputs(same) == ["Conv", "Relu", "Sigmoid"]
-
 
 
 # -- input normalisation before the layout Transpose -------------------------------------------
@@ -283,22 +285,9 @@ def _nhwc(nodes: list[Any], inits: list[Any], channels: int = 3,
 
 
 def _rewritten(model: onnx.ModelProto, channels: int = 3) -> list[str]:
-    """Rewrite + simplify ``model`` in place, its outputs unchanged (float rounding); its
-    ops."""
+    """:func:`_same_outputs` of an NHWC graph (float rounding: the chain merged); its ops."""
     x = np.random.default_rng(0).uniform(-3, 3, (2, 5, 5, channels)).astype(np.float32)
-    names = [o.name for o in model.graph.output]
-    before = _run_all(model, x, names)
-    rewrite(model)
-    simplify(model)
-    onnx.checker.check_model(model)
-    for a, b in zip(_run_all(model, x, names), before, strict=True):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
-    return [n.op_type for n in model.graph.node]
-
-
-def _run_all(model: onnx.ModelProto, x: np.ndarray, names: list[str]) -> list[np.ndarray]:
-    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    return [np.asarray(a) for a in sess.run(names, {"x": x})]
+    return _same_outputs(model, x, tol=1e-5)
 
 
 def _vec(name: str, values: list[float], shape: tuple[int, ...] = (1, 1, 1, 3)) -> Any:
@@ -308,8 +297,8 @@ def _vec(name: str, values: list[float], shape: tuple[int, ...] = (1, 1, 1, 3)) 
 _TR = helper.make_node("Transpose", ["n"], ["t"], perm=[0, 3, 1, 2])
 
 
-def _conv(pads: list[int], cin: int = 3) -> tuple[Any, Any]:
-    w = np.random.default_rng(1).normal(0, 1, (4, cin, 3, 3)).astype(np.float32)
+def _conv(pads: list[int]) -> tuple[Any, Any]:
+    w = np.random.default_rng(1).normal(0, 1, (4, 3, 3, 3)).astype(np.float32)
     return (helper.make_node("Conv", ["t", "w"], ["y"], pads=pads),
             numpy_helper.from_array(w, "w"))
 

@@ -288,6 +288,15 @@ def _channel_vector(value: np.ndarray, rank: int, channels: int) -> np.ndarray |
     return np.broadcast_to(full.reshape(-1), (channels,)).astype(np.float32)
 
 
+def _set_bias(g: _Graph, conv: Any, bias: np.ndarray) -> None:
+    """``conv`` reads ``bias`` (a new constant) as its bias input."""
+    name = g.add_const(bias, f"{conv.name or conv.output[0]}__edgekit_bias")
+    if len(conv.input) > 2:
+        conv.input[2] = name
+    else:
+        conv.input.append(name)
+
+
 def _fold_into_conv(g: _Graph) -> bool:
     """Fold one per-channel constant Add or Mul after a Conv into its bias / weights."""
     for conv in [n for n in g.graph.node if n.op_type == "Conv"]:
@@ -307,11 +316,7 @@ def _fold_into_conv(g: _Graph) -> bool:
             w = w * vec.reshape((-1,) + (1,) * (w.ndim - 1))
             bias = bias * vec
             conv.input[1] = g.add_const(w.astype(np.float32), f"{conv.input[1]}__edgekit_scaled")
-        name = g.add_const(bias, f"{conv.name or conv.output[0]}__edgekit_bias")
-        if len(conv.input) > 2:
-            conv.input[2] = name
-        else:
-            conv.input.append(name)
+        _set_bias(g, conv, bias)
         conv.output[0], op.output[0] = op.output[0], f"{op.output[0]}__edgekit_folded"
         g.graph.node.remove(op)
         return True
@@ -408,11 +413,7 @@ def _fold_into_stem(g: _Graph, conv: Any, scale: np.ndarray, shift: np.ndarray |
     bias = (w64 * shift.reshape(1, -1, 1, 1)).sum(axis=(1, 2, 3))
     if b is not None:
         bias = bias + b.astype(np.float64)
-    name = g.add_const(bias.astype(np.float32), f"{conv.name or conv.output[0]}__edgekit_bias")
-    if len(conv.input) > 2:
-        conv.input[2] = name
-    else:
-        conv.input.append(name)
+    _set_bias(g, conv, bias.astype(np.float32))
 
 
 def _after_transpose(g: _Graph, transpose: Any, scale: np.ndarray, shift: np.ndarray) -> int:
