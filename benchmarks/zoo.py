@@ -277,7 +277,7 @@ def _plan(prep: dict[str, Any], exp: dict[str, Any], tunes: dict[str, Any], thre
                  "paths": dict.fromkeys(batches, exp["fp32"])})
     plan = {"threads": threads, "batches": list(args.batches), "seconds": args.seconds,
             "min_rounds": 3 if args.quick else 5, "warmup": 1 if args.quick else 2,
-            "rows": rows}
+            "data": prep.get("calibration"), "rows": rows}
     return plan, missing
 
 

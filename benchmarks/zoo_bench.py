@@ -20,12 +20,14 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import numpy as np
+
 from edgekit.measure.backend import Backend
 from edgekit.measure.backends import load_backend
 from edgekit.speed.ratio import paired_ratio
 from edgekit.speed.timing import balanced_orders, latency_stats, make_inputs, measure
 
-__all__ = ["bench_plan", "warm_blocks", "BLOCK"]
+__all__ = ["bench_plan", "bench_inputs", "warm_blocks", "BLOCK"]
 
 #: calls per warm-cache block
 BLOCK = 20
@@ -56,11 +58,32 @@ def warm_blocks(calls: Sequence[Callable[[], Any]], seconds: float,
     return out
 
 
+def bench_inputs(plan: dict[str, Any], reference: Backend, batch: int) -> list[np.ndarray]:
+    """``plan["data"]`` read for the reference row's file (the fp32 ONNX) and repeated to
+    ``batch`` samples, in input order; synthetic inputs when the plan has no data."""
+    if not plan.get("data"):
+        return make_inputs(reference.inputs, batch)
+    import onnx
+
+    from edgekit.inputs.prepare import load_model_data, onnx_input_specs
+    from edgekit.metadata import ModelMetadata
+
+    proto = onnx.load(plan["rows"][0]["paths"][str(batch)], load_external_data=False)
+    meta = ModelMetadata.from_props({p.key: p.value for p in proto.metadata_props})
+    specs = onnx_input_specs(proto)
+    feeds = load_model_data(plan["data"], specs, meta, "benchmark data")[0]
+    out = []
+    for spec in specs:
+        x = feeds[spec.name]
+        out.append(np.concatenate([x] * -(-batch // len(x)))[:batch])
+    return out
+
+
 def _time_rows(rows: list[tuple[str, Backend]], batch: int,
                plan: dict[str, Any]) -> dict[str, Any]:
     """Interleaved and warm-cache statistics of ``rows`` (the first is the reference)."""
     names = [r for r, _ in rows]
-    inputs = make_inputs(rows[0][1].inputs, batch)
+    inputs = bench_inputs(plan, rows[0][1], batch)
     calls = [b.bind(inputs) for _, b in rows]
     seconds = plan["seconds"] * len(calls)
     t0 = time.perf_counter()
@@ -87,7 +110,8 @@ def bench_plan(plan: dict[str, Any]) -> dict[str, Any]:
     """Load and time every row of ``plan`` (see ``zoo.py``'s ``_plan``) at each batch."""
     threads = int(plan["threads"])
     loaded: dict[tuple[str, str], Backend] = {}
-    out: dict[str, Any] = {"threads": threads, "batches": {}, "rows": {}}
+    out: dict[str, Any] = {"threads": threads, "batches": {}, "rows": {},
+                           "inputs": "calibration samples" if plan.get("data") else "synthetic"}
     for batch in plan["batches"]:
         rows: list[tuple[str, Backend]] = []
         errors: dict[str, str] = {}
@@ -103,7 +127,8 @@ def bench_plan(plan: dict[str, Any]) -> dict[str, Any]:
                 out["rows"].setdefault(r["row"], {})[str(batch)] = {
                     "path": path, "kind": b.kind, "engine": getattr(b, "engine", b.kind),
                     "load_ms": b.load_time_ms}
-                b.infer(make_inputs(b.inputs, batch))  # fail here, not while timing
+                b.infer(bench_inputs(plan, b, batch) if r["row"] == "ort-fp32"
+                        else make_inputs(b.inputs, batch))  # fail here, not while timing
             except Exception as exc:  # a row that fails is reported; the others are timed
                 errors[r["row"]] = _error(exc)
                 continue

@@ -178,7 +178,9 @@ def header(result: dict[str, Any]) -> list[str]:
         f"- image models at {o['size']}x{o['size']}; `edgekit tune --budget {o['budget']:g}` "
         "per thread setting and batch; calibration per model in the notes",
         f"- cells: p50 per call of the interleaved rounds ({o['seconds']:g} s per row and "
-        "batch), and the speed-up over ORT fp32: 1 / median of the per-round paired ratios. "
+        "batch) on the model's calibration samples repeated to the batch (the data its tune "
+        "timed; token ids across the vocabulary), and the speed-up over ORT fp32: 1 / median "
+        "of the per-round paired ratios. "
         "JSON: p90/p99, warm-cache p50 (blocks of 20 consecutive calls) and every ratio",
         "",
     ]

@@ -167,3 +167,36 @@ def test_bench_engine_all_gives_a_row_per_engine(bench_models_dir: BenchModels,
     np.testing.assert_allclose(ov.infer(x), ort_b.infer(x), atol=1e-5)
     with pytest.raises(InputError, match="unknown engine"):
         BenchConfig(engine="tvm")
+
+
+@pytest.mark.parametrize("quantized", [False, True])
+def test_synthetic_ids_span_the_embedding_table(tmp_path: Any, quantized: bool) -> None:
+    """A model with integer ids and no tokenizer metadata is timed on ids across its embedding
+    table (50 rows; int8 weights behind a DequantizeLinear too, the ids through a Cast), not on
+    ids 0 and 1 only, whose lookups would always hit the cache."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edgekit.measure.backends import load_backend
+    from edgekit.speed.timing import make_inputs
+
+    table = np.random.default_rng(0).normal(size=(50, 4)).astype(np.float32)
+    nodes = [helper.make_node("Cast", ["ids"], ["ids64"], to=TensorProto.INT64),
+             helper.make_node("Gather", ["table", "ids64"], ["emb"], axis=0),
+             helper.make_node("ReduceMean", ["emb"], ["y"], axes=[1], keepdims=0)]
+    inits = [numpy_helper.from_array(table, "table")]
+    if quantized:
+        inits = [numpy_helper.from_array(np.round(table * 20).astype(np.int8), "table_q"),
+                 numpy_helper.from_array(np.array(0.05, np.float32), "table_s")]
+        nodes.insert(0, helper.make_node("DequantizeLinear", ["table_q", "table_s"], ["table"]))
+    graph = helper.make_graph(
+        nodes, "embed", [helper.make_tensor_value_info("ids", TensorProto.INT32, [None, 7])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 4])], inits)
+    path = tmp_path / "embed.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    backend = load_backend(path, threads=1)
+    assert [i.high for i in backend.inputs] == [50]
+    ids = make_inputs(backend.inputs, 64)[0]
+    assert ids.dtype == np.int32 and 0 <= ids.min() and ids.max() < 50 and len(np.unique(ids)) > 25
+    assert backend.infer([ids]).shape == (64, 4)
+    backend.close()

@@ -67,15 +67,17 @@ def test_an_old_flat_quantization_dict_reads_back_into_its_groups() -> None:
                         explain=True),
         output=OutputConfig(format=OutputFormat.ORT, mobile_batch=0))
     # every old key has a place: nothing of an old file is dropped (the speed check and
-    # slice_strided_pointwise and float_outputs came later: an old file gets their defaults)
-    later = ("speed.", "scheme.slice_strided_pointwise", "scheme.float_outputs")
+    # slice_strided_pointwise, float_outputs and offset_weight_convs came later: an old file
+    # gets their defaults)
+    later = ("speed.", "scheme.slice_strided_pointwise", "scheme.float_outputs",
+             "scheme.offset_weight_convs")
     old = [leaf for leaf in _leaves(cfg.to_dict()) if not leaf.startswith(later)]
     groups = typing.cast(dict[str, typing.Any], cfg.to_dict())
     assert old == sorted(
         {"mode", *(f"{g}.{k}" for g in ("scheme", "calibration", "gate", "output")
                    for k in groups[g] if not f"{g}.{k}".startswith(later))})
     assert len(old) == len(OLD_FLAT) and cfg.speed == SpeedCheckConfig()
-    assert cfg.scheme.slice_strided_pointwise is False
+    assert cfg.scheme.slice_strided_pointwise is False and cfg.scheme.offset_weight_convs == ()
 
 
 def test_the_nested_shape_is_written_and_read_back() -> None:

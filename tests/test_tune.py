@@ -197,6 +197,35 @@ def test_tune_writes_the_winner_with_session_settings(digits: dict[str, Path],
     assert acc > 0.8
     _check_engines(report, messages, result.model_path, stored)
     _check_plan(report)
+    _check_kernels(report, messages, result.model_path)
+
+
+def _check_kernels(report: dict, messages: list[str], path: Path) -> None:
+    """The kernel stage ran on the best static int8 file: either no conv profiled faster on
+    onnxruntime's GEMM kernels here (logged), or a candidate names the convs it offsets, and
+    a tuned file from it carries their offset weights. Which of the two happens depends on
+    the CPU (AMX or not) and the machine's load; both are checked."""
+    starts = [i for i, m in enumerate(messages) if m.startswith("kernels: profiling")]
+    cands = {c["name"]: c for c in report["candidates"] if c["stage"] == "kernels"}
+    assert 1 <= len(starts) <= 2 and len(cands) <= len(starts)
+    for i in starts:
+        base = messages[i].split("profiling ")[1].split("'s int8 convs")[0]
+        cand = cands.get(f"{base}+gemm-convs")
+        if cand is None:
+            assert "no kernel candidate" in messages[i + 1], messages[i:i + 2]
+            continue
+        assert cand["latency_ratio"] is not None
+        offset = cand["quantization"]["scheme"]["offset_weight_convs"]
+        assert offset and f"{len(offset)} of " in cand["description"]
+    quant = report["winner"]["quantization"]
+    offset = quant["scheme"]["offset_weight_convs"] if quant else []
+    if offset:  # the winner's file is (or was timed from) a kernel candidate
+        model = onnx.load(str(path))
+        inits = {t.name: onnx.numpy_helper.to_array(t) for t in model.graph.initializer}
+        producers = {o: n for n in model.graph.node for o in n.output}
+        for node in model.graph.node:
+            if node.name in offset:
+                assert abs(int(inits[producers[node.input[1]].input[2]].ravel()[0])) == 1
 
 
 def _check_plan(report: dict) -> None:
@@ -217,7 +246,7 @@ def _check_plan(report: dict) -> None:
     ort = [c for c in timed if c["engine"] == "onnxruntime"]
     for engine in set(report["machine"]["engines"]) - {"onnxruntime"}:
         assert f"fp32@{engine}" in names
-        for stage in ("quantization", "mixed precision"):
+        for stage in ("quantization", "mixed precision", "kernels"):
             pool = [c for c in ort if c["stage"] == stage]
             if pool:
                 assert f"{min(pool, key=first)['name']}@{engine}" in names, stage

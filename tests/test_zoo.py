@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,6 +44,7 @@ def _check_rows(model: dict[str, Any]) -> None:
     for r in zoo_report.ROWS:  # every row is timed or says why not
         assert r in rows or r in batch["errors"] or r in bench["missing"], r
     assert {"ort-fp32", "int8", "tuned", "litert-int8"} <= set(rows)
+    assert bench["inputs"] == "calibration samples"  # the tune's data, every row alike
     for name, s in rows.items():
         for k in STATS:
             assert math.isfinite(s[k]) and s[k] > 0, (name, k, s[k])
@@ -158,3 +160,31 @@ def test_targets_name_the_failing_models() -> None:
     assert checks[3]["status"] == "fail" and len(checks[3]["failing"]) == 12  # 4000 MiB tunes
     lines = "\n".join(zoo_report.target_lines(list(checks.values())))
     assert "[PASS]" in lines and "[FAIL]" in lines and "incomplete" not in lines
+
+
+def test_rows_are_timed_on_the_calibration_samples(tmp_path: Path) -> None:
+    """The timed inputs are the model's calibration samples (token ids across the vocabulary)
+    repeated to the batch, in the fp32 file's input order; synthetic without data."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edgekit.measure.backends import load_backend
+
+    graph = helper.make_graph(
+        [helper.make_node("Gather", ["table", "ids"], ["y"], axis=0)], "embed",
+        [helper.make_tensor_value_info("ids", TensorProto.INT32, [None, 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 3, 2])],
+        [numpy_helper.from_array(np.ones((1000, 2), np.float32), "table")])
+    path = tmp_path / "embed.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    ids = np.array([[5, 900, 17], [3, 4, 999]], np.int32)
+    np.savez(tmp_path / "calibration.npz", x=ids)
+    backend = load_backend(path, threads=1)
+    plan = {"data": str(tmp_path / "calibration.npz"),
+            "rows": [{"row": "ort-fp32", "paths": {"5": str(path)}}]}
+    got = zoo_bench.bench_inputs(plan, backend, 5)
+    assert len(got) == 1 and got[0].dtype == np.int32
+    np.testing.assert_array_equal(got[0], np.concatenate([ids, ids, ids[:1]]))
+    synthetic = zoo_bench.bench_inputs({**plan, "data": None}, backend, 5)[0]
+    assert synthetic.shape == (5, 3) and synthetic.max() < 1000
+    backend.close()

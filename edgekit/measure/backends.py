@@ -56,9 +56,10 @@ class OnnxBackend(Backend):
         if self.engine != "onnxruntime":
             self.kind = self.engine
         self.metadata = self.model.metadata
+        tables = _id_tables(self.path)
         self.inputs = [
             InputInfo(s.name, s.shape, (s.dtype or np.dtype("float32")).name,
-                      _int_high(self.metadata, s.name))
+                      _int_high(self.metadata, s.name, tables))
             for s in self.model.inputs
         ]
 
@@ -90,10 +91,42 @@ def _open_edge_model(path: Path, provider: str, threads: int | None,
                      session=SessionOptionsConfig(precision=precision))
 
 
-def _int_high(meta: ModelMetadata | None, name: str) -> int:
+def _int_high(meta: ModelMetadata | None, name: str, tables: dict[str, int]) -> int:
+    """Exclusive upper bound of the synthetic ids of integer input ``name``: the tokenizer's
+    vocabulary, else the rows of the embedding tables it indexes (``tables``), else 2."""
     tok = (meta.tokenizer if meta is not None else None) or {}
     vocab = tok.get("vocabulary") if isinstance(tok, dict) else None
-    return max(2, len(vocab)) if vocab else 2
+    if vocab:
+        return max(2, len(vocab))
+    return max(2, tables.get(name, 2))
+
+
+def _id_tables(path: Path) -> dict[str, int]:
+    """For each graph input that a Gather reads as indices (directly or through Casts), the
+    rows of the smallest constant table it indexes on axis 0 (an Embedding; its weights may be
+    behind a DequantizeLinear). Timed with ids 0 and 1 only, a lookup always hits the cache."""
+    import onnx
+
+    if path.suffix.lower() != ".onnx" or not path.is_file():
+        return {}
+    graph = onnx.load(os.fspath(path), load_external_data=False).graph
+    rows = {t.name: int(t.dims[0]) for t in graph.initializer if t.dims}
+    producers = {o: n for n in graph.node for o in n.output}
+    inputs = {i.name for i in graph.input} - set(rows)
+    out: dict[str, int] = {}
+    for node in graph.node:
+        axis = next((a.i for a in node.attribute if a.name == "axis"), 0)
+        if node.op_type != "Gather" or len(node.input) < 2 or axis != 0:
+            continue
+        table, ids = node.input[0], node.input[1]
+        dq = producers.get(table)
+        if dq is not None and dq.op_type == "DequantizeLinear":
+            table = dq.input[0]
+        while ids in producers and producers[ids].op_type == "Cast":
+            ids = producers[ids].input[0]
+        if ids in inputs and table in rows:
+            out[ids] = min(out.get(ids, rows[table]), rows[table])
+    return out
 
 
 def _set_tf_threads(threads: int | None) -> bool:

@@ -24,7 +24,8 @@ from edgekit.quantize.calibration import (
 )
 from edgekit.quantize.config import QuantizationConfig
 from edgekit.quantize.explain import activation_errors, tensor_losses
-from edgekit.quantize.options import CalibrationMethod, QuantMode
+from edgekit.quantize.kernels import offset_conv_weights, offset_note
+from edgekit.quantize.options import CalibrationMethod, QuantMode, QuantScheme
 from edgekit.quantize.ort_format import OptimizeLevel, optimize_model
 from edgekit.quantize.qdq import commute_relu_maxpool, float_means, nonstandard_ops
 from edgekit.validate import accuracy, run_onnx
@@ -131,16 +132,22 @@ def _quantize_raw(pre: Path, out: Path, mode: QuantMode, cfg: QuantizationConfig
                               hint="try another --quantize mode or --preset") from exc
 
 
-def _finish_graph(raw: Path, out: Path, mode: QuantMode) -> list[str]:
+def _finish_graph(raw: Path, out: Path, mode: QuantMode, scheme: QuantScheme,
+                  notes: list[str]) -> list[str]:
     """Post-process a quantized file into the artifact: float regions stay float under
-    onnxruntime's default optimizations; QDQ and fp16 files must use ai.onnx ops only.
-    Returns the non-standard ops (allowed for dynamic int8 only)."""
+    onnxruntime's default optimizations; the convs of ``scheme.offset_weight_convs`` get
+    offset weights; QDQ and fp16 files must use ai.onnx ops only. Returns the non-standard
+    ops (allowed for dynamic int8 only)."""
     import onnx
 
     model = onnx.load(str(raw))
     if mode is QuantMode.INT8:
         commute_relu_maxpool(model)
         float_means(model)
+        if scheme.offset_weight_convs:
+            note = offset_note(offset_conv_weights(model, scheme.offset_weight_convs))
+            if note not in notes:
+                notes.append(note)
     odd = nonstandard_ops(model)
     used = {n.domain for n in model.graph.node} | {""}
     keep = [o for o in model.opset_import if o.domain in used]  # the quantizer adds all domains
@@ -229,7 +236,7 @@ class Builder:
             if not self._histogram_failed(exc):
                 raise
             _quantize_raw(self.pre, raw, self.mode, self.cfg, reader, exclude)
-        odd = _finish_graph(raw, final, self.mode)
+        odd = _finish_graph(raw, final, self.mode, self.cfg.scheme, self.notes)
         got = run_onnx(final, self.data.check_feeds, batch_size=self.check_batch,
                        whole=self.whole)[0]
         labels = self.data.check_labels

@@ -166,6 +166,7 @@ class QuantScheme:
     stem_in_float: bool | None = None
     slice_strided_pointwise: bool = False
     float_outputs: bool = False
+    offset_weight_convs: Sequence[str] = ()
     extra_options: Mapping[str, object] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -175,10 +176,13 @@ class QuantScheme:
         _set(self, "weight_type", as_enum(QuantType, self.weight_type, "weight type"))
         if not isinstance(self.extra_options, Mapping):
             raise InputError("extra_options must be a dict")
-        if isinstance(self.nodes_to_exclude, str) or isinstance(self.op_types_to_quantize, str):
-            raise InputError("nodes_to_exclude and op_types_to_quantize must be lists of names")
+        if any(isinstance(v, str) for v in (self.nodes_to_exclude, self.op_types_to_quantize,
+                                            self.offset_weight_convs)):
+            raise InputError("nodes_to_exclude, op_types_to_quantize and offset_weight_convs "
+                             "must be lists of names")
         _set(self, "extra_options", dict(self.extra_options))
         _set(self, "nodes_to_exclude", tuple(self.nodes_to_exclude))
+        _set(self, "offset_weight_convs", tuple(self.offset_weight_convs))
         if self.op_types_to_quantize is not None:
             _set(self, "op_types_to_quantize", tuple(self.op_types_to_quantize))
 

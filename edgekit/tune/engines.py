@@ -110,8 +110,8 @@ def _bf16_skip_reason(engine: str) -> str | None:
 _FINALISTS = 3
 #: simpler settings first: a more complex candidate wins only when it is faster by more than
 #: the measurement noise (``ratio.tolerance``)
-_STAGE_ORDER = {"baseline": 0, "quantization": 1, "mixed precision": 2, "session": 3,
-                "engine": 4}
+_STAGE_ORDER = {"baseline": 0, "quantization": 1, "mixed precision": 2, "kernels": 3,
+                "session": 4, "engine": 5}
 
 
 def _finalists(cands: Sequence[Candidate]) -> list[Candidate]:

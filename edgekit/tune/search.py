@@ -22,11 +22,15 @@ search runs in stages, the likeliest winners first (:func:`edgekit.tune.candidat
 2. mixed precision: the stem conv (the first Conv) and the depthwise convs kept in float;
    and latency-aware: the fp32 and int8 graphs are profiled per node (onnxruntime's
    profiler); nodes where int8 is not faster than fp32 are kept in float;
-3. engine: on every other installed engine of ``TuneConfig.engines`` (default: every one in
+3. kernels: the best static int8 file with each Conv on whichever of onnxruntime's int8 conv
+   kernels (symmetric-conv, or im2col + GEMM: AMX on Xeons with it) profiles faster for it
+   here, chosen by the weights' zero point without changing a value
+   (:mod:`edgekit.tune.kernels`);
+4. engine: on every other installed engine of ``TuneConfig.engines`` (default: every one in
    the registry, :mod:`edgekit.runtime.engine_registry`; OpenVINO ...), fp32 (pinned to f32),
    the best int8 file of every stage; files with ops outside ai.onnx, such as dynamic int8 of
    LSTMs, stay on the engines that run them (onnxruntime);
-4. session: onnxruntime's intra-op spinning, graph optimization level, denormals as zero.
+5. session: onnxruntime's intra-op spinning, graph optimization level, denormals as zero.
 
 The run-off re-times the three fastest accepted candidates and the fastest accepted one of
 every engine together, at the requested batch.
@@ -86,6 +90,7 @@ from edgekit.tune.engines import (
     _runoff,
     layout_candidates,
 )
+from edgekit.tune.kernels import gemm_conv_candidate
 from edgekit.tune.report import (
     _artifacts,
     _build_report,
@@ -95,27 +100,10 @@ from edgekit.tune.report import (
     _tuned_bytes,
     format_candidates,
 )
+from edgekit.tune.sessions import _session_space, _skip_session
 from edgekit.validate import accuracy
 
 __all__ = ["TuneConfig", "Candidate", "TuneResult", "tune_model", "format_candidates"]
-
-
-#: onnxruntime moves Quantize/Dequantize nodes across pooling/reshape at load (the session
-#: stage tries switching that off; mixed-precision files no longer need it, see quantize.qdq)
-_NO_PROPAGATION = SessionOptionsConfig(disabled_optimizers=["QDQPropagationTransformer"])
-
-
-def _session_space() -> list[tuple[str, str, SessionOptionsConfig]]:
-    return [
-        ("no-qdq-propagation", "onnxruntime's QDQ propagation disabled", _NO_PROPAGATION),
-        ("no-spin", "intra-op threads do not spin between runs",
-         SessionOptionsConfig(allow_spinning=False)),
-        ("denormal-zero", "denormals flushed to zero",
-         SessionOptionsConfig(session_config={"session.set_denormal_as_zero": "1"})),
-        ("opt-extended", "graph optimization level extended (no layout transforms)",
-         SessionOptionsConfig(graph_optimization_level="extended")),
-    ]
-
 
 
 @dataclass
@@ -198,7 +186,7 @@ class _Search:
         self.engines = [e for e in (ctx.config.engines or installed_engines())
                         if e != "onnxruntime"]
         self.space = _quant_space(ctx.model)
-        self.total = len(self.space) + len(_session_space()) + 3 + 7 * len(self.engines)
+        self.total = len(self.space) + len(_session_space()) + 4 + 7 * len(self.engines)
         self.done = 0
         self.fp32 = self._baseline()
         self.cands: list[Candidate] = [self.fp32]
@@ -295,6 +283,17 @@ class _Search:
                 say("    int8 is faster than fp32 on every profiled node; nothing kept in float")
         self.advance()
 
+    def kernels(self) -> None:
+        """The best static int8 file of the quantization stage and the best of all, with their
+        convs on onnxruntime's faster int8 kernels (a conv kept in float has none to pick)."""
+        bases = [self.best_of(self.static_int8("quantization")), self.best_of(self.static_int8())]
+        for best in {id(b): b for b in bases if b is not self.fp32}.values():
+            if self.over_budget():
+                break
+            cand = gemm_conv_candidate(self.ctx, best)
+            self.cands.extend([cand] if cand is not None else [])
+        self.advance()
+
     def float_regions(self) -> None:
         """Stem conv, and stem plus depthwise convs, kept in float (from the best static int8)."""
         best = self.best_of(self.static_int8("quantization"))
@@ -333,7 +332,7 @@ class _Search:
         whose file ``engine`` can run (ops outside ai.onnx are onnxruntime's: logged)."""
         ort = [c for c in self.cands if c.engine == "onnxruntime"]
         bases = [self.fp32, *[c for c in ort if c.name == self.space[0].name]]
-        for stage in ("quantization", "mixed precision"):
+        for stage in ("quantization", "mixed precision", "kernels"):
             pool = [c for c in ort if c.stage == stage]
             best = self.best_of(pool)
             if not runs_on(best, engine):
@@ -405,16 +404,6 @@ class _Search:
         return winner
 
 
-def _skip_session(extra: SessionOptionsConfig, best: Candidate,
-                  best_session: SessionOptionsConfig, threads: int) -> bool:
-    if extra.disabled_optimizers and (
-            best.quantization is None
-            or set(extra.disabled_optimizers) <= set(best_session.disabled_optimizers)):
-        return True  # no Q/DQ to propagate, or already off
-    # one thread has no pool threads to spin; a "win" would be noise
-    return extra.allow_spinning is not None and threads == 1
-
-
 def tune_model(
     model: str | os.PathLike[str],
     outdir: str | os.PathLike[str],
@@ -471,6 +460,7 @@ def tune_model(
         search.quantization()
         search.float_regions()
         search.mixed_precision()
+        search.kernels()
         search.engine()
         search.session()
         winner = search.finish()
