@@ -5,6 +5,7 @@ before, the same outputs on onnxruntime and OpenVINO (real onnx, onnxruntime, Op
 from __future__ import annotations
 
 import collections
+import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -228,3 +229,16 @@ def test_shared_weights_are_offset_only_for_the_conv_named() -> None:
     for w, g in zip(want, got, strict=True):
         np.testing.assert_array_equal(w, g)
     assert offset_candidates(model) == ["conv0"]  # conv1's zero point is no longer 0
+
+
+def test_a_conv_kept_in_float_is_not_offset(files: dict[str, Path]) -> None:
+    """A conv that is named for offset weights but kept in float (nodes_to_exclude, as the
+    accuracy gate or the stem rule keep nodes) stays float; the other is offset."""
+    cfg = _config(True, ("conv_k7", "conv_pw"))
+    cfg = dataclasses.replace(cfg, scheme=dataclasses.replace(cfg.scheme,
+                                                              nodes_to_exclude=("conv_k7",)))
+    variant = quantize_model(files["fp32"], files["dir"] / "kept", config=cfg,
+                             calibration=files["calib"])
+    weights = _weights(onnx.load(str(variant.path)))
+    assert "conv_k7" not in weights and (weights["conv_pw"][1] == 1).all()
+    assert any(n.startswith("1 conv(s) with their int8 weights shifted") for n in variant.notes)

@@ -133,19 +133,21 @@ def _quantize_raw(pre: Path, out: Path, mode: QuantMode, cfg: QuantizationConfig
 
 
 def _finish_graph(raw: Path, out: Path, mode: QuantMode, scheme: QuantScheme,
-                  notes: list[str]) -> list[str]:
+                  exclude: list[str], notes: list[str]) -> list[str]:
     """Post-process a quantized file into the artifact: float regions stay float under
     onnxruntime's default optimizations; the convs of ``scheme.offset_weight_convs`` get
-    offset weights; QDQ and fp16 files must use ai.onnx ops only. Returns the non-standard
-    ops (allowed for dynamic int8 only)."""
+    offset weights, except those ``exclude`` keeps in float (the accuracy gate's, the stem);
+    QDQ and fp16 files must use ai.onnx ops only. Returns the non-standard ops (allowed for
+    dynamic int8 only)."""
     import onnx
 
     model = onnx.load(str(raw))
     if mode is QuantMode.INT8:
         commute_relu_maxpool(model)
         float_means(model)
-        if scheme.offset_weight_convs:
-            note = offset_note(offset_conv_weights(model, scheme.offset_weight_convs))
+        offset = [n for n in scheme.offset_weight_convs if n not in exclude]
+        if offset:
+            note = offset_note(offset_conv_weights(model, offset))
             if note not in notes:
                 notes.append(note)
     odd = nonstandard_ops(model)
@@ -236,7 +238,7 @@ class Builder:
             if not self._histogram_failed(exc):
                 raise
             _quantize_raw(self.pre, raw, self.mode, self.cfg, reader, exclude)
-        odd = _finish_graph(raw, final, self.mode, self.cfg.scheme, self.notes)
+        odd = _finish_graph(raw, final, self.mode, self.cfg.scheme, exclude, self.notes)
         got = run_onnx(final, self.data.check_feeds, batch_size=self.check_batch,
                        whole=self.whole)[0]
         labels = self.data.check_labels

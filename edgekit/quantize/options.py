@@ -151,6 +151,15 @@ class QuantScheme:
             9.9 -> 7.5 ms in f32, 7.1 ms with the float parts in bf16); onnxruntime needs the
             output Q/DQ for its integer kernels. Default False; an engine's bf16 layout
             (``Engine.qdq_bf16_scheme``) asks for it.
+        offset_weight_convs: names of Convs whose int8 weights are shifted by one, with a
+            zero point of that one, after static quantization (the same values;
+            :mod:`edgekit.quantize.kernels`): onnxruntime then runs them through its im2col +
+            GEMM kernels (AMX where the CPU has it) instead of its symmetric-conv kernels.
+            Faster for some convs on some CPUs, slower for others (AMX Xeon, 1 thread: a
+            Conv1D text model's 128 -> 128 conv 99 -> 66 us, a 16 -> 96 1x1 conv at 112x112
+            474 -> 1146 us), so ``edgekit tune`` names them from per-conv profiles. A named
+            conv kept in float (``nodes_to_exclude``, the stem rule, the accuracy gate) stays
+            float. Default none.
         extra_options: passed through to onnxruntime's ``extra_options`` (default none).
     """
 
