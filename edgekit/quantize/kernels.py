@@ -31,15 +31,10 @@ from typing import Any
 import numpy as np
 
 from edgekit.errors import InputError
+from edgekit.quantize.layout import _attrs
+from edgekit.quantize.qdq import _consumers, _producers, drop_unread_initializers
 
 __all__ = ["offset_candidates", "offset_conv_weights", "offset_note"]
-
-
-def _attr_int(node: Any, name: str, default: int) -> int:
-    for a in node.attribute:
-        if a.name == name:
-            return int(a.i)
-    return default
 
 
 def _weight_dq(node: Any, producers: dict[str, Any], inits: dict[str, Any],
@@ -48,7 +43,7 @@ def _weight_dq(node: Any, producers: dict[str, Any], inits: dict[str, Any],
     points 0 and room for a shift of one, read by that Conv only; else None."""
     from onnx import numpy_helper
 
-    if node.op_type != "Conv" or len(node.input) < 2 or _attr_int(node, "group", 1) != 1:
+    if node.op_type != "Conv" or len(node.input) < 2 or _attrs(node).get("group", 1) != 1:
         return None
     dq = producers.get(node.input[1])
     if (dq is None or dq.op_type != "DequantizeLinear" or len(dq.input) < 3
@@ -62,15 +57,11 @@ def _weight_dq(node: Any, producers: dict[str, Any], inits: dict[str, Any],
 
 
 def _index(graph: Any) -> tuple[dict[str, Any], dict[str, Any], dict[str, int]]:
-    producers = {o: n for n in graph.node for o in n.output}
-    inits = {t.name: t for t in graph.initializer}
-    readers: dict[str, int] = {}
-    for n in graph.node:
-        for i in n.input:
-            readers[i] = readers.get(i, 0) + 1
+    """Producers, initializers and the number of readers (nodes and graph outputs) by name."""
+    readers = {name: len(users) for name, users in _consumers(graph).items()}
     for o in graph.output:
         readers[o.name] = readers.get(o.name, 0) + 1
-    return producers, inits, readers
+    return _producers(graph), {t.name: t for t in graph.initializer}, readers
 
 
 def offset_candidates(model: Any) -> list[str]:
@@ -123,7 +114,7 @@ def offset_conv_weights(model: Any, names: Iterable[str]) -> list[str]:
             inits[name] = tensor
             dq.input[slot] = name
         done.append(node.name)
-    _drop_unread(graph, replaced)
+    drop_unread_initializers(graph, replaced)
     return done
 
 
@@ -133,13 +124,6 @@ def _fresh(base: str, taken: dict[str, Any]) -> str:
         name += "_"
     return name
 
-
-def _drop_unread(graph: Any, names: set[str]) -> None:
-    """Drop the initializers ``names`` that nothing reads any more."""
-    read = {i for n in graph.node for i in n.input} | {o.name for o in graph.output}
-    keep = [t for t in graph.initializer if t.name in read or t.name not in names]
-    del graph.initializer[:]
-    graph.initializer.extend(keep)
 
 
 def offset_note(done: Sequence[str]) -> str:

@@ -16,6 +16,7 @@
   ViT from 74 % to 26 % in OpenVINO while onnxruntime kept 74 %; and the Q/DQ after the mean of
   an Embedding lookup gives wrong rows at some batch sizes (an SMS classifier: 31 % top-1
   agreement at batch 8). onnxruntime has no int8 kernel for either (it dequantizes first).
+- :func:`drop_unread_initializers`: initializers a rewrite replaced, once nothing reads them.
 - :func:`float_qdq_pairs`: Q->DQ pairs whose producer and consumer are both float nodes (a
   mixed-precision file should have none).
 
@@ -35,6 +36,7 @@ __all__ = [
     "float_qdq_pairs",
     "float_means",
     "topological_sort",
+    "drop_unread_initializers",
 ]
 
 _STANDARD_DOMAINS = frozenset({"", "ai.onnx"})
@@ -209,8 +211,14 @@ def _drop_unread(graph: Any, nodes: list[Any]) -> None:
         keep = [n for n in graph.node if not n.output or n.output[0] not in gone]
         del graph.node[:]
         graph.node.extend(keep)
-    still = _reads(graph)
-    inits = [t for t in graph.initializer if t.name not in dropped or t.name in still]
+    drop_unread_initializers(graph, dropped)
+
+
+def drop_unread_initializers(graph: Any, names: Iterable[str]) -> None:
+    """Remove the initializers among ``names`` that no node (or subgraph) reads any more and
+    that are no graph output."""
+    still, drop = _reads(graph) | {o.name for o in graph.output}, set(names)
+    inits = [t for t in graph.initializer if t.name not in drop or t.name in still]
     del graph.initializer[:]
     graph.initializer.extend(inits)
 
