@@ -79,11 +79,11 @@ def bench_inputs(plan: dict[str, Any], reference: Backend, batch: int) -> list[n
     return out
 
 
-def _time_rows(rows: list[tuple[str, Backend]], batch: int,
+def _time_rows(rows: list[tuple[str, Backend]], inputs: list[np.ndarray], batch: int,
                plan: dict[str, Any]) -> dict[str, Any]:
-    """Interleaved and warm-cache statistics of ``rows`` (the first is the reference)."""
+    """Interleaved and warm-cache statistics of ``rows`` (the first is the reference) on
+    ``inputs``."""
     names = [r for r, _ in rows]
-    inputs = bench_inputs(plan, rows[0][1], batch)
     calls = [b.bind(inputs) for _, b in rows]
     seconds = plan["seconds"] * len(calls)
     t0 = time.perf_counter()
@@ -115,6 +115,7 @@ def bench_plan(plan: dict[str, Any]) -> dict[str, Any]:
     for batch in plan["batches"]:
         rows: list[tuple[str, Backend]] = []
         errors: dict[str, str] = {}
+        inputs: list[np.ndarray] | None = None  # made with the first row (ORT fp32)
         for r in plan["rows"]:
             path = r["paths"].get(str(batch))
             if path is None:
@@ -127,15 +128,16 @@ def bench_plan(plan: dict[str, Any]) -> dict[str, Any]:
                 out["rows"].setdefault(r["row"], {})[str(batch)] = {
                     "path": path, "kind": b.kind, "engine": getattr(b, "engine", b.kind),
                     "load_ms": b.load_time_ms}
-                b.infer(bench_inputs(plan, b, batch) if r["row"] == "ort-fp32"
-                        else make_inputs(b.inputs, batch))  # fail here, not while timing
+                if inputs is None:
+                    inputs = bench_inputs(plan, b, batch)
+                b.infer(inputs)  # fail here, on the inputs it is timed on, not while timing
             except Exception as exc:  # a row that fails is reported; the others are timed
                 errors[r["row"]] = _error(exc)
                 continue
             rows.append((r["row"], b))
         res: dict[str, Any] = {"errors": errors}
-        if rows and rows[0][0] == "ort-fp32":
-            res.update(_time_rows(rows, batch, plan))
+        if rows and rows[0][0] == "ort-fp32" and inputs is not None:
+            res.update(_time_rows(rows, inputs, batch, plan))
         else:
             res["errors"]["all"] = "ORT fp32 (the reference) did not run"
         out["batches"][str(batch)] = res

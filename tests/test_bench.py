@@ -177,7 +177,7 @@ def test_synthetic_ids_span_the_embedding_table(tmp_path: Any, quantized: bool) 
     onnx = pytest.importorskip("onnx")
     from onnx import TensorProto, helper, numpy_helper
 
-    from edgekit.measure.backends import load_backend
+    from edgekit.measure.backends import OnnxBackend, load_backend
     from edgekit.speed.timing import make_inputs
 
     table = np.random.default_rng(0).normal(size=(50, 4)).astype(np.float32)
@@ -195,6 +195,8 @@ def test_synthetic_ids_span_the_embedding_table(tmp_path: Any, quantized: bool) 
     path = tmp_path / "embed.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
     backend = load_backend(path, threads=1)
+    assert isinstance(backend, OnnxBackend)
+    assert backend._inputs is None  # made on first use: the load time leaves the graph read out
     assert [i.high for i in backend.inputs] == [50]
     ids = make_inputs(backend.inputs, 64)[0]
     assert ids.dtype == np.int32 and 0 <= ids.min() and ids.max() < 50 and len(np.unique(ids)) > 25

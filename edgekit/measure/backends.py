@@ -36,6 +36,7 @@ class OnnxBackend(Backend):
     the engine's name."""
 
     kind = "onnx"
+    _inputs: list[InputInfo] | None = None
 
     def __init__(self, path: str | os.PathLike[str] | EdgeModel, name: str | None = None, *,
                  provider: str = "cpu", threads: int | None = None,
@@ -56,12 +57,18 @@ class OnnxBackend(Backend):
         if self.engine != "onnxruntime":
             self.kind = self.engine
         self.metadata = self.model.metadata
-        tables = _id_tables(self.path)
-        self.inputs = [
-            InputInfo(s.name, s.shape, (s.dtype or np.dtype("float32")).name,
-                      _int_high(self.metadata, s.name, tables))
-            for s in self.model.inputs
-        ]
+
+    @property
+    def inputs(self) -> list[InputInfo]:
+        """The model's inputs, made on first use: after the load, whose time (``load_backend``)
+        leaves out the second read of the file that integer ids' ranges may need."""
+        if self._inputs is None:
+            self._inputs = _input_infos(self.model, self.metadata, self.path)
+        return self._inputs
+
+    @inputs.setter
+    def inputs(self, value: list[InputInfo]) -> None:
+        self._inputs = value or None  # Backend's empty list: not made yet
 
     def infer(self, arrays: Sequence[np.ndarray]) -> np.ndarray:
         return self.model.run(dict(zip(self.model.input_names, arrays, strict=True)))[0]
@@ -91,14 +98,27 @@ def _open_edge_model(path: Path, provider: str, threads: int | None,
                      session=SessionOptionsConfig(precision=precision))
 
 
+def _input_infos(model: EdgeModel, meta: ModelMetadata | None, path: Path) -> list[InputInfo]:
+    """``model``'s inputs with their dtype and, for integer ones, the range of synthetic ids
+    (:func:`_int_high`; the graph is read only when an integer input needs it)."""
+    specs = [(s.name, s.shape, s.dtype or np.dtype("float32")) for s in model.inputs]
+    needs = not _vocab_size(meta) and any(np.issubdtype(d, np.integer) for _, _, d in specs)
+    tables = _id_tables(path) if needs else {}
+    return [InputInfo(n, shape, d.name, _int_high(meta, n, tables)) for n, shape, d in specs]
+
+
 def _int_high(meta: ModelMetadata | None, name: str, tables: dict[str, int]) -> int:
     """Exclusive upper bound of the synthetic ids of integer input ``name``: the tokenizer's
     vocabulary, else the rows of the embedding tables it indexes (``tables``), else 2."""
+    vocab = _vocab_size(meta)
+    return max(2, vocab) if vocab else max(2, tables.get(name, 2))
+
+
+def _vocab_size(meta: ModelMetadata | None) -> int:
+    """The tokenizer vocabulary's size in ``meta``, 0 without one."""
     tok = (meta.tokenizer if meta is not None else None) or {}
     vocab = tok.get("vocabulary") if isinstance(tok, dict) else None
-    if vocab:
-        return max(2, len(vocab))
-    return max(2, tables.get(name, 2))
+    return len(vocab) if vocab else 0
 
 
 def _id_tables(path: Path) -> dict[str, int]:
