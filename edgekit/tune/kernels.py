@@ -56,7 +56,8 @@ def gemm_conv_candidate(ctx: _Context, best: Candidate) -> Candidate | None:
         return None
     if not faster:
         say(f"    none of {total} conv(s) with symmetric int8 weights profiled faster on the "
-            "GEMM kernels: no kernel candidate")
+            "GEMM kernels: no kernel candidate" if total else
+            "    no conv with symmetric int8 weights: no kernel candidate")
         return None
     scheme = best.quantization.scheme
     chosen = tuple(dict.fromkeys([*scheme.offset_weight_convs, *faster]))
