@@ -16,6 +16,7 @@ runs in one process per model and thread setting (LiteRT/OpenVINO fix thread poo
     python benchmarks/zoo.py --quick            # smoke run: 3 tiny models, 32x32, b1, 1t
     python benchmarks/zoo.py --models resnet50,vit_small --size 160 --budget 2
     python benchmarks/zoo.py --models conv1d_text --merge results/zoo_x.json --out results
+    python benchmarks/zoo.py --threads 2 --merge results/zoo_x.json --out results  # adds 2t
 
 Resumable: each model's files and step results are cached in ``benchmarks/.cache/zoo/<model>/``
 (``--cache``; ``zoo-quick`` for ``--quick``); a step is redone only when its inputs or options
@@ -353,12 +354,16 @@ def main(argv: list[str] | None = None) -> int:
     log(f"CPU: {cpu_model()}, {instruction_set()} ({os.cpu_count()} logical cores)")
     log(f"zoo: {len(args.models)} model(s) at {args.size}x{args.size}, batches {args.batches}, "
         f"threads {args.threads}, tune budget {args.budget:g} min; cache {args.cache}")
-    models = zoo_report.merged_models(args.merge, vars(args)) if args.merge else {}
+    models, threads = zoo_report.merged_models(args.merge, vars(args)) if args.merge else ({}, [])
     for name in args.models:
-        models[name] = run_model(name, args)
-        models[name]["measured"] = time.strftime("%Y-%m-%d %H:%M")
-        (args.cache / name / "result.json").write_text(json.dumps(models[name], indent=1))
-    options = {**vars(args), "models": list(models)}
+        new = run_model(name, args)
+        new["measured"] = time.strftime("%Y-%m-%d %H:%M")
+        for bench in new.get("bench", {}).values():
+            bench["measured"] = new["measured"]
+        (args.cache / name / "result.json").write_text(json.dumps(new, indent=1))
+        models[name] = zoo_report.merge_model(models.get(name), new)
+    options = {**vars(args), "models": list(models),
+               "threads": sorted(set(args.threads) | set(threads))}
     result = zoo_report.summarize(models, options, time.perf_counter() - t0)
     paths = zoo_report.write(result, args.out, "zoo")
     print(zoo_report.markdown(result))
@@ -388,7 +393,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     "benchmarks/.cache/zoo, quick benchmarks/.cache/zoo-quick)")
     ap.add_argument("--merge", type=Path, default=None,
                     help="an earlier zoo JSON of this CPU and these options: its models are "
-                    "kept, the --models run now replace theirs (a partial re-measurement)")
+                    "kept, the --models run now replace theirs (a partial re-measurement); "
+                    "with other --threads, this run's thread settings are added to its own")
     ap.add_argument("--worker", choices=["prepare", "bench"], default=None, help=argparse.SUPPRESS)
     ap.add_argument("--work", type=Path, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)

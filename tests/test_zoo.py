@@ -105,8 +105,9 @@ def test_merge_refuses_another_cpu_or_other_options(tmp_path: Path) -> None:
     doc = {"date": "2026-01-01 00:00", "machine": machine, "options": opts,
            "models": {"a": {"name": "a"}}}
     path.write_text(json.dumps(doc))
-    assert zoo_report.merged_models(path, opts) == {
-        "a": {"name": "a", "measured": "2026-01-01 00:00"}}
+    assert zoo_report.merged_models(path, opts) == (
+        {"a": {"name": "a", "measured": "2026-01-01 00:00"}}, [1])
+    assert zoo_report.merged_models(path, {**opts, "threads": [2]})[1] == [1]  # adds a setting
     with pytest.raises(SystemExit, match="its budget is 1.5, this run's 3.0"):
         zoo_report.merged_models(path, {**opts, "budget": 3.0})
     path.write_text(json.dumps({**doc, "machine": {**machine, "cpu": "Other CPU"}}))
@@ -160,6 +161,45 @@ def test_targets_name_the_failing_models() -> None:
     assert checks[3]["status"] == "fail" and len(checks[3]["failing"]) == 12  # 4000 MiB tunes
     lines = "\n".join(zoo_report.target_lines(list(checks.values())))
     assert "[PASS]" in lines and "[FAIL]" in lines and "incomplete" not in lines
+
+
+def test_a_run_with_other_threads_adds_its_rows_to_the_merged_ones() -> None:
+    """``--threads 2 --merge old.json`` keeps old's 1-thread tunes and timings (with their
+    dates) next to this run's 2-thread ones; a setting measured again replaces the old one."""
+    old = _fake({"ort-fp32": 0.5, "int8": 0.9, "litert-int8": 0.95}, 0.8)
+    old["bench"]["1"]["measured"] = "2026-01-01 00:00"
+    new = _fake({"ort-fp32": 0.5, "int8": 0.9, "litert-int8": 0.95}, 0.7)
+    new["bench"] = {"2": {**new["bench"].pop("1"), "measured": "2026-01-02 00:00"}}
+    new["tune"] = {"t2_b1": {**new["tune"].pop("t1_b1"), "winner": "int8-2t"}}
+    merged = zoo_report.merge_model(old, new)
+    assert set(merged["bench"]) == {"1", "2"} and set(merged["tune"]) == {"t1_b1", "t2_b1"}
+    assert merged["bench"]["1"]["measured"] == "2026-01-01 00:00"
+    assert merged["tune"]["t2_b1"]["winner"] == "int8-2t"
+    again = zoo_report.merge_model(merged, old)  # 1 thread measured again: old's rows go
+    assert again["bench"]["1"] is old["bench"]["1"] and set(again["tune"]) == {"t1_b1", "t2_b1"}
+    assert zoo_report.merge_model(None, new) is new
+    models = {f"m{i}": {"name": f"m{i}", "title": "t", "zoo": True, **(merged if i else new)}
+              for i in range(12)}
+    opts = {"size": 224, "budget": 1.5, "seconds": 3.0, "threads": [1, 2], "batches": [1, 32],
+            "calibration_samples": 32, "quick": False, "merge": None}
+    result = zoo_report.summarize(models, opts, 1.0)
+    table = zoo_report.markdown(result)
+    assert "| m0 | 1 | 2 |" in table and "| m0 | 1 | 1 |" not in table  # m0 has no 1-thread row
+    assert "measured with 1 thread(s) 2026-01-01 00:00" in table
+    checks = result["targets"]
+    assert "m0" not in checks[0]["passing"] and "m0" in checks[0]["n/a"][0]  # 1 thread only
+
+
+def test_litert_target_fails_on_one_model_over_the_cap() -> None:
+    """>= 10 of 12 models no slower than LiteRT is not enough when one is over 1.15x."""
+    models = {f"m{i}": {"name": f"m{i}", "title": "t", "zoo": True,
+                        **_fake({"ort-fp32": 0.5, "int8": 0.9, "litert-int8": 0.95}, 0.8)}
+              for i in range(12)}
+    models["m0"].update(_fake({"ort-fp32": 0.5, "int8": 0.9, "litert-int8": 1.2}, 0.8))
+    result = {"options": {"batches": [1, 32], "threads": [1], "size": 224}, "models": models}
+    check = zoo_report.targets(result)[0]
+    assert len(check["passing"]) == 11 and check["status"] == "fail"
+    assert "slowest tuned/LiteRT ratio 1.20" in check["summary"]
 
 
 def test_rows_are_timed_on_the_calibration_samples(tmp_path: Path) -> None:
