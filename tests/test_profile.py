@@ -229,6 +229,19 @@ def test_ov_kind_reads_the_conv_shape_from_the_graph(models: Models) -> None:
         == "conv kxk"
     assert ov_kind(NodeTime("other", "Convolution", "jit_1x1_I8", 1)) == "conv 1x1"
     assert ov_kind(NodeTime("fc", "FullyConnectedQuantizedLegacy", "brgemm", 1)) == "matmul/gemm"
+    assert ov_kind(NodeTime("swish", "Subgraph", "jit_avx512_I8", 1)) == "elementwise"
+    assert ov_kind(NodeTime("q", "FakeQuantize", "jit", 1)) == "quantize"
+    assert ov_kind(NodeTime("r", "Reorder", "jit", 1)) == "layout"
+
+
+def test_ort_kind_names_elementwise_kernels() -> None:
+    """Swish and squeeze-excite products (float, fused or integer) are element-wise time."""
+    from edgekit.measure.profile import ort_kind
+
+    for op in ("QLinearSigmoid", "QLinearMul", "QuickGelu", "Mul", "Sigmoid"):
+        assert ort_kind(NodeTime("n", op, "", 1), {}, {}) == "elementwise", op
+    assert ort_kind(NodeTime("n", "DequantizeLinear", "", 1), {}, {}) == "quantize"
+    assert ort_kind(NodeTime("n", "Softmax", "", 1), {}, {}) == "other"
 
 
 def test_ov_kind_follows_the_layers_openvino_fused(models: Models) -> None:

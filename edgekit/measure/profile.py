@@ -36,7 +36,8 @@ __all__ = ["KINDS", "NodeTime", "OpProfile", "ProfileRow", "node_profile",
            "node_times", "attribute_fp32", "attribute_int8", "ort_kind", "ov_kind",
            "profile_models", "PROFILED_ENGINES"]
 
-KINDS = ("conv 1x1", "conv depthwise", "conv kxk", "matmul/gemm", "quantize", "layout", "other")
+KINDS = ("conv 1x1", "conv depthwise", "conv kxk", "matmul/gemm", "quantize", "elementwise",
+         "layout", "other")
 #: the Q/DQ kernels that count as unfused in an onnxruntime profile
 QDQ_OPS = frozenset({"QuantizeLinear", "DequantizeLinear"})
 _CONV = {"Conv", "QLinearConv", "ConvInteger", "FusedConv", "NhwcFusedConv", "NhwcConv"}
@@ -45,6 +46,15 @@ _MATMUL = {"MatMul", "Gemm", "QGemm", "QLinearMatMul", "MatMulInteger", "FusedMa
 _QUANT = {*QDQ_OPS, "DynamicQuantizeLinear", "FakeQuantize", "Convert"}
 _LAYOUT = {"Transpose", "Reorder", "ReorderInput", "ReorderOutput", "Reshape", "Squeeze",
            "Unsqueeze", "Flatten"}
+#: element-wise kernels (activations and arithmetic, float or integer; onnxruntime's fused Swish
+#: is QuickGelu; OpenVINO's fused element-wise chains are a ``Subgraph``, its unfused ones an
+#: ``Eltwise``): EfficientNet's Swish and squeeze-excite products are most of its int8 time
+_ELEMENTWISE = {"Add", "Sub", "Mul", "Div", "Sigmoid", "Tanh", "Relu", "Clip", "LeakyRelu",
+                "HardSigmoid", "HardSwish", "Gelu", "QuickGelu", "FastGelu", "BiasGelu", "Erf",
+                "Pow", "Sqrt", "Exp", "Neg", "Max", "Min", "Where", "Elu", "Selu", "PRelu",
+                "Softplus", "Mish", "QLinearAdd", "QLinearMul", "QLinearSigmoid",
+                "QLinearLeakyRelu", "Eltwise", "Subgraph", "Multiply", "Subtract", "Divide",
+                "Power", "Swish", "Math"}
 _ACTIVATIONS = {"Relu", "Clip", "LeakyRelu", "Sigmoid", "HardSigmoid", "Tanh", "Add"}
 _COMPUTE = {"Conv", "MatMul", "Gemm", "ConvTranspose"}
 #: profiled calls per round and rounds of ``bench --profile``
@@ -250,8 +260,15 @@ def ort_kind(node: NodeTime, by_name: dict[str, Any], producer: dict[str, Any]) 
         return _conv_kind(conv) if conv is not None and conv.op_type == "Conv" else "conv kxk"
     if op in _MATMUL:
         return "matmul/gemm"
+    return _other_kind(op)
+
+
+def _other_kind(op: str) -> str:
+    """The kind of a kernel that is no conv and no matmul, by its op type."""
     if op in _QUANT:
         return "quantize"
+    if op in _ELEMENTWISE:
+        return "elementwise"
     return "layout" if op in _LAYOUT else "other"
 
 
@@ -335,9 +352,7 @@ def ov_kind(node: NodeTime, by_name: dict[str, Any] | None = None,
         return "conv 1x1" if "1x1" in node.kernel else "conv kxk"
     if node.op.startswith(("FullyConnected", "MatMul")):
         return "matmul/gemm"
-    if node.op in _QUANT:
-        return "quantize"
-    return "layout" if node.op in _LAYOUT else "other"
+    return _other_kind(node.op)
 
 
 #: the engines with a profiler (others' rows are listed as not profiled)
