@@ -34,11 +34,12 @@ from edgekit.convert import (  # noqa: E402
     validate_source,
 )
 from edgekit.convert.conversion import opset_hint  # noqa: E402
-from edgekit.convert.graph import simplify, subgraph_inputs  # noqa: E402
+from edgekit.convert.graph import simplify  # noqa: E402
 from edgekit.convert.tfconvert import bind_captured_constants, higher_opset_for  # noqa: E402
 from edgekit.convert.validate import validate  # noqa: E402
 from edgekit.errors import ConversionError, InputError, ValidationError  # noqa: E402
 from edgekit.io.memory import BATCH_MEMORY_BYTES  # noqa: E402
+from edgekit.io.onnxgraph import subgraph_inputs  # noqa: E402
 
 pytestmark = [pytest.mark.file_seconds(20), pytest.mark.slow]
 

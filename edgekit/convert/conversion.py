@@ -17,7 +17,7 @@ from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 from edgekit.convert.config import MIN_OPSET
-from edgekit.convert.graph import drop_unused_opsets, walk_nodes
+from edgekit.convert.graph import drop_unused_opsets
 from edgekit.convert.graph import simplify as simplify_graph
 from edgekit.convert.load import KerasSource, keras_call_error
 from edgekit.convert.rewrites import rewrite
@@ -32,6 +32,7 @@ from edgekit.convert.tfconvert import (
 )
 from edgekit.errors import ConversionError, require
 from edgekit.errors import exception_reason as _reason
+from edgekit.io.onnxgraph import walk_nodes
 from edgekit.validate import onnx_session
 
 if TYPE_CHECKING:

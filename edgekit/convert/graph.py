@@ -26,26 +26,12 @@ import numpy as np
 from edgekit.inputs.data import TensorSpecInfo, is_string_dtype
 from edgekit.inputs.prepare import onnx_input_specs
 from edgekit.inputs.synthetic import dynamic_count
+from edgekit.io.onnxgraph import consumers, graph_reads, walk_nodes
 
 if TYPE_CHECKING:
     import onnx
 
-__all__ = ["drop_unused_opsets", "simplify", "walk_nodes", "subgraph_inputs"]
-
-
-def _subgraphs(node: Any) -> Iterator[Any]:
-    for a in node.attribute:
-        if a.HasField("g"):
-            yield a.g
-        yield from a.graphs
-
-
-def walk_nodes(graph: onnx.GraphProto) -> Iterator[onnx.NodeProto]:
-    """Every node of ``graph``, then of its subgraphs (Loop/If/Scan bodies), recursively."""
-    for n in graph.node:
-        yield n
-        for sub in _subgraphs(n):
-            yield from walk_nodes(sub)
+__all__ = ["drop_unused_opsets", "simplify"]
 
 
 def drop_unused_opsets(model: onnx.ModelProto) -> list[str]:
@@ -62,24 +48,6 @@ def drop_unused_opsets(model: onnx.ModelProto) -> list[str]:
     for o in unused:
         model.opset_import.remove(o)
     return [o.domain for o in unused]
-
-
-def subgraph_inputs(node: onnx.NodeProto) -> set[str]:
-    """Names a node's subgraphs read (recursively), minus those they define themselves."""
-    used: set[str] = set()
-    defined: set[str] = set()
-    for sub in _subgraphs(node):
-        defined |= {i.name for i in sub.input} | {i.name for i in sub.initializer}
-        for n in walk_nodes(sub):
-            used.update(n.input)
-            defined.update(n.output)
-        used.update(o.name for o in sub.output)
-    return used - defined - {""}
-
-
-def _node_inputs(node: Any) -> set[str]:
-    """What a node reads: its inputs and its subgraphs' outer-scope references."""
-    return set(node.input) | subgraph_inputs(node)
 
 
 def _static_tail(vi: Any) -> list[int] | None:
@@ -101,14 +69,6 @@ def _shapes(model: Any) -> dict[str, Any]:
     inferred = onnx.shape_inference.infer_shapes(model)
     g = inferred.graph
     return {vi.name: vi for vi in [*g.value_info, *g.input, *g.output]}
-
-
-def _consumers(graph: Any) -> dict[str, list[Any]]:
-    out: dict[str, list[Any]] = {}
-    for n in graph.node:
-        for i in _node_inputs(n):
-            out.setdefault(i, []).append(n)
-    return out
 
 
 #: Smallest dynamic size tried first when measuring shape values; a graph that refuses it (a
@@ -216,7 +176,7 @@ def _fold_transpose_matmul(model: Any, shapes: dict[str, Any], notes: list[str])
 
     graph = model.graph
     inits = {i.name: i for i in graph.initializer}
-    consumers = _consumers(graph)
+    readers = consumers(graph)
     outputs = {o.name for o in graph.output}
     folded = 0
     for t in list(graph.node):
@@ -225,7 +185,7 @@ def _fold_transpose_matmul(model: Any, shapes: dict[str, Any], notes: list[str])
         perm = next((list(a.ints) for a in t.attribute if a.name == "perm"), None)
         src = shapes.get(t.input[0])
         tail = _static_tail(src) if src is not None else None
-        users = consumers.get(t.output[0], [])
+        users = readers.get(t.output[0], [])
         if perm is None or perm[0] != 0 or tail is None or len(users) != 1:
             continue
         r = users[0]
@@ -235,7 +195,7 @@ def _fold_transpose_matmul(model: Any, shapes: dict[str, Any], notes: list[str])
         k = int(np.prod(tail))
         if list(new_shape) not in ([-1, k], [0, k]) or r.output[0] in outputs:
             continue
-        r_users = consumers.get(r.output[0], [])
+        r_users = readers.get(r.output[0], [])
         if len(r_users) != 1 or r_users[0].op_type != "MatMul":
             continue
         m = r_users[0]
@@ -243,7 +203,7 @@ def _fold_transpose_matmul(model: Any, shapes: dict[str, Any], notes: list[str])
         if m.input[0] != r.output[0] or w_init is None:
             continue
         w = numpy_helper.to_array(w_init)
-        if w.ndim != 2 or w.shape[0] != k or len(consumers.get(w_init.name, [])) != 1:
+        if w.ndim != 2 or w.shape[0] != k or len(readers.get(w_init.name, [])) != 1:
             continue
         # Row j of the flattened source is row order[j] of the flattened transposed tensor.
         src_index = np.arange(k).reshape(tail)
@@ -261,14 +221,14 @@ def _prune(model: Any) -> int:
     graph = model.graph
     removed = 0
     while True:
-        used = {i for n in graph.node for i in _node_inputs(n)} | {o.name for o in graph.output}
+        used = graph_reads(graph) | {o.name for o in graph.output}
         dead = [n for n in graph.node if not any(o in used for o in n.output)]
         if not dead:
             break
         for n in dead:
             graph.node.remove(n)
         removed += len(dead)
-    used = {i for n in graph.node for i in _node_inputs(n)} | {o.name for o in graph.output}
+    used = graph_reads(graph) | {o.name for o in graph.output}
     for init in [i for i in graph.initializer if i.name not in used]:
         graph.initializer.remove(init)
     return removed

@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from edgekit.convert.graph import subgraph_inputs
+from edgekit.io.onnxgraph import consumers, producers
 
 if TYPE_CHECKING:
     import onnx
@@ -64,11 +64,8 @@ class _Graph:
         from onnx import numpy_helper
 
         self.graph = graph
-        self.producer = {o: n for n in graph.node for o in n.output}
-        self.users: dict[str, list[Any]] = {}
-        for n in graph.node:
-            for i in set(n.input) | subgraph_inputs(n):
-                self.users.setdefault(i, []).append(n)
+        self.producer = producers(graph)
+        self.users: dict[str, list[Any]] = dict(consumers(graph))
         self.inits = {i.name: i for i in graph.initializer}
         self.outputs = {o.name for o in graph.output}
         self._array = numpy_helper.to_array

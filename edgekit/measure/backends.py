@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from edgekit.errors import InputError, require
+from edgekit.io.onnxgraph import producers as producer_index
 from edgekit.measure.backend import Backend, InputInfo
 from edgekit.metadata import ModelMetadata
 
@@ -131,7 +132,7 @@ def _id_tables(path: Path) -> dict[str, int]:
         return {}
     graph = onnx.load(os.fspath(path), load_external_data=False).graph
     rows = {t.name: int(t.dims[0]) for t in graph.initializer if t.dims}
-    producers = {o: n for n in graph.node for o in n.output}
+    producer = producer_index(graph)
     inputs = {i.name for i in graph.input} - set(rows)
     out: dict[str, int] = {}
     for node in graph.node:
@@ -139,11 +140,11 @@ def _id_tables(path: Path) -> dict[str, int]:
         if node.op_type != "Gather" or len(node.input) < 2 or axis != 0:
             continue
         table, ids = node.input[0], node.input[1]
-        dq = producers.get(table)
+        dq = producer.get(table)
         if dq is not None and dq.op_type == "DequantizeLinear":
             table = dq.input[0]
-        while ids in producers and producers[ids].op_type == "Cast":
-            ids = producers[ids].input[0]
+        while ids in producer and producer[ids].op_type == "Cast":
+            ids = producer[ids].input[0]
         if ids in inputs and table in rows:
             out[ids] = min(out.get(ids, rows[table]), rows[table])
     return out

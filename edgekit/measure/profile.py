@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from edgekit.errors import InputError
+from edgekit.io.onnxgraph import producers
 from edgekit.io.tempdirs import drop_temp_dir, new_temp_dir
 from edgekit.speed.timing import balanced_orders
 
@@ -200,7 +201,7 @@ def node_profile(path: str | os.PathLike[str], feeds: dict[str, np.ndarray], ses
 def attribute_fp32(profile: dict[str, float], graph: Any) -> dict[str, float]:
     """Map fp32 profile names (node names, or fused outputs ``<tensor>_nchwc``) to the
     original compute nodes (Conv/MatMul/Gemm)."""
-    producer = {o: n for n in graph.node for o in n.output}
+    producer = producers(graph)
     by_name = {n.name: n for n in graph.node}
     out: dict[str, float] = collections.defaultdict(float)
     for name, us in profile.items():
@@ -226,7 +227,7 @@ def _graph_index(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     import onnx
 
     graph = onnx.load(os.fspath(path), load_external_data=False).graph
-    return {n.name: n for n in graph.node}, {o: n for n in graph.node for o in n.output}
+    return {n.name: n for n in graph.node}, producers(graph)
 
 
 def _conv_kind(node: Any) -> str:

@@ -16,6 +16,7 @@ import numpy as np
 
 from edgekit.agreement import Agreement, compare_predictions, gate
 from edgekit.errors import AccuracyGateError, ConversionError, DataError, InputError, require
+from edgekit.io.onnxgraph import consumers
 from edgekit.progress import StatusFn
 from edgekit.progress import status as report_progress
 from edgekit.quantize.calibration import (
@@ -173,14 +174,11 @@ def _node_groups(pre: Path, model: Any, qdq: Path, reader: ArrayCalibrationReade
     nodes that consume it, scored by the SQNR (dB) the tensor loses in that region. ``model``
     is the float model at ``pre``, already loaded."""
     errors = activation_errors(pre, qdq, reader, tmp)
-    consumers: dict[str, list[Any]] = {}
-    for n in model.graph.node:
-        for i in n.input:
-            consumers.setdefault(i, []).append(n)
+    readers = consumers(model.graph)
     groups: list[tuple[float, list[str]]] = []
     for t in tensor_losses(model, errors):
         members = [n for n in reversed(t.region) if n]
-        members += [c.name for c in consumers.get(t.tensor, []) if c.name]
+        members += [c.name for c in readers.get(t.tensor, []) if c.name]
         members = [m for m in dict.fromkeys(members) if m in quantizable]
         if members:
             groups.append((t.loss_db, members))

@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from edgekit.io.onnxgraph import producers
+
 __all__ = [
     "EXPLAIN_SAMPLES",
     "EXPLAIN_LINES",
@@ -95,7 +97,7 @@ def tensor_losses(model: Any, errors: Mapping[str, Mapping[str, float]]) -> list
     first. A tensor's loss is the lowest SQNR of the nearest measured tensors upstream (the
     graph inputs count as exact) minus its own; without a measured tensor upstream it is the
     error of its own quantization."""
-    producer = {o: n for n in model.graph.node for o in n.output}
+    producer = producers(model.graph)
     losses = []
     for tensor in errors:
         own = sqnr_db(errors, tensor)

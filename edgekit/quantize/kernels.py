@@ -31,8 +31,9 @@ from typing import Any
 import numpy as np
 
 from edgekit.errors import InputError
+from edgekit.io.onnxgraph import consumers, producers
 from edgekit.quantize.layout import _attrs
-from edgekit.quantize.qdq import _consumers, _producers, drop_unread_initializers
+from edgekit.quantize.qdq import drop_unread_initializers
 
 __all__ = ["offset_candidates", "offset_conv_weights", "offset_note"]
 
@@ -58,10 +59,10 @@ def _weight_dq(node: Any, producers: dict[str, Any], inits: dict[str, Any],
 
 def _index(graph: Any) -> tuple[dict[str, Any], dict[str, Any], dict[str, int]]:
     """Producers, initializers and the number of readers (nodes and graph outputs) by name."""
-    readers = {name: len(users) for name, users in _consumers(graph).items()}
+    readers = {name: len(users) for name, users in consumers(graph).items()}
     for o in graph.output:
         readers[o.name] = readers.get(o.name, 0) + 1
-    return _producers(graph), {t.name: t for t in graph.initializer}, readers
+    return producers(graph), {t.name: t for t in graph.initializer}, readers
 
 
 def offset_candidates(model: Any) -> list[str]:

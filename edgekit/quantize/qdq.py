@@ -25,9 +25,11 @@ Works on ``onnx.ModelProto`` objects (the ``onnx`` package is a base dependency)
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Iterable
 from typing import Any
+
+from edgekit.io.onnxgraph import consumers, graph_reads
+from edgekit.io.onnxgraph import producers as producer_index
 
 __all__ = [
     "nonstandard_ops",
@@ -59,7 +61,7 @@ def output_activation_nodes(model: Any) -> list[str]:
     or reaches one through :data:`_PASS_THROUGH` ops only) and of those pass-through nodes:
     quantized, probabilities would come in 1/255 steps."""
     graph = model.graph
-    producers = _producers(graph)
+    producers = producer_index(graph)
     found: list[str] = []
     for out in (o.name for o in graph.output):
         chain, node = [], producers.get(out)
@@ -71,18 +73,6 @@ def output_activation_nodes(model: Any) -> list[str]:
     return list(dict.fromkeys(found))
 
 
-def _consumers(graph: Any) -> dict[str, list[Any]]:
-    users: dict[str, list[Any]] = defaultdict(list)
-    for n in graph.node:
-        for i in n.input:
-            users[i].append(n)
-    return users
-
-
-def _producers(graph: Any) -> dict[str, Any]:
-    return {o: n for n in graph.node for o in n.output}
-
-
 def commute_relu_maxpool(model: Any) -> list[str]:
     """Swap float ``Relu -> MaxPool`` pairs in place; returns the MaxPool names swapped.
 
@@ -91,7 +81,7 @@ def commute_relu_maxpool(model: Any) -> list[str]:
     ``value_info`` (they changed).
     """
     graph = model.graph
-    producers, users = _producers(graph), _consumers(graph)
+    producers, users = producer_index(graph), consumers(graph)
     outputs = {o.name for o in graph.output}
     swapped: list[str] = []
     for pool in list(graph.node):
@@ -137,7 +127,7 @@ def float_means(model: Any) -> list[str]:
     run right in int8) is left alone. Pairs that other nodes still read stay.
     """
     graph = model.graph
-    producers, users = _producers(graph), _consumers(graph)
+    producers, users = producer_index(graph), consumers(graph)
     outputs = {o.name for o in graph.output}
     ranks: dict[str, int] | None = None
     rewired: list[str] = []
@@ -184,16 +174,6 @@ def _write_float(node: Any, users: dict[str, list[Any]], outputs: set[str]) -> l
     return left
 
 
-def _reads(graph: Any) -> set[str]:
-    """Every tensor name a node of ``graph`` or of its subgraphs (If/Loop bodies) reads."""
-    names = {i for n in graph.node for i in n.input}
-    for n in graph.node:
-        for attr in n.attribute:
-            for sub in [attr.g] if attr.HasField("g") else list(attr.graphs):
-                names |= _reads(sub)
-    return names
-
-
 def _drop_unread(graph: Any, nodes: list[Any]) -> None:
     """Remove those of ``nodes`` (DQs first, then their Qs) whose outputs nothing reads any
     more, with the scale/zero-point initializers only they read."""
@@ -203,7 +183,7 @@ def _drop_unread(graph: Any, nodes: list[Any]) -> None:
     outputs = {o.name for o in graph.output}
     dropped: set[str] = set()
     for op in ("DequantizeLinear", "QuantizeLinear"):
-        used = _reads(graph) | outputs
+        used = graph_reads(graph) | outputs
         gone = {n.output[0] for n in graph.node if n.op_type == op and n.output
                 and n.output[0] in candidates and n.output[0] not in used}
         dropped.update(i for n in graph.node if n.output and n.output[0] in gone
@@ -217,7 +197,7 @@ def _drop_unread(graph: Any, nodes: list[Any]) -> None:
 def drop_unread_initializers(graph: Any, names: Iterable[str]) -> None:
     """Remove the initializers among ``names`` that no node (or subgraph) reads any more and
     that are no graph output."""
-    still, drop = _reads(graph) | {o.name for o in graph.output}, set(names)
+    still, drop = graph_reads(graph) | {o.name for o in graph.output}, set(names)
     inits = [t for t in graph.initializer if t.name not in drop or t.name in still]
     del graph.initializer[:]
     graph.initializer.extend(inits)
@@ -233,7 +213,7 @@ def _drop_value_info(graph: Any, names: Iterable[str]) -> None:
 def topological_sort(graph: Any) -> None:
     """Reorder ``graph.node`` so every node follows the producers of its inputs (in place)."""
     ready = {i.name for i in graph.input} | {i.name for i in graph.initializer} | {""}
-    producers = _producers(graph)
+    producers = producer_index(graph)
     pending = list(graph.node)
     ordered: list[Any] = []
     while pending:
@@ -255,7 +235,7 @@ def float_qdq_pairs(model: Any, float_nodes: Iterable[str]) -> list[str]:
     """Tensors quantized (Q -> DQ) between two nodes of ``float_nodes`` (should be empty)."""
     graph = model.graph
     floats = set(float_nodes)
-    producers, users = _producers(graph), _consumers(graph)
+    producers, users = producer_index(graph), consumers(graph)
     found = []
     for q in graph.node:
         if q.op_type != "QuantizeLinear":
