@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from edgekit.io.onnxgraph import consumers, producers
+from edgekit.io.onnxgraph import attributes, consumers, producers
 
 if TYPE_CHECKING:
     import onnx
@@ -385,14 +385,13 @@ def _stem_conv(g: _Graph, x: str, name: str, channels: int) -> tuple[Any, bool] 
     if (conv is None or conv.op_type != "Conv" or conv.input[0] != name
             or channels > 1 and _last_dim(g, x) != channels):
         return None
-    attrs = {a.name: a for a in conv.attribute}
+    attrs = attributes(conv)
     w = g.const(conv.input[1])
     if (w is None or w.dtype != np.float32 or w.ndim != 4 or len(g.users[conv.input[1]]) > 1
-            or (channels > 1 and w.shape[1] != channels)
-            or ("group" in attrs and attrs["group"].i != 1)):
+            or (channels > 1 and w.shape[1] != channels) or attrs.get("group", 1) != 1):
         return None
-    padded = ("pads" in attrs and any(attrs["pads"].ints)) or (
-        "auto_pad" in attrs and attrs["auto_pad"].s not in (b"NOTSET", b"VALID"))
+    padded = any(attrs.get("pads", ())) or attrs.get("auto_pad", b"NOTSET") not in (
+        b"NOTSET", b"VALID")
     return conv, bool(padded)
 
 

@@ -3,7 +3,7 @@
 
 A tensor read inside a ``Loop``, ``If`` or ``Scan`` body (an outer-scope reference) counts as
 read by the node that holds the body; tf2onnx converts RNNs (GRU, LSTM, TimeDistributed) to
-such loops. Works on ``onnx`` protobufs (a base dependency) without importing ``onnx``.
+such loops. Works on ``onnx`` protobufs (a base dependency; imported only to read attribute values).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from typing import Any
 
 __all__ = ["walk_nodes", "subgraph_inputs", "node_reads", "graph_reads", "producers",
-           "consumers"]
+           "consumers", "attributes"]
 
 
 def _subgraphs(node: Any) -> Iterator[Any]:
@@ -67,3 +67,10 @@ def consumers(graph: Any) -> defaultdict[str, list[Any]]:
         for i in node_reads(n):
             users[i].append(n)
     return users
+
+
+def attributes(node: Any) -> dict[str, Any]:
+    """A node's attributes as Python values (ints, floats, lists, bytes ...), by name."""
+    from onnx import helper
+
+    return {a.name: helper.get_attribute_value(a) for a in node.attribute}

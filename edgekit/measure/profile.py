@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from edgekit.errors import InputError
-from edgekit.io.onnxgraph import producers
+from edgekit.io.onnxgraph import attributes, producers
 from edgekit.io.tempdirs import drop_temp_dir, new_temp_dir
 from edgekit.speed.timing import balanced_orders
 
@@ -231,9 +231,8 @@ def _graph_index(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
 
 
 def _conv_kind(node: Any) -> str:
-    attrs = {a.name: a for a in node.attribute}
-    group = attrs["group"].i if "group" in attrs else 1
-    kernel = list(attrs["kernel_shape"].ints) if "kernel_shape" in attrs else []
+    attrs = attributes(node)
+    group, kernel = attrs.get("group", 1), list(attrs.get("kernel_shape", []))
     if group > 1:
         return "conv depthwise"
     return "conv 1x1" if kernel and all(k == 1 for k in kernel) else "conv kxk"

@@ -31,8 +31,7 @@ from typing import Any
 import numpy as np
 
 from edgekit.errors import InputError
-from edgekit.io.onnxgraph import consumers, producers
-from edgekit.quantize.layout import _attrs
+from edgekit.io.onnxgraph import attributes, consumers, producers
 from edgekit.quantize.qdq import drop_unread_initializers
 
 __all__ = ["offset_candidates", "offset_conv_weights", "offset_note"]
@@ -44,7 +43,7 @@ def _weight_dq(node: Any, producers: dict[str, Any], inits: dict[str, Any],
     points 0 and room for a shift of one, read by that Conv only; else None."""
     from onnx import numpy_helper
 
-    if node.op_type != "Conv" or len(node.input) < 2 or _attrs(node).get("group", 1) != 1:
+    if node.op_type != "Conv" or len(node.input) < 2 or attributes(node).get("group", 1) != 1:
         return None
     dq = producers.get(node.input[1])
     if (dq is None or dq.op_type != "DequantizeLinear" or len(dq.input) < 3

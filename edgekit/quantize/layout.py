@@ -9,22 +9,18 @@ from typing import Any
 
 import numpy as np
 
+from edgekit.io.onnxgraph import attributes
+
 __all__ = ["slice_strided_pointwise", "slice_strided_pointwise_file"]
 
 _INT64_MAX = np.iinfo(np.int64).max
-
-
-def _attrs(node: Any) -> dict[str, Any]:
-    from onnx import helper
-
-    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
 
 
 def _strided_pointwise(node: Any) -> list[int] | None:
     """The strides of a 1x1 (or 1) Conv with a stride above 1 and no padding, else None."""
     if node.op_type != "Conv" or node.domain not in ("", "ai.onnx"):
         return None
-    a = _attrs(node)
+    a = attributes(node)
     kernel, strides = list(a.get("kernel_shape", [])), list(a.get("strides", []))
     pad = a.get("auto_pad", b"NOTSET")
     pad = pad.decode() if isinstance(pad, bytes) else pad
