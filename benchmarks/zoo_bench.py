@@ -9,7 +9,9 @@ at each batch. Per batch:
   balanced orders) for ``seconds`` x rows (at least ``min_rounds`` rounds): p50/p90/p99 by
   :func:`~edgekit.speed.timing.latency_stats` and the median of per-round paired ratios
   against ORT fp32 (:func:`edgekit.speed.ratio.paired_ratio`), and of the tuned row against
-  every other row;
+  every other row; with more than one thread, a row's sample in a round is the median of the
+  second half of 60 ms of its consecutive calls (``settle``: the other engines' idle pool
+  threads spin into a lone call; see :mod:`edgekit.speed.timing`);
 - warm-cache blocks: 20 consecutive calls of one row (``measure`` on that row alone), the rows
   in balanced orders, for as long again (at least one block per row): the per-call median.
 """
@@ -25,7 +27,13 @@ import numpy as np
 from edgekit.measure.backend import Backend
 from edgekit.measure.backends import load_backend
 from edgekit.speed.ratio import paired_ratio
-from edgekit.speed.timing import balanced_orders, latency_stats, make_inputs, measure
+from edgekit.speed.timing import (
+    balanced_orders,
+    latency_stats,
+    make_inputs,
+    measure,
+    settle_for,
+)
 
 __all__ = ["bench_plan", "bench_inputs", "warm_blocks", "BLOCK"]
 
@@ -88,7 +96,7 @@ def _time_rows(rows: list[tuple[str, Backend]], inputs: list[np.ndarray], batch:
     seconds = plan["seconds"] * len(calls)
     t0 = time.perf_counter()
     times = measure(calls, runs=None, duration=seconds, min_runs=plan["min_rounds"],
-                    warmup=plan["warmup"])
+                    warmup=plan["warmup"], settle=settle_for(int(plan["threads"])))
     t1 = time.perf_counter()
     warm = warm_blocks(calls, seconds)
     stats: dict[str, Any] = {}

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 
 from edgekit.errors import InputError
@@ -114,3 +116,82 @@ def test_the_ratio_is_candidate_over_reference() -> None:
     fast = measure_ratio(lambda: _work(20_000), lambda: _work(2_000), cfg)
     assert slow.ratio > 3 and fast.ratio < 1 / 3
     assert slow.candidate_ms > slow.reference_ms > 0
+
+
+class _Clock:
+    """A stand-in for the ``time`` module of :mod:`edgekit.speed.timing` whose clock only the
+    timed calls move, so that the settled samples are exact."""
+
+    def __init__(self) -> None:
+        self.ns = 0
+
+    def perf_counter_ns(self) -> int:
+        return self.ns
+
+    def perf_counter(self) -> float:
+        return self.ns / 1e9
+
+
+def _interfering(clock: _Clock, costs: dict[str, tuple[int, int]]) -> list[Callable[[], None]]:
+    """Calls whose cost in ms is ``costs[name][0]`` right after another call's (the other
+    engine's idle threads still spinning) and ``costs[name][1]`` after its own."""
+    last: list[str] = [""]
+
+    def make(name: str) -> Callable[[], None]:
+        def call() -> None:
+            after_other, after_self = costs[name]
+            clock.ns += (after_self if last[0] == name else after_other) * 1_000_000
+            last[0] = name
+        return call
+    return [make(n) for n in costs]
+
+
+def test_settle_times_the_steady_state_of_consecutive_calls(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """With ``settle``, a row's sample in a round is the median of the second half of its
+    block of consecutive calls: the cost an app's loop pays, not the first call after another
+    engine's (whose pool threads spin into it). One sample per row and round, so the paired
+    ratio holds; without it every call pays the switch."""
+    from edgekit.speed import timing
+
+    clock = _Clock()
+    monkeypatch.setattr(timing, "time", clock)
+    calls = _interfering(clock, {"a": (10, 1), "b": (8, 2)})
+    a, b = timing.measure(calls, runs=6, warmup=0, settle=0.06)
+    assert len(a) == len(b) == 6
+    assert set(a) == {1_000_000} and set(b) == {2_000_000}
+    assert paired_ratio(a, b) == 0.5
+    a, b = timing.measure(calls, runs=6, warmup=0)  # one call per round: the switch costs
+    assert max(a) == 10_000_000 and paired_ratio(a, b) > 1  # a pays its switch from b
+    with pytest.raises(ValueError, match="settle"):
+        timing.measure(calls, runs=1, settle=-1.0)
+
+
+def test_a_call_longer_than_settle_is_timed_once_more(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A model slower than ``settle`` gets SETTLE_MIN_CALLS calls a round, and its sample is
+    the second (the first paid for the switch)."""
+    from edgekit.speed import timing
+
+    clock = _Clock()
+    monkeypatch.setattr(timing, "time", clock)
+    count = [0]
+
+    def slow() -> None:
+        count[0] += 1
+        clock.ns += (300 if count[0] % timing.SETTLE_MIN_CALLS == 1 else 200) * 1_000_000
+
+    (samples,) = timing.measure([slow], runs=4, warmup=0, settle=0.06)
+    assert count[0] == 4 * timing.SETTLE_MIN_CALLS and set(samples) == {200_000_000}
+
+
+def test_multi_threaded_timings_settle() -> None:
+    """One thread has no pool threads to spin: calls stay single; more threads (or each
+    library's default) settle, unless a config sets its own."""
+    from edgekit.speed.timing import SETTLE_S, settle_for
+
+    assert settle_for(1) == 0.0 and settle_for(2) == settle_for(None) == SETTLE_S
+    assert RatioConfig().for_threads(1).settle == 0.0
+    assert RatioConfig().for_threads(4).settle == SETTLE_S
+    assert RatioConfig(settle=0.2).for_threads(4).settle == 0.2
+    with pytest.raises(InputError, match="settle"):
+        RatioConfig(settle=-0.1)

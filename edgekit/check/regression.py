@@ -213,7 +213,8 @@ def latency_ratio(model: Backend, reference: Backend, config: CheckConfig | None
     batch."""
     cfg = config or CheckConfig()
     return measure_ratio(reference.bind(make_inputs(reference.inputs, 1)),
-                         model.bind(make_inputs(model.inputs, cfg.batch)), cfg.ratio, on_progress)
+                         model.bind(make_inputs(model.inputs, cfg.batch)),
+                         cfg.ratio.for_threads(cfg.threads), on_progress)
 
 
 def _auto_depth(model: Backend, threads: int | None, batch: int, tmp: Path) -> int:

@@ -25,7 +25,7 @@ from edgekit.measure.backends import load_backend
 from edgekit.measure.tables import format_table
 from edgekit.progress import FractionFn
 from edgekit.speed.machine import machine_info, peak_rss_mb, reset_peak_rss, rss_mb
-from edgekit.speed.timing import LatencyStats, latency_stats, make_inputs, measure
+from edgekit.speed.timing import LatencyStats, latency_stats, make_inputs, measure, settle_for
 
 if TYPE_CHECKING:
     from edgekit.measure.profile_report import ProfileReport
@@ -208,7 +208,8 @@ def bench_models(
 
         times = measure(calls, runs=None if config.duration else config.n_runs,
                         duration=config.duration, min_runs=config.min_runs,
-                        warmup=config.warmup, on_progress=prog)
+                        warmup=config.warmup, on_progress=prog,
+                        settle=settle_for(config.threads))
         for res, t in zip(results, times, strict=True):
             res.latency[batch] = latency_stats(t, batch)
         base = results[0].latency[batch].p50_ms

@@ -151,7 +151,7 @@ def _timed(fp32: Path, variant: Path, feeds: dict[str, np.ndarray], mode: QuantM
     try:
         ref, cand = models
         stop = RatioConfig(min_rounds=20, max_seconds=cfg.budget_s,
-                           block_seconds=cfg.budget_s / 8, warmup=3)
+                           block_seconds=cfg.budget_s / 8, warmup=3).for_threads(cfg.threads)
         lr = measure_ratio(lambda: ref.run(feeds), lambda: cand.run(feeds), stop)
     finally:
         for m in models:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from statistics import NormalDist
 from typing import Any
 
@@ -24,7 +24,7 @@ import numpy as np
 
 from edgekit.errors import InputError
 from edgekit.progress import FractionFn
-from edgekit.speed.timing import measure
+from edgekit.speed.timing import measure, settle_for
 
 __all__ = ["RatioConfig", "LatencyRatio", "measure_ratio", "paired_ratio", "ratio_interval"]
 
@@ -42,6 +42,10 @@ class RatioConfig:
         max_seconds: seconds at most (default 30).
         block_seconds: seconds per block of rounds (default 0.25; at least 5 rounds a block).
         warmup: untimed rounds first (default 10).
+        settle: seconds of consecutive calls per model and round, whose second half's median
+            is the round's sample (default 0: one call; see :func:`edgekit.speed.timing.
+            settle_for`, which multi-threaded timings use: idle pool threads of the other
+            model spin into the next call).
     """
 
     tolerance: float = 0.02
@@ -51,6 +55,7 @@ class RatioConfig:
     max_seconds: float = 30.0
     block_seconds: float = 0.25
     warmup: int = 10
+    settle: float = 0.0
 
     def __post_init__(self) -> None:
         if not 0 < self.tolerance < 1:
@@ -63,6 +68,13 @@ class RatioConfig:
                              f"{self.min_seconds}, {self.max_seconds}")
         if self.block_seconds <= 0:
             raise InputError(f"block_seconds must be > 0, got {self.block_seconds}")
+        if not 0 <= self.settle <= 10:
+            raise InputError(f"settle must be in [0, 10] seconds, got {self.settle}")
+
+    def for_threads(self, threads: int | None) -> RatioConfig:
+        """This config with the ``settle`` of a timing with ``threads`` intra-op threads
+        (:func:`~edgekit.speed.timing.settle_for`) unless one is set."""
+        return self if self.settle else replace(self, settle=settle_for(threads))
 
 
 @dataclass
@@ -137,7 +149,7 @@ def measure_ratio(reference: Callable[[], Any], candidate: Callable[[], Any],
     warm = cfg.warmup
     while True:
         a, b = measure([reference, candidate], runs=None, duration=cfg.block_seconds,
-                       min_runs=5, warmup=warm)
+                       min_runs=5, warmup=warm, settle=cfg.settle)
         warm = 0
         ref_ns += a
         cand_ns += b

@@ -9,6 +9,20 @@ onnxruntime call right after an OpenVINO call takes ~25 us longer than after ano
 onnxruntime call), and a plain rotation ``A B C, B C A ...`` keeps the same predecessor for
 almost every call. Each call is timed with :func:`time.perf_counter_ns`. This module imports
 numpy only.
+
+With more than one thread, one call per row and round is not enough: the engines' idle pool
+threads keep spinning after a call (onnxruntime's intra-op workers, OpenVINO's, XNNPACK's) and
+take the cores the next row's call needs. Measured with MobileNetV2 at batch 1, 2 threads, on a
+2-vCPU AMX Xeon with four rows in one process (ORT fp32, ORT int8, LiteRT int8, OpenVINO
+fp32): alone 2.84 / 1.73 / 1.82 / 2.87 ms per call, interleaved one call at a time 7.12 / 3.41
+/ 3.92 / 6.44 ms, and still 3.39 / 1.90 / 2.35 / 3.49 ms after four untimed calls of the same
+row; with onnxruntime's spinning off the interleaved calls matched the alone ones, but ORT
+itself took 4.43 ms alone (its workers sleep between parallel loops). So with ``settle`` > 0
+(:func:`settle_for`: multi-threaded runs) each round runs each row for ``settle`` seconds of
+consecutive calls (at least :data:`SETTLE_MIN_CALLS`) and records the median of the calls that
+began in the block's second half (a model slower than that: its second call), which measured
+2.85 / 1.78 / 1.93 / 2.65 ms there: the steady state an app's loop gets, with the rounds still
+interleaved for the paired ratios.
 """
 
 from __future__ import annotations
@@ -23,7 +37,20 @@ from edgekit.inputs.data import TensorSpecInfo
 from edgekit.inputs.synthetic import draw_inputs
 from edgekit.progress import FractionFn
 
-__all__ = ["LatencyStats", "make_inputs", "latency_stats", "balanced_orders", "measure"]
+__all__ = ["LatencyStats", "make_inputs", "latency_stats", "balanced_orders", "measure",
+           "settle_for", "SETTLE_S", "SETTLE_MIN_CALLS"]
+
+#: seconds of consecutive calls per row and round when timing with more than one thread
+SETTLE_S = 0.06
+#: calls per row and round at least when settling (the first one is never the sample)
+SETTLE_MIN_CALLS = 2
+
+
+def settle_for(threads: int | None) -> float:
+    """The ``settle`` of :func:`measure` for ``threads`` intra-op threads: 0 with one thread
+    (no pool threads to spin), else :data:`SETTLE_S` (None, each library's default, may be
+    several threads)."""
+    return 0.0 if threads == 1 else SETTLE_S
 
 
 @dataclass
@@ -78,6 +105,30 @@ def latency_stats(samples_ns: Sequence[int], batch: int) -> LatencyStats:
     )
 
 
+def _timed(fn: Callable[[], object]) -> int:
+    t0 = time.perf_counter_ns()
+    fn()
+    return time.perf_counter_ns() - t0
+
+
+def _settled(fn: Callable[[], object], seconds: float) -> int:
+    """The median nanoseconds of the calls of ``fn`` that start in the second half of
+    ``seconds`` of consecutive calls (at least :data:`SETTLE_MIN_CALLS` calls; a call longer
+    than ``seconds`` is followed by one more, which is the sample)."""
+    start = time.perf_counter()
+    late: list[int] = []
+    calls = 0
+    while calls < SETTLE_MIN_CALLS or time.perf_counter() - start < seconds:
+        begun = time.perf_counter() - start
+        ns = _timed(fn)
+        calls += 1
+        if calls > 1 and begun >= seconds / 2:
+            late.append(ns)
+        elif calls > 1 and not late:  # no call has begun late yet: keep the latest
+            last = ns
+    return int(np.median(late)) if late else last
+
+
 def balanced_orders(n: int) -> list[list[int]]:
     """Orders of ``range(n)`` for interleaved rounds in which every item directly follows every
     other item equally often: the rows of a Williams design (a balanced Latin square; ``n`` rows
@@ -102,6 +153,7 @@ def measure(
     min_runs: int = 5,
     warmup: int = 10,
     on_progress: FractionFn | None = None,
+    settle: float = 0.0,
 ) -> list[list[int]]:
     """Time ``calls`` interleaved; returns per-call lists of nanoseconds.
 
@@ -114,15 +166,19 @@ def measure(
     stops after
     ``runs`` rounds (default 100), or, with ``duration`` seconds, when the time is up and every
     call has ``min_runs`` samples (default 5). ``warmup`` (default 10) untimed rounds come first.
-    ``on_progress`` gets the done fraction in [0, 1].
+    ``on_progress`` gets the done fraction in [0, 1]. With ``settle`` seconds (see the module
+    docstring; :func:`settle_for`), a row's sample in a round is the median of the calls that
+    began in the second half of ``settle`` seconds of its consecutive calls (one sample per row
+    and round still).
     """
+    if settle < 0:
+        raise ValueError(f"settle must be >= 0 seconds, got {settle}")
     n = len(calls)
     for _ in range(warmup):
         for fn in calls:
             fn()
     orders = balanced_orders(n)
     times: list[list[int]] = [[] for _ in range(n)]
-    clock = time.perf_counter_ns
     start = time.perf_counter()
     total = (runs or 100) if duration is None else None
     r = 0
@@ -134,13 +190,10 @@ def measure(
         if duration is not None and elapsed >= duration and r >= min_runs:
             break
         order = orders[r % len(orders)]
-        if n > 2:  # the round's first call follows itself (see above)
+        if n > 2 and not settle:  # the round's first call follows itself (see above)
             calls[order[0]]()
         for i in order:
-            fn = calls[i]
-            t0 = clock()
-            fn()
-            times[i].append(clock() - t0)
+            times[i].append(_settled(calls[i], settle) if settle else _timed(calls[i]))
         r += 1
         if on_progress is not None:
             now = time.perf_counter()
