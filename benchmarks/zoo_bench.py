@@ -10,8 +10,8 @@ at each batch. Per batch:
   :func:`~edgekit.speed.timing.latency_stats` and the median of per-round paired ratios
   against ORT fp32 (:func:`edgekit.speed.ratio.paired_ratio`), and of the tuned row against
   every other row; with more than one thread, a row's sample in a round is the median of the
-  second half of 60 ms of its consecutive calls (``settle``: the other engines' idle pool
-  threads spin into a lone call; see :mod:`edgekit.speed.timing`);
+  calls begun in the second half of 60 ms of its consecutive calls (``settle``: the other
+  engines' idle pool threads spin into a lone call; see :mod:`edgekit.speed.timing`);
 - warm-cache blocks: 20 consecutive calls of one row (``measure`` on that row alone), the rows
   in balanced orders, for as long again (at least one block per row): the per-call median.
 """

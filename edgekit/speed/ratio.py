@@ -42,10 +42,10 @@ class RatioConfig:
         max_seconds: seconds at most (default 30).
         block_seconds: seconds per block of rounds (default 0.25; at least 5 rounds a block).
         warmup: untimed rounds first (default 10).
-        settle: seconds of consecutive calls per model and round, whose second half's median
-            is the round's sample (default 0: one call; see :func:`edgekit.speed.timing.
-            settle_for`, which multi-threaded timings use: idle pool threads of the other
-            model spin into the next call).
+        settle: seconds of consecutive calls per model and round; the median of the calls
+            begun in their second half is the round's sample (default 0: one call; see
+            :func:`~edgekit.speed.timing.settle_for`, which multi-threaded timings use: idle
+            pool threads of the other model spin into the next call).
     """
 
     tolerance: float = 0.02

@@ -14,14 +14,15 @@ With more than one thread, one call per row and round is not enough: the engines
 threads keep spinning after a call (onnxruntime's intra-op workers, OpenVINO's, XNNPACK's) and
 take the cores the next row's call needs. Measured with MobileNetV2 at batch 1, 2 threads, on a
 2-vCPU AMX Xeon with four rows in one process (ORT fp32, ORT int8, LiteRT int8, OpenVINO
-fp32): alone 2.84 / 1.73 / 1.82 / 2.87 ms per call, interleaved one call at a time 7.12 / 3.41
-/ 3.92 / 6.44 ms, and still 3.39 / 1.90 / 2.35 / 3.49 ms after four untimed calls of the same
-row; with onnxruntime's spinning off the interleaved calls matched the alone ones, but ORT
-itself took 4.43 ms alone (its workers sleep between parallel loops). So with ``settle`` > 0
-(:func:`settle_for`: multi-threaded runs) each round runs each row for ``settle`` seconds of
-consecutive calls (at least :data:`SETTLE_MIN_CALLS`) and records the median of the calls that
-began in the block's second half (a model slower than that: its second call), which measured
-2.85 / 1.78 / 1.93 / 2.65 ms there: the steady state an app's loop gets, with the rounds still
+fp32): alone 2.81 / 1.75 / 1.85 / 2.66 ms per call, interleaved one call at a time 6.10 / 3.22
+/ 3.21 / 7.23 ms. In other runs of the same rows, four untimed calls of the same row before
+each timed one still left 3.39 / 1.90 / 2.35 / 3.49 ms, and with onnxruntime's spinning off
+the interleaved calls matched the alone ones but ORT itself took 4.43 ms alone instead of 2.84
+(its workers sleep between parallel loops). So with ``settle`` > 0 (:func:`settle_for`:
+multi-threaded runs) each round runs each row for ``settle`` seconds of consecutive calls (at
+least :data:`SETTLE_MIN_CALLS`) and records the median of the calls that began in the block's
+second half (a model slower than that: its last call), which measured 2.86 / 1.76 / 1.85 /
+2.68 ms in the first run: the steady state an app's loop gets, with the rounds still
 interleaved for the paired ratios.
 """
 
@@ -112,21 +113,16 @@ def _timed(fn: Callable[[], object]) -> int:
 
 
 def _settled(fn: Callable[[], object], seconds: float) -> int:
-    """The median nanoseconds of the calls of ``fn`` that start in the second half of
-    ``seconds`` of consecutive calls (at least :data:`SETTLE_MIN_CALLS` calls; a call longer
-    than ``seconds`` is followed by one more, which is the sample)."""
+    """The median nanoseconds of the calls of ``fn`` that begin in the second half of
+    ``seconds`` of consecutive calls (at least :data:`SETTLE_MIN_CALLS` calls, the first never
+    counted; when no call begins that late, a call longer than ``seconds``, the last one)."""
     start = time.perf_counter()
-    late: list[int] = []
-    calls = 0
-    while calls < SETTLE_MIN_CALLS or time.perf_counter() - start < seconds:
+    block: list[tuple[float, int]] = []  # (when the call began, its nanoseconds)
+    while len(block) < SETTLE_MIN_CALLS or time.perf_counter() - start < seconds:
         begun = time.perf_counter() - start
-        ns = _timed(fn)
-        calls += 1
-        if calls > 1 and begun >= seconds / 2:
-            late.append(ns)
-        elif calls > 1 and not late:  # no call has begun late yet: keep the latest
-            last = ns
-    return int(np.median(late)) if late else last
+        block.append((begun, _timed(fn)))
+    late = [ns for begun, ns in block[1:] if begun >= seconds / 2]
+    return int(np.median(late)) if late else block[-1][1]
 
 
 def balanced_orders(n: int) -> list[list[int]]:
