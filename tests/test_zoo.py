@@ -189,6 +189,9 @@ def test_a_run_with_other_threads_adds_its_rows_to_the_merged_ones() -> None:
     assert "measured with 1 thread(s) 2026-01-01 00:00" in table
     checks = result["targets"]
     assert "m0" not in checks[0]["passing"] and "m0" in checks[0]["n/a"][0]  # 1 thread only
+    assert checks[1]["status"] == "incomplete"  # m0 was not timed with 1 thread: no pass
+    models["m0"] = {**models["m1"], "name": "m0"}
+    assert zoo_report.summarize(models, opts, 1.0)["targets"][1]["status"] == "pass"
 
 
 def test_litert_target_fails_on_one_model_over_the_cap() -> None:
