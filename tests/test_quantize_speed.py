@@ -31,6 +31,7 @@ from edgekit.quantize.speed import (
     speed_lines,
     speed_verdict,
 )
+from edgekit.speed.timing import settle_for
 
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
@@ -161,6 +162,7 @@ def _assert_measured(speed: dict[str, Any], mode: str, batch: int = 1,
     assert speed["rounds"] >= 5 and 0 < speed["seconds"] < 60
     assert speed["variant_ms"] > 0 and speed["fp32_ms"] > 0
     assert (speed["batch"], speed["threads"], speed["engine"]) == (batch, threads, "onnxruntime")
+    assert speed["settle_s"] == settle_for(threads)  # default threads: pool threads, settled
     assert speed["cpu"] and speed["isa"]
     over = speed["verdict"] == SLOWER or ratio > 1 + speed["tolerance"]
     assert (speed["reason"] is not None) == over

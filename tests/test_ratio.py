@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
 import pytest
 
@@ -72,7 +73,8 @@ def test_ratio_config_defaults() -> None:
 def test_latency_ratio_to_dict_rounds_seconds_and_history() -> None:
     lr = LatencyRatio(1.23456, 2.0, 1.5, 80, 1.23456789, [1.234567, 1.23456])
     assert lr.to_dict() == {"ratio": 1.23456, "candidate_ms": 2.0, "reference_ms": 1.5,
-                            "rounds": 80, "seconds": 1.235, "history": [1.2346, 1.2346]}
+                            "rounds": 80, "seconds": 1.235, "settle_s": 0.0,
+                            "history": [1.2346, 1.2346]}
     lr.interval = (1.111111, 1.333333)
     assert lr.to_dict()["interval"] == [1.1111, 1.3333]
 
@@ -195,3 +197,28 @@ def test_multi_threaded_timings_settle() -> None:
     assert RatioConfig(settle=0.2).for_threads(4).settle == 0.2
     with pytest.raises(InputError, match="settle"):
         RatioConfig(settle=-0.1)
+
+
+def test_tune_and_check_configs_time_multi_threaded_runs_settled() -> None:
+    """The configs resolve ``settle`` for their thread count when they are made, so every
+    caller times with it and the config saved with a tune or a baseline says so; a settle the
+    user set is kept."""
+    from edgekit.check.regression import CheckConfig
+    from edgekit.speed.timing import SETTLE_S
+    from edgekit.tune.core import TuneConfig
+
+    assert TuneConfig(threads=1).ratio.settle == 0.0
+    assert TuneConfig(threads=2).ratio.settle == SETTLE_S
+    assert TuneConfig(threads=2).to_dict()["ratio"]["settle"] == SETTLE_S  # type: ignore[index]
+    assert TuneConfig.from_dict(TuneConfig(threads=2).to_dict()).ratio.settle == SETTLE_S
+    assert TuneConfig(threads=2, ratio=RatioConfig(settle=0.2)).ratio.settle == 0.2
+    assert CheckConfig(threads=1).ratio.settle == 0.0
+    assert CheckConfig(threads=None).ratio.settle == CheckConfig(threads=2).ratio.settle == SETTLE_S
+
+
+def test_a_settled_measurement_says_so() -> None:
+    """``measure_ratio`` hands the ``settle`` it timed with to its result and its JSON."""
+    cfg = RatioConfig(min_rounds=1, max_rounds=1, warmup=0, block_seconds=0.001, settle=0.002)
+    lr = measure_ratio(lambda: None, lambda: None, cfg)
+    assert lr.settle == 0.002 and lr.to_dict()["settle_s"] == 0.002
+    assert measure_ratio(lambda: None, lambda: None, replace(cfg, settle=0.0)).settle == 0.0

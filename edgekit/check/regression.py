@@ -73,7 +73,9 @@ class CheckConfig:
         reference: an ONNX file to use as reference (default None: the built-in MatMul graph).
         ratio: when the interleaved timing stops (:class:`~edgekit.speed.ratio.RatioConfig`;
             default :data:`CHECK_RATIO`: 2 to 20 seconds in blocks of 0.5 s, stable when the
-            ratio moves less than 2 % over the last two blocks, at least 5 rounds).
+            ratio moves less than 2 % over the last two blocks, at least 5 rounds); its
+            ``settle`` is resolved for ``threads`` when unset
+            (:meth:`~edgekit.speed.ratio.RatioConfig.for_threads`).
         eval_samples: cap on evaluation samples (default 0: all).
     """
 
@@ -90,6 +92,7 @@ class CheckConfig:
             raise InputError("limits must be >= 0")
         if self.batch < 1:
             raise InputError("batch must be >= 1")
+        self.ratio = self.ratio.for_threads(self.threads)
         check_groups(self)
 
 
@@ -293,7 +296,7 @@ def _current_figures(model_path: str | os.PathLike[str],
             "ratio": lr.ratio, "batch": cfg.batch, "threads": cfg.threads,
             "reference": {**spec, "name": _spec_name(spec)},
             "model_p50_ms": lr.candidate_ms, "reference_p50_ms": lr.reference_ms,
-            "rounds": lr.rounds, "seconds": round(lr.seconds, 2),
+            "rounds": lr.rounds, "seconds": round(lr.seconds, 2), "settle_s": lr.settle,
         },
         "machine": machine_info(),
         "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),

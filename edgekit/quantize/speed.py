@@ -87,6 +87,7 @@ class SpeedRecord:
     isa: str = ""
     reason: str | None = None
     tolerance: float = 0.0
+    settle_s: float = 0.0
 
     def keeps(self, requested: QuantMode) -> bool:
         """:func:`keeps_variant` of this record."""
@@ -101,7 +102,7 @@ class SpeedRecord:
                 "rounds": self.rounds, "seconds": round(self.seconds, 3),
                 "batch": self.batch, "threads": self.threads, "engine": "onnxruntime",
                 "cpu": self.cpu, "isa": self.isa, "reason": self.reason,
-                "tolerance": self.tolerance}
+                "tolerance": self.tolerance, "settle_s": self.settle_s}
 
 
 def _r4(v: float | None) -> float | None:
@@ -160,7 +161,7 @@ def _timed(fp32: Path, variant: Path, feeds: dict[str, np.ndarray], mode: QuantM
     return SpeedRecord(mode.value, speed_verdict(lr.ratio, interval, cfg.tolerance), cfg.batch,
                        cfg.threads, lr.ratio, interval, lr.candidate_ms, lr.reference_ms,
                        lr.rounds, lr.seconds, cpu_model(), instruction_set(),
-                       tolerance=cfg.tolerance)
+                       tolerance=cfg.tolerance, settle_s=lr.settle)
 
 
 def _slower_reason(rec: SpeedRecord, mode: QuantMode, requested: QuantMode) -> str:

@@ -81,8 +81,9 @@ class RatioConfig:
 class LatencyRatio:
     """A measured ratio: ``ratio`` = candidate / reference (median of per-round ratios), the
     two median latencies in ms, the rounds timed, the seconds taken, the estimate after
-    each block and the 95 % interval of the ratio (:func:`ratio_interval`; None when not
-    computed)."""
+    each block, the 95 % interval of the ratio (:func:`ratio_interval`; None when not
+    computed) and the ``settle`` seconds each sample was taken with (:class:`RatioConfig`:
+    0 = one call per model and round)."""
 
     ratio: float
     candidate_ms: float
@@ -91,12 +92,13 @@ class LatencyRatio:
     seconds: float
     history: list[float] = field(default_factory=list)
     interval: tuple[float, float] | None = None
+    settle: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready fields (history rounded; ``interval`` when there is one)."""
         d: dict[str, Any] = {"ratio": self.ratio, "candidate_ms": self.candidate_ms,
                              "reference_ms": self.reference_ms, "rounds": self.rounds,
-                             "seconds": round(self.seconds, 3),
+                             "seconds": round(self.seconds, 3), "settle_s": self.settle,
                              "history": [round(h, 4) for h in self.history]}
         if self.interval is not None:
             d["interval"] = [round(v, 4) for v in self.interval]
@@ -163,4 +165,5 @@ def measure_ratio(reference: Callable[[], Any], candidate: Callable[[], Any],
             break
     return LatencyRatio(history[-1], float(np.median(cand_ns)) / 1e6,
                         float(np.median(ref_ns)) / 1e6, len(ref_ns),
-                        time.perf_counter() - start, history, ratio_interval(cand_ns, ref_ns))
+                        time.perf_counter() - start, history, ratio_interval(cand_ns, ref_ns),
+                        cfg.settle)

@@ -56,7 +56,9 @@ class TuneConfig:
         ratio: how each candidate's latency ratio to fp32 is measured (interleaved rounds,
             :class:`~edgekit.speed.ratio.RatioConfig`; default :data:`TUNE_RATIO`: 40 to
             20,000 rounds, 1 to 30 seconds, stable at 2 %); its ``tolerance`` is also the
-            margin by which a more complex candidate must win the run-off.
+            margin by which a more complex candidate must win the run-off. Its ``settle`` is
+            resolved for ``threads`` when unset (:meth:`RatioConfig.for_threads`), so the
+            config saved with the tune says how it timed.
         quantization: the base of every quantized candidate (default ``QuantizationConfig()``:
             256 calibration samples, seed 0): each candidate is this config with the fields it
             varies replaced, so every other option is carried over. Its calibration seed also
@@ -81,6 +83,7 @@ class TuneConfig:
             raise InputError("max_accuracy_drop must be >= 0")
         if self.threads < 1 or self.batch < 1:
             raise InputError("threads and batch must be >= 1")
+        self.ratio = self.ratio.for_threads(self.threads)
         if self.budget_minutes <= 0:
             raise InputError("budget_minutes must be > 0")
         check_groups(self)
