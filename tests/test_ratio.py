@@ -10,6 +10,7 @@ import pytest
 
 from edgekit.errors import InputError
 from edgekit.speed.ratio import (
+    SETTLED_MIN_ROUNDS,
     LatencyRatio,
     RatioConfig,
     measure_ratio,
@@ -192,9 +193,11 @@ def test_multi_threaded_timings_settle() -> None:
     from edgekit.speed.timing import SETTLE_S, settle_for
 
     assert settle_for(1) == 0.0 and settle_for(2) == settle_for(None) == SETTLE_S
-    assert RatioConfig().for_threads(1).settle == 0.0
-    assert RatioConfig().for_threads(4).settle == SETTLE_S
-    assert RatioConfig(settle=0.2).for_threads(4).settle == 0.2
+    assert RatioConfig().for_threads(1) == RatioConfig()
+    assert RatioConfig().for_threads(4) == RatioConfig(settle=SETTLE_S,
+                                                       min_rounds=SETTLED_MIN_ROUNDS)
+    assert RatioConfig(min_rounds=5).for_threads(4).min_rounds == 5  # a lower floor is kept
+    assert RatioConfig(settle=0.2).for_threads(4) == RatioConfig(settle=0.2)
     with pytest.raises(InputError, match="settle"):
         RatioConfig(settle=-0.1)
 
@@ -209,6 +212,7 @@ def test_tune_and_check_configs_time_multi_threaded_runs_settled() -> None:
 
     assert TuneConfig(threads=1).ratio.settle == 0.0
     assert TuneConfig(threads=2).ratio.settle == SETTLE_S
+    assert TuneConfig(threads=2).ratio.min_rounds == SETTLED_MIN_ROUNDS
     assert TuneConfig(threads=2).to_dict()["ratio"]["settle"] == SETTLE_S  # type: ignore[index]
     assert TuneConfig.from_dict(TuneConfig(threads=2).to_dict()).ratio.settle == SETTLE_S
     assert TuneConfig(threads=2, ratio=RatioConfig(settle=0.2)).ratio.settle == 0.2
