@@ -55,10 +55,10 @@ class TuneConfig:
             always searched. Names are checked against the registry (aliases are accepted).
         ratio: how each candidate's latency ratio to fp32 is measured (interleaved rounds,
             :class:`~edgekit.speed.ratio.RatioConfig`; default :data:`TUNE_RATIO`: 40 (15
-            when settled) to 20,000 rounds, 1 to 30 seconds, stable at 2 %); its ``tolerance`` is also the
-            margin by which a more complex candidate must win the run-off. Its ``settle`` is
-            resolved for ``threads`` when unset (:meth:`RatioConfig.for_threads`), so the
-            config saved with the tune says how it timed.
+            when settled) to 20,000 rounds, 1 to 30 seconds, stable at 2 %); its ``tolerance``
+            is also the margin by which a more complex candidate must win the run-off. Its
+            ``settle`` is resolved for ``threads`` when unset (:meth:`RatioConfig.for_threads`),
+            so the config saved with the tune says how it timed.
         quantization: the base of every quantized candidate (default ``QuantizationConfig()``:
             256 calibration samples, seed 0): each candidate is this config with the fields it
             varies replaced, so every other option is carried over. Its calibration seed also
