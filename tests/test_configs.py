@@ -155,8 +155,9 @@ def test_tune_and_check_hold_a_ratio_config() -> None:
 
 def test_an_old_flat_tune_config_reads_back_and_the_nested_one_is_written() -> None:
     cfg = TuneConfig.from_dict(OLD_TUNE)
+    # a 2-thread tune: the ratio read back is settled (RatioConfig.for_threads)
     assert cfg.ratio == RatioConfig(tolerance=0.05, min_rounds=20, max_rounds=60,
-                                    min_seconds=0.0, max_seconds=10.0)
+                                    min_seconds=0.0, max_seconds=10.0).for_threads(2)
     assert cfg.quantization.calibration == CalibrationConfig(samples=64, seed=3)
     assert (cfg.threads, cfg.batch, cfg.eval_samples, cfg.force) == (2, 4, 500, True)
     written = json.loads(json.dumps(cfg.to_dict()))

@@ -92,8 +92,8 @@ class CheckConfig:
             raise InputError("limits must be >= 0")
         if self.batch < 1:
             raise InputError("batch must be >= 1")
-        self.ratio = self.ratio.for_threads(self.threads)
         check_groups(self)
+        self.ratio = self.ratio.for_threads(self.threads)
 
 
 @dataclass

@@ -83,10 +83,10 @@ class TuneConfig:
             raise InputError("max_accuracy_drop must be >= 0")
         if self.threads < 1 or self.batch < 1:
             raise InputError("threads and batch must be >= 1")
-        self.ratio = self.ratio.for_threads(self.threads)
         if self.budget_minutes <= 0:
             raise InputError("budget_minutes must be > 0")
         check_groups(self)
+        self.ratio = self.ratio.for_threads(self.threads)
         if self.quantization.gate.max_accuracy_drop is not None:
             raise InputError("TuneConfig.quantization.gate.max_accuracy_drop must be None: the "
                              "tune gates every candidate on TuneConfig.max_accuracy_drop",
