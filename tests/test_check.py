@@ -39,6 +39,28 @@ def test_baseline_contents(baseline: str, bench_models_dir: BenchModels) -> None
     assert b["accuracy"] == pytest.approx(bench_models_dir.accuracy, abs=0.5)
     assert b["latency"]["ratio"] > 0 and b["latency"]["reference"]["kind"] == "matmul"
     assert b["latency"]["threads"] == 1 and b["machine"]["cpu"]
+    assert b["latency"]["settle_s"] == 0.0  # one thread: one call per model and round
+
+
+def test_a_check_times_as_its_baseline_did() -> None:
+    """The baseline's threads and settle win over the check's options; a baseline written
+    before it recorded ``settle_s`` settles as its thread count does."""
+    from edgekit.check.regression import _baseline_settings
+    from edgekit.speed.timing import SETTLE_S
+
+    def settings(cfg: CheckConfig, **latency: Any) -> CheckConfig:
+        notes: list[str] = []
+        got = _baseline_settings(cfg, {"latency": {"ratio": 1.0, **latency}}, notes)
+        assert bool(notes) == (got.threads != cfg.threads or got.batch != cfg.batch)
+        return got
+
+    two = settings(CheckConfig(), threads=2, batch=1, settle_s=SETTLE_S)
+    assert (two.threads, two.ratio.settle) == (2, SETTLE_S)
+    one = settings(CheckConfig(threads=2), threads=1, batch=1, settle_s=0.0)
+    assert (one.threads, one.ratio.settle) == (1, 0.0)
+    assert settings(CheckConfig(threads=2), threads=1, batch=1).ratio.settle == 0.0
+    assert settings(CheckConfig(), threads=4, batch=8).ratio.settle == SETTLE_S
+    assert settings(CheckConfig(), threads=2, settle_s=0.2).ratio.settle == 0.2
 
 
 def test_unchanged_model_passes(baseline: str, bench_models_dir: BenchModels) -> None:

@@ -120,6 +120,9 @@ BASELINES: list[tuple[str, Any, str]] = [
     ("batch-huge", _edit("latency.batch", 10**9), "latency.batch"),
     ("threads-negative", _edit("latency.threads", -1), "latency.threads"),
     ("threads-a-word", _edit("latency.threads", "four"), "latency.threads"),
+    ("settle-negative", _edit("latency.settle_s", -0.1), "latency.settle_s"),
+    ("settle-huge", _edit("latency.settle_s", 1e6), "latency.settle_s"),
+    ("settle-a-word", _edit("latency.settle_s", "long"), "latency.settle_s"),
     ("machine-a-number", _edit("machine", 5), "machine"),
     ("sha-a-list", _edit("model_sha256", ["x"]), "model_sha256"),
 ]

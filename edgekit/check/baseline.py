@@ -14,6 +14,7 @@ from typing import Any
 
 from edgekit.errors import InputError, SchemaError
 from edgekit.schema import MAX_BATCH, MAX_THREADS, Fields, integer, number, read_json, string
+from edgekit.speed.ratio import MAX_SETTLE_S
 
 __all__ = ["BASELINE_VERSION", "REFERENCE_WIDTH", "MAX_REFERENCE_DEPTH", "load_baseline",
            "validate_baseline"]
@@ -54,6 +55,7 @@ def validate_baseline(data: Any) -> dict[str, Any]:
     lat.get("ratio", number(hi=1e9, above=0))
     lat.get("batch", integer(1, MAX_BATCH), None)
     lat.get("threads", integer(1, MAX_THREADS), None)
+    lat.get("settle_s", number(0, MAX_SETTLE_S), None)
     _reference(lat.sub("reference"))
     return data
 

@@ -38,7 +38,7 @@ from edgekit.measure.backends import load_backend
 from edgekit.progress import FractionFn
 from edgekit.speed.machine import machine_info
 from edgekit.speed.ratio import LatencyRatio, RatioConfig, measure_ratio
-from edgekit.speed.timing import make_inputs, measure
+from edgekit.speed.timing import make_inputs, measure, settle_for
 
 __all__ = [
     "CheckConfig",
@@ -252,14 +252,17 @@ def model_accuracy(model: Backend, eval_data: str | os.PathLike[str],
 # ---------------------------------------------------------------------------------------------
 def _baseline_settings(cfg: CheckConfig, base: dict[str, Any] | None,
                        notes: list[str]) -> CheckConfig:
-    """``cfg`` with the baseline's batch and threads (a check times as the baseline did)."""
+    """``cfg`` with the baseline's batch, threads and settle (a check times as the baseline
+    did; a baseline without ``settle_s`` settles as its thread count does)."""
     if base is None:
         return cfg
     lat = base["latency"]
     threads, batch = lat.get("threads", cfg.threads), int(lat.get("batch", cfg.batch))
     if threads != cfg.threads or batch != cfg.batch:
         notes.append(f"using the baseline's batch {batch} and threads {threads}")
-    return dataclasses.replace(cfg, threads=threads, batch=batch)
+    settle = float(lat.get("settle_s", settle_for(threads)))
+    return dataclasses.replace(cfg, threads=threads, batch=batch,
+                               ratio=dataclasses.replace(cfg.ratio, settle=settle))
 
 
 def _reference_spec(cfg: CheckConfig, base: dict[str, Any] | None, model: Backend,

@@ -27,7 +27,7 @@ from edgekit.progress import FractionFn
 from edgekit.speed.timing import measure, settle_for
 
 __all__ = ["RatioConfig", "LatencyRatio", "measure_ratio", "paired_ratio", "ratio_interval",
-           "SETTLED_MIN_ROUNDS"]
+           "SETTLED_MIN_ROUNDS", "MAX_SETTLE_S"]
 
 #: ``min_rounds`` at most when settling (:meth:`RatioConfig.for_threads`): three blocks of five
 #: rounds, what the stop rule needs anyway. Measured on an Intel Xeon (AMX + AVX-512 VNNI), 2
@@ -35,6 +35,8 @@ __all__ = ["RatioConfig", "LatencyRatio", "measure_ratio", "paired_ratio", "rati
 #: 15 rounds in 1.8 s vs 0.0024 with 40 in 4.8 s; EfficientNetB0's 0.020 in 3.1 s vs 0.014 in
 #: 5.4 s, both within the tune's run-off, which re-times the fastest candidates
 SETTLED_MIN_ROUNDS = 15
+#: the longest ``settle`` a :class:`RatioConfig` accepts, in seconds
+MAX_SETTLE_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -76,8 +78,8 @@ class RatioConfig:
                              f"{self.min_seconds}, {self.max_seconds}")
         if self.block_seconds <= 0:
             raise InputError(f"block_seconds must be > 0, got {self.block_seconds}")
-        if not 0 <= self.settle <= 10:
-            raise InputError(f"settle must be in [0, 10] seconds, got {self.settle}")
+        if not 0 <= self.settle <= MAX_SETTLE_S:
+            raise InputError(f"settle must be in [0, {MAX_SETTLE_S:g}] seconds, got {self.settle}")
 
     def for_threads(self, threads: int | None) -> RatioConfig:
         """This config with the ``settle`` of a timing with ``threads`` intra-op threads
