@@ -38,7 +38,7 @@ from edgekit.measure.backends import load_backend
 from edgekit.progress import FractionFn
 from edgekit.speed.machine import machine_info
 from edgekit.speed.ratio import LatencyRatio, RatioConfig, measure_ratio
-from edgekit.speed.timing import make_inputs, measure, settle_for
+from edgekit.speed.timing import make_inputs, measure
 
 __all__ = [
     "CheckConfig",
@@ -216,8 +216,7 @@ def latency_ratio(model: Backend, reference: Backend, config: CheckConfig | None
     batch."""
     cfg = config or CheckConfig()
     return measure_ratio(reference.bind(make_inputs(reference.inputs, 1)),
-                         model.bind(make_inputs(model.inputs, cfg.batch)),
-                         cfg.ratio.for_threads(cfg.threads), on_progress)
+                         model.bind(make_inputs(model.inputs, cfg.batch)), cfg.ratio, on_progress)
 
 
 def _auto_depth(model: Backend, threads: int | None, batch: int, tmp: Path) -> int:
@@ -260,7 +259,8 @@ def _baseline_settings(cfg: CheckConfig, base: dict[str, Any] | None,
     threads, batch = lat.get("threads", cfg.threads), int(lat.get("batch", cfg.batch))
     if threads != cfg.threads or batch != cfg.batch:
         notes.append(f"using the baseline's batch {batch} and threads {threads}")
-    settle = float(lat.get("settle_s", settle_for(threads)))
+    # without settle_s, 0: CheckConfig resolves it for the threads (RatioConfig.for_threads)
+    settle = float(lat.get("settle_s", 0.0))
     return dataclasses.replace(cfg, threads=threads, batch=batch,
                                ratio=dataclasses.replace(cfg.ratio, settle=settle))
 

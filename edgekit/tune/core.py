@@ -210,7 +210,7 @@ def _measure(ctx: _Context, cand: Candidate, path: Path,
     ref_run, cand_run = ctx.reference.run, model.run
     try:
         lr = measure_ratio(lambda: ref_run(feeds_ref), lambda: cand_run(feeds_ref),
-                           ctx.config.ratio.for_threads(ctx.config.threads))
+                           ctx.config.ratio)
     except BaseException:  # the caller gets no model to close: close it here
         model.close()
         raise
