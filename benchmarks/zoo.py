@@ -3,7 +3,8 @@
 For each model of ``benchmarks/zoo_models.py``, at batch 1 and 32 and with 1 and 2 threads,
 five rows timed interleaved (balanced orders, :func:`edgekit.speed.timing.measure`): ORT fp32,
 edgekit's default int8 (``edgekit export --quantize auto``; or the reason auto wrote none),
-edgekit tuned (``edgekit tune --threads T --batch B``, run on the engine it stored), LiteRT int8
+edgekit tuned (``edgekit tune --threads T --batch B``, run on the engine and threads it
+stored: at most T), LiteRT int8
 (TensorFlow's full-integer converter with float I/O and the model's calibration data, as
 ``edgekit compare`` builds it; XNNPACK) and OpenVINO fp32 (f32 pinned). Every statistic of
 a row: p50/p90/p99 of the interleaved rounds, the per-call median of warm-cache blocks (20

@@ -2,8 +2,8 @@
 
 Runs in its own process (LiteRT and OpenVINO fix their thread pools when they load). Every
 row is loaded through :func:`edgekit.measure.backends.load_backend` (ONNX on onnxruntime,
-OpenVINO or the engine a tuned file stores; ``.tflite`` in LiteRT's interpreter) and run once
-at each batch. Per batch:
+OpenVINO, or the engine and threads a tuned file stores; ``.tflite`` in LiteRT's interpreter)
+and run once at each batch. Per batch:
 
 - interleaved rounds by :func:`edgekit.speed.timing.measure` (one call per row and round,
   balanced orders) for ``seconds`` x rows (at least ``min_rounds`` rounds): p50/p90/p99 by
@@ -49,6 +49,8 @@ def _error(exc: BaseException) -> str:
 def _load(path: str, engine: str, threads: int) -> Backend:
     if engine == "litert":
         return load_backend(path, threads=threads)
+    if engine == "auto":  # a tuned file: the engine and threads its tune stored (at most the
+        return load_backend(path, engine=engine)  # tune's --threads, which is ``threads``)
     return load_backend(path, threads=threads, engine=engine)
 
 

@@ -200,6 +200,45 @@ def test_tune_writes_the_winner_with_session_settings(digits: dict[str, Path],
     _check_kernels(report, messages, result.model_path)
 
 
+@pytest.mark.slow
+def test_a_multithreaded_tune_tries_the_best_of_every_engine_on_fewer_threads(
+        digits: dict[str, Path], tmp_path: Path) -> None:
+    """``threads=2`` on a model whose call takes microseconds: the fastest accepted candidate
+    of every engine is also timed on one thread (its file, engine and other settings; its
+    accuracy carried over). Whichever count wins (it depends on the CPU and the load) is the
+    one the tuned file stores, the runtime applies and the report names."""
+    from edgekit.tune.sessions import fewer_threads
+
+    assert fewer_threads(1) == [] and fewer_threads(2) == [1] and fewer_threads(3) == [1]
+    assert fewer_threads(4) == [1, 2] and fewer_threads(8) == [1, 4]
+    result = tune_model(digits["model"], tmp_path / "out", digits["calib"], digits["eval"],
+                        TuneConfig(max_accuracy_drop=1.0, threads=2, **_FAST))
+    cands = {c.name: c for c in result.candidates}
+    one = [c for c in result.candidates if c.name.endswith("+1-thread")]
+    before = [c for c in result.candidates if c.accepted and c not in one]
+    assert {c.engine for c in one} == {c.engine for c in before} >= {"onnxruntime", "openvino"}
+    for c in one:
+        base = cands[c.name.removesuffix("+1-thread")]
+        assert base is min((b for b in before if b.engine == c.engine),
+                           key=lambda b: float((b.first_ratio if b.finalist
+                                                else b.latency_ratio) or 0.0))
+        assert c.stage == "session" and c.engine == base.engine and c.path == base.path
+        assert base.session["intra_op_num_threads"] == 2
+        assert c.session == {**base.session, "intra_op_num_threads": 1}
+        assert c.accepted and (c.accuracy_drop, c.agreement) == (base.accuracy_drop,
+                                                                  base.agreement)
+        assert c.latency_ratio is not None and c.batch == 1
+    props = {p.key: p.value for p in onnx.load(str(result.model_path)).metadata_props}
+    stored = json.loads(props["edgekit.session"])
+    assert stored == result.winner.session and stored["intra_op_num_threads"] in (1, 2)
+    model = EdgeModel(result.model_path)
+    assert model.session_config.intra_op_num_threads == stored["intra_op_num_threads"]
+    model.close()
+    why = json.loads(result.report_path.read_text())["why"]
+    assert ("runs on 1 of the 2 threads" in why or "1 of 2 threads" in why) == (
+        stored["intra_op_num_threads"] == 1), why
+
+
 def _check_kernels(report: dict, messages: list[str], path: Path) -> None:
     """The kernel stage ran on the best static int8 file: either no conv profiled faster on
     onnxruntime's GEMM kernels here (logged), or a candidate names the convs it offsets, and

@@ -38,9 +38,11 @@ __all__ = ["tune_cmd"]
 @eval_data_option(help="Labelled data for the accuracy gate (default: top-1 agreement with "
                   "fp32 on the calibration data).")
 @max_accuracy_drop_option(0.5, help="Accuracy budget in points vs fp32.")
-@threads_option(default=1, help="Intra-op threads the model will run with (with more than "
-                "one, each timing sample is the median of a short block of calls, so that "
-                "idle pool threads of the model timed before do not slow it).")
+@threads_option(default=1, help="Most intra-op threads the model will run with. With more "
+                "than one, the best candidates of a small model are also tried on fewer (the "
+                "tuned file stores the count that won), and each timing sample is the median "
+                "of a short block of calls, so that idle pool threads of the model timed "
+                "before do not slow it.")
 @batch_option(help="Batch size latency is measured at.")
 @click.option("--budget", "budget_minutes", type=click.FloatRange(0, min_open=True),
               default=10.0, show_default=True,

@@ -45,7 +45,10 @@ class TuneConfig:
         max_accuracy_drop: accuracy budget in points vs fp32 (default 0.5); without labels,
             the budget on top-1 disagreement with fp32, in percent (both with a
             tolerance of one standard error, see :mod:`edgekit.agreement`).
-        threads: intra-op threads the model will run with (default 1).
+        threads: the most intra-op threads the model will run with (default 1); with more,
+            the best candidates are also tried on fewer
+            (:func:`~edgekit.tune.sessions.fewer_threads`) and the tuned file stores the
+            count that won.
         batch: batch size latency is measured at (default 1).
         budget_minutes: stop starting new candidates after this long (default 10).
         eval_samples: cap on evaluation samples (default 2000; 0 = all).

@@ -74,15 +74,33 @@ def _why(winner: Candidate, fp32: Candidate, cands: Sequence[Candidate], cfg: Tu
         return (f"fp32 ({winner.name}) is fastest: the fastest int8 candidate within the "
                 f"accuracy budget, {fastest.name}, takes {fastest.latency_ratio:.2f}x the fp32 "
                 f"latency here ({cfg.threads} thread(s), batch {cfg.batch}); see node_profile "
-                "for where the time goes")
+                f"for where the time goes{_fewer_note(winner, cfg)}")
     faster = 1 / winner.latency_ratio if winner.latency_ratio else float("nan")
     acc = (f"accuracy drop {winner.accuracy_drop:+.2f} pt" if winner.accuracy_drop is not None
            else f"top-1 agreement {winner.agreement:.2f}%")
     return (f"{winner.name} ({winner.engine}) is the fastest candidate within the accuracy "
             "budget: "
             f"{faster:.2f}x faster than fp32 ({winner.latency_ms:.3f} ms vs "
-            f"{winner.fp32_latency_ms:.3f} ms, {cfg.threads} thread(s), batch {cfg.batch}), "
+            f"{winner.fp32_latency_ms:.3f} ms, {_threads_text(winner, cfg)}, batch {cfg.batch}), "
             f"{acc}, {winner.size_bytes / 1024:.0f} KiB{_runoff_note(winner, cands)}")
+
+
+def _fewer_threads(winner: Candidate, cfg: TuneConfig) -> int | None:
+    """The winner's intra-op threads when fewer than requested (that won), else None."""
+    n = SessionOptionsConfig.from_dict(winner.session).intra_op_num_threads
+    return n if n is not None and n < cfg.threads else None
+
+
+def _threads_text(winner: Candidate, cfg: TuneConfig) -> str:
+    """How many threads the winner runs with (fewer than requested when that won)."""
+    n = _fewer_threads(winner, cfg)
+    return f"{cfg.threads} thread(s)" if n is None else (
+        f"{n} of {cfg.threads} threads (fp32 on {cfg.threads})")
+
+
+def _fewer_note(winner: Candidate, cfg: TuneConfig) -> str:
+    n = _fewer_threads(winner, cfg)
+    return "" if n is None else f"; {winner.name} runs on {n} of the {cfg.threads} threads"
 
 
 def _runoff_note(winner: Candidate, cands: Sequence[Candidate]) -> str:

@@ -30,7 +30,12 @@ search runs in stages, the likeliest winners first (:func:`edgekit.tune.candidat
    the registry, :mod:`edgekit.runtime.engine_registry`; OpenVINO ...), fp32 (pinned to f32),
    the best int8 file of every stage; files with ops outside ai.onnx, such as dynamic int8 of
    LSTMs, stay on the engines that run them (onnxruntime);
-5. session: onnxruntime's intra-op spinning, graph optimization level, denormals as zero.
+5. session: onnxruntime's intra-op spinning, graph optimization level, denormals as zero;
+   then, with more than one thread, the best candidate of every engine on fewer threads (one,
+   and half of ``TuneConfig.threads``; :func:`edgekit.tune.sessions.fewer_threads`) where its
+   call takes under :data:`~edgekit.tune.sessions.FEWER_THREADS_MAX_MS`: a small model can
+   lose more to the thread pool's hand-offs than it gains. The count that wins is stored in
+   the tuned file's session settings, so ``TuneConfig.threads`` is the most the model uses.
 
 The run-off re-times the three fastest accepted candidates and the fastest accepted one of
 every engine together, at the requested batch.
@@ -100,7 +105,12 @@ from edgekit.tune.report import (
     _tuned_bytes,
     format_candidates,
 )
-from edgekit.tune.sessions import _session_space, _skip_session
+from edgekit.tune.sessions import (
+    FEWER_THREADS_MAX_MS,
+    _session_space,
+    _skip_session,
+    fewer_threads,
+)
 from edgekit.validate import accuracy
 
 __all__ = ["TuneConfig", "Candidate", "TuneResult", "tune_model", "format_candidates"]
@@ -186,7 +196,7 @@ class _Search:
         self.engines = [e for e in (ctx.config.engines or installed_engines())
                         if e != "onnxruntime"]
         self.space = _quant_space(ctx.model)
-        self.total = len(self.space) + len(_session_space()) + 4 + 7 * len(self.engines)
+        self.total = len(self.space) + len(_session_space()) + 5 + 7 * len(self.engines)
         self.done = 0
         self.fp32 = self._baseline()
         self.cands: list[Candidate] = [self.fp32]
@@ -391,6 +401,44 @@ class _Search:
         self.ctx.progress(f"    ratio {c.latency_ratio or float('nan'):.3f}")
         return c
 
+    def threads(self) -> None:
+        """The best candidate of every engine on fewer intra-op threads than requested, where
+        its call is short enough for the pool's hand-offs to matter."""
+        for best in self._fewer_thread_bases():
+            for n in fewer_threads(self.ctx.config.threads):
+                if self.over_budget():
+                    break
+                self.cands.append(self._threads_candidate(best, n))
+        self.advance()
+
+    def _fewer_thread_bases(self) -> list[Candidate]:
+        """The fastest accepted candidate of every engine whose call at the requested threads
+        takes at most :data:`FEWER_THREADS_MAX_MS`."""
+        pools: dict[str, list[Candidate]] = {}
+        for c in self.cands:
+            pools.setdefault(c.engine, []).append(c)
+        bests = [self.best_of(pool) for pool in pools.values()]
+        return [b for b in {id(b): b for b in bests}.values()
+                if b.accepted and b.latency_ms is not None
+                and b.latency_ms <= FEWER_THREADS_MAX_MS]
+
+    def _threads_candidate(self, best: Candidate, threads: int) -> Candidate:
+        """``best``'s file, engine and settings on ``threads`` intra-op threads: timed; its
+        accuracy is ``best``'s (the same file computed by the same kernels)."""
+        assert best.path is not None
+        name = f"{best.name}+{threads}-thread"
+        c = Candidate(name, "session", f"{best.name} on {threads} of the "
+                      f"{self.ctx.config.threads} threads", quantization=best.quantization,
+                      nonstandard_ops=list(best.nonstandard_ops))
+        self.ctx.progress(f"threads: {name}")
+        session = SessionOptionsConfig.from_dict(best.session).merged(
+            SessionOptionsConfig(intra_op_num_threads=threads))
+        _measure(self.ctx, c, Path(best.path), session).close()
+        c.accuracy, c.agreement, c.accuracy_drop = best.accuracy, best.agreement, best.accuracy_drop
+        c.accepted, c.reason = True, f"{best.name}'s file and engine: its accuracy"
+        self.ctx.progress(f"    ratio {c.latency_ratio or float('nan'):.3f}")
+        return c
+
     def finish(self) -> Candidate:
         """The run-off winner; marks the Pareto front."""
         self.ctx.progress(f"run-off: the {_FINALISTS} fastest candidates and the fastest of "
@@ -463,6 +511,7 @@ def tune_model(
         search.kernels()
         search.engine()
         search.session()
+        search.threads()
         winner = search.finish()
         tuned = _tuned_bytes(winner, config)
         winner.size_bytes = len(tuned)  # the file as written, with the tune's metadata

@@ -1,12 +1,20 @@
 """The tune's session stage: the onnxruntime session settings tried on the best onnxruntime
-candidate, and when one is not worth trying."""
+candidate, the thread counts below the requested one tried on the best candidate of every
+engine, and when one is not worth trying."""
 
 from __future__ import annotations
 
 from edgekit.runtime.session import SessionOptionsConfig
 from edgekit.tune.core import Candidate
 
-__all__: list[str] = []
+__all__ = ["FEWER_THREADS_MAX_MS", "fewer_threads"]
+
+#: a candidate whose call takes longer than this (ms, at the requested threads and batch) is not
+#: tried on fewer threads: the pool's hand-offs cost microseconds a call, so it is a model this
+#: small that can be faster on fewer threads (the Fashion-MNIST CNN on 2 vCPUs: 1 thread
+#: 41.9 us, 2 threads 46.9 us, blocks of 20 calls, 2026-12-04, AMX Xeon), and a longer one
+#: would only spend the budget (ConvNeXtTiny at batch 32: seconds per round)
+FEWER_THREADS_MAX_MS = 20.0
 
 #: onnxruntime moves Quantize/Dequantize nodes across pooling/reshape at load (the session
 #: stage tries switching that off; mixed-precision files no longer need it, see quantize.qdq)
@@ -33,3 +41,9 @@ def _skip_session(extra: SessionOptionsConfig, best: Candidate,
         return True  # no Q/DQ to propagate, or already off
     # one thread has no pool threads to spin; a "win" would be noise
     return extra.allow_spinning is not None and threads == 1
+
+
+def fewer_threads(threads: int) -> list[int]:
+    """The intra-op thread counts below ``threads`` the tune tries: one, and half of
+    ``threads`` (rounded down) when that is more than one; none for one thread."""
+    return sorted({1, threads // 2} - {threads}) if threads > 1 else []
