@@ -82,7 +82,6 @@ from edgekit.tune.core import (
     Candidate,
     TuneConfig,
     TuneResult,
-    _check_accuracy,
     _Context,
     _measure,
     _open,
@@ -106,10 +105,12 @@ from edgekit.tune.report import (
     format_candidates,
 )
 from edgekit.tune.sessions import (
-    FEWER_THREADS_MAX_MS,
     _session_space,
     _skip_session,
+    fewer_thread_bases,
     fewer_threads,
+    session_candidate,
+    threads_candidate,
 )
 from edgekit.validate import accuracy
 
@@ -383,61 +384,21 @@ class _Search:
                 continue
             if self.over_budget():
                 break
-            self.cands.append(self._session_candidate(best, best_session, name, desc, extra))
-
-    def _session_candidate(self, best: Candidate, best_session: SessionOptionsConfig,
-                           name: str, desc: str, extra: SessionOptionsConfig) -> Candidate:
-        assert best.path is not None
-        c = Candidate(f"{best.name}+{name}", "session", f"{best.name}, {desc}",
-                      quantization=best.quantization)
-        self.ctx.progress(f"session: {c.name}")
-        m = _measure(self.ctx, c, Path(best.path), best_session.merged(extra))
-        if best is self.fp32:
-            c.accuracy, c.agreement, c.accuracy_drop = best.accuracy, 100.0, best.accuracy_drop
-            c.accepted, c.reason = True, "fp32 session settings"
-        else:
-            _check_accuracy(self.ctx, c, m)
-        m.close()
-        self.ctx.progress(f"    ratio {c.latency_ratio or float('nan'):.3f}")
-        return c
+            self.cands.append(session_candidate(self.ctx, best, best is self.fp32,
+                                                best_session.merged(extra), name, desc))
 
     def threads(self) -> None:
         """The best candidate of every engine on fewer intra-op threads than requested, where
         its call is short enough for the pool's hand-offs to matter."""
-        for best in self._fewer_thread_bases():
-            for n in fewer_threads(self.ctx.config.threads):
-                if self.over_budget():
-                    break
-                self.cands.append(self._threads_candidate(best, n))
-        self.advance()
-
-    def _fewer_thread_bases(self) -> list[Candidate]:
-        """The fastest accepted candidate of every engine whose call at the requested threads
-        takes at most :data:`FEWER_THREADS_MAX_MS`."""
         pools: dict[str, list[Candidate]] = {}
         for c in self.cands:
             pools.setdefault(c.engine, []).append(c)
-        bests = [self.best_of(pool) for pool in pools.values()]
-        return [b for b in {id(b): b for b in bests}.values()
-                if b.accepted and b.latency_ms is not None
-                and b.latency_ms <= FEWER_THREADS_MAX_MS]
-
-    def _threads_candidate(self, best: Candidate, threads: int) -> Candidate:
-        """``best``'s file, engine and settings on ``threads`` intra-op threads: timed; its
-        accuracy is ``best``'s (the same file computed by the same kernels)."""
-        assert best.path is not None
-        name = f"{best.name}+{threads}-thread"
-        c = Candidate(name, "session", f"{best.name} on {threads} of the "
-                      f"{self.ctx.config.threads} threads", quantization=best.quantization,
-                      nonstandard_ops=list(best.nonstandard_ops))
-        self.ctx.progress(f"threads: {name}")
-        session = SessionOptionsConfig.from_dict(best.session).merged(
-            SessionOptionsConfig(intra_op_num_threads=threads))
-        _measure(self.ctx, c, Path(best.path), session).close()
-        c.accuracy, c.agreement, c.accuracy_drop = best.accuracy, best.agreement, best.accuracy_drop
-        c.accepted, c.reason = True, f"{best.name}'s file and engine: its accuracy"
-        self.ctx.progress(f"    ratio {c.latency_ratio or float('nan'):.3f}")
-        return c
+        for best in fewer_thread_bases([self.best_of(pool) for pool in pools.values()]):
+            for n in fewer_threads(self.ctx.config.threads):
+                if self.over_budget():
+                    break
+                self.cands.append(threads_candidate(self.ctx, best, n))
+        self.advance()
 
     def finish(self) -> Candidate:
         """The run-off winner; marks the Pareto front."""

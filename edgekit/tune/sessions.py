@@ -4,10 +4,13 @@ engine, and when one is not worth trying."""
 
 from __future__ import annotations
 
-from edgekit.runtime.session import SessionOptionsConfig
-from edgekit.tune.core import Candidate
+from pathlib import Path
 
-__all__ = ["FEWER_THREADS_MAX_MS", "fewer_threads"]
+from edgekit.runtime.session import SessionOptionsConfig
+from edgekit.tune.core import Candidate, _check_accuracy, _Context, _measure
+
+__all__ = ["FEWER_THREADS_MAX_MS", "fewer_threads", "fewer_thread_bases", "session_candidate",
+           "threads_candidate"]
 
 #: a candidate whose call takes longer than this (ms, at the requested threads and batch) is not
 #: tried on fewer threads: the pool's hand-offs cost microseconds a call, so it is a model this
@@ -43,7 +46,51 @@ def _skip_session(extra: SessionOptionsConfig, best: Candidate,
     return extra.allow_spinning is not None and threads == 1
 
 
+def session_candidate(ctx: _Context, best: Candidate, fp32: bool, session: SessionOptionsConfig,
+                      name: str, desc: str) -> Candidate:
+    """``best``'s file with ``session`` (its settings with one more): timed, and gated on
+    accuracy unless ``best`` is the fp32 reference."""
+    assert best.path is not None
+    c = Candidate(f"{best.name}+{name}", "session", f"{best.name}, {desc}",
+                  quantization=best.quantization)
+    ctx.progress(f"session: {c.name}")
+    m = _measure(ctx, c, Path(best.path), session)
+    if fp32:
+        c.accuracy, c.agreement, c.accuracy_drop = best.accuracy, 100.0, best.accuracy_drop
+        c.accepted, c.reason = True, "fp32 session settings"
+    else:
+        _check_accuracy(ctx, c, m)
+    m.close()
+    ctx.progress(f"    ratio {c.latency_ratio or float('nan'):.3f}")
+    return c
+
+
 def fewer_threads(threads: int) -> list[int]:
     """The intra-op thread counts below ``threads`` the tune tries: one, and half of
     ``threads`` (rounded down) when that is more than one; none for one thread."""
     return sorted({1, threads // 2} - {threads}) if threads > 1 else []
+
+
+def fewer_thread_bases(bests: list[Candidate]) -> list[Candidate]:
+    """Of ``bests`` (the fastest accepted candidate of each engine), once each, those whose
+    call at the requested threads takes at most :data:`FEWER_THREADS_MAX_MS`."""
+    return [b for b in {id(b): b for b in bests}.values()
+            if b.accepted and b.latency_ms is not None and b.latency_ms <= FEWER_THREADS_MAX_MS]
+
+
+def threads_candidate(ctx: _Context, best: Candidate, threads: int) -> Candidate:
+    """``best``'s file, engine and settings on ``threads`` intra-op threads: timed; its
+    accuracy is ``best``'s (the same file computed by the same kernels)."""
+    assert best.path is not None
+    name = f"{best.name}+{threads}-thread"
+    c = Candidate(name, "session", f"{best.name} on {threads} of the {ctx.config.threads} "
+                  "threads", quantization=best.quantization,
+                  nonstandard_ops=list(best.nonstandard_ops))
+    ctx.progress(f"threads: {name}")
+    session = SessionOptionsConfig.from_dict(best.session).merged(
+        SessionOptionsConfig(intra_op_num_threads=threads))
+    _measure(ctx, c, Path(best.path), session).close()
+    c.accuracy, c.agreement, c.accuracy_drop = best.accuracy, best.agreement, best.accuracy_drop
+    c.accepted, c.reason = True, f"{best.name}'s file and engine: its accuracy"
+    ctx.progress(f"    ratio {c.latency_ratio or float('nan'):.3f}")
+    return c
