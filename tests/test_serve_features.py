@@ -198,3 +198,31 @@ def test_two_workers_answer_without_delayed_ack_stalls(image: Path) -> None:
                 assert c.post("/predict", json=body).status_code == 200
                 times.append(time.perf_counter() - t0)
     assert statistics.median(times) < 0.025, f"median {statistics.median(times) * 1000:.1f} ms"
+
+
+def test_worker_threads_stay_within_a_tuned_models_stored_count(tmp_path: Path) -> None:
+    """Several workers get ``cores // workers`` threads each, but no more than the count a
+    tuned model stores (its tune found fewer faster); an explicit ``threads`` wins, and a file
+    without the setting, a malformed one or a missing path leave the split alone."""
+    import onnx
+
+    from edgekit.metadata import set_props
+    from edgekit.serve.config import ServeConfig
+    from edgekit.serve.server import _stored_threads, _worker_threads
+
+    path = make_tabular_model(tmp_path / "tab.onnx")
+    assert _stored_threads(path) is None and _stored_threads(tmp_path / "missing.onnx") is None
+    proto = onnx.load(str(path))
+    set_props(proto, {"edgekit.session": json.dumps({"intra_op_num_threads": 1})})
+    onnx.save(proto, str(tmp_path / "tuned.onnx"))
+    set_props(proto, {"edgekit.session": json.dumps({"intra_op_num_threads": "many"})})
+    onnx.save(proto, str(tmp_path / "bad.onnx"))
+    assert _stored_threads(tmp_path / "tuned.onnx") == 1
+    assert _stored_threads(tmp_path / "bad.onnx") is None
+    plenty = 64  # more cores than any test machine: the split is cores // 2 >= 1
+    split = _worker_threads(ServeConfig(workers=2)).threads
+    assert split is not None and split >= 1
+    assert _worker_threads(ServeConfig(workers=2), 1).threads == 1
+    assert _worker_threads(ServeConfig(workers=2), plenty).threads == split
+    assert _worker_threads(ServeConfig(workers=2, threads=3), 1).threads == 3
+    assert _worker_threads(ServeConfig(), 1).threads is None  # one worker: the model's own

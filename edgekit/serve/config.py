@@ -39,8 +39,8 @@ class ServeConfig:
         provider: onnxruntime provider (short name or ``auto``); default ``auto``.
         fallback: fall back to the next provider if unavailable; default False.
         threads: intra-op threads per worker; default None (with several workers or
-            batching ``cores // workers``, one less with batching; else the model's stored
-            setting, else onnxruntime's).
+            batching ``cores // workers``, one less with batching, at most the model's stored
+            setting; else the model's stored setting, else onnxruntime's).
         max_body_bytes: larger request bodies get 413; default 10 MB.
         max_batch: the most samples in one request (more get 413) and in one merged
             micro-batch; default 1024.

@@ -35,15 +35,28 @@ logger = logging.getLogger("edgekit.serve")
 ENV_CONFIG = "EDGEKIT_SERVE_CONFIG"
 
 
-def _worker_threads(cfg: ServeConfig) -> ServeConfig:
+def _worker_threads(cfg: ServeConfig, stored: int | None = None) -> ServeConfig:
     """Without ``threads``, with several workers or micro-batching: ``cores // workers``
     intra-op threads per worker (one less with batching: the event loop needs a core while a
-    batch runs), so processes and threads do not fight over the cores."""
+    batch runs), so processes and threads do not fight over the cores; at most ``stored``,
+    the count a tuned model stores (``edgekit tune`` found it faster than more)."""
     if cfg.threads is None and (cfg.workers > 1 or cfg.batching):
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-        threads = (cores or 1) // cfg.workers - (1 if cfg.batching else 0)
-        return dataclasses.replace(cfg, threads=max(1, threads))
+        threads = max(1, (cores or 1) // cfg.workers - (1 if cfg.batching else 0))
+        return dataclasses.replace(cfg, threads=min(threads, stored or threads))
     return cfg
+
+
+def _stored_threads(model_path: str | os.PathLike[str]) -> int | None:
+    """The intra-op thread count in the model's ``edgekit.session`` metadata (None without)."""
+    from edgekit.runtime.engines import stored_session
+    from edgekit.runtime.specs import read_onnx_props
+
+    path = Path(model_path)
+    if not path.is_file():
+        return None
+    n = stored_session(read_onnx_props(path), path)[0].get("intra_op_num_threads")
+    return n if isinstance(n, int) and n > 0 else None
 
 
 def app_factory() -> Starlette:
@@ -81,7 +94,7 @@ def serve(
     from edgekit.serve.shutdown import EdgekitServer
     from edgekit.serve.tls import server_context
 
-    cfg = _worker_threads(resolve_config(config, settings))
+    cfg = _worker_threads(resolve_config(config, settings), _stored_threads(model_path))
     if cfg.ssl_certfile and cfg.ssl_keyfile:
         server_context(cfg.ssl_certfile, cfg.ssl_keyfile)  # a bad pair fails here, clearly
     if not cfg.secure_bind:
