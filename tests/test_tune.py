@@ -627,3 +627,30 @@ def test_the_runoff_opens_finalists_in_groups_that_fit_in_memory(
         assert winner in cands and all(c.finalist and c.batch == 3 for c in cands)
         assert [c.first_ratio for c in cands] == [1.0, 1.1, 1.2]
         assert all(c.latency_ratio is not None and c.latency_ratio > 0 for c in cands)
+
+
+def test_the_report_names_a_winner_on_fewer_threads_and_its_engine() -> None:
+    """The reason for the winner: an fp32 graph that wins on another engine and on fewer
+    threads is named as such (not "fp32 is fastest"); one on onnxruntime is the fp32 case."""
+    from edgekit.quantize.options import QuantMode
+    from edgekit.tune.core import Candidate
+    from edgekit.tune.report import _why
+
+    cfg = TuneConfig(threads=2)
+    fp32 = Candidate("fp32", "baseline", "", accepted=True, latency_ratio=1.0,
+                     session={"intra_op_num_threads": 2})
+    int8 = Candidate("int8-default", "quantization", "", accepted=True, latency_ratio=0.9,
+                     latency_ms=0.33, fp32_latency_ms=0.37, agreement=100.0,
+                     quantization=QuantizationConfig(mode=QuantMode.INT8),
+                     session={"intra_op_num_threads": 2})
+    ov = Candidate("fp32@openvino+1-thread", "session", "", accepted=True, latency_ratio=0.7,
+                   latency_ms=0.26, fp32_latency_ms=0.37, agreement=100.0,
+                   engine="openvino", session={"intra_op_num_threads": 1})
+    why = _why(ov, fp32, [fp32, int8, ov], cfg)
+    assert why.startswith("fp32@openvino+1-thread (openvino) is the fastest candidate"), why
+    assert "1 of 2 threads (fp32 on 2)" in why
+    ort = dataclasses.replace(ov, name="fp32+1-thread", engine="onnxruntime")
+    why = _why(ort, fp32, [fp32, int8, ort], cfg)
+    assert why.startswith("fp32 (fp32+1-thread) is fastest"), why
+    assert why.endswith("fp32+1-thread runs on 1 of the 2 threads")
+    assert "1 of 2" not in _why(int8, fp32, [fp32, int8], cfg)

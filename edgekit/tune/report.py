@@ -64,7 +64,7 @@ def format_candidates(cands: Sequence[Candidate], winner: Candidate | None = Non
 
 
 def _why(winner: Candidate, fp32: Candidate, cands: Sequence[Candidate], cfg: TuneConfig) -> str:
-    if winner is fp32 or (winner.quantization is None and winner.stage != "engine"):
+    if winner is fp32 or (winner.quantization is None and winner.engine == "onnxruntime"):
         int8 = [c for c in cands if c.quantization is not None and c.latency_ratio is not None]
         accepted = [c for c in int8 if c.accepted]
         if not accepted:
