@@ -384,8 +384,9 @@ class _Search:
                 continue
             if self.over_budget():
                 break
-            self.cands.append(session_candidate(self.ctx, best, best is self.fp32,
-                                                best_session.merged(extra), name, desc))
+            carried = "fp32 session settings" if best is self.fp32 else None
+            self.cands.append(session_candidate(self.ctx, best, best_session.merged(extra),
+                                                name, desc, carried))
 
     def threads(self) -> None:
         """The best candidate of every engine on fewer intra-op threads than requested, where

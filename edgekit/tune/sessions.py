@@ -46,18 +46,19 @@ def _skip_session(extra: SessionOptionsConfig, best: Candidate,
     return extra.allow_spinning is not None and threads == 1
 
 
-def session_candidate(ctx: _Context, best: Candidate, fp32: bool, session: SessionOptionsConfig,
-                      name: str, desc: str) -> Candidate:
-    """``best``'s file with ``session`` (its settings with one more): timed, and gated on
-    accuracy unless ``best`` is the fp32 reference."""
+def session_candidate(ctx: _Context, best: Candidate, session: SessionOptionsConfig,
+                      name: str, desc: str, carried: str | None = None) -> Candidate:
+    """``best``'s file with ``session`` (its settings with one changed): timed, and gated on
+    accuracy; with ``carried`` (the reason), ``best``'s accuracy is carried over instead (the
+    fp32 reference, or the same file and kernels on fewer threads)."""
     assert best.path is not None
     c = Candidate(f"{best.name}+{name}", "session", f"{best.name}, {desc}",
-                  quantization=best.quantization)
+                  quantization=best.quantization, nonstandard_ops=list(best.nonstandard_ops))
     ctx.progress(f"session: {c.name}")
     m = _measure(ctx, c, Path(best.path), session)
-    if fp32:
-        c.accuracy, c.agreement, c.accuracy_drop = best.accuracy, 100.0, best.accuracy_drop
-        c.accepted, c.reason = True, "fp32 session settings"
+    if carried is not None:
+        c.accuracy, c.agreement, c.accuracy_drop = best.accuracy, best.agreement, best.accuracy_drop
+        c.accepted, c.reason = True, carried
     else:
         _check_accuracy(ctx, c, m)
     m.close()
@@ -81,16 +82,8 @@ def fewer_thread_bases(bests: list[Candidate]) -> list[Candidate]:
 def threads_candidate(ctx: _Context, best: Candidate, threads: int) -> Candidate:
     """``best``'s file, engine and settings on ``threads`` intra-op threads: timed; its
     accuracy is ``best``'s (the same file computed by the same kernels)."""
-    assert best.path is not None
-    name = f"{best.name}+{threads}-thread"
-    c = Candidate(name, "session", f"{best.name} on {threads} of the {ctx.config.threads} "
-                  "threads", quantization=best.quantization,
-                  nonstandard_ops=list(best.nonstandard_ops))
-    ctx.progress(f"threads: {name}")
     session = SessionOptionsConfig.from_dict(best.session).merged(
         SessionOptionsConfig(intra_op_num_threads=threads))
-    _measure(ctx, c, Path(best.path), session).close()
-    c.accuracy, c.agreement, c.accuracy_drop = best.accuracy, best.agreement, best.accuracy_drop
-    c.accepted, c.reason = True, f"{best.name}'s file and engine: its accuracy"
-    ctx.progress(f"    ratio {c.latency_ratio or float('nan'):.3f}")
-    return c
+    return session_candidate(ctx, best, session, f"{threads}-thread",
+                             f"on {threads} of the {ctx.config.threads} threads",
+                             f"{best.name}'s file and engine: its accuracy")
