@@ -8,8 +8,8 @@ stored: at most T), LiteRT int8
 (TensorFlow's full-integer converter with float I/O and the model's calibration data, as
 ``edgekit compare`` builds it; XNNPACK) and OpenVINO fp32 (f32 pinned). Every statistic of
 a row: p50/p90/p99 of the interleaved rounds, the per-call median of warm-cache blocks (20
-consecutive calls of one row; with more threads, each interleaved sample is itself the
-settled median of a short block, :func:`edgekit.speed.timing.settle_for`) and the median of
+consecutive calls of one row; each interleaved sample is itself the settled median of a
+short block, :func:`edgekit.speed.timing.settle_for`) and the median of
 per-round paired ratios against ORT fp32
 (:func:`edgekit.speed.ratio.paired_ratio`). Export and each tune run as the real CLI in
 their own process: wall time and that process's peak RSS (``os.wait4``) are recorded. Timing

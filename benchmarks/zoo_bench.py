@@ -9,9 +9,10 @@ and run once at each batch. Per batch:
   balanced orders) for ``seconds`` x rows (at least ``min_rounds`` rounds): p50/p90/p99 by
   :func:`~edgekit.speed.timing.latency_stats` and the median of per-round paired ratios
   against ORT fp32 (:func:`edgekit.speed.ratio.paired_ratio`), and of the tuned row against
-  every other row; with more than one thread, a row's sample in a round is the median of the
-  calls begun in the second half of 60 ms of its consecutive calls (``settle``: the other
-  engines' idle pool threads spin into a lone call; see :mod:`edgekit.speed.timing`);
+  every other row; a row's sample in a round is the median of the calls begun in the second
+  half of its consecutive calls (``settle``, :func:`edgekit.speed.timing.settle_for`: 60 ms
+  with more than one thread, where the other engines' idle pool threads spin into a lone
+  call; 10 ms with one, where a call pays for the other engine's footprint in the caches);
 - warm-cache blocks: 20 consecutive calls of one row (``measure`` on that row alone), the rows
   in balanced orders, for as long again (at least one block per row): the per-call median.
 """
@@ -120,7 +121,8 @@ def bench_plan(plan: dict[str, Any]) -> dict[str, Any]:
     """Load and time every row of ``plan`` (see ``zoo.py``'s ``_plan``) at each batch."""
     threads = int(plan["threads"])
     loaded: dict[tuple[str, str], Backend] = {}
-    out: dict[str, Any] = {"threads": threads, "batches": {}, "rows": {},
+    out: dict[str, Any] = {"threads": threads, "settle_s": settle_for(threads), "batches": {},
+                           "rows": {},
                            "inputs": "calibration samples" if plan.get("data") else "synthetic"}
     for batch in plan["batches"]:
         rows: list[tuple[str, Backend]] = []

@@ -156,6 +156,15 @@ def _table(result: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _sampling(bench: dict[str, Any]) -> str:
+    """How a bench's interleaved samples were taken: a settled block per row and round, or (a
+    1-thread bench timed before one thread settled, which has no ``settle_s``) one call."""
+    settle = bench.get("settle_s")
+    if settle is None and bench.get("threads") == 1:
+        return "one call per row and round"
+    return f"settled samples ({1000 * float(settle or 0.06):.0f} ms blocks)"
+
+
 def _notes(result: dict[str, Any]) -> list[str]:
     out = []
     for m in result["models"].values():
@@ -163,6 +172,8 @@ def _notes(result: dict[str, Any]) -> list[str]:
         notes = ([f"measured {m['measured']}"] if len(dates) < 2 and m.get("measured") else
                  [f"measured with {t} thread(s) {b['measured']}"
                   for t, b in sorted(m["bench"].items()) if b.get("measured")])
+        notes += [f"{t} thread(s): {_sampling(b)}" for t, b in sorted(m["bench"].items())
+                  if b.get("measured")]
         prep = m.get("prepare", {})
         if prep.get("calibration_desc"):
             notes.append(f"calibration: {prep['calibration_desc']}")

@@ -16,6 +16,7 @@ from edgekit.check.pytest_plugin import assert_accuracy, assert_latency_ratio
 from edgekit.check.regression import CHECK_RATIO, CheckConfig, check_model, reference_model
 from edgekit.cli import cli
 from edgekit.errors import InputError
+from edgekit.speed.timing import SETTLE_ONE_THREAD_S, SETTLE_S
 
 pytestmark = pytest.mark.file_seconds(35)
 
@@ -39,14 +40,14 @@ def test_baseline_contents(baseline: str, bench_models_dir: BenchModels) -> None
     assert b["accuracy"] == pytest.approx(bench_models_dir.accuracy, abs=0.5)
     assert b["latency"]["ratio"] > 0 and b["latency"]["reference"]["kind"] == "matmul"
     assert b["latency"]["threads"] == 1 and b["machine"]["cpu"]
-    assert b["latency"]["settle_s"] == 0.0  # one thread: one call per model and round
+    assert b["latency"]["settle_s"] == SETTLE_ONE_THREAD_S  # one thread: warm caches
 
 
 def test_a_check_times_as_its_baseline_did() -> None:
-    """The baseline's threads and settle win over the check's options; a baseline written
+    """The baseline's threads and settle win over the check's options (0, one call per round,
+    as 1-thread baselines recorded it before they settled, included); a baseline written
     before it recorded ``settle_s`` settles as its thread count does."""
     from edgekit.check.regression import _baseline_settings
-    from edgekit.speed.timing import SETTLE_S
 
     def settings(cfg: CheckConfig, **latency: Any) -> CheckConfig:
         notes: list[str] = []
@@ -58,7 +59,9 @@ def test_a_check_times_as_its_baseline_did() -> None:
     assert (two.threads, two.ratio.settle) == (2, SETTLE_S)
     one = settings(CheckConfig(threads=2), threads=1, batch=1, settle_s=0.0)
     assert (one.threads, one.ratio.settle) == (1, 0.0)
-    assert settings(CheckConfig(threads=2), threads=1, batch=1).ratio.settle == 0.0
+    assert settings(CheckConfig(threads=2), threads=1, batch=1).ratio.settle == \
+        SETTLE_ONE_THREAD_S
+    assert settings(CheckConfig(), threads=1, settle_s=0.0).ratio.settle == 0.0
     assert settings(CheckConfig(), threads=4, batch=8).ratio.settle == SETTLE_S
     assert settings(CheckConfig(), threads=2, settle_s=0.2).ratio.settle == 0.2
 

@@ -140,11 +140,14 @@ def test_wrong_values_are_clear_errors(build: typing.Callable[[], object], messa
 
 
 def test_tune_and_check_hold_a_ratio_config() -> None:
-    """One stop rule (edgekit.speed.ratio), with the defaults each command had."""
-    assert TuneConfig().ratio == TUNE_RATIO == RatioConfig(
+    """One stop rule (edgekit.speed.ratio), with the defaults each command had; the configs
+    resolve its settle for their threads (1 by default)."""
+    assert TUNE_RATIO == RatioConfig(
         tolerance=0.02, min_rounds=40, max_rounds=20000, min_seconds=1.0, max_seconds=30.0)
-    assert CheckConfig().ratio == CHECK_RATIO == RatioConfig(
+    assert TuneConfig().ratio == TUNE_RATIO.for_threads(1)
+    assert CHECK_RATIO == RatioConfig(
         tolerance=0.02, min_rounds=5, min_seconds=2.0, max_seconds=20.0, block_seconds=0.5)
+    assert CheckConfig().ratio == CHECK_RATIO.for_threads(1)
     assert TuneConfig().quantization == QuantizationConfig()
     for name in ("rel_tol", "min_pairs", "max_pairs", "min_seconds", "max_seconds",
                  "calibration_samples", "seed"):
@@ -166,7 +169,7 @@ def test_an_old_flat_tune_config_reads_back_and_the_nested_one_is_written() -> N
     assert TuneConfig.from_dict(written) == cfg
     # a partial ratio keeps the tune's defaults, not RatioConfig's
     assert TuneConfig.from_dict({"ratio": {"tolerance": 0.1}}).ratio == dataclasses.replace(
-        TUNE_RATIO, tolerance=0.1)
+        TUNE_RATIO, tolerance=0.1).for_threads(1)
     assert TuneConfig.from_dict({"engines": ["openvino"]}).engines == ("onnxruntime",
                                                                        "openvino")
 

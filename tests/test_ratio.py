@@ -187,36 +187,44 @@ def test_a_call_longer_than_settle_is_timed_once_more(monkeypatch: pytest.Monkey
     assert count[0] == 4 * timing.SETTLE_MIN_CALLS and set(samples) == {200_000_000}
 
 
-def test_multi_threaded_timings_settle() -> None:
-    """One thread has no pool threads to spin: calls stay single; more threads (or each
-    library's default) settle, unless a config sets its own."""
-    from edgekit.speed.timing import SETTLE_S, settle_for
+def test_timings_settle_for_their_thread_count() -> None:
+    """One thread settles briefly (warm caches, as in an app's loop), more threads (or each
+    library's default) for longer (idle pool threads); a settle a config sets is kept, 0 (one
+    call per round) included."""
+    from edgekit.speed.timing import SETTLE_ONE_THREAD_S, SETTLE_S, settle_for
 
-    assert settle_for(1) == 0.0 and settle_for(2) == settle_for(None) == SETTLE_S
-    assert RatioConfig().for_threads(1) == RatioConfig()
+    assert 0 < SETTLE_ONE_THREAD_S < SETTLE_S
+    assert settle_for(1) == SETTLE_ONE_THREAD_S
+    assert settle_for(2) == settle_for(None) == SETTLE_S
+    assert RatioConfig().settle is None
+    assert RatioConfig().for_threads(1) == RatioConfig(settle=SETTLE_ONE_THREAD_S,
+                                                       min_rounds=SETTLED_MIN_ROUNDS)
     assert RatioConfig().for_threads(4) == RatioConfig(settle=SETTLE_S,
                                                        min_rounds=SETTLED_MIN_ROUNDS)
     assert RatioConfig(min_rounds=5).for_threads(4).min_rounds == 5  # a lower floor is kept
     assert RatioConfig(settle=0.2).for_threads(4) == RatioConfig(settle=0.2)
+    assert RatioConfig(settle=0.0).for_threads(1) == RatioConfig(settle=0.0)
     with pytest.raises(InputError, match="settle"):
         RatioConfig(settle=-0.1)
 
 
-def test_tune_and_check_configs_time_multi_threaded_runs_settled() -> None:
+def test_tune_and_check_configs_resolve_their_settle() -> None:
     """The configs resolve ``settle`` for their thread count when they are made, so every
     caller times with it and the config saved with a tune or a baseline says so; a settle the
     user set is kept."""
     from edgekit.check.regression import CheckConfig
-    from edgekit.speed.timing import SETTLE_S
+    from edgekit.speed.timing import SETTLE_ONE_THREAD_S, SETTLE_S
     from edgekit.tune.core import TuneConfig
 
-    assert TuneConfig(threads=1).ratio.settle == 0.0
+    assert TuneConfig(threads=1).ratio.settle == SETTLE_ONE_THREAD_S
     assert TuneConfig(threads=2).ratio.settle == SETTLE_S
     assert TuneConfig(threads=2).ratio.min_rounds == SETTLED_MIN_ROUNDS
     assert TuneConfig(threads=2).to_dict()["ratio"]["settle"] == SETTLE_S  # type: ignore[index]
     assert TuneConfig.from_dict(TuneConfig(threads=2).to_dict()).ratio.settle == SETTLE_S
     assert TuneConfig(threads=2, ratio=RatioConfig(settle=0.2)).ratio.settle == 0.2
-    assert CheckConfig(threads=1).ratio.settle == 0.0
+    assert CheckConfig(threads=1).ratio.settle == SETTLE_ONE_THREAD_S
+    per_call = TuneConfig(ratio=RatioConfig(settle=0.0))  # 0: one call per round, kept
+    assert TuneConfig.from_dict(per_call.to_dict()).ratio.settle == 0.0
     assert CheckConfig(threads=None).ratio.settle == CheckConfig(threads=2).ratio.settle == SETTLE_S
 
 

@@ -168,9 +168,10 @@ def test_a_run_with_other_threads_adds_its_rows_to_the_merged_ones() -> None:
     """``--threads 2 --merge old.json`` keeps old's 1-thread tunes and timings (with their
     dates) next to this run's 2-thread ones; a setting measured again replaces the old one."""
     old = _fake({"ort-fp32": 0.5, "int8": 0.9, "litert-int8": 0.95}, 0.8)
-    old["bench"]["1"]["measured"] = "2026-01-01 00:00"
+    old["bench"]["1"].update(measured="2026-01-01 00:00", threads=1)  # before settle_s
     new = _fake({"ort-fp32": 0.5, "int8": 0.9, "litert-int8": 0.95}, 0.7)
-    new["bench"] = {"2": {**new["bench"].pop("1"), "measured": "2026-01-02 00:00"}}
+    new["bench"] = {"2": {**new["bench"].pop("1"), "measured": "2026-01-02 00:00",
+                          "threads": 2, "settle_s": 0.06}}
     new["tune"] = {"t2_b1": {**new["tune"].pop("t1_b1"), "winner": "int8-2t"}}
     merged = zoo_report.merge_model(old, new)
     assert set(merged["bench"]) == {"1", "2"} and set(merged["tune"]) == {"t1_b1", "t2_b1"}
@@ -187,6 +188,9 @@ def test_a_run_with_other_threads_adds_its_rows_to_the_merged_ones() -> None:
     table = zoo_report.markdown(result)
     assert "| m0 | 1 | 2 |" in table and "| m0 | 1 | 1 |" not in table  # m0 has no 1-thread row
     assert "measured with 1 thread(s) 2026-01-01 00:00" in table
+    # how the samples were taken: old 1-thread rows one call a round, settled ones say so
+    assert "1 thread(s): one call per row and round" in table
+    assert "2 thread(s): settled samples (60 ms blocks)" in table
     checks = result["targets"]
     assert "m0" not in checks[0]["passing"] and "m0" in checks[0]["n/a"][0]  # 1 thread only
     assert checks[1]["status"] == "incomplete"  # m0 was not timed with 1 thread: no pass

@@ -259,8 +259,9 @@ def _baseline_settings(cfg: CheckConfig, base: dict[str, Any] | None,
     threads, batch = lat.get("threads", cfg.threads), int(lat.get("batch", cfg.batch))
     if threads != cfg.threads or batch != cfg.batch:
         notes.append(f"using the baseline's batch {batch} and threads {threads}")
-    # without settle_s, 0: CheckConfig resolves it for the threads (RatioConfig.for_threads)
-    settle = float(lat.get("settle_s", 0.0))
+    # without settle_s, None: CheckConfig resolves it for the threads (RatioConfig.for_threads)
+    settle = lat.get("settle_s")
+    settle = None if settle is None else float(settle)
     return dataclasses.replace(cfg, threads=threads, batch=batch,
                                ratio=dataclasses.replace(cfg.ratio, settle=settle))
 

@@ -53,9 +53,11 @@ class RatioConfig:
         block_seconds: seconds per block of rounds (default 0.25; at least 5 rounds a block).
         warmup: untimed rounds first (default 10).
         settle: seconds of consecutive calls per model and round; the median of the calls
-            begun in their second half is the round's sample (default 0: one call; see
-            :func:`~edgekit.speed.timing.settle_for`, which multi-threaded timings use: idle
-            pool threads of the other model spin into the next call).
+            begun in their second half is the round's sample; 0: one call per model and
+            round. Default None: :meth:`for_threads` resolves it
+            (:func:`~edgekit.speed.timing.settle_for`: warm caches with one thread, and with
+            more the other model's idle pool threads done spinning); :func:`measure_ratio`
+            on an unresolved config times one call.
     """
 
     tolerance: float = 0.02
@@ -65,7 +67,7 @@ class RatioConfig:
     max_seconds: float = 30.0
     block_seconds: float = 0.25
     warmup: int = 10
-    settle: float = 0.0
+    settle: float | None = None
 
     def __post_init__(self) -> None:
         if not 0 < self.tolerance < 1:
@@ -78,18 +80,19 @@ class RatioConfig:
                              f"{self.min_seconds}, {self.max_seconds}")
         if self.block_seconds <= 0:
             raise InputError(f"block_seconds must be > 0, got {self.block_seconds}")
-        if not 0 <= self.settle <= MAX_SETTLE_S:
+        if self.settle is not None and not 0 <= self.settle <= MAX_SETTLE_S:
             raise InputError(f"settle must be in [0, {MAX_SETTLE_S:g}] seconds, got {self.settle}")
 
     def for_threads(self, threads: int | None) -> RatioConfig:
         """This config with the ``settle`` of a timing with ``threads`` intra-op threads
-        (:func:`~edgekit.speed.timing.settle_for`) unless one is set; a settled config needs
-        at most :data:`SETTLED_MIN_ROUNDS` rounds (each sample is already the median of a
-        block of calls)."""
-        settle = settle_for(threads)
-        if self.settle or not settle:
+        (:func:`~edgekit.speed.timing.settle_for`) unless one is set (0 included); a settled
+        config needs at most :data:`SETTLED_MIN_ROUNDS` rounds (each sample is already the
+        median of a block of calls)."""
+        if self.settle is not None:
             return self
-        return replace(self, settle=settle, min_rounds=min(self.min_rounds, SETTLED_MIN_ROUNDS))
+        settle = settle_for(threads)
+        return replace(self, settle=settle, min_rounds=min(self.min_rounds, SETTLED_MIN_ROUNDS)
+                       if settle else self.min_rounds)
 
 
 @dataclass
@@ -166,7 +169,7 @@ def measure_ratio(reference: Callable[[], Any], candidate: Callable[[], Any],
     warm = cfg.warmup
     while True:
         a, b = measure([reference, candidate], runs=None, duration=cfg.block_seconds,
-                       min_runs=5, warmup=warm, settle=cfg.settle)
+                       min_runs=5, warmup=warm, settle=cfg.settle or 0.0)
         warm = 0
         ref_ns += a
         cand_ns += b
@@ -181,4 +184,4 @@ def measure_ratio(reference: Callable[[], Any], candidate: Callable[[], Any],
     return LatencyRatio(history[-1], float(np.median(cand_ns)) / 1e6,
                         float(np.median(ref_ns)) / 1e6, len(ref_ns),
                         time.perf_counter() - start, history, ratio_interval(cand_ns, ref_ns),
-                        cfg.settle)
+                        cfg.settle or 0.0)

@@ -24,6 +24,15 @@ least :data:`SETTLE_MIN_CALLS`) and records the median of the calls that began i
 second half (a model slower than that: its last call), which measured 2.86 / 1.76 / 1.85 /
 2.68 ms in the first run: the steady state an app's loop gets, with the rounds still
 interleaved for the paired ratios.
+
+With one thread there are no pool threads, but a call still pays for its predecessor's
+footprint, and not every engine alike: the keras-io Conv1D text model at batch 1 on that Xeon,
+one call per round (LiteRT int8, onnxruntime's tuned int8, OpenVINO's int8 in bf16 and in f32)
+took 65 / 125 / 115 / 84 us, in blocks of 20 consecutive calls 42 / 71 / 51 / 49 us. A tune
+timed one call per round picked onnxruntime (latency ratio to fp32 0.29 against OpenVINO's
+0.50), the engine that is 1.4x slower in an app's loop. So one thread settles too, for
+:data:`SETTLE_ONE_THREAD_S` (long enough to warm the caches; the same tune then measured
+0.20 vs 0.17 and picked OpenVINO). ``settle=0`` still times one call per round.
 """
 
 from __future__ import annotations
@@ -39,19 +48,23 @@ from edgekit.inputs.synthetic import draw_inputs
 from edgekit.progress import FractionFn
 
 __all__ = ["LatencyStats", "make_inputs", "latency_stats", "balanced_orders", "measure",
-           "settle_for", "SETTLE_S", "SETTLE_MIN_CALLS"]
+           "settle_for", "SETTLE_S", "SETTLE_ONE_THREAD_S", "SETTLE_MIN_CALLS"]
 
 #: seconds of consecutive calls per row and round when timing with more than one thread
 SETTLE_S = 0.06
+#: the same with one thread: no pool to wait for, only the caches to warm (a 50 us model makes
+#: 200 calls, a 10 ms one two, the second timed)
+SETTLE_ONE_THREAD_S = 0.01
 #: calls per row and round at least when settling (the first one is never the sample)
 SETTLE_MIN_CALLS = 2
 
 
 def settle_for(threads: int | None) -> float:
-    """The ``settle`` of :func:`measure` for ``threads`` intra-op threads: 0 with one thread
-    (no pool threads to spin), else :data:`SETTLE_S` (None, each library's default, may be
-    several threads)."""
-    return 0.0 if threads == 1 else SETTLE_S
+    """The ``settle`` of :func:`measure` for ``threads`` intra-op threads:
+    :data:`SETTLE_ONE_THREAD_S` with one thread (warm caches, as in an app's loop), else
+    :data:`SETTLE_S` (None, each library's default, may be several threads: their idle pool
+    threads spin into the next row's call)."""
+    return SETTLE_ONE_THREAD_S if threads == 1 else SETTLE_S
 
 
 @dataclass

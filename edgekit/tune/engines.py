@@ -154,7 +154,7 @@ def _time_group(ctx: _Context, pending: list[Candidate]) -> None:
         times = measure(calls, runs=None,
                         duration=min(2 * cfg.ratio.min_seconds, cfg.ratio.max_seconds),
                         min_runs=min(cfg.ratio.min_rounds, 20), warmup=3,
-                        settle=cfg.ratio.settle)
+                        settle=cfg.ratio.settle or 0.0)
     finally:
         for _, m in group:
             m.close()
