@@ -120,6 +120,46 @@ def test_openvino_many_shapes_and_outputs_stay_valid(small: dict[str, Path]) -> 
     np.testing.assert_allclose(m.run(xs)[0], ref.run(xs)[0], atol=1e-5)
 
 
+def test_openvino_small_inputs_are_copied_in_and_large_ones_shared(tmp_path: Path) -> None:
+    """Small inputs of a static compilation go into the request's own buffers (a new
+    ov.Tensor per call costs more), large ones are wrapped without copying, and once one is
+    wrapped the request's buffers are not written again: values right on every call, with
+    each input's size crossing COPY_INPUT_BYTES, and no output overwritten by a later call."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from edgekit.runtime.engine_openvino import COPY_INPUT_BYTES
+
+    wide = COPY_INPUT_BYTES // 4 // 2  # float32 columns: batch 1 and 2 copied, 4 wrapped
+    graph = helper.make_graph(
+        [helper.make_node("Mul", ["a", "two"], ["twice"]),
+         helper.make_node("Add", ["b", "one"], ["plus"])],
+        "copy_or_share",
+        [helper.make_tensor_value_info("a", TensorProto.FLOAT, ["N", 3]),
+         helper.make_tensor_value_info("b", TensorProto.FLOAT, ["N", wide])],
+        [helper.make_tensor_value_info("twice", TensorProto.FLOAT, ["N", 3]),
+         helper.make_tensor_value_info("plus", TensorProto.FLOAT, ["N", wide])],
+        initializer=[onnx.numpy_helper.from_array(np.float32(2.0), "two"),
+                     onnx.numpy_helper.from_array(np.float32(1.0), "one")])
+    path = tmp_path / "copy_or_share.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    m = EdgeModel(path, engine="openvino", session=ONE_THREAD)
+    seen = []
+    for n in (1, 1, 4, 4, 1, 2, 4, 1):
+        a, b = RNG.random((n, 3), dtype=np.float32), RNG.random((n, wide), dtype=np.float32)
+        twice, plus = m.run({"a": a, "b": b})
+        np.testing.assert_array_equal(twice, a * 2)
+        np.testing.assert_array_equal(plus, b + 1)
+        seen.append((a, b, twice, plus))
+    for a, b, twice, plus in seen:  # every result still its own call's
+        np.testing.assert_array_equal(twice, a * 2)
+        np.testing.assert_array_equal(plus, b + 1)
+    lanes = {key[1][0]: c.local.lane for key, c in  # type: ignore[attr-defined]
+             m.engine._by_shape.items()}  # type: ignore[attr-defined]
+    assert lanes[1].inputs is not None and lanes[2].inputs is not None  # copied in
+    assert lanes[4].inputs is None  # b wrapped (4 rows are over the limit): shared since
+
+
 def test_openvino_multi_input(small: dict[str, Path]) -> None:
     m = EdgeModel(small["two"], engine="openvino")
     a, b = np.ones((2, 3), np.float32), np.full((2, 3), 2.0, np.float32)
