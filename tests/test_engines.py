@@ -139,8 +139,8 @@ def test_openvino_small_inputs_are_copied_in_and_large_ones_shared(tmp_path: Pat
          helper.make_tensor_value_info("b", TensorProto.FLOAT, ["N", wide])],
         [helper.make_tensor_value_info("twice", TensorProto.FLOAT, ["N", 3]),
          helper.make_tensor_value_info("plus", TensorProto.FLOAT, ["N", wide])],
-        initializer=[onnx.numpy_helper.from_array(np.float32(2.0), "two"),
-                     onnx.numpy_helper.from_array(np.float32(1.0), "one")])
+        initializer=[onnx.numpy_helper.from_array(np.array(2.0, np.float32), "two"),
+                     onnx.numpy_helper.from_array(np.array(1.0, np.float32), "one")])
     path = tmp_path / "copy_or_share.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
     m = EdgeModel(path, engine="openvino", session=ONE_THREAD)
@@ -154,8 +154,8 @@ def test_openvino_small_inputs_are_copied_in_and_large_ones_shared(tmp_path: Pat
     for a, b, twice, plus in seen:  # every result still its own call's
         np.testing.assert_array_equal(twice, a * 2)
         np.testing.assert_array_equal(plus, b + 1)
-    lanes = {key[1][0]: c.local.lane for key, c in  # type: ignore[attr-defined]
-             m.engine._by_shape.items()}  # type: ignore[attr-defined]
+    lanes = {key[1][0]: c.local.lane
+             for key, c in m.engine._by_shape.items()}  # type: ignore[attr-defined]
     assert lanes[1].inputs is not None and lanes[2].inputs is not None  # copied in
     assert lanes[4].inputs is None  # b wrapped (4 rows are over the limit): shared since
 
