@@ -9,8 +9,8 @@ and run once at each batch. Per batch:
   balanced orders) for ``seconds`` x rows (at least ``min_rounds`` rounds): p50/p90/p99 by
   :func:`~edgekit.speed.timing.latency_stats` and the median of per-round paired ratios
   against ORT fp32 (:func:`edgekit.speed.ratio.paired_ratio`), and of the tuned row against
-  every other row; a row's sample in a round is the median of the calls begun in the second
-  half of its consecutive calls (``settle``, :func:`edgekit.speed.timing.settle_for`: 60 ms
+  every other row; a row's sample in a round is the median of the later half of a block of
+  its consecutive calls (``settle``, :func:`edgekit.speed.timing.settle_for`: 60 ms
   with more than one thread, where the other engines' idle pool threads spin into a lone
   call; 10 ms with one, where a call pays for the other engine's footprint in the caches);
 - warm-cache blocks: 20 consecutive calls of one row (``measure`` on that row alone), the rows

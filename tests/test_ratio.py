@@ -187,6 +187,25 @@ def test_a_call_longer_than_settle_is_timed_once_more(monkeypatch: pytest.Monkey
     assert count[0] == 4 * timing.SETTLE_MIN_CALLS and set(samples) == {200_000_000}
 
 
+def test_a_call_the_os_stops_past_the_block_is_not_the_sample(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a loaded machine the process may be stopped inside one call until after the block's
+    end: no other call then begins in the block's second half. The sample is the median of the
+    later half of the calls by count (a fast call), not that stopped one."""
+    from edgekit.speed import timing
+
+    clock = _Clock()
+    monkeypatch.setattr(timing, "time", clock)
+    count = [0]
+
+    def preempted() -> None:  # 300 calls of 10 us, then one stopped for 8 ms, then fast again
+        count[0] += 1
+        clock.ns += 8_000_000 if count[0] % 301 == 0 else 10_000
+
+    (samples,) = timing.measure([preempted], runs=3, warmup=0, settle=0.01)
+    assert set(samples) == {10_000}
+
+
 def test_timings_settle_for_their_thread_count() -> None:
     """One thread settles briefly (warm caches, as in an app's loop), more threads (or each
     library's default) for longer (idle pool threads); a settle a config sets is kept, 0 (one

@@ -52,8 +52,8 @@ class RatioConfig:
         max_seconds: seconds at most (default 30).
         block_seconds: seconds per block of rounds (default 0.25; at least 5 rounds a block).
         warmup: untimed rounds first (default 10).
-        settle: seconds of consecutive calls per model and round; the median of the calls
-            begun in their second half is the round's sample; 0: one call per model and
+        settle: seconds of consecutive calls per model and round; the median of their later
+            half is the round's sample; 0: one call per model and
             round. Default None: :meth:`for_threads` resolves it
             (:func:`~edgekit.speed.timing.settle_for`: warm caches with one thread, and with
             more the other model's idle pool threads done spinning); :func:`measure_ratio`

@@ -20,8 +20,8 @@ each timed one still left 3.39 / 1.90 / 2.35 / 3.49 ms, and with onnxruntime's s
 the interleaved calls matched the alone ones but ORT itself took 4.43 ms alone instead of 2.84
 (its workers sleep between parallel loops). So with ``settle`` > 0 (:func:`settle_for`:
 multi-threaded runs) each round runs each row for ``settle`` seconds of consecutive calls (at
-least :data:`SETTLE_MIN_CALLS`) and records the median of the calls that began in the block's
-second half (a model slower than that: its last call), which measured 2.86 / 1.76 / 1.85 /
+least :data:`SETTLE_MIN_CALLS`) and records the median of the block's later half of calls
+(a model slower than that: its second call), which measured 2.86 / 1.76 / 1.85 /
 2.68 ms in the first run: the steady state an app's loop gets, with the rounds still
 interleaved for the paired ratios.
 
@@ -126,16 +126,17 @@ def _timed(fn: Callable[[], object]) -> int:
 
 
 def _settled(fn: Callable[[], object], seconds: float) -> int:
-    """The median nanoseconds of the calls of ``fn`` that begin in the second half of
-    ``seconds`` of consecutive calls (at least :data:`SETTLE_MIN_CALLS` calls, the first never
-    counted; when no call begins that late, a call longer than ``seconds``, the last one)."""
+    """The median nanoseconds of the second half of ``seconds`` of consecutive calls of ``fn``
+    (at least :data:`SETTLE_MIN_CALLS` calls; the later half by count, the first call never
+    counted). By count, not by when a call began: on a loaded machine the OS may stop the
+    process inside one call until after the block's end, and then no other call begins in
+    its second half (a 10 us model timed at 8 ms a call, with four busy threads on two
+    cores)."""
     start = time.perf_counter()
-    block: list[tuple[float, int]] = []  # (when the call began, its nanoseconds)
+    block: list[int] = []
     while len(block) < SETTLE_MIN_CALLS or time.perf_counter() - start < seconds:
-        begun = time.perf_counter() - start
-        block.append((begun, _timed(fn)))
-    late = [ns for begun, ns in block[1:] if begun >= seconds / 2]
-    return int(np.median(late)) if late else block[-1][1]
+        block.append(_timed(fn))
+    return int(np.median(block[max(1, len(block) // 2):]))
 
 
 def balanced_orders(n: int) -> list[list[int]]:
@@ -176,9 +177,8 @@ def measure(
     ``runs`` rounds (default 100), or, with ``duration`` seconds, when the time is up and every
     call has ``min_runs`` samples (default 5). ``warmup`` (default 10) untimed rounds come first.
     ``on_progress`` gets the done fraction in [0, 1]. With ``settle`` seconds (see the module
-    docstring; :func:`settle_for`), a row's sample in a round is the median of the calls that
-    began in the second half of ``settle`` seconds of its consecutive calls (one sample per row
-    and round still).
+    docstring; :func:`settle_for`), a row's sample in a round is the median of the later half of
+    ``settle`` seconds of its consecutive calls (one sample per row and round still).
     """
     if settle < 0:
         raise ValueError(f"settle must be >= 0 seconds, got {settle}")
