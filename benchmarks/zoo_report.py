@@ -162,6 +162,8 @@ def _sampling(bench: dict[str, Any]) -> str:
     settle = bench.get("settle_s")
     if settle is None and bench.get("threads") == 1:
         return "one call per row and round"
+    # a multi-threaded bench without settle_s was timed with SETTLE_S, 0.06 s (edgekit's
+    # timing module is not imported here: it needs numpy)
     return f"settled samples ({1000 * float(settle or 0.06):.0f} ms blocks)"
 
 

@@ -233,16 +233,10 @@ class OpenVinoEngine(Engine):
             lane = c.new_lane()
         req, views = lane.req, lane.inputs
         if self._single is not None:
-            if views is not None and a.nbytes <= COPY_INPUT_BYTES:
-                np.copyto(views[0], a)
-            else:
-                self._share(lane, 0, a)
+            self._feed(lane, views, 0, a)
         else:
             for i, x in enumerate(arrays):
-                if views is not None and x.nbytes <= COPY_INPUT_BYTES:
-                    np.copyto(views[i], x)
-                else:
-                    self._share(lane, i, x)
+                self._feed(lane, views, i, x)
         try:
             req.infer()
         except RuntimeError as exc:
@@ -253,6 +247,15 @@ class OpenVinoEngine(Engine):
         if self._one_output:
             return [req.get_output_tensor().data.copy()]
         return [req.get_output_tensor(i).data.copy() for i in self._n_out]
+
+    def _feed(self, lane: _Lane, views: list[np.ndarray] | None, i: int, x: np.ndarray
+              ) -> None:
+        """Input ``i`` of ``lane``: copied into ``views[i]`` (the request's own buffer, as the
+        call began) when it is small enough, else shared (:meth:`_share`)."""
+        if views is not None and x.nbytes <= COPY_INPUT_BYTES:
+            np.copyto(views[i], x)
+        else:
+            self._share(lane, i, x)
 
     def _share(self, lane: _Lane, i: int, x: np.ndarray) -> None:
         """Hand ``x`` to input ``i`` of ``lane`` without copying (a copy when it is read-only

@@ -90,9 +90,8 @@ class RatioConfig:
         median of a block of calls)."""
         if self.settle is not None:
             return self
-        settle = settle_for(threads)
-        return replace(self, settle=settle, min_rounds=min(self.min_rounds, SETTLED_MIN_ROUNDS)
-                       if settle else self.min_rounds)
+        return replace(self, settle=settle_for(threads),
+                       min_rounds=min(self.min_rounds, SETTLED_MIN_ROUNDS))
 
 
 @dataclass

@@ -18,8 +18,8 @@ fp32): alone 2.81 / 1.75 / 1.85 / 2.66 ms per call, interleaved one call at a ti
 / 3.21 / 7.23 ms. In other runs of the same rows, four untimed calls of the same row before
 each timed one still left 3.39 / 1.90 / 2.35 / 3.49 ms, and with onnxruntime's spinning off
 the interleaved calls matched the alone ones but ORT itself took 4.43 ms alone instead of 2.84
-(its workers sleep between parallel loops). So with ``settle`` > 0 (:func:`settle_for`:
-multi-threaded runs) each round runs each row for ``settle`` seconds of consecutive calls (at
+(its workers sleep between parallel loops). So with ``settle`` > 0 (:func:`settle_for`)
+each round runs each row for ``settle`` seconds of consecutive calls (at
 least :data:`SETTLE_MIN_CALLS`) and records the median of the block's later half of calls
 (a model slower than that: its second call), which measured 2.86 / 1.76 / 1.85 /
 2.68 ms in the first run: the steady state an app's loop gets, with the rounds still
