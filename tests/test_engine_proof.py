@@ -388,7 +388,7 @@ def test_a_tune_turns_the_memory_pattern_off_only_for_large_batches(tmp_path: Pa
     the session built from it has it off then, and gives the same outputs."""
     from edgekit.io.memory import BATCH_MEMORY_BYTES
     from edgekit.runtime.session import SessionOptionsConfig
-    from edgekit.tune.search import _mem_pattern
+    from edgekit.tune.setup import _mem_pattern
 
     width = 1 << 16  # 256 KiB of activations a sample
     path = _save(_wide_relu_model(width), tmp_path / "m.onnx")

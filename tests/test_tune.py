@@ -200,6 +200,27 @@ def test_tune_writes_the_winner_with_session_settings(digits: dict[str, Path],
     _check_kernels(report, messages, result.model_path)
 
 
+def _engine_twins(result: Any, suffix: str, on_threads: int | None = None
+                  ) -> list[tuple[Any, Any]]:
+    """The candidates named ``<base><suffix>`` with their bases: one per engine, each on the
+    fastest accepted candidate of its engine before that stage (of those on ``on_threads``
+    intra-op threads when given), with its file and engine."""
+    cands = {c.name: c for c in result.candidates}
+    twins = [c for c in result.candidates if c.name.endswith(suffix)]
+    before = [c for c in result.candidates if c.accepted and c not in twins and (
+        on_threads is None or c.session.get("intra_op_num_threads") == on_threads)]
+    assert {c.engine for c in twins} == {c.engine for c in before} >= {"onnxruntime", "openvino"}
+    out = []
+    for c in twins:
+        base = cands[c.name.removesuffix(suffix)]
+        assert base is min((b for b in before if b.engine == c.engine),
+                           key=lambda b: float((b.first_ratio if b.finalist
+                                                else b.latency_ratio) or 0.0))
+        assert c.stage == "session" and c.engine == base.engine and c.path == base.path
+        out.append((c, base))
+    return out
+
+
 @pytest.mark.slow
 def test_a_multithreaded_tune_tries_the_best_of_every_engine_on_fewer_threads(
         digits: dict[str, Path], tmp_path: Path) -> None:
@@ -216,16 +237,7 @@ def test_a_multithreaded_tune_tries_the_best_of_every_engine_on_fewer_threads(
     result = tune_model(digits["model"], tmp_path / "out", digits["calib"], digits["eval"],
                         TuneConfig(max_accuracy_drop=1.0, threads=2,
                                    **{**_FAST, "ratio": ratio}))
-    cands = {c.name: c for c in result.candidates}
-    one = [c for c in result.candidates if c.name.endswith("+1-thread")]
-    before = [c for c in result.candidates if c.accepted and c not in one]
-    assert {c.engine for c in one} == {c.engine for c in before} >= {"onnxruntime", "openvino"}
-    for c in one:
-        base = cands[c.name.removesuffix("+1-thread")]
-        assert base is min((b for b in before if b.engine == c.engine),
-                           key=lambda b: float((b.first_ratio if b.finalist
-                                                else b.latency_ratio) or 0.0))
-        assert c.stage == "session" and c.engine == base.engine and c.path == base.path
+    for c, base in _engine_twins(result, "+1-thread"):
         assert base.session["intra_op_num_threads"] == 2
         assert c.session == {**base.session, "intra_op_num_threads": 1}
         assert c.accepted and (c.accuracy_drop, c.agreement) == (base.accuracy_drop,
@@ -240,6 +252,39 @@ def test_a_multithreaded_tune_tries_the_best_of_every_engine_on_fewer_threads(
     why = json.loads(result.report_path.read_text())["why"]
     assert ("runs on 1 of the 2 threads" in why or "1 of 2 threads" in why) == (
         stored["intra_op_num_threads"] == 1), why
+
+
+@pytest.mark.slow
+def test_a_batched_multithreaded_tune_splits_the_batch_of_every_engines_best(
+        digits: dict[str, Path], tmp_path: Path) -> None:
+    """``threads=2, batch=8``: the fastest accepted candidate of every engine on both threads
+    is also timed with its batch split into 2 streams (its file, engine and settings plus
+    ``batch_streams``), gated on accuracy. Whichever wins (it depends on the CPU and the load)
+    is what the file stores, EdgeModel applies and the report names."""
+    from edgekit.tune.sessions import stream_counts
+
+    assert stream_counts(1, 8) == [] and stream_counts(2, 1) == [] and stream_counts(4, 32) == [4]
+    ratio = dataclasses.replace(_FAST["ratio"], min_rounds=6, max_rounds=12, settle=0.01)
+    result = tune_model(digits["model"], tmp_path / "out", digits["calib"], digits["eval"],
+                        TuneConfig(max_accuracy_drop=1.0, threads=2, batch=8,
+                                   **{**_FAST, "ratio": ratio}))
+    for c, base in _engine_twins(result, "+2-streams", on_threads=2):
+        assert c.session == {**base.session, "batch_streams": 2}
+        assert c.agreement is not None and c.batch == 8 and c.latency_ratio is not None
+        assert "split into 2 parts run at once, on 1 thread each" in c.description
+    assert not any("batch_streams" in c.session for c in result.candidates
+                   if c.name.endswith("-thread"))
+    stored = json.loads({p.key: p.value for p in onnx.load(str(result.model_path))
+                         .metadata_props}["edgekit.session"])
+    assert stored == result.winner.session
+    model = EdgeModel(result.model_path)
+    assert model.session_config.batch_streams == stored.get("batch_streams")
+    x = np.zeros((8, 8, 8, 1), np.float32)
+    assert model.run(x)[0].shape == (8, 10)
+    model.close()
+    why = json.loads(result.report_path.read_text())["why"]
+    assert ("the batch split into 2 streams of 1 thread(s)" in why) == (
+        stored.get("batch_streams") == 2), why
 
 
 def _check_kernels(report: dict, messages: list[str], path: Path) -> None:

@@ -40,9 +40,10 @@ __all__ = ["tune_cmd"]
 @max_accuracy_drop_option(0.5, help="Accuracy budget in points vs fp32.")
 @threads_option(default=1, help="Most intra-op threads the model will run with. With more "
                 "than one, the best candidates of a small model are also tried on fewer (the "
-                "tuned file stores the count that won), and each timing sample is the median "
-                "of a short block of calls, so that idle pool threads of the model timed "
-                "before do not slow it.")
+                "tuned file stores the count that won), with --batch above one the best of "
+                "every engine is also tried with its batch split into one stream per thread, "
+                "and each timing sample is the median of a short block of calls, so that idle "
+                "pool threads of the model timed before do not slow it.")
 @batch_option(help="Batch size latency is measured at.")
 @click.option("--budget", "budget_minutes", type=click.FloatRange(0, min_open=True),
               default=10.0, show_default=True,

@@ -107,7 +107,7 @@ class OpenVinoEngine(Engine):
     aliases = ("ov",)
     label = "OpenVINO"
     settings = frozenset({"intra_op_num_threads", "precision", "performance_hint",
-                          "openvino_config"})
+                          "openvino_config", "batch_streams"})
     precisions = ("f32", "bf16")
     package_providers = ("openvino", "cpu")
     #: Q/DQ on the inputs of the compute ops only, as OpenVINO's NNCF places them: its

@@ -61,6 +61,7 @@ class OnnxruntimeEngine(Engine):
         "intra_op_num_threads", "inter_op_num_threads", "execution_mode",
         "graph_optimization_level", "allow_spinning", "enable_mem_pattern",
         "enable_cpu_mem_arena", "session_config", "disabled_optimizers", "precision",
+        "batch_streams",
     })  # fmt: skip
     uses_providers = True
     runs_nonstandard_ops = True

@@ -46,8 +46,9 @@ for _cls in BUILTIN_ENGINES:
 DEFAULT_ENGINE = OnnxruntimeEngine.name
 
 #: settings that belong to the engine a model was tuned for: dropped when another one runs it
+#: (a batch split was timed on that engine only)
 _ENGINE_ONLY: dict[str, Any] = {"precision": None, "performance_hint": None,
-                                   "openvino_config": {}}
+                                   "openvino_config": {}, "batch_streams": None}
 
 
 def open_engine(name: str, path: Path, config: SessionOptionsConfig,
@@ -120,8 +121,12 @@ def _stored_problem(name: str, path: Path) -> str | None:
 def session_settings(stored: Mapping[str, object], explicit: SessionOptionsConfig, engine: str,
                      applies: bool) -> SessionOptionsConfig:
     """Stored settings (without the engine-specific ones unless they ``applies``) overridden by
-    the ``explicit`` ones, for ``engine``."""
+    the ``explicit`` ones, for ``engine``. Explicit threads fewer than the stored
+    ``batch_streams`` cap them (one stream per thread; none on one thread)."""
     base = SessionOptionsConfig.from_dict(stored)
     if not applies:
         base = dataclasses.replace(base, **_ENGINE_ONLY)
+    threads = explicit.intra_op_num_threads
+    if threads and explicit.batch_streams is None and base.streams > threads:
+        base = dataclasses.replace(base, batch_streams=threads if threads > 1 else None)
     return dataclasses.replace(base.merged(explicit), engine=engine)

@@ -61,6 +61,7 @@ from edgekit.runtime.session import (
     short_provider_name,
 )
 from edgekit.runtime.specs import InputSpec, read_onnx_props
+from edgekit.runtime.streams import BatchStreams, split_problem
 
 if TYPE_CHECKING:
     from edgekit.inputs.text import TextTokenizer
@@ -252,8 +253,22 @@ class EdgeModel:
         floats = tuple(s for s in self.inputs if s.is_float)
         self._finite = floats if check_nan else ()  # run's per-call scan: opt-in
         self._finite_raw = () if check_nan is False else floats  # prepare / serve
-        self._engine_run = eng.run
+        self._streams = self._batch_streams(eng)
+        self._engine_run = self._streams or eng.run
         self._preparer = InputPreparer(self._checker, self.metadata, self.path.name)
+
+    def _batch_streams(self, eng: Engine) -> BatchStreams | None:
+        """The batch splitter of ``batch_streams`` (None: one part); refuses a model whose
+        batch cannot be split (the engine is closed first)."""
+        streams = self.session_config.streams
+        if streams < 2:
+            return None
+        why = split_problem(eng.inputs, eng.outputs, eng.props)
+        if why is not None:
+            eng.close()
+            raise InputError(f"batch_streams={streams} cannot split the batch of "
+                             f"{self.path.name}: {why}", hint="leave batch_streams unset")
+        return BatchStreams(eng.run, streams)
 
     # -- properties ----------------------------------------------------------------------
     @property
@@ -437,7 +452,10 @@ class EdgeModel:
             self.run(feeds)
 
     def close(self) -> None:
-        """Release the engine; later calls raise :class:`InputError`."""
+        """Release the engine (and the threads of its batch streams); later calls raise
+        :class:`InputError`."""
+        if self._streams is not None:
+            self._streams.close()
         self._engine.close()
 
     def __enter__(self) -> EdgeModel:

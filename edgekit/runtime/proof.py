@@ -44,16 +44,14 @@ from edgekit.contract import top1
 from edgekit.errors import EdgekitError
 from edgekit.inputs.data import run_in_batches, run_whole_batches
 from edgekit.io.memory import batch_for
-from edgekit.metadata import PREFIX
 from edgekit.runtime.engine_record import EngineCheck
 from edgekit.runtime.engine_registry import engine_class, parse_engines
 from edgekit.runtime.engine_registry import installed_engines as _installed
 from edgekit.runtime.model import EdgeModel
+from edgekit.runtime.streams import BATCH_KEY, batch_prop, mixes_batch
 
 __all__ = ["BATCH_KEY", "BUDGET_POINTS", "MAX_REL_MEAN_DIFF", "SMALL_BATCHES", "SMALL_SAMPLES",
            "batch_prop", "check_engines", "installed_engines", "in_child", "mixes_batch"]
-#: metadata key of a file whose outputs are not per-sample (value ``true``; absent otherwise)
-BATCH_KEY = PREFIX + "batch_dependent"
 #: accuracy (with labels) or top-1 agreement (without) an engine may lose against onnxruntime
 #: on the same file, in percentage points, judged like the accuracy gate
 #: (:func:`edgekit.agreement.gate`: a one-sided bound that accounts for the sample count)
@@ -69,16 +67,6 @@ SMALL_SAMPLES = 32
 CHILD_TIMEOUT_S = 900.0
 #: mean |engine - onnxruntime| allowed, relative to mean |onnxruntime| per output
 MAX_REL_MEAN_DIFF = 0.02
-
-
-def batch_prop(batch_dependent: bool) -> dict[str, str]:
-    """The :data:`BATCH_KEY` metadata entry of a file (none for per-sample outputs)."""
-    return {BATCH_KEY: "true"} if batch_dependent else {}
-
-
-def mixes_batch(props: Mapping[str, str]) -> bool:
-    """Whether a file's ``metadata_props`` mark its outputs as not per-sample."""
-    return props.get(BATCH_KEY, "").strip().lower() == "true"
 
 
 def _run_all(model: EdgeModel, feeds: Mapping[str, np.ndarray], batch: int,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import InitVar, dataclass, field
 from typing import Any
@@ -126,6 +127,11 @@ class SessionOptionsConfig:
         performance_hint: OpenVINO ``PERFORMANCE_HINT``, ``"latency"`` or ``"throughput"``;
             default None (latency). onnxruntime has no such hint and ignores it.
         openvino_config: extra OpenVINO ``compile_model`` properties; default empty.
+        batch_streams: split each call's batch into this many parts that run at once, each
+            on ``intra_op_num_threads // batch_streams`` threads (OpenVINO: ``NUM_STREAMS``),
+            for models whose rows are independent (:mod:`edgekit.runtime.streams`); a call
+            of one row runs on one part's threads. Default None (one part: every op shares
+            the threads).
     """
 
     intra_op_num_threads: int | None = None
@@ -141,6 +147,7 @@ class SessionOptionsConfig:
     precision: str | None = None
     performance_hint: str | None = None
     openvino_config: dict[str, str] = field(default_factory=dict)
+    batch_streams: int | None = None
     threads: InitVar[int | None] = None
 
     def __post_init__(self, threads: int | None) -> None:
@@ -176,6 +183,13 @@ class SessionOptionsConfig:
         for name in ("intra_op_num_threads", "inter_op_num_threads"):
             if getattr(self, name) is not None:
                 integer(0, MAX_THREADS)(getattr(self, name), name)
+        if self.batch_streams is not None:
+            integer(1, MAX_THREADS)(self.batch_streams, "batch_streams")
+            if self.batch_streams > (self.intra_op_num_threads or self.batch_streams):
+                raise InputError(
+                    f"batch_streams={self.batch_streams} needs as many threads, and "
+                    f"intra_op_num_threads is {self.intra_op_num_threads}",
+                    hint="give each stream a thread: raise the threads or lower batch_streams")
         for name in ("allow_spinning", "enable_mem_pattern", "enable_cpu_mem_arena"):
             if getattr(self, name) is not None:
                 boolean()(getattr(self, name), name)
@@ -218,7 +232,9 @@ class SessionOptionsConfig:
     def to_ort(self) -> ort.SessionOptions:
         """The :class:`onnxruntime.SessionOptions` these settings describe."""
         so = ort.SessionOptions()
-        if self.intra_op_num_threads is not None:
+        if self.streams > 1:
+            so.intra_op_num_threads = self.stream_threads()
+        elif self.intra_op_num_threads is not None:
             so.intra_op_num_threads = self.intra_op_num_threads
         if self.inter_op_num_threads is not None:
             so.inter_op_num_threads = self.inter_op_num_threads
@@ -251,7 +267,20 @@ class SessionOptionsConfig:
         }
         if self.intra_op_num_threads:
             props["INFERENCE_NUM_THREADS"] = str(self.intra_op_num_threads)
+        if self.streams > 1:
+            props["NUM_STREAMS"] = str(self.streams)
         return {**props, **self.openvino_config}
+
+    @property
+    def streams(self) -> int:
+        """The parts a call's batch is split into (:attr:`batch_streams`; 1 when unset)."""
+        return self.batch_streams or 1
+
+    def stream_threads(self) -> int:
+        """The threads of one part: ``intra_op_num_threads`` (all cores when unset) shared
+        between the :attr:`streams`, at least one each."""
+        total = self.intra_op_num_threads or os.cpu_count() or 1
+        return max(1, total // self.streams)
 
 
 # ---------------------------------------------------------------------------------------------

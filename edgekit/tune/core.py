@@ -48,7 +48,9 @@ class TuneConfig:
         threads: the most intra-op threads the model will run with (default 1); with more,
             the best candidates are also tried on fewer
             (:func:`~edgekit.tune.sessions.fewer_threads`) and the tuned file stores the
-            count that won.
+            count that won; with ``batch`` above one too, the best of every engine is also
+            tried with its batch split into one stream per thread
+            (:func:`~edgekit.tune.sessions.stream_counts`).
         batch: batch size latency is measured at (default 1).
         budget_minutes: stop starting new candidates after this long (default 10).
         eval_samples: cap on evaluation samples (default 2000; 0 = all).

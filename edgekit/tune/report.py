@@ -21,7 +21,8 @@ from edgekit.speed.machine import cpu_model, instruction_set
 from edgekit.tune.core import Candidate, TuneConfig
 
 if TYPE_CHECKING:
-    from edgekit.tune.search import _Data, _Search
+    from edgekit.tune.search import _Search
+    from edgekit.tune.setup import TuneData
 
 __all__ = ["format_candidates"]
 
@@ -91,16 +92,25 @@ def _fewer_threads(winner: Candidate, cfg: TuneConfig) -> int | None:
     return n if n is not None and n < cfg.threads else None
 
 
+def _streams_text(winner: Candidate) -> str:
+    """How the winner splits its batch (empty when it does not)."""
+    s = SessionOptionsConfig.from_dict(winner.session)
+    return "" if s.streams < 2 else (
+        f", the batch split into {s.streams} streams of {s.stream_threads()} thread(s)")
+
+
 def _threads_text(winner: Candidate, cfg: TuneConfig) -> str:
-    """How many threads the winner runs with (fewer than requested when that won)."""
+    """How many threads the winner runs with (fewer than requested when that won), and how
+    it splits its batch."""
     n = _fewer_threads(winner, cfg)
-    return f"{cfg.threads} thread(s)" if n is None else (
-        f"{n} of {cfg.threads} threads (fp32 on {cfg.threads})")
+    return (f"{cfg.threads} thread(s)" if n is None else (
+        f"{n} of {cfg.threads} threads (fp32 on {cfg.threads})")) + _streams_text(winner)
 
 
 def _fewer_note(winner: Candidate, cfg: TuneConfig) -> str:
     n = _fewer_threads(winner, cfg)
-    return "" if n is None else f"; {winner.name} runs on {n} of the {cfg.threads} threads"
+    return ("" if n is None else f"; {winner.name} runs on {n} of the {cfg.threads} threads"
+            ) + _streams_text(winner)
 
 
 def _runoff_note(winner: Candidate, cands: Sequence[Candidate]) -> str:
@@ -155,7 +165,7 @@ def _package(target: Any, artifacts: ArtifactSet, fp32_path: Path, winner: Candi
     return tune_package(target, artifacts, fp32_path, tuned, precision, data[0], data[1], say)
 
 
-def _build_report(search: _Search, winner: Candidate, src: Path, data: _Data, log: list[str],
+def _build_report(search: _Search, winner: Candidate, src: Path, data: TuneData, log: list[str],
                   t_start: float) -> dict[str, Any]:
     """The ``<stem>.tune.json`` document (without its files section)."""
     ctx, cands = search.ctx, search.cands

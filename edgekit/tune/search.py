@@ -35,7 +35,11 @@ search runs in stages, the likeliest winners first (:func:`edgekit.tune.candidat
    and half of ``TuneConfig.threads``; :func:`edgekit.tune.sessions.fewer_threads`) where its
    call takes under :data:`~edgekit.tune.sessions.FEWER_THREADS_MAX_MS`: a small model can
    lose more to the thread pool's hand-offs than it gains. The count that wins is stored in
-   the tuned file's session settings, so ``TuneConfig.threads`` is the most the model uses.
+   the tuned file's session settings, so ``TuneConfig.threads`` is the most the model uses;
+6. streams: with more than one thread and a batch of more than one, the best candidate of
+   every engine on all the threads with each call's batch split into one stream per thread
+   (``batch_streams``, :mod:`edgekit.runtime.streams`), where the model's rows are
+   independent. Like the defaults, it runs whatever the budget.
 
 The run-off re-times the three fastest accepted candidates and the fastest accepted one of
 every engine together, at the requested batch.
@@ -54,22 +58,19 @@ import os
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from edgekit.errors import DataError
-from edgekit.inputs.data import Dataset, run_in_batches
+from edgekit.inputs.data import Dataset
 from edgekit.io.artifacts import file_entry
-from edgekit.io.memory import BATCH_MEMORY_BYTES, activation_bytes, release_memory
-from edgekit.metadata import ModelMetadata
+from edgekit.io.memory import release_memory
 from edgekit.progress import FractionFn, StatusFn
 from edgekit.quantize.options import QuantMode
 from edgekit.runtime.engine_ort import share_cpu_arena
 from edgekit.runtime.engine_registry import engine_class, installed_engines
 from edgekit.runtime.session import SessionOptionsConfig
+from edgekit.runtime.streams import split_problem
 from edgekit.tune.candidates import (
     _float_config,
     _latency_aware,
@@ -78,13 +79,11 @@ from edgekit.tune.candidates import (
     _try_quant,
 )
 from edgekit.tune.core import (
-    _EVAL_BATCH,
     Candidate,
     TuneConfig,
     TuneResult,
     _Context,
     _measure,
-    _open,
     runs_on,
 )
 from edgekit.tune.engines import (
@@ -110,82 +109,13 @@ from edgekit.tune.sessions import (
     fewer_thread_bases,
     fewer_threads,
     session_candidate,
+    stream_counts,
+    streams_candidate,
     threads_candidate,
 )
-from edgekit.validate import accuracy
+from edgekit.tune.setup import fp32_model, load_tune_data, tune_context
 
 __all__ = ["TuneConfig", "Candidate", "TuneResult", "tune_model", "format_candidates"]
-
-
-@dataclass
-class _Data:
-    """What the search measures on: calibration, evaluation and benchmark inputs."""
-
-    calibration: Dataset
-    eval_feeds: dict[str, np.ndarray]
-    eval_labels: np.ndarray | None
-    eval_desc: str
-    bench_feeds: dict[str, np.ndarray]
-    notes: list[str]
-
-
-def _fp32_model(src: Path, tmp: Path, say: StatusFn) -> Path:
-    """``src`` itself when it is ONNX, else its validated fp32 export in ``tmp``."""
-    if src.suffix.lower() == ".onnx":
-        return src
-    from edgekit.convert import ExportConfig, export_model
-
-    say("exporting the fp32 model")
-    return export_model(src, tmp / "fp32", ExportConfig()).onnx_path
-
-
-def _load_tune_data(proto: Any, calibration: Any, eval_data: Any, config: TuneConfig) -> _Data:
-    """Calibration samples; evaluation on ``eval_data``, else on calibration samples held out
-    (not used to calibrate), else on the calibration samples; a batch for timing."""
-    from edgekit.inputs.prepare import load_model_data, onnx_input_specs
-    from edgekit.quantize.calibration import calibration_split
-
-    specs = onnx_input_specs(proto)
-    meta = ModelMetadata.from_props({p.key: p.value for p in proto.metadata_props})
-    cal = config.quantization.calibration
-    feeds, cal_info, held, notes = calibration_split(calibration, specs, meta, cal)
-    desc = cal_info["data"]
-    if eval_data is not None:
-        ev, labels, more, ev_desc = load_model_data(
-            eval_data, specs, meta, "evaluation data", "test", config.eval_samples, cal.seed)
-        notes += more
-    elif held is not None:
-        ev, labels, ev_desc = held[0], held[1], f"{held[2]} (held out)"
-    else:
-        ev, labels, ev_desc = feeds, None, f"{desc} (agreement only)"
-    reps = -(-config.batch // len(next(iter(feeds.values()))))
-    bench = {k: np.concatenate([v] * reps)[: config.batch] for k, v in feeds.items()}
-    return _Data(Dataset(feeds, None, desc), ev, labels, ev_desc, bench, notes)
-
-
-def _mem_pattern(fp32_path: Path, batch: int) -> bool | None:
-    """False (onnxruntime's memory pattern off) when a batch's activations pass
-    :data:`~edgekit.io.memory.BATCH_MEMORY_BYTES`, else None (onnxruntime's default, on). The
-    pattern is planned on the first run and allocated as one more block on the second, beside
-    the arena chunks of the first, which stay: ConvNeXtTiny at batch 32 went 1225 -> 1809 MiB
-    on its second run (batch 8: 622 MiB with it, 485 without, and no slower)."""
-    return False if activation_bytes(fp32_path) * batch > BATCH_MEMORY_BYTES else None
-
-
-def _context(config: TuneConfig, fp32_path: Path, proto: Any, data: _Data, tmp: Path,
-             say: StatusFn) -> _Context:
-    base_session = SessionOptionsConfig(
-        intra_op_num_threads=config.threads, inter_op_num_threads=1,
-        execution_mode="sequential", graph_optimization_level="all",
-        engine="onnxruntime", enable_mem_pattern=_mem_pattern(fp32_path, config.batch),
-    )
-    reference = _open(fp32_path, base_session)
-    fp32_probs = run_in_batches(reference.run, data.eval_feeds, _EVAL_BATCH)[0]
-    labels = data.eval_labels
-    fp32_acc = accuracy(fp32_probs, labels) if labels is not None else None
-    return _Context(config, fp32_path, proto.graph, data.eval_feeds, labels, fp32_probs,
-                    fp32_acc, data.bench_feeds, data.calibration, reference, base_session, tmp,
-                    say, proto)
 
 
 class _Search:
@@ -197,7 +127,7 @@ class _Search:
         self.engines = [e for e in (ctx.config.engines or installed_engines())
                         if e != "onnxruntime"]
         self.space = _quant_space(ctx.model)
-        self.total = len(self.space) + len(_session_space()) + 5 + 7 * len(self.engines)
+        self.total = len(self.space) + len(_session_space()) + 6 + 7 * len(self.engines)
         self.done = 0
         self.fp32 = self._baseline()
         self.cands: list[Candidate] = [self.fp32]
@@ -388,17 +318,41 @@ class _Search:
             self.cands.append(session_candidate(self.ctx, best, best_session.merged(extra),
                                                 name, desc, carried))
 
+    def engine_bests(self, on_all_threads: bool = False) -> list[Candidate]:
+        """The fastest accepted candidate of each engine (``on_all_threads``: of those that run
+        on the requested threads)."""
+        pools: dict[str, list[Candidate]] = {}
+        threads = self.ctx.config.threads
+        for c in self.cands:
+            if not on_all_threads or c.session.get("intra_op_num_threads") in (None, threads):
+                pools.setdefault(c.engine, []).append(c)
+        return [self.best_of(pool) for pool in pools.values()]
+
     def threads(self) -> None:
         """The best candidate of every engine on fewer intra-op threads than requested, where
         its call is short enough for the pool's hand-offs to matter."""
-        pools: dict[str, list[Candidate]] = {}
-        for c in self.cands:
-            pools.setdefault(c.engine, []).append(c)
-        for best in fewer_thread_bases([self.best_of(pool) for pool in pools.values()]):
+        for best in fewer_thread_bases(self.engine_bests()):
             for n in fewer_threads(self.ctx.config.threads):
                 if self.over_budget():
                     break
                 self.cands.append(threads_candidate(self.ctx, best, n))
+        self.advance()
+
+    def streams(self) -> None:
+        """The best candidate of every engine with its batch split into streams, where the
+        batch and the threads are more than one and the model's rows are independent; measured
+        whatever the budget, like the defaults: the split pays most on the large models whose
+        budget ends first."""
+        counts = stream_counts(self.ctx.config.threads, self.ctx.config.batch)
+        ref = self.ctx.reference.engine
+        why = split_problem(ref.inputs, ref.outputs, ref.props) if counts else None
+        if why is not None:
+            self.ctx.progress(f"no batch streams: {why}")
+            counts = []
+        bests = [b for b in self.engine_bests(on_all_threads=True) if b.accepted and b.path]
+        for best in {id(b): b for b in bests}.values():
+            for n in counts:
+                self.cands.append(streams_candidate(self.ctx, best, n))
         self.advance()
 
     def finish(self) -> Candidate:
@@ -461,10 +415,10 @@ def tune_model(
     t_start = time.perf_counter()
     share_cpu_arena()  # the reference and each candidate run in turns: one arena holds both
     with tempfile.TemporaryDirectory(prefix="edgekit-tune-") as tmpdir:
-        fp32_path = _fp32_model(src, Path(tmpdir), say)
+        fp32_path = fp32_model(src, Path(tmpdir), say)
         proto = load_onnx(fp32_path)
-        data = _load_tune_data(proto, calibration, eval_data, config)
-        search = _Search(_context(config, fp32_path, proto, data, Path(tmpdir), say),
+        data = load_tune_data(proto, calibration, eval_data, config)
+        search = _Search(tune_context(config, fp32_path, proto, data, Path(tmpdir), say),
                          on_progress, t_start)
         search.defaults()
         search.quantization()
@@ -474,6 +428,7 @@ def tune_model(
         search.engine()
         search.session()
         search.threads()
+        search.streams()
         winner = search.finish()
         tuned = _tuned_bytes(winner, config)
         winner.size_bytes = len(tuned)  # the file as written, with the tune's metadata

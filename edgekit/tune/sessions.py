@@ -1,6 +1,6 @@
 """The tune's session stage: the onnxruntime session settings tried on the best onnxruntime
-candidate, the thread counts below the requested one tried on the best candidate of every
-engine, and when one is not worth trying."""
+candidate, the thread counts below the requested one and the batch split into streams tried on
+the best candidate of every engine, and when one is not worth trying."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from edgekit.runtime.session import SessionOptionsConfig
 from edgekit.tune.core import Candidate, _check_accuracy, _Context, _measure
 
 __all__ = ["FEWER_THREADS_MAX_MS", "fewer_threads", "fewer_thread_bases", "session_candidate",
-           "threads_candidate"]
+           "stream_counts", "streams_candidate", "threads_candidate"]
 
 #: a candidate whose call takes longer than this (ms, at the requested threads and batch) is not
 #: tried on fewer threads: the pool's hand-offs cost microseconds a call, so it is a model this
@@ -87,3 +87,21 @@ def threads_candidate(ctx: _Context, best: Candidate, threads: int) -> Candidate
     return session_candidate(ctx, best, session, f"{threads}-thread",
                              f"on {threads} of the {ctx.config.threads} threads",
                              f"{best.name}'s file and engine: its accuracy")
+
+
+def stream_counts(threads: int, batch: int) -> list[int]:
+    """The ``batch_streams`` the tune tries: one part per thread, when the threads and the
+    batch are both more than one."""
+    return [threads] if threads > 1 and batch > 1 else []
+
+
+def streams_candidate(ctx: _Context, best: Candidate, streams: int) -> Candidate:
+    """``best``'s file, engine and settings with each call's batch split into ``streams``
+    parts that run at once (:mod:`edgekit.runtime.streams`): timed, and gated on accuracy
+    (the parts run at a smaller batch, which an engine may compile with other kernels)."""
+    session = SessionOptionsConfig.from_dict(best.session).merged(
+        SessionOptionsConfig(batch_streams=streams))
+    each = session.stream_threads()
+    return session_candidate(ctx, best, session, f"{streams}-streams",
+                             f"its batch split into {streams} parts run at once, on {each} "
+                             f"thread{'s' if each > 1 else ''} each")
