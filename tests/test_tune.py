@@ -283,8 +283,7 @@ def test_a_batched_multithreaded_tune_splits_the_batch_of_every_engines_best(
     assert model.run(x)[0].shape == (8, 10)
     model.close()
     why = json.loads(result.report_path.read_text())["why"]
-    assert ("the batch split into 2 streams of 1 thread(s)" in why) == (
-        stored.get("batch_streams") == 2), why
+    assert ("2 streams of 1 thread(s)" in why) == (stored.get("batch_streams") == 2), why
 
 
 def _check_kernels(report: dict, messages: list[str], path: Path) -> None:
@@ -679,7 +678,8 @@ def test_the_runoff_opens_finalists_in_groups_that_fit_in_memory(
 
 def test_the_report_names_a_winner_on_fewer_threads_and_its_engine() -> None:
     """The reason for the winner: an fp32 graph that wins on another engine and on fewer
-    threads is named as such (not "fp32 is fastest"); one on onnxruntime is the fp32 case."""
+    threads is named as such (not "fp32 is fastest"); one on onnxruntime is the fp32 case; a
+    winner with batch streams says how it splits its batch, in either case."""
     from edgekit.quantize.options import QuantMode
     from edgekit.tune.core import Candidate
     from edgekit.tune.report import _why
@@ -702,3 +702,10 @@ def test_the_report_names_a_winner_on_fewer_threads_and_its_engine() -> None:
     assert why.startswith("fp32 (fp32+1-thread) is fastest"), why
     assert why.endswith("fp32+1-thread runs on 1 of the 2 threads")
     assert "1 of 2" not in _why(int8, fp32, [fp32, int8], cfg)
+    split = dataclasses.replace(int8, name="int8-default+2-streams",
+                                session={"intra_op_num_threads": 2, "batch_streams": 2})
+    assert "(0.330 ms vs 0.370 ms, 2 thread(s), the batch split into 2 streams of 1 thread(s)" \
+        in _why(split, fp32, [fp32, split], cfg)
+    fp32_split = dataclasses.replace(ort, name="fp32+2-streams", session=split.session)
+    assert _why(fp32_split, fp32, [fp32, int8, fp32_split], cfg).endswith(
+        "fp32+2-streams splits its batch into 2 streams of 1 thread(s)")

@@ -7,7 +7,9 @@ Dynamic dimensions are compiled static per input shape (up to :data:`MAX_STATIC_
 one dynamic compilation serves the rest), since static shapes run faster; each compilation
 keeps one infer request per thread. Inputs are passed without copying, except small ones
 (:data:`COPY_INPUT_BYTES`) to a static compilation, which are copied into the request's own
-input buffer. Outputs are copied out of OpenVINO's buffers, so they stay valid.
+input buffer. Outputs are copied out of OpenVINO's buffers, so they stay valid. With
+``batch_streams`` the model is compiled with that many ``NUM_STREAMS``, and each part of a split
+batch (:mod:`edgekit.runtime.streams`) runs on its own thread's request, on its own stream.
 """
 
 from __future__ import annotations

@@ -108,9 +108,14 @@ def _threads_text(winner: Candidate, cfg: TuneConfig) -> str:
 
 
 def _fewer_note(winner: Candidate, cfg: TuneConfig) -> str:
+    """The fp32 winner's threads when fewer than requested, and its batch streams."""
     n = _fewer_threads(winner, cfg)
-    return ("" if n is None else f"; {winner.name} runs on {n} of the {cfg.threads} threads"
-            ) + _streams_text(winner)
+    notes = [] if n is None else [f"runs on {n} of the {cfg.threads} threads"]
+    s = SessionOptionsConfig.from_dict(winner.session)
+    if s.streams > 1:
+        notes.append(f"splits its batch into {s.streams} streams of {s.stream_threads()} "
+                     "thread(s)")
+    return f"; {winner.name} {' and '.join(notes)}" if notes else ""
 
 
 def _runoff_note(winner: Candidate, cands: Sequence[Candidate]) -> str:
