@@ -92,11 +92,15 @@ def _fewer_threads(winner: Candidate, cfg: TuneConfig) -> int | None:
     return n if n is not None and n < cfg.threads else None
 
 
-def _streams_text(winner: Candidate) -> str:
-    """How the winner splits its batch (empty when it does not)."""
+def _split(winner: Candidate) -> str | None:
+    """How the winner splits its batch ("2 streams of 1 thread(s)"), None when it does not."""
     s = SessionOptionsConfig.from_dict(winner.session)
-    return "" if s.streams < 2 else (
-        f", the batch split into {s.streams} streams of {s.stream_threads()} thread(s)")
+    return None if s.streams < 2 else f"{s.streams} streams of {s.stream_threads()} thread(s)"
+
+
+def _streams_text(winner: Candidate) -> str:
+    split = _split(winner)
+    return "" if split is None else f", the batch split into {split}"
 
 
 def _threads_text(winner: Candidate, cfg: TuneConfig) -> str:
@@ -111,10 +115,8 @@ def _fewer_note(winner: Candidate, cfg: TuneConfig) -> str:
     """The fp32 winner's threads when fewer than requested, and its batch streams."""
     n = _fewer_threads(winner, cfg)
     notes = [] if n is None else [f"runs on {n} of the {cfg.threads} threads"]
-    s = SessionOptionsConfig.from_dict(winner.session)
-    if s.streams > 1:
-        notes.append(f"splits its batch into {s.streams} streams of {s.stream_threads()} "
-                     "thread(s)")
+    split = _split(winner)
+    notes += [] if split is None else [f"splits its batch into {split}"]
     return f"; {winner.name} {' and '.join(notes)}" if notes else ""
 
 
