@@ -237,7 +237,8 @@ def step_bench(name: str, work: Path, plan: dict[str, Any]) -> dict[str, Any]:
     params = {**{k: v for k, v in plan.items() if k != "rows"}, "files": stamps}
     key = f"bench_t{plan['threads']}"
     got = cached_step(work / f"{key}.json", params)
-    if got is not None:
+    if got is not None:  # a cache written before benches kept their date: the file's
+        got.setdefault("measured", _minute((work / f"{key}.json").stat().st_mtime))
         return got
     log(f"{name}: timing {len(plan['rows'])} rows with {plan['threads']} thread(s)")
     (work / f"{key}.plan.json").write_text(json.dumps(plan, indent=1))
@@ -246,7 +247,13 @@ def step_bench(name: str, work: Path, plan: dict[str, Any]) -> dict[str, Any]:
                    work / f"{key}.stdout", work / f"{key}.log")
     if (work / f"{key}.out.json").exists():
         res.update(json.loads((work / f"{key}.out.json").read_text()))
+    res["measured"] = _minute(time.time())
     return store_step(work / f"{key}.json", params, res)
+
+
+def _minute(t: float) -> str:
+    """``t`` (seconds since the epoch) as the local minute the zoo dates its timings with."""
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(t))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -360,9 +367,9 @@ def main(argv: list[str] | None = None) -> int:
     models, threads = zoo_report.merged_models(args.merge, vars(args)) if args.merge else ({}, [])
     for name in args.models:
         new = run_model(name, args)
-        new["measured"] = time.strftime("%Y-%m-%d %H:%M")
-        for bench in new.get("bench", {}).values():
-            bench["measured"] = new["measured"]
+        # when its timings were taken (a resumed run's cached ones keep their own date)
+        new["measured"] = max((b["measured"] for b in new.get("bench", {}).values()),
+                              default=_minute(time.time()))
         (args.cache / name / "result.json").write_text(json.dumps(new, indent=1))
         models[name] = zoo_report.merge_model(models.get(name), new)
     options = {**vars(args), "models": list(models),
