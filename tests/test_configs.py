@@ -67,10 +67,10 @@ def test_an_old_flat_quantization_dict_reads_back_into_its_groups() -> None:
                         explain=True),
         output=OutputConfig(format=OutputFormat.ORT, mobile_batch=0))
     # every old key has a place: nothing of an old file is dropped (the speed check and
-    # slice_strided_pointwise, float_outputs and offset_weight_convs came later: an old file
-    # gets their defaults)
+    # slice_strided_pointwise, float_outputs, offset_weight_convs and channels_last_flatten
+    # came later: an old file gets their defaults)
     later = ("speed.", "scheme.slice_strided_pointwise", "scheme.float_outputs",
-             "scheme.offset_weight_convs")
+             "scheme.offset_weight_convs", "scheme.channels_last_flatten")
     old = [leaf for leaf in _leaves(cfg.to_dict()) if not leaf.startswith(later)]
     groups = typing.cast(dict[str, typing.Any], cfg.to_dict())
     assert old == sorted(

@@ -1,5 +1,6 @@
-"""The float-graph changes of an engine's int8 layout (edgekit.quantize.layout): strided 1x1
-convs read a strided Slice (real onnx, onnxruntime, TF/tf2onnx and OpenVINO)."""
+"""The float-graph changes of an int8 layout (edgekit.quantize.layout): strided 1x1 convs read a
+strided Slice (OpenVINO's), a flatten of an int8 conv's map reads it channels-last
+(onnxruntime's); real onnx, onnxruntime, TF/tf2onnx and OpenVINO."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ ort = pytest.importorskip("onnxruntime")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 from edgekit.quantize import CalibrationConfig, QuantizationConfig  # noqa: E402
-from edgekit.quantize.layout import slice_strided_pointwise  # noqa: E402
+from edgekit.quantize.layout import channels_last_flatten, slice_strided_pointwise  # noqa: E402
 
 pytestmark = pytest.mark.file_seconds(20)
 
@@ -108,7 +109,8 @@ def test_openvino_layout_runs_strided_pointwise_convs_in_int8(tmp_path: Path) ->
     from edgekit.runtime.model import EdgeModel
 
     cls = engine_class("openvino")
-    assert cls.qdq_scheme == {"slice_strided_pointwise": True, "stem_in_float": False}
+    assert cls.qdq_scheme == {"slice_strided_pointwise": True, "stem_in_float": False,
+                              "channels_last_flatten": False}
     x = np.random.default_rng(0).uniform(0, 1, (128, 16, 16, 8)).astype(np.float32)
     np.savez(tmp_path / "calib.npz", x=x)
     fp32 = export_model(_downsampling_block(), tmp_path / "fp32").onnx_path
@@ -211,3 +213,124 @@ def test_float_outputs_leave_the_compute_ops_outputs_unquantized(tmp_path: Path)
         got = EdgeModel(floats, engine=engine, session=session).predict(x).argmax(1)
         assert (got == want).mean() >= 0.9, engine
 
+
+
+def _flatten_graph() -> onnx.ModelProto:
+    """Five flattens of conv maps ``[batch, 4, 3, 3]`` (and one ``[batch, 4, 1, 1]``):
+    - ``a``: Conv -> Relu -> MaxPool -> Reshape [-1, 36] -> MatMul (rewritten);
+    - ``b``: Conv -> Flatten -> Gemm with transB (rewritten: the weight's columns permute);
+    - ``c``: a conv named float -> Reshape -> MatMul (kept);
+    - ``d``: Conv -> Reshape -> Softmax (no Dense layer: kept);
+    - ``e``: a conv to a 1x1 map -> Reshape -> MatMul (the flatten order is the same: kept)."""
+    rng = np.random.default_rng(0)
+
+    def w(*shape: int) -> np.ndarray:
+        return rng.normal(size=shape).astype(np.float32)
+
+    inits = [numpy_helper.from_array(np.array([-1, 36], np.int64), "to36"),
+             numpy_helper.from_array(np.array([0, 4], np.int64), "to4")]
+    nodes = []
+    for name in "abcde":
+        kernel = 6 if name == "e" else 3
+        pool = name == "a"
+        node, init = _conv(f"conv_{name}", "x", w(4, 2, kernel, kernel), f"{name}_map",
+                           kernel_shape=[kernel, kernel], pads=[0] * 4 if kernel == 6 or pool
+                           else [1, 1, 0, 0], strides=[1, 1] if pool or kernel == 6 else [2, 2])
+        nodes.append(node)
+        inits.append(init)
+    nodes += [helper.make_node("Relu", ["a_map"], ["a_relu"]),
+              helper.make_node("MaxPool", ["a_relu"], ["a_pool"], kernel_shape=[2, 2],
+                               strides=[1, 1]),
+              helper.make_node("Reshape", ["a_pool", "to36"], ["a_flat"], name="flat_a"),
+              helper.make_node("MatMul", ["a_flat", "a_w"], ["a"]),
+              helper.make_node("Flatten", ["b_map"], ["b_flat"], name="flat_b", axis=1),
+              helper.make_node("Gemm", ["b_flat", "b_w", "b_bias"], ["b"], transB=1),
+              helper.make_node("Reshape", ["c_map", "to36"], ["c_flat"], name="flat_c"),
+              helper.make_node("MatMul", ["c_flat", "c_w"], ["c"]),
+              helper.make_node("Reshape", ["d_map", "to36"], ["d_flat"], name="flat_d"),
+              helper.make_node("Softmax", ["d_flat"], ["d"]),
+              helper.make_node("Reshape", ["e_map", "to4"], ["e_flat"], name="flat_e"),
+              helper.make_node("MatMul", ["e_flat", "e_w"], ["e"])]
+    inits += [numpy_helper.from_array(v, k) for k, v in
+              {"a_w": w(36, 5), "b_w": w(5, 36), "b_bias": w(5), "c_w": w(36, 5),
+               "e_w": w(4, 5)}.items()]
+    outs = [helper.make_tensor_value_info(o, TensorProto.FLOAT, [None, None]) for o in "abcde"]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info(
+        "x", TensorProto.FLOAT, ["batch", 2, 6, 6])], outs, inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_a_flatten_of_an_int8_conv_map_reads_it_channels_last() -> None:
+    """Only the flattens that feed a Dense layer from a multi-pixel map of an int8 conv get a
+    Transpose to channels-last, and every output keeps its values."""
+    model = _flatten_graph()
+    x = np.random.default_rng(1).normal(size=[3, 2, 6, 6]).astype(np.float32)
+    want = _run(model, x)
+    float_convs = frozenset({"conv_c"})
+    assert channels_last_flatten(model, float_convs) == 2
+    onnx.checker.check_model(model, full_check=True)
+    transposes = [n for n in model.graph.node if n.op_type == "Transpose"]
+    assert [list(helper.get_attribute_value(t.attribute[0])) for t in transposes] == [
+        [0, 2, 3, 1]] * 2
+    reads = {n.name: n.input[0] for n in model.graph.node if n.name.startswith("flat_")}
+    assert reads["flat_a"] == transposes[0].output[0] and reads["flat_b"] == transposes[1].output[0]
+    assert {reads[k] for k in ("flat_c", "flat_d", "flat_e")} == {"c_map", "d_map", "e_map"}
+    for w, g in zip(want, _run(model, x), strict=True):
+        np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5)
+    assert channels_last_flatten(model, float_convs) == 0  # it reads a Transpose now: done
+
+
+def _flatten_cnn() -> object:
+    """A Keras CNN like the Fashion recipe: an RGB stem conv (kept in float by the stem rule),
+    an int8 conv, pooling, Flatten, Dense."""
+    keras = pytest.importorskip("keras")
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((16, 16, 3), name="image")
+    x = keras.layers.MaxPooling2D()(keras.layers.Conv2D(8, 3, activation="relu")(inp))
+    x = keras.layers.MaxPooling2D()(keras.layers.Conv2D(16, 3, activation="relu")(x))
+    return keras.Model(inp, keras.layers.Dense(4, activation="softmax")(
+        keras.layers.Flatten()(x)))
+
+
+def test_onnxruntime_runs_the_int8_flatten_without_a_transpose_back(tmp_path: Path) -> None:
+    """The default int8 layout of a conv -> flatten -> Dense model: the note says so,
+    onnxruntime's optimized graph has one Transpose fewer than with the rewrite off (the one
+    its channels-last int8 conv needed back before the flatten), the outputs match that file's,
+    and the option is saved with the variant."""
+    from edgekit.convert import export_model
+    from edgekit.quantize import quantize_model
+
+    x = np.random.default_rng(0).uniform(0, 1, (64, 16, 16, 3)).astype(np.float32)
+    np.savez(tmp_path / "calib.npz", x=x)
+    fp32 = export_model(_flatten_cnn(), tmp_path / "fp32").onnx_path
+    base = QuantizationConfig(calibration=CalibrationConfig(samples=32))
+    assert base.scheme.channels_last_flatten is True
+    on = quantize_model(fp32, tmp_path / "on", config=base, calibration=tmp_path / "calib.npz")
+    off = quantize_model(fp32, tmp_path / "off", config=dataclasses.replace(
+        base, scheme=dataclasses.replace(base.scheme, channels_last_flatten=False)),
+        calibration=tmp_path / "calib.npz")
+    assert any("1 flatten(s) of an int8 conv's feature map read it channels-last" in n
+               for n in on.notes)
+    assert not any("channels-last" in n for n in off.notes)
+
+    def optimized_ops(path: Path) -> collections.Counter[str]:
+        so = ort.SessionOptions()
+        so.optimized_model_filepath = str(path.with_suffix(".opt.onnx"))
+        sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        del sess
+        return collections.Counter(n.op_type for n in onnx.load(so.optimized_model_filepath)
+                                   .graph.node)
+
+    got, before = optimized_ops(Path(on.path)), optimized_ops(Path(off.path))
+    assert got["QLinearConv"] == before["QLinearConv"] == 1
+    assert got["Transpose"] == before["Transpose"] - 1
+    want = _run_image(Path(off.path), x)
+    np.testing.assert_allclose(_run_image(Path(on.path), x), want, atol=1e-5)
+    saved = json.loads(Path(on.path).with_suffix(".quant.json").read_text())
+    assert saved["scheme"]["channels_last_flatten"] is True
+    assert QuantizationConfig.from_dict(saved).scheme.channels_last_flatten
+
+
+def _run_image(path: Path, x: np.ndarray) -> np.ndarray:
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return np.asarray(sess.run(None, {sess.get_inputs()[0].name: x})[0])

@@ -75,7 +75,7 @@ from edgekit.quantize.config import (
     variant_names,
 )
 from edgekit.quantize.explain import explain_nodes, explain_samples
-from edgekit.quantize.layout import slice_strided_pointwise_file
+from edgekit.quantize.layout import channels_last_flatten_file, slice_strided_pointwise_file
 from edgekit.quantize.options import OutputFormat, QuantMode
 from edgekit.quantize.ort_format import convert_to_ort
 from edgekit.quantize.qdq import output_activation_nodes
@@ -223,8 +223,7 @@ class _Job:
         fp32_out, fp32_acc = self._fp32_outputs(fp32_path)
         with self._timed("preprocess"):
             pre = prepare_float(fp32_path, tmp, self.mode, self.notes)
-            if self.mode is QuantMode.INT8 and self.cfg.scheme.slice_strided_pointwise:
-                pre = slice_strided_pointwise_file(pre, tmp, self.notes)
+            pre = self._layout(pre, tmp)
             bound_histogram_memory(self.data, pre, self.cfg, self.notes)
         with self._timed("quantize"):
             first, final, gate_info, exclude = self._quantize(pre, tmp, fp32_out)
@@ -284,13 +283,31 @@ class _Job:
         labels = self.data.check_labels
         return fp32_out, accuracy(fp32_out, labels) if labels is not None else None
 
-    def _stem(self) -> list[str]:
-        """The stem conv's float region when :attr:`QuantizationConfig.stem_in_float` says so
-        (noted in the report)."""
+    def _layout(self, pre: Path, tmp: Path) -> Path:
+        """The float graph with the changes the scheme's int8 layout asks for
+        (:mod:`edgekit.quantize.layout`); static int8 only."""
+        scheme = self.cfg.scheme
+        if self.mode is not QuantMode.INT8:
+            return pre
+        if scheme.slice_strided_pointwise:
+            pre = slice_strided_pointwise_file(pre, tmp, self.notes)
+        convs_in_int8 = scheme.op_types_to_quantize is None or "Conv" in scheme.op_types_to_quantize
+        if scheme.channels_last_flatten and convs_in_int8:
+            float_convs = frozenset([*scheme.nodes_to_exclude, *self._stem_region()[0]])
+            pre = channels_last_flatten_file(pre, tmp, self.notes, float_convs)
+        return pre
+
+    def _stem_region(self) -> tuple[list[str], str | None]:
+        """The stem conv's float region when :attr:`QuantizationConfig.stem_in_float` says so,
+        and the note that says why."""
         stem_in_float = self.cfg.scheme.stem_in_float
         if self.mode is not QuantMode.INT8 or stem_in_float is False:
-            return []
-        region, note = stem_float_region(self.proto.graph, always=bool(stem_in_float))
+            return [], None
+        return stem_float_region(self.proto.graph, always=bool(stem_in_float))
+
+    def _stem(self) -> list[str]:
+        """The stem conv's float region (:meth:`_stem_region`), noted in the report."""
+        region, note = self._stem_region()
         self.notes.extend([note] if note else [])
         return region
 

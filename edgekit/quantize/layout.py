@@ -1,6 +1,7 @@
 """Float-graph changes that a static int8 layout asks for before quantization
-(:attr:`~edgekit.quantize.options.QuantScheme.slice_strided_pointwise`): each one computes
-the same values as the graph it replaces."""
+(:attr:`~edgekit.quantize.options.QuantScheme.slice_strided_pointwise`,
+:attr:`~edgekit.quantize.options.QuantScheme.channels_last_flatten`): each one computes the
+same values as the graph it replaces (up to the order of a MatMul's sums)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,11 @@ from typing import Any
 
 import numpy as np
 
-from edgekit.io.onnxgraph import attributes
+from edgekit.io.onnxgraph import attributes, consumers, producers
+from edgekit.quantize.regions import FOLLOWERS
 
-__all__ = ["slice_strided_pointwise", "slice_strided_pointwise_file"]
+__all__ = ["slice_strided_pointwise", "slice_strided_pointwise_file", "channels_last_flatten",
+           "channels_last_flatten_file"]
 
 _INT64_MAX = np.iinfo(np.int64).max
 
@@ -75,14 +78,140 @@ def slice_strided_pointwise(model: Any) -> int:
 def slice_strided_pointwise_file(pre: Path, tmp: Path, notes: list[str]) -> Path:
     """:func:`slice_strided_pointwise` on the file ``pre``: the rewritten file (under ``tmp``)
     and a note, or ``pre`` itself when it has no such conv."""
+    out, count = _rewrite_file(pre, tmp, slice_strided_pointwise, "pre_sliced.onnx")
+    if count:
+        notes.append(f"{count} strided 1x1 conv(s) read a strided Slice and run with stride 1 "
+                     "(slice_strided_pointwise: the engine's int8 kernels take them then)")
+    return out
+
+def _rewrite_file(pre: Path, tmp: Path, rewrite: Any, name: str) -> tuple[Path, int]:
+    """``rewrite(model) -> count`` on the file ``pre``: the rewritten file ``tmp / name`` and
+    the count, or ``pre`` itself when nothing was rewritten."""
     import onnx
 
     model = onnx.load(str(pre))
-    count = slice_strided_pointwise(model)
+    count = rewrite(model)
     if not count:
-        return pre
-    out = tmp / "pre_sliced.onnx"
+        return pre, 0
+    out = tmp / name
     onnx.save(model, str(out))
-    notes.append(f"{count} strided 1x1 conv(s) read a strided Slice and run with stride 1 "
-                 "(slice_strided_pointwise: the engine's int8 kernels take them then)")
+    return out, count
+
+
+def _flatten_width(node: Any, inits: dict[str, Any]) -> int | None:
+    """K of a flatten to ``[batch, K]``: a Flatten with axis 1, or a Reshape to a constant
+    ``[-1 | 0 | n, K]``; else None."""
+    from onnx import numpy_helper
+
+    if node.domain not in ("", "ai.onnx"):
+        return None
+    if node.op_type == "Flatten":
+        return -1 if attributes(node).get("axis", 1) == 1 else None
+    if node.op_type != "Reshape" or len(node.input) < 2 or node.input[1] not in inits:
+        return None
+    shape = numpy_helper.to_array(inits[node.input[1]]).reshape(-1)
+    return int(shape[1]) if len(shape) == 2 and shape[1] > 0 else None
+
+
+def _dense_weight(node: Any, inits: dict[str, Any], readers: dict[str, list[Any]]
+                  ) -> tuple[Any, int] | None:
+    """The constant 2-D weight of a MatMul or Gemm that ``node``'s output feeds as its first
+    input, read by nothing else, and the weight's axis of the flattened features."""
+    users = readers.get(node.output[0], [])
+    if len(users) != 1 or users[0].input[0] != node.output[0]:
+        return None
+    dense = users[0]
+    if dense.op_type not in ("MatMul", "Gemm") or len(dense.input) < 2:
+        return None
+    w = inits.get(dense.input[1])
+    a = attributes(dense)
+    if w is None or len(w.dims) != 2 or len(readers.get(w.name, [])) != 1 or a.get("transA"):
+        return None
+    return w, 1 if a.get("transB") else 0
+
+
+def _feeding_conv(tensor: str, made_by: dict[str, Any]) -> Any | None:
+    """The Conv whose output reaches ``tensor`` through activations and pooling only."""
+    node = made_by.get(tensor)
+    while node is not None and node.op_type in FOLLOWERS:
+        node = made_by.get(node.input[0])
+    return node if node is not None and node.op_type == "Conv" else None
+
+
+def _map_flatten(node: Any, dims: dict[str, list[int | None]], inits: dict[str, Any],
+                 readers: dict[str, list[Any]], made_by: dict[str, Any],
+                 float_convs: frozenset[str]) -> tuple[list[int], tuple[Any, int]] | None:
+    """``(map dims without the batch, (Dense weight, its feature axis))`` when ``node``
+    flattens the multi-pixel map of an int8 conv into a Dense layer; else None."""
+    width = _flatten_width(node, inits)
+    shape = dims.get(node.input[0]) if width is not None else None
+    if not shape or len(shape) < 3:
+        return None
+    tail = [d for d in shape[1:] if d is not None]
+    if len(tail) != len(shape) - 1 or width not in (-1, int(np.prod(tail))):
+        return None
+    dense = _dense_weight(node, inits, readers)
+    conv = _feeding_conv(node.input[0], made_by) if dense else None
+    if dense is None or conv is None or conv.name in float_convs or np.prod(tail) == tail[0]:
+        return None
+    return tail, dense
+
+
+def channels_last_flatten(model: Any, float_convs: frozenset[str] = frozenset()) -> int:
+    """Rewrite, in place, each flatten (``Flatten`` axis 1, or ``Reshape`` to ``[batch, K]``)
+    of a conv's feature map ``[batch, C, *spatial]`` (spatial size above 1, static) that feeds
+    a MatMul or Gemm with a constant weight as a ``Transpose`` to channels-last followed by the
+    same flatten, with the weight's rows permuted to match. onnxruntime runs an int8 conv, its
+    pooling and its activation channels-last (NHWC QLinearConv) and inserts a Transpose back
+    to channels-first before a flatten that reads them; the added Transpose cancels that one.
+    Only a map whose conv runs in int8 gains: a conv named in ``float_convs`` (kept in float)
+    is left alone. Returns the number of flattens rewritten."""
+    from onnx import helper, numpy_helper, shape_inference
+
+    graph = model.graph
+    dims = {v.name: [d.dim_value if d.HasField("dim_value") else None
+                     for d in v.type.tensor_type.shape.dim]
+            for v in shape_inference.infer_shapes(model).graph.value_info}
+    inits = {i.name: i for i in graph.initializer}
+    readers, made_by = consumers(graph), producers(graph)
+    taken = {n.name for n in graph.node}
+    nodes: list[Any] = []
+    count = 0
+    for node in graph.node:
+        found = _map_flatten(node, dims, inits, readers, made_by, float_convs)
+        if found is None:
+            nodes.append(node)
+            continue
+        tail, (w_init, axis) = found
+        k = int(np.prod(tail))
+        w = numpy_helper.to_array(w_init)
+        rank = len(tail)
+        # row j of the channels-last flatten is row order[j] of the channels-first one
+        order = np.arange(k).reshape(tail).transpose(*range(1, rank), 0).reshape(-1)
+        w_init.CopyFrom(numpy_helper.from_array(np.take(w, order, axis=axis), w_init.name))
+        name = f"{node.name or 'flatten'}_channels_last"
+        while name in taken:
+            name += "_"
+        taken.add(name)
+        nodes.append(helper.make_node("Transpose", [node.input[0]], [f"{name}_output"],
+                                      name=name, perm=[0, *range(2, rank + 1), 1]))
+        node.input[0] = f"{name}_output"
+        nodes.append(node)
+        count += 1
+    if count:
+        del graph.node[:]
+        graph.node.extend(nodes)
+    return count
+
+
+def channels_last_flatten_file(pre: Path, tmp: Path, notes: list[str],
+                               float_convs: frozenset[str] = frozenset()) -> Path:
+    """:func:`channels_last_flatten` on the file ``pre``: the rewritten file (under ``tmp``)
+    and a note, or ``pre`` itself when it has no such flatten."""
+    out, count = _rewrite_file(pre, tmp, lambda m: channels_last_flatten(m, float_convs),
+                               "pre_channels_last.onnx")
+    if count:
+        notes.append(f"{count} flatten(s) of an int8 conv's feature map read it channels-last "
+                     "(channels_last_flatten: onnxruntime's int8 convs run channels-last, and "
+                     "the flatten then needs no transpose back)")
     return out

@@ -12,10 +12,11 @@ import collections
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["STEM_FLOAT_MAX_CHANNELS", "float_region", "stem_and_depthwise", "stem_float_region"]
+__all__ = ["FOLLOWERS", "STEM_FLOAT_MAX_CHANNELS", "float_region", "stem_and_depthwise",
+           "stem_float_region"]
 
 #: Cheap ops that follow a compute node and join its float region.
-_FOLLOWERS = {"Relu", "Clip", "LeakyRelu", "Sigmoid", "HardSigmoid", "Tanh", "MaxPool",
+FOLLOWERS = {"Relu", "Clip", "LeakyRelu", "Sigmoid", "HardSigmoid", "Tanh", "MaxPool",
               "AveragePool"}
 
 #: A stem conv reading at most this many channels (greyscale, RGB, RGBA) stays in float by
@@ -39,7 +40,7 @@ def float_region(graph: Any, names: Sequence[str]) -> list[str]:
         node = by_name.get(name)
         while node is not None and node.output:
             users = consumers.get(node.output[0], [])
-            if len(users) != 1 or users[0].op_type not in _FOLLOWERS:
+            if len(users) != 1 or users[0].op_type not in FOLLOWERS:
                 break
             node = users[0]
             region.append(node.name)

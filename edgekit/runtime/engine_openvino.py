@@ -122,7 +122,10 @@ class OpenVinoEngine(Engine):
     #: 14 ms at batch 1, AMX Xeon); after a strided Slice they run in int8 (15.3 -> 9.2 ms,
     #: ahead of bf16's 10.5 ms). The stem conv is quantized, as NNCF does: onnxruntime's
     #: stem-in-float rule costs OpenVINO time (ResNet50 b1: 11.3 ms with it, 10.4 without)
-    qdq_scheme = MappingProxyType({"slice_strided_pointwise": True, "stem_in_float": False})
+    #: The ``channels_last_flatten`` rewrite is onnxruntime's: OpenVINO's plugin picks its own
+    #: layouts, and the added Transpose would be one more op there
+    qdq_scheme = MappingProxyType({"slice_strided_pointwise": True, "stem_in_float": False,
+                                   "channels_last_flatten": False})
     #: with bf16 for the float parts, the compute ops' outputs stay float too (Q/DQ on their
     #: inputs only): each activation and the next quantization fuse into the int8 kernel
     #: (AMX Xeon, 1 thread, batch 1 / 32, ms: EfficientNetB0 7.1 / 199 against 9.1 / 293 for
