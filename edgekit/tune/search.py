@@ -31,10 +31,13 @@ search runs in stages, the likeliest winners first (:func:`edgekit.tune.candidat
    the best int8 file of every stage; files with ops outside ai.onnx, such as dynamic int8 of
    LSTMs, stay on the engines that run them (onnxruntime);
 5. session: onnxruntime's intra-op spinning, graph optimization level, denormals as zero;
-   then, with more than one thread, the best candidate of every engine on fewer threads (one,
-   and half of ``TuneConfig.threads``; :func:`edgekit.tune.sessions.fewer_threads`) where its
-   call takes under :data:`~edgekit.tune.sessions.FEWER_THREADS_MAX_MS`: a small model can
-   lose more to the thread pool's hand-offs than it gains. The count that wins is stored in
+   then, with more than one thread, the fastest candidate of each of the
+   :data:`~edgekit.tune.sessions.FEWER_THREADS_FILES` fastest files of every engine on fewer
+   threads (one, and half of ``TuneConfig.threads``;
+   :func:`edgekit.tune.sessions.fewer_threads`) where its call takes under
+   :data:`~edgekit.tune.sessions.FEWER_THREADS_MAX_MS`: a small model can lose more to the
+   thread pool's hand-offs than it gains, and the file that leads on all threads need not
+   lead on fewer. The count that wins is stored in
    the tuned file's session settings, so ``TuneConfig.threads`` is the most the model uses;
 6. streams: with more than one thread and a batch of more than one, the best candidate of
    every engine on all the threads with each call's batch split into one stream per thread
@@ -104,6 +107,7 @@ from edgekit.tune.report import (
     format_candidates,
 )
 from edgekit.tune.sessions import (
+    FEWER_THREADS_FILES,
     _session_space,
     _skip_session,
     fewer_thread_bases,
@@ -328,10 +332,24 @@ class _Search:
                 pools.setdefault(c.engine, []).append(c)
         return [self.best_of(pool) for pool in pools.values()]
 
+    def engine_leaders(self, files: int) -> list[Candidate]:
+        """The fastest accepted candidate of each of the ``files`` fastest files of every
+        engine (a file's session variants count once: its fastest one)."""
+        ok = sorted((c for c in self.cands if c.accepted and c.latency_ratio is not None),
+                    key=lambda c: c.latency_ratio or 0.0)
+        out: list[Candidate] = []
+        for engine in dict.fromkeys(c.engine for c in ok):
+            paths: dict[str, Candidate] = {}
+            for c in ok:
+                if c.engine == engine and len(paths) < files:
+                    paths.setdefault(c.path or c.name, c)
+            out += paths.values()
+        return out
+
     def threads(self) -> None:
-        """The best candidate of every engine on fewer intra-op threads than requested, where
-        its call is short enough for the pool's hand-offs to matter."""
-        for best in fewer_thread_bases(self.engine_bests()):
+        """The leading files of every engine on fewer intra-op threads than requested, where
+        their call is short enough for the pool's hand-offs to matter."""
+        for best in fewer_thread_bases(self.engine_leaders(FEWER_THREADS_FILES)):
             for n in fewer_threads(self.ctx.config.threads):
                 if self.over_budget():
                     break

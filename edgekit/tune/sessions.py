@@ -9,8 +9,8 @@ from pathlib import Path
 from edgekit.runtime.session import SessionOptionsConfig
 from edgekit.tune.core import Candidate, _check_accuracy, _Context, _measure
 
-__all__ = ["FEWER_THREADS_MAX_MS", "fewer_threads", "fewer_thread_bases", "session_candidate",
-           "stream_counts", "streams_candidate", "threads_candidate"]
+__all__ = ["FEWER_THREADS_FILES", "FEWER_THREADS_MAX_MS", "fewer_threads", "fewer_thread_bases",
+           "session_candidate", "stream_counts", "streams_candidate", "threads_candidate"]
 
 #: a candidate whose call takes longer than this (ms, at the requested threads and batch) is not
 #: tried on fewer threads: the pool's hand-offs cost microseconds a call, so it is a model this
@@ -18,6 +18,13 @@ __all__ = ["FEWER_THREADS_MAX_MS", "fewer_threads", "fewer_thread_bases", "sessi
 #: 41.9 us, 2 threads 46.9 us, blocks of 20 calls, 2026-12-04, AMX Xeon), and a longer one
 #: would only spend the budget (ConvNeXtTiny at batch 32: seconds per round)
 FEWER_THREADS_MAX_MS = 20.0
+
+#: how many of each engine's fastest files the fewer-threads stage tries: a file whose extra
+#: work splits well across threads can lead on all of them and lose on one (the Fashion CNN at
+#: batch 1 on 2 vCPUs, AMX Xeon, latency / fp32's on 2 threads: per-tensor int8 with its
+#: 1-channel stem conv in int8 0.92 on 2 threads and 1.01 on 1; the stem-in-float file 0.94
+#: and 0.62). Each try takes a second or two: only calls under FEWER_THREADS_MAX_MS get them
+FEWER_THREADS_FILES = 3
 
 #: onnxruntime moves Quantize/Dequantize nodes across pooling/reshape at load (the session
 #: stage tries switching that off; mixed-precision files no longer need it, see quantize.qdq)
@@ -73,8 +80,8 @@ def fewer_threads(threads: int) -> list[int]:
 
 
 def fewer_thread_bases(bests: list[Candidate]) -> list[Candidate]:
-    """Of ``bests`` (the fastest accepted candidate of each engine), once each, those whose
-    call at the requested threads takes at most :data:`FEWER_THREADS_MAX_MS`."""
+    """Of ``bests`` (the leading candidates of each engine), once each, those whose call at
+    the requested threads takes at most :data:`FEWER_THREADS_MAX_MS`."""
     return [b for b in {id(b): b for b in bests}.values()
             if b.accepted and b.latency_ms is not None and b.latency_ms <= FEWER_THREADS_MAX_MS]
 
