@@ -223,9 +223,11 @@ def _engine_twins(result: Any, suffix: str, on_threads: int | None = None
 
 def _leader_twins(result: Any, suffix: str, files: int) -> list[tuple[Any, Any]]:
     """The candidates named ``<base><suffix>`` with their bases: on every engine, the bases are
-    the fastest accepted candidate of each of its ``files`` fastest files before that stage,
-    and each twin has its base's file and engine."""
+    the fastest accepted candidate of each of its ``files`` fastest files before that stage
+    and of the export's default file (the first quantization candidate's), and each twin has
+    its base's file and engine."""
     cands = {c.name: c for c in result.candidates}
+    default = next(c for c in result.candidates if c.stage == "quantization").path
     twins = [c for c in result.candidates if c.name.endswith(suffix)]
     ranked = sorted((c for c in result.candidates if c.accepted and c not in twins),
                     key=lambda b: float((b.first_ratio if b.finalist else b.latency_ratio)
@@ -234,8 +236,9 @@ def _leader_twins(result: Any, suffix: str, files: int) -> list[tuple[Any, Any]]
     for engine in {c.engine for c in ranked}:
         leaders: dict[str, Any] = {}
         for b in ranked:
-            if b.engine == engine and len(leaders) < files:
-                leaders.setdefault(b.path or b.name, b)
+            key = b.path or b.name
+            if b.engine == engine and (len(leaders) < files or key == default):
+                leaders.setdefault(key, b)
         assert sorted(c.name for c in twins if c.engine == engine) == sorted(
             b.name + suffix for b in leaders.values())
     out = []
@@ -250,10 +253,10 @@ def _leader_twins(result: Any, suffix: str, files: int) -> list[tuple[Any, Any]]
 def test_a_multithreaded_tune_tries_the_best_of_every_engine_on_fewer_threads(
         digits: dict[str, Path], tmp_path: Path) -> None:
     """``threads=2`` on a model whose call takes microseconds: the fastest accepted candidate
-    of each of every engine's three fastest files is also timed on one thread (its file,
-    engine and other settings; its accuracy carried over). Whichever count wins (it depends on
-    the CPU and the load) is the one the tuned file stores, the runtime applies and the report
-    names."""
+    of each of every engine's three fastest files and of the export's default file is also
+    timed on one thread (its file, engine and other settings; its accuracy carried over).
+    Whichever count wins (it depends on the CPU and the load) is the one the tuned file
+    stores, the runtime applies and the report names."""
     from edgekit.tune.sessions import FEWER_THREADS_FILES, fewer_threads
 
     assert fewer_threads(1) == [] and fewer_threads(2) == [1] and fewer_threads(3) == [1]

@@ -37,7 +37,7 @@ search runs in stages, the likeliest winners first (:func:`edgekit.tune.candidat
    :func:`edgekit.tune.sessions.fewer_threads`) where its call takes under
    :data:`~edgekit.tune.sessions.FEWER_THREADS_MAX_MS`: a small model can lose more to the
    thread pool's hand-offs than it gains, and the file that leads on all threads need not
-   lead on fewer. The count that wins is stored in
+   lead on fewer (the export's default file is tried too). The count that wins is stored in
    the tuned file's session settings, so ``TuneConfig.threads`` is the most the model uses;
 6. streams: with more than one thread and a batch of more than one, the best candidate of
    every engine on all the threads with each call's batch split into one stream per thread
@@ -135,6 +135,7 @@ class _Search:
         self.done = 0
         self.fp32 = self._baseline()
         self.cands: list[Candidate] = [self.fp32]
+        self.default_file: str | None = None  # the export's default variant, once built
         self.profile: list[dict[str, Any]] = []
         self.notes: set[str] = set()
         self.advance()
@@ -190,6 +191,7 @@ class _Search:
         the budget, so the search never ends worse than the default nor without having timed
         every engine."""
         first = self._quant(0)
+        self.default_file = first.path
         for engine in self._installed():
             for base in (self.fp32, first):
                 self._run_engine(engine, base)
@@ -334,15 +336,17 @@ class _Search:
 
     def engine_leaders(self, files: int) -> list[Candidate]:
         """The fastest accepted candidate of each of the ``files`` fastest files of every
-        engine (a file's session variants count once: its fastest one)."""
+        engine, and of the export's default file where it is not one of them (a file's
+        session variants count once: its fastest one)."""
         ok = sorted((c for c in self.cands if c.accepted and c.latency_ratio is not None),
                     key=lambda c: c.latency_ratio or 0.0)
         out: list[Candidate] = []
         for engine in dict.fromkeys(c.engine for c in ok):
             paths: dict[str, Candidate] = {}
             for c in ok:
-                if c.engine == engine and len(paths) < files:
-                    paths.setdefault(c.path or c.name, c)
+                key = c.path or c.name
+                if c.engine == engine and (len(paths) < files or key == self.default_file):
+                    paths.setdefault(key, c)
             out += paths.values()
         return out
 

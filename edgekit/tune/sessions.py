@@ -23,7 +23,8 @@ FEWER_THREADS_MAX_MS = 20.0
 #: work splits well across threads can lead on all of them and lose on one (the Fashion CNN at
 #: batch 1 on 2 vCPUs, AMX Xeon, latency / fp32's on 2 threads: per-tensor int8 with its
 #: 1-channel stem conv in int8 0.92 on 2 threads and 1.01 on 1; the stem-in-float file 0.94
-#: and 0.62). Each try takes a second or two: only calls under FEWER_THREADS_MAX_MS get them
+#: and 0.62; the export's default file, stem in float, is tried as well). Each try takes a
+#: second or two: only calls under FEWER_THREADS_MAX_MS get them
 FEWER_THREADS_FILES = 3
 
 #: onnxruntime moves Quantize/Dequantize nodes across pooling/reshape at load (the session
