@@ -84,6 +84,7 @@ def slice_strided_pointwise_file(pre: Path, tmp: Path, notes: list[str]) -> Path
                      "(slice_strided_pointwise: the engine's int8 kernels take them then)")
     return out
 
+
 def _rewrite_file(pre: Path, tmp: Path, rewrite: Any, name: str) -> tuple[Path, int]:
     """``rewrite(model) -> count`` on the file ``pre``: the rewritten file ``tmp / name`` and
     the count, or ``pre`` itself when nothing was rewritten."""

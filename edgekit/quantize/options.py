@@ -149,9 +149,9 @@ class QuantScheme:
             Transpose to channels-last and the flatten, with the weight rows permuted (same
             values; default True). onnxruntime runs int8 convs and their pooling channels-last
             and otherwise transposes the map back before the flatten: the Fashion CNN, AMX
-            Xeon, 2 threads, 0.83x -> 0.74x fp32's latency at batch 32, 1.00x -> 0.96x at
-            batch 1 (1 thread: unchanged). OpenVINO's layout turns it off (its plugin picks
-            its own layouts).
+            Xeon, 2 threads, 0.83x -> 0.74x fp32's latency at batch 32, 1.00-1.05x ->
+            0.96-1.00x at batch 1 in two runs (1 thread: unchanged). OpenVINO's layout turns
+            it off (its plugin picks its own layouts).
         float_outputs: static int8 leaves the outputs of the quantized Conv/MatMul/Gemm in
             float (onnxruntime's ``OpTypesToExcludeOutputQuantization``): Q/DQ sit on their
             inputs only, as NNCF places them, so OpenVINO fuses each layer's activation and the

@@ -17,7 +17,7 @@ __all__ = ["FOLLOWERS", "STEM_FLOAT_MAX_CHANNELS", "float_region", "stem_and_dep
 
 #: Cheap ops that follow a compute node and join its float region.
 FOLLOWERS = {"Relu", "Clip", "LeakyRelu", "Sigmoid", "HardSigmoid", "Tanh", "MaxPool",
-              "AveragePool"}
+             "AveragePool"}
 
 #: A stem conv reading at most this many channels (greyscale, RGB, RGBA) stays in float by
 #: default. Measured, 1 thread: int8 is slower there on every CPU we reached, and the whole
