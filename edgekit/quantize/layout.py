@@ -139,23 +139,29 @@ def _feeding_conv(tensor: str, made_by: dict[str, Any]) -> Any | None:
     return node if node is not None and node.op_type == "Conv" else None
 
 
-def _map_flatten(node: Any, dims: dict[str, list[int | None]], inits: dict[str, Any],
-                 readers: dict[str, list[Any]], made_by: dict[str, Any],
-                 float_convs: frozenset[str]) -> tuple[list[int], tuple[Any, int]] | None:
-    """``(map dims without the batch, (Dense weight, its feature axis))`` when ``node``
-    flattens the multi-pixel map of an int8 conv into a Dense layer; else None."""
+def _flatten_into_dense(node: Any, inits: dict[str, Any], readers: dict[str, list[Any]],
+                        made_by: dict[str, Any], float_convs: frozenset[str]
+                        ) -> tuple[int, tuple[Any, int]] | None:
+    """``(flatten width, (Dense weight, its feature axis))`` when ``node`` flattens the map of
+    an int8 conv into a Dense layer (the width -1 for a Flatten); else None."""
     width = _flatten_width(node, inits)
-    shape = dims.get(node.input[0]) if width is not None else None
+    dense = _dense_weight(node, inits, readers) if width is not None else None
+    conv = _feeding_conv(node.input[0], made_by) if dense else None
+    if width is None or dense is None or conv is None or conv.name in float_convs:
+        return None
+    return width, dense
+
+
+def _map_dims(width: int, shape: list[int | None] | None) -> list[int] | None:
+    """The dims without the batch of a flattened map of ``shape`` (``width`` wide) that has
+    channels and more than one pixel, all static; else None."""
     if not shape or len(shape) < 3:
         return None
     tail = [d for d in shape[1:] if d is not None]
-    if len(tail) != len(shape) - 1 or width not in (-1, int(np.prod(tail))):
+    k = int(np.prod(tail))
+    if len(tail) != len(shape) - 1 or width not in (-1, k) or k == tail[0]:
         return None
-    dense = _dense_weight(node, inits, readers)
-    conv = _feeding_conv(node.input[0], made_by) if dense else None
-    if dense is None or conv is None or conv.name in float_convs or np.prod(tail) == tail[0]:
-        return None
-    return tail, dense
+    return tail
 
 
 def channels_last_flatten(model: Any, float_convs: frozenset[str] = frozenset()) -> int:
@@ -170,20 +176,25 @@ def channels_last_flatten(model: Any, float_convs: frozenset[str] = frozenset())
     from onnx import helper, numpy_helper, shape_inference
 
     graph = model.graph
+    inits = {i.name: i for i in graph.initializer}
+    readers, made_by = consumers(graph), producers(graph)
+    hits = {id(n): hit for n in graph.node
+            if (hit := _flatten_into_dense(n, inits, readers, made_by, float_convs))}
+    if not hits:  # most graphs: no shape inference (a copy of the whole model) needed
+        return 0
     dims = {v.name: [d.dim_value if d.HasField("dim_value") else None
                      for d in v.type.tensor_type.shape.dim]
             for v in shape_inference.infer_shapes(model).graph.value_info}
-    inits = {i.name: i for i in graph.initializer}
-    readers, made_by = consumers(graph), producers(graph)
     taken = {n.name for n in graph.node}
     nodes: list[Any] = []
     count = 0
     for node in graph.node:
-        found = _map_flatten(node, dims, inits, readers, made_by, float_convs)
-        if found is None:
+        hit = hits.get(id(node))
+        tail = _map_dims(hit[0], dims.get(node.input[0])) if hit else None
+        if hit is None or tail is None:
             nodes.append(node)
             continue
-        tail, (w_init, axis) = found
+        w_init, axis = hit[1]
         k = int(np.prod(tail))
         w = numpy_helper.to_array(w_init)
         rank = len(tail)

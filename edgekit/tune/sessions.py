@@ -80,11 +80,11 @@ def fewer_threads(threads: int) -> list[int]:
     return sorted({1, threads // 2} - {threads}) if threads > 1 else []
 
 
-def fewer_thread_bases(bests: list[Candidate]) -> list[Candidate]:
-    """Of ``bests`` (the leading candidates of each engine), once each, those whose call at
-    the requested threads takes at most :data:`FEWER_THREADS_MAX_MS`."""
-    return [b for b in {id(b): b for b in bests}.values()
-            if b.accepted and b.latency_ms is not None and b.latency_ms <= FEWER_THREADS_MAX_MS]
+def fewer_thread_bases(leaders: list[Candidate]) -> list[Candidate]:
+    """Of ``leaders`` (accepted candidates, each once: ``_Search.engine_leaders``), those whose
+    call at the requested threads takes at most :data:`FEWER_THREADS_MAX_MS`."""
+    return [b for b in leaders
+            if b.latency_ms is not None and b.latency_ms <= FEWER_THREADS_MAX_MS]
 
 
 def threads_candidate(ctx: _Context, best: Candidate, threads: int) -> Candidate:
