@@ -26,7 +26,7 @@ from edgekit.errors import InputError  # noqa: E402
 from edgekit.inputs.data import Dataset, run_whole_batches, whole_batches  # noqa: E402
 from edgekit.runtime.proof import BATCH_KEY, check_engines, installed_engines  # noqa: E402
 
-pytestmark = [pytest.mark.slow, pytest.mark.file_seconds(60),
+pytestmark = [pytest.mark.slow, pytest.mark.file_seconds(20),
               # Keras warns about a softmax over an axis of size 1 (the batch-1 check)
               pytest.mark.filterwarnings("ignore:You are using a softmax over axis 0")]
 

@@ -18,7 +18,7 @@ from edgekit.cli import cli
 from edgekit.errors import InputError
 from edgekit.speed.timing import SETTLE_ONE_THREAD_S, SETTLE_S
 
-pytestmark = pytest.mark.file_seconds(35)
+pytestmark = pytest.mark.file_seconds(15)
 
 FAST = ["--max-time", "4"]
 

@@ -12,7 +12,7 @@ from edgekit.cli.main import cli
 from edgekit.measure.compare import CompareConfig, compare_model
 from edgekit.measure.compare_variants import variant_table
 
-pytestmark = [pytest.mark.file_seconds(12), pytest.mark.slow]
+pytestmark = [pytest.mark.file_seconds(15), pytest.mark.slow]
 
 
 def test_compare_cli(bench_models_dir: BenchModels, tmp_path) -> None:

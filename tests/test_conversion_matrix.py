@@ -27,7 +27,7 @@ from matrix_cases import CASES, NOT_PORTED, TF2ONNX_TESTS, build, samples  # noq
 
 #: every test converts with tf2onnx or LiteRT's converter (2-4 s each): the quick loop skips
 #: them, CI runs them
-pytestmark = [pytest.mark.slow, pytest.mark.file_seconds(60)]
+pytestmark = [pytest.mark.slow, pytest.mark.file_seconds(25)]
 
 
 @pytest.fixture(scope="module")

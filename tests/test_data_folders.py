@@ -21,7 +21,7 @@ from edgekit.inputs.folders import FolderLayout, folder_layout, has_splits
 from edgekit.inputs.prepare import load_model_data, onnx_input_specs, read_data
 from edgekit.metadata import ModelMetadata
 
-pytestmark = pytest.mark.file_seconds(25)
+pytestmark = pytest.mark.file_seconds(20)
 
 PIL = pytest.importorskip("PIL.Image")
 pytest.importorskip("sympy")  # edgekit[quantize]

@@ -31,7 +31,7 @@ from edgekit.errors import InputError  # noqa: E402
 from edgekit.inputs.data import Dataset  # noqa: E402
 
 #: every test converts with tf2onnx (2-4 s each): the quick loop skips them, CI runs them
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.file_seconds(10)]
 
 CFG = ExportConfig(validation_samples=16)
 

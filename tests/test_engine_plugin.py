@@ -31,6 +31,8 @@ from edgekit.runtime.specs import InputSpec, type_string
 
 RNG = np.random.default_rng(0)
 
+pytestmark = pytest.mark.file_seconds(10)
+
 
 class NumpyEngine(Engine):
     """A reference engine: evaluates MatMul / Add / Relu graphs node by node with numpy."""

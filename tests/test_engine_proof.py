@@ -4,6 +4,7 @@ EdgeModel; the QDQ pattern OpenVINO computes wrongly is written so that both eng
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
@@ -25,6 +26,8 @@ from edgekit.runtime.proof import check_engines
 from edgekit.runtime.specs import read_onnx_props
 
 pytest.importorskip("openvino")
+
+pytestmark = pytest.mark.file_seconds(20)
 
 
 def _qdq_mean_model(axis: int, rank4: bool = False) -> onnx.ModelProto:
@@ -347,10 +350,12 @@ def test_engine_check_from_a_script_without_a_main_guard(tmp_path: Path) -> None
     assert proc.stdout.splitlines() == ["script body ran", "openvino True True"]
 
 
-def _wide_relu_model(width: int) -> onnx.ModelProto:
-    """x -> Relu -> Relu over ``width`` floats a sample: one intermediate of 4 * width bytes."""
+def _wide_relu_model(width: int, depth: int = 1) -> onnx.ModelProto:
+    """x -> Relu x (depth + 1) over ``width`` floats a sample: ``depth`` intermediates of
+    4 * width bytes each."""
+    names = ["x", *(f"h{i}" for i in range(depth)), "y"]
     graph = helper.make_graph(
-        [helper.make_node("Relu", ["x"], ["h"]), helper.make_node("Relu", ["h"], ["y"])],
+        [helper.make_node("Relu", [a], [b]) for a, b in itertools.pairwise(names)],
         "wide", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", width])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", width])])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
@@ -365,10 +370,12 @@ def test_the_check_batch_is_bounded_by_the_activations(tmp_path: Path) -> None:
     from edgekit.quantize.build import CHECK_RUN_BATCH
     from edgekit.runtime.proof import CHECK_BATCH
 
-    width = BATCH_MEMORY_BYTES // 4 // 4  # floats: a quarter of the budget a sample
-    wide = _save(_wide_relu_model(width), tmp_path / "wide.onnx")
-    assert activation_bytes(wide) == 4 * width
-    assert batch_within(4 * width, CHECK_BATCH) == 4
+    # a quarter of the budget a sample, in 64 intermediates of 2 MiB (the feeds stay small)
+    depth = 64
+    width = BATCH_MEMORY_BYTES // 4 // 4 // depth
+    wide = _save(_wide_relu_model(width, depth), tmp_path / "wide.onnx")
+    assert activation_bytes(wide) == depth * 4 * width == BATCH_MEMORY_BYTES // 4
+    assert batch_within(activation_bytes(wide), CHECK_BATCH) == 4
     # the one rule for every batched run of a data set: the engine checks, and a quantized
     # variant's check samples (fp32 and each build)
     assert batch_for(wide, CHECK_BATCH) == batch_for(wide, CHECK_RUN_BATCH) == 4

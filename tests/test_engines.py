@@ -35,6 +35,8 @@ RNG = np.random.default_rng(0)
 IMAGES = RNG.integers(0, 256, (7, 28, 28), dtype=np.uint8)
 ONE_THREAD = SessionOptionsConfig(threads=1)
 
+pytestmark = pytest.mark.file_seconds(5)
+
 
 @pytest.fixture(scope="module")
 def cnn(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:

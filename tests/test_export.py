@@ -27,7 +27,7 @@ from edgekit.convert import ExportConfig, export_model  # noqa: E402
 from edgekit.errors import ConversionError, InputError, ValidationError  # noqa: E402
 from edgekit.metadata import ModelMetadata, Preprocessing, save_keras_metadata  # noqa: E402
 
-pytestmark = pytest.mark.file_seconds(30)
+pytestmark = pytest.mark.file_seconds(25)
 
 
 def _randomize(model: keras.Model) -> keras.Model:

@@ -41,7 +41,7 @@ from edgekit.errors import ConversionError, InputError, ValidationError  # noqa:
 from edgekit.io.memory import BATCH_MEMORY_BYTES  # noqa: E402
 from edgekit.io.onnxgraph import subgraph_inputs  # noqa: E402
 
-pytestmark = [pytest.mark.file_seconds(20), pytest.mark.slow]
+pytestmark = [pytest.mark.file_seconds(25), pytest.mark.slow]
 
 CFG = ExportConfig(validation_samples=16)
 

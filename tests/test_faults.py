@@ -28,7 +28,7 @@ from edgekit.io.artifacts import ArtifactSet, recover
 from edgekit.io.onnxfile import load_onnx
 from edgekit.io.tempdirs import private_tempdir, temp_dir
 
-pytestmark = pytest.mark.file_seconds(15)
+pytestmark = pytest.mark.file_seconds(20)
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -32,7 +32,7 @@ ort = pytest.importorskip("onnxruntime")
 from edgekit.convert import ExportConfig, export_model, tfconvert  # noqa: E402
 
 #: each test converts with tf2onnx; the export also validates and checks every engine
-pytestmark = [pytest.mark.slow, pytest.mark.file_seconds(17)]
+pytestmark = [pytest.mark.slow, pytest.mark.file_seconds(5)]
 
 layers = keras.layers
 

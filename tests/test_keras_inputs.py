@@ -34,6 +34,8 @@ from edgekit.inputs.data import Dataset  # noqa: E402
 from edgekit.runtime import EdgeModel  # noqa: E402
 
 CFG = ExportConfig(validation_samples=16)
+pytestmark = pytest.mark.file_seconds(10)
+
 RNG = np.random.default_rng(0)
 
 

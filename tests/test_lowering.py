@@ -29,7 +29,7 @@ from edgekit.convert.lowering import lower_preprocessing  # noqa: E402
 from edgekit.errors import ConversionError  # noqa: E402
 
 #: every test converts with tf2onnx (2-4 s each): the quick loop skips them, CI runs them
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.file_seconds(65)]
 
 layers = keras.layers
 

@@ -29,7 +29,7 @@ from edgekit.runtime.modelpackage import (
     select_variant,
 )
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.file_seconds(20)]
 
 pytest.importorskip("tensorflow")
 if not hasattr(ort, "ModelPackage"):

@@ -22,7 +22,7 @@ from edgekit.convert.noise import NOISE_MULTIPLE, noise_envelope
 from edgekit.inputs.data import run_in_batches
 from edgekit.validate import DEFAULT_ATOL, DEFAULT_RTOL, compare_outputs, onnx_session
 
-pytestmark = pytest.mark.file_seconds(90)
+pytestmark = pytest.mark.file_seconds(20)
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:

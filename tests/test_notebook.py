@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = [pytest.mark.file_seconds(20), pytest.mark.slow]
+pytestmark = [pytest.mark.file_seconds(10), pytest.mark.slow]
 
 nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")

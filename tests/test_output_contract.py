@@ -23,7 +23,7 @@ from edgekit.errors import InputError
 from edgekit.runtime.model import EdgeModel
 from edgekit.serve import create_app
 
-pytestmark = [pytest.mark.file_seconds(30), pytest.mark.slow]
+pytestmark = [pytest.mark.file_seconds(5), pytest.mark.slow]
 
 keras = pytest.importorskip("keras")
 with warnings.catch_warnings():  # starlette 1.x: "use httpx2 with the TestClient"

@@ -27,7 +27,7 @@ from edgekit.contract import OutputKind, to_probabilities
 from edgekit.quantize.qdq import float_qdq_pairs, nonstandard_ops
 from edgekit.runtime.model import EdgeModel
 
-pytestmark = [pytest.mark.file_seconds(65), pytest.mark.slow]
+pytestmark = [pytest.mark.file_seconds(110), pytest.mark.slow]
 
 if TYPE_CHECKING:
     import keras

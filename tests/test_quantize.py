@@ -35,7 +35,7 @@ from edgekit.quantize import (  # noqa: E402
     resolve_mode,
 )
 
-pytestmark = pytest.mark.file_seconds(15)
+pytestmark = pytest.mark.file_seconds(25)
 
 
 def _files(d: Path) -> set[str]:

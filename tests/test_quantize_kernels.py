@@ -24,7 +24,7 @@ from edgekit.quantize import CalibrationConfig, QuantizationConfig, quantize_mod
 from edgekit.quantize.kernels import offset_candidates, offset_conv_weights  # noqa: E402
 from edgekit.quantize.options import QuantScheme, SpeedCheckConfig  # noqa: E402
 
-pytestmark = pytest.mark.file_seconds(15)
+pytestmark = pytest.mark.file_seconds(5)
 
 #: the Conv1D text model's layout: channels 8 -> 16 over 60 steps, kernel 7, stride 3; a
 #: depthwise conv (never offset) and a 1x1 conv

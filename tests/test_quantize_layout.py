@@ -23,7 +23,7 @@ from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 from edgekit.quantize import CalibrationConfig, QuantizationConfig  # noqa: E402
 from edgekit.quantize.layout import channels_last_flatten, slice_strided_pointwise  # noqa: E402
 
-pytestmark = pytest.mark.file_seconds(20)
+pytestmark = pytest.mark.file_seconds(15)
 
 
 def _conv(name: str, x: str, w: np.ndarray, out: str, **attrs: Any) -> tuple[Any, Any]:

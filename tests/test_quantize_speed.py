@@ -39,7 +39,7 @@ pytest.importorskip("sympy")
 
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
-pytestmark = pytest.mark.file_seconds(30)
+pytestmark = pytest.mark.file_seconds(10)
 
 VERDICTS = {SLOWER, FASTER, AS_FAST}
 

@@ -26,7 +26,7 @@ from edgekit.io.artifacts import recover
 from edgekit.runtime.model import EdgeModel
 from edgekit.serve.server import free_port
 
-pytestmark = pytest.mark.file_seconds(12)
+pytestmark = pytest.mark.file_seconds(5)
 
 ROOT = Path(__file__).resolve().parents[1]
 

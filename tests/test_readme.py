@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.file_seconds(50)
+pytestmark = pytest.mark.file_seconds(55)
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"

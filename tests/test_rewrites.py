@@ -26,7 +26,7 @@ from edgekit.convert import ExportConfig, export_model  # noqa: E402
 from edgekit.convert.graph import simplify  # noqa: E402
 from edgekit.convert.rewrites import rewrite  # noqa: E402
 
-pytestmark = [pytest.mark.file_seconds(35)]
+pytestmark = [pytest.mark.file_seconds(20)]
 
 CFG = ExportConfig(validation_samples=16)
 

@@ -23,7 +23,7 @@ from edgekit.serve import server_process
 from edgekit.serve.connections import accept_backlog, auto_max_connections
 from edgekit.serve.protocol import RateLimitFilter
 
-pytestmark = pytest.mark.file_seconds(12)
+pytestmark = pytest.mark.file_seconds(10)
 
 PARTIAL_HEADERS = b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-"
 PARTIAL_BODY = (

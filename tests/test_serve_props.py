@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from edgekit.serve import create_app
 
-pytestmark = [pytest.mark.file_seconds(15), pytest.mark.slow]
+pytestmark = [pytest.mark.file_seconds(10), pytest.mark.slow]
 
 SETTINGS = settings(
     max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True

@@ -13,7 +13,7 @@ from _shutdown_drill import drill
 
 from edgekit.serve.shutdown import GRACEFUL_TIMEOUT
 
-pytestmark = [pytest.mark.file_seconds(25), pytest.mark.slow]
+pytestmark = [pytest.mark.file_seconds(10), pytest.mark.slow]
 
 RUNS = 3
 

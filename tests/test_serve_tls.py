@@ -28,7 +28,7 @@ from edgekit.serve import free_port, server_process
 
 pytestmark = [
     pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl"),
-    pytest.mark.file_seconds(30),
+    pytest.mark.file_seconds(10),
     pytest.mark.slow,
 ]
 

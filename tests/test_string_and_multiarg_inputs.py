@@ -36,7 +36,7 @@ from edgekit.inputs.data import Dataset, load_dataset  # noqa: E402
 from edgekit.inputs.synthetic import OOV_WORDS  # noqa: E402
 from edgekit.runtime import EdgeModel  # noqa: E402
 
-pytestmark = pytest.mark.file_seconds(60)
+pytestmark = pytest.mark.file_seconds(15)
 
 CFG = ExportConfig(validation_samples=16)
 RNG = np.random.default_rng(0)

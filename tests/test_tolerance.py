@@ -16,7 +16,7 @@ import pytest
 
 from edgekit.validate import DEFAULT_ATOL, DEFAULT_RTOL, compare_outputs, output_errors
 
-pytestmark = pytest.mark.file_seconds(20)
+pytestmark = pytest.mark.file_seconds(15)
 
 
 def _pair() -> tuple[np.ndarray, np.ndarray]:

@@ -30,7 +30,7 @@ from edgekit.runtime.model import EdgeModel  # noqa: E402
 from edgekit.speed.ratio import RatioConfig, measure_ratio  # noqa: E402
 from edgekit.tune import TUNE_RATIO, TuneConfig, tune_model  # noqa: E402
 
-pytestmark = pytest.mark.file_seconds(25)
+pytestmark = pytest.mark.file_seconds(140)
 
 
 @pytest.fixture(scope="module")

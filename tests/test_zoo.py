@@ -23,7 +23,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import zoo_bench  # noqa: E402
 import zoo_report  # noqa: E402
 
-pytestmark = pytest.mark.file_seconds(30)
+pytestmark = pytest.mark.file_seconds(40)
 
 STATS = ("p50_ms", "p90_ms", "p99_ms", "warm_p50_ms", "ratio_vs_fp32", "speedup")
 
