@@ -223,7 +223,8 @@ def _reference_call(model: Any, inputs: KerasInputs) -> Callable[[dict[str, np.n
     """The Keras reference: ``model(inputs, training=False)`` run as a graph, as
     ``model.predict`` runs it. Run eagerly, each call keeps every activation of the batch in
     TensorFlow's oneDNN allocator, which keeps that memory afterwards (ResNet50 at 224, batch 8:
-    +1.2 GB eager, +0.1 GB as a graph); a model that does not trace runs eagerly."""
+    +1.2 GB eager, +0.1 GB as a graph); a model that does not trace runs eagerly. The graph
+    is traced once for any batch size (:func:`_trace_any_batch`)."""
     import keras
     import tensorflow as tf
 
