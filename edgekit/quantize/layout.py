@@ -178,7 +178,9 @@ def channels_last_flatten(model: Any, float_convs: frozenset[str] = frozenset())
     graph = model.graph
     inits = {i.name: i for i in graph.initializer}
     readers, made_by = consumers(graph), producers(graph)
-    hits = {id(n): hit for n in graph.node
+    # by position: protobuf (upb) makes a node's Python wrapper anew on each read, and a freed
+    # wrapper's id() is reused, so ids do not name nodes
+    hits = {i: hit for i, n in enumerate(graph.node)
             if (hit := _flatten_into_dense(n, inits, readers, made_by, float_convs))}
     if not hits:  # most graphs: no shape inference (a copy of the whole model) needed
         return 0
@@ -188,8 +190,8 @@ def channels_last_flatten(model: Any, float_convs: frozenset[str] = frozenset())
     taken = {n.name for n in graph.node}
     nodes: list[Any] = []
     count = 0
-    for node in graph.node:
-        hit = hits.get(id(node))
+    for i, node in enumerate(graph.node):
+        hit = hits.get(i)
         tail = _map_dims(hit[0], dims.get(node.input[0])) if hit else None
         if hit is None or tail is None:
             nodes.append(node)
