@@ -5,9 +5,9 @@ For every file and engine (onnxruntime's profiler; OpenVINO's ``PERF_COUNT``), 1
 ``edgekit.speed.timing.balanced_orders``, so machine noise hits all rows alike), the kernel
 time per call (onnxruntime: median; OpenVINO: mean) of each kind of op: 1x1 convs, depthwise
 convs, other (k x k) convs, MatMul/Gemm, quantize/dequantize, layout (transpose/reorder) and the
-rest, the unfused Q/DQ nodes on onnxruntime, and a "why" line per variant whose fp32 file is
-among the files. The profiling is :mod:`edgekit.measure.profile`'s (the code of ``edgekit bench
---profile``). This is the "why" behind ``run_all.py --engines``' ratios.
+rest, the unfused Q/DQ nodes (onnxruntime) or layers (OpenVINO), and a "why" line per variant
+whose fp32 file is among the files. The profiling is :mod:`edgekit.measure.profile`'s (the
+code of ``edgekit bench --profile``). This is the "why" behind ``run_all.py --engines``' ratios.
 
     python benchmarks/op_profile.py                      # run_all.py's MobileNetV2-224 files
     python benchmarks/op_profile.py a.onnx b.int8.onnx --rounds 10

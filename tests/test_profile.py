@@ -135,9 +135,12 @@ def test_bench_profile_prints_both_engines_and_the_why_line(models: Models, tmp_
         assert all(nodes[k] >= 1 for k in ("conv 1x1", "conv depthwise", "conv kxk",
                                            "matmul/gemm")), (p["name"], nodes, out)
         qdq = p["unfused_qdq"]
-        assert qdq is None if p["engine"] == "openvino" else isinstance(qdq, int) and qdq >= 0
-    fp32_qdq, int8_qdq = (p["unfused_qdq"] for p in prof["profiles"][::2])
-    assert fp32_qdq == 0 and int8_qdq >= 1  # int8: at least its float output's DQ
+        assert isinstance(qdq, int) and qdq >= 0
+        if p["engine"] == "openvino":  # its unfused Q/DQ layers are its quantize time
+            assert p["kinds"]["quantize"]["nodes"] == qdq, (p["name"], out)
+    fp32_qdq, fp32_ov, int8_qdq, int8_ov = (p["unfused_qdq"] for p in prof["profiles"])
+    assert fp32_qdq == fp32_ov == 0
+    assert int8_qdq >= 1 and int8_ov >= 1  # int8: at least its float boundaries' Q or DQ
     why = [line for line in out.splitlines() if line.startswith("why: ")]
     assert why == prof["why"] and len(why) == 2  # int8 vs fp32 on each engine
     assert why[0].startswith("why: tiny.int8.onnx@onnxruntime is ")
@@ -259,3 +262,26 @@ def test_ov_kind_follows_the_layers_openvino_fused(models: Models) -> None:
     renamed = NodeTime("r3_QuantizeLinear", "Convolution", "brgconv_avx512_I8", 1.0)
     assert ov_kind(renamed, by_name) == "conv kxk"  # by its name and kernel alone: wrong
     assert ov_kind(renamed, by_name, names) == "conv 1x1"
+
+
+def test_ov_qdq_layer_counts_quantization_work_left_alone(models: Models) -> None:
+    """An OpenVINO layer is an unfused Q/DQ when it is a FakeQuantize or holds the file's Q/DQ
+    nodes and only the Convert/Subtract/Multiply a DequantizeLinear splits into; a Q/DQ fused
+    into a conv or an element-wise chain is not (origins as ``originalLayersNames`` gives)."""
+    from edgekit.measure.profile import _graph_index, ov_qdq_layer
+
+    by_name, _ = _graph_index(models.int8)
+    q = next(n.name for n in by_name.values() if n.op_type == "QuantizeLinear")
+    dq = next(n.name for n in by_name.values() if n.op_type == "DequantizeLinear")
+
+    def layer(op: str, *origins: str) -> bool:
+        return ov_qdq_layer(NodeTime("l", op, "jit_avx512_I8", 1.0), by_name, origins)
+
+    assert layer("FakeQuantize")
+    assert layer("Subgraph", q)
+    assert layer("Subgraph", "Convert_7089", "Subtract_7090", dq)
+    assert layer("Subgraph", "Convert_7089", "Subtract_7090", "cat:0_QuantizeLinear_1")
+    assert not layer("Convolution", "conv_1x1", q)  # fused into the int8 conv
+    assert not layer("Subgraph", q, "Convert_16", dq, "erf")  # fused into an Erf's chain
+    assert not layer("Subgraph", "Convert_7089", "Subtract_7090")  # no Q/DQ of the file
+    assert not layer("Reorder")

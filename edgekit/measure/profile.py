@@ -8,10 +8,12 @@ once and profiled interleaved (rounds of ``runs`` calls in balanced orders, as `
 times); kernel times per call (the engine's time between kernels is not in them),
 medians over the calls on onnxruntime, means on OpenVINO (its counters are means).
 
-Unfused Q/DQ (onnxruntime): QuantizeLinear/DequantizeLinear nodes that still run as their own
-kernels, not fused into an integer kernel (QLinearConv, QGemm ...); a QDQ file keeps at least
-its float boundaries. ``bench --profile``'s report and why lines:
-:mod:`edgekit.measure.profile_report`.
+Unfused Q/DQ: the quantization work that still runs as its own kernels, not fused into an
+integer kernel (QLinearConv, QGemm ...) or an element-wise chain; a QDQ file keeps at least its
+float boundaries. onnxruntime: QuantizeLinear/DequantizeLinear nodes; OpenVINO: layers made of
+the file's Q/DQ nodes alone (:func:`ov_qdq_layer`: a ``FakeQuantize``, or a ``Subgraph`` of a
+DequantizeLinear's Convert/Subtract/Multiply), which count as ``quantize`` time.
+``bench --profile``'s report and why lines: :mod:`edgekit.measure.profile_report`.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from edgekit.io.tempdirs import drop_temp_dir, new_temp_dir
 from edgekit.speed.timing import balanced_orders
 
 __all__ = ["KINDS", "NodeTime", "OpProfile", "ProfileRow", "node_profile",
-           "node_times", "attribute_fp32", "attribute_int8", "ort_kind", "ov_kind",
+           "node_times", "attribute_fp32", "attribute_int8", "ort_kind", "ov_kind", "ov_qdq_layer",
            "profile_models", "PROFILED_ENGINES"]
 
 KINDS = ("conv 1x1", "conv depthwise", "conv kxk", "matmul/gemm", "quantize", "elementwise",
@@ -76,7 +78,7 @@ class NodeTime:
 @dataclass
 class OpProfile:
     """One model on one engine: milliseconds per call and profiled nodes (kernels, layers) of
-    each op kind, unfused Q/DQ nodes (onnxruntime; None on OpenVINO), the profiled calls and,
+    each op kind, unfused Q/DQ nodes (onnxruntime) or layers (OpenVINO), the profiled calls and,
     from ``bench``, the measured p50 latency."""
 
     name: str
@@ -316,12 +318,16 @@ class _OvProfiler:
             self._base, self._base_n = self._totals(), self._infers
 
     def finish(self) -> tuple[list[NodeTime], int]:
-        """Each executed layer's mean time per call after the warm-up."""
+        """Each executed layer's mean time per call after the warm-up. A layer whose mean fell
+        under 1 us since is no longer ``EXECUTED`` in the counters (they then read 0 us): it
+        is kept from the warm-up's, at its share of the time since (0 us at this precision)."""
         calls = self._infers - self._base_n
         if calls < 1:
             return [], 0
+        totals = self._totals()
+        totals.update((k, 0.0) for k in self._base if k not in totals)
         return [NodeTime(*k, max(0.0, (us - self._base.get(k, 0.0)) / calls))
-                for k, us in self._totals().items()], calls
+                for k, us in totals.items()], calls
 
 
 def _origins(compiled: Any) -> dict[str, list[str]]:
@@ -355,6 +361,32 @@ def ov_kind(node: NodeTime, by_name: dict[str, Any] | None = None,
     return _other_kind(node.op)
 
 
+#: what OpenVINO names the Convert/Subtract/Multiply it splits a DequantizeLinear into
+_OV_SPLIT = re.compile(r"(Convert|Subtract|Multiply)_\d+")
+
+
+def ov_qdq_layer(node: NodeTime, by_name: dict[str, Any], origins: Sequence[str] = ()) -> bool:
+    """Whether an OpenVINO layer does quantization work alone (an unfused Q/DQ): a
+    ``FakeQuantize``, or a layer whose ``origins`` hold the file's QuantizeLinear/
+    DequantizeLinear nodes (or OpenVINO's layers named after them) and, besides them, only the
+    Convert/Subtract/Multiply that OpenVINO splits a DequantizeLinear into. A Q/DQ fused into a
+    conv or into an element-wise chain (an Erf's ``Subgraph``) has other origins: not counted."""
+    if node.op == "FakeQuantize":
+        return True
+    qdq = False
+    for name in origins:
+        onnx_node = by_name.get(name)
+        if onnx_node is not None:
+            if onnx_node.op_type not in QDQ_OPS:
+                return False
+            qdq = True
+        elif "QuantizeLinear" in name:  # a layer OpenVINO made from one (Dequantize too)
+            qdq = True
+        elif not _OV_SPLIT.fullmatch(name):
+            return False
+    return qdq
+
+
 #: the engines with a profiler (others' rows are listed as not profiled)
 PROFILED_ENGINES = ("onnxruntime", "openvino")
 
@@ -376,7 +408,10 @@ def _summarize(row: ProfileRow, nodes: list[NodeTime], calls: int,
         kinds = [ort_kind(n, by_name, producer) for n in nodes]
         unfused = sum(1 for n in nodes if n.op in QDQ_OPS)
     else:
-        kinds = [ov_kind(n, by_name, origins.get(n.name, ())) for n in nodes]
+        qdq = [ov_qdq_layer(n, by_name, origins.get(n.name, ())) for n in nodes]
+        kinds = ["quantize" if q else ov_kind(n, by_name, origins.get(n.name, ()))
+                 for n, q in zip(nodes, qdq, strict=True)]
+        unfused = sum(qdq)
     for n, kind in zip(nodes, kinds, strict=True):
         ms[kind] += n.us / 1000.0
         count[kind] += 1

@@ -140,7 +140,7 @@ def format_profile(report: ProfileReport) -> str:
                 for k in KINDS if p.nodes[k]]
         rows.append(["total", str(sum(p.nodes.values())), _fmt_ms(p.total_ms),
                      "100.0 %" if p.total_ms > 0 else "0.0 %"])
-        qdq = "n/a (onnxruntime only)" if p.unfused_qdq is None else str(p.unfused_qdq)
+        qdq = "n/a" if p.unfused_qdq is None else str(p.unfused_qdq)
         out += ["", f"{_label(p)}: unfused Q/DQ {qdq}",
                 render_table(["op kind", "nodes", "per call", "share"], rows)]
     if report.skipped:
