@@ -728,7 +728,10 @@ def test_the_report_names_a_winner_on_fewer_threads_and_its_engine() -> None:
     assert "1 of 2 threads (fp32 on 2)" in why
     ort = dataclasses.replace(ov, name="fp32+1-thread", engine="onnxruntime")
     why = _why(ort, fp32, [fp32, int8, ort], cfg)
-    assert why.startswith("fp32 (fp32+1-thread) is fastest"), why
+    assert why.startswith("fp32 (fp32+1-thread) is fastest: the fastest int8 candidate within "
+                          "the accuracy budget, int8-default, takes 0.90x the fp32 latency "
+                          "here, fp32+1-thread 0.70x (2 thread(s), batch 1)"), why
+    assert "here (2 thread(s)" in _why(fp32, fp32, [fp32, int8], cfg)  # fp32 itself: 1.00x
     assert why.endswith("fp32+1-thread runs on 1 of the 2 threads")
     assert "1 of 2" not in _why(int8, fp32, [fp32, int8], cfg)
     split = dataclasses.replace(int8, name="int8-default+2-streams",
@@ -738,3 +741,34 @@ def test_the_report_names_a_winner_on_fewer_threads_and_its_engine() -> None:
     fp32_split = dataclasses.replace(ort, name="fp32+2-streams", session=split.session)
     assert _why(fp32_split, fp32, [fp32, int8, fp32_split], cfg).endswith(
         "fp32+2-streams splits its batch into 2 streams of 1 thread(s)")
+
+
+def test_the_fp32_reference_is_timed_fresh(digits: dict[str, Path], tmp_path: Path,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fp32 session every candidate is timed against has run nothing when the search
+    starts, as each candidate's session has run nothing when it is timed: the fp32 outputs
+    for the accuracy gate come from a session of their own. A session that ran the
+    evaluation's batches of 16 first times batch 1 slower afterwards (a masked GRU: fp32
+    measured 0.81x of itself)."""
+    from edgekit.tune.setup import load_tune_data, tune_context
+
+    calls: list[tuple[EdgeModel, int]] = []
+    run = EdgeModel.run
+
+    def recorded(self: EdgeModel, feeds: Any) -> list[np.ndarray]:
+        calls.append((self, len(next(iter(feeds.values())))))
+        return run(self, feeds)
+
+    fp32 = export_model(digits["model"], tmp_path / "export").onnx_path
+    proto = onnx.load(fp32)
+    config = TuneConfig(**_FAST)
+    data = load_tune_data(proto, digits["calib"], digits["eval"], config)
+    monkeypatch.setattr(EdgeModel, "run", recorded)
+    ctx = tune_context(config, fp32, proto, data, tmp_path, lambda _: None)
+    try:
+        n_eval = len(next(iter(data.eval_feeds.values())))
+        assert sum(n for _, n in calls) == n_eval == len(ctx.fp32_probs)  # scored once
+        assert all(m is not ctx.reference for m, _ in calls)
+        ctx.reference.run(data.bench_feeds)  # and it is the fp32 file's session
+    finally:
+        ctx.reference.close()

@@ -329,8 +329,11 @@ def check_model(
         model = load_backend(model_path, threads=cfg.threads)
         spec = _reference_spec(cfg, base, model, Path(tmp_s))
         ref = _reference_backend(spec, cfg.threads, Path(tmp_s))
-        acc = model_accuracy(model, eval_data, cfg.eval_samples) if eval_data else None
+        # timed first: a session that ran the evaluation's batches runs the timed batch slower
+        # afterwards (onnxruntime's memory pattern no longer serves it), so a baseline made with
+        # --eval-data and a check without it would not time the same thing
         lr = latency_ratio(model, ref, cfg, on_progress)
+        acc = model_accuracy(model, eval_data, cfg.eval_samples) if eval_data else None
     current = _current_figures(model_path, eval_data, acc, lr, spec, cfg)
     if base is None:
         atomic_write_json(base_path, current, force=True)

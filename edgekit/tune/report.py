@@ -72,10 +72,12 @@ def _why(winner: Candidate, fp32: Candidate, cands: Sequence[Candidate], cfg: Tu
             return (f"no int8 candidate met the accuracy budget ({cfg.max_accuracy_drop:g} pt); "
                     f"keeping fp32 ({winner.name})")
         fastest = min(accepted, key=lambda c: c.latency_ratio)  # type: ignore[arg-type, return-value]
+        own = ("" if winner is fp32 or winner.latency_ratio is None else
+               f", {winner.name} {winner.latency_ratio:.2f}x")
         return (f"fp32 ({winner.name}) is fastest: the fastest int8 candidate within the "
                 f"accuracy budget, {fastest.name}, takes {fastest.latency_ratio:.2f}x the fp32 "
-                f"latency here ({cfg.threads} thread(s), batch {cfg.batch}); see node_profile "
-                f"for where the time goes{_fewer_note(winner, cfg)}")
+                f"latency here{own} ({cfg.threads} thread(s), batch {cfg.batch}); see "
+                f"node_profile for where the time goes{_fewer_note(winner, cfg)}")
     faster = 1 / winner.latency_ratio if winner.latency_ratio else float("nan")
     acc = (f"accuracy drop {winner.accuracy_drop:+.2f} pt" if winner.accuracy_drop is not None
            else f"top-1 agreement {winner.agreement:.2f}%")
