@@ -24,9 +24,11 @@ from click.testing import CliRunner
 from edgekit.cli.main import cli
 from edgekit.errors import DataError, ModelLoadError, OutputError
 from edgekit.inputs.data import load_dataset
+from edgekit.inputs.prepare import DataFile, onnx_input_specs
 from edgekit.io.artifacts import ArtifactSet, recover
 from edgekit.io.onnxfile import load_onnx
 from edgekit.io.tempdirs import private_tempdir, temp_dir
+from edgekit.metadata import ModelMetadata
 
 pytestmark = pytest.mark.file_seconds(20)
 
@@ -454,6 +456,36 @@ def test_corrupt_tensor_is_an_error_without_traceback(tiny: Path, tmp_path: Path
         load_onnx(bad)
     assert line == f"error: {info.value.message}"
     assert not (tmp_path / "q").exists()
+
+
+@pytest.mark.parametrize(("y", "said"), [
+    (np.linspace(0.0, 2.0, 8, dtype=np.float32), "it holds real values such as 0.285714 "
+     "(regression targets?)"),
+    (np.array(["cat", "dog"] * 4), "not text values such as 'cat'")])
+def test_labels_that_are_no_class_ids_are_refused_by_name(
+        tiny: Path, tmp_path: Path, y: np.ndarray, said: str) -> None:
+    """A regression's float targets (or class names) in 'y' are no class ids: the error names
+    the file, its role and a value, and the hint says to leave 'y' out; nothing is written.
+    Whole numbers in a float array are class ids."""
+    x = np.random.default_rng(0).random((8, 28, 28, 1), np.float32)
+    data = tmp_path / "targets.npz"
+    np.savez(data, x=x, y=y)
+    result = CliRunner().invoke(cli, ["quantize", str(tiny), "-o", str(tmp_path / "q"),
+                                      "--quantize", "int8", "--calibration", str(data)])
+    line = _assert_clean_error(result, "targets.npz")
+    assert line == (f"error: calibration data file {data}: labels 'y' must be integer class "
+                    f"ids; {said}" if y.dtype.kind == "f" else
+                    f"error: calibration data file {data}: labels 'y' must be integer class "
+                    f"ids, {said}")
+    assert ("without 'y'" in result.output) == (y.dtype.kind == "f")
+    assert not (tmp_path / "q").exists()
+    # the --calibration file that validates an export: both roles named
+    specs = onnx_input_specs(onnx.load(str(tiny)))
+    with pytest.raises(DataError, match=r"^calibration data \(as validation data\) file "):
+        DataFile(data, "calibration data").read(specs, ModelMetadata(), "validation data")
+    np.savez(data, x=x, y=np.arange(8, dtype=np.float32) % 3)
+    labels = load_dataset(data, ["image"]).labels
+    assert labels is not None and labels.tolist() == [0, 1, 2, 0, 1, 2, 0, 1]
 
 
 def test_complex_calibration_data_is_rejected(tiny: Path, tmp_path: Path) -> None:

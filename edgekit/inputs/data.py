@@ -249,8 +249,25 @@ def load_dataset(
             if np.issubdtype(labels.dtype, np.floating) and np.all(labels == np.round(labels)):
                 labels = labels.astype(np.int64)
             else:
-                raise DataError(f"{what} file {p}: labels 'y' must be integer class ids")
+                raise _label_error(what, p, labels)
     return Dataset(inputs, labels, str(p))
+
+
+def _label_error(what: str, path: Path, labels: np.ndarray) -> DataError:
+    """Labels that are no class ids: real values (a regression's targets) or anything else."""
+    flat = labels.reshape(-1)
+    if flat.dtype.kind == "f":
+        odd = flat[~np.isclose(flat, np.round(flat))]
+        return DataError(
+            f"{what} file {path}: labels 'y' must be integer class ids; it holds real values "
+            f"such as {float(odd[0] if odd.size else flat[0]):g} (regression targets?)",
+            hint="labels serve top-1 accuracy; for a model that does not classify, save the "
+            "file without 'y' (numpy.savez(path, x=inputs)): variants are then compared with "
+            "fp32's outputs")
+    kind = "text" if flat.dtype.kind in "USO" else str(flat.dtype)
+    return DataError(f"{what} file {path}: labels 'y' must be integer class ids, not {kind} "
+                     f"values such as {flat[0].item()!r}",
+                     hint="save each label as its index in the model's class list")
 
 
 def batches(n: int, batch_size: int) -> list[slice]:

@@ -249,6 +249,7 @@ class DataFile(os.PathLike[str]):
 
     def __init__(self, path: str | os.PathLike[str], what: str = "data") -> None:
         self.path = _existing(path, what)
+        self.what = what
         self._layout: FolderLayout | None = None
         self._read: dict[tuple[object, ...], Dataset] = {}
 
@@ -264,7 +265,8 @@ class DataFile(os.PathLike[str]):
         read on the first call for its split (image folders: its ``limit`` and ``seed``)."""
         key = self._key(what, split, limit, seed)
         if key not in self._read:
-            self._read[key] = _read_path(self.path, specs, meta, what, split, limit, seed)
+            role = what if what == self.what else f"{self.what} (as {what})"  # errors name both
+            self._read[key] = _read_path(self.path, specs, meta, role, split, limit, seed)
         return self._read[key]
 
     def _key(self, what: str, split: str, limit: int, seed: int) -> tuple[object, ...]:
