@@ -9,7 +9,11 @@ budget from below would reject every variant on them):
 - with labels, the accuracy drop is a difference of paired proportions; its standard error
   comes from the discordant pairs (McNemar): ``b`` samples fp32 got right and the variant
   wrong, ``c`` the reverse; ``se = sqrt(b + c - (b - c)^2 / n) / n``;
-- without labels, the disagreement rate ``k / n`` of top-1 classes gets a Wilson lower bound.
+- without labels, the disagreement rate ``k / n`` of top-1 classes gets a Wilson lower bound;
+- a regression output (:func:`edgekit.contract.scores_classes`) has no classes: its relative
+  error, the mean ``|variant - fp32|`` over the mean ``|fp32|``, is held to the budget read as
+  a percentage (0.5 pt: 0.5 % of the output's typical magnitude); a mean over every value of
+  every sample, it needs no confidence bound.
 
 Top-1 classes follow :func:`edgekit.contract.top1`; a single column is read as logits when
 either side holds values outside ``[0, 1]``.
@@ -44,6 +48,10 @@ class Agreement:
         disagreements: samples whose top-1 class changed.
         max_abs_error / mean_abs_error: over the first output.
         fp32_correct_variant_wrong / fp32_wrong_variant_correct: discordant pairs (labels).
+        relative_error: ``mean_abs_error`` over the mean ``|fp32|`` of the first output (None
+            when that is 0).
+        classes: whether the output holds class scores (False: a regression output, gated on
+            ``relative_error``).
     """
 
     samples: int
@@ -53,6 +61,8 @@ class Agreement:
     mean_abs_error: float
     fp32_correct_variant_wrong: int | None = None
     fp32_wrong_variant_correct: int | None = None
+    relative_error: float | None = None
+    classes: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -66,19 +76,22 @@ def _threshold(*outputs: np.ndarray) -> float:
 
 
 def compare_predictions(fp32: np.ndarray, variant: np.ndarray,
-                        labels: np.ndarray | None = None) -> Agreement:
-    """:class:`Agreement` of the first outputs ``fp32`` and ``variant`` (same samples)."""
+                        labels: np.ndarray | None = None, classes: bool = True) -> Agreement:
+    """:class:`Agreement` of the first outputs ``fp32`` and ``variant`` (same samples);
+    ``classes=False`` for a regression output: no top-1 figures, labels unused."""
     a, b = np.asarray(fp32, np.float64), np.asarray(variant, np.float64)
     diff = np.abs(a - b)
     n = len(a)
-    rows = a.ndim == 2 and b.ndim == 2  # one row of class scores per sample
+    rows = classes and a.ndim == 2 and b.ndim == 2  # one row of class scores per sample
+    scale = float(np.abs(a).mean()) if a.size else 0.0
     t = _threshold(a, b)
     ca, cb = (top1(a, t), top1(b, t)) if rows else (None, None)
     same = None if ca is None or cb is None else ca == cb
     out = Agreement(samples=n, top1_agreement=None if same is None else float(same.mean()),
                     disagreements=0 if same is None else int((~same).sum()),
                     max_abs_error=float(diff.max()) if diff.size else 0.0,
-                    mean_abs_error=float(diff.mean()) if diff.size else 0.0)
+                    mean_abs_error=float(diff.mean()) if diff.size else 0.0, classes=classes)
+    out.relative_error = out.mean_abs_error / scale if scale > 0 else None
     if labels is not None and ca is not None and cb is not None:
         y = np.asarray(labels).reshape(-1)[:n]
         ok_a, ok_b = ca == y, cb == y
@@ -105,7 +118,8 @@ def gate(agreement: Agreement, budget_points: float,
     With discordant pairs (labels) the accuracy drop is tested; otherwise the top-1
     disagreement rate. A variant is rejected only when the lower confidence bound of its
     loss (``z`` standard errors below the estimate, default :data:`Z_GATE`) is over
-    ``budget_points``.
+    ``budget_points``. A regression output (``agreement.classes`` False) is rejected when its
+    relative error, in percent, is over ``budget_points``.
     """
     n = agreement.samples
     b, c = agreement.fp32_correct_variant_wrong, agreement.fp32_wrong_variant_correct
@@ -114,6 +128,12 @@ def gate(agreement: Agreement, budget_points: float,
         se = math.sqrt(max(b + c - (b - c) ** 2 / n, 0.0)) / n
         lower = 100.0 * (drop - z * se)
         what = f"accuracy drop {100 * drop:+.2f} pt (lower bound {lower:+.2f} pt)"
+    elif not agreement.classes:
+        rel = agreement.relative_error
+        # fp32 all zeros: any error is all of it
+        lower = 100.0 * rel if rel is not None else 100.0 * (agreement.mean_abs_error > 0)
+        what = (f"relative error {lower:.2f}% (mean |variant - fp32| over mean |fp32|, a "
+                "regression output)")
     else:
         k = agreement.disagreements
         lower = 100.0 * wilson_lower(k, n, z)

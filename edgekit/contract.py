@@ -56,6 +56,7 @@ __all__ = [
     "top1",
     "top_k_rows",
     "is_multi_label",
+    "scores_classes",
     "DEFAULT_THRESHOLD",
     "LOGIT_THRESHOLD",
 ]
@@ -175,6 +176,13 @@ def graph_kind(kind: OutputKind | None, op: str | None, axis: int | None,
     if op == "Softmax" and axis is not None and rank and axis % rank != rank - 1:
         return OutputKind.OTHER
     return kind
+
+
+def scores_classes(kinds: Sequence[str] | None) -> bool:
+    """Whether variants of a model are compared on the top-1 class of its first output: every
+    kind but a declared ``regression`` (unknown kinds too, as before the contract); a
+    regression output's values are compared instead (:mod:`edgekit.agreement`)."""
+    return not kinds or kinds[0] != OutputKind.REGRESSION.value
 
 
 def has_class_rows(probs: np.ndarray) -> bool:

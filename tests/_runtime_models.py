@@ -145,3 +145,26 @@ def make_tabular_model(path: Path) -> Path:
         output_kinds=["logits"],
     )
     return _save(graph, path, meta)
+
+
+def make_regression_model(d: Path) -> tuple[Path, Path]:
+    """``reg.onnx``: an MLP regression (8 features -> 1 value in the tens) whose output is
+    declared ``regression``, and ``reg.npz``: 300 samples with their real-valued targets as
+    'y'."""
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(a.astype(np.float32), n) for n, a in (
+        ("w1", rng.normal(size=(8, 32))), ("b1", rng.normal(size=32)),
+        ("w2", rng.normal(size=(32, 1))), ("b2", np.array([20.0])))]
+    nodes = [helper.make_node("MatMul", ["x", "w1"], ["h"]),
+             helper.make_node("Add", ["h", "b1"], ["hb"]),
+             helper.make_node("Relu", ["hb"], ["r"]),
+             helper.make_node("MatMul", ["r", "w2"], ["o"]),
+             helper.make_node("Add", ["o", "b2"], ["y"])]
+    graph = helper.make_graph(nodes, "reg", [helper.make_tensor_value_info(
+        "x", TensorProto.FLOAT, ["N", 8])], [helper.make_tensor_value_info(
+            "y", TensorProto.FLOAT, ["N", 1])], inits)
+    path = _save(graph, d / "reg.onnx", ModelMetadata(task="regression",
+                                                      output_kinds=["regression"]))
+    np.savez(d / "reg.npz", x=rng.normal(size=(300, 8)).astype(np.float32),
+             y=rng.normal(20.0, 10.0, 300).astype(np.float32))
+    return path, d / "reg.npz"

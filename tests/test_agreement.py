@@ -62,7 +62,8 @@ def test_compare_predictions_values() -> None:
     assert b.to_dict() == {"samples": 3, "top1_agreement": pytest.approx(2 / 3),
                            "disagreements": 1, "max_abs_error": pytest.approx(0.4),
                            "mean_abs_error": pytest.approx(1 / 6),
-                           "fp32_correct_variant_wrong": 1, "fp32_wrong_variant_correct": 0}
+                           "fp32_correct_variant_wrong": 1, "fp32_wrong_variant_correct": 0,
+                           "relative_error": pytest.approx(1 / 3), "classes": True}
 
 
 def test_compare_predictions_one_column_and_no_classes() -> None:
@@ -107,3 +108,26 @@ def test_gate_without_labels_uses_the_wilson_bound_of_the_disagreements() -> Non
     assert gate(half, 0.5)[1] == lower
     # no samples: nothing to reject
     assert gate(Agreement(0, None, 0, 0.0, 0.0), 0.0)[:2] == (True, 0.0)
+
+
+def test_a_regression_output_is_compared_by_its_relative_error() -> None:
+    """No top-1 of a regression output (a sign flip of a value near 0 is no class change):
+    the mean |variant - fp32| over the mean |fp32|, held to the budget read as a percentage."""
+    fp32 = np.array([[10.0], [-0.1], [30.0], [0.2]])
+    variant = fp32 + np.array([[0.2], [0.2], [-0.2], [-0.4]])  # two signs flip
+    reg = compare_predictions(fp32, variant, labels=np.array([0, 1, 2, 3]), classes=False)
+    assert reg.top1_agreement is None and reg.disagreements == 0 and not reg.classes
+    assert reg.fp32_correct_variant_wrong is None  # labels unused
+    assert reg.relative_error == pytest.approx(0.25 / 10.075)
+    ok, lower, reason = gate(reg, 2.5)
+    assert ok and lower == pytest.approx(100 * 0.25 / 10.075)
+    assert reason == ("relative error 2.48% (mean |variant - fp32| over mean |fp32|, a "
+                      "regression output): within the 2.5 pt budget on 4 samples")
+    assert not gate(reg, 2.0)[0]
+    # as class scores (the default), the same values are one logit column: signs decide
+    assert compare_predictions(fp32, variant).top1_agreement == 0.5
+    # fp32 all zeros: any error is all of it, none is nothing
+    zeros = np.zeros((3, 1))
+    assert gate(compare_predictions(zeros, zeros + 0.1, classes=False), 50.0)[:2] == \
+        (False, 100.0)
+    assert gate(compare_predictions(zeros, zeros, classes=False), 0.0)[:2] == (True, 0.0)

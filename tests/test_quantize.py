@@ -377,3 +377,33 @@ def test_stem_rule_counts_input_channels(channels: int, group: int, kept: bool) 
     region, note = stem_float_region(graph)
     assert (region == ["stem", "relu"]) is kept and (note is not None) is kept
     assert stem_float_region(graph, always=True)[0] == ["stem", "relu"]
+
+
+def test_a_regression_output_is_gated_by_its_relative_error(tmp_path: Path) -> None:
+    """A declared regression output has no top-1: its real-valued targets in 'y' are not read
+    as labels (a classifier's file would be refused), the variant is compared with fp32 by its
+    relative error, and the gate holds that error to the budget in percent, without
+    --eval-data."""
+    from _runtime_models import make_regression_model
+
+    model, data = make_regression_model(tmp_path)
+    out = tmp_path / "out"
+    r = CliRunner().invoke(cli, ["quantize", str(model), "-o", str(out), "--quantize", "int8",
+                                 "--calibration", str(data), "--max-accuracy-drop", "50"])
+    assert r.exit_code == 0, r.output
+    v = json.loads((out / "reg.report.json").read_text())["variants"]["int8"]
+    ev = v["evaluation"]
+    assert ev["classes"] is False and ev["top1_agreement"] is None
+    assert ev["accuracy"] is None and ev["fp32_correct_variant_wrong"] is None
+    rel = ev["relative_error"]
+    assert 0 < rel < 0.5
+    assert f"int8 vs fp32: relative error {100 * rel:.2f}%, mean abs diff" in r.output
+    for check in v["engines"].values():  # each engine held to the mean difference alone
+        assert check["passed"] and check["top1_agreement"] is None, check
+    assert v["gate"]["met"] and v["gate"]["steps"][0]["lower_bound_pt"] == \
+        pytest.approx(100 * rel, abs=1e-3)  # rounded in the report
+    assert "relative error" in v["gate"]["steps"][0]["reason"]
+    strict = QuantizationConfig(gate=GateConfig(max_accuracy_drop=100 * rel / 2, max_steps=0))
+    with pytest.raises(AccuracyGateError, match="relative error"):
+        quantize_model(model, tmp_path / "strict", config=strict, calibration=data)
+    assert _files(tmp_path / "strict") == set()

@@ -772,3 +772,22 @@ def test_the_fp32_reference_is_timed_fresh(digits: dict[str, Path], tmp_path: Pa
         ctx.reference.run(data.bench_feeds)  # and it is the fp32 file's session
     finally:
         ctx.reference.close()
+
+
+def test_a_regression_model_is_tuned_against_its_relative_error(tmp_path: Path) -> None:
+    """A declared regression output: its targets in 'y' are not read as labels, and every
+    candidate's verdict is its relative error against fp32 within the budget in percent."""
+    from _runtime_models import make_regression_model
+
+    model, data = make_regression_model(tmp_path)
+    config = TuneConfig(**{**_FAST, "budget_minutes": 0.01}, max_accuracy_drop=50.0)
+    result = tune_model(model, tmp_path / "out", data, data, config=config)
+    report = json.loads(result.report_path.read_text())
+    assert report["fp32"]["accuracy"] is None
+    measured = [c for c in report["candidates"] if c.get("reason") not in (None, "reference")
+                and c.get("latency_ratio") is not None]
+    assert measured and all(c["reason"].startswith("relative error ") for c in measured)
+    assert all(c["accuracy"] is None for c in report["candidates"])
+    strict = dataclasses.replace(config, max_accuracy_drop=0.0, force=True)
+    tight = tune_model(model, tmp_path / "out", data, data, config=strict)
+    assert tight.winner.quantization is None  # no int8 within 0 % of fp32's values

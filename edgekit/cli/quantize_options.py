@@ -46,7 +46,8 @@ _OPTIONS: list[Callable[[Any], Any]] = [
                  "weights that do not saturate on AVX2-only CPUs)."),
     click.option("--max-accuracy-drop", type=float, default=None, metavar="PT",
                  help="Accuracy budget in points: nodes that lose most are kept in float until "
-                 "it holds, else the command fails and writes no variant (needs --eval-data)."),
+                 "it holds, else the command fails and writes no variant (needs --eval-data; "
+                 "a regression output: its relative error against fp32, in percent)."),
     click.option("--explain", is_flag=True, default=False,
                  help="int8: rank the nodes by the accuracy int8 costs them (SQNR of int8 vs "
                  "fp32 activations on held-out samples, onnxruntime's qdq_loss_debug), with "

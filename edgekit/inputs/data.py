@@ -212,7 +212,8 @@ def read_inputs(path: Path, input_names: Sequence[str], what: str = "data",
 
 
 def load_dataset(
-    path: str | os.PathLike[str], input_names: Sequence[str], what: str = "data"
+    path: str | os.PathLike[str], input_names: Sequence[str], what: str = "data",
+    read_labels: bool = True,
 ) -> Dataset:
     """Read a ``.npz``/``.npy`` file laid out as this module describes.
 
@@ -220,6 +221,7 @@ def load_dataset(
         path: the file.
         input_names: the model's input names, in order.
         what: how the data is called in error messages (e.g. ``"calibration data"``).
+        read_labels: read 'y' as class ids (False: left out: a regression model's targets).
     """
     p = Path(path)
     if not p.exists():
@@ -227,6 +229,7 @@ def load_dataset(
     if p.is_dir():
         raise InputError(f"{what} path {p} is a folder, expected a .npz or .npy file")
     inputs, labels = read_inputs(p, input_names, what)
+    labels = labels if read_labels else None
     lengths = {n: (len(a) if a.ndim else 0) for n, a in inputs.items()}
     if any(n == 0 for n in lengths.values()):
         raise DataError(f"{what} file {p} is empty (no samples)", hint="add samples")

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from edgekit.contract import scores_classes
 from edgekit.errors import DataError, InputError
 from edgekit.inputs.data import (
     Dataset,
@@ -224,7 +225,8 @@ def _read_path(p: Path, specs: Sequence[TensorSpecInfo], meta: ModelMetadata, wh
         return read_folder(p, specs, meta, what, split, limit, seed)
     if p.suffix.lower() in _TEXT_SUFFIXES:
         return _text_split(p, meta, split)
-    return load_dataset(p, [s.name for s in specs], what)
+    # a regression's 'y' holds its targets, not class ids: not read as labels
+    return load_dataset(p, [s.name for s in specs], what, scores_classes(meta.output_kinds))
 
 
 def _existing(path: str | os.PathLike[str], what: str) -> Path:

@@ -222,6 +222,7 @@ class Builder:
     notes: list[str] = field(default_factory=list)
     whole: bool = False  # outputs not per-sample: run on the same whole batches as fp32
     check_batch: int = CHECK_RUN_BATCH  # fp32's batch for the check samples (the same batches)
+    classes: bool = True  # the first output scores classes (False: compared by its values)
 
     def build(self, exclude: list[str]) -> Build:
         self.count += 1
@@ -241,7 +242,8 @@ class Builder:
                        whole=self.whole)[0]
         labels = self.data.check_labels
         acc = accuracy(got, labels) if labels is not None else None
-        return Build(final, compare_predictions(self.fp32_out, got, labels), acc, odd)
+        return Build(final, compare_predictions(self.fp32_out, got, labels, self.classes), acc,
+                     odd)
 
     def _histogram_failed(self, exc: ConversionError) -> bool:
         """Whether ``exc`` is numpy refusing a histogram calibrator's bins for a tensor whose
@@ -316,16 +318,20 @@ def check_gate(builder: Builder, first: Build, exclude: list[str]
     budget = builder.cfg.gate.max_accuracy_drop
     if budget is None:
         return first, None
+    classes = first.agreement.classes
+    statistic = ("paired accuracy drop, one standard error" if classes else
+                 "relative error against fp32, in percent (a regression output)")
     gate_info: dict[str, Any] = {"max_accuracy_drop": budget, "met": False, "kept_in_float": [],
-                                 "statistic": "paired accuracy drop, one standard error",
-                                 "steps": [_gate_step(first, budget)]}
+                                 "statistic": statistic, "steps": [_gate_step(first, budget)]}
     final = first if _gate_ok(first, budget) else _run_gate(builder, first, exclude, gate_info)
     gate_info["met"] = _gate_ok(final, budget)
     if not gate_info["met"]:
-        best = max([first, final], key=lambda b: b.accuracy or 0.0)
+        best = (max([first, final], key=lambda b: b.accuracy or 0.0) if classes else
+                min([first, final], key=lambda b: gate(b.agreement, budget)[1]))
+        accuracy = "" if best.accuracy is None else f" (accuracy {best.accuracy:.2f}%)"
         raise AccuracyGateError(
             f"{builder.mode.value} model cannot meet --max-accuracy-drop {budget:g} pt: "
-            f"{gate(best.agreement, budget)[2]} (accuracy {best.accuracy:.2f}%) after keeping "
+            f"{gate(best.agreement, budget)[2]}{accuracy} after keeping "
             f"{len(gate_info['kept_in_float'])} node(s) in float; no {builder.mode.value} model "
             "was written",
             hint="raise --max-accuracy-drop, try --calibration-method entropy or "

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from edgekit.contract import scores_classes
 from edgekit.errors import DataError
 from edgekit.inputs.data import TensorSpecInfo
 from edgekit.inputs.folders import has_splits
@@ -106,6 +107,12 @@ class CheckData:
     held_out: bool
     notes: list[str]
 
+    def drop_labels(self, drop: bool, why: str) -> None:
+        """Leave the labels out when ``drop`` (and there are any), with a note saying ``why``."""
+        if drop and self.check_labels is not None:
+            self.check_labels = None
+            self.notes.append(f"labels not used: {why}")
+
 
 def _subset(feeds: dict[str, np.ndarray], idx: np.ndarray) -> dict[str, np.ndarray]:
     return {k: v[idx] for k, v in feeds.items()}
@@ -174,7 +181,8 @@ def load_check_data(mode: QuantMode, cfg: QuantizationConfig, specs: Sequence[Te
             eval_data, specs, meta, "evaluation data", "test", cfg.gate.eval_samples,
             cfg.calibration.seed)
         notes.extend(ev_notes)
-        if cfg.gate.max_accuracy_drop is not None and labels is None:
+        if cfg.gate.max_accuracy_drop is not None and labels is None and \
+                scores_classes(meta.output_kinds):  # a regression output: against fp32
             raise DataError(f"evaluation data {desc} has no labels (array 'y')",
                             hint="the accuracy gate needs labelled --eval-data")
         return CheckData(reader, cal_info, ev_feeds, labels, desc, True, notes)

@@ -173,7 +173,9 @@ def _evaluation_line(mode: str, ev: Mapping[str, Any]) -> str:
     head = (f"{mode} accuracy {ev['accuracy']:.2f}% vs fp32 {ev['fp32_accuracy']:.2f}% (drop "
             f"{ev['accuracy_drop']:+.2f} pt), " if ev.get("accuracy") is not None
             else f"{mode} vs fp32: ")
-    agreement = (f"top-1 agreement {100 * agree:.2f}%, " if agree is not None else "")
+    rel = ev.get("relative_error") if ev.get("classes") is False else None
+    agreement = (f"top-1 agreement {100 * agree:.2f}%, " if agree is not None else
+                 f"relative error {100 * rel:.2f}%, " if rel is not None else "")
     return (f"{head}{agreement}mean abs diff {ev['mean_abs_error']:.2g}, max "
             f"{ev['max_abs_error']:.2g} on {where} ({ev['data']})")
 

@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
+from edgekit.contract import scores_classes
 from edgekit.errors import InputError, SchemaError, require
 from edgekit.exported import ExportOutcome
 from edgekit.inputs.data import Dataset, TensorSpecInfo
@@ -78,6 +79,7 @@ from edgekit.quantize.explain import explain_nodes, explain_samples
 from edgekit.quantize.layout import channels_last_flatten_file, slice_strided_pointwise_file
 from edgekit.quantize.options import OutputFormat, QuantMode
 from edgekit.quantize.ort_format import convert_to_ort
+from edgekit.quantize.preflight import check_explain, check_options, check_whole
 from edgekit.quantize.qdq import output_activation_nodes
 from edgekit.quantize.regions import stem_float_region
 from edgekit.quantize.speed import check_speed
@@ -94,37 +96,6 @@ __all__ = [
     "quantize_file",
     "export_hook",
 ]
-
-def _check_options(mode: QuantMode, cfg: QuantizationConfig, calibration: Any,
-                   eval_data: Any) -> None:
-    if mode is QuantMode.NONE and cfg.mode is not QuantMode.AUTO:
-        raise InputError("quantization mode 'none' builds no variant")
-    if cfg.gate.max_accuracy_drop is not None and eval_data is None:
-        raise InputError("--max-accuracy-drop needs labelled --eval-data",
-                         hint="pass --eval-data FILE (npz with x and y, or an IDX folder)")
-    if mode is QuantMode.INT8 and calibration is None:
-        raise InputError("static int8 quantization needs calibration data",
-                         hint="pass --calibration FILE (npz/npy or an IDX folder), or use "
-                         "--quantize dynamic")
-    _check_explain(cfg)
-
-
-def _check_whole(whole: bool, cfg: QuantizationConfig) -> None:
-    """An accuracy gate needs per-sample outputs: a model that mixes the batch has none."""
-    if whole and cfg.gate.max_accuracy_drop is not None:
-        raise InputError("--max-accuracy-drop needs per-sample outputs, and this model's "
-                         "outputs mix the batch (its export marked it edgekit.batch_dependent)",
-                         hint="quantize without --max-accuracy-drop: the variant is still "
-                         "compared with fp32 on the same whole batches")
-
-
-def _check_explain(cfg: QuantizationConfig) -> None:
-    """``--explain`` with ``dynamic`` or ``fp16`` is an error (``auto`` gets a note when it
-    chooses one of them): only static QDQ models have quantized activations to compare."""
-    if cfg.gate.explain and cfg.mode in (QuantMode.DYNAMIC, QuantMode.FP16):
-        raise InputError(f"--explain needs static int8 (QDQ): {cfg.mode.value} models have no "
-                         "quantized activations to compare with fp32",
-                         hint="use --quantize int8 --calibration FILE --explain")
 
 
 def _load_proto(model: Any, stem: str | None) -> tuple[Any, str]:
@@ -177,24 +148,26 @@ def quantize_model(
     cfg = config or QuantizationConfig()
     proto, stem = _load_proto(model, stem)
     mode, auto_note = resolve_mode(proto, cfg.mode)
-    _check_options(mode, cfg, calibration, eval_data)
-    if mode is QuantMode.NONE:
-        return VariantResult.skipped(cfg, Path(outdir) / f"{stem}.onnx", [auto_note or ""])
     props = {p.key: p.value for p in proto.metadata_props}
     specs, meta = known or (onnx_input_specs(proto), ModelMetadata.from_props(props))
+    classes = scores_classes(meta.output_kinds)
+    check_options(mode, cfg, calibration, eval_data, classes)
+    if mode is QuantMode.NONE:
+        return VariantResult.skipped(cfg, Path(outdir) / f"{stem}.onnx", [auto_note or ""])
     whole = mixes_batch(props)
-    _check_whole(whole, cfg)
+    check_whole(whole, cfg)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     data = load_check_data(mode, cfg, specs, meta, calibration, eval_data, onnx_words(proto))
     timings["data"] = round(time.perf_counter() - t0, 3)
-    if whole and data.check_labels is not None:
-        data.check_labels = None
-        data.notes.append("labels not used: the model's outputs are not per-sample (they mix "
-                          "the batch), so fp32 and the variant are compared on the same whole "
-                          "batches, without accuracy")
+    data.drop_labels(whole, "the model's outputs are not per-sample (they mix the batch), so "
+                     "fp32 and the variant are compared on the same whole batches, without "
+                     "accuracy")
+    data.drop_labels(not classes, "the first output is a regression output, so the variant is "
+                     "compared with fp32 by its relative error")
     job = _Job(proto, Path(outdir).absolute(), stem, mode, cfg, data,
-               ([auto_note] if auto_note else []) + data.notes, timings, progress, whole)
+               ([auto_note] if auto_note else []) + data.notes, timings, progress, whole,
+               classes=classes)
     with temp_dir("edgekit-quant-") as tmp, working_dir(tmp):  # no stray files in the cwd
         return job.run(tmp)
 
@@ -214,6 +187,7 @@ class _Job:
     progress: StatusFn | None
     whole: bool = False  # outputs not per-sample: compared on the same whole batches only
     check_batch: int = CHECK_RUN_BATCH  # fp32 and every build run the check samples in these
+    classes: bool = True  # the first output scores classes (False: a regression output)
 
     def run(self, tmp: Path) -> VariantResult:
         """fp32 reference -> float graph -> quantized (+ gate) -> result and files."""
@@ -321,7 +295,8 @@ class _Job:
         keep = output_activation_nodes(self.proto) if self.mode is QuantMode.INT8 else []
         exclude = list(dict.fromkeys([*self.cfg.scheme.nodes_to_exclude, *keep, *self._stem()]))
         builder = Builder(self.mode, self.cfg, pre, tmp, self.data, fp32_out, self.progress,
-                          notes=self.notes, whole=self.whole, check_batch=self.check_batch)
+                          notes=self.notes, whole=self.whole, check_batch=self.check_batch,
+                          classes=self.classes)
         first = builder.build(exclude)
         final, gate_info = check_gate(builder, first, exclude)
         self.cfg = builder.cfg  # as calibrated (a histogram that failed falls back to minmax)
@@ -413,7 +388,7 @@ def export_hook(
     is read once for both)."""
     calibration = None if calibration is None else open_data(calibration, "calibration data")
     eval_data = None if eval_data is None else open_data(eval_data, "evaluation data")
-    _check_explain(config)
+    check_explain(config)
     if config.mode is QuantMode.INT8 and calibration is None:
         raise InputError("static int8 quantization needs calibration data",
                          hint="pass --calibration FILE (npz/npy or an IDX folder), or use "

@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from edgekit.agreement import compare_predictions, gate
-from edgekit.contract import top1
+from edgekit.contract import scores_classes, top1
 from edgekit.errors import EdgekitError
 from edgekit.inputs.data import run_in_batches, run_whole_batches
 from edgekit.io.memory import batch_for
@@ -78,7 +78,9 @@ def _run_all(model: EdgeModel, feeds: Mapping[str, np.ndarray], batch: int,
 
 def _compare(engine: str, ref: list[np.ndarray], got: list[np.ndarray],
              labels: np.ndarray | None, fp32: np.ndarray | None,
-             reference: str = "onnxruntime") -> EngineCheck:
+             reference: str = "onnxruntime", classes: bool = True) -> EngineCheck:
+    """``got`` against ``ref``; ``classes``: the first output scores classes (False: a
+    regression output, held to the mean-difference rule alone)."""
     n = len(ref[0])
     diffs, reasons = [], []
     for i, (r, g) in enumerate(zip(ref, got, strict=True)):
@@ -95,12 +97,12 @@ def _compare(engine: str, ref: list[np.ndarray], got: list[np.ndarray],
         if d.size and d.mean() > MAX_REL_MEAN_DIFF * (scale or 1.0):
             reasons.append(f"output {i} differs by {float(d.mean()):.3g} on average "
                            f"(> {MAX_REL_MEAN_DIFF:.0%} of its mean magnitude {scale:.3g})")
-    vs_ort = compare_predictions(ref[0], got[0], labels)
+    vs_ort = compare_predictions(ref[0], got[0], labels, classes)
     if vs_ort.top1_agreement is not None:
         ok, _, why = gate(vs_ort, BUDGET_POINTS)
         if not ok:
             reasons.append(f"against {reference}: {why}")
-    vs_fp32 = compare_predictions(fp32, got[0]) if fp32 is not None else None
+    vs_fp32 = compare_predictions(fp32, got[0], classes=classes) if fp32 is not None else None
     accuracy = None
     if labels is not None and vs_ort.fp32_correct_variant_wrong is not None:
         accuracy = float((top1(np.asarray(got[0])) == np.asarray(labels).reshape(-1)[:n]).mean())
@@ -120,6 +122,11 @@ def _finite(v: float) -> float | None:
 
 def _load(path: Path, engine: str) -> EdgeModel:
     return EdgeModel(path, engine=engine, check_engine=False)
+
+
+def _classes(model: EdgeModel) -> bool:
+    """Whether ``model``'s first output scores classes (its output contract)."""
+    return scores_classes(model.metadata.output_kinds)
 
 
 def check_engines(
@@ -150,6 +157,7 @@ def check_engines(
     if batch is None:
         batch = batch_for(path, CHECK_BATCH)
     ref_model = _load(path, "onnxruntime")
+    classes = _classes(ref_model)
     try:
         whole = mixes_batch(ref_model.engine.props) if batch_dependent is None \
             else batch_dependent
@@ -159,7 +167,8 @@ def check_engines(
         ref_model.close()
     if whole:  # per-sample figures mean nothing when the outputs mix the batch
         labels = fp32 = None
-    checks = {"onnxruntime": _samples(_compare("onnxruntime", ref, ref, labels, fp32), feeds)}
+    checks = {"onnxruntime": _samples(_compare("onnxruntime", ref, ref, labels, fp32,
+                                               classes=classes), feeds)}
     for engine in installed_engines() if engines is None else parse_engines(list(engines)):
         if engine == "onnxruntime":
             continue
@@ -214,6 +223,7 @@ def _engine_check(engine: str, path: Path, feeds: Mapping[str, np.ndarray],
         model = _load(path, engine)
     except Exception as exc:  # the engine refuses the file: a failed check, with its words
         return EngineCheck(engine, loads=False, passed=False, reason=_first(exc))
+    classes = _classes(model)
     try:
         got = _run_all(model, feeds, batch, small is not None)
         inconsistent = _small_batches(model, feeds, got, batch, small)
@@ -221,7 +231,7 @@ def _engine_check(engine: str, path: Path, feeds: Mapping[str, np.ndarray],
         return EngineCheck(engine, loads=False, passed=False, reason=_first(exc))
     finally:
         model.close()
-    check = _samples(_compare(engine, ref, got, labels, fp32), feeds)
+    check = _samples(_compare(engine, ref, got, labels, fp32, classes=classes), feeds)
     batches = sorted({batch, *(b for b in SMALL_BATCHES if b < batch and
                                (small is None or b in small))})
     reason = "; ".join(r for r in (check.reason, inconsistent) if r)
@@ -270,7 +280,7 @@ def _small_batches(model: EdgeModel, feeds: Mapping[str, np.ndarray], got: list[
             ref, against, said = small[b], "onnxruntime", "onnxruntime's"
         at = f" at batch {batch if small is None else b}"
         check = _compare(model.engine_name, ref, _run_all(model, head, b, small is not None),
-                         None, None, reference=against + at)
+                         None, None, reference=against + at, classes=_classes(model))
         if not check.passed:
             return f"at batch {b}, its answers differ from {said}{at}: {check.reason}"
     return ""

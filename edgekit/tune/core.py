@@ -187,13 +187,14 @@ class _Context:
     tmp: Path
     progress: StatusFn
     model: Any = None  #: the fp32 ModelProto (``graph`` is its graph)
+    classes: bool = True  #: the first output scores classes (False: a regression output)
 
 
 def _check_accuracy(ctx: _Context, cand: Candidate, model: EdgeModel) -> None:
     """Accept ``cand`` unless it is over the budget by more than one standard error (paired
     accuracy drop with labels, top-1 disagreement without; see :mod:`edgekit.agreement`)."""
     probs = run_in_batches(model.run, ctx.eval_feeds, _EVAL_BATCH)[0]
-    agree = compare_predictions(ctx.fp32_probs, probs, ctx.eval_labels)
+    agree = compare_predictions(ctx.fp32_probs, probs, ctx.eval_labels, ctx.classes)
     cand.agreement = 100.0 * (agree.top1_agreement if agree.top1_agreement is not None else 1.0)
     if ctx.eval_labels is not None and ctx.fp32_accuracy is not None:
         cand.accuracy = accuracy(probs, ctx.eval_labels)

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from edgekit.contract import scores_classes
 from edgekit.inputs.data import Dataset, run_in_batches
 from edgekit.io.memory import BATCH_MEMORY_BYTES, activation_bytes
 from edgekit.metadata import ModelMetadata
@@ -31,6 +32,7 @@ class TuneData:
     eval_desc: str
     bench_feeds: dict[str, np.ndarray]
     notes: list[str]
+    classes: bool = True  #: the first output scores classes (False: a regression output)
 
 
 def fp32_model(src: Path, tmp: Path, say: StatusFn) -> Path:
@@ -62,9 +64,14 @@ def load_tune_data(proto: Any, calibration: Any, eval_data: Any, config: TuneCon
         ev, labels, ev_desc = held[0], held[1], f"{held[2]} (held out)"
     else:
         ev, labels, ev_desc = feeds, None, f"{desc} (agreement only)"
+    classes = scores_classes(meta.output_kinds)
+    if not classes and labels is not None:
+        labels = None
+        notes.append("labels not used: the first output is a regression output, so candidates "
+                     "are compared with fp32 by their relative error")
     reps = -(-config.batch // len(next(iter(feeds.values()))))
     bench = {k: np.concatenate([v] * reps)[: config.batch] for k, v in feeds.items()}
-    return TuneData(Dataset(feeds, None, desc), ev, labels, ev_desc, bench, notes)
+    return TuneData(Dataset(feeds, None, desc), ev, labels, ev_desc, bench, notes, classes)
 
 
 def _mem_pattern(fp32_path: Path, batch: int) -> bool | None:
@@ -98,4 +105,4 @@ def tune_context(config: TuneConfig, fp32_path: Path, proto: Any, data: TuneData
     fp32_acc = accuracy(fp32_probs, labels) if labels is not None else None
     return _Context(config, fp32_path, proto.graph, data.eval_feeds, labels, fp32_probs,
                     fp32_acc, data.bench_feeds, data.calibration, reference, base_session, tmp,
-                    say, proto)
+                    say, proto, data.classes)
