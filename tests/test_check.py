@@ -253,3 +253,23 @@ def test_check_and_plugin_read_an_idx_folder(fashion_dir, tmp_path) -> None:  # 
     assert r.exit_code == 0, r.output
     stored = json.loads((tmp_path / "b.json").read_text())
     assert stored["accuracy"] == pytest.approx(expected, abs=1e-9)
+
+
+def test_a_regression_model_is_checked_on_latency_only(tmp_path: Path) -> None:
+    """A first output declared regression has no top-1 accuracy: --eval-data is refused by
+    name before anything is timed or written (its 'y' holds targets, not labels); without it
+    the baseline is written."""
+    from _runtime_models import make_regression_model
+
+    model, data = make_regression_model(tmp_path)
+    baseline = tmp_path / "baseline.json"
+    r = CliRunner().invoke(cli, ["check", str(model), "--baseline", str(baseline),
+                                 "--eval-data", str(data), "--update-baseline", *FAST])
+    assert r.exit_code != 0 and "Traceback" not in r.output
+    assert ("error: reg.onnx's first output is a regression output: it has no top-1 accuracy "
+            "to check\nhint: check its latency without --eval-data") in r.output
+    assert not baseline.exists()
+    r = CliRunner().invoke(cli, ["check", str(model), "--baseline", str(baseline),
+                                 "--update-baseline", *FAST])
+    assert r.exit_code == 0, r.output
+    assert json.loads(baseline.read_text())["accuracy"] is None

@@ -31,7 +31,9 @@ from edgekit.check.baseline import (
     load_baseline,
 )
 from edgekit.configs import check_groups
+from edgekit.contract import scores_classes
 from edgekit.errors import DataError, InputError
+from edgekit.inputs.data import Dataset
 from edgekit.io.artifacts import atomic_write_json, sha256_file
 from edgekit.measure.backend import Backend
 from edgekit.measure.backends import load_backend
@@ -47,6 +49,7 @@ __all__ = [
     "CheckResult",
     "reference_model",
     "latency_ratio",
+    "labelled_data",
     "model_accuracy",
     "check_model",
     "BASELINE_VERSION",
@@ -231,19 +234,31 @@ def _auto_depth(model: Backend, threads: int | None, batch: int, tmp: Path) -> i
     return int(min(MAX_REFERENCE_DEPTH, max(1, 2 ** round(np.log2(max(want, 1.0))))))
 
 
-def model_accuracy(model: Backend, eval_data: str | os.PathLike[str],
+def labelled_data(model: Backend, eval_data: str | os.PathLike[str] | Dataset,
+                  eval_samples: int = 0) -> Dataset:
+    """``eval_data`` read for ``model`` (at most ``eval_samples``; 0 = all), refused when it
+    has no labels or the model's first output has no classes (a regression output)."""
+    if not scores_classes(model.metadata.output_kinds if model.metadata else None):
+        raise InputError(f"{model.name}'s first output is a regression output: it has no "
+                         "top-1 accuracy to check",
+                         hint="check its latency without --eval-data")
+    ds = model.load_data(eval_data, "evaluation data", "test", eval_samples)
+    if ds.labels is None:
+        raise DataError(f"evaluation data {ds.source or eval_data} has no labels 'y'",
+                        hint="save it with numpy.savez(path, x=inputs, y=labels)")
+    return ds
+
+
+def model_accuracy(model: Backend, eval_data: str | os.PathLike[str] | Dataset,
                    eval_samples: int = 0) -> float:
-    """Top-1 accuracy in percent on labelled ``eval_data`` (``y`` required)."""
+    """Top-1 accuracy in percent on labelled ``eval_data`` (``y`` required;
+    :func:`labelled_data`)."""
     from edgekit.measure.backend import evaluate
     from edgekit.validate import accuracy
 
-    ds = model.load_data(eval_data, "evaluation data", "test", eval_samples)
-    if ds.labels is None:
-        raise DataError(f"evaluation data {eval_data} has no labels 'y'",
-                        hint="save it with numpy.savez(path, x=inputs, y=labels)")
-    labels = ds.labels
-    assert labels is not None
-    return accuracy(evaluate(model, ds), labels)
+    ds = labelled_data(model, eval_data, eval_samples)
+    assert ds.labels is not None
+    return accuracy(evaluate(model, ds), ds.labels)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -332,8 +347,9 @@ def check_model(
         # timed first: a session that ran the evaluation's batches runs the timed batch slower
         # afterwards (onnxruntime's memory pattern no longer serves it), so a baseline made with
         # --eval-data and a check without it would not time the same thing
+        data = labelled_data(model, eval_data, cfg.eval_samples) if eval_data else None
         lr = latency_ratio(model, ref, cfg, on_progress)
-        acc = model_accuracy(model, eval_data, cfg.eval_samples) if eval_data else None
+        acc = model_accuracy(model, data) if data is not None else None
     current = _current_figures(model_path, eval_data, acc, lr, spec, cfg)
     if base is None:
         atomic_write_json(base_path, current, force=True)
