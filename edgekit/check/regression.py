@@ -344,9 +344,10 @@ def check_model(
         model = load_backend(model_path, threads=cfg.threads)
         spec = _reference_spec(cfg, base, model, Path(tmp_s))
         ref = _reference_backend(spec, cfg.threads, Path(tmp_s))
-        # timed first: a session that ran the evaluation's batches runs the timed batch slower
-        # afterwards (onnxruntime's memory pattern no longer serves it), so a baseline made with
-        # --eval-data and a check without it would not time the same thing
+        # the data read (and refused) before the timing, evaluated after it: a session that ran
+        # the evaluation's batches runs the timed batch slower afterwards (onnxruntime's memory
+        # pattern no longer serves it), and a baseline made with --eval-data and a check
+        # without it would not time the same thing
         data = labelled_data(model, eval_data, cfg.eval_samples) if eval_data else None
         lr = latency_ratio(model, ref, cfg, on_progress)
         acc = model_accuracy(model, data) if data is not None else None

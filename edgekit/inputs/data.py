@@ -264,9 +264,9 @@ def _label_error(what: str, path: Path, labels: np.ndarray) -> DataError:
         return DataError(
             f"{what} file {path}: labels 'y' must be integer class ids; it holds real values "
             f"such as {float(odd[0] if odd.size else flat[0]):g} (regression targets?)",
-            hint="labels serve top-1 accuracy; for a model that does not classify, save the "
-            "file without 'y' (numpy.savez(path, x=inputs)): variants are then compared with "
-            "fp32's outputs")
+            hint="labels serve top-1 accuracy; for a regression model, export it with "
+            "--output-kind regression ('y' is then left out and variants are compared by "
+            "their relative error) or save the file without 'y' (numpy.savez(path, x=inputs))")
     kind = "text" if flat.dtype.kind in "USO" else str(flat.dtype)
     return DataError(f"{what} file {path}: labels 'y' must be integer class ids, not {kind} "
                      f"values such as {flat[0].item()!r}",
