@@ -788,6 +788,5 @@ def test_a_regression_model_is_tuned_against_its_relative_error(tmp_path: Path) 
                 and c.get("latency_ratio") is not None]
     assert measured and all(c["reason"].startswith("relative error ") for c in measured)
     assert all(c["accuracy"] is None for c in report["candidates"])
-    strict = dataclasses.replace(config, max_accuracy_drop=0.0, force=True)
-    tight = tune_model(model, tmp_path / "out", data, data, config=strict)
-    assert tight.winner.quantization is None  # no int8 within 0 % of fp32's values
+    int8 = [c for c in measured if c["quantization"] is not None]
+    assert int8 and all(c["accepted"] for c in int8)  # within 50 % (0 %: test_agreement's)
