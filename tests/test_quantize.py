@@ -407,3 +407,28 @@ def test_a_regression_output_is_gated_by_its_relative_error(tmp_path: Path) -> N
     with pytest.raises(AccuracyGateError, match="relative error"):
         quantize_model(model, tmp_path / "strict", config=strict, calibration=data)
     assert _files(tmp_path / "strict") == set()
+
+
+def test_export_gates_a_declared_regression_output_without_eval_data(tmp_path: Path) -> None:
+    """``export --output-kind regression --quantize int8 --max-accuracy-drop``: the hooks that
+    check the options before the slow export let the gate run against fp32 without
+    --eval-data, as quantize and tune do; a classifier's export is still refused up front."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, 8)).astype(np.float32)
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((8,), name="x"),
+                              keras.layers.Dense(16, activation="relu"),
+                              keras.layers.Dense(1)])
+    model.save(tmp_path / "reg.keras")
+    np.savez(tmp_path / "cal.npz", x=x, y=rng.normal(20.0, 10.0, 200).astype(np.float32))
+    args = ["export", str(tmp_path / "reg.keras"), "--quantize", "int8", "--calibration",
+            str(tmp_path / "cal.npz"), "--max-accuracy-drop", "50"]
+    refused = CliRunner().invoke(cli, [*args, "-o", str(tmp_path / "c")])
+    assert refused.exit_code != 0
+    assert "error: --max-accuracy-drop needs labelled --eval-data" in refused.output
+    assert not (tmp_path / "c").exists()
+    r = CliRunner().invoke(cli, [*args, "-o", str(tmp_path / "r"), "--output-kind",
+                                 "regression", "--package", str(tmp_path / "pkg")])
+    assert r.exit_code == 0, r.output
+    v = json.loads((tmp_path / "r" / "reg.report.json").read_text())["variants"]["int8"]
+    assert v["gate"]["met"] and v["evaluation"]["classes"] is False

@@ -19,6 +19,7 @@ from edgekit.cli.app import (
     status,
 )
 from edgekit.cli.quantize_options import config_from_options, echo_variant, quantization_options
+from edgekit.contract import scores_classes
 from edgekit.runtime.engine_record import engines_line
 
 if TYPE_CHECKING:
@@ -100,7 +101,8 @@ def export_cmd(model: Path, outdir: Path, opset: int, validation_data: Path | No
     if atol is not None or rtol is not None:  # unset options keep ExportConfig's defaults
         config = replace(config, atol=config.atol if atol is None else atol,
                          rtol=config.rtol if rtol is None else rtol)
-    hooks, calibration = _export_hooks(qopts, package, force, outdir)
+    classes = scores_classes(config.output_kinds)  # --output-kind regression: gate vs fp32
+    hooks, calibration = _export_hooks(qopts, package, force, outdir, classes)
     # --calibration validates when no --validation-data: the same DataFile, read once
     data = validation_data if validation_data is not None else calibration
     result = export_model(model, outdir, config, validation_data=data,
@@ -110,9 +112,11 @@ def export_cmd(model: Path, outdir: Path, opset: int, validation_data: Path | No
 
 
 def _export_hooks(qopts: dict[str, Any], package: Path | None, force: bool,
-                  outdir: Path) -> tuple[list[ExportHook], DataFile | None]:
+                  outdir: Path, classes: bool = True,
+                  ) -> tuple[list[ExportHook], DataFile | None]:
     """The ``--quantize`` and ``--package`` hooks of ``edgekit export`` and the calibration
-    data they share (a :class:`~edgekit.inputs.prepare.DataFile`, read once; None: none)."""
+    data they share (a :class:`~edgekit.inputs.prepare.DataFile`, read once; None: none);
+    ``classes``: False for a first output declared regression."""
     calibration: DataFile | None = None
     if qopts.get("calibration") is not None:
         from edgekit.inputs.prepare import DataFile
@@ -123,14 +127,14 @@ def _export_hooks(qopts: dict[str, Any], package: Path | None, force: bool,
     if qconfig is not None:
         from edgekit.quantize.core import export_hook
 
-        hooks.append(export_hook(qconfig, calibration, qopts["eval_data"], status))
+        hooks.append(export_hook(qconfig, calibration, qopts["eval_data"], status, classes))
     if package is not None:
         from edgekit.packaging import PackageTarget, export_package_hook
 
         target = PackageTarget(package, force, outdir)  # checked before the slow export
         hooks.append(export_package_hook(
             target, config_from_options(**{**qopts, "quantize": "int8"}),
-            calibration, qopts["eval_data"], status))
+            calibration, qopts["eval_data"], status, classes))
     return hooks, calibration
 
 

@@ -39,6 +39,7 @@ from edgekit.quantize import (
     OutputFormat,
     QuantizationConfig,
     QuantMode,
+    check_gate_data,
     quantize_model,
 )
 from edgekit.runtime.modelpackage import require_model_packages
@@ -143,19 +144,20 @@ def export_package_hook(
     calibration: Data = None,
     eval_data: Data = None,
     progress: StatusFn | None = None,
+    classes: bool = True,
 ) -> Callable[[ExportOutcome], None]:
     """An ``extra_outputs`` hook of :func:`edgekit.convert.export_model` that writes the
     fp32, int8 (static QDQ, needs ``calibration``) and fp16 variants as a model package at
     ``target`` and adds ``report["package"]``. Run it after the ``--quantize`` hook: variants
     that hook staged are reused; the others are built with ``config`` (its mode ignored;
     default ``QuantizationConfig()``). Paths are checked now and read once (see
-    :class:`~edgekit.inputs.prepare.DataFile`)."""
+    :class:`~edgekit.inputs.prepare.DataFile`). ``classes``: as
+    :func:`~edgekit.quantize.export_hook`'s."""
     if calibration is None:
         raise InputError("--package needs calibration data: its int8 variant is static QDQ",
                          hint="pass --calibration FILE (npz/npy or an IDX folder)")
-    if config is not None and config.gate.max_accuracy_drop is not None and eval_data is None:
-        raise InputError("--max-accuracy-drop needs labelled --eval-data",
-                         hint="pass --eval-data FILE (npz with x and y, or an IDX folder)")
+    if config is not None:
+        check_gate_data(config, eval_data, classes)
     calibration = open_data(calibration, "calibration data")
     base = dataclasses.replace(config or QuantizationConfig(),
                                output=OutputConfig(format=OutputFormat.ONNX))

@@ -23,6 +23,7 @@ from edgekit.quantize.options import (
     QuantType,
     SpeedCheckConfig,
 )
+from edgekit.quantize.preflight import check_gate_data
 
 __all__ = [
     "QuantizationConfig",
@@ -39,6 +40,7 @@ __all__ = [
     "quantize_model",
     "quantize_file",
     "export_hook",
+    "check_gate_data",
     "VariantResult",
     "variant_lines",
     "variant_names",

@@ -79,7 +79,13 @@ from edgekit.quantize.explain import explain_nodes, explain_samples
 from edgekit.quantize.layout import channels_last_flatten_file, slice_strided_pointwise_file
 from edgekit.quantize.options import OutputFormat, QuantMode
 from edgekit.quantize.ort_format import convert_to_ort
-from edgekit.quantize.preflight import check_explain, check_options, check_whole
+from edgekit.quantize.preflight import (
+    check_calibration,
+    check_explain,
+    check_gate_data,
+    check_options,
+    check_whole,
+)
 from edgekit.quantize.qdq import output_activation_nodes
 from edgekit.quantize.regions import stem_float_region
 from edgekit.quantize.speed import check_speed
@@ -379,23 +385,20 @@ def export_hook(
     calibration: str | os.PathLike[str] | Dataset | None = None,
     eval_data: str | os.PathLike[str] | Dataset | None = None,
     progress: StatusFn | None = None,
+    classes: bool = True,
 ) -> Callable[[ExportOutcome], None]:
     """An ``extra_outputs`` hook for :func:`edgekit.convert.export_model` that stages the variant
     of ``config.mode`` next to the fp32 model and adds ``report["variants"][mode]``.
 
     Paths are checked now, before the slow export starts, and read once (a
     :class:`~edgekit.inputs.prepare.DataFile` given here and as the export's validation data
-    is read once for both)."""
+    is read once for both). ``classes``: False when the export declares its first output a
+    regression (``--output-kind regression``): a gate then needs no labelled ``eval_data``."""
     calibration = None if calibration is None else open_data(calibration, "calibration data")
     eval_data = None if eval_data is None else open_data(eval_data, "evaluation data")
     check_explain(config)
-    if config.mode is QuantMode.INT8 and calibration is None:
-        raise InputError("static int8 quantization needs calibration data",
-                         hint="pass --calibration FILE (npz/npy or an IDX folder), or use "
-                         "--quantize dynamic")
-    if config.gate.max_accuracy_drop is not None and eval_data is None:
-        raise InputError("--max-accuracy-drop needs labelled --eval-data",
-                         hint="pass --eval-data FILE (npz with x and y, or an IDX folder)")
+    check_calibration(config.mode, calibration)
+    check_gate_data(config, eval_data, classes)
 
     def hook(outcome: ExportOutcome) -> None:
         mode, _ = resolve_mode(outcome.model_proto, config.mode)

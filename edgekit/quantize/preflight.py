@@ -10,7 +10,8 @@ from edgekit.errors import InputError
 from edgekit.quantize.config import QuantizationConfig
 from edgekit.quantize.options import QuantMode
 
-__all__ = ["check_explain", "check_options", "check_whole"]
+__all__ = ["check_calibration", "check_explain", "check_gate_data", "check_options",
+           "check_whole"]
 
 
 def check_options(mode: QuantMode, cfg: QuantizationConfig, calibration: Any,
@@ -19,14 +20,25 @@ def check_options(mode: QuantMode, cfg: QuantizationConfig, calibration: Any,
     regression output's gate compares with fp32 and needs no labels)."""
     if mode is QuantMode.NONE and cfg.mode is not QuantMode.AUTO:
         raise InputError("quantization mode 'none' builds no variant")
+    check_gate_data(cfg, eval_data, classes)
+    check_calibration(mode, calibration)
+    check_explain(cfg)
+
+
+def check_gate_data(cfg: QuantizationConfig, eval_data: Any, classes: bool = True) -> None:
+    """An accuracy gate on class scores needs labelled evaluation data; a regression output's
+    (``classes`` False) compares with fp32 on held-out samples and needs none."""
     if cfg.gate.max_accuracy_drop is not None and eval_data is None and classes:
         raise InputError("--max-accuracy-drop needs labelled --eval-data",
                          hint="pass --eval-data FILE (npz with x and y, or an IDX folder)")
+
+
+def check_calibration(mode: QuantMode, calibration: Any) -> None:
+    """Static int8 needs calibration data."""
     if mode is QuantMode.INT8 and calibration is None:
         raise InputError("static int8 quantization needs calibration data",
                          hint="pass --calibration FILE (npz/npy or an IDX folder), or use "
                          "--quantize dynamic")
-    check_explain(cfg)
 
 
 def check_whole(whole: bool, cfg: QuantizationConfig) -> None:
