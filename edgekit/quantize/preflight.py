@@ -4,9 +4,11 @@ batch, ``--explain`` without static int8)."""
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from edgekit.errors import InputError
+from edgekit.inputs.data import Dataset
 from edgekit.quantize.config import QuantizationConfig
 from edgekit.quantize.options import QuantMode
 
@@ -25,7 +27,9 @@ def check_options(mode: QuantMode, cfg: QuantizationConfig, calibration: Any,
     check_explain(cfg)
 
 
-def check_gate_data(cfg: QuantizationConfig, eval_data: Any, classes: bool = True) -> None:
+def check_gate_data(cfg: QuantizationConfig,
+                    eval_data: str | os.PathLike[str] | Dataset | None,
+                    classes: bool = True) -> None:
     """An accuracy gate on class scores needs labelled evaluation data; a regression output's
     (``classes`` False) compares with fp32 on held-out samples and needs none."""
     if cfg.gate.max_accuracy_drop is not None and eval_data is None and classes:
