@@ -111,6 +111,13 @@ def wilson_lower(k: int, n: int, z: float = Z_GATE) -> float:
     return max(0.0, (centre - half) / denom)
 
 
+def relative_error_percent(agreement: Agreement) -> float:
+    """A regression output's error against fp32 in percent: ``relative_error`` x 100, or 100
+    when fp32's output is all zeros and the variant's is not (any error is all of it)."""
+    rel = agreement.relative_error
+    return 100.0 * rel if rel is not None else 100.0 * (agreement.mean_abs_error > 0)
+
+
 def gate(agreement: Agreement, budget_points: float,
          z: float = Z_GATE) -> tuple[bool, float, str]:
     """``(accepted, lower_bound_points, reason)`` for a budget in percentage points.
@@ -129,9 +136,7 @@ def gate(agreement: Agreement, budget_points: float,
         lower = 100.0 * (drop - z * se)
         what = f"accuracy drop {100 * drop:+.2f} pt (lower bound {lower:+.2f} pt)"
     elif not agreement.classes:
-        rel = agreement.relative_error
-        # fp32 all zeros: any error is all of it
-        lower = 100.0 * rel if rel is not None else 100.0 * (agreement.mean_abs_error > 0)
+        lower = relative_error_percent(agreement)
         what = (f"relative error {lower:.2f}% (mean |variant - fp32| over mean |fp32|, a "
                 "regression output)")
     else:

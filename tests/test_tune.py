@@ -779,6 +779,8 @@ def test_a_regression_model_is_tuned_against_its_relative_error(tmp_path: Path) 
     candidate's verdict is its relative error against fp32 within the budget in percent."""
     from _runtime_models import make_regression_model
 
+    from edgekit.tune.report import format_candidates
+
     model, data = make_regression_model(tmp_path)
     config = TuneConfig(**{**_FAST, "budget_minutes": 0.01}, max_accuracy_drop=50.0)
     result = tune_model(model, tmp_path / "out", data, data, config=config)
@@ -790,3 +792,11 @@ def test_a_regression_model_is_tuned_against_its_relative_error(tmp_path: Path) 
     assert all(c["accuracy"] is None for c in report["candidates"])
     int8 = [c for c in measured if c["quantization"] is not None]
     assert int8 and all(c["accepted"] for c in int8)  # within 50 % (0 %: test_agreement's)
+    # each candidate's loss is its relative error (not a top-1 agreement of 100 %)
+    fp32 = next(c for c in report["candidates"] if c["name"] == "fp32")
+    assert fp32["relative_error"] == 0.0 and fp32["agreement"] is None
+    for c in measured:
+        assert c["agreement"] is None
+        assert f"relative error {c['relative_error']:.2f}%" in c["reason"]
+    table = format_candidates(result.candidates, result.winner)
+    assert "rel err %" in table.splitlines()[0] and "agree %" not in table

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from edgekit.agreement import compare_predictions, gate
+from edgekit.agreement import compare_predictions, gate, relative_error_percent
 from edgekit.configs import check_groups, config_from_dict, config_to_dict
 from edgekit.errors import InputError
 from edgekit.inputs.data import Dataset, run_in_batches
@@ -44,7 +44,8 @@ class TuneConfig:
     Attributes:
         max_accuracy_drop: accuracy budget in points vs fp32 (default 0.5); without labels,
             the budget on top-1 disagreement with fp32, in percent (both with a
-            tolerance of one standard error, see :mod:`edgekit.agreement`).
+            tolerance of one standard error, see :mod:`edgekit.agreement`); a regression
+            output: on its relative error against fp32, in percent.
         threads: the most intra-op threads the model will run with (default 1); with more,
             the best candidates are also tried on fewer
             (:func:`~edgekit.tune.sessions.fewer_threads`) and the tuned file stores the
@@ -130,6 +131,7 @@ class Candidate:
     accuracy: float | None = None
     accuracy_drop: float | None = None
     agreement: float | None = None
+    relative_error: float | None = None  #: a regression output's error vs fp32, in percent
     accepted: bool = False
     reason: str = ""
     pareto: bool = False
@@ -148,9 +150,12 @@ class Candidate:
 
     @property
     def loss(self) -> float:
-        """Accuracy drop in points, or disagreement with fp32 in percent without labels."""
+        """Accuracy drop in points; without labels, disagreement with fp32 in percent (a
+        regression output: its relative error in percent)."""
         if self.accuracy_drop is not None:
             return self.accuracy_drop
+        if self.relative_error is not None:
+            return self.relative_error
         return 100.0 - (self.agreement or 0.0)
 
 
@@ -195,7 +200,11 @@ def _check_accuracy(ctx: _Context, cand: Candidate, model: EdgeModel) -> None:
     accuracy drop with labels, top-1 disagreement without; see :mod:`edgekit.agreement`)."""
     probs = run_in_batches(model.run, ctx.eval_feeds, _EVAL_BATCH)[0]
     agree = compare_predictions(ctx.fp32_probs, probs, ctx.eval_labels, ctx.classes)
-    cand.agreement = 100.0 * (agree.top1_agreement if agree.top1_agreement is not None else 1.0)
+    if ctx.classes:
+        top1 = agree.top1_agreement
+        cand.agreement = 100.0 * (top1 if top1 is not None else 1.0)
+    else:
+        cand.relative_error = relative_error_percent(agree)
     if ctx.eval_labels is not None and ctx.fp32_accuracy is not None:
         cand.accuracy = accuracy(probs, ctx.eval_labels)
         cand.accuracy_drop = ctx.fp32_accuracy - cand.accuracy

@@ -40,6 +40,12 @@ def _pareto(cands: Sequence[Candidate]) -> None:
         )
 
 
+def _agreement_cell(c: Candidate) -> str:
+    """Top-1 agreement with fp32 in percent, or a regression output's relative error."""
+    value = c.relative_error if c.relative_error is not None else c.agreement
+    return "-" if value is None else f"{value:.2f}"
+
+
 def format_candidates(cands: Sequence[Candidate], winner: Candidate | None = None) -> str:
     """The candidates table (latency ratio vs fp32, accuracy, size)."""
     from edgekit.measure.tables import render_table
@@ -53,12 +59,14 @@ def format_candidates(cands: Sequence[Candidate], winner: Candidate | None = Non
             "-" if c.latency_ratio is None else f"{c.latency_ratio:.3f}",
             "-" if c.latency_ms is None else f"{c.latency_ms:.3f}",
             "-" if c.accuracy is None else f"{c.accuracy:.2f}",
-            "-" if c.agreement is None else f"{c.agreement:.2f}",
+            _agreement_cell(c),
             f"{c.size_bytes / 1024:.0f}" if c.size_bytes else "-",
             ("yes" if c.accepted else "no") + (" P" if c.pareto else "")
             + (" R" if c.finalist else ""),
         ])
-    header = ["candidate", "stage", "engine", "ratio vs fp32", "median ms", "acc %", "agree %",
+    regression = any(c.relative_error is not None for c in cands)
+    header = ["candidate", "stage", "engine", "ratio vs fp32", "median ms", "acc %",
+              "rel err %" if regression else "agree %",
               "KiB",
               "ok (P=pareto, R=run-off)"]
     return render_table(header, rows)
@@ -80,7 +88,8 @@ def _why(winner: Candidate, fp32: Candidate, cands: Sequence[Candidate], cfg: Tu
                 f"node_profile for where the time goes{_fewer_note(winner, cfg)}")
     faster = 1 / winner.latency_ratio if winner.latency_ratio else float("nan")
     acc = (f"accuracy drop {winner.accuracy_drop:+.2f} pt" if winner.accuracy_drop is not None
-           else f"top-1 agreement {winner.agreement:.2f}%")
+           else f"relative error {winner.relative_error:.2f}%"
+           if winner.relative_error is not None else f"top-1 agreement {winner.agreement:.2f}%")
     return (f"{winner.name} ({winner.engine}) is the fastest candidate within the accuracy "
             "budget: "
             f"{faster:.2f}x faster than fp32 ({winner.latency_ms:.3f} ms vs "

@@ -144,7 +144,11 @@ class _Search:
         ctx = self.ctx
         fp32 = Candidate("fp32", "baseline", "fp32, graph optimization all")
         _measure(ctx, fp32, ctx.fp32_path, ctx.base_session).close()
-        fp32.accuracy, fp32.agreement = ctx.fp32_accuracy, 100.0
+        fp32.accuracy = ctx.fp32_accuracy
+        if ctx.classes:
+            fp32.agreement = 100.0
+        else:
+            fp32.relative_error = 0.0
         fp32.accuracy_drop = 0.0 if ctx.fp32_accuracy is not None else None
         fp32.accepted, fp32.reason = True, "reference"
         return fp32

@@ -66,6 +66,7 @@ def session_candidate(ctx: _Context, best: Candidate, session: SessionOptionsCon
     m = _measure(ctx, c, Path(best.path), session)
     if carried is not None:
         c.accuracy, c.agreement, c.accuracy_drop = best.accuracy, best.agreement, best.accuracy_drop
+        c.relative_error = best.relative_error
         c.accepted, c.reason = True, carried
     else:
         _check_accuracy(ctx, c, m)
