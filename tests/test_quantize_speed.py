@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +61,22 @@ def test_the_verdict_is_a_pure_function_of_the_numbers(
     assert speed_verdict(ratio, interval, 0.02) == verdict
     # no tolerance: any ratio surely over 1 is slower
     assert speed_verdict(1.015, (1.01, 1.02), 0.0) == SLOWER
+
+
+@pytest.mark.parametrize(("ratio", "interval", "again"), [
+    (0.87, (0.56, 1.43), True),    # MobileNetV3Large, AVX2, 2 threads, 15 rounds: a coin flip
+    (1.05, (0.98, 1.12), True),
+    (0.99, (0.97, 1.02), False),   # as fast, and the noise is small: decided
+    (0.80, (0.60, 0.95), False),   # faster, however wide
+    (1.30, (1.05, 1.60), False),   # slower
+    (1.00, (1.00, 1.00), False),
+])
+def test_a_verdict_left_to_the_noise_is_timed_again(
+        ratio: float, interval: tuple[float, float], again: bool) -> None:
+    from edgekit.quantize.speed import _undecided
+
+    assert _undecided(ratio, interval, 0.0) is again
+    assert _undecided(ratio, None, 0.0) is False  # no interval: nothing to narrow
 
 
 @pytest.mark.parametrize(("verdict", "ratio", "requested", "kept"), [
@@ -161,6 +178,14 @@ def _assert_measured(speed: dict[str, Any], mode: str, batch: int = 1,
     assert speed["verdict"] == speed_verdict(ratio, (low, high), speed["tolerance"])
     assert speed["rounds"] >= 5 and 0 < speed["seconds"] < 60
     assert speed["variant_ms"] > 0 and speed["fp32_ms"] > 0
+    also = speed["also"]
+    if threads is None and speed["threads"] == 1:  # slower on one thread: that timing decides
+        assert also["threads"] is None and speed["reason"] is not None
+        threads = 1
+    elif threads is None and speed["reason"] is None and len(os.sched_getaffinity(0)) > 1:
+        assert also["threads"] == 1 and also["ratio_vs_fp32"] <= 1 + speed["tolerance"]
+    else:
+        assert also is None  # a thread count was asked for, or default threads were slower
     assert (speed["batch"], speed["threads"], speed["engine"]) == (batch, threads, "onnxruntime")
     assert speed["settle_s"] == settle_for(threads)  # default threads: pool threads, settled
     assert speed["cpu"] and speed["isa"]

@@ -295,10 +295,13 @@ class SpeedCheckConfig:
         enabled: run it (default True); False (``--no-speed-check``) keeps what is written
             independent of timing, for reproducible builds.
         budget_s: seconds at most for timing the two files interleaved (default 2.0, about 1 s
-            each; it stops sooner once the ratio is stable).
+            each; it stops sooner once the ratio is stable); a first timing that leaves the
+            verdict to its noise (as fast, 95 % interval wider than 0.1) is followed by one
+            of up to 4x as long, whose figures the report keeps.
         batch: batch size of the timed calls (default 1).
         threads: intra-op threads (default None: EdgeModel's default, onnxruntime's one per
-            physical core).
+            physical core; with more than one CPU, a variant that passes is timed on one
+            thread too, and must pass there as well to be written by ``auto``).
         tolerance: how much slower than fp32 still counts as as fast (default 0: a variant
             surely slower, even by 2 %, is slower; a dynamic int8 text encoder measured
             1.03x [1.01, 1.04] here and 1.13x in a later run, so a default never worse than
