@@ -251,3 +251,26 @@ def test_the_keras_reference_traces_once_for_every_batch_size() -> None:
     assert traced[before:] == [None]
     for xs, got in zip(batches, outs, strict=True):
         np.testing.assert_allclose(got, model.predict(xs, verbose=0), rtol=1e-6, atol=1e-6)
+
+
+def test_a_batch_difference_within_float_noise_is_not_mixing() -> None:
+    """batch_mixing on given functions: a change with the batch size that Keras' own float
+    noise covers (a function that amplifies a rounding of its inputs 1e5-fold, as a deep
+    network can) is not mixing with ``noise``; a softmax over the batch is, with or without."""
+    from edgekit.convert.batching import batch_mixing
+
+    x = {"x": np.random.default_rng(0).uniform(0.5, 1.5, (8, 4)).astype(np.float32)}
+
+    def amplifying(feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        v = feeds["x"].astype(np.float64)
+        return [np.sin(1e5 * v) + 1e-3 * (len(v) % 2)]  # the batch size moves it by 1e-3
+
+    def over_batch(feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        e = np.exp(feeds["x"].astype(np.float64))
+        return [e / e.sum(axis=0, keepdims=True)]
+
+    assert batch_mixing(amplifying, x, 8, ["y"], 1e-4, 1e-3) is not None  # strict: it differs
+    assert batch_mixing(amplifying, x, 8, ["y"], 1e-4, 1e-3, noise=True) is None
+    for noise in (False, True):
+        why = batch_mixing(over_batch, x, 8, ["y"], 1e-4, 1e-3, noise=noise)
+        assert why is not None and "depend on the other samples" in why

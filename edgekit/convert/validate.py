@@ -207,7 +207,8 @@ def validate_source(
     sess = (onnx_model if not isinstance(onnx_model, bytes | str | os.PathLike)
             else onnx_session(onnx_model))
     mixed = batch_mixing(source.call, feeds, batch_size, names,
-                         DEFAULT_ATOL if atol is None else atol, rtol)
+                         DEFAULT_ATOL if atol is None else atol, rtol, source.weights,
+                         noise and atol is not None)
     run: Runner = run_in_batches if mixed is None else run_whole_batches
     ref = _keras_reference(source, feeds, batch_size, sess, run)
     k = min(n, 8)  # batch 1 proves the batch dimension is really dynamic
