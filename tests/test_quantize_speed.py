@@ -79,6 +79,29 @@ def test_a_verdict_left_to_the_noise_is_timed_again(
     assert _undecided(ratio, None, 0.0) is False  # no interval: nothing to narrow
 
 
+def test_the_one_thread_timing_decides_only_when_auto_would_not_keep_it() -> None:
+    """_worse on given records: the default threads' timing stands unless one thread's is
+    slower (or over 1); the other is kept in ``also`` and shown on the speed line."""
+    from edgekit.quantize.speed import _worse
+
+    def rec(threads: int | None, ratio: float, interval: tuple[float, float]) -> SpeedRecord:
+        return SpeedRecord("int8", speed_verdict(ratio, interval, 0.0), 1, threads, ratio,
+                           interval, 1.0, 1.0, 20, 1.0, "Some CPU", "AVX2 (no VNNI)")
+
+    # MobileNetV3Small on the AVX2 EPYC: as fast on 2 threads, slower on one
+    got = _worse(rec(None, 0.92, (0.60, 1.11)), rec(1, 1.16, (1.14, 1.19)))
+    assert (got.threads, got.verdict, got.ratio_vs_fp32) == (1, SLOWER, 1.16)
+    assert not got.keeps(QuantMode.AUTO) and got.also is not None
+    assert (got.also["threads"], got.also["ratio_vs_fp32"]) == (None, 0.92)
+    line = speed_lines(got.to_dict(), written=False)[0]
+    assert "1 thread(s)): slower; default threads: 0.92x (0.60-1.11)" in line
+    # both pass: the default threads' timing, one thread's in also
+    got = _worse(rec(None, 0.80, (0.78, 0.82)), rec(1, 0.90, (0.88, 0.92)))
+    assert (got.threads, got.ratio_vs_fp32) == (None, 0.80) and got.keeps(QuantMode.AUTO)
+    assert got.also == {"threads": 1, "ratio_vs_fp32": 0.90, "interval": [0.88, 0.92],
+                        "rounds": 20}
+
+
 @pytest.mark.parametrize(("verdict", "ratio", "requested", "kept"), [
     (SLOWER, 1.3, QuantMode.AUTO, False),
     (SLOWER, 1.3, QuantMode.INT8, True),

@@ -27,7 +27,6 @@ through casts); its record says so, and nothing is printed.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -39,7 +38,7 @@ from edgekit.errors import EdgekitError
 from edgekit.progress import StatusFn
 from edgekit.progress import status as report_progress
 from edgekit.quantize.options import QuantMode, SpeedCheckConfig
-from edgekit.speed.machine import cpu_model, instruction_set
+from edgekit.speed.machine import cpu_model, instruction_set, usable_cores
 from edgekit.speed.ratio import RatioConfig, measure_ratio
 
 __all__ = ["SLOWER", "FASTER", "AS_FAST", "NOT_CHECKED", "SpeedRecord", "speed_verdict",
@@ -155,7 +154,7 @@ def check_speed(fp32: Path, variant: Path, feeds: Mapping[str, np.ndarray], mode
     batch = _batch_feeds(feeds, cfg.batch)
     try:
         record = _timed(fp32, variant, batch, mode, cfg)
-        if cfg.threads is None and record.keeps(QuantMode.AUTO) and _cores() > 1:
+        if cfg.threads is None and record.keeps(QuantMode.AUTO) and usable_cores() > 1:
             report_progress(progress, f"{mode.value}: timing it against fp32 on one thread")
             record = _worse(record, _timed(fp32, variant, batch, mode,
                                            replace(cfg, threads=1)))
@@ -165,12 +164,6 @@ def check_speed(fp32: Path, variant: Path, feeds: Mapping[str, np.ndarray], mode
     record.reason = None if record.keeps(QuantMode.AUTO) else _slower_reason(record, mode,
                                                                              requested)
     return record
-
-
-def _cores() -> int:
-    """The CPUs this process may run on."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else \
-        (os.cpu_count() or 1)
 
 
 def _worse(default: SpeedRecord, one: SpeedRecord) -> SpeedRecord:
@@ -243,17 +236,19 @@ def _slower_reason(rec: SpeedRecord, mode: QuantMode, requested: QuantMode) -> s
 
 def _where(rec: Mapping[str, Any] | SpeedRecord) -> str:
     d = rec.to_dict() if isinstance(rec, SpeedRecord) else rec
-    threads = "default threads" if d["threads"] is None else f"{d['threads']} thread(s)"
-    return f"{d['cpu']}, {d['isa']}; onnxruntime, batch {d['batch']}, {threads}"
+    return f"{d['cpu']}, {d['isa']}; onnxruntime, batch {d['batch']}, {_threads(d['threads'])}"
+
+
+def _threads(threads: int | None) -> str:
+    return "default threads" if threads is None else f"{threads} thread(s)"
 
 
 def _also(also: Mapping[str, Any] | None) -> str:
     """The other thread setting's timing, when there was one."""
     if not also or also.get("ratio_vs_fp32") is None:
         return ""
-    threads = "default threads" if also["threads"] is None else f"{also['threads']} thread(s)"
     low, high = also["interval"] or (also["ratio_vs_fp32"],) * 2
-    return f"; {threads}: {also['ratio_vs_fp32']:.2f}x ({low:.2f}-{high:.2f})"
+    return f"; {_threads(also['threads'])}: {also['ratio_vs_fp32']:.2f}x ({low:.2f}-{high:.2f})"
 
 
 def speed_lines(speed: Mapping[str, Any] | None, written: bool) -> list[str]:

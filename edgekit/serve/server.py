@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from edgekit.errors import InputError, require
 from edgekit.runtime.model import EdgeModel
 from edgekit.serve.config import ServeConfig
+from edgekit.speed.machine import usable_cores
 
 if TYPE_CHECKING:
     from starlette.applications import Starlette
@@ -41,8 +42,7 @@ def _worker_threads(cfg: ServeConfig, stored: int | None = None) -> ServeConfig:
     batch runs), so processes and threads do not fight over the cores; at most ``stored``,
     the count a tuned model stores (``edgekit tune`` found it faster than more)."""
     if cfg.threads is None and (cfg.workers > 1 or cfg.batching):
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-        threads = max(1, (cores or 1) // cfg.workers - (1 if cfg.batching else 0))
+        threads = max(1, usable_cores() // cfg.workers - (1 if cfg.batching else 0))
         return dataclasses.replace(cfg, threads=min(threads, stored or threads))
     return cfg
 

@@ -20,6 +20,8 @@ __all__ = [
     "cpu_features",
     "instruction_set",
     "machine_info",
+    "affinity_cores",
+    "usable_cores",
 ]
 
 _MIB = 1024.0 * 1024.0
@@ -139,6 +141,16 @@ def instruction_set() -> str:
     return next((name for name, need in _ISA_LEVELS if need <= flags), "unknown")
 
 
+def affinity_cores() -> int | None:
+    """The CPUs this process may run on (None where the platform cannot say)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+
+
+def usable_cores() -> int:
+    """The CPUs this process may run on, else the machine's logical CPUs, at least 1."""
+    return affinity_cores() or os.cpu_count() or 1
+
+
 def machine_info() -> dict[str, Any]:
     """CPU model, logical cores, memory, OS and the versions of the libraries in use."""
     import importlib.metadata as md
@@ -157,8 +169,7 @@ def machine_info() -> dict[str, Any]:
         "cpu": cpu_model(),
         "instruction_set": instruction_set(),
         "logical_cores": os.cpu_count(),
-        "affinity_cores": (len(os.sched_getaffinity(0))
-                           if hasattr(os, "sched_getaffinity") else None),
+        "affinity_cores": affinity_cores(),
         "memory_mb": round(psutil.virtual_memory().total / _MIB),
         "platform": platform.platform(),
         "versions": versions,

@@ -87,14 +87,22 @@ def _why(winner: Candidate, fp32: Candidate, cands: Sequence[Candidate], cfg: Tu
                 f"latency here{own} ({cfg.threads} thread(s), batch {cfg.batch}); see "
                 f"node_profile for where the time goes{_fewer_note(winner, cfg)}")
     faster = 1 / winner.latency_ratio if winner.latency_ratio else float("nan")
-    acc = (f"accuracy drop {winner.accuracy_drop:+.2f} pt" if winner.accuracy_drop is not None
-           else f"relative error {winner.relative_error:.2f}%"
-           if winner.relative_error is not None else f"top-1 agreement {winner.agreement:.2f}%")
+    acc = _loss_text(winner)
     return (f"{winner.name} ({winner.engine}) is the fastest candidate within the accuracy "
             "budget: "
             f"{faster:.2f}x faster than fp32 ({winner.latency_ms:.3f} ms vs "
             f"{winner.fp32_latency_ms:.3f} ms, {_threads_text(winner, cfg)}, batch {cfg.batch}), "
             f"{acc}, {winner.size_bytes / 1024:.0f} KiB{_runoff_note(winner, cands)}")
+
+
+def _loss_text(c: Candidate) -> str:
+    """What a candidate's accuracy budget was checked on: the accuracy drop with labels, a
+    regression output's relative error, else top-1 agreement with fp32."""
+    if c.accuracy_drop is not None:
+        return f"accuracy drop {c.accuracy_drop:+.2f} pt"
+    if c.relative_error is not None:
+        return f"relative error {c.relative_error:.2f}%"
+    return f"top-1 agreement {c.agreement:.2f}%"
 
 
 def _fewer_threads(winner: Candidate, cfg: TuneConfig) -> int | None:
