@@ -1,7 +1,12 @@
 """Per-call overhead of ``EdgeModel.run`` over the bare engine call, for each engine.
 
 onnxruntime: the same session, called through ``InferenceSession.run`` (public API), through
-the C++ session ``sess._sess.run`` (what EdgeModel calls) and through ``EdgeModel.run``.
+the C++ session ``sess._sess.run`` (what EdgeModel called before bound calls, and still calls
+for inputs and outputs over ``MAX_BOUND_BYTES``), through the lowest-level call that gives
+the same result (the inputs copied into buffers bound to an ``IOBinding`` once, the C++
+``run_with_iobinding``, the bound outputs copied: what :mod:`edgekit.runtime.ort_binding`
+calls) and through ``EdgeModel.run``, with bound calls and with them off (every call through
+the C++ ``session.run``: EdgeModel before bound calls).
 OpenVINO: the same compiled model, called through ``InferRequest.infer(feeds)`` (public API),
 through ``set_input_tensor`` of a shared ``ov.Tensor`` + ``infer()`` + outputs copied (what the
 engine called before it copied small inputs in), through the lowest-level call that gives the
@@ -19,6 +24,7 @@ differences (both calls ran in the same round, so machine noise cancels).
 
     python benchmarks/runtime_overhead.py                      # exports models/fashion_cnn.keras
     python benchmarks/runtime_overhead.py --model out/fashion_cnn.int8.onnx --iters 5000
+    python benchmarks/runtime_overhead.py --settle 0.01 --iters 300          # warm, per-call
 
 Prints a table and writes ``benchmarks/results/runtime_overhead.json`` (``--out``). Exit status
 1 when the target is missed and ``--check`` is given.
@@ -64,16 +70,47 @@ def _ort_calls(path: Path, threads: int, batch: int) -> dict[str, Callable[[], A
 
     model = EdgeModel(path, "cpu", engine="onnxruntime", threads=threads)
     strict = EdgeModel(path, "cpu", engine="onnxruntime", threads=threads, check_nan=True)
+    plain = EdgeModel(path, "cpu", engine="onnxruntime", threads=threads)
+    if plain.engine.bound is not None:  # type: ignore[attr-defined]
+        plain.engine.bound.close()  # type: ignore[attr-defined]  # every call plain (before)
     sess, feeds = model.session, _feeds(model, batch)
     c_run, names = sess._sess.run, list(model.output_names)
-    for a, b in zip(sess.run(None, feeds), model.run(feeds), strict=True):
-        np.testing.assert_array_equal(a, b)
+    bound = _ort_bound(sess, feeds, names)
+    for a, *others in zip(sess.run(None, feeds), model.run(feeds), plain.run(feeds), bound(),
+                          strict=True):
+        for b in others:
+            np.testing.assert_array_equal(a, b)
     return {
         "ort InferenceSession.run": lambda: sess.run(None, feeds),
         "ort bare C++ session.run": lambda: c_run(names, feeds, None),
+        "ort bare bound copy-in+run": bound,
         "ort EdgeModel.run": lambda: model.run(feeds),
+        "ort EdgeModel.run (bound calls off)": lambda: plain.run(feeds),
         "ort EdgeModel.run (check_nan=True)": lambda: strict.run(feeds),
     }
+
+
+def _ort_bound(sess: Any, feeds: dict[str, np.ndarray], names: list[str]
+               ) -> Callable[[], list[np.ndarray]]:  # fmt: skip
+    """onnxruntime's lowest-level call: buffers bound once, inputs copied in, outputs out."""
+    import onnxruntime as ort
+
+    binding = sess.io_binding()
+    ins = {n: np.empty_like(a) for n, a in feeds.items()}
+    outs = [np.empty_like(a) for a in sess.run(None, feeds)]
+    for n, buf in ins.items():
+        binding.bind_input(n, "cpu", 0, buf.dtype, list(buf.shape), buf.ctypes.data)
+    for n, buf in zip(names, outs, strict=True):
+        binding.bind_output(n, "cpu", 0, buf.dtype, list(buf.shape), buf.ctypes.data)
+    io, run, opts = binding._iobinding, sess._sess.run_with_iobinding, ort.RunOptions()
+
+    def bare() -> list[np.ndarray]:
+        for n, buf in ins.items():
+            np.copyto(buf, feeds[n])
+        run(io, opts)
+        return [o.copy() for o in outs]
+
+    return bare
 
 
 def _ov_calls(path: Path, threads: int, batch: int) -> dict[str, Callable[[], Any]]:
@@ -131,34 +168,49 @@ def _verdict(times: dict[str, list[int]], bare: str, wrapped: str) -> dict[str, 
             "target": "<= 3% or <= 2 us", "pass": bool(over <= 2.0 or pct <= 3.0)}  # fmt: skip
 
 
-def measure(path: Path, batch: int, iters: int, warmup: int, threads: int, engines: list[str]
-            ) -> dict[str, Any]:  # fmt: skip
+def measure(path: Path, batch: int, iters: int, warmup: int, threads: int, engines: list[str],
+            settle: float = 0.0) -> dict[str, Any]:  # fmt: skip
     """Time each engine's calls interleaved, one engine after the other (an app calls one
     engine; a call right after another engine's is slower); return stats and verdicts."""
     makers = {"onnxruntime": _ort_calls, "openvino": _ov_calls}
     times: dict[str, list[int]] = {}
     for engine in (e for e in makers if e in engines):
         calls = makers[engine](path, threads, batch)
-        timed = time_interleaved(list(calls.values()), runs=iters, warmup=warmup)
+        timed = time_interleaved(list(calls.values()), runs=iters, warmup=warmup, settle=settle)
         times.update(zip(calls, timed, strict=True))
     stats = {k: _stats(v) for k, v in times.items()}
     verdicts = []
-    for engine, tag, bare, public in [
-        ("onnxruntime", "ort", "ort bare C++ session.run", "ort InferenceSession.run"),
+    for engine, tag, bare, other in [
+        ("onnxruntime", "ort", "ort bare bound copy-in+run", "ort bare C++ session.run"),
         ("openvino", "ov", "ov bare copy-in+infer", "ov InferRequest.infer(feeds)"),
     ]:
         if engine in engines:
             verdicts += [_verdict(times, bare, f"{tag} EdgeModel.run"),
                          _verdict(times, bare, f"{tag} EdgeModel.run (check_nan=True)"),
-                         _verdict(times, public, f"{tag} EdgeModel.run")]  # fmt: skip
-    return {"model": str(path), "batch": batch, "iters": iters, "threads": threads,
-            "cpu": cpu_model(), "instruction_set": instruction_set(), "calls": stats,
-            "verdicts": verdicts}  # fmt: skip
+                         _verdict(times, other, f"{tag} EdgeModel.run")]  # fmt: skip
+    result = {"model": str(path), "batch": batch, "iters": iters, "threads": threads,
+              "settle_s": settle,
+              "cpu": cpu_model(), "instruction_set": instruction_set(), "calls": stats,
+              "verdicts": verdicts}  # fmt: skip
+    if "onnxruntime" in engines:
+        result["bound_calls"] = _gain(times, "ort EdgeModel.run (bound calls off)",
+                                      "ort EdgeModel.run")
+    return result
+
+
+def _gain(times: dict[str, list[int]], before: str, after: str) -> dict[str, Any]:
+    """What ``after`` saves over ``before``: the median per-round difference (microseconds)
+    and the median per-round ratio after / before."""
+    b, a = (np.asarray(times[k], dtype=np.float64) / 1000.0 for k in (before, after))
+    return {"before": before, "after": after, "saved_us": float(np.median(b - a)),
+            "ratio": float(np.median(a / b))}
 
 
 def _print(r: dict[str, Any]) -> None:
+    how = (f", a sample the median of the later half of {1000 * r['settle_s']:.0f} ms of one "
+           "call's consecutive runs" if r.get("settle_s") else ", one call per row and round")
     print(f"model {r['model']}  batch {r['batch']}  threads {r['threads']}  "
-          f"{r['iters']} interleaved rounds")  # fmt: skip
+          f"{r['iters']} interleaved rounds{how}")  # fmt: skip
     print(f"CPU: {r['cpu']} ({r['instruction_set']})")
     print(f"{'call':40}{'median':>10}{'p90':>10}{'p99':>10}  (microseconds per call)")
     for name, s in r["calls"].items():
@@ -167,6 +219,10 @@ def _print(r: dict[str, Any]) -> None:
         print(f"{v['edgemodel']} vs {v['bare']}: {v['overhead_us']:+.2f} us "
               f"({v['overhead_pct']:+.1f} %); target {v['target']}: "
               + ("PASS" if v["pass"] else "FAIL"))  # fmt: skip
+    if "bound_calls" in r:
+        g = r["bound_calls"]
+        print(f"{g['after']} vs {g['before']}: {-g['saved_us']:+.2f} us per call "
+              f"(paired ratio {g['ratio']:.3f})")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -176,6 +232,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--iters", type=int, default=3000, help="timed rounds (default 3000)")
     ap.add_argument("--warmup", type=int, default=300, help="untimed rounds (default 300)")
     ap.add_argument("--threads", type=int, default=1, help="intra-op threads (default 1)")
+    ap.add_argument("--settle", type=float, default=0.0,
+                    help="seconds of consecutive calls per row and round, whose later half's "
+                    "median is the round's sample (warm caches, as in an app's loop; e.g. 0.01 "
+                    "with --iters 300); default 0: one call per row and round, each after "
+                    "another session's call")
     ap.add_argument(
         "--engines",
         default="onnxruntime,openvino",
@@ -187,7 +248,8 @@ def main(argv: list[str] | None = None) -> int:
     engines = [e.strip() for e in args.engines.split(",") if e.strip()]
     with tempfile.TemporaryDirectory() as tmp:
         path = model_path(args.model, args.keras, Path(tmp))
-        r = measure(path, args.batch, args.iters, args.warmup, args.threads, engines)
+        r = measure(path, args.batch, args.iters, args.warmup, args.threads, engines,
+                    args.settle)
     _print(r)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -2,7 +2,9 @@
 
 Its ``run`` calls the C++ session directly, skipping ``InferenceSession.run``'s Python-side
 validation, which :class:`~edgekit.runtime.model.EdgeModel`'s checks replace; failures are
-retried through the public API, which owns onnxruntime's provider fallback.
+retried through the public API, which owns onnxruntime's provider fallback. A small model on
+the CPU provider runs through buffers bound once per input signature
+(:mod:`edgekit.runtime.ort_binding`), which skips the binding's per-call conversions.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import onnxruntime as ort
 
 from edgekit.errors import InputError, ModelLoadError, ProviderError
 from edgekit.runtime.engine_base import Engine, Placement
+from edgekit.runtime.ort_binding import BoundRuns
 from edgekit.runtime.session import SessionOptionsConfig
 from edgekit.runtime.specs import InputSpec
 
@@ -84,6 +87,9 @@ class OnnxruntimeEngine(Engine):
         self._output_list = [s.name for s in self.outputs]
         self._c_run: Callable[..., list[np.ndarray]] = (
             getattr(getattr(sess, "_sess", None), "run", None) or sess.run)
+        self._bound: BoundRuns | None = (
+            BoundRuns(sess, self.inputs, self.outputs, self._plain_run)
+            if BoundRuns.supports(sess, self.inputs, self.outputs) else None)
 
     @classmethod
     def version(cls) -> str | None:
@@ -125,10 +131,21 @@ class OnnxruntimeEngine(Engine):
         return self._session
 
     @property
+    def bound(self) -> BoundRuns | None:
+        """The bound calls of a small model on the CPU provider (None: every call is plain)."""
+        return self._bound
+
+    @property
     def providers(self) -> list[str]:
         return list(self.session.get_providers())
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+        bound = self._bound  # small models on the CPU provider: see edgekit.runtime.ort_binding
+        if bound is not None:
+            return bound.run(feeds)
+        return self._plain_run(feeds)
+
+    def _plain_run(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
         try:
             return self._c_run(self._output_list, feeds, None)
         except Exception as exc:
@@ -146,6 +163,9 @@ class OnnxruntimeEngine(Engine):
     def close(self) -> None:
         super().close()
         self._session = None
+        if self._bound is not None:
+            self._bound.close()
+            self._bound = None
         self._c_run = _closed_run
 
 
