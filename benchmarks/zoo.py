@@ -364,7 +364,8 @@ def main(argv: list[str] | None = None) -> int:
     log(f"CPU: {cpu_model()}, {instruction_set()} ({os.cpu_count()} logical cores)")
     log(f"zoo: {len(args.models)} model(s) at {args.size}x{args.size}, batches {args.batches}, "
         f"threads {args.threads}, tune budget {args.budget:g} min; cache {args.cache}")
-    models, threads = zoo_report.merged_models(args.merge, vars(args)) if args.merge else ({}, [])
+    models, threads, batches = (zoo_report.merged_models(args.merge, vars(args)) if args.merge
+                                else ({}, [], []))
     for name in args.models:
         new = run_model(name, args)
         # when its timings were taken (a resumed run's cached ones keep their own date)
@@ -373,7 +374,8 @@ def main(argv: list[str] | None = None) -> int:
         (args.cache / name / "result.json").write_text(json.dumps(new, indent=1))
         models[name] = zoo_report.merge_model(models.get(name), new)
     options = {**vars(args), "models": list(models),
-               "threads": sorted(set(args.threads) | set(threads))}
+               "threads": sorted(set(args.threads) | set(threads)),
+               "batches": sorted(set(args.batches) | set(batches))}
     result = zoo_report.summarize(models, options, time.perf_counter() - t0)
     paths = zoo_report.write(result, args.out, "zoo")
     print(zoo_report.markdown(result))
@@ -404,7 +406,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--merge", type=Path, default=None,
                     help="an earlier zoo JSON of this CPU and these options: its models are "
                     "kept, the --models run now replace theirs (a partial re-measurement); "
-                    "with other --threads, this run's thread settings are added to its own")
+                    "with other --threads or --batches, this run's thread settings and batch "
+                    "sizes are added to its own")
     ap.add_argument("--worker", choices=["prepare", "bench"], default=None, help=argparse.SUPPRESS)
     ap.add_argument("--work", type=Path, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)

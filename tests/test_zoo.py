@@ -106,8 +106,9 @@ def test_merge_refuses_another_cpu_or_other_options(tmp_path: Path) -> None:
            "models": {"a": {"name": "a"}}}
     path.write_text(json.dumps(doc))
     assert zoo_report.merged_models(path, opts) == (
-        {"a": {"name": "a", "measured": "2026-01-01 00:00"}}, [1])
+        {"a": {"name": "a", "measured": "2026-01-01 00:00"}}, [1], [1, 32])
     assert zoo_report.merged_models(path, {**opts, "threads": [2]})[1] == [1]  # adds a setting
+    assert zoo_report.merged_models(path, {**opts, "batches": [8]})[2] == [1, 32]  # and a batch
     with pytest.raises(SystemExit, match="its budget is 1.5, this run's 3.0"):
         zoo_report.merged_models(path, {**opts, "budget": 3.0})
     path.write_text(json.dumps({**doc, "machine": {**machine, "cpu": "Other CPU"}}))
@@ -251,3 +252,39 @@ def test_rows_are_timed_on_the_calibration_samples(tmp_path: Path) -> None:
     synthetic = zoo_bench.bench_inputs({**plan, "data": None}, backend, 5)[0]
     assert synthetic.shape == (5, 3) and synthetic.max() < 1000
     backend.close()
+
+
+def test_a_run_with_another_batch_adds_its_rows_to_the_merged_ones() -> None:
+    """``--batches 32 --merge old.json`` (old timed batch 1 only) keeps old's batch-1 timings,
+    tunes and date next to this run's batch-32 ones in the same thread setting's bench."""
+    old = _fake({"ort-fp32": 0.5, "int8": 0.9, "litert-int8": 0.95}, 0.8)
+    old["bench"]["1"].update(measured="2026-01-01 00:00", missing={"int8": "auto wrote none"})
+    del old["bench"]["1"]["batches"]["32"]
+    old["bench"]["1"]["rows"] = {"tuned": {"1": {"engine": "onnxruntime"}}}
+    new = _fake({"ort-fp32": 0.5, "int8": 0.9, "litert-int8": 1.3}, 0.7)
+    new["bench"]["1"].update(measured="2026-01-02 00:00",
+                             rows={"tuned": {"32": {"engine": "openvino"}}})
+    del new["bench"]["1"]["batches"]["1"]
+    new["tune"] = {"t1_b32": {**new["tune"].pop("t1_b1"), "winner": "int8-b32"}}
+    merged = zoo_report.merge_model(old, new)
+    bench = merged["bench"]["1"]
+    assert set(bench["batches"]) == {"1", "32"} and set(merged["tune"]) == {"t1_b1", "t1_b32"}
+    assert bench["batches"]["1"]["measured"] == "2026-01-01 00:00"
+    assert bench["measured"] == "2026-01-02 00:00" and bench["missing"] == {"int8":
+                                                                          "auto wrote none"}
+    assert bench["rows"]["tuned"] == {"1": {"engine": "onnxruntime"},
+                                      "32": {"engine": "openvino"}}
+    models = {f"m{i}": {"name": f"m{i}", "title": "t", "zoo": True,
+                        **(merged if i else old)} for i in range(12)}
+    opts = {"size": 224, "budget": 1.5, "seconds": 3.0, "threads": [1], "batches": [1, 32],
+            "calibration_samples": 32, "quick": False, "merge": None}
+    result = zoo_report.summarize(models, opts, 1.0)
+    table = zoo_report.markdown(result)
+    assert "| m1 | 32 | 1 |" in table and "| m0 | 32 | 1 |" not in table  # m0: batch 1 only
+    checks = result["targets"]
+    assert "m1 (b32 t1: tuned/LiteRT 1.30)" in checks[0]["failing"]
+    assert "m0" in checks[0]["passing"]  # its batch 1 passes; batch 32 was not timed
+    assert checks[0]["status"] == "fail"  # 1.30x LiteRT: whatever m0's batch 32 gives
+    for i in range(1, 12):
+        models[f"m{i}"]["bench"]["1"]["batches"]["32"] = old["bench"]["1"]["batches"]["1"]
+    assert zoo_report.summarize(models, opts, 1.0)["targets"][0]["status"] == "incomplete"
