@@ -333,3 +333,19 @@ def test_the_check_can_be_switched_off_and_its_settings_are_saved(conv: dict[str
     assert res.written and res.speed is not None and "speed" in res.timings_s
     _assert_measured(res.speed, "int8", batch=4, threads=1)
     assert res.to_dict()["speed"] == res.speed and res.config.speed == cfg.speed
+
+
+@pytest.mark.slow
+def test_the_speed_batch_is_the_batch_the_check_times(conv: dict[str, Path],
+                                                        tmp_path: Path) -> None:
+    out = tmp_path / "b4"
+    r = CliRunner().invoke(cli, ["quantize", str(conv["onnx"]), "-o", str(out), "--calibration",
+                                 str(conv["calib"]), "--quantize", "int8", "--speed-batch", "4"])
+    assert r.exit_code == 0, r.output
+    v = json.loads((out / "conv.report.json").read_text())["variants"]["int8"]
+    _assert_measured(v["speed"], "int8", batch=4)
+    assert json.loads((out / "conv.int8.quant.json").read_text())["speed"]["batch"] == 4
+    bad = CliRunner().invoke(cli, ["quantize", str(conv["onnx"]), "-o", str(tmp_path / "b0"),
+                                   "--calibration", str(conv["calib"]), "--speed-batch", "0"])
+    assert bad.exit_code == 2 and "--speed-batch" in bad.output
+    assert not (tmp_path / "b0").exists()
