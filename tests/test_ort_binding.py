@@ -153,3 +153,26 @@ def test_only_cpu_sessions_of_numeric_tensors_are_bound(tmp_path: Path) -> None:
     with EdgeModel(path) as model:
         assert isinstance(model.engine, OnnxruntimeEngine) and model.engine.bound is None
         assert model.run(np.array(["a", "b"], dtype=object))[0].tolist() == ["a", "b"]
+
+
+def test_an_input_passed_through_and_a_constant_output_are_bound_right(tmp_path: Path) -> None:
+    """Outputs onnxruntime does not compute into a buffer of its own (the graph input itself,
+    a constant) are copied into the bound buffers: their values per call are the plain ones."""
+    const = helper.make_tensor("c", TensorProto.INT64, [2], [7, 9])
+    path = _save([helper.make_node("Identity", ["x"], ["same"]),
+                  helper.make_node("Constant", [], ["k"], value=const),
+                  helper.make_node("Cast", ["x"], ["flag"], to=TensorProto.BOOL)],
+                 [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])],
+                 [helper.make_tensor_value_info("same", TensorProto.FLOAT, [2, 3]),
+                  helper.make_tensor_value_info("k", TensorProto.INT64, [2]),
+                  helper.make_tensor_value_info("flag", TensorProto.BOOL, [2, 3])],
+                 tmp_path / "pass.onnx")
+    rng = np.random.default_rng(5)
+    with EdgeModel(path) as model:
+        for _ in range(4):
+            x = (rng.random((2, 3)) > 0.5).astype(np.float32) * rng.random((2, 3), np.float32)
+            same, k, flag = model.run(x)
+            np.testing.assert_array_equal(same, x)
+            assert k.tolist() == [7, 9] and flag.dtype == np.bool_
+            np.testing.assert_array_equal(flag, x != 0)
+        assert _bound(model).signatures == [(2, 3)] and _bound(model).on

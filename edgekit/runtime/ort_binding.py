@@ -44,8 +44,6 @@ MAX_BOUND_BYTES = 64 * 1024
 MAX_SIGNATURES = 4
 
 Feeds = Mapping[str, np.ndarray]
-
-
 Call = Callable[[Feeds], list[np.ndarray]]
 
 
@@ -121,6 +119,7 @@ class BoundRuns:
         """Whether ``session`` can take bound calls: CPU provider only, numeric tensors in and
         out."""
         return (session.get_providers() == ["CPUExecutionProvider"]
+                and hasattr(getattr(session, "_sess", None), "run_with_iobinding")
                 and all(s.dtype is not None and not s.is_string for s in (*inputs, *outputs)))
 
     def run(self, feeds: Feeds) -> list[np.ndarray]:
@@ -175,5 +174,8 @@ class BoundRuns:
             return  # strings, sequences or empty tensors: always the plain run
         if sum(a.nbytes for a in every) > MAX_BOUND_BYTES:
             return
-        self._calls[key] = _bound_call(session, feeds, self._names, outputs,
-                                       self._output_names, self._options)
+        try:
+            self._calls[key] = _bound_call(session, feeds, self._names, outputs,
+                                           self._output_names, self._options)
+        except Exception as exc:  # onnxruntime refused the binding: plain runs from now on
+            self._off(exc)
