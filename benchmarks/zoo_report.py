@@ -143,11 +143,10 @@ def _settings(result: dict[str, Any]) -> list[tuple[int, int]]:
     return [(b, t) for b in o["batches"] for t in o["threads"]]
 
 
-def _timed_at(m: dict[str, Any], t: int, b: int | None = None) -> bool:
-    """Whether the model was timed with ``t`` threads (at batch ``b``, when given): a merged
-    result may lack a setting."""
-    bench = m.get("bench", {}).get(str(t))
-    return bench is not None and (b is None or str(b) in bench.get("batches", {}))
+def _timed_at(m: dict[str, Any], t: int, b: int) -> bool:
+    """Whether the model was timed with ``t`` threads at batch ``b`` (a merged result may lack
+    a setting)."""
+    return str(b) in m.get("bench", {}).get(str(t), {}).get("batches", {})
 
 
 def _table(result: dict[str, Any]) -> list[str]:
@@ -294,7 +293,7 @@ def _tuned_over_litert(result: dict[str, Any], t: int) -> list[float]:
     out = []
     for m in _measured(result, True):
         for b in result["options"]["batches"]:
-            tuned = cell(m, t, b, "tuned") if _timed_at(m, t, b) else None
+            tuned = cell(m, t, b, "tuned")
             if tuned is not None and cell(m, t, b, "litert-int8") is not None:
                 out.append(tuned["vs_rows"]["litert-int8"])
     return out
@@ -374,8 +373,7 @@ def _warm_cnn(result: dict[str, Any]) -> dict[str, Any]:
     target = (f"{name} at batch 1, 1 thread, warm-cache blocks: tuned within "
               f"{TUNED_SLACK:.2f}x of LiteRT int8")
     m = result["models"].get(name, {})
-    tuned, lite = (cell(m, 1, 1, r) if _timed_at(m, 1) else None
-                   for r in ("tuned", "litert-int8"))
+    tuned, lite = (cell(m, 1, 1, r) for r in ("tuned", "litert-int8"))
     if not tuned or not lite:
         return {"target": target, "status": "incomplete", "passing": [], "failing": [],
                 "n/a": [], "summary": "not measured"}

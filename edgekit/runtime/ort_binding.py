@@ -105,8 +105,11 @@ class BoundRuns:
         self._calls: dict[tuple[Any, ...], Call] = {}
         lock = threading.Lock()
         self._acquire, self._release = lock.acquire, lock.release
-        #: False once a bound run failed (or the engine closed): every call is then plain
-        self.on = True
+
+    @property
+    def on(self) -> bool:
+        """False once a bound run failed (or the engine closed): every call is then plain."""
+        return self._session is not None
 
     @property
     def signatures(self) -> list[tuple[Any, ...]]:
@@ -158,7 +161,6 @@ class BoundRuns:
     def _off(self, exc: Exception | None) -> None:
         if exc is not None:
             logger.debug("bound calls off: %s", exc)
-        self.on = False
         self._calls.clear()
         self._session = None
 
