@@ -92,6 +92,39 @@ def test_max_rounds_stops_after_the_first_block_and_warmup_is_untimed() -> None:
     assert calls == {"reference": lr.rounds + 3, "candidate": lr.rounds + 3}
 
 
+def test_resume_goes_on_from_the_earlier_rounds_without_a_warmup() -> None:
+    """A longer timing (the speed check's second look) keeps the first one's samples, blocks
+    and seconds, adds only new rounds, and makes no untimed calls."""
+    calls = {"reference": 0, "candidate": 0}
+
+    def call(name: str) -> None:
+        calls[name] += 1
+
+    cfg = RatioConfig(min_rounds=5, max_rounds=5, warmup=3, block_seconds=0.001)
+    first = measure_ratio(lambda: call("reference"), lambda: call("candidate"), cfg)
+    assert len(first.reference_ns) == len(first.candidate_ns) == first.rounds
+    assert "reference_ns" not in first.to_dict()
+    before = dict(calls)
+    longer = replace(cfg, min_rounds=4 * first.rounds, max_rounds=4 * first.rounds)
+    lr = measure_ratio(lambda: call("reference"), lambda: call("candidate"), longer,
+                       resume=first)
+    assert lr.rounds >= 4 * first.rounds
+    assert lr.reference_ns[:first.rounds] == first.reference_ns
+    assert lr.candidate_ns[:first.rounds] == first.candidate_ns
+    assert lr.history[:len(first.history)] == first.history
+    assert len(lr.history) > len(first.history) and lr.seconds >= first.seconds
+    new_rounds = lr.rounds - first.rounds
+    assert calls == {k: before[k] + new_rounds for k in calls}  # no warm-up calls
+    assert lr.interval is not None and lr.ratio == lr.history[-1]
+
+
+def test_resume_refuses_samples_taken_with_another_settle() -> None:
+    cfg = RatioConfig(min_rounds=1, max_rounds=1, warmup=0, block_seconds=0.001, settle=0.0)
+    first = measure_ratio(lambda: None, lambda: None, cfg)
+    with pytest.raises(ValueError, match="settle"):
+        measure_ratio(lambda: None, lambda: None, replace(cfg, settle=0.002), resume=first)
+
+
 def test_stops_once_three_block_estimates_agree_within_the_tolerance() -> None:
     """A tolerance every estimate meets: the third block (the first with two before it to
     compare) ends it, once min_rounds are timed."""

@@ -296,8 +296,8 @@ class SpeedCheckConfig:
             independent of timing, for reproducible builds.
         budget_s: seconds at most for timing the two files interleaved (default 2.0, about 1 s
             each; it stops sooner once the ratio is stable); a first timing that leaves the
-            verdict to its noise (as fast, 95 % interval wider than 0.1) is followed by one
-            of up to 4x as long, whose figures the report keeps.
+            verdict to its noise (as fast, 95 % interval wider than 0.1) goes on, its rounds
+            kept, to 4x the budget and the rounds in all; the report keeps the whole timing.
         batch: batch size of the timed calls (default 1).
         threads: intra-op threads (default None: EdgeModel's default, onnxruntime's one per
             physical core; with more than one CPU, a variant that passes is timed on one

@@ -46,10 +46,10 @@ __all__ = ["SLOWER", "FASTER", "AS_FAST", "NOT_CHECKED", "SpeedRecord", "speed_v
 
 SLOWER, FASTER, AS_FAST, NOT_CHECKED = "slower", "faster", "as fast", "not checked"
 
-#: an as-fast verdict whose 95 % interval is wider than this is timed again, for up to
-#: :data:`_LONGER` times the budget and as many times the rounds (on an AMD EPYC with AVX2,
-#: 2 threads, MobileNetV3Large's int8 measured 0.87x [0.56, 1.43] in 15 rounds, 2.2 s, and
-#: was written; the zoo then timed it 1.09x fp32's latency)
+#: an as-fast verdict whose 95 % interval is wider than this is timed on, its rounds kept, up
+#: to :data:`_LONGER` times the budget and as many times the rounds in all (on an AMD EPYC
+#: with AVX2, 2 threads, MobileNetV3Large's int8 measured 0.87x [0.56, 1.43] in 15 rounds,
+#: 2.2 s, and was written; the zoo then timed it 1.09x fp32's latency)
 _DECISIVE_WIDTH = 0.10
 _LONGER = 4
 
@@ -187,19 +187,18 @@ def _timed(fp32: Path, variant: Path, feeds: dict[str, np.ndarray], mode: QuantM
         stop = RatioConfig(min_rounds=20, max_seconds=cfg.budget_s,
                            block_seconds=cfg.budget_s / 8, warmup=3).for_threads(cfg.threads)
         lr = measure_ratio(lambda: ref.run(feeds), lambda: cand.run(feeds), stop)
-        seconds = lr.seconds
-        if _undecided(lr.ratio, lr.interval, cfg.tolerance):
-            longer = replace(stop, min_rounds=_LONGER * lr.rounds, warmup=0,
+        if _undecided(lr.ratio, lr.interval, cfg.tolerance):  # go on from the first rounds
+            longer = replace(stop, min_rounds=_LONGER * lr.rounds,
                              max_seconds=_LONGER * cfg.budget_s)
-            lr = measure_ratio(lambda: ref.run(feeds), lambda: cand.run(feeds), longer)
-            seconds += lr.seconds
+            lr = measure_ratio(lambda: ref.run(feeds), lambda: cand.run(feeds), longer,
+                               resume=lr)
     finally:
         for m in models:
             m.close()
     interval = lr.interval or (lr.ratio, lr.ratio)
     return SpeedRecord(mode.value, speed_verdict(lr.ratio, interval, cfg.tolerance), cfg.batch,
                        cfg.threads, lr.ratio, interval, lr.candidate_ms, lr.reference_ms,
-                       lr.rounds, seconds, cpu_model(), instruction_set(),
+                       lr.rounds, lr.seconds, cpu_model(), instruction_set(),
                        tolerance=cfg.tolerance, settle_s=lr.settle)
 
 

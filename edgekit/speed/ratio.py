@@ -100,7 +100,8 @@ class LatencyRatio:
     two median latencies in ms, the rounds timed, the seconds taken, the estimate after
     each block, the 95 % interval of the ratio (:func:`ratio_interval`; None when not
     computed) and the ``settle`` seconds each sample was taken with (:class:`RatioConfig`:
-    0 = one call per model and round)."""
+    0 = one call per model and round). ``candidate_ns`` / ``reference_ns`` keep the samples,
+    so that :func:`measure_ratio` can go on from them (``resume``); not in :meth:`to_dict`."""
 
     ratio: float
     candidate_ms: float
@@ -110,6 +111,8 @@ class LatencyRatio:
     history: list[float] = field(default_factory=list)
     interval: tuple[float, float] | None = None
     settle: float = 0.0
+    candidate_ns: list[int] = field(default_factory=list, repr=False)
+    reference_ns: list[int] = field(default_factory=list, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready fields (history rounded; ``interval`` when there is one)."""
@@ -155,17 +158,24 @@ def _stable(history: list[float], tolerance: float) -> bool:
 
 def measure_ratio(reference: Callable[[], Any], candidate: Callable[[], Any],
                   config: RatioConfig | None = None,
-                  on_progress: FractionFn | None = None) -> LatencyRatio:
+                  on_progress: FractionFn | None = None,
+                  resume: LatencyRatio | None = None) -> LatencyRatio:
     """Latency of ``candidate`` relative to ``reference`` (see the module docstring).
 
-    ``on_progress`` gets the fraction of ``max_seconds`` used, in [0, 1].
+    ``on_progress`` gets the fraction of ``max_seconds`` used, in [0, 1]. ``resume``: an
+    earlier result of the same two calls, taken with the same ``settle``; its rounds, blocks
+    and seconds count towards ``config``'s limits and the new rounds are added to them (no
+    warm-up: the calls are warm), so a longer timing keeps what the first one measured.
     """
     cfg = config or RatioConfig()
-    ref_ns: list[int] = []
-    cand_ns: list[int] = []
-    history: list[float] = []
-    start = time.perf_counter()
-    warm = cfg.warmup
+    if resume is not None and resume.settle != (cfg.settle or 0.0):
+        raise ValueError(f"cannot resume a timing taken with settle {resume.settle} s with "
+                         f"settle {cfg.settle or 0.0} s")
+    ref_ns = list(resume.reference_ns) if resume is not None else []
+    cand_ns = list(resume.candidate_ns) if resume is not None else []
+    history = list(resume.history) if resume is not None else []
+    start = time.perf_counter() - (resume.seconds if resume is not None else 0.0)
+    warm = cfg.warmup if resume is None else 0
     while True:
         a, b = measure([reference, candidate], runs=None, duration=cfg.block_seconds,
                        min_runs=5, warmup=warm, settle=cfg.settle or 0.0)
@@ -183,4 +193,4 @@ def measure_ratio(reference: Callable[[], Any], candidate: Callable[[], Any],
     return LatencyRatio(history[-1], float(np.median(cand_ns)) / 1e6,
                         float(np.median(ref_ns)) / 1e6, len(ref_ns),
                         time.perf_counter() - start, history, ratio_interval(cand_ns, ref_ns),
-                        cfg.settle or 0.0)
+                        cfg.settle or 0.0, cand_ns, ref_ns)
