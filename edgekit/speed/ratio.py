@@ -168,9 +168,10 @@ def measure_ratio(reference: Callable[[], Any], candidate: Callable[[], Any],
     warm-up: the calls are warm), so a longer timing keeps what the first one measured.
     """
     cfg = config or RatioConfig()
-    if resume is not None and resume.settle != (cfg.settle or 0.0):
+    settle = cfg.settle or 0.0
+    if resume is not None and resume.settle != settle:
         raise ValueError(f"cannot resume a timing taken with settle {resume.settle} s with "
-                         f"settle {cfg.settle or 0.0} s")
+                         f"settle {settle} s")
     ref_ns = list(resume.reference_ns) if resume is not None else []
     cand_ns = list(resume.candidate_ns) if resume is not None else []
     history = list(resume.history) if resume is not None else []
@@ -178,7 +179,7 @@ def measure_ratio(reference: Callable[[], Any], candidate: Callable[[], Any],
     warm = cfg.warmup if resume is None else 0
     while True:
         a, b = measure([reference, candidate], runs=None, duration=cfg.block_seconds,
-                       min_runs=5, warmup=warm, settle=cfg.settle or 0.0)
+                       min_runs=5, warmup=warm, settle=settle)
         warm = 0
         ref_ns += a
         cand_ns += b
@@ -193,4 +194,4 @@ def measure_ratio(reference: Callable[[], Any], candidate: Callable[[], Any],
     return LatencyRatio(history[-1], float(np.median(cand_ns)) / 1e6,
                         float(np.median(ref_ns)) / 1e6, len(ref_ns),
                         time.perf_counter() - start, history, ratio_interval(cand_ns, ref_ns),
-                        cfg.settle or 0.0, cand_ns, ref_ns)
+                        settle, cand_ns, ref_ns)
