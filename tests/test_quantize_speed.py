@@ -79,6 +79,40 @@ def test_a_verdict_left_to_the_noise_is_timed_again(
     assert _undecided(ratio, None, 0.0) is False  # no interval: nothing to narrow
 
 
+def test_an_undecided_timing_goes_on_from_its_rounds_for_up_to_four_times_as_long() -> None:
+    """_until_decided on given timings (the timing function is the speed check's own
+    measure_ratio call, here a stand-in returning what measure_ratio would): a verdict left
+    to the noise is timed again with the first result as ``resume`` and four times the
+    rounds and seconds; a decided one is timed once."""
+    from edgekit.quantize.speed import _until_decided
+    from edgekit.speed.ratio import LatencyRatio, RatioConfig
+
+    stop = RatioConfig(min_rounds=20, max_seconds=2.0, block_seconds=0.25, warmup=3)
+    first = LatencyRatio(0.87, 1.0, 1.15, 15, 2.0, [0.87], (0.56, 1.43), 0.0,
+                         [1] * 15, [1] * 15)
+    second = LatencyRatio(0.95, 1.0, 1.05, 70, 7.9, [0.87, 0.95], (0.93, 0.97))
+    calls: list[tuple[RatioConfig, LatencyRatio | None]] = []
+
+    def timing(cfg: RatioConfig, resume: LatencyRatio | None) -> LatencyRatio:
+        calls.append((cfg, resume))
+        return first if resume is None else second
+
+    assert _until_decided(timing, stop, 0.0) is second
+    assert [r for _, r in calls] == [None, first]
+    assert calls[0][0] == stop
+    assert (calls[1][0].min_rounds, calls[1][0].max_seconds) == (60, 8.0)
+    assert calls[1][0].block_seconds == stop.block_seconds
+    decided = LatencyRatio(0.80, 0.8, 1.0, 20, 2.0, [0.8], (0.78, 0.82))
+    seen: list[LatencyRatio | None] = []
+
+    def once(cfg: RatioConfig, resume: LatencyRatio | None) -> LatencyRatio:
+        seen.append(resume)
+        return decided
+
+    assert _until_decided(once, stop, 0.0) is decided
+    assert seen == [None]
+
+
 def test_the_one_thread_timing_decides_only_when_auto_would_not_keep_it() -> None:
     """_worse on given records: the default threads' timing stands unless one thread's is
     slower (or over 1); the other is kept in ``also`` and shown on the speed line."""

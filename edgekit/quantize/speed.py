@@ -27,7 +27,7 @@ through casts); its record says so, and nothing is printed.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -39,7 +39,7 @@ from edgekit.progress import StatusFn
 from edgekit.progress import status as report_progress
 from edgekit.quantize.options import QuantMode, SpeedCheckConfig
 from edgekit.speed.machine import cpu_model, instruction_set, usable_cores
-from edgekit.speed.ratio import RatioConfig, measure_ratio
+from edgekit.speed.ratio import LatencyRatio, RatioConfig, measure_ratio
 
 __all__ = ["SLOWER", "FASTER", "AS_FAST", "NOT_CHECKED", "SpeedRecord", "speed_verdict",
            "keeps_variant", "check_speed", "speed_lines"]
@@ -186,12 +186,9 @@ def _timed(fp32: Path, variant: Path, feeds: dict[str, np.ndarray], mode: QuantM
         ref, cand = models
         stop = RatioConfig(min_rounds=20, max_seconds=cfg.budget_s,
                            block_seconds=cfg.budget_s / 8, warmup=3).for_threads(cfg.threads)
-        lr = measure_ratio(lambda: ref.run(feeds), lambda: cand.run(feeds), stop)
-        if _undecided(lr.ratio, lr.interval, cfg.tolerance):  # go on from the first rounds
-            longer = replace(stop, min_rounds=_LONGER * lr.rounds,
-                             max_seconds=_LONGER * cfg.budget_s)
-            lr = measure_ratio(lambda: ref.run(feeds), lambda: cand.run(feeds), longer,
-                               resume=lr)
+        lr = _until_decided(
+            lambda c, r: measure_ratio(lambda: ref.run(feeds), lambda: cand.run(feeds), c,
+                                       resume=r), stop, cfg.tolerance)
     finally:
         for m in models:
             m.close()
@@ -200,6 +197,19 @@ def _timed(fp32: Path, variant: Path, feeds: dict[str, np.ndarray], mode: QuantM
                        cfg.threads, lr.ratio, interval, lr.candidate_ms, lr.reference_ms,
                        lr.rounds, lr.seconds, cpu_model(), instruction_set(),
                        tolerance=cfg.tolerance, settle_s=lr.settle)
+
+
+def _until_decided(timing: Callable[[RatioConfig, LatencyRatio | None], LatencyRatio],
+                   stop: RatioConfig, tolerance: float) -> LatencyRatio:
+    """``timing(stop, None)``; when that leaves the verdict to the noise (:func:`_undecided`),
+    ``timing`` again from its rounds (``resume``) for up to :data:`_LONGER` times the seconds
+    and rounds in all."""
+    lr = timing(stop, None)
+    if not _undecided(lr.ratio, lr.interval, tolerance):
+        return lr
+    longer = replace(stop, min_rounds=_LONGER * lr.rounds,
+                     max_seconds=_LONGER * stop.max_seconds)
+    return timing(longer, lr)
 
 
 def _undecided(ratio: float, interval: tuple[float, float] | None, tolerance: float) -> bool:
