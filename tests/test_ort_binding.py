@@ -18,7 +18,6 @@ from edgekit.errors import InputError
 from edgekit.runtime import EdgeModel
 from edgekit.runtime.engine_ort import OnnxruntimeEngine
 from edgekit.runtime.ort_binding import MAX_BOUND_BYTES, MAX_SIGNATURES, BoundRuns
-from edgekit.runtime.specs import InputSpec
 
 
 def _plain(path: Path) -> ort.InferenceSession:
@@ -180,22 +179,20 @@ def test_an_input_passed_through_and_a_constant_output_are_bound_right(tmp_path:
 
 
 def test_feeds_that_are_not_arrays_or_miss_an_input_take_the_plain_run(tmp_path: Path) -> None:
-    """BoundRuns on its own, its plain run the session's: a list feed (no ``.shape``) gives
-    the plain run's values and no binding; a feed without the model's input gets the plain
-    run's own error; bound calls stay on for the arrays after both."""
+    """The engine's BoundRuns called directly (past EdgeModel's own feed checks): a list feed
+    (no ``.shape``) gives the plain run's values and no binding; a feed without the model's
+    input gets the plain run's error; bound calls stay on for the arrays after both."""
     path, _ = make_regression_model(tmp_path)
-    sess = _plain(path)
-    ins = [InputSpec(i.name, i.type, i.shape) for i in sess.get_inputs()]
-    outs = [InputSpec(o.name, o.type, o.shape) for o in sess.get_outputs()]
-    bound = BoundRuns(sess, ins, outs, lambda f: sess.run(None, dict(f)))
     x = np.arange(8, dtype=np.float32).reshape(1, 8) / 8
-    want = sess.run(None, {"x": x})[0]
-    got = bound.run({"x": x.tolist()})  # what a careless caller passes
-    np.testing.assert_array_equal(got[0], want)
-    assert bound.signatures == []
-    with pytest.raises(ValueError, match="x"):
-        bound.run({"y": x})
-    assert bound.on
-    for _ in range(2):
-        np.testing.assert_array_equal(bound.run({"x": x})[0], want)
-    assert bound.on and bound.signatures == [(1, 8)]
+    want = _plain(path).run(None, {"x": x})[0]
+    with EdgeModel(path, threads=1) as model:
+        bound = _bound(model)
+        got = bound.run({"x": x.tolist()})  # what a careless caller passes
+        np.testing.assert_array_equal(got[0], want)
+        assert bound.signatures == []
+        with pytest.raises(InputError, match="could not run"):
+            bound.run({"y": x})
+        assert bound.on
+        for _ in range(2):
+            np.testing.assert_array_equal(bound.run({"x": x})[0], want)
+        assert bound.on and bound.signatures == [(1, 8)]
