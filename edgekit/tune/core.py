@@ -158,6 +158,11 @@ class Candidate:
             return self.relative_error
         return 100.0 - (self.agreement or 0.0)
 
+    @property
+    def threads(self) -> int | None:
+        """The intra-op threads its session settings ask for (None: the engine's default)."""
+        return SessionOptionsConfig.from_dict(self.session).intra_op_num_threads
+
 
 @dataclass
 class TuneResult:

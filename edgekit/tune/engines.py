@@ -114,17 +114,41 @@ _STAGE_ORDER = {"baseline": 0, "quantization": 1, "mixed precision": 2, "kernels
                 "session": 4, "engine": 5}
 
 
+#: an extra intra-op thread must buy this much latency: a run-off finalist on fewer threads
+#: within it of the winner wins instead. A call of microseconds gains little from a second
+#: thread and waits on the pool's hand-offs when another thread takes the core: the Fashion CNN
+#: at batch 1 on a 2-vCPU AMD EPYC Zen 4 took 27 µs on 2 threads and 28.5 on one in the tune's
+#: quiet rounds, and 46-58 µs on 2 threads interleaved with the other engines' calls in the zoo
+#: (29 µs on one thread, as LiteRT's)
+THREAD_MARGIN = 0.10
+
+
 def _finalists(cands: Sequence[Candidate]) -> list[Candidate]:
     """The run-off's candidates: the :data:`_FINALISTS` fastest accepted ones, and the fastest
-    accepted one of every engine (so every engine's best is compared side by side)."""
+    accepted one of every engine and thread count (so every engine's best, and its best on
+    fewer threads, is compared side by side)."""
     timed = sorted((c for c in cands if c.accepted and c.latency_ratio is not None and c.path),
                    key=lambda c: c.latency_ratio or 0.0)
     finalists = timed[:_FINALISTS]
-    for engine in dict.fromkeys(c.engine for c in timed):
-        best = next(c for c in timed if c.engine == engine)
+    for engine, threads in dict.fromkeys((c.engine, c.threads) for c in timed):
+        best = next(c for c in timed if c.engine == engine and c.threads == threads)
         if all(best is not f for f in finalists):
             finalists.append(best)
     return finalists
+
+
+def _on_fewer_threads(winner: Candidate, finalists: Sequence[Candidate],
+                      threads: int) -> Candidate:
+    """Of the finalists on fewer threads than ``winner`` (unset: ``threads``) and within
+    :data:`THREAD_MARGIN` of its ratio, the one on the fewest (then the fastest); else
+    ``winner``."""
+    def count(c: Candidate) -> int:
+        return c.threads or threads
+
+    bound = (winner.latency_ratio or 0.0) * (1 + THREAD_MARGIN)
+    close = [c for c in finalists if count(c) < count(winner)
+             and c.latency_ratio is not None and c.latency_ratio <= bound]
+    return min(close, key=lambda c: (count(c), c.latency_ratio or 0.0)) if close else winner
 
 
 #: memory the run-off's finalists may add to the process while open together (their first run
@@ -171,7 +195,9 @@ def _runoff(ctx: _Context, cands: Sequence[Candidate]) -> Candidate:
     """Re-time the finalists (:func:`_finalists`) interleaved with fp32 and each other at the
     requested batch (so they share the machine's state), in as few groups as
     :data:`RUNOFF_GROWTH_BYTES` allows (each group interleaved with fp32, so every ratio is
-    paired with the same reference); returns the winner."""
+    paired with the same reference); returns the winner: the simplest finalist that no more
+    complex one beats by more than the noise, or one on fewer threads within
+    :data:`THREAD_MARGIN` of it."""
     finalists = _finalists(cands)
     if len(finalists) > 1:
         pending = list(finalists)
@@ -182,6 +208,7 @@ def _runoff(ctx: _Context, cands: Sequence[Candidate]) -> Candidate:
     for c in sorted(finalists, key=lambda c: (_STAGE_ORDER.get(c.stage, 9), c.latency_ratio)):
         if winner is None or c.latency_ratio < winner.latency_ratio * (1 - tolerance):  # type: ignore[operator]
             winner = c
-    return winner or cands[0]
+    return cands[0] if winner is None else _on_fewer_threads(winner, finalists,
+                                                             ctx.config.threads)
 
 

@@ -19,6 +19,7 @@ from edgekit.runtime.engine_registry import installed_engines
 from edgekit.runtime.session import SessionOptionsConfig
 from edgekit.speed.machine import cpu_model, instruction_set
 from edgekit.tune.core import Candidate, TuneConfig
+from edgekit.tune.engines import THREAD_MARGIN
 
 if TYPE_CHECKING:
     from edgekit.tune.search import _Search
@@ -88,11 +89,25 @@ def _why(winner: Candidate, fp32: Candidate, cands: Sequence[Candidate], cfg: Tu
                 f"node_profile for where the time goes{_fewer_note(winner, cfg)}")
     faster = 1 / winner.latency_ratio if winner.latency_ratio else float("nan")
     acc = _loss_text(winner)
+    more = _faster_on_more_threads(winner, cands, cfg)
+    which = "" if not more else (f" on {winner.threads} thread(s), within {THREAD_MARGIN:.0%}"
+                                 f" of {more[0].name} on more threads")
     return (f"{winner.name} ({winner.engine}) is the fastest candidate within the accuracy "
-            "budget: "
+            f"budget{which}: "
             f"{faster:.2f}x faster than fp32 ({winner.latency_ms:.3f} ms vs "
             f"{winner.fp32_latency_ms:.3f} ms, {_threads_text(winner, cfg)}, batch {cfg.batch}), "
-            f"{acc}, {winner.size_bytes / 1024:.0f} KiB{_runoff_note(winner, cands)}")
+            f"{acc}, {winner.size_bytes / 1024:.0f} KiB{_runoff_note(winner, cands, cfg)}")
+
+
+def _faster_on_more_threads(winner: Candidate, cands: Sequence[Candidate],
+                            cfg: TuneConfig) -> list[Candidate]:
+    """The run-off's finalists on more threads than ``winner`` that timed faster (it won by
+    :data:`~edgekit.tune.engines.THREAD_MARGIN`), fastest first."""
+    mine = winner.threads or cfg.threads
+    return sorted((c for c in cands if c.finalist and c is not winner
+                   and (c.threads or cfg.threads) > mine
+                   and (c.latency_ratio or 0.0) < (winner.latency_ratio or 0.0)),
+                  key=lambda c: c.latency_ratio or 0.0)
 
 
 def _loss_text(c: Candidate) -> str:
@@ -107,7 +122,7 @@ def _loss_text(c: Candidate) -> str:
 
 def _fewer_threads(winner: Candidate, cfg: TuneConfig) -> int | None:
     """The winner's intra-op threads when fewer than requested (that won), else None."""
-    n = SessionOptionsConfig.from_dict(winner.session).intra_op_num_threads
+    n = winner.threads
     return n if n is not None and n < cfg.threads else None
 
 
@@ -139,12 +154,15 @@ def _fewer_note(winner: Candidate, cfg: TuneConfig) -> str:
     return f"; {winner.name} {' and '.join(notes)}" if notes else ""
 
 
-def _runoff_note(winner: Candidate, cands: Sequence[Candidate]) -> str:
-    others = [f"{c.name} {c.latency_ratio:.3f}" for c in cands if c.finalist and c is not winner]
+def _runoff_note(winner: Candidate, cands: Sequence[Candidate], cfg: TuneConfig) -> str:
+    others = [c for c in cands if c.finalist and c is not winner]
     if not winner.finalist or not others:
         return ""
-    return (f"; run-off ratio {winner.latency_ratio:.3f} vs " + ", ".join(others)
-            + " (a more complex setting must win by more than the noise)")
+    why = "a more complex setting must win by more than the noise" + (
+        f", and more threads by more than {THREAD_MARGIN:.0%}"
+        if _faster_on_more_threads(winner, cands, cfg) else "")
+    return (f"; run-off ratio {winner.latency_ratio:.3f} vs "
+            + ", ".join(f"{c.name} {c.latency_ratio:.3f}" for c in others) + f" ({why})")
 
 
 def _tuned_bytes(winner: Candidate, config: TuneConfig) -> bytes:

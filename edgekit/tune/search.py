@@ -45,7 +45,9 @@ search runs in stages, the likeliest winners first (:func:`edgekit.tune.candidat
    independent. Like the defaults, it runs whatever the budget.
 
 The run-off re-times the three fastest accepted candidates and the fastest accepted one of
-every engine together, at the requested batch.
+every engine on every thread count together, at the requested batch; a more complex candidate
+must win it by more than the noise, and one on more threads by more than
+:data:`~edgekit.tune.engines.THREAD_MARGIN`.
 
 Accuracy gate: a candidate is rejected only when it is over ``max_accuracy_drop`` by more than
 one standard error: its paired accuracy drop with labelled evaluation data, else its top-1
@@ -384,7 +386,7 @@ class _Search:
     def finish(self) -> Candidate:
         """The run-off winner; marks the Pareto front."""
         self.ctx.progress(f"run-off: the {_FINALISTS} fastest candidates and the fastest of "
-                          f"each engine re-timed together with fp32 at batch "
+                          f"each engine and thread count re-timed together with fp32 at batch "
                           f"{self.ctx.config.batch}")
         winner = _runoff(self.ctx, self.cands)
         self.ctx.reference.close()
