@@ -616,8 +616,9 @@ def test_the_runoff_holds_each_engines_fastest_on_fewer_threads_and_takes_it_whe
         monkeypatch: pytest.MonkeyPatch) -> None:
     """The fastest accepted candidate of every engine and thread count is a finalist; a
     finalist on fewer threads within THREAD_MARGIN of the winner wins instead (the fewest
-    threads first), one further off does not. The numbers are the Fashion CNN's run-off at
-    batch 1 on 2 threads of a Zen 4: 0.685 on 2 threads, 0.712 on one."""
+    threads first), one further off, or slower than fp32 on all the threads, does not. The
+    numbers are the Fashion CNN's run-off at batch 1 on 2 threads of a Zen 4: 0.685 on 2
+    threads, 0.712 on one."""
     from types import SimpleNamespace
 
     from edgekit.tune import engines
@@ -648,6 +649,13 @@ def test_the_runoff_holds_each_engines_fastest_on_fewer_threads_and_takes_it_whe
     two = cand("int8-default+2-thread", 0.70, 2)
     assert _on_fewer_threads(default, [default, two, one], 4) is one
     assert _on_fewer_threads(two, [default, two, one], 4) is one
+    # never slower than fp32 on all the threads (ratio 1), unless the winner is
+    fp32 = cand("fp32", 1.0, 2, stage="baseline")
+    fp32_one = cand("fp32+1-thread", 1.026, 1)
+    assert _on_fewer_threads(fp32, [fp32, fp32_one], 2) is fp32
+    assert _on_fewer_threads(fp32_one, [fp32_one, fp32], 2) is fp32_one
+    fp32_slow = cand("fp32", 1.03, 2, stage="baseline")  # fp32 timed against itself: noise
+    assert _on_fewer_threads(fp32_slow, [fp32_slow, fp32_one], 2) is fp32_one
     # the run-off's winner, on the ratios as given (its re-timing left out)
     monkeypatch.setattr(engines, "_time_group", lambda ctx, pending: pending.clear())
     ctx = SimpleNamespace(config=TuneConfig(threads=2))

@@ -115,11 +115,11 @@ _STAGE_ORDER = {"baseline": 0, "quantization": 1, "mixed precision": 2, "kernels
 
 
 #: an extra intra-op thread must buy this much latency: a run-off finalist on fewer threads
-#: within it of the winner wins instead. A call of microseconds gains little from a second
-#: thread and waits on the pool's hand-offs when another thread takes the core: the Fashion CNN
-#: at batch 1 on a 2-vCPU AMD EPYC Zen 4 took 27 µs on 2 threads and 28.5 on one in the tune's
-#: quiet rounds, and 46-58 µs on 2 threads interleaved with the other engines' calls in the zoo
-#: (29 µs on one thread, as LiteRT's)
+#: within it of the winner (and no slower than fp32 on all the threads) wins instead. A call
+#: of microseconds gains little from a second thread and waits on the pool's hand-offs when
+#: another thread takes the core: the Fashion CNN at batch 1 on a 2-vCPU AMD EPYC Zen 4 took
+#: 27 µs on 2 threads and 28.5 on one in the tune's quiet rounds, and 46-58 µs on 2 threads
+#: interleaved with the other engines' calls in the zoo (29 µs on one thread, as LiteRT's)
 THREAD_MARGIN = 0.10
 
 
@@ -139,13 +139,14 @@ def _finalists(cands: Sequence[Candidate]) -> list[Candidate]:
 
 def _on_fewer_threads(winner: Candidate, finalists: Sequence[Candidate],
                       threads: int) -> Candidate:
-    """Of the finalists on fewer threads than ``winner`` (unset: ``threads``) and within
-    :data:`THREAD_MARGIN` of its ratio, the one on the fewest (then the fastest); else
-    ``winner``."""
+    """Of the finalists on fewer threads than ``winner`` (unset: ``threads``), within
+    :data:`THREAD_MARGIN` of its ratio and no slower than fp32 on all the threads (unless the
+    winner is), the one on the fewest (then the fastest); else ``winner``."""
     def count(c: Candidate) -> int:
         return c.threads or threads
 
-    bound = (winner.latency_ratio or 0.0) * (1 + THREAD_MARGIN)
+    ratio = winner.latency_ratio or 0.0
+    bound = min(ratio * (1 + THREAD_MARGIN), max(ratio, 1.0))
     close = [c for c in finalists if count(c) < count(winner)
              and c.latency_ratio is not None and c.latency_ratio <= bound]
     return min(close, key=lambda c: (count(c), c.latency_ratio or 0.0)) if close else winner
