@@ -198,7 +198,7 @@ def _runoff(ctx: _Context, cands: Sequence[Candidate]) -> Candidate:
     :data:`RUNOFF_GROWTH_BYTES` allows (each group interleaved with fp32, so every ratio is
     paired with the same reference); returns the winner: the simplest finalist that no more
     complex one beats by more than the noise, or one on fewer threads within
-    :data:`THREAD_MARGIN` of it."""
+    :data:`THREAD_MARGIN` of it (:func:`_on_fewer_threads`)."""
     finalists = _finalists(cands)
     if len(finalists) > 1:
         pending = list(finalists)
