@@ -715,7 +715,8 @@ def test_tune_never_runs_a_file_on_an_engine_it_failed_on(
 def test_the_runoff_opens_finalists_in_groups_that_fit_in_memory(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Finalists that would add more than RUNOFF_GROWTH_BYTES open together are timed in later
-    groups, each interleaved with fp32: every one is still re-timed at the requested batch."""
+    groups, each interleaved with fp32: every one is still re-timed at the requested batch.
+    Finalists on different thread counts are never timed in one group."""
     import types
 
     from onnx import TensorProto, helper
@@ -754,6 +755,18 @@ def test_the_runoff_opens_finalists_in_groups_that_fit_in_memory(
         assert winner in cands and all(c.finalist and c.batch == 3 for c in cands)
         assert [c.first_ratio for c in cands] == [1.0, 1.1, 1.2]
         assert all(c.latency_ratio is not None and c.latency_ratio > 0 for c in cands)
+    # each thread count is timed apart (the most threads first), whatever memory allows
+    monkeypatch.setattr(engines, "RUNOFF_GROWTH_BYTES", 1 << 40)
+    groups.clear()
+    cands = [Candidate(f"c{i}", "quantization", "", path=str(path), accepted=True,
+                       latency_ratio=1.0 + i / 10, session={"intra_op_num_threads": n})
+             for i, n in enumerate((1, 2, 1))]
+    reference = EdgeModel(path, "cpu")
+    ctx = types.SimpleNamespace(config=TuneConfig(**{**_FAST, "threads": 2}),
+                                bench_feeds=feeds, reference=reference)
+    engines._runoff(cast(Any, ctx), cands)
+    reference.close()
+    assert groups == [1, 2] and all(c.finalist for c in cands)
 
 
 def test_the_report_names_a_winner_on_fewer_threads_and_its_engine() -> None:
