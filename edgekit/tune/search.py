@@ -45,9 +45,9 @@ search runs in stages, the likeliest winners first (:func:`edgekit.tune.candidat
    independent. Like the defaults, it runs whatever the budget.
 
 The run-off re-times the three fastest accepted candidates and the fastest accepted one of
-every engine on every thread count together, at the requested batch; a more complex candidate
-must win it by more than the noise, and one on more threads by more than
-:data:`~edgekit.tune.engines.THREAD_MARGIN`.
+every engine on every thread count at the requested batch, each thread count in rounds of its
+own with fp32; a more complex candidate must win it by more than the noise, and one on more
+threads by more than :data:`~edgekit.tune.engines.THREAD_MARGIN`.
 
 Accuracy gate: a candidate is rejected only when it is over ``max_accuracy_drop`` by more than
 one standard error: its paired accuracy drop with labelled evaluation data, else its top-1
