@@ -608,7 +608,7 @@ def test_runoff_holds_the_fastest_accepted_candidate_of_every_engine() -> None:
     cands = [cand(f"ort{i}", "onnxruntime", 0.5 + 0.01 * i) for i in range(5)]
     cands += [cand("ov-rejected", "openvino", 0.1, False), cand("ov-slow", "openvino", 0.9),
               cand("ov", "openvino", 0.8)]
-    names = [c.name for c in _finalists(cands)]
+    names = [c.name for c in _finalists(cands, 1)]
     assert names == ["ort0", "ort1", "ort2", "ov"]
 
 
@@ -637,7 +637,7 @@ def test_the_runoff_holds_each_engines_fastest_on_fewer_threads_and_takes_it_whe
               cand("int8-default+denormal-zero", 0.682, 2)]
     one = cand("int8-default+1-thread", 0.712, 1)
     ov_one = cand("int8-default@openvino+1-thread", 1.10, 1, engine="openvino")
-    finalists = _finalists([default, *others, one, ov_one])
+    finalists = _finalists([default, *others, one, ov_one], 2)
     assert [c.name for c in finalists] == [
         "int8-default+denormal-zero", "int8-default+no-qdq-propagation", "int8-default",
         "int8-default+1-thread", "int8-default@openvino+1-thread"]

@@ -163,6 +163,10 @@ class Candidate:
         """The intra-op threads its session settings ask for (None: the engine's default)."""
         return SessionOptionsConfig.from_dict(self.session).intra_op_num_threads
 
+    def thread_count(self, requested: int) -> int:
+        """The intra-op threads it runs on: its session's, else the tune's ``requested``."""
+        return self.threads or requested
+
 
 @dataclass
 class TuneResult:

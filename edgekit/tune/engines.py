@@ -119,19 +119,19 @@ _STAGE_ORDER = {"baseline": 0, "quantization": 1, "mixed precision": 2, "kernels
 #: of microseconds gains little from a second thread and waits on the pool's hand-offs when
 #: another thread takes the core: the Fashion CNN at batch 1 on a 2-vCPU AMD EPYC Zen 4 took
 #: 27 µs on 2 threads and 28.5 on one in the tune's quiet rounds, and 46-58 µs on 2 threads
-#: interleaved with the other engines' calls in the zoo (29 µs on one thread, as LiteRT's)
+#: interleaved with the other engines' calls in the zoo (the one-thread rows 28-29 µs)
 THREAD_MARGIN = 0.10
 
 
-def _finalists(cands: Sequence[Candidate]) -> list[Candidate]:
+def _finalists(cands: Sequence[Candidate], threads: int) -> list[Candidate]:
     """The run-off's candidates: the :data:`_FINALISTS` fastest accepted ones, and the fastest
-    accepted one of every engine and thread count (so every engine's best, and its best on
-    fewer threads, is compared side by side)."""
+    accepted one of every engine and thread count (unset: ``threads``), so every engine's best,
+    and its best on fewer threads, is compared side by side."""
     timed = sorted((c for c in cands if c.accepted and c.latency_ratio is not None and c.path),
                    key=lambda c: c.latency_ratio or 0.0)
     finalists = timed[:_FINALISTS]
-    for engine, threads in dict.fromkeys((c.engine, c.threads) for c in timed):
-        best = next(c for c in timed if c.engine == engine and c.threads == threads)
+    for key in dict.fromkeys((c.engine, c.thread_count(threads)) for c in timed):
+        best = next(c for c in timed if (c.engine, c.thread_count(threads)) == key)
         if all(best is not f for f in finalists):
             finalists.append(best)
     return finalists
@@ -142,14 +142,12 @@ def _on_fewer_threads(winner: Candidate, finalists: Sequence[Candidate],
     """Of the finalists on fewer threads than ``winner`` (unset: ``threads``), within
     :data:`THREAD_MARGIN` of its ratio and no slower than fp32 on all the threads (unless the
     winner is), the one on the fewest (then the fastest); else ``winner``."""
-    def count(c: Candidate) -> int:
-        return c.threads or threads
-
     ratio = winner.latency_ratio or 0.0
     bound = min(ratio * (1 + THREAD_MARGIN), max(ratio, 1.0))
-    close = [c for c in finalists if count(c) < count(winner)
+    close = [c for c in finalists if c.thread_count(threads) < winner.thread_count(threads)
              and c.latency_ratio is not None and c.latency_ratio <= bound]
-    return min(close, key=lambda c: (count(c), c.latency_ratio or 0.0)) if close else winner
+    return min(close, key=lambda c: (c.thread_count(threads), c.latency_ratio or 0.0),
+               default=winner)
 
 
 #: memory the run-off's finalists may add to the process while open together (their first run
@@ -201,7 +199,7 @@ def _by_threads(finalists: Sequence[Candidate], threads: int) -> list[list[Candi
     alone)."""
     groups: dict[int, list[Candidate]] = {}
     for c in finalists:
-        groups.setdefault(c.threads or threads, []).append(c)
+        groups.setdefault(c.thread_count(threads), []).append(c)
     return [groups[n] for n in sorted(groups, reverse=True)]
 
 
@@ -210,10 +208,9 @@ def _runoff(ctx: _Context, cands: Sequence[Candidate]) -> Candidate:
     requested batch (so they share the machine's state), each thread count apart
     (:func:`_by_threads`) and in as few groups as :data:`RUNOFF_GROWTH_BYTES` allows (each group
     interleaved with fp32, so every ratio is paired with the same reference); returns the
-    winner: the simplest finalist that no more
-    complex one beats by more than the noise, or one on fewer threads within
-    :data:`THREAD_MARGIN` of it (:func:`_on_fewer_threads`)."""
-    finalists = _finalists(cands)
+    winner: the simplest finalist that no more complex one beats by more than the noise, or
+    one on fewer threads within :data:`THREAD_MARGIN` of it (:func:`_on_fewer_threads`)."""
+    finalists = _finalists(cands, ctx.config.threads)
     if len(finalists) > 1:
         for pending in _by_threads(finalists, ctx.config.threads):
             while pending:

@@ -89,23 +89,23 @@ def _why(winner: Candidate, fp32: Candidate, cands: Sequence[Candidate], cfg: Tu
                 f"node_profile for where the time goes{_fewer_note(winner, cfg)}")
     faster = 1 / winner.latency_ratio if winner.latency_ratio else float("nan")
     acc = _loss_text(winner)
-    more = _faster_on_more_threads(winner, cands, cfg)
+    more = _faster_on_more_threads(winner, cands, cfg.threads)
     which = "" if not more else (f" on {winner.threads} thread(s), within {THREAD_MARGIN:.0%}"
                                  f" of {more[0].name} on more threads")
     return (f"{winner.name} ({winner.engine}) is the fastest candidate within the accuracy "
             f"budget{which}: "
             f"{faster:.2f}x faster than fp32 ({winner.latency_ms:.3f} ms vs "
             f"{winner.fp32_latency_ms:.3f} ms, {_threads_text(winner, cfg)}, batch {cfg.batch}), "
-            f"{acc}, {winner.size_bytes / 1024:.0f} KiB{_runoff_note(winner, cands, cfg)}")
+            f"{acc}, {winner.size_bytes / 1024:.0f} KiB{_runoff_note(winner, cands, bool(more))}")
 
 
 def _faster_on_more_threads(winner: Candidate, cands: Sequence[Candidate],
-                            cfg: TuneConfig) -> list[Candidate]:
-    """The run-off's finalists on more threads than ``winner`` that timed faster (it won by
-    :data:`~edgekit.tune.engines.THREAD_MARGIN`), fastest first."""
-    mine = winner.threads or cfg.threads
+                            threads: int) -> list[Candidate]:
+    """The run-off's finalists on more threads than ``winner`` that timed faster (the winner
+    was within :data:`~edgekit.tune.engines.THREAD_MARGIN` of them), fastest first."""
+    mine = winner.thread_count(threads)
     return sorted((c for c in cands if c.finalist and c is not winner
-                   and (c.threads or cfg.threads) > mine
+                   and c.thread_count(threads) > mine
                    and (c.latency_ratio or 0.0) < (winner.latency_ratio or 0.0)),
                   key=lambda c: c.latency_ratio or 0.0)
 
@@ -154,13 +154,14 @@ def _fewer_note(winner: Candidate, cfg: TuneConfig) -> str:
     return f"; {winner.name} {' and '.join(notes)}" if notes else ""
 
 
-def _runoff_note(winner: Candidate, cands: Sequence[Candidate], cfg: TuneConfig) -> str:
+def _runoff_note(winner: Candidate, cands: Sequence[Candidate], on_fewer: bool) -> str:
+    """The run-off's ratios; ``on_fewer``: the winner runs on fewer threads than a faster
+    finalist (:func:`_faster_on_more_threads`)."""
     others = [c for c in cands if c.finalist and c is not winner]
     if not winner.finalist or not others:
         return ""
     why = "a more complex setting must win by more than the noise" + (
-        f", and more threads by more than {THREAD_MARGIN:.0%}"
-        if _faster_on_more_threads(winner, cands, cfg) else "")
+        f", and more threads by more than {THREAD_MARGIN:.0%}" if on_fewer else "")
     return (f"; run-off ratio {winner.latency_ratio:.3f} vs "
             + ", ".join(f"{c.name} {c.latency_ratio:.3f}" for c in others) + f" ({why})")
 

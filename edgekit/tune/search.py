@@ -336,7 +336,7 @@ class _Search:
         pools: dict[str, list[Candidate]] = {}
         threads = self.ctx.config.threads
         for c in self.cands:
-            if not on_all_threads or c.threads in (None, threads):
+            if not on_all_threads or c.thread_count(threads) == threads:
                 pools.setdefault(c.engine, []).append(c)
         return [self.best_of(pool) for pool in pools.values()]
 
