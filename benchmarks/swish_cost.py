@@ -4,7 +4,7 @@ EfficientNet's gap to LiteRT int8 at batch 1 (the zoo's largest miss on the AMX 
 Swish activations: XNNPACK runs them as int8 table lookups, while a standard-ONNX file can only
 ask onnxruntime / OpenVINO for the float function or for the ops around it. This script times
 one EfficientNet layer pair (a 16 -> 96 1x1 conv at 112x112, the expand conv of block 2a, then
-a 96 -> 24 1x1 conv, both int8 QDQ) with the activation between them written five ways:
+a 96 -> 24 1x1 conv, both int8 QDQ) with the activation between them written six ways:
 
 - ``relu``: a reference, not Swish: what the two int8 convs cost with a free activation;
 - ``swish-float``: Sigmoid + Mul in float between the conv's output and the next Q (the layout
@@ -12,6 +12,8 @@ a 96 -> 24 1x1 conv, both int8 QDQ) with the activation between them written fiv
 - ``swish-qdq``: Q/DQ around the Sigmoid and the Mul too (what onnxruntime's QDQ int8 file
   holds: QLinearSigmoid + QLinearMul);
 - ``swish-tanh``: ``0.5 x (1 + tanh(x / 2))``, the same function from other ops;
+- ``swish-op``: ONNX's own ``Swish`` op (opset 24; the layer pair's file is then opset 24), in
+  float between the conv's output and the next Q, as ``swish-float``;
 - ``swish-lut``: an int8 table lookup in standard ops (the conv's output quantized, Cast to
   int32, Gather from a 256-entry uint8 table of the quantized Swish: XNNPACK's method, within
   one int8 step of the float Swish's quantized output).
@@ -49,7 +51,9 @@ RESULTS = ROOT / "benchmarks" / "results" / "swish_cost.json"
 C0, C1, C2, SIDE = 16, 96, 24, 112
 Y_SCALE, Y_ZERO, A_SCALE, A_ZERO = 0.05, 128, 0.03, 10
 SETTLE_S = 0.05  # a sample: the median of the later half of 50 ms of one row's calls (warm caches)
-ACTIVATIONS = ("relu", "swish-float", "swish-qdq", "swish-tanh", "swish-lut")
+ACTIVATIONS = ("relu", "swish-float", "swish-qdq", "swish-tanh", "swish-op", "swish-lut")
+#: the opset of the layer pair's file: ONNX's ``Swish`` op needs 24, the others 17
+SWISH_OPSET = 24
 
 
 def _consts(rng: np.random.Generator) -> dict[str, np.ndarray]:
@@ -79,6 +83,8 @@ def _activation(kind: str) -> list[Step]:
         return [("Relu", ["y"], "a", {}), q]
     if kind == "swish-float":
         return [("Sigmoid", ["y"], "sg", {}), ("Mul", ["y", "sg"], "a", {}), q]
+    if kind == "swish-op":
+        return [("Swish", ["y"], "a", {}), q]
     if kind == "swish-tanh":
         return [("Mul", ["y", "half"], "yh", {}), ("Tanh", ["yh"], "th", {}),
                 ("Add", ["th", "one"], "t1", {}), ("Mul", ["yh", "t1"], "a", {}), q]
@@ -110,7 +116,8 @@ def layer_pair(kind: str) -> Any:
     graph = helper.make_graph(
         nodes, kind, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, C0, SIDE, SIDE])],
         [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, C2, SIDE, SIDE])], inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    opset = SWISH_OPSET if kind == "swish-op" else 17
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
     checker.check_model(model)
     return model
 
@@ -141,7 +148,8 @@ def _ov_precision() -> str:
     return "f32" if OpenVinoEngine.precision_problem("bf16") else "bf16"
 
 
-def _runner(path: Path, engine: str, x: np.ndarray) -> Callable[[], object]:
+def _runner(path: Path, engine: str, x: np.ndarray) -> Callable[[], np.ndarray]:
+    """A call of ``path`` on ``engine`` (1 thread) that returns the first output."""
     if engine == "onnxruntime":
         import onnxruntime as ort
 
@@ -149,7 +157,7 @@ def _runner(path: Path, engine: str, x: np.ndarray) -> Callable[[], object]:
         so.intra_op_num_threads = so.inter_op_num_threads = 1
         sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
         name = sess.get_inputs()[0].name
-        return lambda: sess.run(None, {name: x})
+        return lambda: np.asarray(sess.run(None, {name: x})[0])
     import openvino as ov
 
     core = ov.Core()
@@ -157,7 +165,7 @@ def _runner(path: Path, engine: str, x: np.ndarray) -> Callable[[], object]:
         "INFERENCE_NUM_THREADS": 1, "PERFORMANCE_HINT": "LATENCY",
         "INFERENCE_PRECISION_HINT": _ov_precision()})
     request = compiled.create_infer_request()
-    return lambda: request.infer({0: x})
+    return lambda: np.asarray(request.infer({0: x})[0])
 
 
 def _rows(tmp: Path, model: Path | None) -> list[tuple[str, Path, str, np.ndarray]]:
@@ -186,12 +194,16 @@ def run(model: Path | None, rounds: int) -> dict[str, Any]:
         rows = _rows(Path(tmp), model)
         calls = [_runner(path, engine, x) for _, path, engine, x in rows]
         times = measure(calls, runs=rounds, warmup=5, settle=SETTLE_S)
+        values = [call().astype(np.float32) for call in calls]
+    reference = values[[label for label, *_ in rows].index("layer pair, swish-float")]
     out = []
-    for (label, _, engine, _), ns in zip(rows, times, strict=True):
+    for (label, _, engine, _), ns, y in zip(rows, times, values, strict=True):
         us = np.asarray(ns) / 1e3
-        out.append({"row": label, "engine": engine, "p50_us": float(np.median(us)),
-                    "p90_us": float(np.percentile(us, 90)),
-                    "p99_us": float(np.percentile(us, 99))})
+        row = {"row": label, "engine": engine, "p50_us": float(np.median(us)),
+               "p90_us": float(np.percentile(us, 90)), "p99_us": float(np.percentile(us, 99))}
+        if label.startswith("layer pair"):  # the same function but relu: values to compare
+            row["max_abs_diff_vs_swish_float"] = float(np.abs(y - reference).max())
+        out.append(row)
     return {"cpu": cpu_model(), "instruction_set": instruction_set(), "threads": 1,
             "openvino_precision": _ov_precision(), "rounds": rounds, "settle_s": SETTLE_S,
             "rows": out}
@@ -201,10 +213,14 @@ def _print(result: dict[str, Any]) -> None:
     print(f"CPU: {result['cpu']} ({result['instruction_set']}), 1 thread, batch 1, OpenVINO "
           f"in {result['openvino_precision']}, {result['rounds']} interleaved rounds, a sample the "
           f"median of the later half of {result['settle_s'] * 1e3:.0f} ms of one row's calls")
-    print(f"{'row':58}{'engine':>12}{'p50 us':>10}{'p90 us':>10}{'p99 us':>10}")
+    print(f"{'row':46}{'engine':>12}{'p50 us':>9}{'p90 us':>9}{'p99 us':>9}"
+          f"{'max |diff|':>12}")
     for r in result["rows"]:
-        print(f"{r['row']:58}{r['engine']:>12}{r['p50_us']:10.0f}{r['p90_us']:10.0f}"
-              f"{r['p99_us']:10.0f}")
+        diff = r.get("max_abs_diff_vs_swish_float")
+        print(f"{r['row']:46}{r['engine']:>12}{r['p50_us']:9.0f}{r['p90_us']:9.0f}"
+              f"{r['p99_us']:9.0f}{'' if diff is None else f'{diff:12.4f}'}")
+    print("max |diff|: the largest difference of the row's output from onnxruntime's "
+          "swish-float output (relu is another function)")
 
 
 def main(argv: list[str] | None = None) -> int:

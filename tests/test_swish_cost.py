@@ -1,6 +1,7 @@
 """benchmarks/swish_cost.py: its layer pairs compute Swish (within one int8 step of the float
-function's quantized output), its Relu substitution finds x * sigmoid(x) only, and a short run
-writes its table's JSON (real onnxruntime and OpenVINO)."""
+function's quantized output; ONNX's own Swish op too), its Relu substitution finds
+x * sigmoid(x) only, and a short run writes its table's JSON with each row's difference from
+the float Swish (real onnxruntime and OpenVINO)."""
 
 from __future__ import annotations
 
@@ -35,7 +36,7 @@ def test_layer_pairs_compute_swish_on_the_int8_grid() -> None:
     expected = np.clip(np.round(y / (1 + np.exp(-y)) / swish_cost.A_SCALE) + swish_cost.A_ZERO,
                        0, 255)
     assert np.abs(ref_aq.astype(int) - expected).max() <= 1
-    for kind in ("swish-qdq", "swish-tanh", "swish-lut"):
+    for kind in ("swish-qdq", "swish-tanh", "swish-op", "swish-lut"):
         out, _, aq = outs[kind]
         assert aq.dtype == np.uint8 and aq.shape == ref_aq.shape
         assert np.abs(aq.astype(int) - ref_aq.astype(int)).max() <= 1, kind
@@ -79,3 +80,10 @@ def test_short_run_writes_the_table_json(tmp_path: Path) -> None:
     assert [(r["row"].split(", ")[1], r["engine"]) for r in rows] == [
         (k, e) for k in swish_cost.ACTIVATIONS for e in ("onnxruntime", "openvino")]
     assert all(0 < r["p50_us"] <= r["p90_us"] <= r["p99_us"] for r in rows)
+    # every Swish row computes what the float Swish row does, on either engine (the final
+    # conv's output: within a few int8 steps of the activation); Relu is another function
+    diffs = {(r["row"].split(", ")[1], r["engine"]): r["max_abs_diff_vs_swish_float"]
+             for r in rows}
+    assert diffs[("swish-float", "onnxruntime")] == 0.0
+    assert all(d < 1.0 for (k, _), d in diffs.items() if k != "relu"), diffs
+    assert min(d for (k, _), d in diffs.items() if k == "relu") > 1.0, diffs
