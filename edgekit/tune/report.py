@@ -90,8 +90,8 @@ def _why(winner: Candidate, fp32: Candidate, cands: Sequence[Candidate], cfg: Tu
     faster = 1 / winner.latency_ratio if winner.latency_ratio else float("nan")
     acc = _loss_text(winner)
     more = _faster_on_more_threads(winner, cands, cfg.threads)
-    which = "" if not more else (f" on {winner.threads} thread(s), within {THREAD_MARGIN:.0%}"
-                                 f" of {more[0].name} on more threads")
+    which = "" if not more else (f" on {winner.thread_count(cfg.threads)} thread(s), within "
+                                 f"{THREAD_MARGIN:.0%} of {more[0].name} on more threads")
     return (f"{winner.name} ({winner.engine}) is the fastest candidate within the accuracy "
             f"budget{which}: "
             f"{faster:.2f}x faster than fp32 ({winner.latency_ms:.3f} ms vs "
@@ -122,8 +122,8 @@ def _loss_text(c: Candidate) -> str:
 
 def _fewer_threads(winner: Candidate, cfg: TuneConfig) -> int | None:
     """The winner's intra-op threads when fewer than requested (that won), else None."""
-    n = winner.threads
-    return n if n is not None and n < cfg.threads else None
+    n = winner.thread_count(cfg.threads)
+    return n if n < cfg.threads else None
 
 
 def _split(winner: Candidate) -> str | None:
