@@ -817,6 +817,10 @@ def test_the_report_names_a_winner_on_fewer_threads_and_its_engine() -> None:
                         "must win by more than the noise, and more threads by more than "
                         "10%)"), why
     assert "more threads" not in _why(fast, fp32, [fp32, fast, slow], cfg)
+    # a stored 0 is onnxruntime's default, the requested threads, not fewer
+    default = dataclasses.replace(int8, session={"intra_op_num_threads": 0})
+    assert "(0.330 ms vs 0.370 ms, 2 thread(s), batch 1)" in _why(default, fp32,
+                                                                  [fp32, default], cfg)
 
 
 def test_the_fp32_reference_is_timed_fresh(digits: dict[str, Path], tmp_path: Path,
